@@ -1,0 +1,111 @@
+"""Findings about resources: one vocabulary for logs, `analyze`, admission and status.
+
+Every finding names the resource, the field path (as the user wrote it, camelCase with
+indexes, e.g. ``spec.http[0].route[1].weight``) and the reason. Codes are stable: tools and
+users may match on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Level(enum.StrEnum):
+    ERROR = "Error"
+    WARNING = "Warning"
+    INFO = "Info"
+
+
+@dataclass(frozen=True)
+class Code:
+    """A stable message code with its default level and a short title."""
+
+    id: str
+    level: Level
+    title: str
+
+
+class Codes:
+    """The catalogue of codes. Never renumber; add new ones at the end of a group."""
+
+    # 01xx: a document or resource that cannot be read at all
+    YAML_ERROR = Code("CP0101", Level.ERROR, "InvalidYAML")
+    SCHEMA_ERROR = Code("CP0102", Level.ERROR, "SchemaValidationError")
+    UNKNOWN_KIND = Code("CP0103", Level.INFO, "UnknownKind")
+    # 02xx: a resource that reads but breaks a validation rule on its own
+    INVALID_FIELD = Code("CP0201", Level.ERROR, "InvalidField")
+    UNSUPPORTED_FIELD = Code("CP0202", Level.WARNING, "UnsupportedField")
+    # 03xx: a resource that is valid alone but broken in the context of the mesh
+    SUBSET_NOT_FOUND = Code("CP0301", Level.ERROR, "ReferencedSubsetNotFound")
+    HOST_NOT_FOUND = Code("CP0302", Level.WARNING, "ReferencedHostNotFound")
+    CONFLICTING_VIRTUAL_SERVICES = Code("CP0303", Level.ERROR, "ConflictingVirtualServiceHosts")
+    DESTINATION_RULE_NO_PODS = Code("CP0304", Level.WARNING, "DestinationRuleSubsetWithoutPods")
+    PORT_NOT_FOUND = Code("CP0305", Level.ERROR, "ReferencedPortNotFound")
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    """Identifies one resource: its kind, namespace (empty for cluster-scoped) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding: what is wrong, where, and how bad."""
+
+    code: Code
+    path: str
+    reason: str
+    resource: ResourceKey | None = None
+    origin: str | None = None  # "file:line" where the resource came from, when known
+    level: Level | None = None  # overrides the code's default level
+
+    @property
+    def severity(self) -> Level:
+        return self.level or self.code.level
+
+    @property
+    def field_message(self) -> str:
+        """``path: reason`` as the admission webhook and status conditions show it."""
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+    def __str__(self) -> str:
+        parts = []
+        if self.origin:
+            parts.append(self.origin)
+        if self.resource:
+            parts.append(str(self.resource))
+        parts.append(self.field_message)
+        return f"{self.severity} [{self.code.id} {self.code.title}] " + ": ".join(parts)
+
+    def with_context(self, resource: ResourceKey | None, origin: str | None) -> Issue:
+        return Issue(
+            self.code,
+            self.path,
+            self.reason,
+            resource or self.resource,
+            origin or self.origin,
+            self.level,
+        )
+
+
+def errors(issues: list[Issue] | tuple[Issue, ...]) -> list[Issue]:
+    return [i for i in issues if i.severity is Level.ERROR]
+
+
+class InvalidResource(Exception):
+    """A resource that cannot be accepted; carries every error found."""
+
+    def __init__(self, resource: ResourceKey | None, issues: list[Issue]) -> None:
+        self.resource = resource
+        self.issues = issues
+        super().__init__("; ".join(str(i) for i in issues))

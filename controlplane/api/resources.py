@@ -1,0 +1,132 @@
+"""Turning a YAML/JSON document into a typed resource, with precise errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
+from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
+from controlplane.api.networking import DestinationRule, VirtualService
+
+# (API group, kind) -> model, and the versions of each group we serve.
+MODELS: dict[tuple[str, str], type[BaseModel]] = {
+    ("networking.istio.io", "VirtualService"): VirtualService,
+    ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("", "Service"): Service,
+    ("", "Pod"): Pod,
+    ("", "Namespace"): Namespace,
+    ("discovery.k8s.io", "EndpointSlice"): EndpointSlice,
+}
+GROUP_VERSIONS: dict[str, frozenset[str]] = {
+    "networking.istio.io": frozenset({"v1", "v1beta1", "v1alpha3"}),
+    "security.istio.io": frozenset({"v1", "v1beta1"}),
+    "": frozenset({"v1"}),
+    "discovery.k8s.io": frozenset({"v1"}),
+}
+ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
+CLUSTER_SCOPED = frozenset({"Namespace"})
+
+Resource = VirtualService | DestinationRule | Service | Pod | EndpointSlice | Namespace
+
+
+def register(group: str, kind: str, model: type[BaseModel], versions: frozenset[str]) -> None:
+    """Add a kind (used by modules that define more Istio kinds)."""
+    MODELS[(group, kind)] = model
+    GROUP_VERSIONS[group] = GROUP_VERSIONS.get(group, frozenset()) | versions
+
+
+def key_of(resource: Any) -> ResourceKey:
+    meta = resource.metadata
+    return ResourceKey(resource.kind, meta.namespace, meta.name)
+
+
+def is_istio_kind(kind: str) -> bool:
+    return any(group in ISTIO_GROUPS and k == kind for group, k in MODELS)
+
+
+def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``('spec', 'http', 0, 'route')`` -> ``spec.http[0].route``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def document_key(doc: Any, default_namespace: str = "default") -> ResourceKey | None:
+    """The key a document claims, read without validating it (for error messages)."""
+    if not isinstance(doc, dict):
+        return None
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    kind = doc.get("kind")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(kind, str) or not isinstance(name, str):
+        return None
+    namespace = "" if kind in CLUSTER_SCOPED else str(meta.get("namespace") or default_namespace)
+    return ResourceKey(kind, namespace, name)
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    if "/" in api_version:
+        group, version = api_version.split("/", 1)
+        return group, version
+    return "", api_version
+
+
+def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
+    """Validate one document against its model.
+
+    Raises InvalidResource (code CP0102/CP0103) naming the resource and each field path.
+    Istio ``status`` is output, not input, and is not read.
+    """
+    key = document_key(doc, default_namespace)
+    if not isinstance(doc, dict):
+        raise InvalidResource(
+            None, [Issue(Codes.SCHEMA_ERROR, "", "a resource must be a mapping")]
+        )
+    api_version = doc.get("apiVersion")
+    kind = doc.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        raise InvalidResource(
+            key, [Issue(Codes.SCHEMA_ERROR, "", "apiVersion and kind are required", key)]
+        )
+    group, version = split_api_version(api_version)
+    model = MODELS.get((group, kind))
+    if model is None:
+        raise InvalidResource(
+            key,
+            [Issue(Codes.UNKNOWN_KIND, "kind", f"{api_version} {kind} is not a kind the mesh reads", key)],
+        )
+    if version not in GROUP_VERSIONS.get(group, frozenset()):
+        served = ", ".join(sorted(GROUP_VERSIONS.get(group, frozenset())))
+        raise InvalidResource(
+            key,
+            [Issue(Codes.SCHEMA_ERROR, "apiVersion", f"version {version} is not served (use {served})", key)],
+        )
+    body = dict(doc)
+    if group in ISTIO_GROUPS:
+        body.pop("status", None)
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and kind not in CLUSTER_SCOPED and not metadata.get("namespace"):
+        body["metadata"] = {**metadata, "namespace": default_namespace}
+    if group in ISTIO_GROUPS and "spec" not in body:
+        body["spec"] = {}
+    try:
+        return model.model_validate(body)  # type: ignore[return-value]
+    except ValidationError as exc:
+        issues = [
+            Issue(Codes.SCHEMA_ERROR, format_path(err["loc"]), _pydantic_reason(err), key)
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidResource(key, issues) from None
+
+
+def _pydantic_reason(err: Any) -> str:
+    if err["type"] == "missing":
+        return "is required"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")

@@ -1,0 +1,56 @@
+"""Which fields of each Istio kind the compiler implements.
+
+A field that is set in a resource but not listed here is reported as "not supported yet"
+(a warning): accepted, kept, and visible in logs, `analyze` and status, never silently
+dropped. A path ending in ``.**`` covers the whole subtree below it. Map keys (e.g. header
+names) appear as ``*`` in paths.
+"""
+
+from __future__ import annotations
+
+SUPPORTED: dict[str, frozenset[str]] = {
+    "VirtualService": frozenset(
+        {
+            "spec.hosts",
+            "spec.gateways",
+            "spec.exportTo",
+            "spec.http",
+            "spec.http.name",
+            "spec.http.match",
+            "spec.http.match.name",
+            "spec.http.match.uri.**",
+            "spec.http.match.headers.**",
+            "spec.http.route",
+            "spec.http.route.destination.**",
+            "spec.http.route.weight",
+            "spec.http.timeout",
+            "spec.http.retries",
+            "spec.http.retries.attempts",
+            "spec.http.retries.perTryTimeout",
+            "spec.http.retries.retryOn",
+        }
+    ),
+    "DestinationRule": frozenset(
+        {
+            "spec.host",
+            "spec.exportTo",
+            "spec.subsets",
+            "spec.subsets.name",
+            "spec.subsets.labels.**",
+        }
+    ),
+}
+
+
+def is_supported(kind: str, generic_path: str) -> bool:
+    """True when the compiler implements the field at ``generic_path`` (no indexes)."""
+    supported = SUPPORTED.get(kind)
+    if supported is None:
+        return True
+    if generic_path in supported or generic_path + ".**" in supported:
+        return True
+    parts = generic_path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:end]) + ".**" in supported:
+            return True
+    return False

@@ -1,0 +1,115 @@
+"""The Envoy bootstrap for one sidecar: who it is, where the control plane is, its admin port."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+ISTIO_VERSION = "1.24.0"  # what we tell tools that read node metadata; we speak its API
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``app=reviews,version=v1`` -> dict; raises ValueError naming the bad entry."""
+    labels: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"label {item!r} is not of the form key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def render_bootstrap(
+    *,
+    node_id: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    service_account: str,
+    xds_port: int,
+    xds_address: str = "127.0.0.1",
+    outbound_port: int | None = None,
+    admin_port: int = 15000,
+    delta: bool = False,
+    workload_name: str = "",
+    instance_ips: str = "",
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The bootstrap as a dict (dump it as YAML or JSON)."""
+    metadata: dict[str, Any] = {
+        "NAMESPACE": namespace,
+        "LABELS": dict(labels),
+        "SERVICE_ACCOUNT": service_account,
+        "ISTIO_VERSION": ISTIO_VERSION,
+        "CLUSTER_ID": "Kubernetes",
+        "INTERCEPTION_MODE": "NONE" if outbound_port else "REDIRECT",
+    }
+    if workload_name:
+        metadata["WORKLOAD_NAME"] = workload_name
+    if instance_ips:
+        metadata["INSTANCE_IPS"] = instance_ips
+    if outbound_port:
+        metadata["LOCAL_OUTBOUND_PORT"] = str(outbound_port)
+    metadata.update(extra_metadata or {})
+    app = labels.get("app") or workload_name or service_account
+    return {
+        "node": {
+            "id": node_id,
+            "cluster": f"{app}.{namespace}",
+            "metadata": metadata,
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds-grpc",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "xds-grpc",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": xds_address,
+                                                    "port_value": xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                }
+            ]
+        },
+    }
+
+
+def bootstrap_yaml(**kwargs: Any) -> str:
+    return yaml.safe_dump(render_bootstrap(**kwargs), sort_keys=False)

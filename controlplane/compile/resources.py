@@ -1,0 +1,68 @@
+"""Compiled resources: an Envoy message, its serialized bytes and its version, built once.
+
+Type URLs live here and only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# The order Envoy needs: clusters before their endpoints, listeners before their routes.
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
+BY_SHORT_NAME = {v: k for k, v in SHORT_NAMES.items()}
+# Types whose first request with no names subscribes to everything.
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+
+
+def type_url_of(message: Message) -> str:
+    return "type.googleapis.com/" + message.DESCRIPTOR.full_name
+
+
+def to_any(message: Message) -> any_pb2.Any:
+    return any_pb2.Any(type_url=type_url_of(message), value=message.SerializeToString(deterministic=True))
+
+
+class CompiledResource:
+    """One named xDS resource. Serialization and hashing happen once, on first use."""
+
+    __slots__ = ("name", "type_url", "message", "_value", "_version", "_any")
+
+    def __init__(self, name: str, message: Message) -> None:
+        self.name = name
+        self.type_url = type_url_of(message)
+        self.message = message
+        self._value: bytes | None = None
+        self._version: str | None = None
+        self._any: any_pb2.Any | None = None
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = self.message.SerializeToString(deterministic=True)
+        return self._value
+
+    @property
+    def version(self) -> str:
+        """A content hash: equal resources have equal versions, on any proxy."""
+        if self._version is None:
+            self._version = hashlib.blake2b(self.value, digest_size=8).hexdigest()
+        return self._version
+
+    @property
+    def any(self) -> any_pb2.Any:
+        if self._any is None:
+            self._any = any_pb2.Any(type_url=self.type_url, value=self.value)
+        return self._any
+
+    def __repr__(self) -> str:
+        return f"CompiledResource({self.type_url.rsplit('.', 1)[-1]} {self.name!r} {self.version})"

@@ -1,0 +1,257 @@
+"""The file source: a directory of Kubernetes/Istio YAML, watched for changes.
+
+Every ``*.yaml``/``*.yml``/``*.json`` file below the directory is read as multi-document
+YAML. Additions, edits and deletions are picked up without a restart. A document that cannot
+be read is reported (file:line, resource, field path, reason) and the last good version of
+that resource keeps serving; a file that fails to parse as YAML keeps all of its previous
+resources. Nothing is deleted from the mesh unless the user removed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
+from controlplane.api.issues import Codes, Level
+from controlplane.store import Rejection, Store, Submission
+
+log = logging.getLogger("controlplane.files")
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+_DOC_SEPARATOR = re.compile(r"^---(?:\s.*)?$")
+
+Reporter = Callable[[Issue], None]
+
+
+def _default_report(issue: Issue) -> None:
+    if issue.severity is Level.ERROR:
+        log.error("%s", issue)
+    elif issue.severity is Level.WARNING:
+        log.warning("%s", issue)
+    else:
+        log.info("%s", issue)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of a file: its parsed content or the YAML error, and where it starts."""
+
+    line: int  # 1-based
+    content: Any = None
+    error: str | None = None
+
+
+def split_documents(text: str) -> list[Document]:
+    """Split multi-document YAML, keeping each document's line so errors can point at it."""
+    chunks: list[tuple[int, list[str]]] = [(1, [])]
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _DOC_SEPARATOR.match(line):
+            chunks.append((number + 1, []))
+        else:
+            chunks[-1][1].append(line)
+    docs: list[Document] = []
+    for start, lines in chunks:
+        body = "\n".join(lines)
+        if not body.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in lines):
+            continue
+        try:
+            content = yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = start + (mark.line if mark is not None else 0)
+            problem = getattr(exc, "problem", None) or str(exc)
+            docs.append(Document(line=line, error=f"invalid YAML: {problem}"))
+            continue
+        if content is None:
+            continue
+        docs.append(Document(line=start, content=content))
+    return docs
+
+
+@dataclass
+class _FileState:
+    stamp: tuple[int, int]
+    keys: set[ResourceKey] = field(default_factory=set)
+
+
+@dataclass
+class ReadResult:
+    submissions: list[Submission] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    keys: set[ResourceKey] = field(default_factory=set)
+    unreadable: bool = False  # some document could not be parsed: keep what the file had
+
+
+def read_file(path: Path, display: str, default_namespace: str = "default") -> ReadResult:
+    """Parse and validate every document of one file (pure apart from reading it)."""
+    result = ReadResult()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        result.unreadable = True
+        result.issues.append(Issue(Codes.YAML_ERROR, "", f"cannot read file: {exc}", origin=display))
+        return result
+    for doc in split_documents(text):
+        origin = f"{display}:{doc.line}"
+        if doc.error is not None:
+            result.unreadable = True
+            result.issues.append(Issue(Codes.YAML_ERROR, "", doc.error, origin=origin))
+            continue
+        items = doc.content.get("items") if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List") else None
+        for content in items if isinstance(items, list) else [doc.content]:
+            _read_document(content, origin, default_namespace, result)
+    return result
+
+
+def _read_document(content: Any, origin: str, default_namespace: str, result: ReadResult) -> None:
+    key = document_key(content, default_namespace)
+    try:
+        resource, found = load(content, default_namespace)
+    except InvalidResource as exc:
+        issues = [i.with_context(key, origin) for i in exc.issues]
+        if any(i.code is Codes.UNKNOWN_KIND for i in issues):
+            result.issues.extend(issues)  # not ours to read; not an error in the mesh
+            return
+        result.issues.extend(issues)
+        if key is None:
+            result.unreadable = True
+            return
+        result.keys.add(key)
+        generation = None
+        if isinstance(content, dict) and isinstance(content.get("metadata"), dict):
+            generation = content["metadata"].get("generation")
+        result.rejections.append(Rejection(key, tuple(issues), origin, generation))
+        return
+    key = key_of(resource)
+    issues = [i.with_context(key, origin) for i in found]
+    result.issues.extend(issues)
+    result.keys.add(key)
+    result.submissions.append(Submission(resource, tuple(issues), origin))
+
+
+class FileSource:
+    """Keeps the store in step with a directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: Store,
+        *,
+        default_namespace: str = "default",
+        report: Reporter = _default_report,
+    ) -> None:
+        self.root = Path(root)
+        self.store = store
+        self.default_namespace = default_namespace
+        self.report = report
+        self._files: dict[Path, _FileState] = {}
+        self._owner: dict[ResourceKey, Path] = {}
+
+    def _candidates(self) -> dict[Path, tuple[int, int]]:
+        found: dict[Path, tuple[int, int]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or not name.endswith(_SUFFIXES):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                found[path] = (st.st_mtime_ns, st.st_size)
+        return found
+
+    def scan(self) -> bool:
+        """Read what changed since the last scan and apply it to the store in one batch.
+
+        Returns True when the store changed.
+        """
+        current = self._candidates()
+        upserts: list[Submission] = []
+        rejections: list[Rejection] = []
+        deletes: set[ResourceKey] = set()
+        for path in sorted(set(self._files) - set(current)):
+            state = self._files.pop(path)
+            for key in state.keys:
+                if self._owner.get(key) == path:
+                    del self._owner[key]
+                    deletes.add(key)
+            log.info("file %s removed", self._display(path))
+        for path, stamp in sorted(current.items()):
+            previous = self._files.get(path)
+            if previous is not None and previous.stamp == stamp:
+                continue
+            result = read_file(path, self._display(path), self.default_namespace)
+            for issue in result.issues:
+                self.report(issue)
+            old_keys = previous.keys if previous else set()
+            keys = set(result.keys)
+            if result.unreadable:
+                keys |= old_keys  # unknown content: keep everything the file had
+            for key in old_keys - keys:
+                if self._owner.get(key) == path:
+                    del self._owner[key]
+                    deletes.add(key)
+            for key in keys:
+                owner = self._owner.get(key)
+                if owner is not None and owner != path and owner in current:
+                    self.report(
+                        Issue(
+                            Codes.SCHEMA_ERROR,
+                            "metadata.name",
+                            f"also defined in {self._display(owner)}; the definition there is used",
+                            key,
+                            self._display(path),
+                            Level.WARNING,
+                        )
+                    )
+                    continue
+                self._owner[key] = path
+            upserts += [s for s in result.submissions if self._owner.get(key_of(s.resource)) == path]
+            rejections += [r for r in result.rejections if self._owner.get(r.key) == path]
+            self._files[path] = _FileState(stamp, keys)
+        deletes -= {key_of(s.resource) for s in upserts} | {r.key for r in rejections}
+        if not (upserts or rejections or deletes):
+            return False
+        change = self.store.apply(upserts=upserts, deletes=deletes, rejections=rejections)
+        return bool(change)
+
+    def _display(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    async def run(self, poll_interval: float = 1.0) -> None:
+        """Scan now, then on every filesystem event (and at least every ``poll_interval``)."""
+        from watchfiles import awatch
+
+        self.scan()
+        stop = asyncio.Event()
+        try:
+            async for _changes in awatch(
+                self.root,
+                debounce=30,
+                step=10,
+                stop_event=stop,
+                rust_timeout=int(poll_interval * 1000),
+                yield_on_timeout=True,
+                recursive=True,
+            ):
+                try:
+                    self.scan()
+                except Exception:  # never let one bad file stop the watcher
+                    log.exception("scanning %s failed", self.root)
+        finally:
+            stop.set()

@@ -1,0 +1,288 @@
+"""An immutable view of everything the mesh knows, with the indexes the compiler asks for.
+
+A Snapshot is never mutated. Its indexes are computed on first use and then kept, so every
+proxy compiled from the same snapshot shares them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from controlplane.api.issues import Issue, ResourceKey
+from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
+from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
+from controlplane.store.registry import (
+    DOMAIN_SUFFIX,
+    MeshEndpoint,
+    MeshService,
+    endpoints_from_pods,
+    endpoints_from_slices,
+    mesh_service,
+)
+
+ROOT_NAMESPACE = "istio-system"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def resolve_host(host: str, namespace: str) -> str:
+    """Istio's short-name rule: a name without a dot is in the config's namespace."""
+    if host == "*" or "." in host:
+        return host
+    return f"{host}.{namespace}.svc.{DOMAIN_SUFFIX}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """True when ``pattern`` (possibly ``*.suffix`` or ``*``) covers ``host``."""
+    if pattern == host or pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return False
+
+
+def exported_to(export_to: Iterable[str], owner_namespace: str, namespace: str) -> bool:
+    entries = list(export_to)
+    if not entries or "*" in entries:
+        return True
+    if "~" in entries:
+        return False
+    return namespace in entries or ("." in entries and namespace == owner_namespace)
+
+
+def created(resource: Any) -> tuple[datetime, str, str]:
+    """Ordering used for precedence: oldest first, then namespace/name."""
+    meta = resource.metadata
+    ts = meta.creation_timestamp or _EPOCH
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts, meta.namespace, meta.name)
+
+
+@dataclass(frozen=True)
+class MergedDestinationRule:
+    """What applies to one host for one client namespace after Istio's lookup and merge."""
+
+    host: str
+    namespace: str
+    traffic_policy: TrafficPolicy | None
+    subsets: tuple[Subset, ...]
+    sources: tuple[ResourceKey, ...]
+
+    def subset(self, name: str) -> Subset | None:
+        for s in self.subsets:
+            if s.name == name:
+                return s
+        return None
+
+
+@dataclass(frozen=True)
+class ResourceStatus:
+    """What the control plane made of one resource (read by logs, status writers, analyze)."""
+
+    accepted: bool  # the latest version passed validation on its own
+    reconciled: bool  # the latest version is what proxies are being configured with
+    issues: tuple[Issue, ...] = ()
+    generation: int | None = None
+    origin: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    version: int
+    resources: Mapping[str, Mapping[ResourceKey, Any]]
+    status: Mapping[ResourceKey, ResourceStatus] = field(default_factory=dict)
+    origins: Mapping[ResourceKey, str] = field(default_factory=dict)
+
+    # ---- raw access ---------------------------------------------------------------------
+
+    def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]:
+        return self.resources.get(kind, MappingProxyType({}))
+
+    def get(self, key: ResourceKey) -> Any | None:
+        return self.of_kind(key.kind).get(key)
+
+    # ---- services and endpoints -----------------------------------------------------------
+
+    @cached_property
+    def services(self) -> Mapping[str, MeshService]:
+        """hostname -> service."""
+        out: dict[str, MeshService] = {}
+        svc: Service
+        for svc in self.of_kind("Service").values():
+            ms = mesh_service(svc)
+            out[ms.hostname] = ms
+        return out
+
+    @cached_property
+    def _pods_by_namespace(self) -> Mapping[str, tuple[Pod, ...]]:
+        out: dict[str, list[Pod]] = defaultdict(list)
+        pod: Pod
+        for pod in self.of_kind("Pod").values():
+            out[pod.metadata.namespace].append(pod)
+        return {ns: tuple(sorted(p, key=lambda x: x.metadata.name)) for ns, p in out.items()}
+
+    def pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        return self._pods_by_namespace.get(namespace, ())
+
+    @cached_property
+    def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
+        out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
+        eps: EndpointSlice
+        for eps in self.of_kind("EndpointSlice").values():
+            owner = eps.metadata.labels.get("kubernetes.io/service-name")
+            if owner:
+                out[(eps.metadata.namespace, owner)].append(eps)
+        return {k: tuple(sorted(v, key=lambda s: s.metadata.name)) for k, v in out.items()}
+
+    @cached_property
+    def _endpoints(self) -> dict[str, tuple[MeshEndpoint, ...]]:
+        return {}
+
+    def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]:
+        """Every endpoint of every port of a service (computed once per snapshot)."""
+        cache = self._endpoints
+        found = cache.get(hostname)
+        if found is None:
+            service = self.services.get(hostname)
+            if service is None:
+                found = ()
+            else:
+                slices = self._slices_by_service.get((service.namespace, service.name))
+                if slices:
+                    pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
+                    found = endpoints_from_slices(service, slices, pods)
+                else:
+                    found = endpoints_from_pods(service, self.pods_in(service.namespace))
+            cache[hostname] = found
+        return found
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        ns: Namespace | None = self.of_kind("Namespace").get(ResourceKey("Namespace", "", namespace))
+        return ns.metadata.labels if ns else {}
+
+    # ---- VirtualServices ------------------------------------------------------------------
+
+    @cached_property
+    def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
+        out: dict[str, list[VirtualService]] = defaultdict(list)
+        vs: VirtualService
+        for vs in sorted(self.of_kind("VirtualService").values(), key=created):
+            for host in vs.spec.hosts:
+                out[resolve_host(host, vs.metadata.namespace)].append(vs)
+        return {h: tuple(v) for h, v in out.items()}
+
+    def virtual_services_for(self, hostname: str, client_namespace: str) -> tuple[VirtualService, ...]:
+        """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``.
+
+        Oldest first: when several claim one host, the first is the one that applies.
+        Exact host matches come before wildcard ones.
+        """
+        index = self._virtual_services_by_host
+        exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
+        if exact:
+            return tuple(exact)
+        best: tuple[VirtualService, ...] = ()
+        best_len = -1
+        for pattern, items in index.items():
+            if pattern.startswith("*") and host_matches(pattern, hostname) and len(pattern) > best_len:
+                visible = tuple(vs for vs in items if self._vs_applies(vs, client_namespace))
+                if visible:
+                    best, best_len = visible, len(pattern)
+        return best
+
+    @staticmethod
+    def _vs_applies(vs: VirtualService, client_namespace: str) -> bool:
+        gateways = vs.spec.gateways
+        if gateways and "mesh" not in gateways:
+            return False
+        return exported_to(vs.spec.export_to, vs.metadata.namespace, client_namespace)
+
+    # ---- DestinationRules -----------------------------------------------------------------
+
+    @cached_property
+    def _destination_rules_by_namespace(self) -> Mapping[str, tuple[DestinationRule, ...]]:
+        out: dict[str, list[DestinationRule]] = defaultdict(list)
+        dr: DestinationRule
+        for dr in sorted(self.of_kind("DestinationRule").values(), key=created):
+            out[dr.metadata.namespace].append(dr)
+        return {ns: tuple(v) for ns, v in out.items()}
+
+    @cached_property
+    def _merged_rules(self) -> dict[tuple[str, str], MergedDestinationRule | None]:
+        return {}
+
+    def destination_rule(self, hostname: str, client_namespace: str) -> MergedDestinationRule | None:
+        """Istio's lookup: the client's namespace, then the service's, then the root namespace.
+
+        The first namespace with a matching rule wins whole; within it the most specific host
+        wins, and several rules for that host merge (subsets unioned, the first traffic
+        policy kept).
+        """
+        cache = self._merged_rules
+        key = (hostname, client_namespace)
+        if key in cache:
+            return cache[key]
+        service = self.services.get(hostname)
+        order = [client_namespace]
+        if service is not None and service.namespace not in order:
+            order.append(service.namespace)
+        if ROOT_NAMESPACE not in order:
+            order.append(ROOT_NAMESPACE)
+        result = None
+        for namespace in order:
+            result = self._rule_in_namespace(hostname, namespace, client_namespace)
+            if result is not None:
+                break
+        cache[key] = result
+        return result
+
+    def _rule_in_namespace(
+        self, hostname: str, namespace: str, client_namespace: str
+    ) -> MergedDestinationRule | None:
+        best_host: str | None = None
+        matches: list[DestinationRule] = []
+        for dr in self._destination_rules_by_namespace.get(namespace, ()):
+            if dr.spec.workload_selector is not None:
+                continue  # workload-scoped rules apply to the selected workloads only
+            if not exported_to(dr.spec.export_to, dr.metadata.namespace, client_namespace):
+                continue
+            host = resolve_host(dr.spec.host, dr.metadata.namespace)
+            if not host_matches(host, hostname):
+                continue
+            if best_host is None or _more_specific(host, best_host):
+                best_host, matches = host, [dr]
+            elif host == best_host:
+                matches.append(dr)
+        if not matches or best_host is None:
+            return None
+        subsets: list[Subset] = []
+        names: set[str] = set()
+        policy: TrafficPolicy | None = None
+        for dr in matches:
+            if policy is None and dr.spec.traffic_policy is not None:
+                policy = dr.spec.traffic_policy
+            for subset in dr.spec.subsets:
+                if subset.name not in names:
+                    names.add(subset.name)
+                    subsets.append(subset)
+        return MergedDestinationRule(
+            host=best_host,
+            namespace=namespace,
+            traffic_policy=policy,
+            subsets=tuple(subsets),
+            sources=tuple(ResourceKey("DestinationRule", d.metadata.namespace, d.metadata.name) for d in matches),
+        )
+
+
+def _more_specific(a: str, b: str) -> bool:
+    """Exact beats wildcard; a longer wildcard beats a shorter one."""
+    a_wild, b_wild = a.startswith("*"), b.startswith("*")
+    if a_wild != b_wild:
+        return not a_wild
+    return len(a) > len(b)

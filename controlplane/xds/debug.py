@@ -1,0 +1,107 @@
+"""The debug HTTP port: health, readiness, what every proxy was sent and ACKed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from controlplane.compile.resources import BY_SHORT_NAME, SHORT_NAMES
+from controlplane.xds.hub import Hub
+
+log = logging.getLogger("controlplane.debug")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, indent=2, sort_keys=True, default=str) + "\n",
+        status=status,
+        content_type="application/json",
+    )
+
+
+class DebugServer:
+    def __init__(self, hub: Hub, ready: Callable[[], bool] = lambda: True) -> None:
+        self.hub = hub
+        self.ready = ready
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/ready", self._ready),
+                web.get("/debug/syncz", self._syncz),
+                web.get("/debug/config_dump", self._config_dump),
+                web.get("/debug/status", self._status),
+            ]
+        )
+        self.extra_routes = self.app.router
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 15014) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server  # aiohttp keeps the bound socket here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("debug endpoints on http://%s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.Response(text="ready\n")
+        return web.Response(text="not ready\n", status=503)
+
+    async def _syncz(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "snapshot_version": self.hub.compiler.snapshot.version,
+                "change_seen_at": self.hub.change_seen_at,
+                "proxies": self.hub.describe(),
+            }
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        snapshot = self.hub.store.snapshot
+        out = []
+        for key, status in sorted(snapshot.status.items(), key=lambda kv: str(kv[0])):
+            out.append(
+                {
+                    "resource": str(key),
+                    "accepted": status.accepted,
+                    "reconciled": status.reconciled,
+                    "origin": status.origin,
+                    "issues": [str(i) for i in status.issues],
+                }
+            )
+        return _json(out)
+
+    async def _config_dump(self, request: web.Request) -> web.Response:
+        node = request.query.get("proxy", "")
+        wanted = request.query.get("type")
+        streams = [s for s in self.hub.streams.values() if s.proxy and s.proxy.node_id == node]
+        if not streams:
+            return _json({"error": f"no connected proxy {node!r}"}, status=404)
+        stream: Any = streams[-1]
+        types = [BY_SHORT_NAME[wanted]] if wanted in BY_SHORT_NAME else list(SHORT_NAMES)
+        out: dict[str, Any] = {}
+        for type_url in types:
+            state = stream.states.get(type_url)
+            sent = state.sent_resources if state is not None else {}
+            out[SHORT_NAMES[type_url]] = [
+                json_format.MessageToDict(sent[name].message) for name in sorted(sent)
+            ]
+        return _json({"node_id": node, "resources": out})

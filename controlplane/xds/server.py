@@ -1,0 +1,60 @@
+"""The gRPC server: ADS (and, as they are added, the other discovery services)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from controlplane.xds.hub import Hub
+from controlplane.xds.sotw import SotwStream
+
+log = logging.getLogger("controlplane.xds")
+
+
+class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def StreamAggregatedResources(  # noqa: N802 (gRPC's name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        stream = SotwStream(self.hub, context.peer())
+        async for response in stream.run(request_iterator):
+            yield response
+
+
+class XdsServer:
+    """Owns the grpc.aio server that proxies connect to."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_concurrent_streams", 1_000_000),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            AggregatedDiscoveryService(hub), self.server
+        )
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 15010) -> int:
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if not self.port:
+            raise OSError(f"cannot listen on {host}:{port}")
+        self.hub.start()
+        await self.server.start()
+        log.info("xDS (ADS) listening on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
+        await self.hub.stop()
