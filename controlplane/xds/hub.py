@@ -10,10 +10,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from controlplane.compile import SnapshotCompiler
+from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.store import ChangeSet, Snapshot, Store
 
@@ -21,6 +22,29 @@ log = logging.getLogger("controlplane.xds")
 
 DEFAULT_DEBOUNCE = 0.1
 DEFAULT_MAX_DELAY = 10.0
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the transport knows about a stream: for authenticating the proxy behind it."""
+
+    peer: str
+    metadata: Mapping[str, str] = field(default_factory=dict)  # gRPC invocation metadata
+    auth_context: Mapping[str, Any] = field(default_factory=dict)  # TLS peer identity, if any
+
+
+class IdentityRejected(Exception):
+    """The stream could not prove the identity its node claims."""
+
+
+# Turns a claimed proxy into an authenticated one (or raises IdentityRejected).
+Authenticator = Callable[[Proxy, StreamInfo], Proxy]
+# Adds resources that do not come from the compiler (e.g. SDS secrets from the CA).
+ResourceProvider = Callable[[Proxy], Mapping[str, Mapping[str, CompiledResource]]]
+
+
+def _trust_the_claim(proxy: Proxy, info: StreamInfo) -> Proxy:
+    return proxy
 
 
 class Stream(Protocol):
@@ -42,6 +66,7 @@ class Hub:
         debounce: float = DEFAULT_DEBOUNCE,
         max_delay: float = DEFAULT_MAX_DELAY,
         max_concurrent_pushes: int = 64,
+        authenticator: Authenticator = _trust_the_claim,
     ) -> None:
         self.store = store
         self.debounce = debounce
@@ -52,6 +77,8 @@ class Hub:
         self.push_slots = asyncio.Semaphore(max_concurrent_pushes)
         self.pushes = 0
         self.listeners: list[Callable[[str, Stream], None]] = []
+        self.authenticator = authenticator
+        self.providers: list[ResourceProvider] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: Snapshot | None = None
         self._pending_first: float = 0.0  # monotonic time of the first change in a burst
@@ -125,6 +152,19 @@ class Hub:
         log.debug("snapshot %d published to %d streams", snapshot.version, len(self.streams))
         for stream in list(self.streams.values()):
             stream.wake()
+
+    # ---- what a proxy gets ---------------------------------------------------------------
+
+    def resources_for(self, proxy: Proxy) -> ProxyResources:
+        """The compiler's resources for ``proxy`` plus those of every provider."""
+        compiled = self.compiler.compile(proxy)
+        if not self.providers:
+            return compiled
+        merged = {t: dict(r) for t, r in compiled.by_type.items()}
+        for provider in self.providers:
+            for type_url, extra in provider(proxy).items():
+                merged.setdefault(type_url, {}).update(extra)
+        return ProxyResources(merged)
 
     # ---- streams --------------------------------------------------------------------------
 

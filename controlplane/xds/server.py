@@ -10,10 +10,16 @@ import grpc
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from controlplane.xds.hub import Hub
+from controlplane.xds.hub import Hub, StreamInfo
 from controlplane.xds.sotw import SotwStream
 
 log = logging.getLogger("controlplane.xds")
+
+
+def stream_info(context: Any) -> StreamInfo:
+    metadata = {str(k): str(v) for k, v in (context.invocation_metadata() or ())}
+    auth = {str(k): [bytes(x).decode(errors="replace") for x in v] for k, v in (context.auth_context() or {}).items()}
+    return StreamInfo(peer=context.peer(), metadata=metadata, auth_context=auth)
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -23,7 +29,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     async def StreamAggregatedResources(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = SotwStream(self.hub, context.peer())
+        stream = SotwStream(self.hub, stream_info(context))
         async for response in stream.run(request_iterator):
             yield response
 

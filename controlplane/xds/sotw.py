@@ -22,7 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER
-from controlplane.xds.hub import Hub
+from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
 from controlplane.xds.state import Nack, TypeState, set_version, short
 
 log = logging.getLogger("controlplane.xds")
@@ -41,10 +41,11 @@ def proxy_from_request_node(node: Any) -> Proxy:
 class SotwStream:
     protocol = "sotw"
 
-    def __init__(self, hub: Hub, peer: str) -> None:
+    def __init__(self, hub: Hub, info: StreamInfo) -> None:
         self.hub = hub
         self.id = f"{next(_stream_ids)}"
-        self.peer = peer
+        self.info = info
+        self.peer = info.peer
         self.proxy: Proxy | None = None
         self.connected_at = time.time()
         self.states: dict[str, TypeState] = {}
@@ -91,8 +92,9 @@ class SotwStream:
                         log.warning("stream %s from %s: first request has no node id; closing", self.id, self.peer)
                         break
                     try:
-                        self.proxy = proxy_from_request_node(request.node)
-                    except InvalidNode as exc:
+                        claimed = proxy_from_request_node(request.node)
+                        self.proxy = self.hub.authenticator(claimed, self.info)
+                    except (InvalidNode, IdentityRejected) as exc:
                         log.warning("stream %s from %s: %s; closing", self.id, self.peer, exc)
                         break
                     self.hub.register(self)
@@ -146,7 +148,7 @@ class SotwStream:
 
     def _responses(self) -> list[discovery_pb2.DiscoveryResponse]:
         assert self.proxy is not None
-        resources = self.hub.compiler.compile(self.proxy)
+        resources = self.hub.resources_for(self.proxy)
         out: list[discovery_pb2.DiscoveryResponse] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)

@@ -1,0 +1,227 @@
+"""A real Envoy follows VirtualService weights written to files (issue: the file-mode slice)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from controlplane.local.mesh import LocalMesh, Sidecar
+from controlplane.local.ports import free_port
+from controlplane.local.traffic import count_backends, send
+
+V1, V2 = "127.0.0.21", "127.0.0.22"
+
+
+def reviews_yaml(port: int) -> str:
+    return f"""
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: reviews, namespace: default}}
+    spec:
+      selector: {{app: reviews}}
+      ports: [{{name: http, port: 9080, targetPort: {port}}}]
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: reviews-v1, namespace: default, labels: {{app: reviews, version: v1}}}}
+    status: {{podIP: {V1}}}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: reviews-v2, namespace: default, labels: {{app: reviews, version: v2}}}}
+    status: {{podIP: {V2}}}
+    """
+
+
+def destination_rule(*subsets: str) -> str:
+    items = "".join(f"\n      - {{name: {s}, labels: {{version: {s if s != 'v3' else 'v2'}}}}}" for s in subsets)
+    return f"""
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {{name: reviews, namespace: default}}
+    spec:
+      host: reviews
+      subsets:{items}
+    """
+
+
+def virtual_service(w1: int | str, w2: int | str, subset2: str = "v2", api: str = "v1") -> str:
+    return f"""
+    apiVersion: networking.istio.io/{api}
+    kind: VirtualService
+    metadata: {{name: reviews, namespace: default}}
+    spec:
+      hosts: [reviews]
+      http:
+      - route:
+        - destination: {{host: reviews, subset: v1}}
+          weight: {w1}
+        - destination: {{host: reviews, subset: {subset2}}}
+          weight: {w2}
+    """
+
+
+@pytest.fixture
+def canary(mesh: LocalMesh) -> tuple[LocalMesh, Sidecar]:
+    port = free_port()
+    mesh.backend("reviews-v1", V1, port)
+    mesh.backend("reviews-v2", V2, port)
+    mesh.write("reviews.yaml", reviews_yaml(port))
+    mesh.write("dr.yaml", destination_rule("v1", "v2"))
+    mesh.write("vs.yaml", virtual_service(90, 10))
+    mesh.start()
+    sidecar = mesh.sidecar(
+        "sidecar~127.0.0.1~productpage.default~default.svc.cluster.local",
+        labels={"app": "productpage"},
+        service_account="productpage",
+    )
+    return mesh, sidecar
+
+
+def share(counts: dict[str, int], name: str) -> float:
+    return 100.0 * counts.get(name, 0) / sum(counts.values())
+
+
+def rds_version(mesh: LocalMesh, sidecar: Sidecar) -> str:
+    return str(mesh.debug.type_state(sidecar.node_id, "rds")["acked_version"])
+
+
+def test_ninety_ten_split_is_observed_within_four_points(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 1000)
+    assert sum(counts.values()) == 1000
+    assert set(counts) <= {"reviews-v1", "reviews-v2"}, counts
+    assert abs(share(counts, "reviews-v2") - 10) <= 4, counts
+
+
+def test_weight_edit_is_acked_and_traffic_follows(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    written = mesh.write("vs.yaml", virtual_service(0, 100))
+    states = mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    assert states["rds"]["acked_at"] - written < 2.0
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 200)
+    assert counts == {"reviews-v2": 200}
+
+
+def test_weights_are_relative_not_percentages(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    mesh.write("vs.yaml", virtual_service(1, 3))  # 25% / 75%
+    mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 1000)
+    assert abs(share(counts, "reviews-v2") - 75) <= 5, counts
+
+
+@pytest.mark.parametrize(
+    ("name", "broken"),
+    [
+        ("negative weight", virtual_service(110, -10)),
+        ("weights total zero", virtual_service(0, 0)),
+        ("unparsable YAML", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: [unclosed\n"),
+    ],
+)
+def test_broken_virtual_service_leaves_traffic_on_previous_split(
+    canary: tuple[LocalMesh, Sidecar], name: str, broken: str
+) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    mesh.write("vs.yaml", broken)
+    deadline = time.time() + 5
+    while "vs.yaml" not in mesh.control_plane.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    log = mesh.control_plane.log_text()
+    assert "vs.yaml" in log, log
+    time.sleep(0.3)  # more than the debounce: a push, if any, would have happened
+    assert rds_version(mesh, sidecar) == before
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 500)
+    assert abs(share(counts, "reviews-v2") - 10) <= 6, counts
+    # Fixing the file brings the resource back.
+    mesh.write("vs.yaml", virtual_service(50, 50))
+    mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 400)
+    assert abs(share(counts, "reviews-v2") - 50) <= 10, counts
+
+
+def test_negative_weight_error_names_file_resource_and_field(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, _ = canary
+    mesh.write("vs.yaml", virtual_service(110, -10))
+    deadline = time.time() + 5
+    needle = "spec.http[0].route[1].weight: must not be negative"
+    while needle not in mesh.control_plane.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    lines = [ln for ln in mesh.control_plane.log_text().splitlines() if needle in ln]
+    assert lines, mesh.control_plane.log_tail()
+    assert "vs.yaml:" in lines[0] and "VirtualService default/reviews" in lines[0]
+    status = {s["resource"]: s for s in mesh.debug.get("/debug/status")}
+    assert status["VirtualService default/reviews"]["accepted"] is False
+
+
+def test_route_to_undefined_subset_keeps_previous_route(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    mesh.write("vs.yaml", virtual_service(50, 50, subset2="v3"))
+    deadline = time.time() + 5
+    while "ReferencedSubsetNotFound" not in mesh.control_plane.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "subset 'v3'" in mesh.control_plane.log_text()
+    time.sleep(0.3)
+    assert rds_version(mesh, sidecar) == before
+    status = {s["resource"]: s for s in mesh.debug.get("/debug/status")}
+    assert status["VirtualService default/reviews"]["reconciled"] is False
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 300)
+    assert set(counts) <= {"reviews-v1", "reviews-v2"} and counts["reviews-v1"] > 200, counts
+
+
+def test_adding_the_missing_subset_brings_the_route_in(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    mesh.write("vs.yaml", virtual_service(0, 100, subset2="v3"))
+    before = rds_version(mesh, sidecar)
+    mesh.write("dr.yaml", destination_rule("v1", "v2", "v3"))  # v3 selects the v2 pod
+    mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    assert count_backends(sidecar.outbound_port, "reviews:9080", 50) == {"reviews-v2": 50}
+    status = {s["resource"]: s for s in mesh.debug.get("/debug/status")}
+    assert status["VirtualService default/reviews"]["reconciled"] is True
+
+
+def test_deleting_the_virtual_service_falls_back_to_the_default_route(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    mesh.remove("vs.yaml")
+    mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    counts = count_backends(sidecar.outbound_port, "reviews:9080", 400)
+    # The default route sends to every pod of the service.
+    assert counts["reviews-v1"] > 80 and counts["reviews-v2"] > 80, counts
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "reviews",
+        "reviews:9080",
+        "reviews.default",
+        "reviews.default:9080",
+        "reviews.default.svc",
+        "reviews.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local:9080",
+    ],
+)
+def test_short_and_full_host_names_reach_the_service(canary: tuple[LocalMesh, Sidecar], host: str) -> None:
+    _, sidecar = canary
+    status, headers, _ = send(sidecar.outbound_port, host)
+    assert status == 200 and headers["x-backend"] in ("reviews-v1", "reviews-v2")
+
+
+def test_unknown_host_gets_404_from_envoy(canary: tuple[LocalMesh, Sidecar]) -> None:
+    _, sidecar = canary
+    status, headers, _ = send(sidecar.outbound_port, "ratings:9080")
+    assert status == 404 and "x-backend" not in headers
+
+
+def test_older_api_versions_are_read_the_same(canary: tuple[LocalMesh, Sidecar]) -> None:
+    mesh, sidecar = canary
+    before = rds_version(mesh, sidecar)
+    mesh.write("vs.yaml", virtual_service(0, 100, api="v1alpha3"))
+    mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
+    assert count_backends(sidecar.outbound_port, "reviews:9080", 50) == {"reviews-v2": 50}
