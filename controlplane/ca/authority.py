@@ -17,7 +17,10 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from controlplane.ca.bundle import (
@@ -102,7 +105,7 @@ class CertificateAuthority:
         self._latest_not_after = min(
             c.not_valid_after_utc for c in (material.cert, *material.intermediates)
         )
-        self._authority_key_id = _authority_key_identifier(material.cert)
+        self._authority_key_id = _authority_key_identifier(material.cert, material.key)
         self._hash = signature_hash(material.key)
 
     @classmethod
@@ -262,11 +265,14 @@ def _now(now: datetime | None) -> datetime:
     return now.astimezone(UTC)
 
 
-def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def _authority_key_identifier(
+    issuer: x509.Certificate, issuer_key: CertificateIssuerPrivateKeyTypes
+) -> x509.AuthorityKeyIdentifier:
+    # Copy the issuer's own key id when it has one: chain builders match on it byte for byte.
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 

@@ -61,7 +61,10 @@ def private_key_to_pem(key: CertificateIssuerPrivateKeyTypes | ec.EllipticCurveP
     ).decode("ascii")
 
 
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None
+
+
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> SigningHash:
     """The digest to sign with: matched to the curve for ECDSA, none for EdDSA."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if key.curve.key_size > 384:
@@ -93,7 +96,9 @@ def parse_bundle(bundle: CABundle, now: datetime) -> SigningMaterial:
             f"{cert.not_valid_after_utc.isoformat()}, not at {now.isoformat()}"
         )
     if chain[0] != cert:
-        raise InvalidCABundle(f"{CERT_CHAIN_FILE} must start with the certificate in {CA_CERT_FILE}")
+        raise InvalidCABundle(
+            f"{CERT_CHAIN_FILE} must start with the certificate in {CA_CERT_FILE}"
+        )
     for child, parent in zip(chain, chain[1:], strict=False):
         if not _issued_by(child, parent):
             raise InvalidCABundle(

@@ -28,4 +28,4 @@ class IdentityMismatch(CAError):
 
 
 class InvalidToken(CAError):
-    """A bootstrap token is malformed, has a bad signature, has expired or has the wrong audience."""
+    """A bootstrap token is malformed, forged, expired, or meant for another audience."""

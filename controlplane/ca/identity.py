@@ -33,9 +33,7 @@ class Identity:
                 f"namespace {self.namespace!r} is not a DNS-1123 label (lowercase alphanumerics "
                 "and '-', starting and ending with an alphanumeric, at most 63 characters)"
             )
-        if len(self.service_account) > 253 or not _SERVICE_ACCOUNT.fullmatch(
-            self.service_account
-        ):
+        if len(self.service_account) > 253 or not _SERVICE_ACCOUNT.fullmatch(self.service_account):
             raise InvalidIdentity(
                 f"service account {self.service_account!r} is not a DNS-1123 subdomain "
                 "(lowercase alphanumerics, '-' and '.', at most 253 characters)"

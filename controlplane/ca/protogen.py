@@ -93,9 +93,11 @@ def write(repo_root: Path = REPO_ROOT) -> list[Path]:
     expected = generate(repo_root)
     output = repo_root / _OUTPUT_DIR
     for stale in output.rglob("*") if output.exists() else []:
-        if stale.is_file() and "__pycache__" not in stale.parts and stale.relative_to(
-            repo_root
-        ) not in expected:
+        if (
+            stale.is_file()
+            and "__pycache__" not in stale.parts
+            and stale.relative_to(repo_root) not in expected
+        ):
             stale.unlink()
     for path, text in expected.items():
         (repo_root / path).parent.mkdir(parents=True, exist_ok=True)

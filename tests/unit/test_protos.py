@@ -83,5 +83,5 @@ def test_generated_modules_import_from_their_package_under_the_proto_names() -> 
     service = ca_pb2.DESCRIPTOR.services_by_name["CertificateService"]
     assert service.full_name == "controlplane.ca.v1.CertificateService"
     # The service module's import was rewritten to the protos_gen package, not controlplane.ca.
-    assert ca_pb2_grpc.controlplane_dot_ca_dot_v1_dot_ca__pb2 is ca_pb2
+    assert vars(ca_pb2_grpc)["controlplane_dot_ca_dot_v1_dot_ca__pb2"] is ca_pb2
     assert ca_pb2.DESCRIPTOR.name == "controlplane/ca/v1/ca.proto"

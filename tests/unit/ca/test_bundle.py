@@ -75,7 +75,9 @@ def test_chain_that_leads_to_another_root_is_rejected() -> None:
     stranger = pem(make_ca("stranger")[0])
 
     with pytest.raises(InvalidCABundle, match="does not lead to a root in root-cert.pem"):
-        parse_bundle(replace(bundle, cert_chain_pem=bundle.ca_cert_pem, root_cert_pem=stranger), NOW)
+        parse_bundle(
+            replace(bundle, cert_chain_pem=bundle.ca_cert_pem, root_cert_pem=stranger), NOW
+        )
 
 
 def test_expired_ca_certificate_is_rejected() -> None:

@@ -20,7 +20,9 @@ def test_operator_intermediate_signs_leaves_that_chain_to_the_operator_root(
     root, root_key = make_ca("operator root")
     intermediate, intermediate_key = make_ca("operator intermediate", issuer=(root, root_key))
     chain = [intermediate, root] if chain_includes_root else [intermediate]
-    write_cacerts(tmp_path, ca_cert=intermediate, ca_key=intermediate_key, chain=chain, roots=[root])
+    write_cacerts(
+        tmp_path, ca_cert=intermediate, ca_key=intermediate_key, chain=chain, roots=[root]
+    )
 
     ca = CertificateAuthority.load_or_create(DirectoryKeyStore(tmp_path), now=NOW)
     cert = ca.issue(reviews, now=NOW)
@@ -45,7 +47,9 @@ def test_operator_cacerts_are_used_as_found_and_never_rewritten(
     )
     before = {p.name: p.read_text() for p in tmp_path.iterdir()}
 
-    CertificateAuthority.load_or_create(DirectoryKeyStore(tmp_path), now=NOW).issue(reviews, now=NOW)
+    CertificateAuthority.load_or_create(DirectoryKeyStore(tmp_path), now=NOW).issue(
+        reviews, now=NOW
+    )
 
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
 
@@ -55,7 +59,10 @@ def test_two_level_intermediates_are_all_sent_in_order(tmp_path: Path, reviews: 
     regional = make_ca("regional", issuer=root)
     cluster = make_ca("cluster", issuer=regional)
     write_cacerts(
-        tmp_path, ca_cert=cluster[0], ca_key=cluster[1], chain=[cluster[0], regional[0], root[0]],
+        tmp_path,
+        ca_cert=cluster[0],
+        ca_key=cluster[1],
+        chain=[cluster[0], regional[0], root[0]],
         roots=[root[0]],
     )
 
@@ -66,14 +73,15 @@ def test_two_level_intermediates_are_all_sent_in_order(tmp_path: Path, reviews: 
     assert load_chain(cert.cert_chain_pem)[1:] == [cluster[0], regional[0]]
 
 
-def test_trust_bundle_with_two_roots_is_handed_out_whole(
-    tmp_path: Path, reviews: Identity
-) -> None:
+def test_trust_bundle_with_two_roots_is_handed_out_whole(tmp_path: Path, reviews: Identity) -> None:
     old_root = make_ca("old root")[0]
     root, root_key = make_ca("new root")
     intermediate, intermediate_key = make_ca("intermediate", issuer=(root, root_key))
     write_cacerts(
-        tmp_path, ca_cert=intermediate, ca_key=intermediate_key, chain=[intermediate, root],
+        tmp_path,
+        ca_cert=intermediate,
+        ca_key=intermediate_key,
+        chain=[intermediate, root],
         roots=[old_root, root],
     )
 
@@ -90,7 +98,10 @@ def test_intermediate_from_another_root_is_refused_at_load(tmp_path: Path) -> No
     intermediate = make_ca("intermediate", issuer=root)
     stranger = make_ca("stranger")
     write_cacerts(
-        tmp_path, ca_cert=intermediate[0], ca_key=intermediate[1], chain=[intermediate[0]],
+        tmp_path,
+        ca_cert=intermediate[0],
+        ca_key=intermediate[1],
+        chain=[intermediate[0]],
         roots=[stranger[0]],
     )
 
@@ -102,7 +113,10 @@ def test_leaf_issuer_field_names_the_intermediate(tmp_path: Path, reviews: Ident
     root = make_ca("root")
     intermediate = make_ca("intermediate", issuer=root)
     write_cacerts(
-        tmp_path, ca_cert=intermediate[0], ca_key=intermediate[1], chain=[intermediate[0]],
+        tmp_path,
+        ca_cert=intermediate[0],
+        ca_key=intermediate[1],
+        chain=[intermediate[0]],
         roots=[root[0]],
     )
 

@@ -63,5 +63,7 @@ def test_day_long_certificate_is_renewed_between_about_9_6_and_12_hours_after_is
 
     due = certificate_renewal_time(cert)
 
-    assert due == renewal_time(cert.not_before, cert.not_after, jitter=serial_jitter(cert.serial_number))
+    assert due == renewal_time(
+        cert.not_before, cert.not_after, jitter=serial_jitter(cert.serial_number)
+    )
     assert NOW + timedelta(hours=9.5) < due < NOW + timedelta(hours=12)

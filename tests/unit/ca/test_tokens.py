@@ -26,9 +26,10 @@ AUDIENCE = "controlplane-xds"
 HOUR = timedelta(hours=1)
 
 
-def _token(**overrides: object) -> str:
-    options: dict[str, object] = {"ttl": HOUR, "now": NOW} | overrides
-    return issue_token(KEY, "bookinfo", "reviews", AUDIENCE, **options)  # type: ignore[arg-type]
+def _token(trust_domain: str = "cluster.local") -> str:
+    return issue_token(
+        KEY, "bookinfo", "reviews", AUDIENCE, HOUR, trust_domain=trust_domain, now=NOW
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -153,4 +154,3 @@ def test_ca_token_key_survives_a_restart_and_differs_between_cas(tmp_path: Path)
     assert verify_token(restarted.token_key, token, AUDIENCE, now=NOW).service_account == "reviews"
     with pytest.raises(InvalidToken):
         verify_token(other.token_key, token, AUDIENCE, now=NOW)
-
