@@ -38,6 +38,7 @@ What runs, and what does not:
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import datetime
 import ipaddress
@@ -129,23 +130,47 @@ def ensure_binaries(
             file=sys.stderr,
             flush=True,
         )
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    out = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        ["bash", str(BUILD_SCRIPT)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def pump() -> None:  # progress to our stderr, and keep the end for the error message
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail.append(line.rstrip("\n"))
+            if not quiet and not line.startswith("go: downloading"):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        proc = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=None if not quiet else subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-        )
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired as e:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         raise ClusterError(f"{BUILD_SCRIPT} did not finish within {timeout:.0f}s") from e
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    reader.join(timeout=5)
+    out.seek(0)
+    stdout = out.read()
+    out.close()
     if proc.returncode != 0:
         raise ClusterError(
-            f"{BUILD_SCRIPT} failed with exit code {proc.returncode}"
-            + (f":\n{proc.stderr[-4000:]}" if quiet and proc.stderr else "")
+            f"{BUILD_SCRIPT} failed with exit code {proc.returncode}:\n" + "\n".join(tail)
         )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    lines = [ln for ln in (stdout or "").splitlines() if ln.strip()]
     bin_dir = Path(lines[-1].strip()) if lines else bin_dir_for(version)
     missing = [b for b in _BINARIES if not os.access(bin_dir / b, os.X_OK)]
     if missing:
@@ -183,6 +208,30 @@ def _tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(data.splitlines()[-lines:])
+
+
+_WORKDIR_PREFIX = "controlplane-kube-"
+
+
+def _remove_stale_workdirs() -> None:
+    """Remove temp dirs left by clusters whose Python process was killed (SIGKILL: no atexit).
+
+    Their processes are already gone (PR_SET_PDEATHSIG); only the files remain.
+    """
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob(_WORKDIR_PREFIX + "*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if owner == os.getpid():
+            continue
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _make_pdeathsig():
@@ -430,6 +479,7 @@ class LocalCluster:
         self._etcd: subprocess.Popen | None = None
         self._apiserver: subprocess.Popen | None = None
         self._lock = threading.RLock()
+        self._logfiles: list = []
         self._ssl: ssl.SSLContext | None = None
         self.start_seconds: float | None = None
         self.apiserver_port = 0
@@ -506,7 +556,9 @@ class LocalCluster:
             t0 = time.monotonic()
             if self.bin_dir is None:
                 self.bin_dir = ensure_binaries(self.version)
-            self.workdir = Path(tempfile.mkdtemp(prefix="controlplane-kube-"))
+            _remove_stale_workdirs()
+            self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+            (self.workdir / "owner.pid").write_text(str(os.getpid()))
             _live.add(self)
             try:
                 self._pki = _Pki(
@@ -520,15 +572,24 @@ class LocalCluster:
                         "kubernetes.default.svc.cluster.local",
                     ],
                 )
-                self.etcd_port = _free_port()
-                self.etcd_peer_port = _free_port()
-                while self.etcd_peer_port == self.etcd_port:
-                    self.etcd_peer_port = _free_port()
-                self.apiserver_port = _free_port()
-                self._write_kubeconfig()
-                self._start_etcd()
-                self._start_apiserver()
-                self._wait_ready(self.ready_timeout, since=t0)
+                for attempt in range(3):
+                    # Free ports are picked then released: another process may take one in
+                    # between, so a start that fails to bind is retried on new ports.
+                    ports: set[int] = set()
+                    while len(ports) < 3:
+                        ports.add(_free_port())
+                    self.etcd_port, self.etcd_peer_port, self.apiserver_port = sorted(ports)
+                    self._write_kubeconfig()
+                    self._start_etcd()
+                    self._start_apiserver()
+                    try:
+                        self._wait_ready(self.ready_timeout, since=t0)
+                        break
+                    except ClusterError as e:
+                        if "address already in use" not in str(e) or attempt == 2:
+                            raise
+                        self._stop_processes()
+                        shutil.rmtree(self.workdir / "etcd-data", ignore_errors=True)
             except BaseException:
                 self.stop(keep_workdir=bool(os.environ.get("CONTROLPLANE_KEEP_CLUSTER_DIR")))
                 raise
@@ -557,16 +618,7 @@ class LocalCluster:
     def stop(self, *, keep_workdir: bool = False) -> None:
         """Terminate kube-apiserver, then etcd; remove the temp dir. Safe to call twice."""
         with self._lock:
-            if self._apiserver is not None:
-                self._terminate(self._apiserver, "kube-apiserver")
-                self._apiserver = None
-            if self._etcd is not None:
-                self._terminate(self._etcd, "etcd")
-                self._etcd = None
-            for f in getattr(self, "_logfiles", []):
-                with contextlib.suppress(Exception):
-                    f.close()
-            self._logfiles = []
+            self._stop_processes()
             if self.workdir is not None and not keep_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             _live.discard(self)
@@ -773,8 +825,6 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self._require_workdir() / f"{name}.log", "ab")
-        if not hasattr(self, "_logfiles"):
-            self._logfiles = []
         self._logfiles.append(log)
         return subprocess.Popen(
             argv,
@@ -876,6 +926,18 @@ class LocalCluster:
         raise ClusterError(
             f"kube-apiserver not ready after {timeout:.0f}s ({last}):\n{self.log_tail()}"
         )
+
+    def _stop_processes(self) -> None:
+        if self._apiserver is not None:
+            self._terminate(self._apiserver, "kube-apiserver")
+            self._apiserver = None
+        if self._etcd is not None:
+            self._terminate(self._etcd, "etcd")
+            self._etcd = None
+        for f in self._logfiles:
+            with contextlib.suppress(Exception):
+                f.close()
+        self._logfiles = []
 
     def _terminate(self, proc: subprocess.Popen, name: str, grace: float = 10.0) -> None:
         if proc.poll() is None:

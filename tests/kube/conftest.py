@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(_under_kube_dir(i) for i in session.items) or binaries_present():
         return
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    show = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
     try:
-        ensure_binaries()
+        with show:  # the first build takes minutes: let its progress through
+            ensure_binaries()
     except ClusterError as e:
         session.config.stash[_build_error] = str(e)
 

@@ -25,6 +25,11 @@ def test_cluster_is_ready(kube_cluster: LocalCluster):
     assert "namespace/default" in names
     assert kube_cluster.server.startswith("https://127.0.0.1:")
     assert Path(kube_cluster.kubeconfig).is_file() and Path(kube_cluster.ca_cert_path).is_file()
+    # The Python client works with the generated kubeconfig (EC client certificate).
+    from kubernetes import client
+
+    with kube_cluster.api_client() as api:
+        assert client.CoreV1Api(api).read_namespace("default").metadata.name == "default"
     # The kubectl in use is the one the build script made, not whatever is on PATH.
     assert kube_cluster.kubectl_path.startswith(str(kube_cluster.bin_dir))
 
