@@ -330,7 +330,7 @@ class _Pki:
 
     @staticmethod
     def _validity():
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30)
 
     def _write_key(self, name: str, key) -> Path:
@@ -702,9 +702,8 @@ class LocalCluster:
         meta: dict = {"name": name}
         if labels:
             meta["labels"] = labels
-        status, body = self.request(
-            "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
-        )
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+        status, body = self.request("POST", "/api/v1/namespaces", ns)
         if status != 201:
             raise ClusterError(f"creating namespace {name}: {status} {body}")
         self.ensure_service_account(name)
@@ -725,8 +724,14 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while True:
             proc = self.kubectl(
-                "delete", ",".join(kinds), "--all", "-n", name,
-                "--wait=false", "--ignore-not-found", check=False,
+                "delete",
+                ",".join(kinds),
+                "--all",
+                "-n",
+                name,
+                "--wait=false",
+                "--ignore-not-found",
+                check=False,
             )
             if proc.returncode != 0 and "the server doesn't have a resource type" in proc.stderr:
                 if time.monotonic() > deadline:
@@ -734,7 +739,13 @@ class LocalCluster:
                 kinds = self._namespaced_kinds()  # a CRD went away; rediscover
                 continue
             left = self.kubectl(
-                "get", ",".join(kinds), "-n", name, "-o", "name", "--ignore-not-found",
+                "get",
+                ",".join(kinds),
+                "-n",
+                name,
+                "-o",
+                "name",
+                "--ignore-not-found",
                 check=False,
             )
             remaining = left.stdout.strip()

@@ -121,7 +121,9 @@ def test_crd_apply_and_create(kube_cluster: LocalCluster, kube_namespace: str, t
     kube_cluster.kubectl("apply", "-f", str(crd_file))
     try:
         kube_cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
             "crd/widgets.smoke.controlplane.test",
         )
         widget = {
@@ -141,12 +143,17 @@ def test_crd_apply_and_create(kube_cluster: LocalCluster, kube_namespace: str, t
         assert "spec.size" in err.value.stderr
         # Status subresource works (what a controller's status writer uses).
         kube_cluster.kubectl(
-            "patch", "widget", "w1", "-n", kube_namespace, "--subresource=status",
-            "--type=merge", "-p", '{"status": {"ok": true}}',
+            "patch",
+            "widget",
+            "w1",
+            "-n",
+            kube_namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status": {"ok": true}}',
         )
-        assert kube_cluster.get_json("widget", "w1", "-n", kube_namespace)["status"] == {
-            "ok": True
-        }
+        assert kube_cluster.get_json("widget", "w1", "-n", kube_namespace)["status"] == {"ok": True}
     finally:
         kube_cluster.delete_namespace(kube_namespace)
         kube_cluster.kubectl("delete", "-f", str(crd_file), "--wait=false")
@@ -198,10 +205,18 @@ def test_admission_webhooks_are_called(kube_cluster: LocalCluster, kube_namespac
     def hook(path: str) -> dict:
         return {
             "name": f"{path}.smoke.controlplane.test",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/{path}",
-                             "caBundle": kube_cluster.ca_bundle()},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["configmaps"]}],
+            "clientConfig": {
+                "url": f"https://127.0.0.1:{port}/{path}",
+                "caBundle": kube_cluster.ca_bundle(),
+            },
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE"],
+                    "resources": ["configmaps"],
+                }
+            ],
             "namespaceSelector": {"matchLabels": {"smoke-webhook": "on"}},
             "failurePolicy": "Fail",
             "sideEffects": "None",
@@ -210,12 +225,18 @@ def test_admission_webhooks_are_called(kube_cluster: LocalCluster, kube_namespac
         }
 
     configs = [
-        {"apiVersion": "admissionregistration.k8s.io/v1",
-         "kind": "MutatingWebhookConfiguration",
-         "metadata": {"name": "smoke-mutate"}, "webhooks": [hook("mutate")]},
-        {"apiVersion": "admissionregistration.k8s.io/v1",
-         "kind": "ValidatingWebhookConfiguration",
-         "metadata": {"name": "smoke-validate"}, "webhooks": [hook("validate")]},
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "smoke-mutate"},
+            "webhooks": [hook("mutate")],
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "smoke-validate"},
+            "webhooks": [hook("validate")],
+        },
     ]
     try:
         kube_cluster.apply(configs)
@@ -240,8 +261,10 @@ def test_admission_webhooks_are_called(kube_cluster: LocalCluster, kube_namespac
         assert "/validate deny-me" in _WebhookHandler.calls
     finally:
         kube_cluster.kubectl(
-            "delete", "mutatingwebhookconfiguration/smoke-mutate",
-            "validatingwebhookconfiguration/smoke-validate", "--ignore-not-found",
+            "delete",
+            "mutatingwebhookconfiguration/smoke-mutate",
+            "validatingwebhookconfiguration/smoke-validate",
+            "--ignore-not-found",
         )
         server.shutdown()
         server.server_close()
