@@ -1,0 +1,28 @@
+"""The demo itself, in a short mode: its table must show traffic following the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlplane.cli.demo import STEPS, format_table, run_canary_demo
+
+
+def test_demo_shifts_traffic_step_by_step_and_reports_ack_latency(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_canary_demo(requests=200, workdir=tmp_path, say=lines.append)
+    table = format_table(result)
+    assert [s.intended for s in result.steps] == list(STEPS)
+    for step in result.steps:
+        assert step.other == 0, table
+        observed_v2 = step.observed_percent[1]
+        assert abs(observed_v2 - step.intended[1]) <= 10, table
+    assert result.steps[0].ack_latency_ms is None
+    latencies = [s.ack_latency_ms for s in result.steps[1:]]
+    assert all(lat is not None and 0 < lat < 3000 for lat in latencies), table
+    assert 0 < result.envoy_start_to_ack_ms < 10000
+    assert "median change -> ACK" in table
+    assert any("step 4/4" in line for line in lines)
+    # Every process was stopped: the backends' addresses are free again.
+    from controlplane.local.ports import port_is_free
+
+    assert port_is_free("127.0.0.11", 9080) and port_is_free("127.0.0.12", 9080)

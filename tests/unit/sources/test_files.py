@@ -1,0 +1,121 @@
+"""The file source: multi-document YAML, errors with file:line, nothing lost on a bad edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlplane.api import Issue, ResourceKey
+from controlplane.sources.files import FileSource, split_documents
+from controlplane.store import Store
+
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"""
+VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+"""
+SVC_KEY = ResourceKey("Service", "default", "reviews")
+VS_KEY = ResourceKey("VirtualService", "default", "reviews")
+
+
+def source(tmp_path: Path) -> tuple[FileSource, Store, list[Issue]]:
+    store = Store()
+    reported: list[Issue] = []
+    return FileSource(tmp_path, store, report=reported.append), store, reported
+
+
+def test_documents_keep_their_starting_line() -> None:
+    docs = split_documents("a: 1\n---\n# comment\nb: 2\n---\n\n")
+    assert [(d.line, d.content) for d in docs] == [(1, {"a": 1}), (3, {"b": 2})]
+
+
+def test_multi_document_files_in_subdirectories_are_read(tmp_path: Path) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "all.yaml").write_text(SERVICE + "---\n" + VS)
+    files, store, reported = source(tmp_path)
+    assert files.scan()
+    assert store.snapshot.get(SVC_KEY) is not None and store.snapshot.get(VS_KEY) is not None
+    assert store.snapshot.origins[VS_KEY] == "nested/all.yaml:8"
+
+
+def test_a_yaml_error_reports_file_and_line_and_keeps_what_the_file_had(tmp_path: Path) -> None:
+    path = tmp_path / "all.yaml"
+    path.write_text(SERVICE + "---\n" + VS)
+    files, store, reported = source(tmp_path)
+    files.scan()
+    path.write_text(SERVICE + "---\n" + VS.replace("hosts: [reviews]", "hosts: [reviews"))
+    assert not files.scan()
+    [issue] = reported
+    assert issue.code.title == "InvalidYAML" and issue.origin is not None
+    assert issue.origin.startswith("all.yaml:")
+    assert store.snapshot.get(VS_KEY) is not None
+
+
+def test_an_invalid_resource_is_rejected_with_its_field_path_and_fixing_it_brings_it_back(tmp_path: Path) -> None:
+    path = tmp_path / "vs.yaml"
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    path.write_text(VS)
+    files, store, reported = source(tmp_path)
+    files.scan()
+    path.write_text(VS.replace("- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: -5"))
+    files.scan()
+    errors = [str(i) for i in reported if i.severity == "Error"]
+    assert errors == [
+        "Error [CP0201 InvalidField] vs.yaml:1: VirtualService default/reviews: "
+        "spec.http[0].route[0].weight: must not be negative"
+    ]
+    assert store.snapshot.get(VS_KEY).spec.http[0].route[0].weight is None
+    assert not store.snapshot.status[VS_KEY].accepted
+    path.write_text(VS.replace("- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: 5"))
+    assert files.scan()
+    assert store.snapshot.get(VS_KEY).spec.http[0].route[0].weight == 5
+    assert store.snapshot.status[VS_KEY].accepted
+
+
+def test_deleting_a_file_deletes_its_resources(tmp_path: Path) -> None:
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    (tmp_path / "vs.yaml").write_text(VS)
+    files, store, _ = source(tmp_path)
+    files.scan()
+    (tmp_path / "vs.yaml").unlink()
+    assert files.scan()
+    assert store.snapshot.get(VS_KEY) is None and store.snapshot.get(SVC_KEY) is not None
+
+
+def test_moving_a_resource_between_files_does_not_lose_it(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(SERVICE)
+    files, store, _ = source(tmp_path)
+    files.scan()
+    (tmp_path / "b.yaml").write_text(SERVICE)
+    (tmp_path / "a.yaml").unlink()
+    files.scan()
+    assert store.snapshot.get(SVC_KEY) is not None
+
+
+def test_unsupported_fields_are_reported_not_dropped(tmp_path: Path) -> None:
+    (tmp_path / "vs.yaml").write_text(VS + "    mirrorPercent: 5\n    fancyNewField: 1\n")
+    files, store, reported = source(tmp_path)
+    files.scan()
+    messages = sorted(i.field_message for i in reported)
+    assert "spec.http[0].fancyNewField: unknown field; kept but not supported yet" in messages
+    assert store.snapshot.get(VS_KEY) is not None
+    assert store.snapshot.get(VS_KEY).spec.http[0].model_extra == {"fancyNewField": 1}
+
+
+def test_kinds_the_mesh_does_not_read_are_skipped_without_error(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    files, store, reported = source(tmp_path)
+    files.scan()
+    assert all(i.severity != "Error" for i in reported)
