@@ -9,11 +9,14 @@ from pydantic import BaseModel, ValidationError
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
+from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
+    ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
     ("", "Pod"): Pod,
     ("", "Namespace"): Namespace,
@@ -28,7 +31,16 @@ GROUP_VERSIONS: dict[str, frozenset[str]] = {
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
 CLUSTER_SCOPED = frozenset({"Namespace"})
 
-Resource = VirtualService | DestinationRule | Service | Pod | EndpointSlice | Namespace
+Resource = (
+    VirtualService
+    | DestinationRule
+    | PeerAuthentication
+    | AuthorizationPolicy
+    | Service
+    | Pod
+    | EndpointSlice
+    | Namespace
+)
 
 
 def register(group: str, kind: str, model: type[BaseModel], versions: frozenset[str]) -> None:
@@ -85,9 +97,7 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
     """
     key = document_key(doc, default_namespace)
     if not isinstance(doc, dict):
-        raise InvalidResource(
-            None, [Issue(Codes.SCHEMA_ERROR, "", "a resource must be a mapping")]
-        )
+        raise InvalidResource(None, [Issue(Codes.SCHEMA_ERROR, "", "a resource must be a mapping")])
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
@@ -99,13 +109,27 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
     if model is None:
         raise InvalidResource(
             key,
-            [Issue(Codes.UNKNOWN_KIND, "kind", f"{api_version} {kind} is not a kind the mesh reads", key)],
+            [
+                Issue(
+                    Codes.UNKNOWN_KIND,
+                    "kind",
+                    f"{api_version} {kind} is not a kind the mesh reads",
+                    key,
+                )
+            ],
         )
     if version not in GROUP_VERSIONS.get(group, frozenset()):
         served = ", ".join(sorted(GROUP_VERSIONS.get(group, frozenset())))
         raise InvalidResource(
             key,
-            [Issue(Codes.SCHEMA_ERROR, "apiVersion", f"version {version} is not served (use {served})", key)],
+            [
+                Issue(
+                    Codes.SCHEMA_ERROR,
+                    "apiVersion",
+                    f"version {version} is not served (use {served})",
+                    key,
+                )
+            ],
         )
     body = dict(doc)
     if group in ISTIO_GROUPS:

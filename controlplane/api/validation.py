@@ -68,7 +68,11 @@ def _walk(kind: str, model: BaseModel, concrete: str, generic: str, found: list[
         _walk_value(kind, value, f"{concrete}.{alias}", f"{generic}.{alias}", found)
     for name in model.model_extra or {}:
         found.append(
-            Issue(Codes.UNSUPPORTED_FIELD, f"{concrete}.{name}", "unknown field; kept but not supported yet")
+            Issue(
+                Codes.UNSUPPORTED_FIELD,
+                f"{concrete}.{name}",
+                "unknown field; kept but not supported yet",
+            )
         )
 
 
@@ -95,10 +99,22 @@ _HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.?
 _RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=|\\[zZ](?![a-z])")
 _RETRY_ON = frozenset(
     {
-        "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
-        "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
-        "retriable-headers", "http3-post-connect-failure", "cancelled", "deadline-exceeded",
-        "internal", "resource-exhausted", "unavailable",
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "envoy-ratelimited",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "http3-post-connect-failure",
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
     }
 )
 
@@ -114,7 +130,9 @@ def check_regex(path: str, pattern: str) -> list[Issue]:
     if len(pattern) > 1024:
         return [_error(path, "regex must be at most 1024 characters")]
     if _RE2_UNSUPPORTED.search(pattern):
-        return [_error(path, f"invalid regex {pattern!r}: look-around and back-references are not RE2")]
+        return [
+            _error(path, f"invalid regex {pattern!r}: look-around and back-references are not RE2")
+        ]
     try:
         re.compile(pattern)
     except re.error as exc:
@@ -125,7 +143,11 @@ def check_regex(path: str, pattern: str) -> list[Issue]:
 def check_string_match(path: str, match: StringMatch, allow_empty_prefix: bool) -> list[Issue]:
     set_fields = [f for f in ("exact", "prefix", "regex") if getattr(match, f) is not None]
     if len(set_fields) > 1:
-        return [_error(path, f"only one of exact, prefix or regex may be set (got {', '.join(set_fields)})")]
+        return [
+            _error(
+                path, f"only one of exact, prefix or regex may be set (got {', '.join(set_fields)})"
+            )
+        ]
     if match.regex is not None:
         return check_regex(f"{path}.regex", match.regex)
     if match.prefix == "" and not allow_empty_prefix:
@@ -210,15 +232,21 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
         for i, l4 in enumerate(routes):
             found += _validate_weights(f"spec.{proto}[{i}]", [d.weight for d in l4.route])
             for j, dest in enumerate(l4.route):
-                found += check_destination(f"spec.{proto}[{i}].route[{j}].destination", dest.destination)
+                found += check_destination(
+                    f"spec.{proto}[{i}].route[{j}].destination", dest.destination
+                )
             for j, m in enumerate(l4.match):
                 found += check_port(f"spec.{proto}[{i}].match[{j}].port", m.port)
             if proto == "tls":
                 for j, m in enumerate(l4.match):  # type: ignore[assignment]
                     if not getattr(m, "sni_hosts", None):
-                        found.append(_error(f"spec.tls[{i}].match[{j}].sniHosts", "sniHosts is required"))
+                        found.append(
+                            _error(f"spec.tls[{i}].match[{j}].sniHosts", "sniHosts is required")
+                        )
             if not l4.route:
-                found.append(_error(f"spec.{proto}[{i}].route", "at least one route destination is required"))
+                found.append(
+                    _error(f"spec.{proto}[{i}].route", "at least one route destination is required")
+                )
     return found
 
 
@@ -228,7 +256,12 @@ def _validate_weights(path: str, weights: list[int | None]) -> list[Issue]:
         if weight is not None and weight < 0:
             found.append(_error(f"{path}.route[{j}].weight", "must not be negative"))
     if len(weights) > 1 and sum(w or 0 for w in weights) == 0 and not found:
-        found.append(_error(f"{path}.route", "the weights of all destinations are 0; at least one must be positive"))
+        found.append(
+            _error(
+                f"{path}.route",
+                "the weights of all destinations are 0; at least one must be positive",
+            )
+        )
     return found
 
 
@@ -236,7 +269,9 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     found: list[Issue] = []
     has_route = bool(route.route)
     if not (has_route or route.redirect or route.direct_response or route.delegate):
-        found.append(_error(path, "an HTTP route needs route, redirect, directResponse or delegate"))
+        found.append(
+            _error(path, "an HTTP route needs route, redirect, directResponse or delegate")
+        )
     if has_route and route.redirect:
         found.append(_error(path, "route and redirect are mutually exclusive"))
     if route.redirect and (route.fault or route.rewrite):
@@ -257,11 +292,17 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
             if value is not None:
                 found += check_string_match(f"{mpath}.{field}", value, allow_empty_prefix=False)
         for group in ("headers", "query_params", "without_headers"):
-            alias = {"query_params": "queryParams", "without_headers": "withoutHeaders"}.get(group, group)
+            alias = {"query_params": "queryParams", "without_headers": "withoutHeaders"}.get(
+                group, group
+            )
             for name, value in getattr(match, group).items():
-                found += check_string_match(f"{mpath}.{alias}.{name}", value, allow_empty_prefix=False)
+                found += check_string_match(
+                    f"{mpath}.{alias}.{name}", value, allow_empty_prefix=False
+                )
                 if group != "query_params" and name != name.lower():
-                    found.append(_error(f"{mpath}.{alias}.{name}", "header names must be lowercase"))
+                    found.append(
+                        _error(f"{mpath}.{alias}.{name}", "header names must be lowercase")
+                    )
         found += check_port(f"{mpath}.port", match.port)
     found += check_duration(f"{path}.timeout", route.timeout)
     if route.retries is not None:
@@ -278,8 +319,16 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     if route.redirect is not None:
         redirect = route.redirect
         rpath = f"{path}.redirect"
-        if not (redirect.uri or redirect.authority or redirect.scheme or redirect.port or redirect.derive_port):
-            found.append(_error(rpath, "redirect needs at least one of uri, authority, scheme or port"))
+        if not (
+            redirect.uri
+            or redirect.authority
+            or redirect.scheme
+            or redirect.port
+            or redirect.derive_port
+        ):
+            found.append(
+                _error(rpath, "redirect needs at least one of uri, authority, scheme or port")
+            )
         if redirect.redirect_code is not None and not 300 <= redirect.redirect_code <= 399:
             found.append(_error(f"{rpath}.redirectCode", "must be a 3xx status code"))
         if redirect.scheme is not None and redirect.scheme not in ("http", "https"):
@@ -288,7 +337,9 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     if route.rewrite is not None and route.rewrite.uri and route.rewrite.uri_regex_rewrite:
         found.append(_error(f"{path}.rewrite", "uri and uriRegexRewrite are mutually exclusive"))
     if route.rewrite is not None and route.rewrite.uri_regex_rewrite is not None:
-        found += check_regex(f"{path}.rewrite.uriRegexRewrite.match", route.rewrite.uri_regex_rewrite.match)
+        found += check_regex(
+            f"{path}.rewrite.uriRegexRewrite.match", route.rewrite.uri_regex_rewrite.match
+        )
     if route.headers:
         found += _validate_header_ops(f"{path}.headers", route.headers)
     if route.direct_response is not None and not 200 <= route.direct_response.status <= 599:
@@ -298,12 +349,16 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     for j, mirror in enumerate(route.mirrors):
         found += check_destination(f"{path}.mirrors[{j}].destination", mirror.destination)
         if mirror.percentage is not None:
-            found += _check_percentage(f"{path}.mirrors[{j}].percentage.value", mirror.percentage.value)
+            found += _check_percentage(
+                f"{path}.mirrors[{j}].percentage.value", mirror.percentage.value
+            )
     if route.mirror_percentage is not None:
         found += _check_percentage(f"{path}.mirrorPercentage.value", route.mirror_percentage.value)
     if route.cors_policy is not None:
         for j, origin in enumerate(route.cors_policy.allow_origins):
-            found += check_string_match(f"{path}.corsPolicy.allowOrigins[{j}]", origin, allow_empty_prefix=False)
+            found += check_string_match(
+                f"{path}.corsPolicy.allowOrigins[{j}]", origin, allow_empty_prefix=False
+            )
     return found
 
 
@@ -352,7 +407,9 @@ def _validate_header_ops(path: str, headers: Any) -> list[Issue]:
                     found.append(_error(hpath, "Host cannot be set here; use rewrite.authority"))
         for j, name in enumerate(ops.remove):
             if name.startswith(":"):
-                found.append(_error(f"{path}.{direction}.remove[{j}]", "pseudo-headers cannot be removed"))
+                found.append(
+                    _error(f"{path}.{direction}.remove[{j}]", "pseudo-headers cannot be removed")
+                )
     return found
 
 
@@ -399,10 +456,19 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
     found: list[Issue] = []
     pool = policy.connection_pool
     if pool is not None:
-        for section, fields in (("tcp", ("max_connections",)), ("http", (
-            "http1_max_pending_requests", "http2_max_requests", "max_requests_per_connection",
-            "max_retries", "max_concurrent_streams",
-        ))):
+        for section, fields in (
+            ("tcp", ("max_connections",)),
+            (
+                "http",
+                (
+                    "http1_max_pending_requests",
+                    "http2_max_requests",
+                    "max_requests_per_connection",
+                    "max_retries",
+                    "max_concurrent_streams",
+                ),
+            ),
+        ):
             settings = getattr(pool, section)
             if settings is None:
                 continue
@@ -410,22 +476,34 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
                 value = getattr(settings, field)
                 if value is not None and value < 0:
                     alias = type(settings).model_fields[field].alias or field
-                    found.append(_error(f"{path}.connectionPool.{section}.{alias}", "must not be negative"))
+                    found.append(
+                        _error(f"{path}.connectionPool.{section}.{alias}", "must not be negative")
+                    )
         if pool.tcp is not None:
-            found += check_duration(f"{path}.connectionPool.tcp.connectTimeout", pool.tcp.connect_timeout)
+            found += check_duration(
+                f"{path}.connectionPool.tcp.connectTimeout", pool.tcp.connect_timeout
+            )
         if pool.http is not None:
-            found += check_duration(f"{path}.connectionPool.http.idleTimeout", pool.http.idle_timeout)
+            found += check_duration(
+                f"{path}.connectionPool.http.idleTimeout", pool.http.idle_timeout
+            )
     outlier = policy.outlier_detection
     if outlier is not None:
         opath = f"{path}.outlierDetection"
-        for field in ("consecutive_5xx_errors", "consecutive_gateway_errors", "consecutive_errors",
-                      "consecutive_local_origin_failures"):
+        for field in (
+            "consecutive_5xx_errors",
+            "consecutive_gateway_errors",
+            "consecutive_errors",
+            "consecutive_local_origin_failures",
+        ):
             value = getattr(outlier, field)
             if value is not None and value < 0:
                 alias = type(outlier).model_fields[field].alias or field
                 found.append(_error(f"{opath}.{alias}", "must not be negative"))
-        for field, alias in (("max_ejection_percent", "maxEjectionPercent"),
-                             ("min_health_percent", "minHealthPercent")):
+        for field, alias in (
+            ("max_ejection_percent", "maxEjectionPercent"),
+            ("min_health_percent", "minHealthPercent"),
+        ):
             value = getattr(outlier, field)
             if value is not None and not 0 <= value <= 100:
                 found.append(_error(f"{opath}.{alias}", "must be between 0 and 100"))
@@ -439,7 +517,9 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
             found.append(_error(f"{path}.tls.privateKey", "MUTUAL needs privateKey"))
     lb = policy.load_balancer
     if lb is not None and lb.simple is not None and lb.consistent_hash is not None:
-        found.append(_error(f"{path}.loadBalancer", "simple and consistentHash are mutually exclusive"))
+        found.append(
+            _error(f"{path}.loadBalancer", "simple and consistentHash are mutually exclusive")
+        )
     return found
 
 

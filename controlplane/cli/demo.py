@@ -91,17 +91,23 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
     write_weights(vs_path, *STEPS[0])
     for _, address in BACKENDS:
         if not port_is_free(address, BACKEND_PORT):
-            raise RuntimeError(f"{address}:{BACKEND_PORT} is in use; stop whatever listens there and retry")
+            raise RuntimeError(
+                f"{address}:{BACKEND_PORT} is in use; stop whatever listens there and retry"
+            )
     xds_port, debug_port, admin_port, outbound_port = (free_port() for _ in range(4))
     started: list[object] = []
     try:
         for name, address in BACKENDS:
             started.append(Backend(name, address, BACKEND_PORT).start())
-        say(f"backends: reviews-v1 on {BACKENDS[0][1]}:{BACKEND_PORT}, reviews-v2 on {BACKENDS[1][1]}:{BACKEND_PORT}")
+        say(
+            f"backends: reviews-v1 on {BACKENDS[0][1]}:{BACKEND_PORT}, reviews-v2 on {BACKENDS[1][1]}:{BACKEND_PORT}"
+        )
         cp = ControlPlaneProcess(config, xds_port, debug_port, root / "controlplane.log")
         started.append(cp)
         cp.start()
-        say(f"control plane: serving {config} (xDS 127.0.0.1:{xds_port}, debug http://127.0.0.1:{debug_port})")
+        say(
+            f"control plane: serving {config} (xDS 127.0.0.1:{xds_port}, debug http://127.0.0.1:{debug_port})"
+        )
         bootstrap = render_bootstrap(
             node_id=NODE_ID,
             namespace="default",
@@ -117,7 +123,9 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
         states = cp.debug.wait_synced(NODE_ID, timeout=30)
         start_to_ack = (max(s["acked_at"] for s in states.values()) - envoy.started_at) * 1000
         envoy.wait_live()
-        say(f"envoy: sidecar outbound on 127.0.0.1:{outbound_port}, all four types ACKed {start_to_ack:.0f} ms after start")
+        say(
+            f"envoy: sidecar outbound on 127.0.0.1:{outbound_port}, all four types ACKed {start_to_ack:.0f} ms after start"
+        )
         say(f"sending {requests} requests per step with Host: reviews:9080")
         results: list[StepResult] = []
         for i, (v1, v2) in enumerate(STEPS):
@@ -133,7 +141,9 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
                 say(f"step 1/{len(STEPS)}: initial weights {v1}/{v2}")
             counts = count_backends(outbound_port, "reviews:9080", requests)
             other = sum(n for name, n in counts.items() if name not in ("reviews-v1", "reviews-v2"))
-            result = StepResult((v1, v2), (counts["reviews-v1"], counts["reviews-v2"]), other, latency)
+            result = StepResult(
+                (v1, v2), (counts["reviews-v1"], counts["reviews-v2"]), other, latency
+            )
             results.append(result)
             obs = result.observed_percent
             ack = f", ACKed {latency:.0f} ms after the write" if latency is not None else ""
@@ -161,8 +171,10 @@ def format_table(result: DemoResult) -> str:
             f"{i:>4}  {step.intended[0]:>6}/{step.intended[1]:<7}  {obs[0]:>6.1f}/{obs[1]:<7.1f}  {step.other:>6}  {ack:>17}"
         )
     lines.append("")
-    lines.append(f"median change -> ACK: {result.median_ack_latency_ms:.0f} ms; "
-                 f"Envoy start -> first full ACK: {result.envoy_start_to_ack_ms:.0f} ms")
+    lines.append(
+        f"median change -> ACK: {result.median_ack_latency_ms:.0f} ms; "
+        f"Envoy start -> first full ACK: {result.envoy_start_to_ack_ms:.0f} ms"
+    )
     return "\n".join(lines)
 
 

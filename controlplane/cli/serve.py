@@ -27,7 +27,9 @@ class ContextIssueLogger:
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
         for key in change.status_changed | change.changed:
             status = snapshot.status.get(key)
-            issues = frozenset(i for i in (status.issues if status else ()) if i.code.id.startswith("CP03"))
+            issues = frozenset(
+                i for i in (status.issues if status else ()) if i.code.id.startswith("CP03")
+            )
             before = self._seen.get(key, frozenset())
             for issue in sorted(issues - before, key=str):
                 located = issue.with_context(None, status.origin if status else None)
@@ -37,7 +39,9 @@ class ContextIssueLogger:
                 level = logging.ERROR if issue.severity is Level.ERROR else logging.WARNING
                 log.log(level, "%s%s", located, suffix)
             for issue in sorted(before - issues, key=str):
-                log.info("resolved: %s", issue.with_context(None, status.origin if status else None))
+                log.info(
+                    "resolved: %s", issue.with_context(None, status.origin if status else None)
+                )
             if issues:
                 self._seen[key] = issues
             else:

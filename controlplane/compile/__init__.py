@@ -147,8 +147,12 @@ class SnapshotCompiler:
             for service in self.visible_services(proxy.namespace):
                 http_ports = [p for p in service.ports if p.is_http]
                 for i, sport in enumerate(http_ports):
-                    domains = domains_for(service, sport.port, proxy.namespace, with_bare_names=i == 0)
-                    hosts.append(build_virtual_host(self.snapshot, service, sport.port, proxy, domains))
+                    domains = domains_for(
+                        service, sport.port, proxy.namespace, with_bare_names=i == 0
+                    )
+                    hosts.append(
+                        build_virtual_host(self.snapshot, service, sport.port, proxy, domains)
+                    )
             config = build_route_configuration(local_route_name(port), hosts)
             return CompiledResource(config.name, config)
 

@@ -9,7 +9,11 @@ from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controlplane.api.networking import Subset, TrafficPolicy
-from controlplane.compile.naming import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, outbound_cluster_name
+from controlplane.compile.naming import (
+    BLACKHOLE_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    outbound_cluster_name,
+)
 from controlplane.compile.protos import ads_source, duration, packed, uint32
 from controlplane.store.registry import MeshPort, MeshService
 from controlplane.store.snapshot import MergedDestinationRule
@@ -33,7 +37,9 @@ def service_clusters(
         if port.protocol == "UDP":
             continue
         policy = rule.traffic_policy if rule else None
-        yield build_cluster(outbound_cluster_name(port.port, None, service.hostname), port, policy, None)
+        yield build_cluster(
+            outbound_cluster_name(port.port, None, service.hostname), port, policy, None
+        )
         for subset in rule.subsets if rule else ():
             name = outbound_cluster_name(port.port, subset.name, service.hostname)
             yield build_cluster(name, port, policy, subset)
@@ -76,7 +82,10 @@ def build_cluster(
 
 
 def apply_traffic_policy(
-    cluster: cluster_pb2.Cluster, port: MeshPort, policy: TrafficPolicy | None, subset: Subset | None
+    cluster: cluster_pb2.Cluster,
+    port: MeshPort,
+    policy: TrafficPolicy | None,
+    subset: Subset | None,
 ) -> None:
     """Shape a cluster by the DestinationRule's traffic policy (subset policy wins)."""
     effective = subset.traffic_policy if subset and subset.traffic_policy else policy
@@ -112,4 +121,3 @@ def passthrough_cluster() -> cluster_pb2.Cluster:
             ]
         ),
     )
-

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from google.protobuf import struct_pb2
-
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import struct_pb2
 
 from controlplane.compile.protos import socket_address, uint32
 from controlplane.store.registry import MeshEndpoint, selects

@@ -16,11 +16,15 @@ HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
 
 
-def http_connection_manager(stat_prefix: str, route_config_name: str) -> hcm_pb2.HttpConnectionManager:
+def http_connection_manager(
+    stat_prefix: str, route_config_name: str
+) -> hcm_pb2.HttpConnectionManager:
     return hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_config_name),
-        http_filters=[hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))],
+        http_filters=[
+            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))
+        ],
     )
 
 

@@ -59,7 +59,9 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
         try:
             local_port = int(str(port_raw))
         except ValueError:
-            raise InvalidNode(f"node {node_id}: LOCAL_OUTBOUND_PORT {port_raw!r} is not a port") from None
+            raise InvalidNode(
+                f"node {node_id}: LOCAL_OUTBOUND_PORT {port_raw!r} is not a port"
+            ) from None
     interception = str(metadata.get("INTERCEPTION_MODE") or ("NONE" if local_port else "REDIRECT"))
     mode = LOCAL if (local_port is not None or interception == "NONE") else TRANSPARENT
     return Proxy(

@@ -29,7 +29,9 @@ def type_url_of(message: Message) -> str:
 
 
 def to_any(message: Message) -> any_pb2.Any:
-    return any_pb2.Any(type_url=type_url_of(message), value=message.SerializeToString(deterministic=True))
+    return any_pb2.Any(
+        type_url=type_url_of(message), value=message.SerializeToString(deterministic=True)
+    )
 
 
 class CompiledResource:

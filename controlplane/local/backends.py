@@ -56,7 +56,12 @@ class Backend:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, time.time())
+                seen = Seen(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    time.time(),
+                )
                 with backend._lock:
                     backend.requests.append(seen)
                 reply = backend.behaviour(backend, seen) if backend.behaviour else None
@@ -65,7 +70,9 @@ class Backend:
                     time.sleep(reply.delay)
                 body = reply.body
                 if body is None:
-                    body = json.dumps({"name": backend.name, "path": seen.path, "method": seen.method}).encode()
+                    body = json.dumps(
+                        {"name": backend.name, "path": seen.path, "method": seen.method}
+                    ).encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("x-backend", backend.name)
@@ -83,7 +90,9 @@ class Backend:
             allow_reuse_address = True
 
         self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"backend-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"backend-{name}", daemon=True
+        )
 
     def start(self) -> Backend:
         self._thread.start()

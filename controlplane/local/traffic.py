@@ -7,8 +7,15 @@ import json
 from collections import Counter
 
 
-def send(port: int, host_header: str, path: str = "/", method: str = "GET", headers: dict[str, str] | None = None,
-         body: bytes | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def send(
+    port: int,
+    host_header: str,
+    path: str = "/",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers={"Host": host_header, **(headers or {})})
@@ -19,8 +26,14 @@ def send(port: int, host_header: str, path: str = "/", method: str = "GET", head
         conn.close()
 
 
-def count_backends(port: int, host_header: str, requests: int, path: str = "/",
-                   headers: dict[str, str] | None = None, timeout: float = 10.0) -> Counter[str]:
+def count_backends(
+    port: int,
+    host_header: str,
+    requests: int,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Counter[str]:
     """Send ``requests`` GETs over one keep-alive connection; count answers by backend name
     (non-2xx answers count as ``"<status>"``)."""
     counts: Counter[str] = Counter()

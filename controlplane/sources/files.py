@@ -99,7 +99,9 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         result.unreadable = True
-        result.issues.append(Issue(Codes.YAML_ERROR, "", f"cannot read file: {exc}", origin=display))
+        result.issues.append(
+            Issue(Codes.YAML_ERROR, "", f"cannot read file: {exc}", origin=display)
+        )
         return result
     for doc in split_documents(text):
         origin = f"{display}:{doc.line}"
@@ -107,7 +109,11 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
             result.unreadable = True
             result.issues.append(Issue(Codes.YAML_ERROR, "", doc.error, origin=origin))
             continue
-        items = doc.content.get("items") if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List") else None
+        items = (
+            doc.content.get("items")
+            if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List")
+            else None
+        )
         for content in items if isinstance(items, list) else [doc.content]:
             _read_document(content, origin, default_namespace, result)
     return result
@@ -218,7 +224,9 @@ class FileSource:
                     )
                     continue
                 self._owner[key] = path
-            upserts += [s for s in result.submissions if self._owner.get(key_of(s.resource)) == path]
+            upserts += [
+                s for s in result.submissions if self._owner.get(key_of(s.resource)) == path
+            ]
             rejections += [r for r in result.rejections if self._owner.get(r.key) == path]
             self._files[path] = _FileState(stamp, keys)
         deletes -= {key_of(s.resource) for s in upserts} | {r.key for r in rejections}

@@ -32,7 +32,9 @@ def _destinations(vs: VirtualService) -> list[tuple[str, Destination]]:
     return out
 
 
-def _check_destination(snapshot: Snapshot, namespace: str, path: str, dest: Destination) -> list[Issue]:
+def _check_destination(
+    snapshot: Snapshot, namespace: str, path: str, dest: Destination
+) -> list[Issue]:
     host = resolve_host(dest.host, namespace)
     service = snapshot.services.get(host)
     found: list[Issue] = []
@@ -40,7 +42,11 @@ def _check_destination(snapshot: Snapshot, namespace: str, path: str, dest: Dest
         found.append(
             Issue(Codes.HOST_NOT_FOUND, f"{path}.host", f"no service in the mesh is named {host!r}")
         )
-    elif dest.port is not None and dest.port.number is not None and service.port(dest.port.number) is None:
+    elif (
+        dest.port is not None
+        and dest.port.number is not None
+        and service.port(dest.port.number) is None
+    ):
         have = ", ".join(str(p.port) for p in service.ports) or "none"
         found.append(
             Issue(
@@ -52,7 +58,11 @@ def _check_destination(snapshot: Snapshot, namespace: str, path: str, dest: Dest
     if dest.subset:
         rule = snapshot.destination_rule(host, namespace)
         if rule is None or rule.subset(dest.subset) is None:
-            where = "no DestinationRule" if rule is None else f"DestinationRule {rule.sources[0].namespace}/{rule.sources[0].name}"
+            where = (
+                "no DestinationRule"
+                if rule is None
+                else f"DestinationRule {rule.sources[0].namespace}/{rule.sources[0].name}"
+            )
             found.append(
                 Issue(
                     Codes.SUBSET_NOT_FOUND,

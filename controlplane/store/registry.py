@@ -120,7 +120,10 @@ def pod_ip(pod: Pod) -> str | None:
 def pod_tls_mode(pod: Pod) -> str:
     labels = pod.metadata.labels
     annotations = pod.metadata.annotations
-    if labels.get("security.istio.io/tlsMode") == "istio" or "sidecar.istio.io/status" in annotations:
+    if (
+        labels.get("security.istio.io/tlsMode") == "istio"
+        or "sidecar.istio.io/status" in annotations
+    ):
         return "istio"
     return "disabled"
 
@@ -142,13 +145,20 @@ def _resolve_target_port(port: MeshPort, pod: Pod | None) -> int | None:
     return None
 
 
-def _pod_endpoint(service: MeshService, port: MeshPort, pod: Pod, address: str) -> MeshEndpoint | None:
+def _pod_endpoint(
+    service: MeshService, port: MeshPort, pod: Pod, address: str
+) -> MeshEndpoint | None:
     target = _resolve_target_port(port, pod)
     if target is None:
         return None
     labels = pod.metadata.labels
     locality = "/".join(
-        x for x in (labels.get("topology.kubernetes.io/region", ""), labels.get("topology.kubernetes.io/zone", "")) if x
+        x
+        for x in (
+            labels.get("topology.kubernetes.io/region", ""),
+            labels.get("topology.kubernetes.io/zone", ""),
+        )
+        if x
     )
     return MeshEndpoint(
         address=address,
@@ -158,9 +168,8 @@ def _pod_endpoint(service: MeshService, port: MeshPort, pod: Pod, address: str) 
         namespace=pod.metadata.namespace,
         workload=pod.metadata.name,
         service_account=pod.spec.service_account_name or "default",
-        ready=pod.status.phase not in ("Failed", "Succeeded") and pod.metadata.annotations.get(
-            "controlplane.dev/ready", "true"
-        ) != "false",
+        ready=pod.status.phase not in ("Failed", "Succeeded")
+        and pod.metadata.annotations.get("controlplane.dev/ready", "true") != "false",
         locality=locality,
         tls_mode=pod_tls_mode(pod),
     )
@@ -172,7 +181,9 @@ def endpoints_from_pods(service: MeshService, pods: Iterable[Pod]) -> tuple[Mesh
         return ()
     found: list[MeshEndpoint] = []
     for pod in pods:
-        if pod.metadata.namespace != service.namespace or not selects(service.selector, pod.metadata.labels):
+        if pod.metadata.namespace != service.namespace or not selects(
+            service.selector, pod.metadata.labels
+        ):
             continue
         address = pod_ip(pod)
         if not address:
@@ -209,7 +220,9 @@ def endpoints_from_slices(
                             labels=labels,
                             namespace=service.namespace,
                             workload=pod.metadata.name if pod else address,
-                            service_account=(pod.spec.service_account_name or "default") if pod else None,
+                            service_account=(pod.spec.service_account_name or "default")
+                            if pod
+                            else None,
                             ready=ready,
                             locality=ep.zone or "",
                             tls_mode=pod_tls_mode(pod) if pod else "disabled",

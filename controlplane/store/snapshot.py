@@ -163,7 +163,9 @@ class Snapshot:
         return found
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
-        ns: Namespace | None = self.of_kind("Namespace").get(ResourceKey("Namespace", "", namespace))
+        ns: Namespace | None = self.of_kind("Namespace").get(
+            ResourceKey("Namespace", "", namespace)
+        )
         return ns.metadata.labels if ns else {}
 
     # ---- VirtualServices ------------------------------------------------------------------
@@ -177,7 +179,9 @@ class Snapshot:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
 
-    def virtual_services_for(self, hostname: str, client_namespace: str) -> tuple[VirtualService, ...]:
+    def virtual_services_for(
+        self, hostname: str, client_namespace: str
+    ) -> tuple[VirtualService, ...]:
         """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``.
 
         Oldest first: when several claim one host, the first is the one that applies.
@@ -190,7 +194,11 @@ class Snapshot:
         best: tuple[VirtualService, ...] = ()
         best_len = -1
         for pattern, items in index.items():
-            if pattern.startswith("*") and host_matches(pattern, hostname) and len(pattern) > best_len:
+            if (
+                pattern.startswith("*")
+                and host_matches(pattern, hostname)
+                and len(pattern) > best_len
+            ):
                 visible = tuple(vs for vs in items if self._vs_applies(vs, client_namespace))
                 if visible:
                     best, best_len = visible, len(pattern)
@@ -217,7 +225,9 @@ class Snapshot:
     def _merged_rules(self) -> dict[tuple[str, str], MergedDestinationRule | None]:
         return {}
 
-    def destination_rule(self, hostname: str, client_namespace: str) -> MergedDestinationRule | None:
+    def destination_rule(
+        self, hostname: str, client_namespace: str
+    ) -> MergedDestinationRule | None:
         """Istio's lookup: the client's namespace, then the service's, then the root namespace.
 
         The first namespace with a matching rule wins whole; within it the most specific host
@@ -276,7 +286,10 @@ class Snapshot:
             namespace=namespace,
             traffic_policy=policy,
             subsets=tuple(subsets),
-            sources=tuple(ResourceKey("DestinationRule", d.metadata.namespace, d.metadata.name) for d in matches),
+            sources=tuple(
+                ResourceKey("DestinationRule", d.metadata.namespace, d.metadata.name)
+                for d in matches
+            ),
         )
 
 

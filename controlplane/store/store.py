@@ -112,7 +112,10 @@ class Store:
             self._desired[key] = sub
             if sub.origin:
                 self._origins[key] = sub.origin
-            if not is_istio_kind(key.kind) and self._effective.get(key.kind, {}).get(key) != sub.resource:
+            if (
+                not is_istio_kind(key.kind)
+                and self._effective.get(key.kind, {}).get(key) != sub.resource
+            ):
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 changed.add(key)
         for rej in rejections:
@@ -136,7 +139,9 @@ class Store:
                 listener(self._snapshot, change)
         return change
 
-    def _settle_istio(self, touched: set[ResourceKey], changed: set[ResourceKey]) -> set[ResourceKey]:
+    def _settle_istio(
+        self, touched: set[ResourceKey], changed: set[ResourceKey]
+    ) -> set[ResourceKey]:
         """Decide the effective version of each Istio resource; return the keys that moved."""
         moved: set[ResourceKey] = set()
         for key in touched:

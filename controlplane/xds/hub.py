@@ -133,7 +133,9 @@ class Hub:
             await self._changed.wait()
             while True:
                 with self._lock:
-                    deadline = min(self._pending_last + self.debounce, self._pending_first + self.max_delay)
+                    deadline = min(
+                        self._pending_last + self.debounce, self._pending_first + self.max_delay
+                    )
                 delay = deadline - time.monotonic()
                 if delay <= 0:
                     break

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from controlplane.xds.hub import Hub, StreamInfo
@@ -18,7 +17,10 @@ log = logging.getLogger("controlplane.xds")
 
 def stream_info(context: Any) -> StreamInfo:
     metadata = {str(k): str(v) for k, v in (context.invocation_metadata() or ())}
-    auth = {str(k): [bytes(x).decode(errors="replace") for x in v] for k, v in (context.auth_context() or {}).items()}
+    auth = {
+        str(k): [bytes(x).decode(errors="replace") for x in v]
+        for k, v in (context.auth_context() or {}).items()
+    }
     return StreamInfo(peer=context.peer(), metadata=metadata, auth_context=auth)
 
 

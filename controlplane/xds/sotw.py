@@ -16,9 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import json_format
-
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
 
 from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER
@@ -58,9 +57,9 @@ class SotwStream:
 
     # ---- the stream ---------------------------------------------------------------------
 
-    async def run(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> AsyncIterator[
-        discovery_pb2.DiscoveryResponse
-    ]:
+    async def run(
+        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         reader = asyncio.create_task(self._read(requests), name=f"xds-read-{self.id}")
         try:
             while True:
@@ -89,7 +88,11 @@ class SotwStream:
             async for request in requests:
                 if self.proxy is None:
                     if not request.node.id:
-                        log.warning("stream %s from %s: first request has no node id; closing", self.id, self.peer)
+                        log.warning(
+                            "stream %s from %s: first request has no node id; closing",
+                            self.id,
+                            self.peer,
+                        )
                         break
                     try:
                         claimed = proxy_from_request_node(request.node)

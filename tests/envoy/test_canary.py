@@ -35,7 +35,9 @@ def reviews_yaml(port: int) -> str:
 
 
 def destination_rule(*subsets: str) -> str:
-    items = "".join(f"\n      - {{name: {s}, labels: {{version: {s if s != 'v3' else 'v2'}}}}}" for s in subsets)
+    items = "".join(
+        f"\n      - {{name: {s}, labels: {{version: {s if s != 'v3' else 'v2'}}}}}" for s in subsets
+    )
     return f"""
     apiVersion: networking.istio.io/v1
     kind: DestinationRule
@@ -119,7 +121,10 @@ def test_weights_are_relative_not_percentages(canary: tuple[LocalMesh, Sidecar])
     [
         ("negative weight", virtual_service(110, -10)),
         ("weights total zero", virtual_service(0, 0)),
-        ("unparsable YAML", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: [unclosed\n"),
+        (
+            "unparsable YAML",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: [unclosed\n",
+        ),
     ],
 )
 def test_broken_virtual_service_leaves_traffic_on_previous_split(
@@ -144,7 +149,9 @@ def test_broken_virtual_service_leaves_traffic_on_previous_split(
     assert abs(share(counts, "reviews-v2") - 50) <= 10, counts
 
 
-def test_negative_weight_error_names_file_resource_and_field(canary: tuple[LocalMesh, Sidecar]) -> None:
+def test_negative_weight_error_names_file_resource_and_field(
+    canary: tuple[LocalMesh, Sidecar],
+) -> None:
     mesh, _ = canary
     mesh.write("vs.yaml", virtual_service(110, -10))
     deadline = time.time() + 5
@@ -163,7 +170,9 @@ def test_route_to_undefined_subset_keeps_previous_route(canary: tuple[LocalMesh,
     before = rds_version(mesh, sidecar)
     mesh.write("vs.yaml", virtual_service(50, 50, subset2="v3"))
     deadline = time.time() + 5
-    while "ReferencedSubsetNotFound" not in mesh.control_plane.log_text() and time.time() < deadline:
+    while (
+        "ReferencedSubsetNotFound" not in mesh.control_plane.log_text() and time.time() < deadline
+    ):
         time.sleep(0.05)
     assert "subset 'v3'" in mesh.control_plane.log_text()
     time.sleep(0.3)
@@ -185,7 +194,9 @@ def test_adding_the_missing_subset_brings_the_route_in(canary: tuple[LocalMesh, 
     assert status["VirtualService default/reviews"]["reconciled"] is True
 
 
-def test_deleting_the_virtual_service_falls_back_to_the_default_route(canary: tuple[LocalMesh, Sidecar]) -> None:
+def test_deleting_the_virtual_service_falls_back_to_the_default_route(
+    canary: tuple[LocalMesh, Sidecar],
+) -> None:
     mesh, sidecar = canary
     before = rds_version(mesh, sidecar)
     mesh.remove("vs.yaml")
@@ -207,7 +218,9 @@ def test_deleting_the_virtual_service_falls_back_to_the_default_route(canary: tu
         "reviews.default.svc.cluster.local:9080",
     ],
 )
-def test_short_and_full_host_names_reach_the_service(canary: tuple[LocalMesh, Sidecar], host: str) -> None:
+def test_short_and_full_host_names_reach_the_service(
+    canary: tuple[LocalMesh, Sidecar], host: str
+) -> None:
     _, sidecar = canary
     status, headers, _ = send(sidecar.outbound_port, host)
     assert status == 200 and headers["x-backend"] in ("reviews-v1", "reviews-v2")

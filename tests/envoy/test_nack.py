@@ -76,12 +76,17 @@ def test_envoy_nack_is_recorded_logged_and_not_resent(mesh: LocalMesh) -> None:
     time.sleep(1.0)
     again = mesh.debug.type_state(sidecar.node_id, "rds")
     assert again["sent_at"] == sent_at and again["status"] == "NACKED"
-    assert len([ln for ln in mesh.control_plane.log_text().splitlines() if "NACK from proxy" in ln]) == 1
+    assert (
+        len([ln for ln in mesh.control_plane.log_text().splitlines() if "NACK from proxy" in ln])
+        == 1
+    )
 
     # The proxy keeps serving its last good routes.
     assert count_backends(sidecar.outbound_port, "ratings:9080", 20) == {"ratings-v1": 20}
 
     # A fix is sent and ACKed.
     mesh.write("vs.yaml", virtual_service("/fixed/.*"))
-    states = mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": good["acked_version"]})
+    states = mesh.debug.wait_synced(
+        sidecar.node_id, timeout=10, newer_than={"rds": good["acked_version"]}
+    )
     assert states["rds"]["status"] == "SYNCED"

@@ -26,7 +26,9 @@ def snapshot_of(*documents: str) -> Snapshot:
     return store.snapshot
 
 
-def local_proxy(namespace: str = "default", labels: dict[str, str] | None = None, port: int = 15001) -> Proxy:
+def local_proxy(
+    namespace: str = "default", labels: dict[str, str] | None = None, port: int = 15001
+) -> Proxy:
     return Proxy(
         node_id=f"sidecar~127.0.0.1~client.{namespace}~{namespace}.svc.cluster.local",
         namespace=namespace,

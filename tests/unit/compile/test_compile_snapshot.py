@@ -44,7 +44,10 @@ def test_subset_endpoints_are_the_pods_with_the_subset_labels_at_the_target_port
     def addresses(name: str) -> list[tuple[str, int]]:
         cla = out["eds"][name]
         return [
-            (e["endpoint"]["address"]["socketAddress"]["address"], e["endpoint"]["address"]["socketAddress"]["portValue"])
+            (
+                e["endpoint"]["address"]["socketAddress"]["address"],
+                e["endpoint"]["address"]["socketAddress"]["portValue"],
+            )
             for group in cla.get("endpoints", [])
             for e in group["lbEndpoints"]
         ]
@@ -99,26 +102,38 @@ def test_service_without_virtual_service_gets_the_default_route_and_istio_defaul
     assert action["timeout"] == "0s"
     retry = action["retryPolicy"]
     assert retry["numRetries"] == 2
-    assert retry["retryOn"] == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    assert (
+        retry["retryOn"]
+        == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    )
     assert retry["retriableStatusCodes"] == [503]
     assert retry["hostSelectionRetryMaxAttempts"] == "5"
     assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
 
 
 def test_zero_retry_attempts_turns_retries_off() -> None:
-    vs = VS_90_10.replace("retries: {attempts: 4, perTryTimeout: 500ms, retryOn: \"5xx,504\"}", "retries: {attempts: 0}")
+    vs = VS_90_10.replace(
+        'retries: {attempts: 4, perTryTimeout: 500ms, retryOn: "5xx,504"}', "retries: {attempts: 0}"
+    )
     out = compiled(snapshot_of(REVIEWS, vs), local_proxy())
     action = out["rds"]["local_15001"]["virtualHosts"][0]["routes"][0]["route"]
     assert "retryPolicy" not in action
 
 
 def test_domains_follow_short_name_resolution_from_the_client_namespace() -> None:
-    same = compiled(snapshot_of(REVIEWS), local_proxy("default"))["rds"]["local_15001"]["virtualHosts"][0]
-    other = compiled(snapshot_of(REVIEWS), local_proxy("prod"))["rds"]["local_15001"]["virtualHosts"][0]
+    same = compiled(snapshot_of(REVIEWS), local_proxy("default"))["rds"]["local_15001"][
+        "virtualHosts"
+    ][0]
+    other = compiled(snapshot_of(REVIEWS), local_proxy("prod"))["rds"]["local_15001"][
+        "virtualHosts"
+    ][0]
     expected_other = [
-        FQDN, f"{FQDN}:9080",
-        "reviews.default.svc", "reviews.default.svc:9080",
-        "reviews.default", "reviews.default:9080",
+        FQDN,
+        f"{FQDN}:9080",
+        "reviews.default.svc",
+        "reviews.default.svc:9080",
+        "reviews.default",
+        "reviews.default:9080",
     ]
     assert other["domains"] == expected_other
     assert same["domains"] == [*expected_other, "reviews", "reviews:9080"]
@@ -159,7 +174,10 @@ def test_each_match_is_its_own_route_in_order_and_nothing_follows_a_catch_all() 
         "prefix": "/",
         "headers": [{"name": "end-user", "stringMatch": {"exact": "jason"}}],
     }
-    assert routes[1]["match"] == {"prefix": "/beta", "headers": [{"name": "x-beta", "presentMatch": True}]}
+    assert routes[1]["match"] == {
+        "prefix": "/beta",
+        "headers": [{"name": "x-beta", "presentMatch": True}],
+    }
     assert routes[2]["match"] == {"path": "/health"}
     assert routes[3]["match"] == {"safeRegex": {"regex": "/api/v[0-9]+/.*"}}
     assert routes[4]["match"] == {"prefix": "/"}

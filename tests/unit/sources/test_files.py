@@ -63,13 +63,19 @@ def test_a_yaml_error_reports_file_and_line_and_keeps_what_the_file_had(tmp_path
     assert store.snapshot.get(VS_KEY) is not None
 
 
-def test_an_invalid_resource_is_rejected_with_its_field_path_and_fixing_it_brings_it_back(tmp_path: Path) -> None:
+def test_an_invalid_resource_is_rejected_with_its_field_path_and_fixing_it_brings_it_back(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "vs.yaml"
     (tmp_path / "svc.yaml").write_text(SERVICE)
     path.write_text(VS)
     files, store, reported = source(tmp_path)
     files.scan()
-    path.write_text(VS.replace("- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: -5"))
+    path.write_text(
+        VS.replace(
+            "- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: -5"
+        )
+    )
     files.scan()
     errors = [str(i) for i in reported if i.severity == "Error"]
     assert errors == [
@@ -78,7 +84,11 @@ def test_an_invalid_resource_is_rejected_with_its_field_path_and_fixing_it_bring
     ]
     assert store.snapshot.get(VS_KEY).spec.http[0].route[0].weight is None
     assert not store.snapshot.status[VS_KEY].accepted
-    path.write_text(VS.replace("- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: 5"))
+    path.write_text(
+        VS.replace(
+            "- destination: {host: reviews}", "- destination: {host: reviews}\n      weight: 5"
+        )
+    )
     assert files.scan()
     assert store.snapshot.get(VS_KEY).spec.http[0].route[0].weight == 5
     assert store.snapshot.status[VS_KEY].accepted

@@ -61,8 +61,13 @@ def test_a_new_resource_broken_in_context_is_not_applied_until_the_context_is_fi
     store.apply(upserts=submissions(REVIEWS))
     store.apply(upserts=submissions(vs("v3")))
     assert store.snapshot.get(VS_KEY) is None
-    fixed_dr = REVIEWS.replace("- {name: v2, labels: {version: v2}}", "- {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v2}}")
-    change = store.apply(upserts=[s for s in submissions(fixed_dr) if s.resource.kind == "DestinationRule"])
+    fixed_dr = REVIEWS.replace(
+        "- {name: v2, labels: {version: v2}}",
+        "- {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v2}}",
+    )
+    change = store.apply(
+        upserts=[s for s in submissions(fixed_dr) if s.resource.kind == "DestinationRule"]
+    )
     assert VS_KEY in change.changed
     assert store.snapshot.get(VS_KEY).spec.http[0].route[0].destination.subset == "v3"
     assert store.snapshot.status[VS_KEY].reconciled
