@@ -64,6 +64,20 @@ def virtual_service(w1: int | str, w2: int | str, subset2: str = "v2", api: str 
     """
 
 
+# Valid YAML and schema, but the first route's regex does not compile.
+INVALID_REGEX_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "/api/(unclosed"}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v2}}]
+"""
+
+
 @pytest.fixture
 def canary(mesh: LocalMesh) -> tuple[LocalMesh, Sidecar]:
     port = free_port()
@@ -117,27 +131,29 @@ def test_weights_are_relative_not_percentages(canary: tuple[LocalMesh, Sidecar])
 
 
 @pytest.mark.parametrize(
-    ("name", "broken"),
+    ("broken", "reported"),
     [
-        ("negative weight", virtual_service(110, -10)),
-        ("weights total zero", virtual_service(0, 0)),
+        (virtual_service(110, -10), "spec.http[0].route[1].weight: must not be negative"),
+        (virtual_service(0, 0), "spec.http[0].route: the weights of all destinations are 0"),
         (
-            "unparsable YAML",
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: [unclosed\n",
+            "[CP0101 InvalidYAML] vs.yaml:",
         ),
+        (INVALID_REGEX_VS, "spec.http[0].match[0].uri.regex: invalid regex"),
     ],
+    ids=["negative weight", "weights total zero", "unparsable YAML", "invalid regex"],
 )
 def test_broken_virtual_service_leaves_traffic_on_previous_split(
-    canary: tuple[LocalMesh, Sidecar], name: str, broken: str
+    canary: tuple[LocalMesh, Sidecar], broken: str, reported: str
 ) -> None:
     mesh, sidecar = canary
     before = rds_version(mesh, sidecar)
     mesh.write("vs.yaml", broken)
     deadline = time.time() + 5
-    while "vs.yaml" not in mesh.control_plane.log_text() and time.time() < deadline:
+    while reported not in mesh.control_plane.log_text() and time.time() < deadline:
         time.sleep(0.05)
-    log = mesh.control_plane.log_text()
-    assert "vs.yaml" in log, log
+    lines = [ln for ln in mesh.control_plane.log_text().splitlines() if reported in ln]
+    assert len(lines) == 1 and "vs.yaml" in lines[0], mesh.control_plane.log_tail()
     time.sleep(0.3)  # more than the debounce: a push, if any, would have happened
     assert rds_version(mesh, sidecar) == before
     counts = count_backends(sidecar.outbound_port, "reviews:9080", 500)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from controlplane.cli.demo import STEPS, format_table, run_canary_demo
@@ -26,3 +27,51 @@ def test_demo_shifts_traffic_step_by_step_and_reports_ack_latency(tmp_path: Path
     from controlplane.local.ports import port_is_free
 
     assert port_is_free("127.0.0.11", 9080) and port_is_free("127.0.0.12", 9080)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "controlplane", "demo", "--requests", "100000"]
+        + ["--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        seen = []
+        deadline = time.time() + 60
+        for line in demo.stdout:  # wait until Envoy runs and traffic flows
+            seen.append(line)
+            if "step 1/4" in line or time.time() > deadline:
+                break
+        assert any("step 1/4" in line for line in seen), "".join(seen)
+        children = _processes_mentioning(str(tmp_path))
+        assert len(children) >= 3, children  # the demo, the control plane and Envoy
+        demo.send_signal(signal.SIGINT)
+        rest = demo.communicate(timeout=30)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, rest
+    assert "interrupted" in rest
+    assert _processes_mentioning(str(tmp_path)) == []
