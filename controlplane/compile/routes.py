@@ -9,7 +9,11 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
-from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
+from controlplane.compile.http_routes import (
+    default_hash_policy,
+    route_action_defaults,
+    routes_from_virtual_service,
+)
 from controlplane.compile.naming import outbound_cluster_name, virtual_host_name
 from controlplane.compile.proxy import Proxy
 from controlplane.store.registry import MeshService
@@ -46,20 +50,25 @@ def build_virtual_host(
     if virtual_services:
         routes = routes_from_virtual_service(snapshot, virtual_services[0], port, proxy)
     else:
-        routes = [default_route(service.hostname, port)]
+        hash_lb = default_hash_policy(snapshot, service.hostname, port, proxy.namespace)
+        routes = [default_route(service.hostname, port, hash_lb)]
     return rc.VirtualHost(
         name=virtual_host_name(service.hostname, port), domains=domains, routes=routes
     )
 
 
-def default_route(hostname: str, port: int) -> rc.Route:
-    """What a service without a VirtualService gets: everything to its port's cluster."""
+def default_route(
+    hostname: str, port: int, hash_lb: rc.RouteAction.HashPolicy | None = None
+) -> rc.Route:
+    """What a service without a VirtualService gets: everything to its port's cluster (with
+    the DestinationRule's consistent-hash policy, if it has one)."""
+    action = rc.RouteAction(cluster=outbound_cluster_name(port, None, hostname))
+    if hash_lb is not None:
+        action.hash_policy.append(hash_lb)
     return rc.Route(
         name="default",
         match=rc.RouteMatch(prefix="/"),
-        route=route_action_defaults(
-            rc.RouteAction(cluster=outbound_cluster_name(port, None, hostname)), None, None
-        ),
+        route=route_action_defaults(action, None, None, consistent_hash=hash_lb is not None),
     )
 
 
