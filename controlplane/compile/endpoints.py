@@ -150,8 +150,9 @@ def _apply_distribute(
                 if weight > 0:
                     groups[i].weight = math.ceil(weight)
         for i in unmatched:
+            # Emptied, but Envoy still needs a weight of at least 1 on the locality.
+            groups[i].weight = groups[i].weight or len(groups[i].members)
             groups[i].members = []
-            groups[i].weight = None
         return
 
 
