@@ -296,10 +296,15 @@ def route_action_defaults(
     retries: HTTPRetry | None,
     consistent_hash: bool = False,
 ) -> rc.RouteAction:
-    """Timeout (0 = none; also the cap on a gRPC client's grpc-timeout) and retry policy."""
+    """Timeout (0 = none; also the cap on a gRPC client's grpc-timeout) and retry policy.
+
+    Like istiod, the cap goes in the deprecated ``max_grpc_timeout``: setting its replacement
+    (``max_stream_duration``) switches Envoy to stream-duration timeouts and the route
+    ``timeout`` would no longer apply.
+    """
     action.cluster_not_found_response_code = rc.RouteAction.SERVICE_UNAVAILABLE
     action.timeout.CopyFrom(duration(timeout or 0.0))
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(timeout or 0.0))
+    action.max_grpc_timeout.CopyFrom(duration(timeout or 0.0))
     policy = retry_policy(retries, consistent_hash)
     if policy is not None:
         action.retry_policy.CopyFrom(policy)

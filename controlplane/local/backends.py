@@ -57,12 +57,12 @@ class Backend:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                seen = Seen(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    time.time(),
-                )
+                headers: dict[str, str] = {}
+                for key, value in self.headers.items():
+                    key = key.lower()
+                    # Repeated headers are one comma-joined value, as HTTP defines them.
+                    headers[key] = f"{headers[key]},{value}" if key in headers else value
+                seen = Seen(self.command, self.path, headers, time.time())
                 with backend._lock:
                     backend.requests.append(seen)
                 reply = backend.behaviour(backend, seen) if backend.behaviour else None
