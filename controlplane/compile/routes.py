@@ -61,14 +61,15 @@ def default_route(
     hostname: str, port: int, hash_lb: rc.RouteAction.HashPolicy | None = None
 ) -> rc.Route:
     """What a service without a VirtualService gets: everything to its port's cluster (with
-    the DestinationRule's consistent-hash policy, if it has one)."""
+    the DestinationRule's consistent-hash policy, if it has one). As in istiod, this default
+    route keeps the default retry policy whole, previous-hosts predicate included."""
     action = rc.RouteAction(cluster=outbound_cluster_name(port, None, hostname))
     if hash_lb is not None:
         action.hash_policy.append(hash_lb)
     return rc.Route(
         name="default",
         match=rc.RouteMatch(prefix="/"),
-        route=route_action_defaults(action, None, None, consistent_hash=hash_lb is not None),
+        route=route_action_defaults(action, None, None),
     )
 
 

@@ -43,7 +43,12 @@ spec:
     - {uri: {prefix: /v3}}
     - {uri: {prefix: /orders}, method: {exact: POST}}
     - {queryParams: {version: {exact: "3"}}}
+    - {uri: {prefix: /case}, ignoreUriCase: true}
     route: [{destination: {host: reviews, subset: v3}}]
+  - name: host-header
+    match: [{uri: {prefix: /host-header}}]
+    headers: {request: {set: {host: via-header.example}}}
+    route: [{destination: {host: reviews, subset: v1}}]
   - name: rewrite
     match: [{uri: {prefix: /old}}]
     rewrite: {uri: /new, authority: rewritten.example}
@@ -117,6 +122,8 @@ def test_end_user_jason_goes_to_v2_and_everyone_else_to_v1(routing: TrafficMesh)
         ("/v4", "reviews-v1"),
         ("/?version=3", "reviews-v3"),
         ("/?version=4", "reviews-v1"),
+        ("/CaSe/x", "reviews-v3"),  # ignoreUriCase
+        ("/v3".upper(), "reviews-v1"),  # other prefixes stay case-sensitive
     ],
 )
 def test_uri_and_query_parameter_matches_pick_the_route(
@@ -141,6 +148,11 @@ def test_rewrite_changes_the_path_prefix_and_the_authority(routing: TrafficMesh)
     assert status == 200 and seen["name"] == "reviews-v1"
     assert seen["path"] == "/new/page?x=1"
     assert seen["headers"]["host"] == "rewritten.example"
+
+
+def test_setting_the_host_header_rewrites_the_authority(routing: TrafficMesh) -> None:
+    status, _, body = send(routing.port, HOST, "/host-header")
+    assert status == 200 and json.loads(body)["headers"]["host"] == "via-header.example"
 
 
 def test_redirect_answers_from_envoy_without_reaching_a_backend(routing: TrafficMesh) -> None:
