@@ -83,6 +83,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.http.match.port",
             "spec.http.match.sourceLabels.**",
             "spec.http.match.sourceNamespace",
+            "spec.http.match.gateways",
             "spec.http.route",
             "spec.http.route.destination.**",
             "spec.http.route.weight",

@@ -77,6 +77,9 @@ def routes_from_virtual_service(
 def _match_applies(match: HTTPMatchRequest, port: int, proxy: Proxy) -> bool:
     if match.port is not None and match.port != port:
         return False
+    if match.gateways:
+        # Gateway names in a match replace the source conditions; sidecars are "mesh".
+        return "mesh" in match.gateways
     if match.source_labels and not selects(match.source_labels, proxy.labels):
         return False
     if match.source_namespace and match.source_namespace != proxy.namespace:

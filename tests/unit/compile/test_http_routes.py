@@ -404,3 +404,16 @@ def test_the_http_connection_manager_runs_fault_then_cors_then_the_router() -> N
         "envoy.filters.http.cors",
         "envoy.filters.http.router",
     ]
+
+
+def test_a_match_for_named_gateways_only_is_left_out_of_sidecar_routes() -> None:
+    routes = routes_of(
+        vs("""
+- match:
+  - {uri: {prefix: /edge}, gateways: [istio-system/ingress]}
+  - {uri: {prefix: /both}, gateways: [istio-system/ingress, mesh], sourceLabels: {app: nobody}}
+  route: [{destination: {host: reviews, subset: v2}}]
+- route: [{destination: {host: reviews, subset: v1}}]
+""")
+    )
+    assert [r["match"].get("prefix") for r in routes] == ["/both", "/"]
