@@ -12,8 +12,9 @@ import pytest
 
 from controlplane.local.backends import always
 from controlplane.local.traffic import count_backends, send
-from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh, wait_until
+from tests.envoy.traffic_mesh import Pod, TrafficMesh, located_sidecar, traffic_mesh, wait_until
 
+REGION, ZONE = "topology.kubernetes.io/region", "topology.kubernetes.io/zone"
 RULES = """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -71,6 +72,14 @@ spec:
       loadBalancer: {simple: ROUND_ROBIN}
 ---
 apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: nearby, namespace: default}
+spec:
+  host: nearby
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: layered, namespace: default}
 spec:
@@ -98,6 +107,10 @@ def rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrafficMesh]:
             Pod("layered-v1-b", "127.0.4.62", {"version": "v1"}),
             Pod("layered-v2-a", "127.0.4.63", {"version": "v2"}),
             Pod("layered-v2-b", "127.0.4.64", {"version": "v2"}),
+        ],
+        "nearby": [
+            Pod("nearby-r1", "127.0.4.65", {REGION: "r1", ZONE: "z1"}),
+            Pod("nearby-r2", "127.0.4.66", {REGION: "r2", ZONE: "z1"}),
         ],
     }
     with traffic_mesh(tmp_path_factory.mktemp("rules"), services, {"dr.yaml": RULES}) as mesh:
@@ -172,3 +185,25 @@ def test_the_sticky_rule_applies_without_a_virtual_service(rules: TrafficMesh) -
     config = rules.sidecar.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
     text = json.dumps(config)
     assert '"header_name": "x-user"' in text
+
+
+def test_outlier_detection_keeps_traffic_in_the_client_locality_and_fails_over_when_it_fails(
+    rules: TrafficMesh,
+) -> None:
+    client = located_sidecar(
+        rules.mesh, "sidecar~127.0.0.2~located.default~default.svc.cluster.local", "r1", "z1"
+    )
+    # Same region and zone: priority 0; the other region is only a fallback.
+    assert count_backends(client.outbound_port, "nearby:8080", 40) == {"nearby-r1": 40}
+    # A client without a locality is equally far from both: no preference.
+    spread = count_backends(rules.port, "nearby:8080", 40)
+    assert set(spread) == {"nearby-r1", "nearby-r2"}, spread
+    near = rules.backends["nearby-r1"]
+    near.behaviour = always(status=500)
+    try:
+        failing = count_backends(client.outbound_port, "nearby:8080", 5)
+        assert failing["500"] >= 1, failing  # the local pod failed and was ejected
+        after = count_backends(client.outbound_port, "nearby:8080", 40)
+    finally:
+        near.behaviour = None
+    assert after == {"nearby-r2": 40}, after

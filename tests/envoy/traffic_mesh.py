@@ -95,3 +95,29 @@ def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return check()
+
+
+def located_sidecar(mesh: LocalMesh, node_id: str, region: str, zone: str) -> Sidecar:
+    """A client sidecar whose Envoy node reports a locality (the harness has no option for
+    it, so the bootstrap is amended here)."""
+    from controlplane.cli.bootstrap import render_bootstrap
+    from controlplane.local.envoy import EnvoyProcess
+
+    outbound, admin = free_port(), free_port()
+    bootstrap = render_bootstrap(
+        node_id=node_id,
+        namespace="default",
+        labels={"app": "located-client"},
+        service_account="located-client",
+        xds_port=mesh.xds_port,
+        outbound_port=outbound,
+        admin_port=admin,
+    )
+    bootstrap["node"]["locality"] = {"region": region, "zone": zone}
+    envoy = EnvoyProcess(bootstrap, mesh.workdir, name=f"envoy-located-{len(mesh.sidecars)}")
+    sidecar = Sidecar(node_id, envoy, outbound, admin)
+    mesh.sidecars.append(sidecar)
+    envoy.start()
+    mesh.debug.wait_synced(node_id, timeout=30)
+    envoy.wait_live()
+    return sidecar
