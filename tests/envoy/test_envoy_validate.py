@@ -19,7 +19,14 @@ from google.protobuf import json_format
 
 from controlplane.compile import ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
-from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, CompiledResource
+from controlplane.compile.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    CompiledResource,
+)
 from controlplane.local.envoy import envoy_binary
 from tests.corpus import load_corpus
 
@@ -112,7 +119,11 @@ def static_bootstrap(resources: ProxyResources) -> dict[str, Any]:
                 "grpcServices": [{"envoyGrpc": {"clusterName": "xds-grpc"}}],
             }
         },
-        "staticResources": {"clusters": clusters, "listeners": listeners},
+        "staticResources": {
+            "clusters": clusters,
+            "listeners": listeners,
+            "secrets": [_as_dict(r) for r in resources.of(SECRET).values()],
+        },
     }
 
 
