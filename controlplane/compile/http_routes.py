@@ -256,7 +256,7 @@ def _route_action(
     if authority:
         action.host_rewrite_literal = authority
     for dest, fraction in route_mirror_fractions(http):
-        cluster = destination_cluster(snapshot, dest, namespace, port)  # type: ignore[arg-type]
+        cluster = destination_cluster(snapshot, dest, namespace, port)
         action.request_mirror_policies.append(mirror_policy(cluster, fraction))
     consistent_hash = False
     live = live_destinations(http)

@@ -20,6 +20,7 @@ from google.protobuf import wrappers_pb2
 from controlplane.api.networking import (
     ConsistentHashLB,
     CorsPolicy,
+    Destination,
     Headers,
     HTTPFaultInjection,
     HTTPRedirect,
@@ -229,9 +230,9 @@ def mirror_policy(
 
 def route_mirror_fractions(
     http: HTTPRoute,
-) -> list[tuple[object, base_pb2.RuntimeFractionalPercent]]:
+) -> list[tuple[Destination, base_pb2.RuntimeFractionalPercent]]:
     """(destination, fraction) for ``mirror`` and each of ``mirrors``, skipping 0%."""
-    out: list[tuple[object, base_pb2.RuntimeFractionalPercent]] = []
+    out: list[tuple[Destination, base_pb2.RuntimeFractionalPercent]] = []
     if http.mirror is not None:
         fraction = mirror_fraction(http.mirror_percentage, http.mirror_percent)
         if fraction is not None:

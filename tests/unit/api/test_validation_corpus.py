@@ -3,6 +3,9 @@ and it compiles for clients in several namespaces and localities."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
+from controlplane.api.support import SUPPORTED
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import CLUSTER, ENDPOINT, ROUTE
@@ -56,3 +59,58 @@ def test_the_corpus_compiles_for_every_client() -> None:
         assert out.of(ENDPOINT)
         vhosts = out.of(ROUTE)["local_15001"].message.virtual_hosts
         assert sum(len(v.routes) for v in vhosts) > 20
+
+
+def _used_paths(model: BaseModel, path: str, out: set[str]) -> None:
+    fields = type(model).model_fields
+    for name in model.model_fields_set:
+        if name not in fields:
+            continue
+        value = getattr(model, name)
+        child = f"{path}.{fields[name].alias or name}"
+        out.add(child)
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            items = list(value.values())
+            child_items = f"{child}.*"
+        else:
+            child_items = child
+        for item in items:
+            if isinstance(item, BaseModel):
+                _used_paths(item, child_items, out)
+
+
+_POLICY_ROOTS = (
+    "spec.subsets.trafficPolicy.portLevelSettings",
+    "spec.subsets.trafficPolicy",
+    "spec.trafficPolicy.portLevelSettings",
+    "spec.trafficPolicy",
+)
+
+
+def _policy_relative(path: str) -> str:
+    """A traffic-policy field is covered wherever it appears (top level, subset, port)."""
+    for root in _POLICY_ROOTS:
+        if path == root or path.startswith(root + "."):
+            return "trafficPolicy" + path[len(root) :]
+    return path
+
+
+def test_the_corpus_uses_every_supported_http_route_and_traffic_policy_field() -> None:
+    used: set[str] = set()
+    for submission in load_corpus().submissions:
+        resource = submission.resource
+        if resource.kind in ("VirtualService", "DestinationRule"):
+            found: set[str] = set()
+            _used_paths(resource.spec, "spec", found)
+            used.update(f"{resource.kind}:{_policy_relative(p)}" for p in found)
+    missing = []
+    for kind in ("VirtualService", "DestinationRule"):
+        for path in sorted(SUPPORTED[kind]):
+            mine = path.startswith(("spec.http", "spec.trafficPolicy", "spec.subsets"))
+            if not mine or ".tls" in path:
+                continue  # TCP/TLS routes and upstream TLS have their own corpus files
+            base = f"{kind}:{_policy_relative(path.removesuffix('.**'))}"
+            if not any(u == base or u.startswith(base + ".") for u in used):
+                missing.append(f"{kind} {path}")
+    assert missing == []
