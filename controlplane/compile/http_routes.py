@@ -158,13 +158,13 @@ def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
             out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=uri.regex))
     if match.ignore_uri_case:
         out.case_sensitive.value = False  # Envoy's default is case-sensitive
-    for pseudo, value in (
+    for pseudo, pseudo_match in (
         (":method", match.method),
         (":authority", match.authority),
         (":scheme", match.scheme),
     ):
-        if value is not None:
-            out.headers.append(header_matcher(pseudo, value))
+        if pseudo_match is not None:
+            out.headers.append(header_matcher(pseudo, pseudo_match))
     for name, value in sorted(match.query_params.items()):
         param = rc.QueryParameterMatcher(name=name)
         if _is_present_match(value):
@@ -255,8 +255,8 @@ def _route_action(
         authority = rewrite.authority or authority
     if authority:
         action.host_rewrite_literal = authority
-    for dest, fraction in route_mirror_fractions(http):
-        cluster = destination_cluster(snapshot, dest, namespace, port)
+    for mirrored, fraction in route_mirror_fractions(http):
+        cluster = destination_cluster(snapshot, mirrored, namespace, port)
         action.request_mirror_policies.append(mirror_policy(cluster, fraction))
     consistent_hash = False
     live = live_destinations(http)
@@ -275,7 +275,7 @@ def _route_action(
         for dest in live:
             weight = rc.WeightedCluster.ClusterWeight(
                 name=destination_cluster(snapshot, dest.destination, namespace, port),
-                weight=uint32(dest.weight),
+                weight=uint32(dest.weight or 0),
             )
             dest_ops = header_operations(dest.headers)
             weight.request_headers_to_add.extend(dest_ops.request_to_add)
