@@ -10,6 +10,7 @@ load balancer, outlier detection and TLS (TLS is applied by the security code).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import protocol_pb2
@@ -36,6 +37,7 @@ DEFAULT_RING_SIZE = 1024
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_UINT32 = 4294967295
 
+_T = TypeVar("_T")
 _SIMPLE_LB = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
     "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
@@ -104,16 +106,17 @@ def effective_policy(
     if original is None:
         return override
 
-    def pick(name: str) -> object:
-        value = getattr(override, name)
-        return value if value is not None or whole else getattr(original, name)
-
     return EffectivePolicy(
-        pick("connection_pool"),  # type: ignore[arg-type]
-        pick("load_balancer"),  # type: ignore[arg-type]
-        pick("outlier_detection"),  # type: ignore[arg-type]
-        pick("tls"),  # type: ignore[arg-type]
+        _choose(override.connection_pool, original.connection_pool, whole),
+        _choose(override.load_balancer, original.load_balancer, whole),
+        _choose(override.outlier_detection, original.outlier_detection, whole),
+        _choose(override.tls, original.tls, whole),
     )
+
+
+def _choose(mine: _T | None, inherited: _T | None, whole: bool) -> _T | None:
+    """A port-level entry replaces whole (its gaps are defaults); otherwise gaps inherit."""
+    return mine if mine is not None or whole else inherited
 
 
 def apply_traffic_policy(
@@ -128,6 +131,11 @@ def apply_traffic_policy(
 
 
 # ---- connection pool ----------------------------------------------------------------------
+
+
+def _positive(value: int | None) -> int:
+    """istiod cannot tell an unset proto3 int from 0: only positive values count."""
+    return value if value is not None and value > 0 else 0
 
 
 def default_thresholds() -> circuit_breaker_pb2.CircuitBreakers.Thresholds:
@@ -149,22 +157,21 @@ def apply_connection_pool(
     http, tcp = (pool.http, pool.tcp) if pool is not None else (None, None)
     idle_timeout: float | None = None
     per_connection = 0
-    # Zero means "unset" in istiod (proto3 ints): only positive values override the defaults.
     if http is not None:
-        if (http.http2_max_requests or 0) > 0:
-            thresholds.max_requests.value = http.http2_max_requests  # type: ignore[assignment]
-        if (http.http1_max_pending_requests or 0) > 0:
-            thresholds.max_pending_requests.value = http.http1_max_pending_requests  # type: ignore[assignment]
-        if (http.max_retries or 0) > 0:
-            thresholds.max_retries.value = http.max_retries  # type: ignore[assignment]
+        if _positive(http.http2_max_requests):
+            thresholds.max_requests.value = _positive(http.http2_max_requests)
+        if _positive(http.http1_max_pending_requests):
+            thresholds.max_pending_requests.value = _positive(http.http1_max_pending_requests)
+        if _positive(http.max_retries):
+            thresholds.max_retries.value = _positive(http.max_retries)
         idle_timeout = http.idle_timeout
         per_connection = http.max_requests_per_connection or 0
     max_duration: float | None = None
     if tcp is not None:
         if tcp.connect_timeout is not None:
             cluster.connect_timeout.CopyFrom(duration(tcp.connect_timeout))
-        if (tcp.max_connections or 0) > 0:
-            thresholds.max_connections.value = tcp.max_connections  # type: ignore[assignment]
+        if _positive(tcp.max_connections):
+            thresholds.max_connections.value = _positive(tcp.max_connections)
         max_duration = tcp.max_connection_duration
         if idle_timeout is None:
             idle_timeout = tcp.idle_timeout
@@ -173,8 +180,8 @@ def apply_connection_pool(
             # An empty TcpKeepalive turns SO_KEEPALIVE on with the OS defaults.
             ka = cluster.upstream_connection_options.tcp_keepalive
             ka.SetInParent()
-            if (keepalive.probes or 0) > 0:
-                ka.keepalive_probes.value = keepalive.probes  # type: ignore[assignment]
+            if _positive(keepalive.probes):
+                ka.keepalive_probes.value = _positive(keepalive.probes)
             if keepalive.time is not None:
                 ka.keepalive_time.value = int(keepalive.time)
             if keepalive.interval is not None:
@@ -246,12 +253,14 @@ def apply_outlier_detection(cluster: cluster_pb2.Cluster, outlier: OutlierDetect
         out.interval.CopyFrom(duration(outlier.interval))
     if outlier.base_ejection_time is not None:
         out.base_ejection_time.CopyFrom(duration(outlier.base_ejection_time))
-    if (outlier.max_ejection_percent or 0) > 0:
-        out.max_ejection_percent.value = outlier.max_ejection_percent  # type: ignore[assignment]
+    if _positive(outlier.max_ejection_percent):
+        out.max_ejection_percent.value = _positive(outlier.max_ejection_percent)
     if outlier.split_external_local_origin_errors:
         out.split_external_local_origin_errors = True
-        if (outlier.consecutive_local_origin_failures or 0) > 0:
-            out.consecutive_local_origin_failure.value = outlier.consecutive_local_origin_failures  # type: ignore[assignment]
+        if _positive(outlier.consecutive_local_origin_failures):
+            out.consecutive_local_origin_failure.value = _positive(
+                outlier.consecutive_local_origin_failures
+            )
             out.enforcing_consecutive_local_origin_failure.value = 100
         out.enforcing_local_origin_success_rate.value = 0
     cluster.outlier_detection.CopyFrom(out)
