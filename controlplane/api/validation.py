@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controlplane.api.issues import Codes, Issue
+from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.networking import (
     Destination,
     DestinationRule,
@@ -381,8 +381,17 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
         found += check_mirror_percentage(
             f"{path}.mirrorPercentage.value", route.mirror_percentage.value
         )
-    if route.mirror_percent is not None and not 0 <= route.mirror_percent <= 100:
-        found.append(_error(f"{path}.mirrorPercent", "must be between 0 and 100"))
+    if route.mirror_percent is not None:
+        if not 0 <= route.mirror_percent <= 100:
+            found.append(_error(f"{path}.mirrorPercent", "must be between 0 and 100"))
+        found.append(
+            Issue(
+                Codes.INVALID_FIELD,
+                f"{path}.mirrorPercent",
+                "deprecated; use mirrorPercentage instead",
+                level=Level.WARNING,
+            )
+        )
     if route.cors_policy is not None:
         for j, origin in enumerate(route.cors_policy.allow_origins):
             found += check_string_match(

@@ -28,12 +28,17 @@ CLIENTS = [
 def test_every_corpus_document_validates_without_findings_but_deliberate_deprecations() -> None:
     corpus = load_corpus()
     found = sorted((str(i.resource), i.path, i.reason) for i in corpus.issues)
-    # The corpus uses two deprecated fields on purpose, to show they still compile.
+    # The corpus uses deprecated fields on purpose, to show they still compile.
     assert found == [
         (
             "DestinationRule default/ratings",
             "spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
             "deprecated; use ringHash.minimumRingSize",
+        ),
+        (
+            "VirtualService default/productpage",
+            "spec.http[1].mirrorPercent",
+            "deprecated; use mirrorPercentage instead",
         ),
         (
             "VirtualService default/ratings",
