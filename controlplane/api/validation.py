@@ -544,6 +544,7 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
         )
     if lb is not None:
         found += check_load_balancer(f"{path}.loadBalancer", lb, outlier)
+        found += check_duration(f"{path}.loadBalancer.warmupDurationSecs", lb.warmup_duration_secs)
     return found
 
 

@@ -249,6 +249,11 @@ BROKEN_POLICIES = [
         "only at the end",
     ),
     (
+        "loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 0.5ms}",
+        "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+        "at least 1ms",
+    ),
+    (
         "portLevelSettings: [{port: {number: 9080}}]",
         "spec.trafficPolicy.portLevelSettings[0]",
         "at least one field",
