@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
+from controlplane.compile import cluster_policy
 from controlplane.compile import resources as types
-from controlplane.compile.cluster_policy import effective_policy, locality_policy
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.endpoints import build_load_assignment
 from controlplane.compile.listeners import local_outbound_listener
@@ -120,10 +120,12 @@ class SnapshotCompiler:
             if subset is None:
                 return None
             labels = tuple(sorted(subset.labels.items()))
-        policy = effective_policy(rule.traffic_policy if rule else None, subset, parsed.port)
+        policy = cluster_policy.effective_policy(
+            rule.traffic_policy if rule else None, subset, parsed.port
+        )
         if policy.load_balancer is not None and policy.load_balancer.simple == "PASSTHROUGH":
             return None  # an ORIGINAL_DST cluster has no endpoints
-        locality = locality_policy(policy, proxy)
+        locality = cluster_policy.locality_policy(policy, proxy)
         # Locality-aware assignments differ per client locality (and labels); others are shared.
         client = (
             (locality.proxy_locality, locality.proxy_labels, locality.failover, rule.sources)

@@ -9,11 +9,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
-from controlplane.compile.http_routes import (
-    default_hash_policy,
-    route_action_defaults,
-    routes_from_virtual_service,
-)
+from controlplane.compile import http_routes
+from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
 from controlplane.compile.naming import outbound_cluster_name, virtual_host_name
 from controlplane.compile.proxy import Proxy
 from controlplane.store.registry import MeshService
@@ -50,7 +47,7 @@ def build_virtual_host(
     if virtual_services:
         routes = routes_from_virtual_service(snapshot, virtual_services[0], port, proxy)
     else:
-        hash_lb = default_hash_policy(snapshot, service.hostname, port, proxy.namespace)
+        hash_lb = http_routes.default_hash_policy(snapshot, service.hostname, port, proxy.namespace)
         routes = [default_route(service.hostname, port, hash_lb)]
     return rc.VirtualHost(
         name=virtual_host_name(service.hostname, port), domains=domains, routes=routes
