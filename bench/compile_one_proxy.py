@@ -1,6 +1,7 @@
 """Compile time for one proxy in a mesh of 1,000 services and 200 VirtualServices.
 
-Builds a synthetic snapshot (each service: one HTTP port, two pods v1/v2; 200 of them with a
+Builds a synthetic snapshot (each service: one HTTP port, two pods v1/v2 and, as in a
+cluster, an EndpointSlice listing them unless ``--pods-only``; 200 of them with a
 VirtualService using matches, weights, retries, timeouts, faults, mirrors and header operations,
 and a DestinationRule with subsets and traffic policies), then times, for one local-mode proxy:
 the first compile of the snapshot (which also builds the snapshot's lazy indexes), a cold
@@ -8,6 +9,7 @@ compile (fresh SnapshotCompiler on the indexed snapshot), serializing every reso
 second proxy in the same namespace (which shares the memoized resources). Prints JSON.
 
     .venv/bin/python bench/compile_one_proxy.py [--services 1000] [--virtual-services 200]
+        [--repeats 5] [--pods-only]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from controlplane.compile.proxy import Proxy  # noqa: E402
 from controlplane.store import Snapshot, Store, Submission  # noqa: E402
 
 
-def _service(i: int) -> list[dict[str, Any]]:
+def _service(i: int, slices: bool) -> list[dict[str, Any]]:
     name = f"svc-{i}"
     docs: list[dict[str, Any]] = [
         {
@@ -52,6 +54,29 @@ def _service(i: int) -> list[dict[str, Any]]:
                     "labels": {"app": name, "version": f"v{v}"},
                 },
                 "status": {"podIP": f"10.{i // 250}.{i % 250}.{v}"},
+            }
+        )
+    if slices:
+        # As in a cluster: the EndpointSlice controller lists the pods of each service.
+        docs.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-abcde",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080}],
+                "endpoints": [
+                    {
+                        "addresses": [f"10.{i // 250}.{i % 250}.{v}"],
+                        "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": f"{name}-v{v}"},
+                    }
+                    for v in (1, 2)
+                ],
             }
         )
     return docs
@@ -114,10 +139,12 @@ def _rules(i: int, services: int) -> list[dict[str, Any]]:
     ]
 
 
-def build_snapshot(services: int, virtual_services: int) -> tuple[Snapshot, int, float]:
+def build_snapshot(
+    services: int, virtual_services: int, slices: bool
+) -> tuple[Snapshot, int, float]:
     docs: list[dict[str, Any]] = []
     for i in range(services):
-        docs += _service(i)
+        docs += _service(i, slices)
     for i in range(virtual_services):
         docs += _rules(i, services)
     started = time.perf_counter()
@@ -140,8 +167,8 @@ def _proxy(name: str) -> Proxy:
     )
 
 
-def measure(services: int, virtual_services: int, repeats: int) -> dict[str, Any]:
-    snapshot, documents, load_s = build_snapshot(services, virtual_services)
+def measure(services: int, virtual_services: int, repeats: int, slices: bool) -> dict[str, Any]:
+    snapshot, documents, load_s = build_snapshot(services, virtual_services, slices)
     # The first compile also builds the snapshot's lazy indexes (services, endpoints per
     # service), which every later compile of the same snapshot reuses.
     started = time.perf_counter()
@@ -168,6 +195,7 @@ def measure(services: int, virtual_services: int, repeats: int) -> dict[str, Any
         "services": services,
         "virtual_services": virtual_services,
         "destination_rules": virtual_services,
+        "endpoints_from": "EndpointSlices" if slices else "Pods (service selectors)",
         "documents": documents,
         "load_and_validate_s": round(load_s, 3),
         "first_compile_with_snapshot_indexes_s": round(first, 3),
@@ -190,8 +218,14 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--virtual-services", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--pods-only",
+        action="store_true",
+        help="no EndpointSlices: endpoints come from matching each service's selector to pods",
+    )
     args = parser.parse_args()
-    print(json.dumps(measure(args.services, args.virtual_services, args.repeats), indent=2))
+    result = measure(args.services, args.virtual_services, args.repeats, not args.pods_only)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
