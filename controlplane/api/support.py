@@ -8,6 +8,107 @@ names) appear as ``*`` in paths.
 
 from __future__ import annotations
 
+# Paths relative to a traffic policy (top level, subset, and their port-level entries).
+_POLICY_FIELDS = (
+    "loadBalancer",
+    "loadBalancer.simple",
+    "loadBalancer.consistentHash",
+    "loadBalancer.consistentHash.httpHeaderName",
+    "loadBalancer.consistentHash.httpCookie.**",
+    "loadBalancer.consistentHash.useSourceIp",
+    "loadBalancer.consistentHash.httpQueryParameterName",
+    "loadBalancer.consistentHash.ringHash.**",
+    "loadBalancer.consistentHash.maglev.**",
+    "loadBalancer.consistentHash.minimumRingSize",
+    "loadBalancer.localityLbSetting.**",
+    "loadBalancer.warmupDurationSecs",
+    "connectionPool",
+    "connectionPool.tcp",
+    "connectionPool.tcp.maxConnections",
+    "connectionPool.tcp.connectTimeout",
+    "connectionPool.tcp.tcpKeepalive.**",
+    "connectionPool.tcp.maxConnectionDuration",
+    "connectionPool.tcp.idleTimeout",
+    "connectionPool.http",
+    "connectionPool.http.http1MaxPendingRequests",
+    "connectionPool.http.http2MaxRequests",
+    "connectionPool.http.maxRetries",
+    "connectionPool.http.maxRequestsPerConnection",
+    "connectionPool.http.idleTimeout",
+    "connectionPool.http.h2UpgradePolicy",
+    "outlierDetection",
+    "outlierDetection.consecutive5xxErrors",
+    "outlierDetection.consecutiveGatewayErrors",
+    "outlierDetection.interval",
+    "outlierDetection.baseEjectionTime",
+    "outlierDetection.maxEjectionPercent",
+    "outlierDetection.minHealthPercent",
+    "outlierDetection.splitExternalLocalOriginErrors",
+    "outlierDetection.consecutiveLocalOriginFailures",
+)
+_POLICY_ROOTS = (
+    "spec.trafficPolicy",
+    "spec.trafficPolicy.portLevelSettings",
+    "spec.subsets.trafficPolicy",
+    "spec.subsets.trafficPolicy.portLevelSettings",
+)
+
+
+def _policy_paths() -> frozenset[str]:
+    paths = set(_POLICY_ROOTS)
+    for root in _POLICY_ROOTS:
+        paths.update(f"{root}.{field}" for field in _POLICY_FIELDS)
+        if root.endswith("portLevelSettings"):
+            paths.add(f"{root}.port.**")
+    return frozenset(paths)
+
+
+# HTTP route fields beyond the first slice (compile/http_routes.py, compile/route_policies.py).
+_HTTP_ROUTE_FIELDS = frozenset(
+    {
+        "spec.http.match.method.**",
+        "spec.http.match.authority.**",
+        "spec.http.match.scheme.**",
+        "spec.http.match.queryParams.**",
+        "spec.http.match.ignoreUriCase",
+        "spec.http.match.port",
+        "spec.http.match.sourceLabels.**",
+        "spec.http.match.sourceNamespace",
+        "spec.http.match.gateways",
+        "spec.http.route.headers.**",
+        "spec.http.headers.**",
+        "spec.http.retries.retryRemoteLocalities",
+        "spec.http.retries.backoff",
+        "spec.http.fault",
+        "spec.http.fault.delay",
+        "spec.http.fault.delay.fixedDelay",
+        "spec.http.fault.delay.percentage.**",
+        "spec.http.fault.delay.percent",
+        "spec.http.fault.abort",
+        "spec.http.fault.abort.httpStatus",
+        "spec.http.fault.abort.grpcStatus",
+        "spec.http.fault.abort.percentage.**",
+        "spec.http.rewrite",
+        "spec.http.rewrite.uri",
+        "spec.http.rewrite.authority",
+        "spec.http.rewrite.uriRegexRewrite.**",
+        "spec.http.redirect",
+        "spec.http.redirect.uri",
+        "spec.http.redirect.authority",
+        "spec.http.redirect.scheme",
+        "spec.http.redirect.port",
+        "spec.http.redirect.derivePort",
+        "spec.http.redirect.redirectCode",
+        "spec.http.mirror.**",
+        "spec.http.mirrorPercentage.**",
+        "spec.http.mirrorPercent",
+        "spec.http.mirrors",
+        "spec.http.mirrors.destination.**",
+        "spec.http.mirrors.percentage.**",
+        "spec.http.corsPolicy.**",
+    }
+)
+
 SUPPORTED: dict[str, frozenset[str]] = {
     "VirtualService": frozenset(
         {
@@ -43,6 +144,11 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "PeerAuthentication": frozenset(),
     "AuthorizationPolicy": frozenset(),
 }
+
+
+# Merged in after the table so that the kinds' own entries stay as they were written.
+SUPPORTED["VirtualService"] = SUPPORTED["VirtualService"] | _HTTP_ROUTE_FIELDS
+SUPPORTED["DestinationRule"] = SUPPORTED["DestinationRule"] | _policy_paths()
 
 
 def is_supported(kind: str, generic_path: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controlplane.api.issues import Codes, Issue
+from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.networking import (
     Destination,
     DestinationRule,
@@ -24,6 +24,20 @@ from controlplane.api.networking import (
 )
 from controlplane.api.resources import key_of
 from controlplane.api.support import is_supported
+from controlplane.api.traffic_rules import (
+    check_authority_set_once,
+    check_connection_pool,
+    check_cors,
+    check_fault,
+    check_header_operations,
+    check_load_balancer,
+    check_mirror_percentage,
+    check_outlier_detection,
+    check_redirect_code,
+    check_retries,
+    check_rewrite,
+    port_policy_is_empty,
+)
 
 Validator = Callable[[Any], list[Issue]]
 _VALIDATORS: dict[str, Validator] = {}
@@ -282,7 +296,7 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     for j, dest in enumerate(route.route):
         found += check_destination(f"{path}.route[{j}].destination", dest.destination)
         if dest.headers:
-            found += _validate_header_ops(f"{path}.route[{j}].headers", dest.headers)
+            found += check_header_operations(f"{path}.route[{j}].headers", dest.headers)
     for j, match in enumerate(route.match):
         mpath = f"{path}.match[{j}]"
         if match.uri is not None:
@@ -304,18 +318,26 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
                         _error(f"{mpath}.{alias}.{name}", "header names must be lowercase")
                     )
         found += check_port(f"{mpath}.port", match.port)
+        if match.source_namespace is not None and not _DNS1123_LABEL.match(match.source_namespace):
+            found.append(
+                _error(
+                    f"{mpath}.sourceNamespace",
+                    f"{match.source_namespace!r} is not a valid namespace",
+                )
+            )
     found += check_duration(f"{path}.timeout", route.timeout)
     if route.retries is not None:
         rpath = f"{path}.retries"
-        if route.retries.attempts < 0:
-            found.append(_error(f"{rpath}.attempts", "must not be negative"))
-        found += check_duration(f"{rpath}.perTryTimeout", route.retries.per_try_timeout)
+        found += check_retries(rpath, route.retries, check_duration)
         for policy in (route.retries.retry_on or "").split(","):
             policy = policy.strip()
-            if policy and policy not in _RETRY_ON and not policy.isdigit():
+            if policy.isdigit() and 100 <= int(policy) <= 599:
+                continue
+            if policy and policy not in _RETRY_ON:
                 found.append(_error(f"{rpath}.retryOn", f"{policy!r} is not a valid retry policy"))
     if route.fault is not None:
         found += _validate_fault(f"{path}.fault", route)
+        found += check_fault(f"{path}.fault", route.fault, check_duration)
     if route.redirect is not None:
         redirect = route.redirect
         rpath = f"{path}.redirect"
@@ -334,6 +356,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
         if redirect.scheme is not None and redirect.scheme not in ("http", "https"):
             found.append(_error(f"{rpath}.scheme", "must be http or https"))
         found += check_port(f"{rpath}.port", redirect.port)
+        found += check_redirect_code(f"{rpath}.redirectCode", redirect.redirect_code)
+    found += check_rewrite(f"{path}.rewrite", route, check_regex)
     if route.rewrite is not None and route.rewrite.uri and route.rewrite.uri_regex_rewrite:
         found.append(_error(f"{path}.rewrite", "uri and uriRegexRewrite are mutually exclusive"))
     if route.rewrite is not None and route.rewrite.uri_regex_rewrite is not None:
@@ -341,7 +365,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
             f"{path}.rewrite.uriRegexRewrite.match", route.rewrite.uri_regex_rewrite.match
         )
     if route.headers:
-        found += _validate_header_ops(f"{path}.headers", route.headers)
+        found += check_header_operations(f"{path}.headers", route.headers)
+    found += check_authority_set_once(path, route)
     if route.direct_response is not None and not 200 <= route.direct_response.status <= 599:
         found.append(_error(f"{path}.directResponse.status", "must be between 200 and 599"))
     if route.mirror is not None:
@@ -349,16 +374,30 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     for j, mirror in enumerate(route.mirrors):
         found += check_destination(f"{path}.mirrors[{j}].destination", mirror.destination)
         if mirror.percentage is not None:
-            found += _check_percentage(
+            found += check_mirror_percentage(
                 f"{path}.mirrors[{j}].percentage.value", mirror.percentage.value
             )
     if route.mirror_percentage is not None:
-        found += _check_percentage(f"{path}.mirrorPercentage.value", route.mirror_percentage.value)
+        found += check_mirror_percentage(
+            f"{path}.mirrorPercentage.value", route.mirror_percentage.value
+        )
+    if route.mirror_percent is not None:
+        if not 0 <= route.mirror_percent <= 100:
+            found.append(_error(f"{path}.mirrorPercent", "must be between 0 and 100"))
+        found.append(
+            Issue(
+                Codes.INVALID_FIELD,
+                f"{path}.mirrorPercent",
+                "deprecated; use mirrorPercentage instead",
+                level=Level.WARNING,
+            )
+        )
     if route.cors_policy is not None:
         for j, origin in enumerate(route.cors_policy.allow_origins):
             found += check_string_match(
                 f"{path}.corsPolicy.allowOrigins[{j}]", origin, allow_empty_prefix=False
             )
+        found += check_cors(f"{path}.corsPolicy", route.cors_policy, check_duration)
     return found
 
 
@@ -389,27 +428,6 @@ def _validate_fault(path: str, route: HTTPRoute) -> list[Issue]:
             found.append(_error(f"{path}.abort.httpStatus", "must be between 200 and 599"))
         if abort.percentage is not None:
             found += _check_percentage(f"{path}.abort.percentage.value", abort.percentage.value)
-    return found
-
-
-def _validate_header_ops(path: str, headers: Any) -> list[Issue]:
-    found: list[Issue] = []
-    for direction in ("request", "response"):
-        ops = getattr(headers, direction)
-        if ops is None:
-            continue
-        for op in ("set", "add"):
-            for name in getattr(ops, op):
-                hpath = f"{path}.{direction}.{op}.{name}"
-                if name.startswith(":"):
-                    found.append(_error(hpath, "pseudo-headers (':' prefix) cannot be changed"))
-                elif name.lower() == "host":
-                    found.append(_error(hpath, "Host cannot be set here; use rewrite.authority"))
-        for j, name in enumerate(ops.remove):
-            if name.startswith(":"):
-                found.append(
-                    _error(f"{path}.{direction}.remove[{j}]", "pseudo-headers cannot be removed")
-                )
     return found
 
 
@@ -448,6 +466,8 @@ def _validate_traffic_policy(path: str, policy: TrafficPolicy) -> list[Issue]:
             found.append(_error(f"{ppath}.port", "port is required"))
         else:
             found += check_port(f"{ppath}.port.number", port_policy.port.number)
+        if port_policy_is_empty(port_policy):
+            found.append(_error(ppath, "port traffic policy must have at least one field"))
         found += _validate_policy_parts(ppath, port_policy)
     return found
 
@@ -479,6 +499,7 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
                     found.append(
                         _error(f"{path}.connectionPool.{section}.{alias}", "must not be negative")
                     )
+        found += check_connection_pool(f"{path}.connectionPool", pool, check_duration)
         if pool.tcp is not None:
             found += check_duration(
                 f"{path}.connectionPool.tcp.connectTimeout", pool.tcp.connect_timeout
@@ -509,6 +530,7 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
                 found.append(_error(f"{opath}.{alias}", "must be between 0 and 100"))
         found += check_duration(f"{opath}.interval", outlier.interval)
         found += check_duration(f"{opath}.baseEjectionTime", outlier.base_ejection_time)
+        found += check_outlier_detection(opath, outlier)
     tls = policy.tls
     if tls is not None and tls.mode == "MUTUAL" and not tls.credential_name:
         if not tls.client_certificate:
@@ -520,6 +542,9 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
         found.append(
             _error(f"{path}.loadBalancer", "simple and consistentHash are mutually exclusive")
         )
+    if lb is not None:
+        found += check_load_balancer(f"{path}.loadBalancer", lb, outlier)
+        found += check_duration(f"{path}.loadBalancer.warmupDurationSecs", lb.warmup_duration_secs)
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
+from controlplane.compile import cluster_policy
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.endpoints import build_load_assignment
@@ -100,23 +101,38 @@ class SnapshotCompiler:
     def endpoints(self, proxy: Proxy, cluster_names: object) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
         for name in cluster_names:  # type: ignore[attr-defined]
-            resource = self.load_assignment(name, proxy.namespace)
+            resource = self.load_assignment(name, proxy.namespace, proxy)
             if resource is not None:
                 out[name] = resource
         return out
 
-    def load_assignment(self, cluster_name: str, namespace: str) -> CompiledResource | None:
+    def load_assignment(
+        self, cluster_name: str, namespace: str, proxy: Proxy | None = None
+    ) -> CompiledResource | None:
         parsed = parse_cluster_name(cluster_name)
         if parsed is None or parsed.direction != "outbound":
             return None
         labels: tuple[tuple[str, str], ...] | None = None
+        rule = self.snapshot.destination_rule(parsed.host, namespace)
+        subset = None
         if parsed.subset:
-            rule = self.snapshot.destination_rule(parsed.host, namespace)
             subset = rule.subset(parsed.subset) if rule else None
             if subset is None:
                 return None
             labels = tuple(sorted(subset.labels.items()))
-        key = ("eds", cluster_name, labels)
+        policy = cluster_policy.effective_policy(
+            rule.traffic_policy if rule else None, subset, parsed.port
+        )
+        if policy.load_balancer is not None and policy.load_balancer.simple == "PASSTHROUGH":
+            return None  # an ORIGINAL_DST cluster has no endpoints
+        locality = cluster_policy.locality_policy(policy, proxy)
+        # Locality-aware assignments differ per client locality (and labels); others are shared.
+        client = (
+            (locality.proxy_locality, locality.proxy_labels, locality.failover, rule.sources)
+            if locality is not None and rule is not None
+            else None
+        )
+        key = ("eds", cluster_name, labels, client)
 
         def build() -> CompiledResource:
             cla = build_load_assignment(
@@ -124,6 +140,7 @@ class SnapshotCompiler:
                 self.snapshot.endpoints(parsed.host),
                 parsed.port,
                 dict(labels) if labels is not None else None,
+                locality,
             )
             return CompiledResource(cluster_name, cla)
 

@@ -9,6 +9,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.compile import http_routes
 from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
 from controlplane.compile.naming import outbound_cluster_name, virtual_host_name
 from controlplane.compile.proxy import Proxy
@@ -46,20 +47,26 @@ def build_virtual_host(
     if virtual_services:
         routes = routes_from_virtual_service(snapshot, virtual_services[0], port, proxy)
     else:
-        routes = [default_route(service.hostname, port)]
+        hash_lb = http_routes.default_hash_policy(snapshot, service.hostname, port, proxy.namespace)
+        routes = [default_route(service.hostname, port, hash_lb)]
     return rc.VirtualHost(
         name=virtual_host_name(service.hostname, port), domains=domains, routes=routes
     )
 
 
-def default_route(hostname: str, port: int) -> rc.Route:
-    """What a service without a VirtualService gets: everything to its port's cluster."""
+def default_route(
+    hostname: str, port: int, hash_lb: rc.RouteAction.HashPolicy | None = None
+) -> rc.Route:
+    """What a service without a VirtualService gets: everything to its port's cluster (with
+    the DestinationRule's consistent-hash policy, if it has one). As in istiod, this default
+    route keeps the default retry policy whole, previous-hosts predicate included."""
+    action = rc.RouteAction(cluster=outbound_cluster_name(port, None, hostname))
+    if hash_lb is not None:
+        action.hash_policy.append(hash_lb)
     return rc.Route(
         name="default",
         match=rc.RouteMatch(prefix="/"),
-        route=route_action_defaults(
-            rc.RouteAction(cluster=outbound_cluster_name(port, None, hostname)), None, None
-        ),
+        route=route_action_defaults(action, None, None),
     )
 
 

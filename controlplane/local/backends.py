@@ -1,8 +1,9 @@
 """Test backends: tiny HTTP servers on loopback addresses that say who they are.
 
-Each backend answers with JSON naming itself, so a client can count which version served a
-request. Behaviour can be scripted (fail the first N requests, delay) for retry and timeout
-tests. Requests are recorded.
+Each backend answers with JSON naming itself (and echoing the request's path, method and
+headers), so a client can count which version served a request and see what arrived.
+Behaviour can be scripted (fail the first N requests, delay, fixed status, extra response
+headers) for retry, timeout and outlier tests. Requests are recorded.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ class Backend:
                 length = int(self.headers.get("content-length") or 0)
                 if length:
                     self.rfile.read(length)
-                seen = Seen(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    time.time(),
-                )
+                headers: dict[str, str] = {}
+                for key, value in self.headers.items():
+                    key = key.lower()
+                    # Repeated headers are one comma-joined value, as HTTP defines them.
+                    headers[key] = f"{headers[key]},{value}" if key in headers else value
+                seen = Seen(self.command, self.path, headers, time.time())
                 with backend._lock:
                     backend.requests.append(seen)
                 reply = backend.behaviour(backend, seen) if backend.behaviour else None
@@ -71,7 +72,12 @@ class Backend:
                 body = reply.body
                 if body is None:
                     body = json.dumps(
-                        {"name": backend.name, "path": seen.path, "method": seen.method}
+                        {
+                            "name": backend.name,
+                            "path": seen.path,
+                            "method": seen.method,
+                            "headers": seen.headers,
+                        }
                     ).encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
@@ -115,3 +121,47 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ---- scripted behaviours ------------------------------------------------------------------
+
+
+def fail_first(count: int, status: int = 503) -> Behaviour:
+    """Answer ``status`` to the next ``count`` requests, then normally."""
+    remaining = [count]
+    lock = threading.Lock()
+
+    def behaviour(backend: Backend, seen: Seen) -> Reply | None:
+        with lock:
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                return Reply(status=status)
+        return None
+
+    return behaviour
+
+
+def delay_first(count: int, seconds: float) -> Behaviour:
+    """Hold the next ``count`` requests for ``seconds`` before answering, then answer at once."""
+    remaining = [count]
+    lock = threading.Lock()
+
+    def behaviour(backend: Backend, seen: Seen) -> Reply | None:
+        with lock:
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                return Reply(delay=seconds)
+        return None
+
+    return behaviour
+
+
+def always(
+    status: int = 200, delay: float = 0.0, headers: dict[str, str] | None = None
+) -> Behaviour:
+    """The same reply to every request."""
+
+    def behaviour(backend: Backend, seen: Seen) -> Reply | None:
+        return Reply(status=status, delay=delay, headers=dict(headers or {}))
+
+    return behaviour
