@@ -41,7 +41,7 @@ def outbound_tcp_chains(
                     ):
                         continue
                     chain_match = lc.FilterChainMatch(
-                        server_names=[_sni(h, vs) for h in match.sni_hosts],
+                        server_names=list(match.sni_hosts),  # literal: what clients send
                         transport_protocol=TLS_TRANSPORT,
                         prefix_ranges=_cidrs(match.destination_subnets),
                     )
@@ -94,11 +94,6 @@ def _add(
     if key:
         chain.filter_chain_match.CopyFrom(match)
     chains.append(chain)
-
-
-def _sni(host: str, vs: VirtualService) -> str:
-    # SNI hosts are names a client sends; short names mean the VirtualService's namespace.
-    return host if host.startswith("*") else resolve_host(host, vs.metadata.namespace)
 
 
 def _cidrs(subnets: Sequence[str]) -> list[address_pb2.CidrRange]:
