@@ -3,16 +3,74 @@
 from __future__ import annotations
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
-from controlplane.api.networking import Destination, VirtualService
-from controlplane.store.snapshot import Snapshot, resolve_host
+from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import Snapshot, created, resolve_host
+
+# Findings that are errors for `analyze` but must not hold a version back: a VirtualService
+# that loses a host to an older one still applies to its other hosts, as in istiod.
+_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
 
 
 def check_virtual_service(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
-    """Destinations that point at a subset or port that does not exist, or an unknown host."""
+    """Destinations that point at a subset or port that does not exist, or an unknown host;
+    hosts an older mesh-bound VirtualService already claims."""
     key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
     found: list[Issue] = []
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
+    found += _check_conflicts(snapshot, vs)
+    return [i.with_context(key, None) for i in found]
+
+
+def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
+    """istiod applies one VirtualService per host to sidecars: the oldest. A newer one that
+    claims the same host is reported (istioctl's IST0109) and ignored for that host."""
+    gateways = vs.spec.gateways
+    if gateways and "mesh" not in gateways:
+        return []
+    found: list[Issue] = []
+    mine = created(vs)
+    for i, host in enumerate(vs.spec.hosts):
+        hostname = resolve_host(host, vs.metadata.namespace)
+        older = [
+            other
+            for other in snapshot.virtual_services_claiming(hostname)
+            if created(other) < mine
+            and (other.metadata.namespace, other.metadata.name)
+            != (vs.metadata.namespace, vs.metadata.name)
+        ]
+        if older:
+            first = older[0].metadata
+            found.append(
+                Issue(
+                    Codes.CONFLICTING_VIRTUAL_SERVICES,
+                    f"spec.hosts[{i}]",
+                    f"host {hostname} is also claimed by the older VirtualService "
+                    f"{first.namespace}/{first.name}, which applies; this one is ignored for it",
+                )
+            )
+    return found
+
+
+def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
+    """Subsets whose labels select none of the host's endpoints (requests to them get 503)."""
+    key = ResourceKey("DestinationRule", dr.metadata.namespace, dr.metadata.name)
+    hostname = resolve_host(dr.spec.host, dr.metadata.namespace)
+    if hostname not in snapshot.services:
+        return []  # wildcard or external host: nothing to compare against
+    endpoints = snapshot.endpoints(hostname)
+    found: list[Issue] = []
+    for i, subset in enumerate(dr.spec.subsets):
+        if not any(selects(subset.labels, ep.labels) for ep in endpoints):
+            labels = ",".join(f"{k}={v}" for k, v in sorted(subset.labels.items())) or "(none)"
+            found.append(
+                Issue(
+                    Codes.DESTINATION_RULE_NO_PODS,
+                    f"spec.subsets[{i}].labels",
+                    f"subset {subset.name!r} ({labels}) selects no pod of {hostname}",
+                )
+            )
     return [i.with_context(key, None) for i in found]
 
 
@@ -75,4 +133,4 @@ def _check_destination(
 
 def blocking(issues: list[Issue]) -> list[Issue]:
     """The in-context findings that keep a new version from replacing the last good one."""
-    return [i for i in issues if i.severity is Level.ERROR]
+    return [i for i in issues if i.severity is Level.ERROR and i.code.id not in _NOT_BLOCKING]

@@ -219,10 +219,16 @@ class Snapshot:
                     best, best_len = visible, len(pattern)
         return best
 
+    def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
+        """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
+        oldest first, whatever their exportTo (for conflict reports)."""
+        return tuple(
+            vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
+        )
+
     @staticmethod
     def _vs_applies(vs: VirtualService, client_namespace: str) -> bool:
-        gateways = vs.spec.gateways
-        if gateways and "mesh" not in gateways:
+        if not _mesh_bound(vs):
             return False
         return exported_to(vs.spec.export_to, vs.metadata.namespace, client_namespace)
 
@@ -275,7 +281,11 @@ class Snapshot:
         for dr in self._destination_rules_by_namespace.get(namespace, ()):
             if dr.spec.workload_selector is not None:
                 continue  # workload-scoped rules apply to the selected workloads only
-            if not exported_to(dr.spec.export_to, dr.metadata.namespace, client_namespace):
+            # A rule is always visible in its own namespace (istiod keeps every rule of a
+            # namespace in that namespace's local index); elsewhere only where exported.
+            if namespace != client_namespace and not exported_to(
+                dr.spec.export_to, dr.metadata.namespace, client_namespace
+            ):
                 continue
             host = resolve_host(dr.spec.host, dr.metadata.namespace)
             if not host_matches(host, hostname):
@@ -306,6 +316,12 @@ class Snapshot:
                 for d in matches
             ),
         )
+
+
+def _mesh_bound(vs: VirtualService) -> bool:
+    """Sidecars get a VirtualService only if it names no gateways or names ``mesh``."""
+    gateways = vs.spec.gateways
+    return not gateways or "mesh" in gateways
 
 
 def _more_specific(a: str, b: str) -> bool:
