@@ -131,6 +131,27 @@ class Snapshot:
         return self._pods_by_namespace.get(namespace, ())
 
     @cached_property
+    def _pods_by_label(self) -> Mapping[tuple[str, str, str], tuple[Pod, ...]]:
+        out: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+        for namespace, pods in self._pods_by_namespace.items():
+            for pod in pods:
+                for label in pod.metadata.labels.items():
+                    out[(namespace, *label)].append(pod)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _pods_selected(self, service: MeshService) -> tuple[Pod, ...]:
+        """Candidates for a service's selector: the pods carrying its rarest label pair (the
+        selector itself is applied by the registry), so a mesh of N services and M pods costs
+        far less than N x M label comparisons."""
+        if not service.selector:
+            return ()
+        index = self._pods_by_label
+        return min(
+            (index.get((service.namespace, k, v), ()) for k, v in service.selector.items()),
+            key=len,
+        )
+
+    @cached_property
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         eps: EndpointSlice
@@ -158,7 +179,7 @@ class Snapshot:
                     pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
                     found = endpoints_from_slices(service, slices, pods)
                 else:
-                    found = endpoints_from_pods(service, self.pods_in(service.namespace))
+                    found = endpoints_from_pods(service, self._pods_selected(service))
             cache[hostname] = found
         return found
 
