@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.store.registry import selects
@@ -20,7 +22,61 @@ def check_virtual_service(snapshot: Snapshot, vs: VirtualService) -> list[Issue]
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
     found += _check_conflicts(snapshot, vs)
+    found += _check_ineffective_matches(vs)
     return [i.with_context(key, None) for i in found]
+
+
+def _check_ineffective_matches(vs: VirtualService) -> list[Issue]:
+    """Routes are tried in order and the first match wins, so a route after a catch-all, or a
+    match identical to an earlier one, can never be chosen (istioctl's IST0131)."""
+    found: list[Issue] = []
+    for section, routes in (("http", vs.spec.http), ("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+        seen: dict[str, str] = {}
+        catch_all: str | None = None
+        for i, route in enumerate(routes):
+            matches: list[Any] = list(route.match) or [None]
+            for j, match in enumerate(matches):
+                path = f"spec.{section}[{i}]" + (f".match[{j}]" if match is not None else "")
+                if catch_all is not None:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {catch_all} before it matches every request",
+                        )
+                    )
+                    continue
+                fingerprint = _match_fingerprint(match)
+                if fingerprint in seen:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {seen[fingerprint]} has the same match",
+                        )
+                    )
+                    continue
+                seen[fingerprint] = path
+                if _matches_everything(section, match):
+                    catch_all = path
+    return found
+
+
+def _match_fingerprint(match: Any) -> str:
+    if match is None:
+        return ""
+    return repr(sorted(match.model_dump(exclude={"name"}, exclude_defaults=True).items()))
+
+
+def _matches_everything(section: str, match: Any) -> bool:
+    if match is None:
+        return True
+    fields = match.model_dump(exclude={"name"}, exclude_defaults=True)
+    if section == "http":
+        uri = fields.pop("uri", None)
+        if uri not in (None, {"prefix": "/"}, {"regex": ".*"}):
+            return False
+    return not fields
 
 
 def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
