@@ -46,9 +46,15 @@ def test_the_broken_corpus_covers_every_validation_and_context_code() -> None:
     assert {"CP0301", "CP0302", "CP0303", "CP0304", "CP0305", "CP0306"} <= codes
 
 
-def test_the_valid_corpus_has_no_findings() -> None:
+def test_the_valid_corpus_has_no_errors_unsupported_fields_or_context_findings() -> None:
+    # Deprecated spellings in the corpus may warn (CP0201 at Warning level); nothing else may.
     report = analyze([CORPUS / "valid"])
-    assert report.issues == [], render_text(report)
+    unexpected = [
+        i
+        for i in report.issues
+        if i.severity is Level.ERROR or i.code.id == "CP0202" or i.code.id.startswith("CP03")
+    ]
+    assert unexpected == [], render_text(report)
     assert report.resources >= 8
     assert report.exit_status() == 0
 
@@ -133,9 +139,10 @@ def test_cli_json_output_carries_code_level_resource_origin_and_path() -> None:
 
 
 def test_cli_says_so_when_nothing_is_wrong() -> None:
-    result = run_cli(str(CORPUS / "valid"))
+    clean = [CORPUS / "valid" / "tcp-tls-routes.yaml", CORPUS / "valid" / "inbound-workload.yaml"]
+    result = run_cli(*map(str, clean))
     assert result.returncode == 0
-    assert result.stdout.startswith("No validation issues found when analyzing")
+    assert result.stdout == "No validation issues found when analyzing 2 file(s).\n"
 
 
 def test_a_missing_path_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
