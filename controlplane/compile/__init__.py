@@ -24,10 +24,15 @@ from controlplane.compile.inbound import (
     virtual_inbound_listener,
 )
 from controlplane.compile.listeners import local_outbound_listener
-from controlplane.compile.naming import local_route_name, parse_cluster_name
+from controlplane.compile.naming import (
+    local_route_name,
+    outbound_cluster_name,
+    parse_cluster_name,
+)
 from controlplane.compile.outbound import (
     http_port_listener,
     local_tcp_listener,
+    sniffing_port_listener,
     tcp_port_listener,
     virtual_outbound_listener,
 )
@@ -214,19 +219,33 @@ class SnapshotCompiler:
         listeners[found.name] = found  # type: ignore[attr-defined]
         services = self.visible_services(proxy.namespace)
         http_ports: set[int] = set()
+        # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
+        sniffed: dict[int, list[tuple[str, str]]] = {}
         for service in services:
             for sport in service.ports:
                 if sport.protocol == "UDP" or sport.port in RESERVED_PORTS:
                     continue
                 if sport.is_http:
                     http_ports.add(sport.port)
+                    if sport.protocol == "UNKNOWN":
+                        targets = sniffed.setdefault(sport.port, [])
+                        if service.cluster_ip:
+                            cluster = outbound_cluster_name(sport.port, None, service.hostname)
+                            targets.append((service.cluster_ip, cluster))
                 elif service.cluster_ip:
                     tcp = self._tcp_listener(proxy, service, sport.port, sport.protocol)
                     listeners.setdefault(tcp.name, tcp)
         for port in sorted(http_ports):
-            found = self._cached(
-                ("lds-http-port", port), _resource(lambda p=port: http_port_listener(p))
-            )
+            if port in sniffed:
+                targets = tuple(sorted(set(sniffed[port])))
+                found = self._cached(
+                    ("lds-sniffed-port", port, targets),
+                    _resource(lambda p=port, t=targets: sniffing_port_listener(p, t)),
+                )
+            else:
+                found = self._cached(
+                    ("lds-http-port", port), _resource(lambda p=port: http_port_listener(p))
+                )
             listeners[found.name] = found  # type: ignore[attr-defined]
             config = self._port_routes(proxy, port)
             routes[config.name] = config
