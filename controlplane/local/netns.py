@@ -46,6 +46,8 @@ from controlplane.cli.bootstrap import render_bootstrap
 from controlplane.local.envoy import envoy_binary
 
 PREFIX = "mesh"
+# One record per running lab (its pid and what it created), for sweeping after a crash.
+STATE_DIR = Path("/run/mesh-netns")
 PROXY_UID = 1337
 ADMIN_PORT = 15000
 # Ports the harness itself needs to reach inside a pod, left out of inbound capture.
@@ -90,6 +92,41 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
         if "inet" in parts:
             nets.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
     return nets
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_labs() -> list[str]:
+    """Remove what labs of dead processes left behind; return their tokens."""
+    swept: list[str] = []
+    if not STATE_DIR.is_dir():
+        return swept
+    for record in sorted(STATE_DIR.iterdir()):
+        try:
+            state = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(int(state.get("pid", 0))):
+            continue
+        for netns, host_link in state.get("pods", []):
+            if not str(netns).startswith(PREFIX):
+                continue
+            _sh("ip", "netns", "del", netns, check=False)
+            _sh("ip", "link", "del", host_link, check=False)
+            shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+        if str(state.get("bridge", "")).startswith(PREFIX):
+            _sh("ip", "link", "del", state["bridge"], check=False)
+        record.unlink(missing_ok=True)
+        swept.append(record.name)
+    return swept
 
 
 class NetnsPod:
@@ -316,6 +353,8 @@ class NetnsLab:
         raise RuntimeError("no free 10.x /24 for the test bridge")
 
     def start(self) -> NetnsLab:
+        sweep_stale_labs()
+        self._record()
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
         _sh("ip", "addr", "add", f"{self.gateway}/{self.network.prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
@@ -326,7 +365,19 @@ class NetnsLab:
         self._next += 1
         pod = NetnsPod(self, name, len(self.pods), ip)
         self.pods.append(pod)
+        self._record()
         return pod.create()
+
+    def _record(self) -> None:
+        """What this lab created, so that a later lab can remove it if this process dies
+        without cleaning up (a killed test run)."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state = {
+            "pid": os.getpid(),
+            "bridge": self.bridge,
+            "pods": [[p.netns, p.host_link] for p in self.pods],
+        }
+        (STATE_DIR / self.token).write_text(json.dumps(state))
 
     def stop(self) -> None:
         for process in self.processes:
@@ -344,6 +395,7 @@ class NetnsLab:
         for pod in self.pods:
             pod.delete()
         _sh("ip", "link", "del", self.bridge, check=False)
+        (STATE_DIR / self.token).unlink(missing_ok=True)
 
     def __enter__(self) -> NetnsLab:
         return self.start()
