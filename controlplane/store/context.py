@@ -7,7 +7,7 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import Snapshot, created, resolve_host
+from controlplane.store.snapshot import Snapshot, created, resolve_host, visible_namespaces
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
@@ -95,6 +95,7 @@ def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
             if created(other) < mine
             and (other.metadata.namespace, other.metadata.name)
             != (vs.metadata.namespace, vs.metadata.name)
+            and _seen_together(vs, other)
         ]
         if older:
             first = older[0].metadata
@@ -103,10 +104,20 @@ def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
                     Codes.CONFLICTING_VIRTUAL_SERVICES,
                     f"spec.hosts[{i}]",
                     f"host {hostname} is also claimed by the older VirtualService "
-                    f"{first.namespace}/{first.name}, which applies; this one is ignored for it",
+                    f"{first.namespace}/{first.name}; a client that sees both gets only one "
+                    "(one private to its namespace first, else the oldest)",
                 )
             )
     return found
+
+
+def _seen_together(a: VirtualService, b: VirtualService) -> bool:
+    """Whether some namespace sees both (only then can they compete for a client)."""
+    reach_a = visible_namespaces(a.spec.export_to, a.metadata.namespace)
+    reach_b = visible_namespaces(b.spec.export_to, b.metadata.namespace)
+    if reach_a is None or reach_b is None:
+        return (reach_a or reach_b) != frozenset()
+    return bool(reach_a & reach_b)
 
 
 def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
