@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
@@ -79,6 +81,15 @@ class SnapshotCompiler:
             found = build()
             self._memo[key] = found
         return found
+
+    def _message(self, key: Hashable, factory: Callable[[], Any]) -> CompiledResource:
+        """A named Envoy message built by ``factory`` (from ``key`` alone), memoized."""
+
+        def build() -> CompiledResource:
+            message = factory()
+            return CompiledResource(message.name, message)
+
+        return self._cached(key, build)  # type: ignore[return-value]
 
     # ---- per proxy ----------------------------------------------------------------------
 
@@ -215,8 +226,8 @@ class SnapshotCompiler:
     ) -> None:
         """virtualOutbound, a ``0.0.0.0_<port>`` listener and RDS ``"<port>"`` per HTTP service
         port, a ``<VIP>_<port>`` listener per TCP/TLS service port."""
-        found = self._cached(("lds-virtual-outbound",), _resource(virtual_outbound_listener))
-        listeners[found.name] = found  # type: ignore[attr-defined]
+        found = self._message(("lds-virtual-outbound",), virtual_outbound_listener)
+        listeners[found.name] = found
         services = self.visible_services(proxy.namespace)
         http_ports: set[int] = set()
         # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
@@ -237,16 +248,14 @@ class SnapshotCompiler:
                     listeners.setdefault(tcp.name, tcp)
         for port in sorted(http_ports):
             if port in sniffed:
-                targets = tuple(sorted(set(sniffed[port])))
-                found = self._cached(
-                    ("lds-sniffed-port", port, targets),
-                    _resource(lambda p=port, t=targets: sniffing_port_listener(p, t)),
+                fallback = tuple(sorted(set(sniffed[port])))
+                found = self._message(
+                    ("lds-sniffed-port", port, fallback),
+                    partial(sniffing_port_listener, port, fallback),
                 )
             else:
-                found = self._cached(
-                    ("lds-http-port", port), _resource(lambda p=port: http_port_listener(p))
-                )
-            listeners[found.name] = found  # type: ignore[attr-defined]
+                found = self._message(("lds-http-port", port), partial(http_port_listener, port))
+            listeners[found.name] = found
             config = self._port_routes(proxy, port)
             routes[config.name] = config
 
@@ -356,11 +365,3 @@ class SnapshotCompiler:
 
             out.append(self._cached(key, build))
         return out  # type: ignore[return-value]
-
-
-def _resource(factory: Callable[[], object]) -> Callable[[], CompiledResource]:
-    def build() -> CompiledResource:
-        message = factory()
-        return CompiledResource(message.name, message)  # type: ignore[attr-defined]
-
-    return build

@@ -84,7 +84,7 @@ def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _used_networks() -> list[ipaddress.IPv4Network]:
+def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     out = _sh("ip", "-4", "-o", "addr", "show").stdout
     nets = []
     for line in out.splitlines():
@@ -345,7 +345,7 @@ class NetnsLab:
     def _pick_network() -> ipaddress.IPv4Network:
         used = _used_networks()
         for _ in range(50):
-            candidate = ipaddress.ip_network(
+            candidate = ipaddress.IPv4Network(
                 f"10.{secrets.randbelow(40) + 200}.{secrets.randbelow(250) + 1}.0/24"
             )
             if not any(candidate.overlaps(n) for n in used):

@@ -30,7 +30,12 @@ def _check_ineffective_matches(vs: VirtualService) -> list[Issue]:
     """Routes are tried in order and the first match wins, so a route after a catch-all, or a
     match identical to an earlier one, can never be chosen (istioctl's IST0131)."""
     found: list[Issue] = []
-    for section, routes in (("http", vs.spec.http), ("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    sections: list[tuple[str, list[Any]]] = [
+        ("http", list(vs.spec.http)),
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for section, routes in sections:
         seen: dict[str, str] = {}
         catch_all: str | None = None
         for i, route in enumerate(routes):
@@ -150,7 +155,11 @@ def _destinations(vs: VirtualService) -> list[tuple[str, Destination]]:
             out.append((f"spec.http[{i}].mirror", http.mirror))
         for j, mirror in enumerate(http.mirrors):
             out.append((f"spec.http[{i}].mirrors[{j}].destination", mirror.destination))
-    for proto, routes in (("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    l4_sections: list[tuple[str, list[Any]]] = [
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for proto, routes in l4_sections:
         for i, l4 in enumerate(routes):
             for j, route in enumerate(l4.route):
                 out.append((f"spec.{proto}[{i}].route[{j}].destination", route.destination))
