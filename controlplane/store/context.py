@@ -7,7 +7,13 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import Snapshot, created, resolve_host, visible_namespaces
+from controlplane.store.snapshot import (
+    Snapshot,
+    created,
+    exported_to,
+    resolve_host,
+    visible_namespaces,
+)
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
@@ -175,6 +181,16 @@ def _check_destination(
     if service is None:
         found.append(
             Issue(Codes.HOST_NOT_FOUND, f"{path}.host", f"no service in the mesh is named {host!r}")
+        )
+    elif not exported_to(service.export_to, service.namespace, namespace):
+        # Clients in this namespace get no cluster for it: requests would get 503.
+        found.append(
+            Issue(
+                Codes.HOST_NOT_FOUND,
+                f"{path}.host",
+                f"service {host} is not exported to namespace {namespace!r} "
+                "(its networking.istio.io/exportTo annotation)",
+            )
         )
     elif (
         dest.port is not None
