@@ -338,3 +338,21 @@ def test_an_undeclared_port_is_sniffed_tcp_to_the_service_and_http_through_route
     )
     assert mesh.call("http://legacy-web:8001/", 10) == {"external-8001": 10}
     assert mesh.client.stat("http.outbound_0.0.0.0_8001.downstream_rq_total") == 10
+
+
+def test_inbound_traffic_to_an_undeclared_port_passes_through_to_the_app(mesh: Mesh) -> None:
+    # No Service declares port 8123 of reviews-v1: virtualInbound's catch-all HTTP chain sends
+    # it on to its original destination through InboundPassthroughCluster (from 127.0.0.6).
+    mesh.v1.start_app(
+        mesh.v1.python("-m", "controlplane.local.netns", "serve-http", "v1-undeclared", "8123"),
+        "undeclared",
+    )
+    stat = "cluster.InboundPassthroughCluster.upstream_rq_total"
+    before = mesh.v1.stat(stat)
+    result = mesh.external.run(
+        mesh.external.python(
+            "-m", "controlplane.local.netns", "count-http", f"http://{mesh.v1.ip}:8123/", "5"
+        )
+    )
+    assert parse_counts(result.stdout) == {"v1-undeclared": 5}, result.stderr
+    assert mesh.v1.stat(stat) - before == 5
