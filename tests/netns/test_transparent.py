@@ -358,3 +358,16 @@ def test_a_pod_calling_its_own_service_reaches_itself_through_its_inbound_side(
     counts = parse_counts(result.stdout)
     assert set(counts) == {"reviews-v1", "reviews-v2"}, (counts, result.stderr)
     assert mesh.v1.stat(stat) - before == counts["reviews-v1"]
+
+
+def test_an_excluded_outbound_port_bypasses_the_sidecar(mesh: Mesh) -> None:
+    stat = "cluster.PassthroughCluster.upstream_cx_total"
+    mesh.client.redirect("--exclude-outbound-ports", "8000")
+    try:
+        before = mesh.client.stat(stat)
+        assert mesh.call(f"http://{mesh.external.ip}:8000/", 5) == {"external": 5}
+        assert mesh.client.stat(stat) == before  # straight out, not through Envoy
+    finally:
+        mesh.client.redirect()
+    assert mesh.call(f"http://{mesh.external.ip}:8000/", 3) == {"external": 3}
+    assert mesh.client.stat(stat) == before + 3
