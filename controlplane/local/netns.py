@@ -161,7 +161,11 @@ class NetnsPod:
         self, argv: list[str], timeout: float = 60.0, uid: int | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.command(argv, uid), capture_output=True, text=True, timeout=timeout
+            self.command(argv, uid),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(os.environ, PYTHONPATH=self.lab.pythonpath),
         )
 
     def start(
