@@ -43,9 +43,46 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=15010)
     boot.add_argument("--xds-address", default="127.0.0.1")
     boot.add_argument("--outbound-port", type=int, default=None, help="local mode outbound port")
+    boot.add_argument(
+        "--app-address",
+        default="",
+        help="local mode: address of the app the inbound listeners forward to (127.0.0.1)",
+    )
+    boot.add_argument(
+        "--tcp-port",
+        action="append",
+        default=[],
+        metavar="HOST:PORT=LOCAL",
+        help="local mode: serve service port HOST:PORT as TCP on 127.0.0.1:LOCAL (repeatable)",
+    )
+    boot.add_argument("--instance-ips", default="", help="the workload's IPs (a,b)")
     boot.add_argument("--admin-port", type=int, default=15000)
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS")
     boot.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
+
+    analyze = commands.add_parser(
+        "analyze", help="check Istio YAML files or directories offline (like istioctl analyze)"
+    )
+    analyze.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE")
+    analyze.add_argument("-n", "--namespace", default="default", help="for resources without one")
+    analyze.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    analyze.add_argument(
+        "--failure-threshold",
+        choices=("Error", "Warning", "Info"),
+        default="Error",
+        help="exit 1 when a finding is at this level or worse",
+    )
+
+    redirect = commands.add_parser(
+        "redirect", help="install an injected pod's iptables capture rules (init container)"
+    )
+    redirect.add_argument("--proxy-uid", type=int, default=1337)
+    redirect.add_argument("--proxy-gid", type=int, default=None, help="defaults to the uid")
+    redirect.add_argument("--inbound-capture-port", type=int, default=15006)
+    redirect.add_argument("--outbound-capture-port", type=int, default=15001)
+    redirect.add_argument("--exclude-inbound-ports", default="", help="comma-separated ports")
+    redirect.add_argument("--exclude-outbound-ports", default="", help="comma-separated ports")
+    redirect.add_argument("--dry-run", action="store_true", help="print the rules, change nothing")
 
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
@@ -91,12 +128,44 @@ def main(argv: list[str] | None = None) -> int:
             outbound_port=args.outbound_port,
             admin_port=args.admin_port,
             delta=args.delta,
+            app_address=args.app_address,
+            tcp_ports=",".join(args.tcp_port),
+            instance_ips=args.instance_ips,
         )
         if args.output:
             args.output.write_text(text)
         else:
             sys.stdout.write(text)
         return 0
+    if args.command == "analyze":
+        import json
+
+        from controlplane.analyze import analyze, render_text
+        from controlplane.api.issues import Level
+
+        report = analyze(args.paths, default_namespace=args.namespace)
+        if args.output == "json":
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            sys.stdout.write(render_text(report))
+        return report.exit_status(Level(args.failure_threshold))
+    if args.command == "redirect":
+        from controlplane.cli.redirect import run_redirect
+        from controlplane.inject.iptables import CaptureConfig, parse_ports
+
+        try:
+            config = CaptureConfig(
+                proxy_uid=args.proxy_uid,
+                proxy_gid=args.proxy_gid,
+                inbound_capture_port=args.inbound_capture_port,
+                outbound_capture_port=args.outbound_capture_port,
+                exclude_inbound_ports=parse_ports(args.exclude_inbound_ports),
+                exclude_outbound_ports=parse_ports(args.exclude_outbound_ports),
+            )
+        except ValueError as exc:
+            print(f"controlplane redirect: {exc}", file=sys.stderr)
+            return 2
+        return run_redirect(config, args.dry_run)
     if args.command == "demo":
         from controlplane.cli.demo import run_demo
 

@@ -2,17 +2,153 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
-from controlplane.api.networking import Destination, VirtualService
-from controlplane.store.snapshot import Snapshot, resolve_host
+from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import (
+    Snapshot,
+    created,
+    exported_to,
+    resolve_host,
+    visible_namespaces,
+)
+
+# Findings that are errors for `analyze` but must not hold a version back: a VirtualService
+# that loses a host to an older one still applies to its other hosts, as in istiod.
+_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
 
 
 def check_virtual_service(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
-    """Destinations that point at a subset or port that does not exist, or an unknown host."""
+    """Destinations that point at a subset or port that does not exist, or an unknown host;
+    hosts an older mesh-bound VirtualService already claims."""
     key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
     found: list[Issue] = []
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
+    found += _check_conflicts(snapshot, vs)
+    found += _check_ineffective_matches(vs)
+    return [i.with_context(key, None) for i in found]
+
+
+def _check_ineffective_matches(vs: VirtualService) -> list[Issue]:
+    """Routes are tried in order and the first match wins, so a route after a catch-all, or a
+    match identical to an earlier one, can never be chosen (istioctl's IST0131)."""
+    found: list[Issue] = []
+    sections: list[tuple[str, list[Any]]] = [
+        ("http", list(vs.spec.http)),
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for section, routes in sections:
+        seen: dict[str, str] = {}
+        catch_all: str | None = None
+        for i, route in enumerate(routes):
+            matches: list[Any] = list(route.match) or [None]
+            for j, match in enumerate(matches):
+                path = f"spec.{section}[{i}]" + (f".match[{j}]" if match is not None else "")
+                if catch_all is not None:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {catch_all} before it matches every request",
+                        )
+                    )
+                    continue
+                fingerprint = _match_fingerprint(match)
+                if fingerprint in seen:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {seen[fingerprint]} has the same match",
+                        )
+                    )
+                    continue
+                seen[fingerprint] = path
+                if _matches_everything(section, match):
+                    catch_all = path
+    return found
+
+
+def _match_fingerprint(match: Any) -> str:
+    if match is None:
+        return ""
+    return repr(sorted(match.model_dump(exclude={"name"}, exclude_defaults=True).items()))
+
+
+def _matches_everything(section: str, match: Any) -> bool:
+    if match is None:
+        return True
+    fields = match.model_dump(exclude={"name"}, exclude_defaults=True)
+    if section == "http":
+        uri = fields.pop("uri", None)
+        if uri not in (None, {"prefix": "/"}, {"regex": ".*"}):
+            return False
+    return not fields
+
+
+def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
+    """istiod applies one VirtualService per host to sidecars: the oldest. A newer one that
+    claims the same host is reported (istioctl's IST0109) and ignored for that host."""
+    gateways = vs.spec.gateways
+    if gateways and "mesh" not in gateways:
+        return []
+    found: list[Issue] = []
+    mine = created(vs)
+    for i, host in enumerate(vs.spec.hosts):
+        hostname = resolve_host(host, vs.metadata.namespace)
+        older = [
+            other
+            for other in snapshot.virtual_services_claiming(hostname)
+            if created(other) < mine
+            and (other.metadata.namespace, other.metadata.name)
+            != (vs.metadata.namespace, vs.metadata.name)
+            and _seen_together(vs, other)
+        ]
+        if older:
+            first = older[0].metadata
+            found.append(
+                Issue(
+                    Codes.CONFLICTING_VIRTUAL_SERVICES,
+                    f"spec.hosts[{i}]",
+                    f"host {hostname} is also claimed by the older VirtualService "
+                    f"{first.namespace}/{first.name}; a client that sees both gets only one "
+                    "(one private to its namespace first, else the oldest)",
+                )
+            )
+    return found
+
+
+def _seen_together(a: VirtualService, b: VirtualService) -> bool:
+    """Whether some namespace sees both (only then can they compete for a client)."""
+    reach_a = visible_namespaces(a.spec.export_to, a.metadata.namespace)
+    reach_b = visible_namespaces(b.spec.export_to, b.metadata.namespace)
+    if reach_a is None or reach_b is None:
+        return (reach_a or reach_b) != frozenset()
+    return bool(reach_a & reach_b)
+
+
+def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
+    """Subsets whose labels select none of the host's endpoints (requests to them get 503)."""
+    key = ResourceKey("DestinationRule", dr.metadata.namespace, dr.metadata.name)
+    hostname = resolve_host(dr.spec.host, dr.metadata.namespace)
+    if hostname not in snapshot.services:
+        return []  # wildcard or external host: nothing to compare against
+    endpoints = snapshot.endpoints(hostname)
+    found: list[Issue] = []
+    for i, subset in enumerate(dr.spec.subsets):
+        if not any(selects(subset.labels, ep.labels) for ep in endpoints):
+            labels = ",".join(f"{k}={v}" for k, v in sorted(subset.labels.items())) or "(none)"
+            found.append(
+                Issue(
+                    Codes.DESTINATION_RULE_NO_PODS,
+                    f"spec.subsets[{i}].labels",
+                    f"subset {subset.name!r} ({labels}) selects no pod of {hostname}",
+                )
+            )
     return [i.with_context(key, None) for i in found]
 
 
@@ -25,7 +161,11 @@ def _destinations(vs: VirtualService) -> list[tuple[str, Destination]]:
             out.append((f"spec.http[{i}].mirror", http.mirror))
         for j, mirror in enumerate(http.mirrors):
             out.append((f"spec.http[{i}].mirrors[{j}].destination", mirror.destination))
-    for proto, routes in (("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    l4_sections: list[tuple[str, list[Any]]] = [
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for proto, routes in l4_sections:
         for i, l4 in enumerate(routes):
             for j, route in enumerate(l4.route):
                 out.append((f"spec.{proto}[{i}].route[{j}].destination", route.destination))
@@ -41,6 +181,16 @@ def _check_destination(
     if service is None:
         found.append(
             Issue(Codes.HOST_NOT_FOUND, f"{path}.host", f"no service in the mesh is named {host!r}")
+        )
+    elif not exported_to(service.export_to, service.namespace, namespace):
+        # Clients in this namespace get no cluster for it: requests would get 503.
+        found.append(
+            Issue(
+                Codes.HOST_NOT_FOUND,
+                f"{path}.host",
+                f"service {host} is not exported to namespace {namespace!r} "
+                "(its networking.istio.io/exportTo annotation)",
+            )
         )
     elif (
         dest.port is not None
@@ -75,4 +225,4 @@ def _check_destination(
 
 def blocking(issues: list[Issue]) -> list[Issue]:
     """The in-context findings that keep a new version from replacing the last good one."""
-    return [i for i in issues if i.severity is Level.ERROR]
+    return [i for i in issues if i.severity is Level.ERROR and i.code.id not in _NOT_BLOCKING]

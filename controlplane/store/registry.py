@@ -15,11 +15,14 @@ DOMAIN_SUFFIX = "cluster.local"
 
 # Port-name prefixes and appProtocol values Istio reads as a protocol.
 _HTTP_PROTOCOLS = {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTTP"}
-_TCP_PROTOCOLS = {"tcp", "tls", "https", "mongo", "mysql", "redis"}
+_TCP_PROTOCOLS = {"tcp", "mongo", "mysql", "redis"}
+# TLS that the sidecar passes through (routed by SNI with a VirtualService's tls section).
+_TLS_PROTOCOLS = {"tls", "https"}
 
 
 def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "TCP") -> str:
-    """HTTP, HTTP2, GRPC, TCP or UNKNOWN (not declared: treated as HTTP by the compiler)."""
+    """HTTP, HTTP2, GRPC, TCP, TLS, UDP or UNKNOWN (not declared: treated as HTTP by the
+    compiler)."""
     if protocol.upper() == "UDP":
         return "UDP"
     for declared in (app_protocol, (name or "").split("-", 1)[0] if name else None):
@@ -32,6 +35,8 @@ def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "T
             return "HTTP2"
         if declared in _TCP_PROTOCOLS:
             return "TCP"
+        if declared in _TLS_PROTOCOLS:
+            return "TLS"
     return "UNKNOWN"
 
 
@@ -39,7 +44,7 @@ def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "T
 class MeshPort:
     port: int
     name: str | None
-    protocol: str  # HTTP, HTTP2, GRPC, TCP, UDP, UNKNOWN
+    protocol: str  # HTTP, HTTP2, GRPC, TCP, TLS, UDP, UNKNOWN
     target_port: int | str | None
 
     @property
@@ -128,6 +133,30 @@ def pod_tls_mode(pod: Pod) -> str:
     return "disabled"
 
 
+def format_locality(region: str, zone: str = "", subzone: str = "") -> str:
+    """``region/zone/subzone`` as Istio writes a locality, trailing empty parts dropped
+    (a zone without a region keeps its place: ``/zone``)."""
+    parts = [region, zone, subzone]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "/".join(parts)
+
+
+def pod_locality(pod: Pod, zone_hint: str = "") -> str:
+    """A pod's locality: Istio's ``istio-locality`` label (``region.zone.subzone``), else the
+    topology labels (which Kubernetes puts on nodes; file mode puts them on pods), else the
+    zone an EndpointSlice reports."""
+    labels = pod.metadata.labels
+    explicit = labels.get("istio-locality")
+    if explicit:
+        return format_locality(*(explicit.split(".", 2) + ["", ""])[:3])
+    return format_locality(
+        labels.get("topology.kubernetes.io/region", ""),
+        labels.get("topology.kubernetes.io/zone", "") or zone_hint,
+        labels.get("topology.istio.io/subzone", ""),
+    )
+
+
 def _resolve_target_port(port: MeshPort, pod: Pod | None) -> int | None:
     target = port.target_port
     if target is None:
@@ -152,14 +181,7 @@ def _pod_endpoint(
     if target is None:
         return None
     labels = pod.metadata.labels
-    locality = "/".join(
-        x
-        for x in (
-            labels.get("topology.kubernetes.io/region", ""),
-            labels.get("topology.kubernetes.io/zone", ""),
-        )
-        if x
-    )
+    locality = pod_locality(pod)
     return MeshEndpoint(
         address=address,
         port=target,
@@ -224,7 +246,9 @@ def endpoints_from_slices(
                             if pod
                             else None,
                             ready=ready,
-                            locality=ep.zone or "",
+                            locality=pod_locality(pod, ep.zone or "")
+                            if pod
+                            else format_locality("", ep.zone or ""),
                             tls_mode=pod_tls_mode(pod) if pod else "disabled",
                         )
                     )

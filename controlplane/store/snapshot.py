@@ -131,6 +131,27 @@ class Snapshot:
         return self._pods_by_namespace.get(namespace, ())
 
     @cached_property
+    def _pods_by_label(self) -> Mapping[tuple[str, str, str], tuple[Pod, ...]]:
+        out: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+        for namespace, pods in self._pods_by_namespace.items():
+            for pod in pods:
+                for label in pod.metadata.labels.items():
+                    out[(namespace, *label)].append(pod)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _pods_selected(self, service: MeshService) -> tuple[Pod, ...]:
+        """Candidates for a service's selector: the pods carrying its rarest label pair (the
+        selector itself is applied by the registry), so a mesh of N services and M pods costs
+        far less than N x M label comparisons."""
+        if not service.selector:
+            return ()
+        index = self._pods_by_label
+        return min(
+            (index.get((service.namespace, k, v), ()) for k, v in service.selector.items()),
+            key=len,
+        )
+
+    @cached_property
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         eps: EndpointSlice
@@ -158,9 +179,24 @@ class Snapshot:
                     pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
                     found = endpoints_from_slices(service, slices, pods)
                 else:
-                    found = endpoints_from_pods(service, self.pods_in(service.namespace))
+                    found = endpoints_from_pods(service, self._pods_selected(service))
             cache[hostname] = found
         return found
+
+    @cached_property
+    def _targets_by_address(self) -> Mapping[str, tuple[tuple[MeshService, MeshEndpoint], ...]]:
+        out: dict[str, list[tuple[MeshService, MeshEndpoint]]] = defaultdict(list)
+        svc: Service
+        for svc in sorted(self.of_kind("Service").values(), key=created):
+            service = mesh_service(svc)
+            for ep in self.endpoints(service.hostname):
+                out[ep.address].append((service, ep))
+        return {address: tuple(v) for address, v in out.items()}
+
+    def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:
+        """The (service, endpoint) pairs served at ``address``: what a workload with that IP
+        must accept inbound. Oldest Service first: it decides a port two Services share."""
+        return self._targets_by_address.get(address, ())
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         ns: Namespace | None = self.of_kind("Namespace").get(
@@ -182,15 +218,17 @@ class Snapshot:
     def virtual_services_for(
         self, hostname: str, client_namespace: str
     ) -> tuple[VirtualService, ...]:
-        """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``.
+        """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``,
+        in istiod's order of preference; when several claim one host the first applies.
 
-        Oldest first: when several claim one host, the first is the one that applies.
-        Exact host matches come before wildcard ones.
+        As istiod indexes them for a sidecar: those private to the client's namespace
+        (``exportTo: ["."]``) first, then those exported to it by name, then public ones;
+        oldest first within each group. Exact host matches come before wildcard ones.
         """
         index = self._virtual_services_by_host
         exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
         if exact:
-            return tuple(exact)
+            return _by_preference(exact, client_namespace)
         best: tuple[VirtualService, ...] = ()
         best_len = -1
         for pattern, items in index.items():
@@ -199,15 +237,21 @@ class Snapshot:
                 and host_matches(pattern, hostname)
                 and len(pattern) > best_len
             ):
-                visible = tuple(vs for vs in items if self._vs_applies(vs, client_namespace))
+                visible = [vs for vs in items if self._vs_applies(vs, client_namespace)]
                 if visible:
-                    best, best_len = visible, len(pattern)
+                    best, best_len = _by_preference(visible, client_namespace), len(pattern)
         return best
+
+    def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
+        """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
+        oldest first, whatever their exportTo (for conflict reports)."""
+        return tuple(
+            vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
+        )
 
     @staticmethod
     def _vs_applies(vs: VirtualService, client_namespace: str) -> bool:
-        gateways = vs.spec.gateways
-        if gateways and "mesh" not in gateways:
+        if not _mesh_bound(vs):
             return False
         return exported_to(vs.spec.export_to, vs.metadata.namespace, client_namespace)
 
@@ -260,7 +304,11 @@ class Snapshot:
         for dr in self._destination_rules_by_namespace.get(namespace, ()):
             if dr.spec.workload_selector is not None:
                 continue  # workload-scoped rules apply to the selected workloads only
-            if not exported_to(dr.spec.export_to, dr.metadata.namespace, client_namespace):
+            # A rule is always visible in its own namespace (istiod keeps every rule of a
+            # namespace in that namespace's local index); elsewhere only where exported.
+            if namespace != client_namespace and not exported_to(
+                dr.spec.export_to, dr.metadata.namespace, client_namespace
+            ):
                 continue
             host = resolve_host(dr.spec.host, dr.metadata.namespace)
             if not host_matches(host, hostname):
@@ -291,6 +339,37 @@ class Snapshot:
                 for d in matches
             ),
         )
+
+
+def _by_preference(
+    virtual_services: list[VirtualService], client_namespace: str
+) -> tuple[VirtualService, ...]:
+    """Stable sort (the input is oldest first) into istiod's groups for one client namespace:
+    private to it, exported to it by name, public."""
+
+    def group(vs: VirtualService) -> int:
+        export = vs.spec.export_to
+        if "." in export and vs.metadata.namespace == client_namespace:
+            return 0
+        if client_namespace in export:
+            return 1
+        return 2
+
+    return tuple(sorted(virtual_services, key=group))
+
+
+def visible_namespaces(export_to: Iterable[str], owner_namespace: str) -> frozenset[str] | None:
+    """The namespaces an exportTo list reaches (None: every namespace)."""
+    entries = list(export_to)
+    if not entries or "*" in entries:
+        return None
+    return frozenset(owner_namespace if e == "." else e for e in entries if e != "~")
+
+
+def _mesh_bound(vs: VirtualService) -> bool:
+    """Sidecars get a VirtualService only if it names no gateways or names ``mesh``."""
+    gateways = vs.spec.gateways
+    return not gateways or "mesh" in gateways
 
 
 def _more_specific(a: str, b: str) -> bool:
