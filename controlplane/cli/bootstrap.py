@@ -37,8 +37,16 @@ def render_bootstrap(
     workload_name: str = "",
     instance_ips: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
+    token: str | None = None,
+    xds_root_cert: str | None = None,
+    xds_san: str | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap as a dict (dump it as YAML or JSON)."""
+    """The bootstrap as a dict (dump it as YAML or JSON).
+
+    ``token`` proves the proxy's identity: Envoy sends it on the xDS stream as
+    ``authorization: Bearer <token>``. ``xds_root_cert`` (a PEM file) makes the xDS connection
+    TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
+    """
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
         "LABELS": dict(labels),
@@ -55,7 +63,10 @@ def render_bootstrap(
         metadata["LOCAL_OUTBOUND_PORT"] = str(outbound_port)
     metadata.update(extra_metadata or {})
     app = labels.get("app") or workload_name or service_account
-    return {
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}
+    if token:
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
+    bootstrap: dict[str, Any] = {
         "node": {
             "id": node_id,
             "cluster": f"{app}.{namespace}",
@@ -68,7 +79,7 @@ def render_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -109,6 +120,25 @@ def render_bootstrap(
             ]
         },
     }
+
+    if xds_root_cert:
+        validation: dict[str, Any] = {"trusted_ca": {"filename": xds_root_cert}}
+        if xds_san:
+            validation["match_typed_subject_alt_names"] = [
+                {"san_type": "URI", "matcher": {"exact": xds_san}}
+            ]
+        xds_cluster = bootstrap["static_resources"]["clusters"][0]
+        xds_cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": validation,
+                },
+            },
+        }
+    return bootstrap
 
 
 def bootstrap_yaml(**kwargs: Any) -> str:

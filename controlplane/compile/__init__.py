@@ -18,6 +18,7 @@ from controlplane.compile.naming import local_route_name, parse_cluster_name
 from controlplane.compile.proxy import LOCAL, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import build_route_configuration, build_virtual_host, domains_for
+from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
 
@@ -84,18 +85,42 @@ class SnapshotCompiler:
     def clusters(self, proxy: Proxy) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
         for service in self.visible_services(proxy.namespace):
-            for resource in self._service_clusters(service, proxy.namespace):
+            for resource in self._service_clusters(
+                service, proxy.namespace, proxy.trust_domain if proxy.identity else None
+            ):
                 out[resource.name] = resource
         return out
 
-    def _service_clusters(self, service: MeshService, namespace: str) -> list[CompiledResource]:
+    def _service_clusters(
+        self, service: MeshService, namespace: str, trust_domain: str | None = None
+    ) -> list[CompiledResource]:
+        """``trust_domain`` is the client's when it has a certificate (auto mTLS), else None."""
         rule = self.snapshot.destination_rule(service.hostname, namespace)
-        key = ("cds", service.hostname, rule.sources if rule else ())
+        security = self.upstream_security(service, trust_domain)
+        key = ("cds", service.hostname, rule.sources if rule else (), security)
 
         def build() -> list[CompiledResource]:
-            return [CompiledResource(c.name, c) for c in service_clusters(service, rule)]
+            return [
+                CompiledResource(c.name, secure_cluster(c, rule, security))
+                for c in service_clusters(service, rule)
+            ]
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    def upstream_security(self, service: MeshService, trust_domain: str | None) -> UpstreamSecurity:
+        """What mTLS to the service depends on: its workloads' identities and peer modes."""
+
+        def build() -> UpstreamSecurity:
+            if trust_domain is None:
+                return UpstreamSecurity(auto_mtls=False)
+            return upstream_security(
+                service,
+                self.snapshot.endpoints(service.hostname),
+                self.snapshot.of_kind("PeerAuthentication").values(),
+                trust_domain,
+            )
+
+        return self._cached(("upstream-security", service.hostname, trust_domain), build)  # type: ignore[return-value]
 
     def endpoints(self, proxy: Proxy, cluster_names: object) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}

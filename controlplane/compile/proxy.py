@@ -28,6 +28,9 @@ class Proxy:
     locality: str = ""
     trust_domain: str = "cluster.local"
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The SPIFFE id the xDS connection proved (set by the server's authenticator; "" when
+    # unproven). Only a proxy with an identity gets certificates, so only it speaks mTLS.
+    identity: str = ""
 
     @property
     def labels_key(self) -> tuple[tuple[str, str], ...]:

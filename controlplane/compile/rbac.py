@@ -1,0 +1,505 @@
+"""AuthorizationPolicy -> Envoy RBAC filters, with Istio's semantics.
+
+Which policies apply: those in the root namespace (with a selector: matching workloads of every
+namespace) and those in the workload's namespace (all of its workloads, or the ones the selector
+matches). Filters, in Istio's order: CUSTOM, AUDIT (RBAC ``LOG``), DENY, ALLOW. A request is
+denied when any DENY rule matches; when at least one ALLOW policy applies, it must match an
+ALLOW rule; an ALLOW policy without rules therefore denies everything, a DENY policy without
+rules matches nothing.
+
+Inside a rule: ``from`` entries are alternatives, so are ``to`` entries; the fields of one
+entry and the ``when`` conditions must all hold; the values of one field are alternatives and
+a ``not`` field holds when none of its values match.
+
+Fail closed. CUSTOM (external authorization) is not supported yet: its rules deny what they
+match. For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
+(narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
+the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+
+from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
+from controlplane.compile.protos import packed, uint32
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import ROOT_NAMESPACE
+
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
+ACTIONS = ("CUSTOM", "AUDIT", "DENY", "ALLOW")  # Istio's filter order
+_ENVOY_ACTION = {
+    "CUSTOM": rbac_pb2.RBAC.DENY,  # not supported yet: fail closed
+    "AUDIT": rbac_pb2.RBAC.LOG,
+    "DENY": rbac_pb2.RBAC.DENY,
+    "ALLOW": rbac_pb2.RBAC.ALLOW,
+}
+# Where Istio's authn filter would put the JWT identity (no RequestAuthentication here yet, so
+# these never match, which is what Istio does for a request without a JWT).
+_AUTHN_FILTER = "istio_authn"
+
+
+class HttpOnly(Exception):
+    """A condition that a TCP (network) filter cannot evaluate."""
+
+
+class Untranslatable(Exception):
+    """A value the translator cannot express exactly (validation should have caught it)."""
+
+
+# ---- which policies apply -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadPolicies:
+    """The AuthorizationPolicies that apply to one workload, by action, in a stable order."""
+
+    by_action: Mapping[str, tuple[AuthorizationPolicy, ...]]
+
+    def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
+        return self.by_action.get(action, ())
+
+    @property
+    def key(self) -> tuple[tuple[str, str, str], ...]:
+        """Identifies the set, for memoizing the filters built from it."""
+        return tuple(
+            (action, p.metadata.namespace, p.metadata.name)
+            for action in ACTIONS
+            for p in self.of(action)
+        )
+
+    def __bool__(self) -> bool:
+        return any(self.by_action.values())
+
+
+def policies_for(
+    policies: Iterable[AuthorizationPolicy],
+    namespace: str,
+    labels: Mapping[str, str],
+    root_namespace: str = ROOT_NAMESPACE,
+) -> WorkloadPolicies:
+    """The policies that select a workload with ``labels`` in ``namespace``."""
+    found: dict[str, list[AuthorizationPolicy]] = {a: [] for a in ACTIONS}
+    for policy in policies:
+        meta = policy.metadata
+        if meta.namespace not in (namespace, root_namespace):
+            continue
+        selector = policy.spec.selector
+        if selector is not None and selector.match_labels:
+            if not selects(selector.match_labels, labels):
+                continue
+        found[policy.spec.action].append(policy)
+    return WorkloadPolicies(
+        {
+            a: tuple(sorted(p, key=lambda x: (x.metadata.namespace, x.metadata.name)))
+            for a, p in found.items()
+            if p
+        }
+    )
+
+
+def policy_name(namespace: str, name: str, index: int) -> str:
+    """Istio's RBAC policy key: ``ns[<ns>]-policy[<name>]-rule[<i>]``."""
+    return f"ns[{namespace}]-policy[{name}]-rule[{index}]"
+
+
+# ---- filters ----------------------------------------------------------------------------------
+
+
+def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP RBAC filters for an HTTP port, to go before the router, in Istio's order."""
+    return [
+        hcm_pb2.HttpFilter(
+            name=HTTP_RBAC_FILTER, typed_config=packed(http_rbac_pb2.RBAC(rules=rules))
+        )
+        for rules in _rbac_configs(policies, for_tcp=False)
+    ]
+
+
+def network_rbac_filters(policies: WorkloadPolicies) -> list[listener_components_pb2.Filter]:
+    """The network RBAC filters for a TCP port, to go before tcp_proxy."""
+    return [
+        listener_components_pb2.Filter(
+            name=NETWORK_RBAC_FILTER,
+            typed_config=packed(network_rbac_pb2.RBAC(rules=rules, stat_prefix="tcp.")),
+        )
+        for rules in _rbac_configs(policies, for_tcp=True)
+    ]
+
+
+def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2.RBAC]:
+    out: list[rbac_pb2.RBAC] = []
+    for action in ACTIONS:
+        selected = policies.of(action)
+        if not selected:
+            continue
+        rbac = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
+        for policy in selected:
+            for name, built in _policy_rules(policy, action, for_tcp):
+                rbac.policies[name].CopyFrom(built)
+        if action != "ALLOW" and not rbac.policies:
+            continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out
+        out.append(rbac)
+    return out
+
+
+def _policy_rules(
+    policy: AuthorizationPolicy, action: str, for_tcp: bool
+) -> list[tuple[str, rbac_pb2.Policy]]:
+    meta = policy.metadata
+    out: list[tuple[str, rbac_pb2.Policy]] = []
+    for i, rule in enumerate(policy.spec.rules or ()):
+        name = policy_name(meta.namespace, meta.name, i)
+        # ALLOW narrows when in doubt; DENY (and CUSTOM, denied here) broadens.
+        strict = action in ("ALLOW", "AUDIT")
+        try:
+            built = translate_rule(rule, meta.namespace, for_tcp=for_tcp, drop_http=not strict)
+        except HttpOnly:
+            continue  # an ALLOW rule a TCP port cannot check allows nothing there
+        except Untranslatable:
+            if strict:
+                continue
+            built = rbac_pb2.Policy(
+                permissions=[rbac_pb2.Permission(any=True)],
+                principals=[rbac_pb2.Principal(any=True)],
+            )
+        out.append((name, built))
+    return out
+
+
+# ---- one rule -------------------------------------------------------------------------------
+
+
+def translate_rule(
+    rule: Rule, namespace: str, *, for_tcp: bool = False, drop_http: bool = False
+) -> rbac_pb2.Policy:
+    """One Istio rule as an Envoy RBAC policy.
+
+    For TCP, HTTP-only conditions raise HttpOnly, or are left out when ``drop_http``.
+    """
+    ctx = _Context(namespace, for_tcp, drop_http)
+    permission_parts: list[rbac_pb2.Permission] = []
+    principal_parts: list[rbac_pb2.Principal] = []
+    if rule.to:
+        alternatives = [ctx.operation(t.operation) for t in rule.to if t.operation is not None]
+        permission_parts.append(_or_permissions([a for a in alternatives if a is not None]))
+    if rule.from_:
+        alternatives = [ctx.source(f.source) for f in rule.from_ if f.source is not None]
+        principal_parts.append(_or_principals([a for a in alternatives if a is not None]))
+    for condition in rule.when:
+        ctx.condition(condition, permission_parts, principal_parts)
+    return rbac_pb2.Policy(
+        permissions=[_and_permissions(permission_parts)],
+        principals=[_and_principals(principal_parts)],
+    )
+
+
+class _Context:
+    def __init__(self, namespace: str, for_tcp: bool, drop_http: bool) -> None:
+        self.namespace = namespace
+        self.for_tcp = for_tcp
+        self.drop_http = drop_http
+
+    def http_only(self) -> bool:
+        """True when an HTTP condition must be skipped (TCP, DENY); raises for TCP ALLOW."""
+        if not self.for_tcp:
+            return False
+        if self.drop_http:
+            return True
+        raise HttpOnly()
+
+    # -- from.source
+    def source(self, source: Source) -> rbac_pb2.Principal | None:
+        parts: list[rbac_pb2.Principal] = []
+        fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Principal], bool]] = [
+            (source.principals, source.not_principals, principal_matcher, False),
+            (source.request_principals, source.not_request_principals, _request_principal, True),
+            (source.namespaces, source.not_namespaces, namespace_matcher, False),
+            (
+                source.service_accounts,
+                source.not_service_accounts,
+                lambda v: service_account_matcher(v, self.namespace),
+                False,
+            ),
+            (source.ip_blocks, source.not_ip_blocks, _direct_remote_ip, False),
+            (source.remote_ip_blocks, source.not_remote_ip_blocks, _remote_ip, False),
+        ]
+        for values, not_values, build, http in fields:
+            if (values or not_values) and http and self.http_only():
+                continue
+            if values:
+                parts.append(_or_principals([build(v) for v in values]))
+            if not_values:
+                parts.append(
+                    rbac_pb2.Principal(not_id=_or_principals([build(v) for v in not_values]))
+                )
+        return _and_principals(parts)
+
+    # -- to.operation
+    def operation(self, op: Operation) -> rbac_pb2.Permission | None:
+        parts: list[rbac_pb2.Permission] = []
+        fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Permission], bool]] = [
+            (op.hosts, op.not_hosts, _host, True),
+            (op.ports, op.not_ports, _destination_port, False),
+            (op.methods, op.not_methods, _method, True),
+            (op.paths, op.not_paths, _path, True),
+        ]
+        for values, not_values, build, http in fields:
+            if (values or not_values) and http and self.http_only():
+                continue
+            if values:
+                parts.append(_or_permissions([build(v) for v in values]))
+            if not_values:
+                parts.append(
+                    rbac_pb2.Permission(not_rule=_or_permissions([build(v) for v in not_values]))
+                )
+        return _and_permissions(parts)
+
+    # -- when
+    def condition(
+        self,
+        condition: Condition,
+        permissions: list[rbac_pb2.Permission],
+        principals: list[rbac_pb2.Principal],
+    ) -> None:
+        key = condition.key
+        principal_build: Callable[[str], rbac_pb2.Principal] | None = None
+        permission_build: Callable[[str], rbac_pb2.Permission] | None = None
+        http = False
+        if key.startswith("request.headers[") and key.endswith("]"):
+            header = key[len("request.headers[") : -1]
+            principal_build = lambda v: _header_principal(header, v)  # noqa: E731
+            http = True
+        elif key.startswith("request.auth.claims[") and key.endswith("]"):
+            claim = key[len("request.auth.claims[") : -1]
+            principal_build = lambda v: _authn_metadata(  # noqa: E731
+                ["request.auth.claims", *claim.split("][")], v
+            )
+            http = True
+        elif key in ("request.auth.principal", "request.auth.audiences", "request.auth.presenter"):
+            principal_build = lambda v: _authn_metadata([key], v)  # noqa: E731
+            http = True
+        elif key == "source.ip":
+            principal_build = _direct_remote_ip
+        elif key == "remote.ip":
+            principal_build = _remote_ip
+        elif key == "source.namespace":
+            principal_build = namespace_matcher
+        elif key == "source.principal":
+            principal_build = principal_matcher
+        elif key == "source.serviceAccount":
+            principal_build = lambda v: service_account_matcher(v, self.namespace)  # noqa: E731
+        elif key == "destination.ip":
+            permission_build = _destination_ip
+        elif key == "destination.port":
+            permission_build = _destination_port
+        elif key == "connection.sni":
+            permission_build = _sni
+        else:
+            raise Untranslatable(f"unknown condition key {key!r}")
+        if http and self.http_only():
+            return
+        if principal_build is not None:
+            if condition.values:
+                principals.append(_or_principals([principal_build(v) for v in condition.values]))
+            if condition.not_values:
+                principals.append(
+                    rbac_pb2.Principal(
+                        not_id=_or_principals([principal_build(v) for v in condition.not_values])
+                    )
+                )
+        elif permission_build is not None:
+            if condition.values:
+                permissions.append(_or_permissions([permission_build(v) for v in condition.values]))
+            if condition.not_values:
+                permissions.append(
+                    rbac_pb2.Permission(
+                        not_rule=_or_permissions(
+                            [permission_build(v) for v in condition.not_values]
+                        )
+                    )
+                )
+
+
+# ---- combinators ----------------------------------------------------------------------------
+
+
+def _and_permissions(parts: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if not parts:
+        return rbac_pb2.Permission(any=True)
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def _or_permissions(parts: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if not parts:
+        raise Untranslatable("an empty list of alternatives")
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def _and_principals(parts: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not parts:
+        return rbac_pb2.Principal(any=True)
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=parts))
+
+
+def _or_principals(parts: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not parts:
+        raise Untranslatable("an empty list of alternatives")
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=parts))
+
+
+# ---- matchers -------------------------------------------------------------------------------
+
+
+def _regex(pattern: str) -> string_pb2.StringMatcher:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+
+
+def string_matcher(
+    value: str, prefix: str = "", ignore_case: bool = False
+) -> string_pb2.StringMatcher:
+    """Istio's value matching: ``*`` any non-empty, ``foo*`` prefix, ``*foo`` suffix, else exact.
+
+    ``prefix`` is prepended to exact and prefix forms (``spiffe://`` for principals).
+    """
+    if value == "*":
+        matcher = _regex(".+")
+    elif value.endswith("*"):
+        matcher = string_pb2.StringMatcher(prefix=prefix + value[:-1])
+    elif value.startswith("*"):
+        matcher = string_pb2.StringMatcher(suffix=value[1:])
+    else:
+        matcher = string_pb2.StringMatcher(exact=prefix + value)
+    if ignore_case and not value == "*":
+        matcher.ignore_case = True
+    return matcher
+
+
+def principal_matcher(value: str) -> rbac_pb2.Principal:
+    """``cluster.local/ns/default/sa/order`` -> the peer certificate's URI SAN, ``spiffe://`` added."""
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(
+            principal_name=string_matcher(value, prefix="spiffe://")
+        )
+    )
+
+
+def namespace_matcher(value: str) -> rbac_pb2.Principal:
+    """A namespace is matched inside the peer's SPIFFE id: ``.*/ns/<ns>/.*``."""
+    if value == "*":
+        pattern = ".*/ns/[^/]+/.*"
+    elif value.endswith("*"):
+        pattern = f".*/ns/{re.escape(value[:-1])}[^/]*/.*"
+    elif value.startswith("*"):
+        pattern = f".*/ns/[^/]*{re.escape(value[1:])}/.*"
+    else:
+        pattern = f".*/ns/{re.escape(value)}/.*"
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_regex(pattern))
+    )
+
+
+def service_account_matcher(value: str, namespace: str) -> rbac_pb2.Principal:
+    """``sa`` (in the policy's namespace) or ``ns/sa``, in any trust domain."""
+    ns, _, sa = value.rpartition("/")
+    pattern = f"spiffe://[^/]+/ns/{re.escape(ns or namespace)}/sa/{re.escape(sa)}"
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_regex(pattern))
+    )
+
+
+def cidr_range(value: str) -> address_pb2.CidrRange:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise Untranslatable(f"{value!r} is not a CIDR block") from exc
+    return address_pb2.CidrRange(
+        address_prefix=str(network.network_address), prefix_len=uint32(network.prefixlen)
+    )
+
+
+def _direct_remote_ip(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(direct_remote_ip=cidr_range(value))
+
+
+def _remote_ip(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(remote_ip=cidr_range(value))
+
+
+def _request_principal(value: str) -> rbac_pb2.Principal:
+    return _authn_metadata(["request.auth.principal"], value)
+
+
+def _authn_metadata(path: list[str], value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(
+        metadata=metadata_pb2.MetadataMatcher(
+            filter=_AUTHN_FILTER,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
+            value=_value_matcher(value),
+        )
+    )
+
+
+def _value_matcher(value: str) -> value_pb2.ValueMatcher:
+    return value_pb2.ValueMatcher(string_match=string_matcher(value))
+
+
+def _header_principal(name: str, value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(header=_header(name, value))
+
+
+def _header(name: str, value: str, ignore_case: bool = False) -> route_components_pb2.HeaderMatcher:
+    if value == "*":
+        return route_components_pb2.HeaderMatcher(name=name, present_match=True)
+    return route_components_pb2.HeaderMatcher(
+        name=name, string_match=string_matcher(value, ignore_case=ignore_case)
+    )
+
+
+def _host(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=_header(":authority", value, ignore_case=True))
+
+
+def _method(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=_header(":method", value))
+
+
+def _path(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(value)))
+
+
+def _destination_port(value: str) -> rbac_pb2.Permission:
+    if not value.isdigit():
+        raise Untranslatable(f"port {value!r} is not a number")
+    return rbac_pb2.Permission(destination_port=int(value))
+
+
+def _destination_ip(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(destination_ip=cidr_range(value))
+
+
+def _sni(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(requested_server_name=string_matcher(value))
