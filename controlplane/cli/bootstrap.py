@@ -36,6 +36,8 @@ def render_bootstrap(
     delta: bool = False,
     workload_name: str = "",
     instance_ips: str = "",
+    app_address: str = "",
+    tcp_ports: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
     token: str | None = None,
     xds_root_cert: str | None = None,
@@ -61,6 +63,11 @@ def render_bootstrap(
         metadata["INSTANCE_IPS"] = instance_ips
     if outbound_port:
         metadata["LOCAL_OUTBOUND_PORT"] = str(outbound_port)
+    if app_address:
+        metadata["LOCAL_APP_ADDRESS"] = app_address
+    if tcp_ports:
+        metadata["LOCAL_TCP_PORTS"] = tcp_ports
+        metadata["INTERCEPTION_MODE"] = "NONE"
     metadata.update(extra_metadata or {})
     app = labels.get("app") or workload_name or service_account
     grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}

@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-port", type=int, default=15010)
     boot.add_argument("--xds-address", default="127.0.0.1")
     boot.add_argument("--outbound-port", type=int, default=None, help="local mode outbound port")
+    boot.add_argument(
+        "--app-address",
+        default="",
+        help="local mode: address of the app the inbound listeners forward to (127.0.0.1)",
+    )
+    boot.add_argument(
+        "--tcp-port",
+        action="append",
+        default=[],
+        metavar="HOST:PORT=LOCAL",
+        help="local mode: serve service port HOST:PORT as TCP on 127.0.0.1:LOCAL (repeatable)",
+    )
+    boot.add_argument("--instance-ips", default="", help="the workload's IPs (a,b)")
     boot.add_argument("--admin-port", type=int, default=15000)
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS")
     boot.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
@@ -146,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             outbound_port=args.outbound_port,
             admin_port=args.admin_port,
             delta=args.delta,
+            app_address=args.app_address,
+            tcp_ports=",".join(args.tcp_port),
+            instance_ips=args.instance_ips,
             **_bootstrap_security(args),
         )
         if args.output:

@@ -11,16 +11,38 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from controlplane.compile import resources as types
-from controlplane.compile.clusters import service_clusters
+from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
 from controlplane.compile.endpoints import build_load_assignment
+from controlplane.compile.inbound import (
+    RESERVED_PORTS,
+    InboundPort,
+    inbound_cluster,
+    inbound_filter_chains,
+    inbound_passthrough_cluster,
+    inbound_ports,
+    local_inbound_listener,
+    virtual_inbound_listener,
+)
 from controlplane.compile.listeners import local_outbound_listener
 from controlplane.compile.naming import local_route_name, parse_cluster_name
-from controlplane.compile.proxy import LOCAL, Proxy
+from controlplane.compile.outbound import (
+    http_port_listener,
+    local_tcp_listener,
+    tcp_port_listener,
+    virtual_outbound_listener,
+)
+from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
-from controlplane.compile.routes import build_route_configuration, build_virtual_host, domains_for
+from controlplane.compile.routes import (
+    build_route_configuration,
+    build_virtual_host,
+    domains_for,
+    port_route_configuration,
+)
+from controlplane.compile.tcp import outbound_tcp_chains
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
 from controlplane.store.registry import MeshService
-from controlplane.store.snapshot import Snapshot, exported_to
+from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
 
 __all__ = ["CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
 
@@ -42,8 +64,9 @@ class SnapshotCompiler:
         self._uses_source_labels = any(
             m.source_labels
             for vs in snapshot.of_kind("VirtualService").values()
-            for http in vs.spec.http
-            for m in http.match
+            for section in (vs.spec.http, vs.spec.tcp, vs.spec.tls)
+            for route in section
+            for m in route.match
         )
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
@@ -58,11 +81,30 @@ class SnapshotCompiler:
     def compile(self, proxy: Proxy) -> ProxyResources:
         clusters = self.clusters(proxy)
         endpoints = self.endpoints(proxy, clusters.keys())
-        if proxy.mode == LOCAL and proxy.local_outbound_port:
-            listeners = {r.name: r for r in [self._local_listener(proxy.local_outbound_port)]}
-            routes = {r.name: r for r in [self._local_routes(proxy)]}
+        ports = inbound_ports(self.snapshot, proxy)
+        listeners: dict[str, CompiledResource] = {}
+        routes: dict[str, CompiledResource] = {}
+        if proxy.mode == TRANSPARENT:
+            self._transparent_outbound(proxy, listeners, routes)
+            found = self._virtual_inbound(proxy, ports)
+            listeners[found.name] = found
         else:
-            listeners, routes = {}, {}
+            if proxy.local_outbound_port:
+                found = self._local_listener(proxy.local_outbound_port)
+                listeners[found.name] = found
+                found = self._local_routes(proxy)
+                routes[found.name] = found
+            for found in self._local_tcp_listeners(proxy):
+                listeners.setdefault(found.name, found)
+            for port in ports:
+                found = self._local_inbound(proxy, port)
+                listeners.setdefault(found.name, found)
+        for port in ports:
+            found = self._inbound_cluster(proxy, port)
+            clusters[found.name] = found
+        if proxy.mode == TRANSPARENT:
+            for found in self._static_clusters():
+                clusters[found.name] = found
         return ProxyResources(
             {
                 types.CLUSTER: clusters,
@@ -182,3 +224,149 @@ class SnapshotCompiler:
             return CompiledResource(config.name, config)
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    # ---- transparent mode: outbound ---------------------------------------------------------
+
+    def _transparent_outbound(
+        self,
+        proxy: Proxy,
+        listeners: dict[str, CompiledResource],
+        routes: dict[str, CompiledResource],
+    ) -> None:
+        """virtualOutbound, a ``0.0.0.0_<port>`` listener and RDS ``"<port>"`` per HTTP service
+        port, a ``<VIP>_<port>`` listener per TCP/TLS service port."""
+        found = self._cached(("lds-virtual-outbound",), _resource(virtual_outbound_listener))
+        listeners[found.name] = found  # type: ignore[attr-defined]
+        services = self.visible_services(proxy.namespace)
+        http_ports: set[int] = set()
+        for service in services:
+            for sport in service.ports:
+                if sport.protocol == "UDP" or sport.port in RESERVED_PORTS:
+                    continue
+                if sport.is_http:
+                    http_ports.add(sport.port)
+                elif service.cluster_ip:
+                    tcp = self._tcp_listener(proxy, service, sport.port, sport.protocol)
+                    listeners.setdefault(tcp.name, tcp)
+        for port in sorted(http_ports):
+            found = self._cached(
+                ("lds-http-port", port), _resource(lambda p=port: http_port_listener(p))
+            )
+            listeners[found.name] = found  # type: ignore[attr-defined]
+            config = self._port_routes(proxy, port)
+            routes[config.name] = config
+
+    def _port_routes(self, proxy: Proxy, port: int) -> CompiledResource:
+        labels = proxy.labels_key if self._uses_source_labels else ()
+        key = ("rds-port", port, proxy.namespace, labels)
+
+        def build() -> CompiledResource:
+            services = self.visible_services(proxy.namespace)
+            config = port_route_configuration(self.snapshot, services, port, proxy)
+            return CompiledResource(config.name, config)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def _tcp_chains_key(
+        self, proxy: Proxy, service: MeshService, port: int, protocol: str
+    ) -> tuple:
+        labels = proxy.labels_key if self._uses_source_labels else ()
+        return (service.hostname, port, protocol, proxy.namespace, labels)
+
+    def _tcp_listener(
+        self, proxy: Proxy, service: MeshService, port: int, protocol: str
+    ) -> CompiledResource:
+        vip = service.cluster_ip
+        assert vip is not None
+        key = ("lds-tcp-port", vip, *self._tcp_chains_key(proxy, service, port, protocol))
+
+        def build() -> CompiledResource:
+            chains = outbound_tcp_chains(self.snapshot, service, port, protocol, proxy)
+            listener = tcp_port_listener(vip, port, chains)
+            return CompiledResource(listener.name, listener)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def _static_clusters(self) -> list[CompiledResource]:
+        def build() -> list[CompiledResource]:
+            return [
+                CompiledResource(c.name, c)
+                for c in (blackhole_cluster(), passthrough_cluster(), inbound_passthrough_cluster())
+            ]
+
+        return self._cached(("cds-static",), build)  # type: ignore[return-value]
+
+    # ---- inbound ----------------------------------------------------------------------------
+
+    def _virtual_inbound(self, proxy: Proxy, ports: tuple[InboundPort, ...]) -> CompiledResource:
+        key = ("lds-virtual-inbound", proxy.mode, ports)
+
+        def build() -> CompiledResource:
+            listener = virtual_inbound_listener(
+                proxy, [inbound_filter_chains(proxy, port) for port in ports]
+            )
+            return CompiledResource(listener.name, listener)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def _local_inbound(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
+        key = ("lds-local-inbound", proxy.mode, port)
+
+        def build() -> CompiledResource:
+            listener = local_inbound_listener(port, inbound_filter_chains(proxy, port))
+            return CompiledResource(listener.name, listener)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def _inbound_cluster(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
+        transparent = proxy.mode == TRANSPARENT
+        key = ("cds-inbound", port.target_port, port.protocol, proxy.app_address, transparent)
+
+        def build() -> CompiledResource:
+            cluster = inbound_cluster(
+                port.target_port, port.protocol, proxy.app_address, transparent
+            )
+            return CompiledResource(cluster.name, cluster)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    # ---- local mode: explicit TCP ports -------------------------------------------------------
+
+    def _local_tcp_listeners(self, proxy: Proxy) -> list[CompiledResource]:
+        out = []
+        for host, port, local_port in proxy.local_tcp_ports:
+            service = self.snapshot.services.get(resolve_host(host, proxy.namespace))
+            if service is None or not exported_to(
+                service.export_to, service.namespace, proxy.namespace
+            ):
+                continue
+            sport = service.port(port)
+            if sport is None:
+                continue
+            protocol = "TCP" if sport.is_http else sport.protocol
+            key = (
+                "lds-local-tcp",
+                local_port,
+                *self._tcp_chains_key(proxy, service, port, protocol),
+            )
+
+            def build(
+                service: MeshService = service,
+                port: int = port,
+                protocol: str = protocol,
+                local_port: int = local_port,
+            ) -> CompiledResource:
+                chains = outbound_tcp_chains(self.snapshot, service, port, protocol, proxy)
+                listener = local_tcp_listener(local_port, chains)
+                return CompiledResource(listener.name, listener)
+
+            out.append(self._cached(key, build))
+        return out  # type: ignore[return-value]
+
+
+def _resource(factory: Callable[[], object]) -> Callable[[], CompiledResource]:
+    def build() -> CompiledResource:
+        message = factory()
+        return CompiledResource(message.name, message)  # type: ignore[attr-defined]
+
+    return build

@@ -1,8 +1,10 @@
 """A proxy as the compiler sees it: who it is and how it intercepts traffic.
 
 Read from the Envoy node (id and metadata) that the proxy sends on its first request, using
-Istio's metadata keys, plus ``LOCAL_OUTBOUND_PORT`` for this project's local mode (no
-interception: the application talks to the sidecar's outbound port on 127.0.0.1).
+Istio's metadata keys, plus this project's keys for local mode (no interception):
+``LOCAL_OUTBOUND_PORT`` (the application talks to the sidecar's outbound port on 127.0.0.1),
+``LOCAL_APP_ADDRESS`` (where the sidecar's inbound listeners forward to; default 127.0.0.1) and
+``LOCAL_TCP_PORTS`` (``host:port=localport,...``: one local outbound TCP port per service port).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 LOCAL = "local"
 TRANSPARENT = "transparent"
+DEFAULT_APP_ADDRESS = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Proxy:
     local_outbound_port: int | None = None
     locality: str = ""
     trust_domain: str = "cluster.local"
+    app_address: str = DEFAULT_APP_ADDRESS
+    # Local mode: (service host as written, service port, local port), in the order given.
+    local_tcp_ports: tuple[tuple[str, int, int], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
     # The SPIFFE id the xDS connection proved (set by the server's authenticator; "" when
     # unproven). Only a proxy with an identity gets certificates, so only it speaks mTLS.
@@ -65,8 +71,12 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
             raise InvalidNode(
                 f"node {node_id}: LOCAL_OUTBOUND_PORT {port_raw!r} is not a port"
             ) from None
-    interception = str(metadata.get("INTERCEPTION_MODE") or ("NONE" if local_port else "REDIRECT"))
-    mode = LOCAL if (local_port is not None or interception == "NONE") else TRANSPARENT
+    local_tcp = _local_tcp_ports(node_id, metadata.get("LOCAL_TCP_PORTS"))
+    explicit_local = local_port is not None or bool(local_tcp)
+    interception = str(
+        metadata.get("INTERCEPTION_MODE") or ("NONE" if explicit_local else "REDIRECT")
+    )
+    mode = LOCAL if (explicit_local or interception == "NONE") else TRANSPARENT
     return Proxy(
         node_id=node_id,
         namespace=namespace,
@@ -77,5 +87,25 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
         mode=mode,
         local_outbound_port=local_port,
         locality=locality,
+        app_address=str(metadata.get("LOCAL_APP_ADDRESS") or DEFAULT_APP_ADDRESS),
+        local_tcp_ports=local_tcp,
         metadata=dict(metadata),
     )
+
+
+def _local_tcp_ports(node_id: str, raw: Any) -> tuple[tuple[str, int, int], ...]:
+    """``reviews:9080=20001,tcp-echo.default:9000=20002`` -> ((host, port, local), ...)."""
+    if raw in (None, ""):
+        return ()
+    out: list[tuple[str, int, int]] = []
+    for item in (x.strip() for x in str(raw).split(",")):
+        if not item:
+            continue
+        target, sep, local = item.partition("=")
+        host, colon, port = target.rpartition(":")
+        if not sep or not colon or not host or not port.isdigit() or not local.isdigit():
+            raise InvalidNode(
+                f"node {node_id}: LOCAL_TCP_PORTS entry {item!r} is not host:port=localport"
+            )
+        out.append((host, int(port), int(local)))
+    return tuple(out)

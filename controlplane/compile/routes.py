@@ -10,7 +10,13 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
-from controlplane.compile.naming import outbound_cluster_name, virtual_host_name
+from controlplane.compile.naming import (
+    ALLOW_ANY_VHOST,
+    PASSTHROUGH_CLUSTER,
+    outbound_cluster_name,
+    route_config_name,
+    virtual_host_name,
+)
 from controlplane.compile.proxy import Proxy
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot
@@ -71,3 +77,32 @@ def build_route_configuration(
         virtual_hosts=list(virtual_hosts),
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
+
+
+def allow_any_virtual_host() -> rc.VirtualHost:
+    """The fallback of an outbound route configuration (outbound traffic policy ALLOW_ANY):
+    a Host no service claims goes on to its original destination."""
+    action = route_action_defaults(rc.RouteAction(cluster=PASSTHROUGH_CLUSTER), None, None)
+    action.ClearField("retry_policy")
+    return rc.VirtualHost(
+        name=ALLOW_ANY_VHOST,
+        domains=["*"],
+        routes=[rc.Route(name=ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action)],
+        include_request_attempt_count=True,
+    )
+
+
+def port_route_configuration(
+    snapshot: Snapshot, services: Iterable[MeshService], port: int, proxy: Proxy
+) -> route_pb2.RouteConfiguration:
+    """Transparent mode: RDS ``"9080"``, one virtual host per service with an HTTP port 9080
+    (every name, with and without the port), then ``allow_any``."""
+    hosts = []
+    for service in services:
+        sport = service.port(port)
+        if sport is None or not sport.is_http:
+            continue
+        domains = domains_for(service, port, proxy.namespace, with_bare_names=True)
+        hosts.append(build_virtual_host(snapshot, service, port, proxy, domains))
+    hosts.append(allow_any_virtual_host())
+    return build_route_configuration(route_config_name(port), hosts)

@@ -15,11 +15,14 @@ DOMAIN_SUFFIX = "cluster.local"
 
 # Port-name prefixes and appProtocol values Istio reads as a protocol.
 _HTTP_PROTOCOLS = {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTTP"}
-_TCP_PROTOCOLS = {"tcp", "tls", "https", "mongo", "mysql", "redis"}
+_TCP_PROTOCOLS = {"tcp", "mongo", "mysql", "redis"}
+# TLS that the sidecar passes through (routed by SNI with a VirtualService's tls section).
+_TLS_PROTOCOLS = {"tls", "https"}
 
 
 def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "TCP") -> str:
-    """HTTP, HTTP2, GRPC, TCP or UNKNOWN (not declared: treated as HTTP by the compiler)."""
+    """HTTP, HTTP2, GRPC, TCP, TLS, UDP or UNKNOWN (not declared: treated as HTTP by the
+    compiler)."""
     if protocol.upper() == "UDP":
         return "UDP"
     for declared in (app_protocol, (name or "").split("-", 1)[0] if name else None):
@@ -32,6 +35,8 @@ def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "T
             return "HTTP2"
         if declared in _TCP_PROTOCOLS:
             return "TCP"
+        if declared in _TLS_PROTOCOLS:
+            return "TLS"
     return "UNKNOWN"
 
 
@@ -39,7 +44,7 @@ def port_protocol(name: str | None, app_protocol: str | None, protocol: str = "T
 class MeshPort:
     port: int
     name: str | None
-    protocol: str  # HTTP, HTTP2, GRPC, TCP, UDP, UNKNOWN
+    protocol: str  # HTTP, HTTP2, GRPC, TCP, TLS, UDP, UNKNOWN
     target_port: int | str | None
 
     @property

@@ -162,6 +162,21 @@ class Snapshot:
             cache[hostname] = found
         return found
 
+    @cached_property
+    def _targets_by_address(self) -> Mapping[str, tuple[tuple[MeshService, MeshEndpoint], ...]]:
+        out: dict[str, list[tuple[MeshService, MeshEndpoint]]] = defaultdict(list)
+        svc: Service
+        for svc in sorted(self.of_kind("Service").values(), key=created):
+            service = mesh_service(svc)
+            for ep in self.endpoints(service.hostname):
+                out[ep.address].append((service, ep))
+        return {address: tuple(v) for address, v in out.items()}
+
+    def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:
+        """The (service, endpoint) pairs served at ``address``: what a workload with that IP
+        must accept inbound. Oldest Service first: it decides a port two Services share."""
+        return self._targets_by_address.get(address, ())
+
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         ns: Namespace | None = self.of_kind("Namespace").get(
             ResourceKey("Namespace", "", namespace)

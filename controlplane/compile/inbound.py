@@ -1,0 +1,340 @@
+"""The inbound side of a sidecar: traffic that arrives for its own workload.
+
+Which ports a workload accepts comes from the Services that select it (its "service targets":
+the endpoints at the proxy's IP). Each target port gets filter chains that end in the inbound
+cluster ``inbound|<port>||``, which reaches the local application.
+
+- Transparent mode: every chain lives on ``virtualInbound`` (0.0.0.0:15006, where iptables
+  redirects inbound connections), matched by the original destination port; unmatched ports
+  pass through to ``InboundPassthroughCluster``.
+- Local mode (no interception, several sidecars on one machine): each target port gets a
+  listener of its own bound on the workload's address (its pod IP, e.g. 127.0.7.10:9080) that
+  forwards to the application at ``Proxy.app_address`` (e.g. 127.0.7.110:9080).
+
+Security code builds on two seams kept here on purpose: ``inbound_filter_chains`` builds every
+chain of one port (mTLS turns its one plaintext chain into a TLS + plaintext pair), and
+``inbound_http_filters`` is the one list of inbound HTTP filters (RBAC goes before the router).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import wrappers_pb2
+
+from controlplane.compile.naming import (
+    BLACKHOLE_CLUSTER,
+    INBOUND_CAPTURE_PORT,
+    INBOUND_PASSTHROUGH_BIND_ADDRESS,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    VIRTUAL_INBOUND,
+    VIRTUAL_INBOUND_BLACKHOLE_CHAIN,
+    VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
+    WILDCARD_ADDRESS,
+    inbound_cluster_name,
+    inbound_route_name,
+    inbound_virtual_host_name,
+    listener_name,
+)
+from controlplane.compile.network import (
+    HTTP_APPLICATION_PROTOCOLS,
+    destination_port_match,
+    listener_filters,
+    tcp_proxy_chain,
+)
+from controlplane.compile.protos import duration, packed, socket_address, uint32
+from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.store.snapshot import Snapshot
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = "envoy.filters.http.router"
+INBOUND_CONNECT_TIMEOUT = 10.0
+_MAX = 4294967295
+# Ports of the sidecar itself: never served as an application port.
+RESERVED_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15020, 15021, 15053, 15090})
+
+
+@dataclass(frozen=True)
+class InboundPort:
+    """One port the workload accepts, as the Services that select it declare it.
+
+    When several Services select the workload on one target port, the oldest decides the
+    protocol, as istiod keeps the first service instance of a port.
+    """
+
+    target_port: int
+    protocol: str  # HTTP, HTTP2, GRPC, TCP, UNKNOWN (as MeshPort.protocol)
+    service_port: int
+    hostname: str
+    bind: str  # the address a local-mode listener binds: the workload's IP
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in ("HTTP", "HTTP2", "GRPC", "UNKNOWN")
+
+    @property
+    def is_http2(self) -> bool:
+        return self.protocol in ("HTTP2", "GRPC")
+
+
+def inbound_ports(snapshot: Snapshot, proxy: Proxy) -> tuple[InboundPort, ...]:
+    """The ports of the services whose endpoints are at one of the proxy's IPs (in its
+    namespace), one per target port, ordered by port."""
+    by_port: dict[int, InboundPort] = {}
+    for ip in proxy.ips:
+        for service, endpoint in snapshot.service_targets(ip):
+            if endpoint.namespace != proxy.namespace or endpoint.port in RESERVED_PORTS:
+                continue
+            if endpoint.port in by_port:
+                continue
+            mesh_port = service.port(endpoint.service_port)
+            protocol = mesh_port.protocol if mesh_port is not None else "TCP"
+            if protocol == "UDP":
+                continue
+            by_port[endpoint.port] = InboundPort(
+                target_port=endpoint.port,
+                protocol=protocol,
+                service_port=endpoint.service_port,
+                hostname=service.hostname,
+                bind=ip,
+            )
+    return tuple(by_port[p] for p in sorted(by_port))
+
+
+# ---- filter chains of one port --------------------------------------------------------------
+
+
+def inbound_chain_name(proxy: Proxy, port: InboundPort) -> str:
+    """``0.0.0.0_9080`` on virtualInbound; ``<pod IP>_9080`` for a local-mode listener."""
+    bind = WILDCARD_ADDRESS if proxy.mode == TRANSPARENT else port.bind
+    return listener_name(bind, port.target_port)
+
+
+def inbound_filter_chains(proxy: Proxy, port: InboundPort) -> list[lc.FilterChain]:
+    """Every filter chain of one inbound port (today: one plaintext chain).
+
+    The chain matches the port's destination port and carries no transport socket; callers
+    that terminate mTLS derive a ``transport_protocol: tls`` twin from it.
+    """
+    name = inbound_chain_name(proxy, port)
+    cluster = inbound_cluster_name(port.target_port)
+    match = destination_port_match(port.target_port)
+    if not port.is_http:
+        return [tcp_proxy_chain(name, cluster, match)]
+    hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}")
+    return [
+        lc.FilterChain(
+            name=name,
+            filter_chain_match=match,
+            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+        )
+    ]
+
+
+def inbound_http_filters(proxy: Proxy, port: InboundPort) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filters of an inbound chain, in order; the router is always last."""
+    return [hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))]
+
+
+def inbound_http_connection_manager(
+    proxy: Proxy, port: InboundPort, stat_prefix: str
+) -> hcm_pb2.HttpConnectionManager:
+    """Inbound HTTP: an inline route configuration (no RDS), everything to the local app."""
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        route_config=inbound_route_configuration(port),
+        http_filters=inbound_http_filters(proxy, port),
+        use_remote_address=wrappers_pb2.BoolValue(value=False),
+        forward_client_cert_details=hcm_pb2.HttpConnectionManager.APPEND_FORWARD,
+        set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
+            subject=wrappers_pb2.BoolValue(value=True), uri=True, dns=True
+        ),
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED,
+    )
+    if port.is_http2:
+        hcm.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    return hcm
+
+
+def inbound_route_configuration(port: InboundPort) -> route_pb2.RouteConfiguration:
+    cluster = inbound_cluster_name(port.target_port)
+    action = rc.RouteAction(cluster=cluster, timeout=duration(0.0))
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0.0))
+    return route_pb2.RouteConfiguration(
+        name=inbound_route_name(port.target_port),
+        virtual_hosts=[
+            rc.VirtualHost(
+                name=inbound_virtual_host_name("http", port.target_port),
+                domains=["*"],
+                routes=[
+                    rc.Route(
+                        name="default",
+                        match=rc.RouteMatch(prefix="/"),
+                        route=action,
+                        decorator=rc.Decorator(operation=f"{port.hostname}:{port.service_port}/*"),
+                    )
+                ],
+            )
+        ],
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+    )
+
+
+# ---- listeners --------------------------------------------------------------------------------
+
+
+def virtual_inbound_listener(
+    proxy: Proxy, port_chains: Sequence[Sequence[lc.FilterChain]]
+) -> listener_pb2.Listener:
+    """``virtualInbound`` on 0.0.0.0:15006: a loop guard, the chains of every inbound port,
+    and pass-through chains for ports no Service declares."""
+    chains: list[lc.FilterChain] = [
+        tcp_proxy_chain(
+            VIRTUAL_INBOUND_BLACKHOLE_CHAIN,
+            BLACKHOLE_CLUSTER,
+            destination_port_match(INBOUND_CAPTURE_PORT),
+        )
+    ]
+    for group in port_chains:
+        chains.extend(group)
+    chains.extend(_passthrough_chains(proxy))
+    return listener_pb2.Listener(
+        name=VIRTUAL_INBOUND,
+        address=socket_address(WILDCARD_ADDRESS, INBOUND_CAPTURE_PORT),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=chains,
+        listener_filters=listener_filters(chains, with_original_dst=True),
+        listener_filters_timeout=duration(0.0),
+        continue_on_listener_filters_timeout=True,
+    )
+
+
+def _passthrough_chains(proxy: Proxy) -> list[lc.FilterChain]:
+    """Unmatched inbound traffic goes on to its original destination: HTTP through an HCM
+    (so that HTTP policy can apply to it later), anything else through a TCP proxy."""
+    http = InboundPort(0, "HTTP", 0, INBOUND_PASSTHROUGH_CLUSTER, WILDCARD_ADDRESS)
+    route = inbound_route_configuration(http)
+    route.name = INBOUND_PASSTHROUGH_CLUSTER
+    route.virtual_hosts[0].name = inbound_virtual_host_name("http", 0)
+    route.virtual_hosts[0].routes[0].route.cluster = INBOUND_PASSTHROUGH_CLUSTER
+    route.virtual_hosts[0].routes[0].ClearField("decorator")
+    hcm = inbound_http_connection_manager(proxy, http, INBOUND_PASSTHROUGH_CLUSTER)
+    hcm.route_config.CopyFrom(route)
+    return [
+        lc.FilterChain(
+            name=VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
+            filter_chain_match=lc.FilterChainMatch(
+                application_protocols=list(HTTP_APPLICATION_PROTOCOLS)
+            ),
+            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+        ),
+        tcp_proxy_chain(VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER),
+    ]
+
+
+def local_inbound_listener(
+    port: InboundPort, chains: Sequence[lc.FilterChain]
+) -> listener_pb2.Listener:
+    """Local mode: a listener bound on the workload's own address and target port."""
+    return listener_pb2.Listener(
+        name=listener_name(port.bind, port.target_port),
+        address=socket_address(port.bind, port.target_port),
+        traffic_direction=base_pb2.INBOUND,
+        filter_chains=list(chains),
+        listener_filters=listener_filters(chains, with_original_dst=False),
+        continue_on_listener_filters_timeout=True,
+    )
+
+
+# ---- clusters ---------------------------------------------------------------------------------
+
+
+def inbound_cluster(
+    target_port: int, protocol: str, app_address: str, transparent: bool
+) -> cluster_pb2.Cluster:
+    """``inbound|9080||``: the local application at ``app_address:target_port``.
+
+    In transparent mode the connection leaves from 127.0.0.6, which the init container's rules
+    let through instead of capturing it again.
+    """
+    name = inbound_cluster_name(target_port)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(INBOUND_CONNECT_TIMEOUT),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=socket_address(app_address, target_port)
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+        circuit_breakers=_unlimited(),
+    )
+    if transparent:
+        cluster.upstream_bind_config.CopyFrom(_bind_config())
+    if protocol in ("HTTP2", "GRPC"):
+        options = http_protocol_options_pb2.HttpProtocolOptions(
+            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].CopyFrom(packed(options))
+    return cluster
+
+
+def inbound_passthrough_cluster() -> cluster_pb2.Cluster:
+    """Inbound traffic to a port no Service declares, to its original destination."""
+    return cluster_pb2.Cluster(
+        name=INBOUND_PASSTHROUGH_CLUSTER,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=duration(INBOUND_CONNECT_TIMEOUT),
+        upstream_bind_config=_bind_config(),
+        circuit_breakers=_unlimited(),
+    )
+
+
+def _bind_config() -> address_pb2.BindConfig:
+    return address_pb2.BindConfig(
+        source_address=address_pb2.SocketAddress(
+            address=INBOUND_PASSTHROUGH_BIND_ADDRESS, port_value=0
+        )
+    )
+
+
+def _unlimited() -> circuit_breaker_pb2.CircuitBreakers:
+    return circuit_breaker_pb2.CircuitBreakers(
+        thresholds=[
+            circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                max_connections=uint32(_MAX),
+                max_pending_requests=uint32(_MAX),
+                max_requests=uint32(_MAX),
+                max_retries=uint32(_MAX),
+            )
+        ]
+    )

@@ -1,0 +1,109 @@
+"""Outbound listeners of a transparent-mode sidecar, named and shaped as istiod shapes them.
+
+iptables redirects every outbound TCP connection of the pod to ``virtualOutbound``
+(0.0.0.0:15001). Its ``use_original_dst`` hands each connection to the listener that matches
+the original destination: ``<VIP>_<port>`` for a TCP service port, ``0.0.0.0_<port>`` for an
+HTTP service port (routes from RDS ``"<port>"``); anything else stays on virtualOutbound and
+passes through to its original destination (``allow_any``).
+
+Local mode has no interception; its outbound listeners (the HTTP port and the explicit TCP
+ports of ``LOCAL_TCP_PORTS``) are bound on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from google.protobuf import wrappers_pb2
+
+from controlplane.compile.listeners import HCM_FILTER, http_connection_manager
+from controlplane.compile.naming import (
+    BLACKHOLE_CLUSTER,
+    OUTBOUND_CAPTURE_PORT,
+    PASSTHROUGH_CLUSTER,
+    VIRTUAL_OUTBOUND,
+    VIRTUAL_OUTBOUND_BLACKHOLE_CHAIN,
+    VIRTUAL_OUTBOUND_CATCH_ALL_CHAIN,
+    WILDCARD_ADDRESS,
+    listener_name,
+    route_config_name,
+)
+from controlplane.compile.network import (
+    destination_port_match,
+    listener_filters,
+    tcp_proxy_chain,
+)
+from controlplane.compile.protos import packed, socket_address
+
+LOCAL_ADDRESS = "127.0.0.1"
+
+
+def virtual_outbound_listener() -> listener_pb2.Listener:
+    """``virtualOutbound``: hands connections to the listener of their original destination;
+    what no listener claims passes through (a connection to 15001 itself is dropped)."""
+    chains = [
+        tcp_proxy_chain(
+            VIRTUAL_OUTBOUND_BLACKHOLE_CHAIN,
+            BLACKHOLE_CLUSTER,
+            destination_port_match(OUTBOUND_CAPTURE_PORT),
+        ),
+        tcp_proxy_chain(VIRTUAL_OUTBOUND_CATCH_ALL_CHAIN, PASSTHROUGH_CLUSTER),
+    ]
+    return listener_pb2.Listener(
+        name=VIRTUAL_OUTBOUND,
+        address=socket_address(WILDCARD_ADDRESS, OUTBOUND_CAPTURE_PORT),
+        traffic_direction=base_pb2.OUTBOUND,
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        filter_chains=chains,
+    )
+
+
+def http_port_listener(port: int) -> listener_pb2.Listener:
+    """``0.0.0.0_9080``: HTTP to any destination on port 9080, routed by RDS ``"9080"``.
+
+    Not bound to the port: connections reach it only through virtualOutbound.
+    """
+    name = listener_name(WILDCARD_ADDRESS, port)
+    hcm = http_connection_manager(f"outbound_{name}", route_config_name(port))
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(WILDCARD_ADDRESS, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        bind_to_port=wrappers_pb2.BoolValue(value=False),
+        filter_chains=[
+            lc.FilterChain(
+                name=name,
+                filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+            )
+        ],
+    )
+
+
+def tcp_port_listener(
+    address: str, port: int, chains: Sequence[lc.FilterChain]
+) -> listener_pb2.Listener:
+    """``10.96.0.5_9000``: a TCP (or TLS pass-through) service port at its VIP."""
+    return listener_pb2.Listener(
+        name=listener_name(address, port),
+        address=socket_address(address, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        bind_to_port=wrappers_pb2.BoolValue(value=False),
+        filter_chains=list(chains),
+        listener_filters=listener_filters(chains, with_original_dst=False),
+        continue_on_listener_filters_timeout=True,
+    )
+
+
+def local_tcp_listener(local_port: int, chains: Sequence[lc.FilterChain]) -> listener_pb2.Listener:
+    """Local mode: one service port's TCP routes on 127.0.0.1:<local port>."""
+    return listener_pb2.Listener(
+        name=listener_name(LOCAL_ADDRESS, local_port),
+        address=socket_address(LOCAL_ADDRESS, local_port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=list(chains),
+        listener_filters=listener_filters(chains, with_original_dst=False),
+        continue_on_listener_filters_timeout=True,
+    )

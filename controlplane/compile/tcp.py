@@ -1,0 +1,158 @@
+"""Outbound TCP and TLS: the filter chains of one non-HTTP service port.
+
+A VirtualService's ``tls`` routes become chains matching the SNI (``server_names``, with the
+TLS inspector), its ``tcp`` routes chains matching destination subnets (or everything); each
+ends in a TCP proxy to one cluster or to weighted clusters. First match wins, as in Istio:
+generation stops after the first catch-all, and a port no route covers gets the service's
+default cluster.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+
+from controlplane.api.networking import RouteDestination, VirtualService
+from controlplane.compile.naming import outbound_cluster_name
+from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
+from controlplane.compile.proxy import Proxy
+from controlplane.store.registry import MeshService, selects
+from controlplane.store.snapshot import Snapshot, resolve_host
+
+
+def outbound_tcp_chains(
+    snapshot: Snapshot, service: MeshService, port: int, protocol: str, proxy: Proxy
+) -> list[lc.FilterChain]:
+    """Every chain of ``service:port`` for ``proxy``, in match order, ending in a catch-all."""
+    chains: list[lc.FilterChain] = []
+    seen: set[bytes] = set()
+    catch_all = False
+    virtual_services = snapshot.virtual_services_for(service.hostname, proxy.namespace)
+    vs = virtual_services[0] if virtual_services else None
+    if vs is not None:
+        if protocol == "TLS":
+            for route in vs.spec.tls:
+                for match in route.match:
+                    if not _applies(
+                        match.port, match.source_labels, match.source_namespace, port, proxy
+                    ):
+                        continue
+                    chain_match = lc.FilterChainMatch(
+                        server_names=[_sni(h, vs) for h in match.sni_hosts],
+                        transport_protocol=TLS_TRANSPORT,
+                        prefix_ranges=_cidrs(match.destination_subnets),
+                    )
+                    _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, route.route, port))
+        for route in vs.spec.tcp:
+            matches = route.match or [None]
+            for match in matches:
+                if match is not None and not _applies(
+                    match.port, match.source_labels, match.source_namespace, port, proxy
+                ):
+                    continue
+                subnets = match.destination_subnets if match is not None else []
+                chain_match = lc.FilterChainMatch(prefix_ranges=_cidrs(subnets))
+                _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, route.route, port))
+                if not subnets:
+                    catch_all = True
+                    break
+            if catch_all:
+                break
+    if not catch_all:
+        default = outbound_cluster_name(port, None, service.hostname)
+        _add(chains, seen, lc.FilterChainMatch(), tcp_proxy(default, [(default, 1)]))
+    return chains
+
+
+def _applies(
+    match_port: int | None,
+    source_labels: dict[str, str],
+    source_namespace: str | None,
+    port: int,
+    proxy: Proxy,
+) -> bool:
+    if match_port is not None and match_port != port:
+        return False
+    if source_labels and not selects(source_labels, proxy.labels):
+        return False
+    return not (source_namespace and source_namespace != proxy.namespace)
+
+
+def _add(
+    chains: list[lc.FilterChain], seen: set[bytes], match: lc.FilterChainMatch, proxy: lc.Filter
+) -> None:
+    """Append a chain unless an earlier one has the same match (Envoy rejects duplicates;
+    the earlier one wins anyway)."""
+    key = match.SerializeToString(deterministic=True)
+    if key in seen:
+        return
+    seen.add(key)
+    chain = lc.FilterChain(filters=[proxy])
+    if key:
+        chain.filter_chain_match.CopyFrom(match)
+    chains.append(chain)
+
+
+def _sni(host: str, vs: VirtualService) -> str:
+    # SNI hosts are names a client sends; short names mean the VirtualService's namespace.
+    return host if host.startswith("*") else resolve_host(host, vs.metadata.namespace)
+
+
+def _cidrs(subnets: Sequence[str]) -> list[address_pb2.CidrRange]:
+    out = []
+    for subnet in subnets:
+        network = ipaddress.ip_network(subnet, strict=False)
+        out.append(
+            address_pb2.CidrRange(
+                address_prefix=str(network.network_address), prefix_len=network.prefixlen
+            )
+        )
+    return out
+
+
+def _proxy_filter(
+    snapshot: Snapshot, vs: VirtualService, routes: Sequence[RouteDestination], port: int
+) -> lc.Filter:
+    clusters = weighted_destinations(snapshot, vs, routes, port)
+    return tcp_proxy(clusters[0][0] if len(clusters) == 1 else f"outbound|{port}||", clusters)
+
+
+def weighted_destinations(
+    snapshot: Snapshot, vs: VirtualService, routes: Sequence[RouteDestination], port: int
+) -> list[tuple[str, int]]:
+    """(cluster, weight) of each destination; weight 0 dropped; a lone one gets 1."""
+    namespace = vs.metadata.namespace
+    out: list[tuple[str, int]] = []
+    for dest in routes:
+        host = resolve_host(dest.destination.host, namespace)
+        number = dest.destination.port.number if dest.destination.port else None
+        cluster = outbound_cluster_name(
+            _destination_port(snapshot, host, number, port), dest.destination.subset, host
+        )
+        weight = dest.weight if dest.weight is not None else (1 if len(routes) == 1 else 0)
+        if weight > 0:
+            out.append((cluster, weight))
+    if not out and routes:
+        # Validation rejects an all-zero split; a lone weight-0 destination still routes.
+        dest = routes[0].destination
+        host = resolve_host(dest.host, namespace)
+        out.append((outbound_cluster_name(port, dest.subset, host), 1))
+    if len(out) == 1:
+        out = [(out[0][0], 1)]
+    return out
+
+
+def _destination_port(
+    snapshot: Snapshot, host: str, requested: int | None, listener_port: int
+) -> int:
+    """As written, else the service's only port, else the port the connection came in on
+    (the same rule ``http_routes`` applies to HTTP destinations)."""
+    if requested:
+        return requested
+    service = snapshot.services.get(host)
+    if service is not None and len(service.ports) == 1:
+        return service.ports[0].port
+    return listener_port
