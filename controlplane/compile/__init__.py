@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from controlplane.compile import resources as types
+from controlplane.compile.authn import MtlsPolicy, resolve_mtls
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
 from controlplane.compile.endpoints import build_load_assignment
 from controlplane.compile.inbound import (
@@ -23,6 +24,7 @@ from controlplane.compile.inbound import (
     local_inbound_listener,
     virtual_inbound_listener,
 )
+from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.listeners import local_outbound_listener
 from controlplane.compile.naming import local_route_name, parse_cluster_name
 from controlplane.compile.outbound import (
@@ -32,6 +34,7 @@ from controlplane.compile.outbound import (
     virtual_outbound_listener,
 )
 from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.rbac import WorkloadPolicies, policies_for
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import (
     build_route_configuration,
@@ -299,24 +302,56 @@ class SnapshotCompiler:
     # ---- inbound ----------------------------------------------------------------------------
 
     def _virtual_inbound(self, proxy: Proxy, ports: tuple[InboundPort, ...]) -> CompiledResource:
-        key = ("lds-virtual-inbound", proxy.mode, ports)
+        security = tuple(self.inbound_security(proxy, port) for port in ports)
+        key = ("lds-virtual-inbound", proxy.mode, ports, security)
 
         def build() -> CompiledResource:
             listener = virtual_inbound_listener(
-                proxy, [inbound_filter_chains(proxy, port) for port in ports]
+                proxy,
+                [inbound_filter_chains(proxy, p, s) for p, s in zip(ports, security, strict=True)],
             )
             return CompiledResource(listener.name, listener)
 
         return self._cached(key, build)  # type: ignore[return-value]
 
     def _local_inbound(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
-        key = ("lds-local-inbound", proxy.mode, port)
+        security = self.inbound_security(proxy, port)
+        key = ("lds-local-inbound", proxy.mode, port, security)
 
         def build() -> CompiledResource:
-            listener = local_inbound_listener(port, inbound_filter_chains(proxy, port))
+            listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
             return CompiledResource(listener.name, listener)
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    # ---- security: PeerAuthentication, AuthorizationPolicy ------------------------------------
+
+    def peer_authentication(self, namespace: str, labels: Mapping[str, str]) -> MtlsPolicy:
+        """The workload's effective PeerAuthentication (compile/authn.py)."""
+        key = ("authn", namespace, tuple(sorted(labels.items())))
+
+        def build() -> MtlsPolicy:
+            return resolve_mtls(
+                self.snapshot.of_kind("PeerAuthentication").values(), namespace, labels
+            )
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
+        """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
+        key = ("authz", namespace, tuple(sorted(labels.items())))
+
+        def build() -> WorkloadPolicies:
+            return policies_for(
+                self.snapshot.of_kind("AuthorizationPolicy").values(), namespace, labels
+            )
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def inbound_security(self, proxy: Proxy, port: InboundPort) -> InboundSecurity:
+        mtls = self.peer_authentication(proxy.namespace, proxy.labels)
+        policies = self.authorization_policies(proxy.namespace, proxy.labels)
+        return InboundSecurity.of(mtls.for_port(port.target_port), bool(proxy.identity), policies)
 
     def _inbound_cluster(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
         transparent = proxy.mode == TRANSPARENT

@@ -35,6 +35,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.compile.inbound_security import InboundSecurity, secure_port_chains
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE_PORT,
@@ -57,6 +58,7 @@ from controlplane.compile.network import (
 )
 from controlplane.compile.protos import duration, packed, socket_address, uint32
 from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.rbac import http_rbac_filters, network_rbac_filters
 from controlplane.store.snapshot import Snapshot
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -123,40 +125,58 @@ def inbound_chain_name(proxy: Proxy, port: InboundPort) -> str:
     return listener_name(bind, port.target_port)
 
 
-def inbound_filter_chains(proxy: Proxy, port: InboundPort) -> list[lc.FilterChain]:
-    """Every filter chain of one inbound port (today: one plaintext chain).
+def inbound_filter_chains(
+    proxy: Proxy, port: InboundPort, security: InboundSecurity | None = None
+) -> list[lc.FilterChain]:
+    """Every filter chain of one inbound port.
 
-    The chain matches the port's destination port and carries no transport socket; callers
-    that terminate mTLS derive a ``transport_protocol: tls`` twin from it.
+    The plaintext chain matches the port's destination port; with ``security`` it carries
+    the RBAC filters and becomes the TLS and/or plaintext chains its mTLS mode asks for.
     """
     name = inbound_chain_name(proxy, port)
     cluster = inbound_cluster_name(port.target_port)
     match = destination_port_match(port.target_port)
     if not port.is_http:
-        return [tcp_proxy_chain(name, cluster, match)]
-    hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}")
+        chain = tcp_proxy_chain(name, cluster, match)
+        if security is not None:
+            filters = [*network_rbac_filters(security.policies), *chain.filters]
+            del chain.filters[:]
+            chain.filters.extend(filters)
+        chains = [chain]
+    else:
+        hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}", security)
+        chains = [
+            lc.FilterChain(
+                name=name,
+                filter_chain_match=match,
+                filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+            )
+        ]
+    if security is None:
+        return chains
+    return secure_port_chains(chains, security, http=port.is_http)
+
+
+def inbound_http_filters(
+    proxy: Proxy, port: InboundPort, security: InboundSecurity | None = None
+) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filters of an inbound chain, in order: RBAC (CUSTOM, AUDIT, DENY, ALLOW),
+    then the router, always last."""
+    rbac = http_rbac_filters(security.policies) if security is not None else []
     return [
-        lc.FilterChain(
-            name=name,
-            filter_chain_match=match,
-            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
-        )
+        *rbac,
+        hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())),
     ]
 
 
-def inbound_http_filters(proxy: Proxy, port: InboundPort) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filters of an inbound chain, in order; the router is always last."""
-    return [hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))]
-
-
 def inbound_http_connection_manager(
-    proxy: Proxy, port: InboundPort, stat_prefix: str
+    proxy: Proxy, port: InboundPort, stat_prefix: str, security: InboundSecurity | None = None
 ) -> hcm_pb2.HttpConnectionManager:
     """Inbound HTTP: an inline route configuration (no RDS), everything to the local app."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         route_config=inbound_route_configuration(port),
-        http_filters=inbound_http_filters(proxy, port),
+        http_filters=inbound_http_filters(proxy, port, security),
         use_remote_address=wrappers_pb2.BoolValue(value=False),
         forward_client_cert_details=hcm_pb2.HttpConnectionManager.APPEND_FORWARD,
         set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
