@@ -108,8 +108,11 @@ async def rotate_certificates(hub: Hub, provider: SecretProvider) -> None:
             continue
         connected = {s.proxy.identity for s in list(hub.streams.values()) if s.proxy}
         renewed = provider.renew(connected)
-        log.info(
-            "renewed %d workload certificate(s); pushing to %d streams", renewed, len(hub.streams)
-        )
+        if renewed:
+            log.info(
+                "renewed %d workload certificate(s); pushing to %d streams",
+                renewed,
+                len(hub.streams),
+            )
         for stream in list(hub.streams.values()):
             stream.wake()

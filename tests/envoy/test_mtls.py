@@ -3,12 +3,16 @@ PeerAuthentication STRICT/PERMISSIVE seen on the wire, automatic mTLS between si
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from controlplane.cli.security import obtain_token
+from controlplane.local.traffic import send
 from tests.envoy.zero_trust import (
     WORKLOADS,
     ZeroTrustMesh,
@@ -86,8 +90,6 @@ def test_permissive_lets_a_plaintext_client_through_and_strict_refuses_it(
         context.check_hostname = False
         context.load_verify_locations(cafile=str(zt.root_cert))
         with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-            import socket
-
             with socket.create_connection((pod, zt.app_port), timeout=5) as raw:
                 with context.wrap_socket(raw) as tls:
                     tls.sendall(REQUEST)
@@ -114,3 +116,61 @@ def test_disable_at_the_destination_turns_client_mtls_off(zt: ZeroTrustMesh) -> 
         assert "x-forwarded-client-cert" not in zt.apps["payment"].requests[-1].headers
     finally:
         zt.remove("peer-authentication.yaml")
+
+
+def _wait_for_log(zt: ZeroTrustMesh, text: str, timeout: float = 15.0) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        log = zt.mesh.control_plane.log_text()
+        if text in log:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(
+        f"{text!r} not in the control plane log:\n{zt.mesh.control_plane.log_tail()}"
+    )
+
+
+def test_a_proxy_claiming_another_identity_receives_no_secret(zt: ZeroTrustMesh) -> None:
+    web_token = obtain_token(zt.ca_dir, "default", "web")
+    impostor = zt.mesh.sidecar(
+        "sidecar~127.0.7.20~impostor-1.default~default.svc.cluster.local",
+        labels={"app": "order-service"},
+        service_account="order-service",
+        token=web_token,
+        wait=False,
+    )
+    _wait_for_log(
+        zt,
+        "claims service account default/order-service but its token proves "
+        "spiffe://cluster.local/ns/default/sa/web; refused, no certificate issued",
+    )
+    time.sleep(1.0)  # Envoy retries; it must still have nothing
+    assert impostor.envoy.admin_json("/certs") == {"certificates": []}
+    dump = impostor.envoy.admin_json("/config_dump?resource=dynamic_active_secrets")
+    assert dump.get("configs", []) == []
+    assert zt.mesh.debug.proxy(impostor.node_id) is None
+    impostor.envoy.stop()
+
+
+def test_a_proxy_without_a_token_is_served_plaintext_only(zt: ZeroTrustMesh) -> None:
+    anonymous = zt.mesh.sidecar(
+        "sidecar~127.0.7.21~anonymous-1.default~default.svc.cluster.local",
+        labels={"app": "anonymous"},
+        service_account="anonymous",
+    )
+    try:
+        assert anonymous.envoy.admin_json("/certs") == {"certificates": []}
+        state = zt.mesh.debug.proxy(anonymous.node_id)
+        assert state is not None and "sds" not in state["types"]
+        # PERMISSIVE: its plaintext request gets through, without a client certificate.
+        status, _, _ = send(anonymous.outbound_port, "payment:9080", "/")
+        assert status == 200
+        assert "x-forwarded-client-cert" not in zt.apps["payment"].requests[-1].headers
+        zt.write("peer-authentication.yaml", peer_authentication("STRICT"))
+        try:
+            status, _, _ = send(anonymous.outbound_port, "payment:9080", "/")
+            assert status == 503  # payment refuses its plaintext connection
+        finally:
+            zt.remove("peer-authentication.yaml")
+    finally:
+        anonymous.envoy.stop()

@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
+from controlplane.cli.security import obtain_token
 from controlplane.local.backends import Backend
 from controlplane.local.mesh import LocalMesh, Sidecar
 from controlplane.local.ports import free_port
@@ -164,8 +165,17 @@ class ZeroTrustMesh:
             self.mesh.debug.wait_synced(
                 sidecar.node_id, types=("cds", "eds", "lds", "sds"), timeout=timeout
             )
-        # Envoy drains the replaced listener; a short pause lets the new one take over.
-        time.sleep(0.3)
+        # Connections accepted by a replaced filter chain keep its old policy until Envoy has
+        # drained them (--drain-time-s 1): wait for that, so the next request sees the new one.
+        deadline = time.time() + timeout
+        envoy = payment.envoy
+        while time.time() < deadline:
+            if (
+                envoy.stat("listener_manager.total_filter_chains_draining") == 0
+                and envoy.stat("listener_manager.total_listeners_draining") == 0
+            ):
+                break
+            time.sleep(0.05)
 
     def client_certificate(self, tmp: Path, service_account: str = "tester") -> tuple[Path, Path]:
         """A workload certificate of the mesh for a test client that has no sidecar."""
@@ -193,7 +203,10 @@ def start_zero_trust_mesh(workdir: Path, extra_args: list[str] | None = None) ->
     sidecars: dict[str, Sidecar] = {}
     tokens = Path(tempfile.mkdtemp(dir=workdir, prefix="tokens-"))
     for name, (_, app) in WORKLOADS.items():
-        token = bootstrap_token(ca_dir, "default", name, tokens / f"{name}.token")
+        if name == "payment":  # the operator's way, once; the same function for the rest
+            token = bootstrap_token(ca_dir, "default", name, tokens / f"{name}.token")
+        else:
+            token = obtain_token(ca_dir, "default", name)
         sidecars[name] = mesh.sidecar(
             node_id(name),
             labels={"app": name},
