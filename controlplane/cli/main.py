@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-tls", action="store_true", help="TLS to the xDS port (mesh root)")
     boot.add_argument("--xds-root-cert", type=Path, default=None, help="root for --xds-tls")
 
+    redirect = commands.add_parser(
+        "redirect", help="install an injected pod's iptables capture rules (init container)"
+    )
+    redirect.add_argument("--proxy-uid", type=int, default=1337)
+    redirect.add_argument("--proxy-gid", type=int, default=None, help="defaults to the uid")
+    redirect.add_argument("--inbound-capture-port", type=int, default=15006)
+    redirect.add_argument("--outbound-capture-port", type=int, default=15001)
+    redirect.add_argument("--exclude-inbound-ports", default="", help="comma-separated ports")
+    redirect.add_argument("--exclude-outbound-ports", default="", help="comma-separated ports")
+    redirect.add_argument("--dry-run", action="store_true", help="print the rules, change nothing")
+
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
     demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
@@ -169,6 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
+    if args.command == "redirect":
+        from controlplane.cli.redirect import run_redirect
+        from controlplane.inject.iptables import CaptureConfig, parse_ports
+
+        try:
+            config = CaptureConfig(
+                proxy_uid=args.proxy_uid,
+                proxy_gid=args.proxy_gid,
+                inbound_capture_port=args.inbound_capture_port,
+                outbound_capture_port=args.outbound_capture_port,
+                exclude_inbound_ports=parse_ports(args.exclude_inbound_ports),
+                exclude_outbound_ports=parse_ports(args.exclude_outbound_ports),
+            )
+        except ValueError as exc:
+            print(f"controlplane redirect: {exc}", file=sys.stderr)
+            return 2
+        return run_redirect(config, args.dry_run)
     if args.command == "demo":
         from controlplane.cli.demo import run_demo
 

@@ -18,6 +18,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from controlplane.api.networking import RouteDestination, VirtualService
 from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
+from controlplane.compile.protos import uint32
 from controlplane.compile.proxy import Proxy
 from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import Snapshot, resolve_host
@@ -41,7 +42,7 @@ def outbound_tcp_chains(
                     ):
                         continue
                     chain_match = lc.FilterChainMatch(
-                        server_names=[_sni(h, vs) for h in match.sni_hosts],
+                        server_names=list(match.sni_hosts),  # literal: what clients send
                         transport_protocol=TLS_TRANSPORT,
                         prefix_ranges=_cidrs(match.destination_subnets),
                     )
@@ -96,18 +97,16 @@ def _add(
     chains.append(chain)
 
 
-def _sni(host: str, vs: VirtualService) -> str:
-    # SNI hosts are names a client sends; short names mean the VirtualService's namespace.
-    return host if host.startswith("*") else resolve_host(host, vs.metadata.namespace)
-
-
 def _cidrs(subnets: Sequence[str]) -> list[address_pb2.CidrRange]:
     out = []
     for subnet in subnets:
-        network = ipaddress.ip_network(subnet, strict=False)
+        try:
+            network = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:
+            continue  # rejected by validation; never reaches a compiled listener
         out.append(
             address_pb2.CidrRange(
-                address_prefix=str(network.network_address), prefix_len=network.prefixlen
+                address_prefix=str(network.network_address), prefix_len=uint32(network.prefixlen)
             )
         )
     return out

@@ -16,7 +16,9 @@ from collections import Counter
 
 
 class TcpEchoBackend:
-    def __init__(self, name: str, host: str, port: int) -> None:
+    def __init__(self, name: str, host: str, port: int, greet_only: bool = False) -> None:
+        """``greet_only``: answer the first bytes of any protocol (a TLS ClientHello, say)
+        with ``<name>\n`` and close, instead of echoing lines."""
         self.name = name
         self.host = host
         self.port = port
@@ -28,6 +30,10 @@ class TcpEchoBackend:
             def handle(self) -> None:
                 with backend._lock:
                     backend.connections += 1
+                if greet_only:
+                    if self.request.recv(65536):
+                        self.wfile.write(f"{backend.name}\n".encode())
+                    return
                 for line in self.rfile:
                     self.wfile.write(f"{backend.name} ".encode() + line)
                     self.wfile.flush()
