@@ -332,7 +332,10 @@ class SnapshotCompiler:
 
         def build() -> MtlsPolicy:
             return resolve_mtls(
-                self.snapshot.of_kind("PeerAuthentication").values(), namespace, labels
+                self.snapshot.of_kind("PeerAuthentication").values(),
+                namespace,
+                labels,
+                rejected=self.snapshot.rejected("PeerAuthentication"),
             )
 
         return self._cached(key, build)  # type: ignore[return-value]
@@ -343,7 +346,10 @@ class SnapshotCompiler:
 
         def build() -> WorkloadPolicies:
             return policies_for(
-                self.snapshot.of_kind("AuthorizationPolicy").values(), namespace, labels
+                self.snapshot.of_kind("AuthorizationPolicy").values(),
+                namespace,
+                labels,
+                rejected=self.snapshot.rejected("AuthorizationPolicy"),
             )
 
         return self._cached(key, build)  # type: ignore[return-value]

@@ -62,8 +62,13 @@ def resolve_mtls(
     namespace: str,
     labels: Mapping[str, str],
     root_namespace: str = ROOT_NAMESPACE,
+    rejected: Iterable[ResourceKey] = (),
 ) -> MtlsPolicy:
-    """The mode for a workload with ``labels`` in ``namespace``, from every PeerAuthentication."""
+    """The mode for a workload with ``labels`` in ``namespace``, from every PeerAuthentication.
+
+    A refused policy with no good version in the workload's namespace (or the root namespace)
+    makes it STRICT: what it asked for is unknown, and plaintext is what fails closed.
+    """
     mesh: PeerAuthentication | None = None
     scope: PeerAuthentication | None = None
     workload: PeerAuthentication | None = None
@@ -92,6 +97,9 @@ def resolve_mtls(
         sources.append(_key(pa))
         if _mode(pa) != UNSET:
             mode = _mode(pa)
+    broken = tuple(k for k in rejected if k.namespace in (namespace, root_namespace))
+    if broken:
+        return MtlsPolicy(STRICT, (), tuple(sources) + broken)
     port_modes: list[tuple[int, str]] = []
     if workload is not None:
         for port, setting in sorted(workload.spec.port_level_mtls.items()):

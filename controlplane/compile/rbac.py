@@ -35,6 +35,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
+from controlplane.api.issues import ResourceKey
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
 from controlplane.compile.protos import packed, uint32
 from controlplane.store.registry import selects
@@ -54,6 +55,11 @@ _ENVOY_ACTION = {
 _AUTHN_FILTER = "istio_authn"
 
 
+_MATCH_ALL = rbac_pb2.Policy(
+    permissions=[rbac_pb2.Permission(any=True)], principals=[rbac_pb2.Principal(any=True)]
+)
+
+
 class HttpOnly(Exception):
     """A condition that a TCP (network) filter cannot evaluate."""
 
@@ -70,6 +76,9 @@ class WorkloadPolicies:
     """The AuthorizationPolicies that apply to one workload, by action, in a stable order."""
 
     by_action: Mapping[str, tuple[AuthorizationPolicy, ...]]
+    # Policies in scope that were refused and have no good version in effect: what they would
+    # have said is unknown, so the workload denies everything until they are fixed.
+    rejected: tuple[ResourceKey, ...] = ()
 
     def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
         return self.by_action.get(action, ())
@@ -81,10 +90,10 @@ class WorkloadPolicies:
             (action, p.metadata.namespace, p.metadata.name)
             for action in ACTIONS
             for p in self.of(action)
-        )
+        ) + tuple(("REJECTED", k.namespace, k.name) for k in self.rejected)
 
     def __bool__(self) -> bool:
-        return any(self.by_action.values())
+        return any(self.by_action.values()) or bool(self.rejected)
 
 
 def policies_for(
@@ -92,8 +101,13 @@ def policies_for(
     namespace: str,
     labels: Mapping[str, str],
     root_namespace: str = ROOT_NAMESPACE,
+    rejected: Iterable[ResourceKey] = (),
 ) -> WorkloadPolicies:
-    """The policies that select a workload with ``labels`` in ``namespace``."""
+    """The policies that select a workload with ``labels`` in ``namespace``.
+
+    ``rejected`` (refused policies with no good version, whose selectors are therefore
+    unknown) count for every workload of their namespace, or of the mesh for the root one.
+    """
     found: dict[str, list[AuthorizationPolicy]] = {a: [] for a in ACTIONS}
     for policy in policies:
         meta = policy.metadata
@@ -109,8 +123,14 @@ def policies_for(
             a: tuple(sorted(p, key=lambda x: (x.metadata.namespace, x.metadata.name)))
             for a, p in found.items()
             if p
-        }
+        },
+        tuple(k for k in rejected if k.namespace in (namespace, root_namespace)),
     )
+
+
+def rejected_policy_name(key: ResourceKey) -> str:
+    """The deny-everything RBAC policy standing in for a refused AuthorizationPolicy."""
+    return f"ns[{key.namespace}]-policy[{key.name}]-rejected"
 
 
 def policy_name(namespace: str, name: str, index: int) -> str:
@@ -146,12 +166,15 @@ def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2
     out: list[rbac_pb2.RBAC] = []
     for action in ACTIONS:
         selected = policies.of(action)
-        if not selected:
+        if not selected and not (action == "DENY" and policies.rejected):
             continue
         rbac = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
         for policy in selected:
             for name, built in _policy_rules(policy, action, for_tcp):
                 rbac.policies[name].CopyFrom(built)
+        if action == "DENY":
+            for key in policies.rejected:
+                rbac.policies[rejected_policy_name(key)].CopyFrom(_MATCH_ALL)
         if action != "ALLOW" and not rbac.policies:
             continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out
         out.append(rbac)
@@ -174,10 +197,7 @@ def _policy_rules(
         except Untranslatable:
             if strict:
                 continue
-            built = rbac_pb2.Policy(
-                permissions=[rbac_pb2.Permission(any=True)],
-                principals=[rbac_pb2.Principal(any=True)],
-            )
+            built = _MATCH_ALL
         out.append((name, built))
     return out
 

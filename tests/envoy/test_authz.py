@@ -120,3 +120,28 @@ def test_an_allow_policy_without_rules_denies_everything(zt: ZeroTrustMesh) -> N
     finally:
         zt.write("payment-policy.yaml", PAYMENT_POLICY)
     assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 200
+
+
+def test_a_broken_policy_denies_rather_than_allows_and_says_so(zt: ZeroTrustMesh) -> None:
+    broken = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: typo, namespace: default}
+    spec:
+      action: DENY
+      rules: [{when: [{key: source.ipaddress, notValues: [127.0.7.11]}]}]
+    """
+    zt.write("typo.yaml", broken)
+    try:
+        assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 403
+        assert zt.call("order-service", "GET", "/", server="web")[0] == 403
+        status = {s["resource"]: s for s in zt.mesh.debug.get("/debug/status")}
+        typo = status["AuthorizationPolicy default/typo"]
+        assert not typo["accepted"]
+        assert any(
+            "spec.rules[0].when[0].key: unknown key 'source.ipaddress'" in i for i in typo["issues"]
+        )
+        assert any("CP0203" in i and "denies all requests" in i for i in typo["issues"])
+    finally:
+        zt.remove("typo.yaml")
+    assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 200

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from controlplane.api import InvalidResource, Level, load
+from controlplane.api import Codes, InvalidResource, Level, load
 
 
 def _load(text: str) -> list[str]:
@@ -18,9 +18,12 @@ def _load(text: str) -> list[str]:
 
 
 def _errors(text: str) -> list[str]:
+    """The errors found, less the closing note every refused security policy gets."""
     with pytest.raises(InvalidResource) as caught:
         load(yaml.safe_load(textwrap.dedent(text)))
-    return [i.field_message for i in caught.value.issues if i.severity is Level.ERROR]
+    issues = caught.value.issues
+    assert issues[-1].code is Codes.POLICY_FAILS_CLOSED
+    return [i.field_message for i in issues[:-1] if i.severity is Level.ERROR]
 
 
 def policy(rules: str, action: str = "ALLOW", extra: str = "") -> str:
@@ -253,3 +256,22 @@ def test_an_unknown_mode_is_a_schema_error_with_its_path() -> None:
     with pytest.raises(InvalidResource) as caught:
         load(yaml.safe_load(textwrap.dedent(peer("{mtls: {mode: STRICTER}}"))))
     assert [i.path for i in caught.value.issues] == ["spec.mtls.mode"]
+
+
+def test_a_refused_policy_says_that_it_fails_closed() -> None:
+    with pytest.raises(InvalidResource) as caught:
+        load(yaml.safe_load(textwrap.dedent(policy("[{when: [{key: nope, values: [x]}]}]"))))
+    note = caught.value.issues[-1]
+    assert note.code is Codes.POLICY_FAILS_CLOSED
+    assert note.field_message == (
+        "not applied; until it is fixed every workload of namespace default denies all "
+        "requests (fail closed), unless an earlier accepted version of it is in effect"
+    )
+    with pytest.raises(InvalidResource) as caught:
+        load(
+            yaml.safe_load(
+                "{apiVersion: security.istio.io/v1, kind: PeerAuthentication, metadata: "
+                "{name: pa, namespace: istio-system}, spec: {portLevelMtls: {80: {mode: STRICT}}}}"
+            )
+        )
+    assert "every workload of the mesh accepts mTLS only (STRICT)" in str(caught.value)

@@ -138,3 +138,25 @@ def test_port_level_mtls_overrides_one_port_and_unset_ports_inherit() -> None:
 def test_namespace_port_settings_do_not_exist_so_workload_mode_applies_to_all_ports() -> None:
     found = resolve(pa("wl", "default", "DISABLE", selector={"app": "payment"}))
     assert found.for_port(9080) == "DISABLE"
+
+
+def test_a_refused_policy_without_a_good_version_makes_its_namespace_strict() -> None:
+    from controlplane.api import validate
+    from controlplane.api.resources import parse_resource
+    from controlplane.store import Store, Submission
+
+    broken = parse_resource(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": "legacy", "namespace": "default"},
+            "spec": {"mtls": {"mode": "DISABLE"}, "portLevelMtls": {"8080": {"mode": "DISABLE"}}},
+        }
+    )
+    store = Store()
+    store.apply(upserts=[Submission(broken, tuple(validate(broken)))])
+    compiler = SnapshotCompiler(store.snapshot)
+    found = compiler.peer_authentication("default", {"app": "payment"})
+    assert found.mode == "STRICT"
+    assert key("default", "legacy") in found.sources
+    assert compiler.peer_authentication("prod", {}).mode == "PERMISSIVE"

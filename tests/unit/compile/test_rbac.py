@@ -405,3 +405,52 @@ def test_for_tcp_a_deny_rule_loses_only_its_http_conditions_and_denies_more() ->
     # On HTTP ports the method still counts.
     assert allowed(configs(deny), Request("GET", principal=WEB))
     assert not allowed(configs(deny), Request("DELETE", principal=WEB))
+
+
+# ---- refused policies fail closed ---------------------------------------------------------------
+
+
+def test_a_refused_policy_without_a_good_version_makes_its_namespace_deny_everything() -> None:
+    from controlplane.api import validate
+    from controlplane.api.resources import parse_resource
+    from controlplane.compile import SnapshotCompiler
+    from controlplane.store import Store, Submission
+
+    broken = parse_resource(
+        yaml.safe_load(
+            """
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: typo, namespace: default}
+            spec:
+              action: DENY
+              rules: [{when: [{key: source.ipaddr, values: [10.0.0.1]}]}]
+            """
+        )
+    )
+    store = Store()
+    store.apply(upserts=[Submission(broken, tuple(validate(broken)))])
+    compiler = SnapshotCompiler(store.snapshot)
+    selected = compiler.authorization_policies("default", {"app": "payment"})
+    rbac = [rbac_of(f) for f in http_rbac_filters(selected)]
+    assert [r.action for r in rbac] == [rbac_pb2.RBAC.DENY]
+    assert list(rbac[0].policies) == ["ns[default]-policy[typo]-rejected"]
+    assert not allowed(rbac, Request(principal=ORDER))
+    assert compiler.authorization_policies("prod", {"app": "payment"}).rejected == ()
+    # Once fixed, it applies as written.
+    fixed = parse_resource(
+        yaml.safe_load(
+            """
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: typo, namespace: default}
+            spec:
+              action: DENY
+              rules: [{when: [{key: source.ip, values: [10.0.0.1]}]}]
+            """
+        )
+    )
+    store.apply(upserts=[Submission(fixed, tuple(validate(fixed)))])
+    selected = SnapshotCompiler(store.snapshot).authorization_policies("default", {})
+    assert selected.rejected == ()
+    assert allowed([rbac_of(f) for f in http_rbac_filters(selected)], Request(principal=ORDER))
