@@ -39,14 +39,15 @@ def render_bootstrap(
     app_address: str = "",
     tcp_ports: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
-    token: str | None = None,
+    xds_token: str | None = None,
     xds_root_cert: str | None = None,
     xds_san: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (dump it as YAML or JSON).
 
-    ``token`` proves the proxy's identity: Envoy sends it on the xDS stream as
-    ``authorization: Bearer <token>``. ``xds_root_cert`` (a PEM file) makes the xDS connection
+    ``xds_token`` proves the proxy's identity (a token from ``controlplane bootstrap
+    --ca-dir`` or a service-account token): Envoy sends it on the ADS stream as
+    ``authorization: Bearer ...``. ``xds_root_cert`` (a PEM file) makes the xDS connection
     TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
     """
     metadata: dict[str, Any] = {
@@ -71,8 +72,10 @@ def render_bootstrap(
     metadata.update(extra_metadata or {})
     app = labels.get("app") or workload_name or service_account
     grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}
-    if token:
-        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
+    if xds_token:
+        grpc_service["initial_metadata"] = [
+            {"key": "authorization", "value": f"Bearer {xds_token}"}
+        ]
     bootstrap: dict[str, Any] = {
         "node": {
             "id": node_id,

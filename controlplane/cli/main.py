@@ -112,9 +112,9 @@ def _bootstrap_security(args: argparse.Namespace) -> dict[str, Any]:
         if args.token_file is not None:
             args.token_file.write_text(token + "\n")
             args.token_file.chmod(0o600)
-        out["token"] = token
+        out["xds_token"] = token
     elif args.token_file is not None:
-        out["token"] = args.token_file.read_text().strip()
+        out["xds_token"] = args.token_file.read_text().strip()
     if args.xds_tls:
         from controlplane.cli.security import control_plane_spiffe_id
 

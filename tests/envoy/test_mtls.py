@@ -136,7 +136,7 @@ def test_a_proxy_claiming_another_identity_receives_no_secret(zt: ZeroTrustMesh)
         "sidecar~127.0.7.20~impostor-1.default~default.svc.cluster.local",
         labels={"app": "order-service"},
         service_account="order-service",
-        token=web_token,
+        xds_token=web_token,
         wait=False,
     )
     _wait_for_log(

@@ -212,7 +212,7 @@ def start_zero_trust_mesh(workdir: Path, extra_args: list[str] | None = None) ->
             labels={"app": name},
             service_account=name,
             app_address=app,
-            token=token,
+            xds_token=token,
             wait=False,
         )
     for sidecar in sidecars.values():
