@@ -145,3 +145,31 @@ def test_a_broken_policy_denies_rather_than_allows_and_says_so(zt: ZeroTrustMesh
     finally:
         zt.remove("typo.yaml")
     assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 200
+
+
+def test_on_a_tcp_port_network_rbac_applies_the_rules_it_can_check(zt: ZeroTrustMesh) -> None:
+    # The HTTP rule (methods, paths) cannot be checked on TCP: it allows nothing there.
+    assert zt.ledger("order-service") == ""
+    zt.write(
+        "ledger-policy.yaml",
+        f"""
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {{name: ledger, namespace: default}}
+        spec:
+          selector: {{matchLabels: {{app: payment}}}}
+          rules:
+          - from: [{{source: {{principals: [cluster.local/ns/default/sa/order-service]}}}}]
+            to: [{{operation: {{ports: ["{zt.tcp_port}"]}}}}]
+        """,
+    )
+    try:
+        assert zt.ledger("order-service") == "ledger hello"
+        denied = zt.sidecars["payment"].envoy.stat("tcp.rbac.denied")
+        assert zt.ledger("web") == ""
+        assert zt.sidecars["payment"].envoy.stat("tcp.rbac.denied") == denied + 1
+        # HTTP on the same workload is unaffected by the TCP rule.
+        assert zt.call("web", "POST", "/api/v1/charge")[0] == 403
+        assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 200
+    finally:
+        zt.remove("ledger-policy.yaml")

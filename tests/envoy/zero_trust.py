@@ -25,6 +25,7 @@ from controlplane.cli.security import obtain_token
 from controlplane.local.backends import Backend
 from controlplane.local.mesh import LocalMesh, Sidecar
 from controlplane.local.ports import free_port
+from controlplane.local.tcp_echo import TcpEchoBackend, echo_once
 from controlplane.local.traffic import send
 
 WORKLOADS = {
@@ -64,16 +65,22 @@ def peer_authentication(mode: str, name: str = "default", namespace: str = "defa
     """
 
 
-def workloads_yaml(app_port: int) -> str:
+def workloads_yaml(app_port: int, tcp_port: int) -> str:
+    """Every workload serves HTTP on service port 9080; payment also TCP on 7000."""
     docs = []
     for name, (pod, _) in WORKLOADS.items():
+        tcp = (
+            f", {{name: tcp-ledger, port: 7000, targetPort: {tcp_port}}}"
+            if name == "payment"
+            else ""
+        )
         docs.append(f"""
 apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: default}}
 spec:
   selector: {{app: {name}}}
-  ports: [{{name: http, port: 9080, targetPort: {app_port}}}]
+  ports: [{{name: http, port: 9080, targetPort: {app_port}}}{tcp}]
 ---
 apiVersion: v1
 kind: Pod
@@ -125,6 +132,15 @@ class ZeroTrustMesh:
     app_port: int
     sidecars: dict[str, Sidecar]
     apps: dict[str, Backend]
+    tcp_port: int  # payment's TCP target port (its ledger echo server)
+    ledger_ports: dict[str, int]  # client -> its local port to payment:7000
+
+    def ledger(self, client: str) -> str:
+        """One line to payment's TCP port through ``client``'s sidecar; "" when refused."""
+        try:
+            return echo_once("127.0.0.1", self.ledger_ports[client], "hello")
+        except OSError:
+            return ""
 
     def call(
         self, client: str, method: str, path: str, server: str = "payment"
@@ -197,9 +213,12 @@ def start_zero_trust_mesh(workdir: Path, extra_args: list[str] | None = None) ->
     ca_dir = workdir / "ca"
     mesh = LocalMesh(workdir, control_plane_args=["--ca-dir", str(ca_dir), *(extra_args or [])])
     mesh.start()
-    app_port = free_port("127.0.7.110")
-    mesh.write("workloads.yaml", workloads_yaml(app_port))
+    app_port, tcp_port = free_port("127.0.7.110"), free_port("127.0.7.110")
+    mesh.write("workloads.yaml", workloads_yaml(app_port, tcp_port))
     apps = {name: mesh.backend(name, app, app_port) for name, (_, app) in WORKLOADS.items()}
+    ledger = TcpEchoBackend("ledger", WORKLOADS["payment"][1], tcp_port).start()
+    mesh.backends.append(ledger)  # type: ignore[arg-type]  (stopped with the mesh)
+    ledger_ports = {name: free_port() for name in WORKLOADS if name != "payment"}
     sidecars: dict[str, Sidecar] = {}
     tokens = Path(tempfile.mkdtemp(dir=workdir, prefix="tokens-"))
     for name, (_, app) in WORKLOADS.items():
@@ -213,6 +232,7 @@ def start_zero_trust_mesh(workdir: Path, extra_args: list[str] | None = None) ->
             service_account=name,
             app_address=app,
             xds_token=token,
+            tcp_ports=f"payment:7000={ledger_ports[name]}" if name in ledger_ports else "",
             wait=False,
         )
     for sidecar in sidecars.values():
@@ -220,7 +240,7 @@ def start_zero_trust_mesh(workdir: Path, extra_args: list[str] | None = None) ->
             sidecar.node_id, types=("cds", "eds", "lds", "rds", "sds"), timeout=30
         )
         sidecar.envoy.wait_live()
-    return ZeroTrustMesh(mesh, ca_dir, app_port, sidecars, apps)
+    return ZeroTrustMesh(mesh, ca_dir, app_port, sidecars, apps, tcp_port, ledger_ports)
 
 
 # ---- on the wire ------------------------------------------------------------------------------
