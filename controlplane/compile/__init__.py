@@ -303,12 +303,14 @@ class SnapshotCompiler:
 
     def _virtual_inbound(self, proxy: Proxy, ports: tuple[InboundPort, ...]) -> CompiledResource:
         security = tuple(self.inbound_security(proxy, port) for port in ports)
-        key = ("lds-virtual-inbound", proxy.mode, ports, security)
+        passthrough = self.inbound_security(proxy, None)
+        key = ("lds-virtual-inbound", proxy.mode, ports, security, passthrough)
 
         def build() -> CompiledResource:
             listener = virtual_inbound_listener(
                 proxy,
                 [inbound_filter_chains(proxy, p, s) for p, s in zip(ports, security, strict=True)],
+                passthrough,
             )
             return CompiledResource(listener.name, listener)
 
@@ -354,10 +356,12 @@ class SnapshotCompiler:
 
         return self._cached(key, build)  # type: ignore[return-value]
 
-    def inbound_security(self, proxy: Proxy, port: InboundPort) -> InboundSecurity:
+    def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
+        """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""
         mtls = self.peer_authentication(proxy.namespace, proxy.labels)
         policies = self.authorization_policies(proxy.namespace, proxy.labels)
-        return InboundSecurity.of(mtls.for_port(port.target_port), bool(proxy.identity), policies)
+        mode = mtls.mode if port is None else mtls.for_port(port.target_port)
+        return InboundSecurity.of(mode, bool(proxy.identity), policies)
 
     def _inbound_cluster(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
         transparent = proxy.mode == TRANSPARENT

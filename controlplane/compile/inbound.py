@@ -218,10 +218,13 @@ def inbound_route_configuration(port: InboundPort) -> route_pb2.RouteConfigurati
 
 
 def virtual_inbound_listener(
-    proxy: Proxy, port_chains: Sequence[Sequence[lc.FilterChain]]
+    proxy: Proxy,
+    port_chains: Sequence[Sequence[lc.FilterChain]],
+    passthrough_security: InboundSecurity | None = None,
 ) -> listener_pb2.Listener:
     """``virtualInbound`` on 0.0.0.0:15006: a loop guard, the chains of every inbound port,
-    and pass-through chains for ports no Service declares."""
+    and pass-through chains for ports no Service declares (secured by the workload's mTLS
+    mode and policies, when ``passthrough_security`` is given)."""
     chains: list[lc.FilterChain] = [
         tcp_proxy_chain(
             VIRTUAL_INBOUND_BLACKHOLE_CHAIN,
@@ -231,7 +234,7 @@ def virtual_inbound_listener(
     ]
     for group in port_chains:
         chains.extend(group)
-    chains.extend(_passthrough_chains(proxy))
+    chains.extend(_passthrough_chains(proxy, passthrough_security))
     return listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD_ADDRESS, INBOUND_CAPTURE_PORT),
@@ -243,26 +246,36 @@ def virtual_inbound_listener(
     )
 
 
-def _passthrough_chains(proxy: Proxy) -> list[lc.FilterChain]:
+def _passthrough_chains(
+    proxy: Proxy, security: InboundSecurity | None = None
+) -> list[lc.FilterChain]:
     """Unmatched inbound traffic goes on to its original destination: HTTP through an HCM
-    (so that HTTP policy can apply to it later), anything else through a TCP proxy."""
+    (so that HTTP policy applies to it), anything else through a TCP proxy. With mTLS, a TLS
+    connection is terminated and passed on through the TCP proxy (network RBAC applies)."""
     http = InboundPort(0, "HTTP", 0, INBOUND_PASSTHROUGH_CLUSTER, WILDCARD_ADDRESS)
     route = inbound_route_configuration(http)
     route.name = INBOUND_PASSTHROUGH_CLUSTER
     route.virtual_hosts[0].name = inbound_virtual_host_name("http", 0)
     route.virtual_hosts[0].routes[0].route.cluster = INBOUND_PASSTHROUGH_CLUSTER
     route.virtual_hosts[0].routes[0].ClearField("decorator")
-    hcm = inbound_http_connection_manager(proxy, http, INBOUND_PASSTHROUGH_CLUSTER)
+    hcm = inbound_http_connection_manager(proxy, http, INBOUND_PASSTHROUGH_CLUSTER, security)
     hcm.route_config.CopyFrom(route)
-    return [
-        lc.FilterChain(
-            name=VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
-            filter_chain_match=lc.FilterChainMatch(
-                application_protocols=list(HTTP_APPLICATION_PROTOCOLS)
-            ),
-            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+    http_chain = lc.FilterChain(
+        name=VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
+        filter_chain_match=lc.FilterChainMatch(
+            application_protocols=list(HTTP_APPLICATION_PROTOCOLS)
         ),
-        tcp_proxy_chain(VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER),
+        filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+    )
+    tcp_chain = tcp_proxy_chain(VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER)
+    if security is None:
+        return [http_chain, tcp_chain]
+    filters = [*network_rbac_filters(security.policies), *tcp_chain.filters]
+    del tcp_chain.filters[:]
+    tcp_chain.filters.extend(filters)
+    return [
+        *secure_port_chains([http_chain], security, http=True),
+        *secure_port_chains([tcp_chain], security, http=False),
     ]
 
 

@@ -319,3 +319,47 @@ spec:
     assert "transportSocket" not in found["outbound|7000||payment.default.svc.cluster.local"]
     assert "transportSocket" not in found["outbound|9080|v1|payment.default.svc.cluster.local"]
     assert "transportSocket" in found["outbound|9080|v2|payment.default.svc.cluster.local"]
+
+
+# ---- transparent mode: virtualInbound ------------------------------------------------------------
+
+
+def virtual_inbound(*docs: str, identity: bool = True) -> list[dict[str, Any]]:
+    proxy = proxy_from_node(
+        "sidecar~127.0.7.10~payment-1.default~default.svc.cluster.local",
+        {"NAMESPACE": "default", "LABELS": {"app": "payment"}, "SERVICE_ACCOUNT": "payment"},
+    )
+    proxy = replace(
+        proxy, identity="spiffe://cluster.local/ns/default/sa/payment" if identity else ""
+    )
+    out = compiled(snapshot_of(PAYMENT, *docs), proxy)
+    return out["lds"]["virtualInbound"]["filterChains"]
+
+
+def test_virtual_inbound_under_strict_accepts_only_mtls_on_declared_and_undeclared_ports() -> None:
+    chains = virtual_inbound(peer("STRICT"))
+    matches = [(c["name"], c.get("filterChainMatch", {})) for c in chains]
+    assert ("0.0.0.0_8080", {"destinationPort": 8080, "transportProtocol": "tls"}) in matches
+    assert ("0.0.0.0_7001", {"destinationPort": 7001, "transportProtocol": "tls"}) in matches
+    passthrough = [m for n, m in matches if n in ("virtualInbound", "virtualInbound-catchall-http")]
+    assert passthrough and all(m.get("transportProtocol") == "tls" for m in passthrough)
+    assert not [m for _, m in matches if m.get("transportProtocol") == "raw_buffer"]
+
+
+def test_virtual_inbound_under_permissive_has_plaintext_twins_everywhere() -> None:
+    chains = virtual_inbound()
+    raw = {
+        c["name"]
+        for c in chains
+        if c.get("filterChainMatch", {}).get("transportProtocol") == "raw_buffer"
+    }
+    tls = {
+        c["name"] for c in chains if c.get("filterChainMatch", {}).get("transportProtocol") == "tls"
+    }
+    assert {"0.0.0.0_8080", "0.0.0.0_7001", "virtualInbound"} <= raw
+    assert raw == tls
+
+
+def test_virtual_inbound_without_identity_is_plaintext_as_before() -> None:
+    chains = virtual_inbound(identity=False)
+    assert not [c for c in chains if "transportSocket" in c]
