@@ -188,18 +188,18 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
         return found
     for i, rule in enumerate(spec.rules):
         path = f"spec.rules[{i}]"
-        for j, item in enumerate(rule.from_):
+        for j, source in enumerate(f.source for f in rule.from_):
             fpath = f"{path}.from[{j}].source"
-            if item.source is None or not _has_values(item.source):
+            if source is None or not _has_values(source):
                 found.append(_error(fpath, "a from entry needs a source with at least one field"))
             else:
-                found += _validate_source(fpath, item.source)
-        for j, item in enumerate(rule.to):
+                found += _validate_source(fpath, source)
+        for j, operation in enumerate(t.operation for t in rule.to):
             tpath = f"{path}.to[{j}].operation"
-            if item.operation is None or not _has_values(item.operation):
+            if operation is None or not _has_values(operation):
                 found.append(_error(tpath, "a to entry needs an operation with at least one field"))
             else:
-                found += _validate_operation(tpath, item.operation)
+                found += _validate_operation(tpath, operation)
         for j, condition in enumerate(rule.when):
             found += _validate_condition(f"{path}.when[{j}]", condition)
     return found

@@ -79,7 +79,7 @@ class SecretKeyStore:
             if exc.status == 404:
                 return None
             raise
-        return dict(secret.data or {})
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}
 
 
 def _b64(text: str) -> str:

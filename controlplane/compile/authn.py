@@ -91,12 +91,12 @@ def resolve_mtls(
         mesh = None  # the root namespace's own policy is its namespace policy
     mode = PERMISSIVE
     sources: list[ResourceKey] = []
-    for pa in (mesh, scope, workload):
-        if pa is None:
+    for chosen in (mesh, scope, workload):
+        if chosen is None:
             continue
-        sources.append(_key(pa))
-        if _mode(pa) != UNSET:
-            mode = _mode(pa)
+        sources.append(_key(chosen))
+        if _mode(chosen) != UNSET:
+            mode = _mode(chosen)
     broken = tuple(k for k in rejected if k.namespace in (namespace, root_namespace))
     if broken:
         return MtlsPolicy(STRICT, (), tuple(sources) + broken)

@@ -41,7 +41,7 @@ def root_secret(root_certs_pem: str, name: str = SDS_ROOT) -> secret_pb2.Secret:
 
 def redacted(secret: secret_pb2.Secret) -> dict[str, Any]:
     """A secret as debug output may show it: the private key replaced by a marker."""
-    out = json_format.MessageToDict(secret)
+    out: dict[str, Any] = dict(json_format.MessageToDict(secret))
     if secret.HasField("tls_certificate"):
         out["tlsCertificate"]["privateKey"] = {"inlineBytes": "[redacted]"}
     return out

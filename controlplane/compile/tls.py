@@ -120,9 +120,7 @@ def _file_source(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
-def originate_tls_context(
-    settings: ClientTLSSettings, default_sni: str | None = None
-) -> tls_pb2.UpstreamTlsContext:
+def originate_tls_context(settings: ClientTLSSettings) -> tls_pb2.UpstreamTlsContext:
     """SIMPLE or MUTUAL: TLS to a server outside the mesh's identity system, from files."""
     common = tls_pb2.CommonTlsContext(
         tls_params=common_pb2.TlsParameters(

@@ -180,6 +180,8 @@ def kubernetes_token_review(api_client: Any) -> Callable[[str, list[str]], dict[
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=audiences))
         result = api.create_token_review(body)
         status = result.status
+        if status is None:
+            return {"authenticated": False, "error": "the TokenReview has no status"}
         return {
             "authenticated": bool(status.authenticated),
             "audiences": list(status.audiences or []),
