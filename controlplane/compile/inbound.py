@@ -35,7 +35,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
-from controlplane.compile.inbound_security import InboundSecurity, secure_port_chains
+from controlplane.compile.inbound_security import (
+    InboundSecurity,
+    plaintext_only_chains,
+    secure_port_chains,
+)
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE_PORT,
@@ -136,13 +140,13 @@ def inbound_filter_chains(
     name = inbound_chain_name(proxy, port)
     cluster = inbound_cluster_name(port.target_port)
     match = destination_port_match(port.target_port)
+    tcp = tcp_proxy_chain(name, cluster, match)
+    if security is not None:
+        filters = [*network_rbac_filters(security.policies), *tcp.filters]
+        del tcp.filters[:]
+        tcp.filters.extend(filters)
     if not port.is_http:
-        chain = tcp_proxy_chain(name, cluster, match)
-        if security is not None:
-            filters = [*network_rbac_filters(security.policies), *chain.filters]
-            del chain.filters[:]
-            chain.filters.extend(filters)
-        chains = [chain]
+        chains = [tcp]
     else:
         hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}", security)
         chains = [
@@ -154,7 +158,8 @@ def inbound_filter_chains(
         ]
     if security is None:
         return chains
-    return secure_port_chains(chains, security, http=port.is_http)
+    # Under PERMISSIVE, TLS that is not the mesh's goes to the app as it is (TCP proxy).
+    return secure_port_chains(chains, security, http=port.is_http, tls_passthrough=tcp)
 
 
 def inbound_http_filters(
@@ -274,8 +279,8 @@ def _passthrough_chains(
     del tcp_chain.filters[:]
     tcp_chain.filters.extend(filters)
     return [
-        *secure_port_chains([http_chain], security, http=True),
-        *secure_port_chains([tcp_chain], security, http=False),
+        *plaintext_only_chains(http_chain, security),
+        *secure_port_chains([tcp_chain], security, http=False, tls_passthrough=tcp_chain),
     ]
 
 

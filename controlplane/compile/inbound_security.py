@@ -29,6 +29,8 @@ from controlplane.compile.tls import ALPN_HTTP_INBOUND, inbound_tls_context, tra
 
 TLS_TRANSPORT = "tls"
 RAW_TRANSPORT = "raw_buffer"
+# What a mesh client offers in its handshake (Istio's sidecars add the istio-http/* forms).
+MESH_ALPNS = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 
 
 @dataclass(frozen=True)
@@ -59,33 +61,60 @@ def deny_all_network_filter() -> lc.Filter:
     )
 
 
+def _copy(chain: lc.FilterChain, transport: str) -> lc.FilterChain:
+    out = lc.FilterChain()
+    out.CopyFrom(chain)
+    out.filter_chain_match.transport_protocol = transport
+    return out
+
+
+def _refused(chain: lc.FilterChain) -> lc.FilterChain:
+    out = lc.FilterChain()
+    out.CopyFrom(chain)
+    out.filters.insert(0, deny_all_network_filter())
+    return out
+
+
 def secure_port_chains(
-    chains: list[lc.FilterChain], security: InboundSecurity, *, http: bool
+    chains: list[lc.FilterChain],
+    security: InboundSecurity,
+    *,
+    http: bool,
+    tls_passthrough: lc.FilterChain | None = None,
 ) -> list[lc.FilterChain]:
-    """The port's chains as its mTLS mode wants them (see the module docstring)."""
+    """The port's chains as its mTLS mode wants them (see the module docstring).
+
+    Under PERMISSIVE with a ``tls_passthrough`` chain (a TCP proxy to the app), the mTLS chain
+    also requires the mesh's ALPN (``istio``...), as Istio does, and other TLS goes through to
+    the application untouched: an app that terminates TLS itself keeps working.
+    """
     out: list[lc.FilterChain] = []
     for chain in chains:
         if security.mode == DISABLE:
             out.append(chain)
             continue
         if not security.has_identity:
-            if security.mode == STRICT:
-                refused = lc.FilterChain()
-                refused.CopyFrom(chain)
-                refused.filters.insert(0, deny_all_network_filter())
-                out.append(refused)
-            else:
-                out.append(chain)
+            out.append(_refused(chain) if security.mode == STRICT else chain)
             continue
-        tls = lc.FilterChain()
-        tls.CopyFrom(chain)
-        tls.filter_chain_match.transport_protocol = TLS_TRANSPORT
+        mtls = _copy(chain, TLS_TRANSPORT)
         alpn = ALPN_HTTP_INBOUND if http else ()
-        tls.transport_socket.CopyFrom(transport_socket(inbound_tls_context(alpn)))
-        out.append(tls)
+        mtls.transport_socket.CopyFrom(transport_socket(inbound_tls_context(alpn)))
+        out.append(mtls)
         if security.mode == PERMISSIVE:
-            plain = lc.FilterChain()
-            plain.CopyFrom(chain)
-            plain.filter_chain_match.transport_protocol = RAW_TRANSPORT
-            out.append(plain)
+            out.append(_copy(chain, RAW_TRANSPORT))
+            if tls_passthrough is not None:
+                mtls.filter_chain_match.application_protocols[:] = MESH_ALPNS
+                out.append(_copy(tls_passthrough, TLS_TRANSPORT))
     return out
+
+
+def plaintext_only_chains(chain: lc.FilterChain, security: InboundSecurity) -> list[lc.FilterChain]:
+    """A chain that can only serve plaintext (it matches on HTTP inspection): kept for
+    plaintext under PERMISSIVE, dropped under STRICT (a TLS twin elsewhere serves mTLS)."""
+    if security.mode == DISABLE:
+        return [chain]
+    if not security.has_identity:
+        return [_refused(chain) if security.mode == STRICT else chain]
+    if security.mode == PERMISSIVE:
+        return [_copy(chain, RAW_TRANSPORT)]
+    return []

@@ -174,3 +174,33 @@ def test_a_proxy_without_a_token_is_served_plaintext_only(zt: ZeroTrustMesh) -> 
             zt.remove("peer-authentication.yaml")
     finally:
         anonymous.envoy.stop()
+
+
+def client_hello(alpn: list[str] | None = None) -> bytes:
+    """The first bytes a TLS client sends (a ClientHello), without a certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="payment")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_permissive_passes_tls_that_is_not_the_meshs_through_to_the_app(
+    zt: ZeroTrustMesh,
+) -> None:
+    pod = WORKLOADS["payment"][0]
+    # The app speaks plain HTTP, so the ClientHello it receives untouched is a bad request
+    # (Python's server answers an unparsable request line in HTTP/0.9 style: a bare page).
+    answer = plaintext_exchange(pod, zt.app_port, client_hello())
+    assert b"Error code explanation: 400" in answer
+    # With the mesh's ALPN the sidecar terminates it instead: a TLS alert (no client
+    # certificate follows), not HTTP.
+    with socket.create_connection((pod, zt.app_port), timeout=5) as raw:
+        raw.sendall(client_hello(["istio"]))
+        first = raw.recv(5)
+    assert first[:1] == b"\x16"  # a TLS handshake record: the sidecar's ServerHello

@@ -282,6 +282,8 @@ def served_certificate(
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cafile=str(root))
     context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    # A mesh client's ALPN: under PERMISSIVE, other TLS goes through to the app untouched.
+    context.set_alpn_protocols(["istio-peer-exchange", "istio"])
     with socket.create_connection((host, port), timeout=5) as raw:
         with context.wrap_socket(raw) as tls:
             der = tls.getpeercert(binary_form=True)

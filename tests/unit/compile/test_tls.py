@@ -101,13 +101,22 @@ def tls_context(chain: dict[str, Any]) -> dict[str, Any]:
 # ---- inbound --------------------------------------------------------------------------------
 
 
-def test_permissive_by_default_gives_a_tls_chain_and_a_plaintext_twin() -> None:
+MESH_ALPNS = ["istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+
+
+def test_permissive_by_default_gives_mtls_plaintext_and_tls_passthrough_chains() -> None:
     chains = inbound_chains()
     assert [c["filterChainMatch"] for c in chains] == [
-        {"destinationPort": 8080, "transportProtocol": "tls"},
+        {"destinationPort": 8080, "transportProtocol": "tls", "applicationProtocols": MESH_ALPNS},
         {"destinationPort": 8080, "transportProtocol": "raw_buffer"},
+        {"destinationPort": 8080, "transportProtocol": "tls"},
     ]
+    assert "transportSocket" in chains[0]
     assert "transportSocket" not in chains[1]
+    # TLS that is not the mesh's reaches the app as it is (the app terminates it).
+    assert "transportSocket" not in chains[2]
+    assert chains[2]["filters"][-1]["name"] == "envoy.filters.network.tcp_proxy"
+    assert chains[1]["filters"][-1]["name"] == "envoy.filters.network.http_connection_manager"
     out = compiled(snapshot_of(PAYMENT), payment_proxy())
     filters = [f["name"] for f in out["lds"]["127.0.7.10_8080"]["listenerFilters"]]
     assert filters == ["envoy.filters.listener.tls_inspector"]
@@ -166,7 +175,7 @@ spec:
   action: DENY
   rules: [{to: [{operation: {paths: [/admin]}}]}]
 """
-    for chain in inbound_chains(policy):
+    for chain in inbound_chains(peer("STRICT"), policy) + inbound_chains(policy)[:2]:
         hcm = chain["filters"][0]["typedConfig"]
         names = [f["name"] for f in hcm["httpFilters"]]
         assert names == [
@@ -176,6 +185,9 @@ spec:
         ]
         actions = [f["typedConfig"]["rules"].get("action", "ALLOW") for f in hcm["httpFilters"][:2]]
         assert actions == ["DENY", "ALLOW"]
+    passthrough = inbound_chains(policy)[2]
+    assert [f["name"] for f in passthrough["filters"]][-1] == "envoy.filters.network.tcp_proxy"
+    assert passthrough["filters"][0]["name"] == "envoy.filters.network.rbac"
     tcp = inbound_chains(policy, port=7001)
     assert [f["name"] for f in tcp[0]["filters"]] == [
         "envoy.filters.network.rbac",  # the ALLOW rule needs HTTP: on TCP it allows nothing
@@ -348,16 +360,23 @@ def test_virtual_inbound_under_strict_accepts_only_mtls_on_declared_and_undeclar
 
 def test_virtual_inbound_under_permissive_has_plaintext_twins_everywhere() -> None:
     chains = virtual_inbound()
-    raw = {
-        c["name"]
-        for c in chains
-        if c.get("filterChainMatch", {}).get("transportProtocol") == "raw_buffer"
+
+    def named(transport: str, mtls: bool) -> set[str]:
+        return {
+            c["name"]
+            for c in chains
+            if c.get("filterChainMatch", {}).get("transportProtocol") == transport
+            and ("transportSocket" in c) == mtls
+        }
+
+    assert named("raw_buffer", False) == {
+        "0.0.0.0_8080",
+        "0.0.0.0_7001",
+        "virtualInbound",
+        "virtualInbound-catchall-http",
     }
-    tls = {
-        c["name"] for c in chains if c.get("filterChainMatch", {}).get("transportProtocol") == "tls"
-    }
-    assert {"0.0.0.0_8080", "0.0.0.0_7001", "virtualInbound"} <= raw
-    assert raw == tls
+    assert named("tls", True) == {"0.0.0.0_8080", "0.0.0.0_7001", "virtualInbound"}
+    assert named("tls", False) == {"0.0.0.0_8080", "0.0.0.0_7001", "virtualInbound"}
 
 
 def test_virtual_inbound_without_identity_is_plaintext_as_before() -> None:
