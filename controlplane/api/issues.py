@@ -43,6 +43,7 @@ class Codes:
     CONFLICTING_VIRTUAL_SERVICES = Code("CP0303", Level.ERROR, "ConflictingVirtualServiceHosts")
     DESTINATION_RULE_NO_PODS = Code("CP0304", Level.WARNING, "DestinationRuleSubsetWithoutPods")
     PORT_NOT_FOUND = Code("CP0305", Level.ERROR, "ReferencedPortNotFound")
+    INEFFECTIVE_MATCH = Code("CP0306", Level.WARNING, "VirtualServiceIneffectiveMatch")
 
 
 @dataclass(frozen=True)

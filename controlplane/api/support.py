@@ -13,6 +13,28 @@ SUPPORTED: dict[str, frozenset[str]] = {
         {
             "spec.hosts",
             "spec.gateways",
+            # tcp and tls routes (compile/tcp.py)
+            "spec.tcp",
+            "spec.tcp.match",
+            "spec.tcp.match.port",
+            "spec.tcp.match.destinationSubnets",
+            "spec.tcp.match.sourceLabels.**",
+            "spec.tcp.match.sourceNamespace",
+            "spec.tcp.match.gateways",
+            "spec.tcp.route",
+            "spec.tcp.route.destination.**",
+            "spec.tcp.route.weight",
+            "spec.tls",
+            "spec.tls.match",
+            "spec.tls.match.sniHosts",
+            "spec.tls.match.port",
+            "spec.tls.match.destinationSubnets",
+            "spec.tls.match.sourceLabels.**",
+            "spec.tls.match.sourceNamespace",
+            "spec.tls.match.gateways",
+            "spec.tls.route",
+            "spec.tls.route.destination.**",
+            "spec.tls.route.weight",
             "spec.exportTo",
             "spec.http",
             "spec.http.name",
@@ -28,26 +50,6 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.http.retries.attempts",
             "spec.http.retries.perTryTimeout",
             "spec.http.retries.retryOn",
-            # tcp and tls routes (compile/tcp.py)
-            "spec.tcp",
-            "spec.tcp.match",
-            "spec.tcp.match.port",
-            "spec.tcp.match.destinationSubnets",
-            "spec.tcp.match.sourceLabels.**",
-            "spec.tcp.match.sourceNamespace",
-            "spec.tcp.route",
-            "spec.tcp.route.destination.**",
-            "spec.tcp.route.weight",
-            "spec.tls",
-            "spec.tls.match",
-            "spec.tls.match.sniHosts",
-            "spec.tls.match.port",
-            "spec.tls.match.destinationSubnets",
-            "spec.tls.match.sourceLabels.**",
-            "spec.tls.match.sourceNamespace",
-            "spec.tls.route",
-            "spec.tls.route.destination.**",
-            "spec.tls.route.weight",
         }
     ),
     "DestinationRule": frozenset(
@@ -65,7 +67,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.subsets.trafficPolicy.portLevelSettings",
             "spec.subsets.trafficPolicy.portLevelSettings.port.**",
             *(
-                f"{where}.tls.{field}"
+                f"{where}.tls{field}"
                 for where in (
                     "spec.trafficPolicy",
                     "spec.trafficPolicy.portLevelSettings",
@@ -73,13 +75,14 @@ SUPPORTED: dict[str, frozenset[str]] = {
                     "spec.subsets.trafficPolicy.portLevelSettings",
                 )
                 for field in (
-                    "mode",
-                    "clientCertificate",
-                    "privateKey",
-                    "caCertificates",
-                    "subjectAltNames",
-                    "sni",
-                    "insecureSkipVerify",
+                    "",
+                    ".mode",
+                    ".clientCertificate",
+                    ".privateKey",
+                    ".caCertificates",
+                    ".subjectAltNames",
+                    ".sni",
+                    ".insecureSkipVerify",
                 )
             ),
         }

@@ -7,6 +7,7 @@ defines, a host nobody serves) live in ``controlplane.store.context``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -183,6 +184,15 @@ def check_host(path: str, host: str, allow_wildcard: bool = True) -> list[Issue]
     return []
 
 
+def check_cidr(path: str, value: str) -> list[Issue]:
+    """An IP address or CIDR block such as 10.0.0.0/8."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return [_error(path, f"{value!r} is not an IP address or CIDR block")]
+    return []
+
+
 def check_export_to(path: str, export_to: list[str]) -> list[Issue]:
     found: list[Issue] = []
     if len(set(export_to)) != len(export_to):
@@ -237,6 +247,10 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
                 )
             for j, m in enumerate(l4.match):
                 found += check_port(f"spec.{proto}[{i}].match[{j}].port", m.port)
+                for k, subnet in enumerate(m.destination_subnets):
+                    found += check_cidr(
+                        f"spec.{proto}[{i}].match[{j}].destinationSubnets[{k}]", subnet
+                    )
             if proto == "tls":
                 for j, m in enumerate(l4.match):  # type: ignore[assignment]
                     if not getattr(m, "sni_hosts", None):

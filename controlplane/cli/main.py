@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--xds-tls", action="store_true", help="TLS to the xDS port (mesh root)")
     boot.add_argument("--xds-root-cert", type=Path, default=None, help="root for --xds-tls")
 
+    analyze = commands.add_parser(
+        "analyze", help="check Istio YAML files or directories offline (like istioctl analyze)"
+    )
+    analyze.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE")
+    analyze.add_argument("-n", "--namespace", default="default", help="for resources without one")
+    analyze.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     redirect = commands.add_parser(
         "redirect", help="install an injected pod's iptables capture rules (init container)"
     )
@@ -180,6 +187,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
+    if args.command == "analyze":
+        import json
+
+        from controlplane.analyze import analyze, render_text
+
+        report = analyze(args.paths, default_namespace=args.namespace)
+        if args.output == "json":
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            sys.stdout.write(render_text(report))
+        return report.exit_status()
     if args.command == "redirect":
         from controlplane.cli.redirect import run_redirect
         from controlplane.inject.iptables import CaptureConfig, parse_ports

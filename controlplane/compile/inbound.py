@@ -101,6 +101,8 @@ def inbound_ports(snapshot: Snapshot, proxy: Proxy) -> tuple[InboundPort, ...]:
     namespace), one per target port, ordered by port."""
     by_port: dict[int, InboundPort] = {}
     for ip in proxy.ips:
+        if proxy.mode != TRANSPARENT and ip == proxy.app_address:
+            continue  # the app itself listens there: a local listener would take its ports
         for service, endpoint in snapshot.service_targets(ip):
             if endpoint.namespace != proxy.namespace or endpoint.port in RESERVED_PORTS:
                 continue

@@ -34,6 +34,7 @@ from controlplane.compile.naming import (
 from controlplane.compile.network import (
     destination_port_match,
     listener_filters,
+    original_dst,
     tcp_proxy_chain,
 )
 from controlplane.compile.protos import packed, socket_address
@@ -57,6 +58,9 @@ def virtual_outbound_listener() -> listener_pb2.Listener:
         address=socket_address(WILDCARD_ADDRESS, OUTBOUND_CAPTURE_PORT),
         traffic_direction=base_pb2.OUTBOUND,
         use_original_dst=wrappers_pb2.BoolValue(value=True),
+        # Reads the pre-redirect destination (SO_ORIGINAL_DST) that the hand-off and the
+        # PassthroughCluster use.
+        listener_filters=[original_dst()],
         filter_chains=chains,
     )
 

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 
-from controlplane.api.networking import RouteDestination, VirtualService
+from controlplane.api.networking import (
+    L4MatchAttributes,
+    RouteDestination,
+    TLSMatchAttributes,
+    VirtualService,
+)
 from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
 from controlplane.compile.protos import uint32
@@ -37,9 +42,7 @@ def outbound_tcp_chains(
         if protocol == "TLS":
             for route in vs.spec.tls:
                 for match in route.match:
-                    if not _applies(
-                        match.port, match.source_labels, match.source_namespace, port, proxy
-                    ):
+                    if not _applies(match, port, proxy):
                         continue
                     chain_match = lc.FilterChainMatch(
                         server_names=list(match.sni_hosts),  # literal: what clients send
@@ -50,9 +53,7 @@ def outbound_tcp_chains(
         for route in vs.spec.tcp:
             matches = route.match or [None]
             for match in matches:
-                if match is not None and not _applies(
-                    match.port, match.source_labels, match.source_namespace, port, proxy
-                ):
+                if match is not None and not _applies(match, port, proxy):
                     continue
                 subnets = match.destination_subnets if match is not None else []
                 chain_match = lc.FilterChainMatch(prefix_ranges=_cidrs(subnets))
@@ -68,18 +69,16 @@ def outbound_tcp_chains(
     return chains
 
 
-def _applies(
-    match_port: int | None,
-    source_labels: dict[str, str],
-    source_namespace: str | None,
-    port: int,
-    proxy: Proxy,
-) -> bool:
-    if match_port is not None and match_port != port:
+def _applies(match: L4MatchAttributes | TLSMatchAttributes, port: int, proxy: Proxy) -> bool:
+    """Whether a match entry can apply on ``port`` of this sidecar, decided at compile time:
+    its port, the proxy's labels and namespace, and a ``gateways`` list naming the mesh."""
+    if match.port is not None and match.port != port:
         return False
-    if source_labels and not selects(source_labels, proxy.labels):
+    if match.gateways and "mesh" not in match.gateways:
         return False
-    return not (source_namespace and source_namespace != proxy.namespace)
+    if match.source_labels and not selects(match.source_labels, proxy.labels):
+        return False
+    return not (match.source_namespace and match.source_namespace != proxy.namespace)
 
 
 def _add(

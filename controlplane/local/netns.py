@@ -18,6 +18,8 @@ The module also runs the small apps used inside pods::
 
     python -m controlplane.local.netns serve-http NAME PORT
     python -m controlplane.local.netns count-http URL COUNT [HEADER:VALUE ...]
+    python -m controlplane.local.netns serve-tcp NAME PORT
+    python -m controlplane.local.netns count-tcp HOST PORT COUNT
 """
 
 from __future__ import annotations
@@ -393,6 +395,16 @@ def main(argv: list[str]) -> int:
         _serve_http(rest[0], int(rest[1]))
     elif command == "count-http":
         _count_http(rest[0], int(rest[1]), rest[2:])
+    elif command == "serve-tcp":
+        from controlplane.local.tcp_echo import TcpEchoBackend
+
+        backend = TcpEchoBackend(rest[0], "0.0.0.0", int(rest[1]))
+        print("ready", flush=True)
+        backend._server.serve_forever()
+    elif command == "count-tcp":
+        from controlplane.local.tcp_echo import count_echo_backends
+
+        print(json.dumps(count_echo_backends(rest[0], int(rest[1]), int(rest[2]))))
     else:
         print(f"unknown command {command}", file=sys.stderr)
         return 2

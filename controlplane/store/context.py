@@ -2,17 +2,131 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
-from controlplane.api.networking import Destination, VirtualService
-from controlplane.store.snapshot import Snapshot, resolve_host
+from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import Snapshot, created, resolve_host
+
+# Findings that are errors for `analyze` but must not hold a version back: a VirtualService
+# that loses a host to an older one still applies to its other hosts, as in istiod.
+_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
 
 
 def check_virtual_service(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
-    """Destinations that point at a subset or port that does not exist, or an unknown host."""
+    """Destinations that point at a subset or port that does not exist, or an unknown host;
+    hosts an older mesh-bound VirtualService already claims."""
     key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
     found: list[Issue] = []
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
+    found += _check_conflicts(snapshot, vs)
+    found += _check_ineffective_matches(vs)
+    return [i.with_context(key, None) for i in found]
+
+
+def _check_ineffective_matches(vs: VirtualService) -> list[Issue]:
+    """Routes are tried in order and the first match wins, so a route after a catch-all, or a
+    match identical to an earlier one, can never be chosen (istioctl's IST0131)."""
+    found: list[Issue] = []
+    for section, routes in (("http", vs.spec.http), ("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+        seen: dict[str, str] = {}
+        catch_all: str | None = None
+        for i, route in enumerate(routes):
+            matches: list[Any] = list(route.match) or [None]
+            for j, match in enumerate(matches):
+                path = f"spec.{section}[{i}]" + (f".match[{j}]" if match is not None else "")
+                if catch_all is not None:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {catch_all} before it matches every request",
+                        )
+                    )
+                    continue
+                fingerprint = _match_fingerprint(match)
+                if fingerprint in seen:
+                    found.append(
+                        Issue(
+                            Codes.INEFFECTIVE_MATCH,
+                            path,
+                            f"never used: {seen[fingerprint]} has the same match",
+                        )
+                    )
+                    continue
+                seen[fingerprint] = path
+                if _matches_everything(section, match):
+                    catch_all = path
+    return found
+
+
+def _match_fingerprint(match: Any) -> str:
+    if match is None:
+        return ""
+    return repr(sorted(match.model_dump(exclude={"name"}, exclude_defaults=True).items()))
+
+
+def _matches_everything(section: str, match: Any) -> bool:
+    if match is None:
+        return True
+    fields = match.model_dump(exclude={"name"}, exclude_defaults=True)
+    if section == "http":
+        uri = fields.pop("uri", None)
+        if uri not in (None, {"prefix": "/"}, {"regex": ".*"}):
+            return False
+    return not fields
+
+
+def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
+    """istiod applies one VirtualService per host to sidecars: the oldest. A newer one that
+    claims the same host is reported (istioctl's IST0109) and ignored for that host."""
+    gateways = vs.spec.gateways
+    if gateways and "mesh" not in gateways:
+        return []
+    found: list[Issue] = []
+    mine = created(vs)
+    for i, host in enumerate(vs.spec.hosts):
+        hostname = resolve_host(host, vs.metadata.namespace)
+        older = [
+            other
+            for other in snapshot.virtual_services_claiming(hostname)
+            if created(other) < mine
+            and (other.metadata.namespace, other.metadata.name)
+            != (vs.metadata.namespace, vs.metadata.name)
+        ]
+        if older:
+            first = older[0].metadata
+            found.append(
+                Issue(
+                    Codes.CONFLICTING_VIRTUAL_SERVICES,
+                    f"spec.hosts[{i}]",
+                    f"host {hostname} is also claimed by the older VirtualService "
+                    f"{first.namespace}/{first.name}, which applies; this one is ignored for it",
+                )
+            )
+    return found
+
+
+def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
+    """Subsets whose labels select none of the host's endpoints (requests to them get 503)."""
+    key = ResourceKey("DestinationRule", dr.metadata.namespace, dr.metadata.name)
+    hostname = resolve_host(dr.spec.host, dr.metadata.namespace)
+    if hostname not in snapshot.services:
+        return []  # wildcard or external host: nothing to compare against
+    endpoints = snapshot.endpoints(hostname)
+    found: list[Issue] = []
+    for i, subset in enumerate(dr.spec.subsets):
+        if not any(selects(subset.labels, ep.labels) for ep in endpoints):
+            labels = ",".join(f"{k}={v}" for k, v in sorted(subset.labels.items())) or "(none)"
+            found.append(
+                Issue(
+                    Codes.DESTINATION_RULE_NO_PODS,
+                    f"spec.subsets[{i}].labels",
+                    f"subset {subset.name!r} ({labels}) selects no pod of {hostname}",
+                )
+            )
     return [i.with_context(key, None) for i in found]
 
 
@@ -75,4 +189,4 @@ def _check_destination(
 
 def blocking(issues: list[Issue]) -> list[Issue]:
     """The in-context findings that keep a new version from replacing the last good one."""
-    return [i for i in issues if i.severity is Level.ERROR]
+    return [i for i in issues if i.severity is Level.ERROR and i.code.id not in _NOT_BLOCKING]

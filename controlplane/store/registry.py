@@ -133,6 +133,30 @@ def pod_tls_mode(pod: Pod) -> str:
     return "disabled"
 
 
+def format_locality(region: str, zone: str = "", subzone: str = "") -> str:
+    """``region/zone/subzone`` as Istio writes a locality, trailing empty parts dropped
+    (a zone without a region keeps its place: ``/zone``)."""
+    parts = [region, zone, subzone]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "/".join(parts)
+
+
+def pod_locality(pod: Pod, zone_hint: str = "") -> str:
+    """A pod's locality: Istio's ``istio-locality`` label (``region.zone.subzone``), else the
+    topology labels (which Kubernetes puts on nodes; file mode puts them on pods), else the
+    zone an EndpointSlice reports."""
+    labels = pod.metadata.labels
+    explicit = labels.get("istio-locality")
+    if explicit:
+        return format_locality(*(explicit.split(".", 2) + ["", ""])[:3])
+    return format_locality(
+        labels.get("topology.kubernetes.io/region", ""),
+        labels.get("topology.kubernetes.io/zone", "") or zone_hint,
+        labels.get("topology.istio.io/subzone", ""),
+    )
+
+
 def _resolve_target_port(port: MeshPort, pod: Pod | None) -> int | None:
     target = port.target_port
     if target is None:
@@ -157,14 +181,7 @@ def _pod_endpoint(
     if target is None:
         return None
     labels = pod.metadata.labels
-    locality = "/".join(
-        x
-        for x in (
-            labels.get("topology.kubernetes.io/region", ""),
-            labels.get("topology.kubernetes.io/zone", ""),
-        )
-        if x
-    )
+    locality = pod_locality(pod)
     return MeshEndpoint(
         address=address,
         port=target,
@@ -229,7 +246,9 @@ def endpoints_from_slices(
                             if pod
                             else None,
                             ready=ready,
-                            locality=ep.zone or "",
+                            locality=pod_locality(pod, ep.zone or "")
+                            if pod
+                            else format_locality("", ep.zone or ""),
                             tls_mode=pod_tls_mode(pod) if pod else "disabled",
                         )
                     )

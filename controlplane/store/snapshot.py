@@ -142,6 +142,27 @@ class Snapshot:
         return self._pods_by_namespace.get(namespace, ())
 
     @cached_property
+    def _pods_by_label(self) -> Mapping[tuple[str, str, str], tuple[Pod, ...]]:
+        out: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
+        for namespace, pods in self._pods_by_namespace.items():
+            for pod in pods:
+                for label in pod.metadata.labels.items():
+                    out[(namespace, *label)].append(pod)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def _pods_selected(self, service: MeshService) -> tuple[Pod, ...]:
+        """Candidates for a service's selector: the pods carrying its rarest label pair (the
+        selector itself is applied by the registry), so a mesh of N services and M pods costs
+        far less than N x M label comparisons."""
+        if not service.selector:
+            return ()
+        index = self._pods_by_label
+        return min(
+            (index.get((service.namespace, k, v), ()) for k, v in service.selector.items()),
+            key=len,
+        )
+
+    @cached_property
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         eps: EndpointSlice
@@ -169,7 +190,7 @@ class Snapshot:
                     pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
                     found = endpoints_from_slices(service, slices, pods)
                 else:
-                    found = endpoints_from_pods(service, self.pods_in(service.namespace))
+                    found = endpoints_from_pods(service, self._pods_selected(service))
             cache[hostname] = found
         return found
 
@@ -230,10 +251,16 @@ class Snapshot:
                     best, best_len = visible, len(pattern)
         return best
 
+    def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
+        """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
+        oldest first, whatever their exportTo (for conflict reports)."""
+        return tuple(
+            vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
+        )
+
     @staticmethod
     def _vs_applies(vs: VirtualService, client_namespace: str) -> bool:
-        gateways = vs.spec.gateways
-        if gateways and "mesh" not in gateways:
+        if not _mesh_bound(vs):
             return False
         return exported_to(vs.spec.export_to, vs.metadata.namespace, client_namespace)
 
@@ -286,7 +313,11 @@ class Snapshot:
         for dr in self._destination_rules_by_namespace.get(namespace, ()):
             if dr.spec.workload_selector is not None:
                 continue  # workload-scoped rules apply to the selected workloads only
-            if not exported_to(dr.spec.export_to, dr.metadata.namespace, client_namespace):
+            # A rule is always visible in its own namespace (istiod keeps every rule of a
+            # namespace in that namespace's local index); elsewhere only where exported.
+            if namespace != client_namespace and not exported_to(
+                dr.spec.export_to, dr.metadata.namespace, client_namespace
+            ):
                 continue
             host = resolve_host(dr.spec.host, dr.metadata.namespace)
             if not host_matches(host, hostname):
@@ -317,6 +348,12 @@ class Snapshot:
                 for d in matches
             ),
         )
+
+
+def _mesh_bound(vs: VirtualService) -> bool:
+    """Sidecars get a VirtualService only if it names no gateways or names ``mesh``."""
+    gateways = vs.spec.gateways
+    return not gateways or "mesh" in gateways
 
 
 def _more_specific(a: str, b: str) -> bool:

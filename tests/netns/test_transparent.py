@@ -83,6 +83,33 @@ def registry(v1: NetnsPod, v2: NetnsPod) -> str:
       subsets:
       - {{name: v1, labels: {{version: v1}}}}
       - {{name: v2, labels: {{version: v2}}}}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: tcp-echo, namespace: default}}
+    spec:
+      clusterIP: {TCP_ECHO_VIP}
+      selector: {{app: reviews}}
+      ports: [{{name: tcp, port: 9000}}]
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {{name: tcp-echo, namespace: default}}
+    spec:
+      hosts: [tcp-echo]
+      tcp:
+      - route:
+        - {{destination: {{host: tcp-echo, subset: v1}}, weight: 30}}
+        - {{destination: {{host: tcp-echo, subset: v2}}, weight: 70}}
+    ---
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {{name: tcp-echo, namespace: default}}
+    spec:
+      host: tcp-echo
+      subsets:
+      - {{name: v1, labels: {{version: v1}}}}
+      - {{name: v2, labels: {{version: v2}}}}
     {pods}"""
 
 
@@ -131,7 +158,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ):
             pod.redirect()
             pod.set_hosts(
-                {"reviews reviews.default reviews.default.svc.cluster.local": REVIEWS_VIP}
+                {
+                    "reviews reviews.default reviews.default.svc.cluster.local": REVIEWS_VIP,
+                    "tcp-echo tcp-echo.default": TCP_ECHO_VIP,
+                }
             )
             mesh.node_ids[pod.name] = pod.start_envoy(xds_port, labels=labels)
         for pod, name, port in (
@@ -141,6 +171,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ):
             pod.start_app(
                 pod.python("-m", "controlplane.local.netns", "serve-http", name, str(port))
+            )
+        for pod, name in ((v1, "echo-v1"), (v2, "echo-v2")):
+            pod.start_app(
+                pod.python("-m", "controlplane.local.netns", "serve-tcp", name, "9000"), "echo"
             )
         for pod in (client, v1, v2):
             pod.wait_envoy_live()
@@ -230,3 +264,19 @@ def test_running_the_init_rules_twice_leaves_the_same_rules(mesh: Mesh) -> None:
     mesh.client.redirect()
     assert rules() == before
     assert mesh.call("http://reviews:9080/", 5, "end-user:jason") == {"reviews-v2": 5}
+
+
+def test_tcp_connections_to_a_vip_are_split_by_the_tcp_route_weights(mesh: Mesh) -> None:
+    # tcp-echo's VIP port has its own listener (10.96.5.20_9000) behind virtualOutbound; the
+    # route sends to the pods' port 9000, which their sidecars take in through 15006.
+    result = mesh.client.run(
+        mesh.client.python(
+            "-m", "controlplane.local.netns", "count-tcp", "tcp-echo", "9000", "300"
+        ),
+        timeout=120,
+    )
+    counts = parse_counts(result.stdout)
+    assert set(counts) == {"echo-v1", "echo-v2"}, (counts, result.stderr)
+    assert abs(100 * counts["echo-v2"] / 300 - 70) <= 8, counts
+    assert mesh.client.stat(f"listener.{TCP_ECHO_VIP}_9000.downstream_cx_total") == 300
+    assert mesh.v2.stat("cluster.inbound|9000||.upstream_cx_total") == counts["echo-v2"]

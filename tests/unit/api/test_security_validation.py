@@ -275,3 +275,24 @@ def test_a_refused_policy_says_that_it_fails_closed() -> None:
             )
         )
     assert "every workload of the mesh accepts mTLS only (STRICT)" in str(caught.value)
+
+
+def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> None:
+    found = _load(
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: payment, namespace: default}
+        spec:
+          host: payment
+          trafficPolicy:
+            tls: {mode: SIMPLE, sni: pay.example, credentialName: pay-cert}
+            portLevelSettings:
+            - port: {number: 9080}
+              tls: {mode: ISTIO_MUTUAL}
+          subsets:
+          - name: v1
+            trafficPolicy: {tls: {mode: DISABLE}}
+        """
+    )
+    assert found == ["spec.trafficPolicy.tls.credentialName: not supported yet; ignored"]

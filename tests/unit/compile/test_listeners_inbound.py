@@ -184,3 +184,23 @@ def test_proxies_of_one_workload_shape_share_one_compiled_inbound_listener() -> 
     a = compiler.compile(ratings_proxy(mode=TRANSPARENT)).of(LISTENER)["virtualInbound"]
     b = compiler.compile(ratings_proxy(mode=TRANSPARENT)).of(LISTENER)["virtualInbound"]
     assert a is b
+
+
+def test_local_sidecar_sharing_its_address_with_its_app_gets_no_inbound_listener() -> None:
+    # The app owns 127.0.5.20's ports; an inbound listener there could only collide with it.
+    out = compiled(snapshot_of(RATINGS), ratings_proxy(app="127.0.5.20"))
+    assert not [n for n in out["lds"] if n.startswith("127.0.5.20_")]
+    assert not [n for n in out["cds"] if n.startswith("inbound|")]
+
+
+def test_older_service_decides_a_shared_port_by_creation_time() -> None:
+    stamped = RATINGS.replace(
+        "metadata: {name: ratings-alias, namespace: default}",
+        'metadata: {name: ratings-alias, namespace: default, creationTimestamp: "2020-01-01T00:00:00Z"}',
+    ).replace(
+        "metadata: {name: ratings, namespace: default}",
+        'metadata: {name: ratings, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}',
+    )
+    out = compiled(snapshot_of(stamped), ratings_proxy())
+    [chain] = out["lds"]["127.0.5.20_8080"]["filterChains"]
+    assert chain["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"  # ratings-alias: TCP

@@ -59,6 +59,9 @@ def test_virtual_outbound_hands_off_by_original_destination_and_passes_the_rest_
     listener = compiled(snapshot_of(MESH), client())["lds"]["virtualOutbound"]
     assert listener["address"]["socketAddress"] == {"address": "0.0.0.0", "portValue": 15001}
     assert listener["useOriginalDst"] is True
+    assert [f["name"] for f in listener["listenerFilters"]] == [
+        "envoy.filters.listener.original_dst"
+    ]
     assert listener["trafficDirection"] == "OUTBOUND"
     blackhole, catch_all = listener["filterChains"]
     assert blackhole["name"] == "virtualOutbound-blackhole"

@@ -1,0 +1,158 @@
+"""`controlplane analyze`: check Istio YAML offline, as ``istioctl analyze`` does.
+
+The findings come from the same places as the running control plane's: each document goes
+through the file source's reader (``controlplane.api`` parsing and validation), the accepted
+resources through a ``Store`` (whose in-context checks feed the logs and status), plus the
+cross-resource checks of ``controlplane.store.context`` that need the whole registry (subsets
+that select no pod). A message therefore reads the same here, in the log and in status.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controlplane.api.issues import Codes, Issue, Level, ResourceKey
+from controlplane.api.resources import ISTIO_GROUPS, split_api_version
+from controlplane.sources.files import read_file
+from controlplane.store import Store, Submission
+from controlplane.store.context import check_destination_rule
+
+SUFFIXES = (".yaml", ".yml", ".json")
+_LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
+
+
+@dataclass
+class Report:
+    """What one analysis found, over which files and how many resources."""
+
+    issues: list[Issue] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    resources: int = 0
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity is Level.ERROR]
+
+    def exit_status(self) -> int:
+        """Non-zero when any finding is an error, so analyze can gate a CI pipeline."""
+        return 1 if self.errors else 0
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [
+            {
+                "code": i.code.id,
+                "title": i.code.title,
+                "level": str(i.severity),
+                "resource": str(i.resource) if i.resource else None,
+                "origin": i.origin,
+                "path": i.path,
+                "message": i.reason,
+            }
+            for i in self.issues
+        ]
+
+
+def collect_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """Every YAML/JSON file named or below a named directory, with the name to show."""
+    out: list[tuple[Path, str]] = []
+    for root in paths:
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.endswith(SUFFIXES) and not name.startswith("."):
+                        path = Path(dirpath) / name
+                        out.append((path, str(path)))
+        else:
+            out.append((root, str(root)))
+    return out
+
+
+def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report:
+    """Read, validate and cross-check every resource under ``paths``."""
+    report = Report()
+    submissions: list[Submission] = []
+    for path, display in collect_files(paths):
+        if not path.exists():
+            report.issues.append(
+                Issue(Codes.YAML_ERROR, "", "no such file or directory", origin=display)
+            )
+            continue
+        report.files.append(display)
+        result = read_file(path, display, default_namespace)
+        report.issues += [i for i in result.issues if not _foreign_kind(i)]
+        submissions += result.submissions
+    report.resources = len(submissions)
+    store = Store()
+    store.apply(upserts=_first_definition_wins(submissions, report))
+    snapshot = store.snapshot
+    for key, status in snapshot.status.items():
+        for issue in status.issues:
+            if issue.code.id.startswith("CP03"):
+                report.issues.append(issue.with_context(key, status.origin))
+    for key, rule in snapshot.of_kind("DestinationRule").items():
+        origin = snapshot.origins.get(key)
+        report.issues += [
+            i.with_context(key, origin) for i in check_destination_rule(snapshot, rule)
+        ]
+    report.issues.sort(key=_order)
+    return report
+
+
+def _first_definition_wins(submissions: list[Submission], report: Report) -> list[Submission]:
+    """One resource defined twice: the first definition is used, the second reported, as the
+    file source does."""
+    seen: dict[tuple[str, str, str], Submission] = {}
+    out: list[Submission] = []
+    for sub in submissions:
+        meta = sub.resource.metadata
+        key = (sub.resource.kind, meta.namespace, meta.name)
+        if key in seen:
+            report.issues.append(
+                Issue(
+                    Codes.SCHEMA_ERROR,
+                    "metadata.name",
+                    f"also defined in {_file_of(seen[key].origin)}; the definition there is used",
+                    ResourceKey(*key),
+                    _file_of(sub.origin),
+                    Level.WARNING,
+                )
+            )
+            continue
+        seen[key] = sub
+        out.append(sub)
+    return out
+
+
+def _file_of(origin: str | None) -> str:
+    return (origin or "").rpartition(":")[0] or (origin or "")
+
+
+def _foreign_kind(issue: Issue) -> bool:
+    """Kubernetes kinds the mesh does not read (Deployments, ConfigMaps...) are not findings;
+    an Istio kind it does not read (a Gateway, say) is, as Info."""
+    if issue.code is not Codes.UNKNOWN_KIND:
+        return False
+    reason = issue.reason
+    api_version = reason.split(" ", 1)[0]
+    group, _ = split_api_version(api_version)
+    return not any(
+        group == g or group.endswith("." + g) for g in ISTIO_GROUPS
+    ) and not group.endswith("istio.io")
+
+
+def _order(issue: Issue) -> tuple[object, ...]:
+    origin = issue.origin or ""
+    file, _, line = origin.rpartition(":")
+    if not line.isdigit():
+        file, line = origin, "0"
+    return (file, int(line), _LEVEL_ORDER[issue.severity], issue.code.id, issue.path)
+
+
+def render_text(report: Report) -> str:
+    if not report.issues:
+        return f"No validation issues found when analyzing {len(report.files)} file(s).\n"
+    return "".join(f"{issue}\n" for issue in report.issues)
