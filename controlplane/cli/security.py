@@ -17,6 +17,7 @@ from controlplane.ca import (
     CertificateAuthority,
     DirectoryKeyStore,
     Identity,
+    KeyStore,
     issue_token,
 )
 from controlplane.ca.authority import CLOCK_SKEW
@@ -70,13 +71,16 @@ class MeshSecurity:
                 pass
 
 
-def load_ca(ca_dir: Path, trust_domain: str, workload_ttl: float) -> CertificateAuthority:
-    """The CA kept in ``ca_dir`` (created on first start), issuing ``workload_ttl`` leaves."""
+def load_ca(store: KeyStore | Path, trust_domain: str, workload_ttl: float) -> CertificateAuthority:
+    """The CA kept in ``store`` (a directory or a KeyStore; created on first start), issuing
+    ``workload_ttl`` leaves."""
+    if isinstance(store, Path):
+        store = DirectoryKeyStore(store)
     ttl = timedelta(seconds=workload_ttl)
     # Back-dating by a minute would put a short-lived certificate's half-life in the past.
     skew = min(CLOCK_SKEW, ttl / 10)
     return CertificateAuthority.load_or_create(
-        DirectoryKeyStore(ca_dir), trust_domain=trust_domain, workload_ttl=ttl, clock_skew=skew
+        store, trust_domain=trust_domain, workload_ttl=ttl, clock_skew=skew
     )
 
 
@@ -84,7 +88,7 @@ def enable_security(
     hub: Hub,
     server: Any,
     *,
-    ca_dir: Path,
+    ca_dir: Path | KeyStore,
     trust_domain: str = "cluster.local",
     workload_ttl: float = 24 * 3600.0,
     require_token: bool = False,
@@ -92,7 +96,9 @@ def enable_security(
     verify: TokenVerifier | None = None,
 ) -> MeshSecurity:
     """Give ``hub`` an authenticator and the SDS provider; serve CertificateService on
-    ``server`` (the xDS grpc.aio server). ``verify`` defaults to this CA's own tokens."""
+    ``server`` (the xDS grpc.aio server, before it starts). ``ca_dir`` is where the CA lives
+    (a directory, or a KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's
+    own bootstrap tokens. Call ``start(hub)`` on the result once the loop runs."""
     ca = load_ca(ca_dir, trust_domain, workload_ttl)
     verify = verify or control_plane_tokens(ca.token_key, audience)
     provider = SecretProvider(ca)
@@ -117,6 +123,38 @@ def enable_security(
         ", tokens required" if require_token else "",
     )
     return MeshSecurity(ca, provider, verify, audience)
+
+
+def enable_cluster_security(
+    hub: Hub,
+    server: Any,
+    api_client: Any,
+    *,
+    namespace: str = "istio-system",
+    trust_domain: str = "cluster.local",
+    audience: str = "istio-ca",
+    workload_ttl: float = 24 * 3600.0,
+    require_token: bool = True,
+) -> MeshSecurity:
+    """Cluster mode: the CA in the Secrets of ``namespace`` (``cacerts`` or
+    ``istio-ca-secret``), proxies proved by their projected service-account tokens for
+    ``audience``, checked with a TokenReview."""
+    from controlplane.ca.secret_keystore import SecretKeyStore
+    from controlplane.xds.identity import TokenReviewVerifier, kubernetes_token_review
+
+    verify = TokenReviewVerifier(
+        kubernetes_token_review(api_client), audience=audience, trust_domain=trust_domain
+    )
+    return enable_security(
+        hub,
+        server,
+        ca_dir=SecretKeyStore(api_client, namespace),
+        trust_domain=trust_domain,
+        workload_ttl=workload_ttl,
+        require_token=require_token,
+        audience=audience,
+        verify=verify,
+    )
 
 
 def obtain_token(

@@ -111,3 +111,44 @@ def test_the_ca_root_is_created_once_in_a_secret_and_reused(
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+async def test_a_proxy_with_its_projected_token_gets_its_certificate_over_sds(
+    kube_cluster: LocalCluster, kube_namespace: str
+) -> None:
+    from controlplane.cli.security import enable_cluster_security
+    from controlplane.store import Store
+    from controlplane.xds.hub import Hub
+    from controlplane.xds.server import XdsServer
+    from tests.unit.xds.test_sds import AdsClient, leaf, node, secrets, uris
+
+    token = service_account_token(kube_cluster, kube_namespace, "payment", AUDIENCE)
+    other = service_account_token(kube_cluster, kube_namespace, "web", AUDIENCE)
+    with kube_cluster.api_client() as api:
+        hub = Hub(Store(), debounce=0.01)
+        xds = XdsServer(hub)
+        security = enable_cluster_security(hub, xds.server, api, namespace=kube_namespace)
+        port = await xds.start("127.0.0.1", 0)
+        security.start(hub)
+        try:
+            proxy = AdsClient(port, token)
+            await proxy.subscribe(node("payment", kube_namespace))
+            response = await proxy.read()
+            assert response is not None
+            cert = leaf(secrets(response)["default"])
+            assert uris(cert) == [f"spiffe://cluster.local/ns/{kube_namespace}/sa/payment"]
+            await proxy.close()
+            impostor = AdsClient(port, other)
+            await impostor.subscribe(node("payment", kube_namespace))
+            assert await impostor.read() is None
+            await impostor.close()
+            anonymous = AdsClient(port, None)  # tokens are required in cluster mode
+            await anonymous.subscribe(node("payment", kube_namespace))
+            assert await anonymous.read() is None
+            await anonymous.close()
+        finally:
+            await security.stop()
+            await xds.stop(grace=0)
+        stored = client.CoreV1Api(api).read_namespaced_secret("istio-ca-secret", kube_namespace)
+        root = base64.b64decode(stored.data["root-cert.pem"]).decode()
+        assert root == security.ca.root_certs_pem
