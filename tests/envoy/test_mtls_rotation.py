@@ -59,6 +59,12 @@ def test_certificates_rotate_under_steady_traffic_without_a_failed_request(
         conn.close()
 
         total = sum(statuses.values())
+        print(  # the figures of the run, shown with `pytest -s`
+            f"rotation: {total} requests in {DURATION:.0f}s, {len(errors)} failed, "
+            f"statuses {statuses}, {len(serials)} certificates served, "
+            f"{order.envoy.stat(f'{CLUSTER}.upstream_cx_total') - connections_before} new "
+            "upstream connections"
+        )
         assert not errors, errors[:5]
         assert statuses == {200: total}, statuses
         assert total > 100
