@@ -75,17 +75,21 @@ async def serve(
     security = None
     credentials = None
     if ca_dir is not None:
+        from controlplane.ca import CAError
         from controlplane.cli.security import enable_security
 
-        security = enable_security(
-            hub,
-            xds.server,
-            ca_dir=ca_dir,
-            trust_domain=trust_domain,
-            workload_ttl=workload_cert_ttl,
-            require_token=require_token,
-            audience=token_audience,
-        )
+        try:
+            security = enable_security(
+                hub,
+                xds.server,
+                ca_dir=ca_dir,
+                trust_domain=trust_domain,
+                workload_ttl=workload_cert_ttl,
+                require_token=require_token,
+                audience=token_audience,
+            )
+        except (CAError, ValueError, OSError) as exc:
+            raise SystemExit(f"controlplane serve: --ca-dir {ca_dir}: {exc}") from None
         credentials = security.server_credentials() if xds_tls else None
     elif xds_tls or require_token:
         raise SystemExit("controlplane serve: --xds-tls and --require-token need --ca-dir")

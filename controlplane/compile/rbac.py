@@ -19,25 +19,37 @@ the translator cannot express makes an ALLOW rule vanish and a DENY rule match e
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
-from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
-from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
 from controlplane.api.issues import ResourceKey
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
-from controlplane.compile.protos import packed, uint32
+from controlplane.compile.protos import packed
+from controlplane.compile.rbac_matchers import (
+    Untranslatable,
+    authn_metadata_principal,
+    destination_ip_permission,
+    direct_remote_ip_principal,
+    header_principal,
+    host_permission,
+    method_permission,
+    namespace_matcher,
+    path_permission,
+    port_permission,
+    principal_matcher,
+    remote_ip_principal,
+    request_principal_matcher,
+    service_account_matcher,
+    sni_permission,
+)
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import ROOT_NAMESPACE
 
@@ -50,9 +62,6 @@ _ENVOY_ACTION = {
     "DENY": rbac_pb2.RBAC.DENY,
     "ALLOW": rbac_pb2.RBAC.ALLOW,
 }
-# Where Istio's authn filter would put the JWT identity (no RequestAuthentication here yet, so
-# these never match, which is what Istio does for a request without a JWT).
-_AUTHN_FILTER = "istio_authn"
 
 
 _MATCH_ALL = rbac_pb2.Policy(
@@ -62,10 +71,6 @@ _MATCH_ALL = rbac_pb2.Policy(
 
 class HttpOnly(Exception):
     """A condition that a TCP (network) filter cannot evaluate."""
-
-
-class Untranslatable(Exception):
-    """A value the translator cannot express exactly (validation should have caught it)."""
 
 
 # ---- which policies apply -------------------------------------------------------------------
@@ -248,7 +253,12 @@ class _Context:
         parts: list[rbac_pb2.Principal] = []
         fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Principal], bool]] = [
             (source.principals, source.not_principals, principal_matcher, False),
-            (source.request_principals, source.not_request_principals, _request_principal, True),
+            (
+                source.request_principals,
+                source.not_request_principals,
+                request_principal_matcher,
+                True,
+            ),
             (source.namespaces, source.not_namespaces, namespace_matcher, False),
             (
                 source.service_accounts,
@@ -256,8 +266,8 @@ class _Context:
                 lambda v: service_account_matcher(v, self.namespace),
                 False,
             ),
-            (source.ip_blocks, source.not_ip_blocks, _direct_remote_ip, False),
-            (source.remote_ip_blocks, source.not_remote_ip_blocks, _remote_ip, False),
+            (source.ip_blocks, source.not_ip_blocks, direct_remote_ip_principal, False),
+            (source.remote_ip_blocks, source.not_remote_ip_blocks, remote_ip_principal, False),
         ]
         for values, not_values, build, http in fields:
             if (values or not_values) and http and self.http_only():
@@ -274,10 +284,10 @@ class _Context:
     def operation(self, op: Operation) -> rbac_pb2.Permission | None:
         parts: list[rbac_pb2.Permission] = []
         fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Permission], bool]] = [
-            (op.hosts, op.not_hosts, _host, True),
-            (op.ports, op.not_ports, _destination_port, False),
-            (op.methods, op.not_methods, _method, True),
-            (op.paths, op.not_paths, _path, True),
+            (op.hosts, op.not_hosts, host_permission, True),
+            (op.ports, op.not_ports, port_permission, False),
+            (op.methods, op.not_methods, method_permission, True),
+            (op.paths, op.not_paths, path_permission, True),
         ]
         for values, not_values, build, http in fields:
             if (values or not_values) and http and self.http_only():
@@ -303,21 +313,21 @@ class _Context:
         http = False
         if key.startswith("request.headers[") and key.endswith("]"):
             header = key[len("request.headers[") : -1]
-            principal_build = lambda v: _header_principal(header, v)  # noqa: E731
+            principal_build = lambda v: header_principal(header, v)  # noqa: E731
             http = True
         elif key.startswith("request.auth.claims[") and key.endswith("]"):
             claim = key[len("request.auth.claims[") : -1]
-            principal_build = lambda v: _authn_metadata(  # noqa: E731
+            principal_build = lambda v: authn_metadata_principal(  # noqa: E731
                 ["request.auth.claims", *claim.split("][")], v
             )
             http = True
         elif key in ("request.auth.principal", "request.auth.audiences", "request.auth.presenter"):
-            principal_build = lambda v: _authn_metadata([key], v)  # noqa: E731
+            principal_build = lambda v: authn_metadata_principal([key], v)  # noqa: E731
             http = True
         elif key == "source.ip":
-            principal_build = _direct_remote_ip
+            principal_build = direct_remote_ip_principal
         elif key == "remote.ip":
-            principal_build = _remote_ip
+            principal_build = remote_ip_principal
         elif key == "source.namespace":
             principal_build = namespace_matcher
         elif key == "source.principal":
@@ -325,11 +335,11 @@ class _Context:
         elif key == "source.serviceAccount":
             principal_build = lambda v: service_account_matcher(v, self.namespace)  # noqa: E731
         elif key == "destination.ip":
-            permission_build = _destination_ip
+            permission_build = destination_ip_permission
         elif key == "destination.port":
-            permission_build = _destination_port
+            permission_build = port_permission
         elif key == "connection.sni":
-            permission_build = _sni
+            permission_build = sni_permission
         else:
             raise Untranslatable(f"unknown condition key {key!r}")
         if http and self.http_only():
@@ -389,137 +399,3 @@ def _or_principals(parts: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
     if len(parts) == 1:
         return parts[0]
     return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=parts))
-
-
-# ---- matchers -------------------------------------------------------------------------------
-
-
-def _regex(pattern: str) -> string_pb2.StringMatcher:
-    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
-
-
-def string_matcher(
-    value: str, prefix: str = "", ignore_case: bool = False
-) -> string_pb2.StringMatcher:
-    """Istio's value matching: ``*`` any non-empty, ``foo*`` prefix, ``*foo`` suffix, else exact.
-
-    ``prefix`` is prepended to exact and prefix forms (``spiffe://`` for principals).
-    """
-    if value == "*":
-        matcher = _regex(".+")
-    elif value.endswith("*"):
-        matcher = string_pb2.StringMatcher(prefix=prefix + value[:-1])
-    elif value.startswith("*"):
-        matcher = string_pb2.StringMatcher(suffix=value[1:])
-    else:
-        matcher = string_pb2.StringMatcher(exact=prefix + value)
-    if ignore_case and not value == "*":
-        matcher.ignore_case = True
-    return matcher
-
-
-def principal_matcher(value: str) -> rbac_pb2.Principal:
-    """``cluster.local/ns/default/sa/order`` -> the peer certificate's URI SAN, ``spiffe://`` added."""
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(
-            principal_name=string_matcher(value, prefix="spiffe://")
-        )
-    )
-
-
-def namespace_matcher(value: str) -> rbac_pb2.Principal:
-    """A namespace is matched inside the peer's SPIFFE id: ``.*/ns/<ns>/.*``."""
-    if value == "*":
-        pattern = ".*/ns/[^/]+/.*"
-    elif value.endswith("*"):
-        pattern = f".*/ns/{re.escape(value[:-1])}[^/]*/.*"
-    elif value.startswith("*"):
-        pattern = f".*/ns/[^/]*{re.escape(value[1:])}/.*"
-    else:
-        pattern = f".*/ns/{re.escape(value)}/.*"
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_regex(pattern))
-    )
-
-
-def service_account_matcher(value: str, namespace: str) -> rbac_pb2.Principal:
-    """``sa`` (in the policy's namespace) or ``ns/sa``, in any trust domain."""
-    ns, _, sa = value.rpartition("/")
-    pattern = f"spiffe://[^/]+/ns/{re.escape(ns or namespace)}/sa/{re.escape(sa)}"
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(principal_name=_regex(pattern))
-    )
-
-
-def cidr_range(value: str) -> address_pb2.CidrRange:
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        raise Untranslatable(f"{value!r} is not a CIDR block") from exc
-    return address_pb2.CidrRange(
-        address_prefix=str(network.network_address), prefix_len=uint32(network.prefixlen)
-    )
-
-
-def _direct_remote_ip(value: str) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(direct_remote_ip=cidr_range(value))
-
-
-def _remote_ip(value: str) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(remote_ip=cidr_range(value))
-
-
-def _request_principal(value: str) -> rbac_pb2.Principal:
-    return _authn_metadata(["request.auth.principal"], value)
-
-
-def _authn_metadata(path: list[str], value: str) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(
-        metadata=metadata_pb2.MetadataMatcher(
-            filter=_AUTHN_FILTER,
-            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
-            value=_value_matcher(value),
-        )
-    )
-
-
-def _value_matcher(value: str) -> value_pb2.ValueMatcher:
-    return value_pb2.ValueMatcher(string_match=string_matcher(value))
-
-
-def _header_principal(name: str, value: str) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(header=_header(name, value))
-
-
-def _header(name: str, value: str, ignore_case: bool = False) -> route_components_pb2.HeaderMatcher:
-    if value == "*":
-        return route_components_pb2.HeaderMatcher(name=name, present_match=True)
-    return route_components_pb2.HeaderMatcher(
-        name=name, string_match=string_matcher(value, ignore_case=ignore_case)
-    )
-
-
-def _host(value: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(header=_header(":authority", value, ignore_case=True))
-
-
-def _method(value: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(header=_header(":method", value))
-
-
-def _path(value: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(value)))
-
-
-def _destination_port(value: str) -> rbac_pb2.Permission:
-    if not value.isdigit():
-        raise Untranslatable(f"port {value!r} is not a number")
-    return rbac_pb2.Permission(destination_port=int(value))
-
-
-def _destination_ip(value: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(destination_ip=cidr_range(value))
-
-
-def _sni(value: str) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(requested_server_name=string_matcher(value))
