@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--ca-dir", type=Path, default=None, help="sign a token with this CA")
     boot.add_argument("--trust-domain", default="cluster.local")
     boot.add_argument("--token-audience", default="controlplane-xds")
+    boot.add_argument("--token-ttl", type=float, default=365 * 86400.0, help="token lifetime (s)")
     boot.add_argument("--xds-tls", action="store_true", help="TLS to the xDS port (mesh root)")
     boot.add_argument("--xds-root-cert", type=Path, default=None, help="root for --xds-tls")
 
@@ -107,6 +108,8 @@ def _bootstrap_security(args: argparse.Namespace) -> dict[str, Any]:
     """Token and xDS TLS options of `controlplane bootstrap`."""
     out: dict[str, Any] = {}
     if args.ca_dir is not None:
+        from datetime import timedelta
+
         from controlplane.cli.security import obtain_token
 
         token = obtain_token(
@@ -115,6 +118,7 @@ def _bootstrap_security(args: argparse.Namespace) -> dict[str, Any]:
             args.service_account,
             trust_domain=args.trust_domain,
             audience=args.token_audience,
+            ttl=timedelta(seconds=args.token_ttl),
         )
         if args.token_file is not None:
             args.token_file.write_text(token + "\n")
