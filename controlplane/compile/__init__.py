@@ -8,10 +8,10 @@ an identical resource share one ``CompiledResource`` (one message, one serializa
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlplane.compile import resources as types
-from controlplane.compile.authn import MtlsPolicy, resolve_mtls
+from controlplane.compile.authn import DISABLE, MtlsPolicy, resolve_mtls
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
 from controlplane.compile.endpoints import build_load_assignment
 from controlplane.compile.inbound import (
@@ -44,7 +44,7 @@ from controlplane.compile.routes import (
 )
 from controlplane.compile.tcp import outbound_tcp_chains
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
-from controlplane.store.registry import MeshService
+from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
 
 __all__ = ["CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
@@ -191,13 +191,28 @@ class SnapshotCompiler:
         def build() -> CompiledResource:
             cla = build_load_assignment(
                 cluster_name,
-                self.snapshot.endpoints(parsed.host),
+                self._mtls_endpoints(self.snapshot.endpoints(parsed.host)),
                 parsed.port,
                 dict(labels) if labels is not None else None,
             )
             return CompiledResource(cluster_name, cla)
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    def _mtls_endpoints(self, endpoints: tuple[MeshEndpoint, ...]) -> tuple[MeshEndpoint, ...]:
+        """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
+        loses its ``tlsMode: istio`` mark, so auto mTLS talks plaintext to it alone."""
+        if not self.snapshot.of_kind("PeerAuthentication") and not self.snapshot.rejected(
+            "PeerAuthentication"
+        ):
+            return endpoints
+        return tuple(
+            replace(ep, tls_mode="disabled")
+            if ep.tls_mode == "istio"
+            and self.peer_authentication(ep.namespace, ep.labels).for_port(ep.port) == DISABLE
+            else ep
+            for ep in endpoints
+        )
 
     def _local_listener(self, port: int) -> CompiledResource:
         def build() -> CompiledResource:

@@ -382,3 +382,27 @@ def test_virtual_inbound_under_permissive_has_plaintext_twins_everywhere() -> No
 def test_virtual_inbound_without_identity_is_plaintext_as_before() -> None:
     chains = virtual_inbound(identity=False)
     assert not [c for c in chains if "transportSocket" in c]
+
+
+def test_an_endpoint_whose_own_policy_disables_mtls_is_reached_in_plaintext() -> None:
+    # payment-1 (v1) has a sidecar; a workload policy disables mTLS for v1 only. The service
+    # as a whole stays on auto mTLS; v1's endpoint loses its tlsMode mark, as in istiod's EDS.
+    docs = (peer("DISABLE", selector="version: v1"),)
+    out = compiled(snapshot_of(PAYMENT, *docs), client_proxy())
+    assert "transportSocketMatches" in out["cds"][CLUSTER]
+    endpoints = out["eds"][CLUSTER]["endpoints"][0]["lbEndpoints"]
+    assert [
+        e.get("metadata", {}).get("filterMetadata", {}).get("envoy.transport_socket_match")
+        for e in endpoints
+    ] == [None, None]
+    # Port-level: DISABLE on another port leaves this one marked.
+    docs = (peer("STRICT", selector="app: payment", ports="'7001': {mode: DISABLE}"),)
+    out = compiled(snapshot_of(PAYMENT, *docs), client_proxy())
+    http = out["eds"][CLUSTER]["endpoints"][0]["lbEndpoints"]
+    assert http[0]["metadata"]["filterMetadata"]["envoy.transport_socket_match"] == {
+        "tlsMode": "istio"
+    }
+    tcp = out["eds"]["outbound|7000||payment.default.svc.cluster.local"]["endpoints"][0][
+        "lbEndpoints"
+    ]
+    assert "envoy.transport_socket_match" not in tcp[0]["metadata"]["filterMetadata"]
