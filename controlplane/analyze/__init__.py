@@ -1,10 +1,11 @@
 """`controlplane analyze`: check Istio YAML offline, as ``istioctl analyze`` does.
 
 The findings come from the same places as the running control plane's: each document goes
-through the file source's reader (``controlplane.api`` parsing and validation), the accepted
-resources through a ``Store`` (whose in-context checks feed the logs and status), plus the
-cross-resource checks of ``controlplane.store.context`` that need the whole registry (subsets
-that select no pod). A message therefore reads the same here, in the log and in status.
+through the file source's reader (``controlplane.api`` parsing and validation), and the
+accepted resources through a ``Store``, whose in-context checks (``controlplane.store.context``:
+missing subsets, hosts and ports, conflicting VirtualServices, ineffective matches, subsets
+that select no pod) feed the logs and status. A message therefore reads the same here, in the
+log and in status.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.sources.files import read_file
 from controlplane.store import Store, Submission
-from controlplane.store.context import check_destination_rule
 
 SUFFIXES = (".yaml", ".yml", ".json")
 _LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
@@ -93,11 +93,6 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
         for issue in status.issues:
             if issue.code.id.startswith("CP03"):
                 report.issues.append(issue.with_context(key, status.origin))
-    for key, rule in snapshot.of_kind("DestinationRule").items():
-        origin = snapshot.origins.get(key)
-        report.issues += [
-            i.with_context(key, origin) for i in check_destination_rule(snapshot, rule)
-        ]
     report.issues.sort(key=_order)
     return report
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 from controlplane.compile import resources as types
 from controlplane.compile.authn import DISABLE, MtlsPolicy, resolve_mtls
@@ -26,10 +28,15 @@ from controlplane.compile.inbound import (
 )
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.listeners import local_outbound_listener
-from controlplane.compile.naming import local_route_name, parse_cluster_name
+from controlplane.compile.naming import (
+    local_route_name,
+    outbound_cluster_name,
+    parse_cluster_name,
+)
 from controlplane.compile.outbound import (
     http_port_listener,
     local_tcp_listener,
+    sniffing_port_listener,
     tcp_port_listener,
     virtual_outbound_listener,
 )
@@ -78,6 +85,15 @@ class SnapshotCompiler:
             found = build()
             self._memo[key] = found
         return found
+
+    def _message(self, key: Hashable, factory: Callable[[], Any]) -> CompiledResource:
+        """A named Envoy message built by ``factory`` (from ``key`` alone), memoized."""
+
+        def build() -> CompiledResource:
+            message = factory()
+            return CompiledResource(message.name, message)
+
+        return self._cached(key, build)  # type: ignore[return-value]
 
     # ---- per proxy ----------------------------------------------------------------------
 
@@ -253,24 +269,36 @@ class SnapshotCompiler:
     ) -> None:
         """virtualOutbound, a ``0.0.0.0_<port>`` listener and RDS ``"<port>"`` per HTTP service
         port, a ``<VIP>_<port>`` listener per TCP/TLS service port."""
-        found = self._cached(("lds-virtual-outbound",), _resource(virtual_outbound_listener))
-        listeners[found.name] = found  # type: ignore[attr-defined]
+        found = self._message(("lds-virtual-outbound",), virtual_outbound_listener)
+        listeners[found.name] = found
         services = self.visible_services(proxy.namespace)
         http_ports: set[int] = set()
+        # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
+        sniffed: dict[int, list[tuple[str, str]]] = {}
         for service in services:
             for sport in service.ports:
                 if sport.protocol == "UDP" or sport.port in RESERVED_PORTS:
                     continue
                 if sport.is_http:
                     http_ports.add(sport.port)
+                    if sport.protocol == "UNKNOWN":
+                        targets = sniffed.setdefault(sport.port, [])
+                        if service.cluster_ip:
+                            cluster = outbound_cluster_name(sport.port, None, service.hostname)
+                            targets.append((service.cluster_ip, cluster))
                 elif service.cluster_ip:
                     tcp = self._tcp_listener(proxy, service, sport.port, sport.protocol)
                     listeners.setdefault(tcp.name, tcp)
         for port in sorted(http_ports):
-            found = self._cached(
-                ("lds-http-port", port), _resource(lambda p=port: http_port_listener(p))
-            )
-            listeners[found.name] = found  # type: ignore[attr-defined]
+            if port in sniffed:
+                fallback = tuple(sorted(set(sniffed[port])))
+                found = self._message(
+                    ("lds-sniffed-port", port, fallback),
+                    partial(sniffing_port_listener, port, fallback),
+                )
+            else:
+                found = self._message(("lds-http-port", port), partial(http_port_listener, port))
+            listeners[found.name] = found
             config = self._port_routes(proxy, port)
             routes[config.name] = config
 
@@ -422,11 +450,3 @@ class SnapshotCompiler:
 
             out.append(self._cached(key, build))
         return out  # type: ignore[return-value]
-
-
-def _resource(factory: Callable[[], object]) -> Callable[[], CompiledResource]:
-    def build() -> CompiledResource:
-        message = factory()
-        return CompiledResource(message.name, message)  # type: ignore[attr-defined]
-
-    return build

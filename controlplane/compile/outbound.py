@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from google.protobuf import wrappers_pb2
@@ -23,6 +23,7 @@ from controlplane.compile.listeners import HCM_FILTER, http_connection_manager
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     OUTBOUND_CAPTURE_PORT,
+    PASSTHROUGH_CHAIN,
     PASSTHROUGH_CLUSTER,
     VIRTUAL_OUTBOUND,
     VIRTUAL_OUTBOUND_BLACKHOLE_CHAIN,
@@ -32,12 +33,13 @@ from controlplane.compile.naming import (
     route_config_name,
 )
 from controlplane.compile.network import (
+    HTTP_APPLICATION_PROTOCOLS,
     destination_port_match,
     listener_filters,
     original_dst,
     tcp_proxy_chain,
 )
-from controlplane.compile.protos import packed, socket_address
+from controlplane.compile.protos import duration, packed, socket_address, uint32
 
 LOCAL_ADDRESS = "127.0.0.1"
 
@@ -83,6 +85,59 @@ def http_port_listener(port: int) -> listener_pb2.Listener:
                 filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
             )
         ],
+    )
+
+
+def sniffing_port_listener(
+    port: int, tcp_targets: Sequence[tuple[str, str]]
+) -> listener_pb2.Listener:
+    """``0.0.0.0_<port>`` for a port some service leaves undeclared (no protocol in its name
+    or appProtocol): the HTTP inspector tells HTTP from anything else, as istiod's protocol
+    sniffing does. HTTP goes through RDS ``"<port>"``; other bytes to a service VIP go to that
+    service's cluster (``tcp_targets``: (VIP, cluster)), and the rest passes through.
+
+    Envoy matches the destination IP before the application protocol, so each VIP gets an
+    HTTP chain of its own next to its TCP chain.
+    """
+    name = listener_name(WILDCARD_ADDRESS, port)
+    hcm = lc.Filter(
+        name=HCM_FILTER,
+        typed_config=packed(http_connection_manager(f"outbound_{name}", route_config_name(port))),
+    )
+    http = list(HTTP_APPLICATION_PROTOCOLS)
+    chains = []
+    for vip, cluster in tcp_targets:
+        prefix = [address_pb2.CidrRange(address_prefix=vip, prefix_len=uint32(32))]
+        chains.append(
+            lc.FilterChain(
+                name=f"{vip}_{port}-http",
+                filter_chain_match=lc.FilterChainMatch(
+                    prefix_ranges=prefix, application_protocols=http
+                ),
+                filters=[hcm],
+            )
+        )
+        chains.append(
+            tcp_proxy_chain(f"{vip}_{port}", cluster, lc.FilterChainMatch(prefix_ranges=prefix))
+        )
+    chains.append(
+        lc.FilterChain(
+            name=name,
+            filter_chain_match=lc.FilterChainMatch(application_protocols=http),
+            filters=[hcm],
+        )
+    )
+    chains.append(tcp_proxy_chain(PASSTHROUGH_CHAIN, PASSTHROUGH_CLUSTER))
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(WILDCARD_ADDRESS, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        bind_to_port=wrappers_pb2.BoolValue(value=False),
+        filter_chains=chains,
+        listener_filters=listener_filters(chains, with_original_dst=False),
+        # istiod's default protocol detection timeout (0: wait for the client's first bytes).
+        listener_filters_timeout=duration(0.0),
+        continue_on_listener_filters_timeout=True,
     )
 
 

@@ -40,18 +40,18 @@ def outbound_tcp_chains(
     vs = virtual_services[0] if virtual_services else None
     if vs is not None:
         if protocol == "TLS":
-            for route in vs.spec.tls:
-                for match in route.match:
-                    if not _applies(match, port, proxy):
+            for tls in vs.spec.tls:
+                for sni in tls.match:
+                    if not _applies(sni, port, proxy):
                         continue
                     chain_match = lc.FilterChainMatch(
-                        server_names=list(match.sni_hosts),  # literal: what clients send
+                        server_names=list(sni.sni_hosts),  # literal: what clients send
                         transport_protocol=TLS_TRANSPORT,
-                        prefix_ranges=_cidrs(match.destination_subnets),
+                        prefix_ranges=_cidrs(sni.destination_subnets),
                     )
-                    _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, route.route, port))
+                    _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, tls.route, port))
         for route in vs.spec.tcp:
-            matches = route.match or [None]
+            matches: list[L4MatchAttributes | None] = list(route.match) or [None]
             for match in matches:
                 if match is not None and not _applies(match, port, proxy):
                     continue
@@ -135,9 +135,9 @@ def weighted_destinations(
             out.append((cluster, weight))
     if not out and routes:
         # Validation rejects an all-zero split; a lone weight-0 destination still routes.
-        dest = routes[0].destination
-        host = resolve_host(dest.host, namespace)
-        out.append((outbound_cluster_name(port, dest.subset, host), 1))
+        first = routes[0].destination
+        host = resolve_host(first.host, namespace)
+        out.append((outbound_cluster_name(port, first.subset, host), 1))
     if len(out) == 1:
         out = [(out[0][0], 1)]
     return out

@@ -46,6 +46,8 @@ from controlplane.cli.bootstrap import render_bootstrap
 from controlplane.local.envoy import envoy_binary
 
 PREFIX = "mesh"
+# One record per running lab (its pid and what it created), for sweeping after a crash.
+STATE_DIR = Path("/run/mesh-netns")
 PROXY_UID = 1337
 ADMIN_PORT = 15000
 # Ports the harness itself needs to reach inside a pod, left out of inbound capture.
@@ -82,7 +84,7 @@ def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _used_networks() -> list[ipaddress.IPv4Network]:
+def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     out = _sh("ip", "-4", "-o", "addr", "show").stdout
     nets = []
     for line in out.splitlines():
@@ -90,6 +92,41 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
         if "inet" in parts:
             nets.append(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network)
     return nets
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_labs() -> list[str]:
+    """Remove what labs of dead processes left behind; return their tokens."""
+    swept: list[str] = []
+    if not STATE_DIR.is_dir():
+        return swept
+    for record in sorted(STATE_DIR.iterdir()):
+        try:
+            state = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(int(state.get("pid", 0))):
+            continue
+        for netns, host_link in state.get("pods", []):
+            if not str(netns).startswith(PREFIX):
+                continue
+            _sh("ip", "netns", "del", netns, check=False)
+            _sh("ip", "link", "del", host_link, check=False)
+            shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+        if str(state.get("bridge", "")).startswith(PREFIX):
+            _sh("ip", "link", "del", state["bridge"], check=False)
+        record.unlink(missing_ok=True)
+        swept.append(record.name)
+    return swept
 
 
 class NetnsPod:
@@ -316,7 +353,7 @@ class NetnsLab:
     def _pick_network() -> ipaddress.IPv4Network:
         used = _used_networks()
         for _ in range(50):
-            candidate = ipaddress.ip_network(
+            candidate = ipaddress.IPv4Network(
                 f"10.{secrets.randbelow(40) + 200}.{secrets.randbelow(250) + 1}.0/24"
             )
             if not any(candidate.overlaps(n) for n in used):
@@ -324,6 +361,8 @@ class NetnsLab:
         raise RuntimeError("no free 10.x /24 for the test bridge")
 
     def start(self) -> NetnsLab:
+        sweep_stale_labs()
+        self._record()
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
         _sh("ip", "addr", "add", f"{self.gateway}/{self.network.prefixlen}", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
@@ -334,7 +373,19 @@ class NetnsLab:
         self._next += 1
         pod = NetnsPod(self, name, len(self.pods), ip)
         self.pods.append(pod)
+        self._record()
         return pod.create()
+
+    def _record(self) -> None:
+        """What this lab created, so that a later lab can remove it if this process dies
+        without cleaning up (a killed test run)."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state = {
+            "pid": os.getpid(),
+            "bridge": self.bridge,
+            "pods": [[p.netns, p.host_link] for p in self.pods],
+        }
+        (STATE_DIR / self.token).write_text(json.dumps(state))
 
     def stop(self) -> None:
         for process in self.processes:
@@ -352,6 +403,7 @@ class NetnsLab:
         for pod in self.pods:
             pod.delete()
         _sh("ip", "link", "del", self.bridge, check=False)
+        (STATE_DIR / self.token).unlink(missing_ok=True)
 
     def __enter__(self) -> NetnsLab:
         return self.start()

@@ -7,7 +7,13 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import Snapshot, created, resolve_host
+from controlplane.store.snapshot import (
+    Snapshot,
+    created,
+    exported_to,
+    resolve_host,
+    visible_namespaces,
+)
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
@@ -30,7 +36,12 @@ def _check_ineffective_matches(vs: VirtualService) -> list[Issue]:
     """Routes are tried in order and the first match wins, so a route after a catch-all, or a
     match identical to an earlier one, can never be chosen (istioctl's IST0131)."""
     found: list[Issue] = []
-    for section, routes in (("http", vs.spec.http), ("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    sections: list[tuple[str, list[Any]]] = [
+        ("http", list(vs.spec.http)),
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for section, routes in sections:
         seen: dict[str, str] = {}
         catch_all: str | None = None
         for i, route in enumerate(routes):
@@ -95,6 +106,7 @@ def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
             if created(other) < mine
             and (other.metadata.namespace, other.metadata.name)
             != (vs.metadata.namespace, vs.metadata.name)
+            and _seen_together(vs, other)
         ]
         if older:
             first = older[0].metadata
@@ -103,10 +115,20 @@ def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
                     Codes.CONFLICTING_VIRTUAL_SERVICES,
                     f"spec.hosts[{i}]",
                     f"host {hostname} is also claimed by the older VirtualService "
-                    f"{first.namespace}/{first.name}, which applies; this one is ignored for it",
+                    f"{first.namespace}/{first.name}; a client that sees both gets only one "
+                    "(one private to its namespace first, else the oldest)",
                 )
             )
     return found
+
+
+def _seen_together(a: VirtualService, b: VirtualService) -> bool:
+    """Whether some namespace sees both (only then can they compete for a client)."""
+    reach_a = visible_namespaces(a.spec.export_to, a.metadata.namespace)
+    reach_b = visible_namespaces(b.spec.export_to, b.metadata.namespace)
+    if reach_a is None or reach_b is None:
+        return (reach_a or reach_b) != frozenset()
+    return bool(reach_a & reach_b)
 
 
 def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
@@ -139,7 +161,11 @@ def _destinations(vs: VirtualService) -> list[tuple[str, Destination]]:
             out.append((f"spec.http[{i}].mirror", http.mirror))
         for j, mirror in enumerate(http.mirrors):
             out.append((f"spec.http[{i}].mirrors[{j}].destination", mirror.destination))
-    for proto, routes in (("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    l4_sections: list[tuple[str, list[Any]]] = [
+        ("tcp", list(vs.spec.tcp)),
+        ("tls", list(vs.spec.tls)),
+    ]
+    for proto, routes in l4_sections:
         for i, l4 in enumerate(routes):
             for j, route in enumerate(l4.route):
                 out.append((f"spec.{proto}[{i}].route[{j}].destination", route.destination))
@@ -155,6 +181,16 @@ def _check_destination(
     if service is None:
         found.append(
             Issue(Codes.HOST_NOT_FOUND, f"{path}.host", f"no service in the mesh is named {host!r}")
+        )
+    elif not exported_to(service.export_to, service.namespace, namespace):
+        # Clients in this namespace get no cluster for it: requests would get 503.
+        found.append(
+            Issue(
+                Codes.HOST_NOT_FOUND,
+                f"{path}.host",
+                f"service {host} is not exported to namespace {namespace!r} "
+                "(its networking.istio.io/exportTo annotation)",
+            )
         )
     elif (
         dest.port is not None

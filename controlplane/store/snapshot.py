@@ -229,15 +229,17 @@ class Snapshot:
     def virtual_services_for(
         self, hostname: str, client_namespace: str
     ) -> tuple[VirtualService, ...]:
-        """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``.
+        """Mesh-bound VirtualServices visible from ``client_namespace`` that cover ``hostname``,
+        in istiod's order of preference; when several claim one host the first applies.
 
-        Oldest first: when several claim one host, the first is the one that applies.
-        Exact host matches come before wildcard ones.
+        As istiod indexes them for a sidecar: those private to the client's namespace
+        (``exportTo: ["."]``) first, then those exported to it by name, then public ones;
+        oldest first within each group. Exact host matches come before wildcard ones.
         """
         index = self._virtual_services_by_host
         exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
         if exact:
-            return tuple(exact)
+            return _by_preference(exact, client_namespace)
         best: tuple[VirtualService, ...] = ()
         best_len = -1
         for pattern, items in index.items():
@@ -246,9 +248,9 @@ class Snapshot:
                 and host_matches(pattern, hostname)
                 and len(pattern) > best_len
             ):
-                visible = tuple(vs for vs in items if self._vs_applies(vs, client_namespace))
+                visible = [vs for vs in items if self._vs_applies(vs, client_namespace)]
                 if visible:
-                    best, best_len = visible, len(pattern)
+                    best, best_len = _by_preference(visible, client_namespace), len(pattern)
         return best
 
     def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
@@ -348,6 +350,31 @@ class Snapshot:
                 for d in matches
             ),
         )
+
+
+def _by_preference(
+    virtual_services: list[VirtualService], client_namespace: str
+) -> tuple[VirtualService, ...]:
+    """Stable sort (the input is oldest first) into istiod's groups for one client namespace:
+    private to it, exported to it by name, public."""
+
+    def group(vs: VirtualService) -> int:
+        export = vs.spec.export_to
+        if "." in export and vs.metadata.namespace == client_namespace:
+            return 0
+        if client_namespace in export:
+            return 1
+        return 2
+
+    return tuple(sorted(virtual_services, key=group))
+
+
+def visible_namespaces(export_to: Iterable[str], owner_namespace: str) -> frozenset[str] | None:
+    """The namespaces an exportTo list reaches (None: every namespace)."""
+    entries = list(export_to)
+    if not entries or "*" in entries:
+        return None
+    return frozenset(owner_namespace if e == "." else e for e in entries if e != "~")
 
 
 def _mesh_bound(vs: VirtualService) -> bool:

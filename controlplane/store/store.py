@@ -21,7 +21,7 @@ from typing import Any
 
 from controlplane.api.issues import Issue, ResourceKey, errors
 from controlplane.api.resources import is_istio_kind, key_of
-from controlplane.store.context import blocking, check_virtual_service
+from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 
 
@@ -62,6 +62,8 @@ class ChangeSet:
 
 Listener = Callable[[Snapshot, ChangeSet], None]
 _CONTEXT_KINDS = frozenset({"VirtualService", "DestinationRule", "Service"})
+# What a DestinationRule's in-context findings (subsets that select no pod) depend on.
+_RULE_CONTEXT_KINDS = frozenset({"DestinationRule", "Service", "Pod", "EndpointSlice"})
 
 
 class Store:
@@ -153,7 +155,10 @@ class Store:
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
-        if not ({k.kind for k in changed | moved} & _CONTEXT_KINDS):
+        kinds = {k.kind for k in changed | moved}
+        if kinds & _RULE_CONTEXT_KINDS:
+            self._check_rules()
+        if not (kinds & _CONTEXT_KINDS):
             return moved
         effective = self._effective.setdefault("VirtualService", {})
         # A rollback changes the context of other resources, so settle until nothing moves.
@@ -185,9 +190,18 @@ class Store:
                 self._last_good[key] = sub.resource
         return moved
 
+    def _check_rules(self) -> None:
+        """Warnings about DestinationRules in context; they never hold a version back."""
+        probe = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        for key, sub in self._desired.items():
+            if key.kind == "DestinationRule" and key not in self._rejected:
+                self._context_issues[key] = check_destination_rule(probe, sub.resource)
+
     def _update_status(self, touched: set[ResourceKey]) -> set[ResourceKey]:
         changed: set[ResourceKey] = set()
-        keys = set(touched) | {k for k in self._desired if k.kind == "VirtualService"}
+        keys = set(touched) | {
+            k for k in self._desired if k.kind in ("VirtualService", "DestinationRule")
+        }
         for key in keys:
             if not is_istio_kind(key.kind):
                 continue

@@ -121,6 +121,14 @@ CASES = {
     "transparent client": proxy_from_node(
         "sidecar~10.10.99.1~client.default~default.svc.cluster.local", {"NAMESPACE": "default"}
     ),
+    "local client with TCP and TLS ports": proxy_from_node(
+        "sidecar~127.0.5.2~client.default~default.svc.cluster.local",
+        {
+            "NAMESPACE": "default",
+            "LOCAL_OUTBOUND_PORT": "15001",
+            "LOCAL_TCP_PORTS": "tcp-echo:9000=21000,tcp-echo:9001=21001,tcp-echo:9443=21443",
+        },
+    ),
     **{f"transparent {p.metadata.name}": workload(p, local=False) for p in PODS},
     **{f"local {p.metadata.name}": workload(p, local=True) for p in PODS},
 }
@@ -143,7 +151,9 @@ def test_the_corpus_gives_a_workload_with_inbound_ports_in_both_modes() -> None:
     local = SnapshotCompiler(SNAPSHOT).compile(workload(httpbin, local=True))
     assert {"10.10.60.1_80", "10.10.60.1_7070", "10.10.60.1_9091"} <= set(local.of(LISTENER))
     names = set(transparent.of(LISTENER))
-    assert {"virtualOutbound", "10.96.50.1_9000", "10.96.50.1_9443"} <= names
+    assert {"virtualOutbound", "10.96.50.1_9000", "10.96.50.1_9443", "0.0.0.0_6379"} <= names
+    client = SnapshotCompiler(SNAPSHOT).compile(CASES["local client with TCP and TLS ports"])
+    assert {"127.0.0.1_21000", "127.0.0.1_21001", "127.0.0.1_21443"} <= set(client.of(LISTENER))
 
 
 def test_the_validator_rejects_a_broken_inbound_listener(tmp_path: Path) -> None:

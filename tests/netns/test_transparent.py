@@ -22,6 +22,8 @@ from controlplane.local.ports import free_port
 
 REVIEWS_VIP = "10.96.5.10"
 TCP_ECHO_VIP = "10.96.5.20"
+LEGACY_VIP = "10.96.5.30"
+LEGACY_WEB_VIP = "10.96.5.31"
 
 
 @dataclass
@@ -49,6 +51,32 @@ class Mesh:
         )
         assert result.returncode == 0, result.stderr
         return parse_counts(result.stdout)
+
+
+def legacy_registry(external: NetnsPod) -> str:
+    """Services on a pod without a sidecar whose ports declare no protocol: sniffed."""
+    return f"""
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: legacy, namespace: default}}
+    spec:
+      clusterIP: {LEGACY_VIP}
+      selector: {{app: external}}
+      ports: [{{port: 7000}}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: legacy-web, namespace: default}}
+    spec:
+      clusterIP: {LEGACY_WEB_VIP}
+      selector: {{app: external}}
+      ports: [{{port: 8001}}]
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: external, namespace: default, labels: {{app: external}}}}
+    status: {{podIP: {external.ip}}}
+    """
 
 
 def registry(v1: NetnsPod, v2: NetnsPod) -> str:
@@ -146,6 +174,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         mesh = Mesh(lab, None, config_dir, client, v1, v2, external, {})  # type: ignore[arg-type]
         mesh.write("reviews.yaml", registry(v1, v2))
         mesh.write("vs.yaml", virtual_service(75, 25))
+        mesh.write("legacy.yaml", legacy_registry(external))
         xds_port, debug_port = free_port(), free_port()
         control_plane = ControlPlaneProcess(
             config_dir, xds_port, debug_port, workdir / "cp.log", extra_args=["--host", "0.0.0.0"]
@@ -161,6 +190,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 {
                     "reviews reviews.default reviews.default.svc.cluster.local": REVIEWS_VIP,
                     "tcp-echo tcp-echo.default": TCP_ECHO_VIP,
+                    "legacy": LEGACY_VIP,
+                    "legacy-web": LEGACY_WEB_VIP,
                 }
             )
             mesh.node_ids[pod.name] = pod.start_envoy(xds_port, labels=labels)
@@ -168,13 +199,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             (v1, "reviews-v1", 9080),
             (v2, "reviews-v2", 9080),
             (external, "external", 8000),
+            (external, "external-8001", 8001),
         ):
             pod.start_app(
-                pod.python("-m", "controlplane.local.netns", "serve-http", name, str(port))
+                pod.python("-m", "controlplane.local.netns", "serve-http", name, str(port)), name
             )
-        for pod, name in ((v1, "echo-v1"), (v2, "echo-v2")):
+        for pod, name in ((v1, "echo-v1"), (v2, "echo-v2"), (external, "echo-external")):
             pod.start_app(
-                pod.python("-m", "controlplane.local.netns", "serve-tcp", name, "9000"), "echo"
+                pod.python(
+                    "-m",
+                    "controlplane.local.netns",
+                    "serve-tcp",
+                    name,
+                    "7000" if pod is external else "9000",
+                ),
+                "echo",
             )
         for pod in (client, v1, v2):
             pod.wait_envoy_live()
@@ -280,3 +319,40 @@ def test_tcp_connections_to_a_vip_are_split_by_the_tcp_route_weights(mesh: Mesh)
     assert abs(100 * counts["echo-v2"] / 300 - 70) <= 8, counts
     assert mesh.client.stat(f"listener.{TCP_ECHO_VIP}_9000.downstream_cx_total") == 300
     assert mesh.v2.stat("cluster.inbound|9000||.upstream_cx_total") == counts["echo-v2"]
+
+
+def test_an_undeclared_port_is_sniffed_tcp_to_the_service_and_http_through_routes(
+    mesh: Mesh,
+) -> None:
+    # legacy:7000 and legacy-web:8001 name no protocol; the pod behind them has no sidecar.
+    result = mesh.client.run(
+        mesh.client.python("-m", "controlplane.local.netns", "count-tcp", "legacy", "7000", "10"),
+        timeout=60,
+    )
+    assert parse_counts(result.stdout) == {"echo-external": 10}, result.stderr
+    assert (
+        mesh.client.stat(
+            "cluster.outbound|7000||legacy.default.svc.cluster.local.upstream_cx_total"
+        )
+        == 10
+    )
+    assert mesh.call("http://legacy-web:8001/", 10) == {"external-8001": 10}
+    assert mesh.client.stat("http.outbound_0.0.0.0_8001.downstream_rq_total") == 10
+
+
+def test_inbound_traffic_to_an_undeclared_port_passes_through_to_the_app(mesh: Mesh) -> None:
+    # No Service declares port 8123 of reviews-v1: virtualInbound's catch-all HTTP chain sends
+    # it on to its original destination through InboundPassthroughCluster (from 127.0.0.6).
+    mesh.v1.start_app(
+        mesh.v1.python("-m", "controlplane.local.netns", "serve-http", "v1-undeclared", "8123"),
+        "undeclared",
+    )
+    stat = "cluster.InboundPassthroughCluster.upstream_rq_total"
+    before = mesh.v1.stat(stat)
+    result = mesh.external.run(
+        mesh.external.python(
+            "-m", "controlplane.local.netns", "count-http", f"http://{mesh.v1.ip}:8123/", "5"
+        )
+    )
+    assert parse_counts(result.stdout) == {"v1-undeclared": 5}, result.stderr
+    assert mesh.v1.stat(stat) - before == 5

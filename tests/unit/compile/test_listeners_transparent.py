@@ -135,3 +135,51 @@ def test_only_local_tcp_ports_still_means_local_mode() -> None:
         {"LOCAL_TCP_PORTS": "tcp-echo:9000=20100"},
     )
     assert proxy.mode == "local"
+
+
+SNIFFED = """
+apiVersion: v1
+kind: Service
+metadata: {name: cache, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{port: 6379}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cache-b, namespace: default}
+spec:
+  clusterIP: 10.96.0.31
+  ports: [{name: redis-port, port: 6379}]
+"""
+
+
+def test_an_undeclared_port_is_sniffed_http_by_rds_other_bytes_by_vip() -> None:
+    out = compiled(snapshot_of(MESH, SNIFFED), client())["lds"]
+    listener = out["0.0.0.0_6379"]
+    vip_http, vip_tcp, http, passthrough = listener["filterChains"]
+    vip = [{"addressPrefix": "10.96.0.30", "prefixLen": 32}]
+    # Envoy matches the IP before the application protocol: the VIP has its own HTTP chain.
+    assert vip_http["filterChainMatch"] == {
+        "prefixRanges": vip,
+        "applicationProtocols": ["http/1.1", "h2c"],
+    }
+    assert vip_http["filters"][0]["typedConfig"]["rds"]["routeConfigName"] == "6379"
+    assert vip_tcp["filterChainMatch"] == {"prefixRanges": vip}
+    assert vip_tcp["filters"][0]["typedConfig"]["cluster"] == (
+        "outbound|6379||cache.default.svc.cluster.local"
+    )
+    assert http["filterChainMatch"] == {"applicationProtocols": ["http/1.1", "h2c"]}
+    assert passthrough["name"] == "PassthroughFilterChain"
+    assert passthrough["filters"][0]["typedConfig"]["cluster"] == "PassthroughCluster"
+    assert [f["name"] for f in listener["listenerFilters"]] == [
+        "envoy.filters.listener.http_inspector"
+    ]
+    # redis-port declares TCP (the "redis" prefix): its own VIP listener, no sniffing.
+    assert "10.96.0.31_6379" in out
+
+
+def test_a_declared_http_port_is_not_sniffed() -> None:
+    listener = compiled(snapshot_of(MESH), client())["lds"]["0.0.0.0_9080"]
+    assert "listenerFilters" not in listener
+    assert len(listener["filterChains"]) == 1

@@ -190,3 +190,38 @@ def test_source_labels_are_decided_per_proxy_at_compile_time() -> None:
     other = local_proxy(labels={"app": "ratings"})
     assert first_cluster([REVIEWS, by_source], productpage) == f"outbound|9080|v2|{FQDN}"
     assert first_cluster([REVIEWS, by_source], other) == f"outbound|9080|v1|{FQDN}"
+
+
+def test_a_virtual_service_private_to_the_clients_namespace_beats_an_older_public_one() -> None:
+    public = vs("public", "2026-01-01T00:00:00Z", "v1")
+    private = vs(
+        "mine", "2026-06-01T00:00:00Z", "v2", hosts=f"[{FQDN}]", extra='  exportTo: ["."]\n'
+    ).replace("namespace: default", "namespace: client")
+    client = local_proxy(namespace="client")
+    assert first_cluster([REVIEWS, public, private], client) == f"outbound|9080|v2|{FQDN}"
+    # Elsewhere the private one is invisible: the public one applies.
+    assert first_cluster([REVIEWS, public, private]) == f"outbound|9080|v1|{FQDN}"
+
+
+def test_a_virtual_service_exported_to_the_client_by_name_beats_an_older_public_one() -> None:
+    public = vs("public", "2026-01-01T00:00:00Z", "v1")
+    named = vs("for-client", "2026-06-01T00:00:00Z", "v2", extra='  exportTo: ["client"]\n')
+    client = local_proxy(namespace="client")
+    assert first_cluster([REVIEWS, public, named], client) == f"outbound|9080|v2|{FQDN}"
+    assert first_cluster([REVIEWS, public, named]) == f"outbound|9080|v1|{FQDN}"
+
+
+def test_virtual_services_no_namespace_sees_together_are_not_a_conflict() -> None:
+    a = vs(
+        "a", "2026-01-01T00:00:00Z", "v1", hosts=f"[{FQDN}]", extra='  exportTo: ["."]\n'
+    ).replace("namespace: default", "namespace: team-a")
+    b = vs(
+        "b", "2026-06-01T00:00:00Z", "v2", hosts=f"[{FQDN}]", extra='  exportTo: ["."]\n'
+    ).replace("namespace: default", "namespace: team-b")
+    store = store_of(REVIEWS, a, b)
+    codes = [i.code.id for s in store.snapshot.status.values() for i in s.issues]
+    assert "CP0303" not in codes
+    both = vs("c", "2026-07-01T00:00:00Z", "v2", extra='  exportTo: ["team-a"]\n')
+    store = store_of(REVIEWS, a, both)
+    codes = [i.code.id for s in store.snapshot.status.values() for i in s.issues]
+    assert codes.count("CP0303") == 1

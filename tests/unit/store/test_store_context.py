@@ -1,0 +1,70 @@
+"""In-context findings kept by the store: what logs and status show, as the mesh changes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import yaml
+
+from controlplane.api import load
+from controlplane.api.issues import ResourceKey
+from controlplane.store import Store, Submission
+
+REGISTRY = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+
+V2_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
+status: {podIP: 10.0.0.2}
+"""
+
+RULE = ResourceKey("DestinationRule", "default", "reviews")
+
+
+def submissions(text: str) -> list[Submission]:
+    out = []
+    for doc in yaml.safe_load_all(textwrap.dedent(text)):
+        if doc:
+            resource, issues = load(doc)
+            out.append(Submission(resource, tuple(issues), "registry.yaml:1"))
+    return out
+
+
+def codes(store: Store) -> list[str]:
+    status = store.snapshot.status.get(RULE)
+    return [i.code.id for i in status.issues] if status else []
+
+
+def test_a_subset_without_pods_is_in_the_rules_status_until_a_pod_arrives() -> None:
+    store = Store()
+    store.apply(upserts=submissions(REGISTRY))
+    assert codes(store) == ["CP0304"]
+    status = store.snapshot.status[RULE]
+    assert status.reconciled  # a warning: the rule is in effect all the same
+    change = store.apply(upserts=submissions(V2_POD))
+    assert RULE in change.status_changed
+    assert codes(store) == []
+    store.apply(deletes=[ResourceKey("Pod", "default", "reviews-v2")])
+    assert codes(store) == ["CP0304"]
