@@ -252,3 +252,12 @@ async def test_the_certificate_service_signs_a_csr_for_the_callers_identity(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.CreateCertificate(ca_pb2.CertificateRequest(csr_pem=csr))
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_debug_output_of_a_secret_never_shows_the_private_key() -> None:
+    from controlplane.compile.secrets import certificate_secret, redacted
+
+    shown = redacted(certificate_secret("CHAIN", "-----BEGIN PRIVATE KEY-----secret"))
+    assert shown["tlsCertificate"]["privateKey"] == {"inlineBytes": "[redacted]"}
+    assert "secret" not in str(shown)
+    assert shown["name"] == "default"
