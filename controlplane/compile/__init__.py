@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from controlplane.api.issues import ResourceKey
 from controlplane.compile import resources as types
 from controlplane.compile.authn import DISABLE, MtlsPolicy, resolve_mtls
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
@@ -218,7 +219,7 @@ class SnapshotCompiler:
     def _mtls_endpoints(self, endpoints: tuple[MeshEndpoint, ...]) -> tuple[MeshEndpoint, ...]:
         """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
         loses its ``tlsMode: istio`` mark, so auto mTLS talks plaintext to it alone."""
-        if not self.snapshot.of_kind("PeerAuthentication") and not self.snapshot.rejected(
+        if not self.snapshot.of_kind("PeerAuthentication") and not self._rejected(
             "PeerAuthentication"
         ):
             return endpoints
@@ -380,7 +381,7 @@ class SnapshotCompiler:
                 self.snapshot.of_kind("PeerAuthentication").values(),
                 namespace,
                 labels,
-                rejected=self.snapshot.rejected("PeerAuthentication"),
+                rejected=self._rejected("PeerAuthentication"),
             )
 
         return self._cached(key, build)  # type: ignore[return-value]
@@ -394,10 +395,14 @@ class SnapshotCompiler:
                 self.snapshot.of_kind("AuthorizationPolicy").values(),
                 namespace,
                 labels,
-                rejected=self.snapshot.rejected("AuthorizationPolicy"),
+                rejected=self._rejected("AuthorizationPolicy"),
             )
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    def _rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+        """Refused policies of ``kind`` with no good version (security fails closed on them)."""
+        return self._cached(("rejected", kind), lambda: self.snapshot.rejected(kind))  # type: ignore[return-value]
 
     def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
         """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""
