@@ -6,7 +6,9 @@ what the port's mTLS mode asks for, telling TLS from plaintext with the TLS insp
 
 - STRICT: only a ``transport_protocol: tls`` chain that terminates mTLS; a plaintext
   connection matches no chain and is closed before any byte reaches the application.
-- PERMISSIVE: that TLS chain plus a ``raw_buffer`` twin for plaintext.
+- PERMISSIVE: that TLS chain (for TLS that offers the mesh's ALPN, ``istio``...), a
+  ``raw_buffer`` twin for plaintext, and other TLS passed through to the application as it
+  is, as Istio does (an app that terminates TLS itself keeps working).
 - DISABLE: the plaintext chain alone.
 
 A proxy without a certificate (its connection proved no identity) cannot terminate mTLS:

@@ -32,6 +32,8 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 ALPN_IN_MESH = ("istio-peer-exchange", "istio")
 ALPN_HTTP_INBOUND = ("h2", "http/1.1")
+# The proxy's operating-system trust bundle (Debian's path, Istio's first choice).
+SYSTEM_ROOTS = "/etc/ssl/certs/ca-certificates.crt"
 
 
 # ---- shared pieces ------------------------------------------------------------------------
@@ -127,14 +129,13 @@ def originate_tls_context(settings: ClientTLSSettings) -> tls_pb2.UpstreamTlsCon
             tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2
         )
     )
-    if not settings.insecure_skip_verify and (
-        settings.ca_certificates or settings.subject_alt_names
-    ):
+    if not settings.insecure_skip_verify:
+        # Without caCertificates the server is checked against the operating system's roots
+        # (as Istio does since VERIFY_CERTIFICATE_AT_CLIENT), never accepted unverified.
         validation = common_pb2.CertificateValidationContext(
-            match_typed_subject_alt_names=_san_matchers(settings.subject_alt_names)
+            match_typed_subject_alt_names=_san_matchers(settings.subject_alt_names),
+            trusted_ca=_file_source(settings.ca_certificates or SYSTEM_ROOTS),
         )
-        if settings.ca_certificates:
-            validation.trusted_ca.CopyFrom(_file_source(settings.ca_certificates))
         common.validation_context.CopyFrom(validation)
     if settings.mode == "MUTUAL" and settings.client_certificate and settings.private_key:
         common.tls_certificates.append(

@@ -297,6 +297,12 @@ def test_simple_and_mutual_originate_tls_from_files() -> None:
         "filename": "/etc/ca.pem"
     }
     assert "tlsCertificates" not in simple["commonTlsContext"]
+    system = clusters(destination_rule("{mode: SIMPLE, sni: pay.example}"))[CLUSTER]
+    validation = system["transportSocket"]["typedConfig"]["commonTlsContext"]["validationContext"]
+    # Verified against the OS roots, never skipped.
+    assert validation == {"trustedCa": {"filename": "/etc/ssl/certs/ca-certificates.crt"}}
+    skip = clusters(destination_rule("{mode: SIMPLE, insecureSkipVerify: true}"))[CLUSTER]
+    assert "validationContext" not in skip["transportSocket"]["typedConfig"]["commonTlsContext"]
     mutual = clusters(
         destination_rule(
             "{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}"
