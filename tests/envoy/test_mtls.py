@@ -204,3 +204,30 @@ def test_permissive_passes_tls_that_is_not_the_meshs_through_to_the_app(
         raw.sendall(client_hello(["istio"]))
         first = raw.recv(5)
     assert first[:1] == b"\x16"  # a TLS handshake record: the sidecar's ServerHello
+
+
+def test_port_level_mtls_opens_one_port_of_a_strict_workload(zt: ZeroTrustMesh) -> None:
+    pod = WORKLOADS["payment"][0]
+    zt.write(
+        "peer-authentication.yaml",
+        f"""
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {{name: payment, namespace: default}}
+        spec:
+          selector: {{matchLabels: {{app: payment}}}}
+          mtls: {{mode: STRICT}}
+          portLevelMtls:
+            {zt.tcp_port}: {{mode: DISABLE}}
+        """,
+    )
+    try:
+        assert plaintext_exchange(pod, zt.app_port, REQUEST) == b""  # STRICT port
+        with socket.create_connection((pod, zt.tcp_port), timeout=5) as raw:
+            raw.sendall(b"hello\n")
+            assert raw.recv(64) == b"ledger hello\n"  # the DISABLE port, plaintext
+        # Clients follow: plaintext to the ledger port, mTLS to the HTTP one.
+        assert zt.ledger("order-service") == "ledger hello"
+        assert zt.call("order-service", "GET", "/")[0] == 200
+    finally:
+        zt.remove("peer-authentication.yaml")
