@@ -36,9 +36,11 @@ class Report:
     def errors(self) -> list[Issue]:
         return [i for i in self.issues if i.severity is Level.ERROR]
 
-    def exit_status(self) -> int:
-        """Non-zero when any finding is an error, so analyze can gate a CI pipeline."""
-        return 1 if self.errors else 0
+    def exit_status(self, threshold: Level = Level.ERROR) -> int:
+        """Non-zero when any finding is at ``threshold`` or worse (errors by default), so
+        analyze can gate a CI pipeline (istioctl's ``--failure-threshold``)."""
+        worst = _LEVEL_ORDER[threshold]
+        return 1 if any(_LEVEL_ORDER[i.severity] <= worst for i in self.issues) else 0
 
     def as_json(self) -> list[dict[str, object]]:
         return [

@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE")
     analyze.add_argument("-n", "--namespace", default="default", help="for resources without one")
     analyze.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    analyze.add_argument(
+        "--failure-threshold",
+        choices=("Error", "Warning", "Info"),
+        default="Error",
+        help="exit 1 when a finding is at this level or worse",
+    )
 
     redirect = commands.add_parser(
         "redirect", help="install an injected pod's iptables capture rules (init container)"
@@ -195,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         from controlplane.analyze import analyze, render_text
+        from controlplane.api.issues import Level
 
         report = analyze(args.paths, default_namespace=args.namespace)
         if args.output == "json":
             print(json.dumps(report.as_json(), indent=2))
         else:
             sys.stdout.write(render_text(report))
-        return report.exit_status()
+        return report.exit_status(Level(args.failure_threshold))
     if args.command == "redirect":
         from controlplane.cli.redirect import run_redirect
         from controlplane.inject.iptables import CaptureConfig, parse_ports

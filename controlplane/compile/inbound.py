@@ -85,7 +85,7 @@ class InboundPort:
     protocol: str  # HTTP, HTTP2, GRPC, TCP, UNKNOWN (as MeshPort.protocol)
     service_port: int
     hostname: str
-    bind: str  # the address a local-mode listener binds: the workload's IP
+    bind: str  # the address a local-mode listener binds (the workload's IP); 0.0.0.0 otherwise
 
     @property
     def is_http(self) -> bool:
@@ -117,7 +117,8 @@ def inbound_ports(snapshot: Snapshot, proxy: Proxy) -> tuple[InboundPort, ...]:
                 protocol=protocol,
                 service_port=endpoint.service_port,
                 hostname=service.hostname,
-                bind=ip,
+                # Transparent chains do not depend on the pod's address: replicas share them.
+                bind=WILDCARD_ADDRESS if proxy.mode == TRANSPARENT else ip,
             )
     return tuple(by_port[p] for p in sorted(by_port))
 

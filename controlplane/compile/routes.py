@@ -48,10 +48,15 @@ def domains_for(
 def build_virtual_host(
     snapshot: Snapshot, service: MeshService, port: int, proxy: Proxy, domains: list[str]
 ) -> rc.VirtualHost:
-    virtual_services = snapshot.virtual_services_for(service.hostname, proxy.namespace)
-    if virtual_services:
-        routes = routes_from_virtual_service(snapshot, virtual_services[0], port, proxy)
-    else:
+    # As istiod: a VirtualService that yields no route for this proxy and port (its matches
+    # name other ports or source labels, or it has only tcp routes) is passed over, and a
+    # service no VirtualService routes gets the default route.
+    routes: list[rc.Route] = []
+    for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
+        routes = routes_from_virtual_service(snapshot, vs, port, proxy)
+        if routes:
+            break
+    if not routes:
         routes = [default_route(service.hostname, port)]
     return rc.VirtualHost(
         name=virtual_host_name(service.hostname, port), domains=domains, routes=routes

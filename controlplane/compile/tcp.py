@@ -32,41 +32,57 @@ from controlplane.store.snapshot import Snapshot, resolve_host
 def outbound_tcp_chains(
     snapshot: Snapshot, service: MeshService, port: int, protocol: str, proxy: Proxy
 ) -> list[lc.FilterChain]:
-    """Every chain of ``service:port`` for ``proxy``, in match order, ending in a catch-all."""
+    """Every chain of ``service:port`` for ``proxy``, in match order, ending in a catch-all.
+
+    The first VirtualService (in istiod's order of preference) that has a route for this
+    port and proxy decides; one without (HTTP routes only, or matches for other ports or
+    sources) is passed over.
+    """
     chains: list[lc.FilterChain] = []
     seen: set[bytes] = set()
     catch_all = False
-    virtual_services = snapshot.virtual_services_for(service.hostname, proxy.namespace)
-    vs = virtual_services[0] if virtual_services else None
-    if vs is not None:
-        if protocol == "TLS":
-            for tls in vs.spec.tls:
-                for sni in tls.match:
-                    if not _applies(sni, port, proxy):
-                        continue
-                    chain_match = lc.FilterChainMatch(
-                        server_names=list(sni.sni_hosts),  # literal: what clients send
-                        transport_protocol=TLS_TRANSPORT,
-                        prefix_ranges=_cidrs(sni.destination_subnets),
-                    )
-                    _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, tls.route, port))
-        for route in vs.spec.tcp:
-            matches: list[L4MatchAttributes | None] = list(route.match) or [None]
-            for match in matches:
-                if match is not None and not _applies(match, port, proxy):
-                    continue
-                subnets = match.destination_subnets if match is not None else []
-                chain_match = lc.FilterChainMatch(prefix_ranges=_cidrs(subnets))
-                _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, route.route, port))
-                if not subnets:
-                    catch_all = True
-                    break
-            if catch_all:
-                break
+    for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
+        catch_all = _virtual_service_chains(snapshot, vs, port, protocol, proxy, chains, seen)
+        if chains:
+            break
     if not catch_all:
         default = outbound_cluster_name(port, None, service.hostname)
         _add(chains, seen, lc.FilterChainMatch(), tcp_proxy(default, [(default, 1)]))
     return chains
+
+
+def _virtual_service_chains(
+    snapshot: Snapshot,
+    vs: VirtualService,
+    port: int,
+    protocol: str,
+    proxy: Proxy,
+    chains: list[lc.FilterChain],
+    seen: set[bytes],
+) -> bool:
+    """Append the chains ``vs`` gives this port; True when the last one matches everything."""
+    if protocol == "TLS":
+        for tls in vs.spec.tls:
+            for sni in tls.match:
+                if not _applies(sni, port, proxy):
+                    continue
+                chain_match = lc.FilterChainMatch(
+                    server_names=list(sni.sni_hosts),  # literal: what clients send
+                    transport_protocol=TLS_TRANSPORT,
+                    prefix_ranges=_cidrs(sni.destination_subnets),
+                )
+                _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, tls.route, port))
+    for route in vs.spec.tcp:
+        matches: list[L4MatchAttributes | None] = list(route.match) or [None]
+        for match in matches:
+            if match is not None and not _applies(match, port, proxy):
+                continue
+            subnets = match.destination_subnets if match is not None else []
+            chain_match = lc.FilterChainMatch(prefix_ranges=_cidrs(subnets))
+            _add(chains, seen, chain_match, _proxy_filter(snapshot, vs, route.route, port))
+            if not subnets:
+                return True
+    return False
 
 
 def _applies(match: L4MatchAttributes | TLSMatchAttributes, port: int, proxy: Proxy) -> bool:

@@ -14,12 +14,8 @@ route through the bridge, and optionally:
 Every name starts with ``mesh`` and a random token; ``stop`` removes all of it (namespaces,
 links, hosts files, the processes it started). Needs root, ``ip`` and ``iptables``.
 
-The module also runs the small apps used inside pods::
-
-    python -m controlplane.local.netns serve-http NAME PORT
-    python -m controlplane.local.netns count-http URL COUNT [HEADER:VALUE ...]
-    python -m controlplane.local.netns serve-tcp NAME PORT
-    python -m controlplane.local.netns count-tcp HOST PORT COUNT
+The apps that run inside pods are in ``controlplane.local.pod_apps``; ``NetnsPod.app``
+builds their command lines.
 """
 
 from __future__ import annotations
@@ -36,9 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -167,7 +161,11 @@ class NetnsPod:
         self, argv: list[str], timeout: float = 60.0, uid: int | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.command(argv, uid), capture_output=True, text=True, timeout=timeout
+            self.command(argv, uid),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(os.environ, PYTHONPATH=self.lab.pythonpath),
         )
 
     def start(
@@ -201,6 +199,10 @@ class NetnsPod:
 
     def python(self, *args: str) -> list[str]:
         return [sys.executable, *args]
+
+    def app(self, *args: str) -> list[str]:
+        """``python -m controlplane.local.pod_apps ARGS`` (serve-http, count-http, ...)."""
+        return self.python("-m", "controlplane.local.pod_apps", *args)
 
     def set_hosts(self, entries: dict[str, str]) -> None:
         """This pod's /etc/hosts: ``{name: address}`` plus localhost."""
@@ -410,62 +412,3 @@ class NetnsLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# ---- apps that run inside pods ----------------------------------------------------------------
-
-
-def _serve_http(name: str, port: int) -> None:
-    from controlplane.local.backends import Backend
-
-    backend = Backend(name, "0.0.0.0", port)
-    print("ready", flush=True)
-    backend._server.serve_forever()
-
-
-def _count_http(url: str, count: int, headers: list[str]) -> None:
-    """The client app: GET ``url`` ``count`` times, print {backend name or status: n}."""
-    extra = dict(h.split(":", 1) for h in headers)
-    # No proxy settings from the environment: the app knows nothing about any proxy.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    counts: Counter[str] = Counter()
-    for _ in range(count):
-        request = urllib.request.Request(url, headers=extra)
-        try:
-            with opener.open(request, timeout=10) as resp:
-                counts[str(json.loads(resp.read())["name"])] += 1
-        except urllib.error.HTTPError as exc:
-            counts[str(exc.code)] += 1
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-            counts[f"error:{type(exc).__name__}"] += 1
-    print(json.dumps(counts))
-
-
-def main(argv: list[str]) -> int:
-    command, *rest = argv
-    if command == "serve-http":
-        _serve_http(rest[0], int(rest[1]))
-    elif command == "count-http":
-        _count_http(rest[0], int(rest[1]), rest[2:])
-    elif command == "serve-tcp":
-        from controlplane.local.tcp_echo import TcpEchoBackend
-
-        backend = TcpEchoBackend(rest[0], "0.0.0.0", int(rest[1]))
-        print("ready", flush=True)
-        backend._server.serve_forever()
-    elif command == "count-tcp":
-        from controlplane.local.tcp_echo import count_echo_backends
-
-        print(json.dumps(count_echo_backends(rest[0], int(rest[1]), int(rest[2]))))
-    else:
-        print(f"unknown command {command}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def parse_counts(stdout: str) -> dict[str, Any]:
-    return dict(json.loads(stdout.strip().splitlines()[-1]))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

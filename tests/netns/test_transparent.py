@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod, parse_counts
+from controlplane.local.netns import NetnsLab, NetnsPod
+from controlplane.local.pod_apps import parse_counts
 from controlplane.local.ports import free_port
 
 REVIEWS_VIP = "10.96.5.10"
@@ -45,7 +46,7 @@ class Mesh:
     def call(self, url: str, count: int, *headers: str) -> dict[str, int]:
         result = self.client.run(
             self.client.python(
-                "-m", "controlplane.local.netns", "count-http", url, str(count), *headers
+                "-m", "controlplane.local.pod_apps", "count-http", url, str(count), *headers
             ),
             timeout=120,
         )
@@ -201,14 +202,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             (external, "external", 8000),
             (external, "external-8001", 8001),
         ):
-            pod.start_app(
-                pod.python("-m", "controlplane.local.netns", "serve-http", name, str(port)), name
-            )
+            pod.start_app(pod.app("serve-http", name, str(port)), name)
         for pod, name in ((v1, "echo-v1"), (v2, "echo-v2"), (external, "echo-external")):
             pod.start_app(
-                pod.python(
-                    "-m",
-                    "controlplane.local.netns",
+                pod.app(
                     "serve-tcp",
                     name,
                     "7000" if pod is external else "9000",
@@ -260,11 +257,7 @@ def test_inbound_traffic_reaches_the_app_through_virtual_inbound(mesh: Mesh) -> 
     stat = "cluster.inbound|9080||.upstream_rq_total"
     before = mesh.v1.stat(stat)
     # From a pod without a sidecar straight to the pod address: captured on the way in.
-    result = mesh.external.run(
-        mesh.external.python(
-            "-m", "controlplane.local.netns", "count-http", f"http://{mesh.v1.ip}:9080/", "10"
-        )
-    )
+    result = mesh.external.run(mesh.external.app("count-http", f"http://{mesh.v1.ip}:9080/", "10"))
     assert parse_counts(result.stdout) == {"reviews-v1": 10}, result.stderr
     assert mesh.v1.stat(stat) - before == 10
     assert mesh.v1.stat("listener.0.0.0.0_15006.downstream_cx_total") >= 10
@@ -282,7 +275,7 @@ def test_unknown_host_on_a_mesh_http_port_goes_to_allow_any(mesh: Mesh) -> None:
     # Port 9080 is an HTTP port of the mesh: the HCM sees a Host no service claims.
     mesh.external.start(
         mesh.external.python(
-            "-m", "controlplane.local.netns", "serve-http", "external-9080", "9080"
+            "-m", "controlplane.local.pod_apps", "serve-http", "external-9080", "9080"
         ),
         "app9080",
     )
@@ -310,7 +303,7 @@ def test_tcp_connections_to_a_vip_are_split_by_the_tcp_route_weights(mesh: Mesh)
     # route sends to the pods' port 9000, which their sidecars take in through 15006.
     result = mesh.client.run(
         mesh.client.python(
-            "-m", "controlplane.local.netns", "count-tcp", "tcp-echo", "9000", "300"
+            "-m", "controlplane.local.pod_apps", "count-tcp", "tcp-echo", "9000", "300"
         ),
         timeout=120,
     )
@@ -326,7 +319,7 @@ def test_an_undeclared_port_is_sniffed_tcp_to_the_service_and_http_through_route
 ) -> None:
     # legacy:7000 and legacy-web:8001 name no protocol; the pod behind them has no sidecar.
     result = mesh.client.run(
-        mesh.client.python("-m", "controlplane.local.netns", "count-tcp", "legacy", "7000", "10"),
+        mesh.client.app("count-tcp", "legacy", "7000", "10"),
         timeout=60,
     )
     assert parse_counts(result.stdout) == {"echo-external": 10}, result.stderr
@@ -344,15 +337,37 @@ def test_inbound_traffic_to_an_undeclared_port_passes_through_to_the_app(mesh: M
     # No Service declares port 8123 of reviews-v1: virtualInbound's catch-all HTTP chain sends
     # it on to its original destination through InboundPassthroughCluster (from 127.0.0.6).
     mesh.v1.start_app(
-        mesh.v1.python("-m", "controlplane.local.netns", "serve-http", "v1-undeclared", "8123"),
+        mesh.v1.app("serve-http", "v1-undeclared", "8123"),
         "undeclared",
     )
     stat = "cluster.InboundPassthroughCluster.upstream_rq_total"
     before = mesh.v1.stat(stat)
-    result = mesh.external.run(
-        mesh.external.python(
-            "-m", "controlplane.local.netns", "count-http", f"http://{mesh.v1.ip}:8123/", "5"
-        )
-    )
+    result = mesh.external.run(mesh.external.app("count-http", f"http://{mesh.v1.ip}:8123/", "5"))
     assert parse_counts(result.stdout) == {"v1-undeclared": 5}, result.stderr
     assert mesh.v1.stat(stat) - before == 5
+
+
+def test_a_pod_calling_its_own_service_reaches_itself_through_its_inbound_side(
+    mesh: Mesh,
+) -> None:
+    # From reviews-v1, some of the split lands on reviews-v1 itself: its sidecar connects to its
+    # own pod address over loopback, which the capture rules send to 15006 (Istio's hairpin).
+    stat = "cluster.inbound|9080||.upstream_rq_total"
+    before = mesh.v1.stat(stat)
+    result = mesh.v1.run(mesh.v1.app("count-http", "http://reviews:9080/", "200"), timeout=120)
+    counts = parse_counts(result.stdout)
+    assert set(counts) == {"reviews-v1", "reviews-v2"}, (counts, result.stderr)
+    assert mesh.v1.stat(stat) - before == counts["reviews-v1"]
+
+
+def test_an_excluded_outbound_port_bypasses_the_sidecar(mesh: Mesh) -> None:
+    stat = "cluster.PassthroughCluster.upstream_cx_total"
+    mesh.client.redirect("--exclude-outbound-ports", "8000")
+    try:
+        before = mesh.client.stat(stat)
+        assert mesh.call(f"http://{mesh.external.ip}:8000/", 5) == {"external": 5}
+        assert mesh.client.stat(stat) == before  # straight out, not through Envoy
+    finally:
+        mesh.client.redirect()
+    assert mesh.call(f"http://{mesh.external.ip}:8000/", 3) == {"external": 3}
+    assert mesh.client.stat(stat) == before + 3

@@ -150,3 +150,10 @@ def test_a_missing_path_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
     report = analyze([Path("/nonexistent/dir.yaml")])
     assert report.exit_status() == 1
     assert "no such file or directory" in render_text(report)
+
+
+def test_failure_threshold_can_make_warnings_fail_the_run() -> None:
+    path = str(CORPUS / "broken" / "vs-unknown-host.yaml")  # one warning
+    assert run_cli(path).returncode == 0
+    assert run_cli("--failure-threshold", "Warning", path).returncode == 1
+    assert run_cli("--failure-threshold", "Info", path).returncode == 1

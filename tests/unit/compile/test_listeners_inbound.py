@@ -176,14 +176,23 @@ def test_transparent_sidecar_with_no_service_still_gets_virtual_inbound_passthro
     assert names == ["virtualInbound-blackhole", "virtualInbound-catchall-http", "virtualInbound"]
 
 
-def test_proxies_of_one_workload_shape_share_one_compiled_inbound_listener() -> None:
+def test_replicas_of_one_workload_share_one_compiled_inbound_listener_and_clusters() -> None:
     from controlplane.compile import SnapshotCompiler
-    from controlplane.compile.resources import LISTENER
+    from controlplane.compile.resources import CLUSTER, LISTENER
 
-    compiler = SnapshotCompiler(snapshot_of(RATINGS))
-    a = compiler.compile(ratings_proxy(mode=TRANSPARENT)).of(LISTENER)["virtualInbound"]
-    b = compiler.compile(ratings_proxy(mode=TRANSPARENT)).of(LISTENER)["virtualInbound"]
-    assert a is b
+    second = RATINGS.replace("name: ratings-v1,", "name: ratings-v1b,").replace(
+        "podIP: 127.0.5.20", "podIP: 127.0.5.21"
+    )
+    snapshot = snapshot_of(RATINGS, "---\n" + second.split("---")[-1])
+    compiler = SnapshotCompiler(snapshot)
+    replica = proxy_from_node(
+        "sidecar~127.0.5.21~ratings-v1b.default~default.svc.cluster.local",
+        {"NAMESPACE": "default", "LABELS": {"app": "ratings", "version": "v1"}},
+    )
+    a = compiler.compile(ratings_proxy(mode=TRANSPARENT))
+    b = compiler.compile(replica)
+    assert a.of(LISTENER)["virtualInbound"] is b.of(LISTENER)["virtualInbound"]
+    assert a.of(CLUSTER)["inbound|8080||"] is b.of(CLUSTER)["inbound|8080||"]
 
 
 def test_local_sidecar_sharing_its_address_with_its_app_gets_no_inbound_listener() -> None:

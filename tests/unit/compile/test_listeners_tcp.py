@@ -153,3 +153,17 @@ def test_two_matches_with_the_same_subnets_keep_the_first_only() -> None:
         )
     )
     assert [proxy_config(c)["cluster"].split("|")[2] for c in found] == ["a", ""]
+
+
+def test_an_http_only_virtual_service_does_not_hide_an_older_tcp_one() -> None:
+    tcp = vs("  tcp:\n  - route: [{destination: {host: db, subset: a}}]\n").replace(
+        "metadata: {name: db, namespace: default}",
+        'metadata: {name: db-tcp, namespace: default, creationTimestamp: "2026-06-01T00:00:00Z"}',
+    )
+    http = vs("  http:\n  - route: [{destination: {host: db}}]\n").replace(
+        "metadata: {name: db, namespace: default}",
+        'metadata: {name: db-http, namespace: default, creationTimestamp: "2026-01-01T00:00:00Z"}',
+    )
+    out = compiled(snapshot_of(REGISTRY, http, tcp), proxy())
+    [chain] = out["lds"]["10.96.1.1_5432"]["filterChains"]
+    assert proxy_config(chain)["cluster"] == "outbound|5432|a|db.default.svc.cluster.local"

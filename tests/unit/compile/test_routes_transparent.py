@@ -86,3 +86,28 @@ def test_exported_to_own_namespace_hides_the_service_from_others() -> None:
     assert "details.other.svc.cluster.local:9080" not in [v["name"] for v in config["virtualHosts"]]
     config = compiled(snapshot_of(hidden), proxy_in("other"))["rds"]["9080"]
     assert "details.other.svc.cluster.local:9080" in [v["name"] for v in config["virtualHosts"]]
+
+
+def test_a_virtual_service_with_no_route_for_this_proxy_leaves_the_default_route() -> None:
+    only_admins = VS.replace(
+        "  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, port: {number: 9080}}}]\n  - route: [{destination: {host: reviews}}]\n",
+        "  - match: [{sourceLabels: {role: admin}}]\n    route: [{destination: {host: reviews, port: {number: 9080}}}]\n",
+    )
+    assert "sourceLabels" in only_admins
+    [route] = vhosts("default", only_admins)["reviews.default.svc.cluster.local:9080"]["routes"]
+    assert route["name"] == "default"
+    assert route["route"]["cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
+
+
+def test_a_tcp_only_virtual_service_does_not_blank_the_http_port() -> None:
+    tcp_only = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-tcp, namespace: default}
+spec:
+  hosts: [reviews]
+  tcp:
+  - route: [{destination: {host: reviews}}]
+"""
+    [route] = vhosts("default", tcp_only)["reviews.default.svc.cluster.local:9080"]["routes"]
+    assert route["route"]["cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
