@@ -15,7 +15,8 @@ import pytest
 
 from controlplane.cli.security import obtain_token
 from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod, parse_counts
+from controlplane.local.netns import NetnsLab, NetnsPod
+from controlplane.local.pod_apps import parse_counts
 from controlplane.local.ports import free_port
 
 PAYMENT_VIP = "10.96.7.10"
@@ -43,10 +44,7 @@ class Mesh:
 
     def call(self, pod: str, url: str, count: int = 5) -> dict[str, int]:
         client = self.pods[pod]
-        result = client.run(
-            client.python("-m", "controlplane.local.netns", "count-http", url, str(count)),
-            timeout=120,
-        )
+        result = client.run(client.app("count-http", url, str(count)), timeout=120)
         assert result.returncode == 0, result.stderr
         return parse_counts(result.stdout)
 
@@ -123,11 +121,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 service_account=account,
                 xds_token=obtain_token(ca_dir, "default", account),
             )
-        pods["payment"].start_app(
-            pods["payment"].python(
-                "-m", "controlplane.local.netns", "serve-http", "payment", "9080"
-            )
-        )
+        pods["payment"].start_app(pods["payment"].app("serve-http", "payment", "9080"))
         for name in node_ids:
             pods[name].wait_envoy_live()
             control_plane.debug.wait_synced(
