@@ -36,6 +36,7 @@ class Codes:
     # 02xx: a resource that reads but breaks a validation rule on its own
     INVALID_FIELD = Code("CP0201", Level.ERROR, "InvalidField")
     UNSUPPORTED_FIELD = Code("CP0202", Level.WARNING, "UnsupportedField")
+    POLICY_FAILS_CLOSED = Code("CP0203", Level.ERROR, "BrokenPolicyFailsClosed")
     # 03xx: a resource that is valid alone but broken in the context of the mesh
     SUBSET_NOT_FOUND = Code("CP0301", Level.ERROR, "ReferencedSubsetNotFound")
     HOST_NOT_FOUND = Code("CP0302", Level.WARNING, "ReferencedHostNotFound")

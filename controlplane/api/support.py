@@ -160,11 +160,53 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.subsets",
             "spec.subsets.name",
             "spec.subsets.labels.**",
+            # trafficPolicy.tls (compile/tls.py); the rest of trafficPolicy is compile/clusters.py
+            "spec.trafficPolicy",
+            "spec.subsets.trafficPolicy",
+            "spec.trafficPolicy.portLevelSettings",
+            "spec.trafficPolicy.portLevelSettings.port.**",
+            "spec.subsets.trafficPolicy.portLevelSettings",
+            "spec.subsets.trafficPolicy.portLevelSettings.port.**",
+            *(
+                f"{where}.tls{field}"
+                for where in (
+                    "spec.trafficPolicy",
+                    "spec.trafficPolicy.portLevelSettings",
+                    "spec.subsets.trafficPolicy",
+                    "spec.subsets.trafficPolicy.portLevelSettings",
+                )
+                for field in (
+                    "",
+                    ".mode",
+                    ".clientCertificate",
+                    ".privateKey",
+                    ".caCertificates",
+                    ".subjectAltNames",
+                    ".sni",
+                    ".insecureSkipVerify",
+                )
+            ),
         }
     ),
-    # Nothing of the security kinds is compiled yet: every field set is reported.
-    "PeerAuthentication": frozenset(),
-    "AuthorizationPolicy": frozenset(),
+    # security.istio.io: compiled by compile/authn.py, compile/tls.py and compile/rbac.py.
+    "PeerAuthentication": frozenset(
+        {
+            "spec.selector.**",
+            "spec.mtls.**",
+            "spec.portLevelMtls.**",
+        }
+    ),
+    "AuthorizationPolicy": frozenset(
+        {
+            "spec.selector.**",
+            "spec.action",
+            "spec.rules",
+            "spec.provider.**",  # CUSTOM: validated, denied (fail closed), reported
+            "spec.rules.from.**",
+            "spec.rules.to.**",
+            "spec.rules.when.**",
+        }
+    ),
 }
 
 

@@ -124,6 +124,9 @@ class CertificateAuthority:
         if bundle is None:
             bundle = create_root_bundle(_now(now), trust_domain=trust_domain)
             store.save(bundle)
+            # Read back: a store shared by replicas (a Kubernetes Secret) keeps the first
+            # root saved, which may be another replica's.
+            bundle = store.load() or bundle
         return cls(
             bundle,
             trust_domain=trust_domain,

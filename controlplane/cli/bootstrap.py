@@ -39,8 +39,17 @@ def render_bootstrap(
     app_address: str = "",
     tcp_ports: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
+    xds_token: str | None = None,
+    xds_root_cert: str | None = None,
+    xds_san: str | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap as a dict (dump it as YAML or JSON)."""
+    """The bootstrap as a dict (dump it as YAML or JSON).
+
+    ``xds_token`` proves the proxy's identity (a token from ``controlplane bootstrap
+    --ca-dir`` or a service-account token): Envoy sends it on the ADS stream as
+    ``authorization: Bearer ...``. ``xds_root_cert`` (a PEM file) makes the xDS connection
+    TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
+    """
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
         "LABELS": dict(labels),
@@ -62,7 +71,12 @@ def render_bootstrap(
         metadata["INTERCEPTION_MODE"] = "NONE"
     metadata.update(extra_metadata or {})
     app = labels.get("app") or workload_name or service_account
-    return {
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}
+    if xds_token:
+        grpc_service["initial_metadata"] = [
+            {"key": "authorization", "value": f"Bearer {xds_token}"}
+        ]
+    bootstrap: dict[str, Any] = {
         "node": {
             "id": node_id,
             "cluster": f"{app}.{namespace}",
@@ -75,7 +89,7 @@ def render_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -116,6 +130,25 @@ def render_bootstrap(
             ]
         },
     }
+
+    if xds_root_cert:
+        validation: dict[str, Any] = {"trusted_ca": {"filename": xds_root_cert}}
+        if xds_san:
+            validation["match_typed_subject_alt_names"] = [
+                {"san_type": "URI", "matcher": {"exact": xds_san}}
+            ]
+        xds_cluster = bootstrap["static_resources"]["clusters"][0]
+        xds_cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": validation,
+                },
+            },
+        }
+    return bootstrap
 
 
 def bootstrap_yaml(**kwargs: Any) -> str:

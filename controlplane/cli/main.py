@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -34,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--debounce", type=float, default=0.1, help="quiet period before a push (s)")
     serve.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    serve.add_argument(
+        "--ca-dir", type=Path, default=None, help="mesh CA (cacerts layout; created if empty)"
+    )
+    serve.add_argument("--trust-domain", default="cluster.local")
+    serve.add_argument(
+        "--workload-cert-ttl", type=float, default=86400.0, help="workload cert lifetime (s)"
+    )
+    serve.add_argument("--require-token", action="store_true", help="refuse proxies without one")
+    serve.add_argument("--token-audience", default="controlplane-xds")
+    serve.add_argument("--xds-tls", action="store_true", help="serve xDS over TLS (mesh root)")
 
     boot = commands.add_parser("bootstrap", help="print the Envoy bootstrap YAML for one sidecar")
     boot.add_argument("--node-id", required=True)
@@ -59,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--admin-port", type=int, default=15000)
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS")
     boot.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
+    boot.add_argument(
+        "--token-file", type=Path, default=None, help="identity token (written if --ca-dir)"
+    )
+    boot.add_argument("--ca-dir", type=Path, default=None, help="sign a token with this CA")
+    boot.add_argument("--trust-domain", default="cluster.local")
+    boot.add_argument("--token-audience", default="controlplane-xds")
+    boot.add_argument("--token-ttl", type=float, default=365 * 86400.0, help="token lifetime (s)")
+    boot.add_argument("--xds-tls", action="store_true", help="TLS to the xDS port (mesh root)")
+    boot.add_argument("--xds-root-cert", type=Path, default=None, help="root for --xds-tls")
 
     analyze = commands.add_parser(
         "analyze", help="check Istio YAML files or directories offline (like istioctl analyze)"
@@ -90,6 +110,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bootstrap_security(args: argparse.Namespace) -> dict[str, Any]:
+    """Token and xDS TLS options of `controlplane bootstrap`."""
+    out: dict[str, Any] = {}
+    if args.ca_dir is not None:
+        from datetime import timedelta
+
+        from controlplane.cli.security import obtain_token
+
+        token = obtain_token(
+            args.ca_dir,
+            args.namespace,
+            args.service_account,
+            trust_domain=args.trust_domain,
+            audience=args.token_audience,
+            ttl=timedelta(seconds=args.token_ttl),
+        )
+        if args.token_file is not None:
+            args.token_file.write_text(token + "\n")
+            args.token_file.chmod(0o600)
+        out["xds_token"] = token
+    elif args.token_file is not None:
+        out["xds_token"] = args.token_file.read_text().strip()
+    if args.xds_tls:
+        from controlplane.cli.security import control_plane_spiffe_id
+
+        root = args.xds_root_cert or (args.ca_dir / "root-cert.pem" if args.ca_dir else None)
+        if root is None:
+            raise SystemExit("controlplane bootstrap: --xds-tls needs --xds-root-cert or --ca-dir")
+        out["xds_root_cert"] = str(Path(root).resolve())
+        out["xds_san"] = control_plane_spiffe_id(args.trust_domain)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
@@ -105,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                     debug_port=args.debug_port,
                     debounce=args.debounce,
                     max_delay=args.max_delay,
+                    ca_dir=args.ca_dir,
+                    trust_domain=args.trust_domain,
+                    workload_cert_ttl=args.workload_cert_ttl,
+                    require_token=args.require_token,
+                    token_audience=args.token_audience,
+                    xds_tls=args.xds_tls,
                 )
             )
         except KeyboardInterrupt:
@@ -131,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             app_address=args.app_address,
             tcp_ports=",".join(args.tcp_port),
             instance_ips=args.instance_ips,
+            **_bootstrap_security(args),
         )
         if args.output:
             args.output.write_text(text)

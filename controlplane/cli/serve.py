@@ -56,6 +56,12 @@ async def serve(
     debug_port: int = 15014,
     debounce: float = 0.1,
     max_delay: float = 10.0,
+    ca_dir: Path | None = None,
+    trust_domain: str = "cluster.local",
+    workload_cert_ttl: float = 24 * 3600.0,
+    require_token: bool = False,
+    token_audience: str = "controlplane-xds",
+    xds_tls: bool = False,
 ) -> None:
     if not config_dir.is_dir():
         raise SystemExit(f"controlplane serve: {config_dir} is not a directory")
@@ -66,7 +72,30 @@ async def serve(
     hub = Hub(store, debounce=debounce, max_delay=max_delay)
     xds = XdsServer(hub)
     debug = DebugServer(hub)
-    bound_xds = await xds.start(host, xds_port)
+    security = None
+    credentials = None
+    if ca_dir is not None:
+        from controlplane.ca import CAError
+        from controlplane.cli.security import enable_security
+
+        try:
+            security = enable_security(
+                hub,
+                xds.server,
+                ca_dir=ca_dir,
+                trust_domain=trust_domain,
+                workload_ttl=workload_cert_ttl,
+                require_token=require_token,
+                audience=token_audience,
+            )
+        except (CAError, ValueError, OSError) as exc:
+            raise SystemExit(f"controlplane serve: --ca-dir {ca_dir}: {exc}") from None
+        credentials = security.server_credentials() if xds_tls else None
+    elif xds_tls or require_token:
+        raise SystemExit("controlplane serve: --xds-tls and --require-token need --ca-dir")
+    bound_xds = await xds.start(host, xds_port, credentials)
+    if security is not None:
+        security.start(hub)
     bound_debug = await debug.start(host, debug_port)
     snapshot = store.snapshot
     log.info(
@@ -88,5 +117,7 @@ async def serve(
     finally:
         log.info("shutting down")
         watcher.cancel()
+        if security is not None:
+            await security.stop()
         await debug.stop()
         await xds.stop(grace=0.5)

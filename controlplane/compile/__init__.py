@@ -8,12 +8,14 @@ an identical resource share one ``CompiledResource`` (one message, one serializa
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from controlplane.api.issues import ResourceKey
 from controlplane.compile import cluster_policy
 from controlplane.compile import resources as types
+from controlplane.compile.authn import DISABLE, MtlsPolicy, resolve_mtls
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
 from controlplane.compile.endpoints import build_load_assignment
 from controlplane.compile.inbound import (
@@ -26,6 +28,7 @@ from controlplane.compile.inbound import (
     local_inbound_listener,
     virtual_inbound_listener,
 )
+from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.listeners import local_outbound_listener
 from controlplane.compile.naming import (
     local_route_name,
@@ -40,6 +43,7 @@ from controlplane.compile.outbound import (
     virtual_outbound_listener,
 )
 from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.rbac import WorkloadPolicies, policies_for
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import (
     build_route_configuration,
@@ -48,7 +52,8 @@ from controlplane.compile.routes import (
     port_route_configuration,
 )
 from controlplane.compile.tcp import outbound_tcp_chains
-from controlplane.store.registry import MeshService
+from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
+from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
 
 __all__ = ["CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
@@ -143,18 +148,42 @@ class SnapshotCompiler:
     def clusters(self, proxy: Proxy) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
         for service in self.visible_services(proxy.namespace):
-            for resource in self._service_clusters(service, proxy.namespace):
+            for resource in self._service_clusters(
+                service, proxy.namespace, proxy.trust_domain if proxy.identity else None
+            ):
                 out[resource.name] = resource
         return out
 
-    def _service_clusters(self, service: MeshService, namespace: str) -> list[CompiledResource]:
+    def _service_clusters(
+        self, service: MeshService, namespace: str, trust_domain: str | None = None
+    ) -> list[CompiledResource]:
+        """``trust_domain`` is the client's when it has a certificate (auto mTLS), else None."""
         rule = self.snapshot.destination_rule(service.hostname, namespace)
-        key = ("cds", service.hostname, rule.sources if rule else ())
+        security = self.upstream_security(service, trust_domain)
+        key = ("cds", service.hostname, rule.sources if rule else (), security)
 
         def build() -> list[CompiledResource]:
-            return [CompiledResource(c.name, c) for c in service_clusters(service, rule)]
+            return [
+                CompiledResource(c.name, secure_cluster(c, rule, security))
+                for c in service_clusters(service, rule)
+            ]
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    def upstream_security(self, service: MeshService, trust_domain: str | None) -> UpstreamSecurity:
+        """What mTLS to the service depends on: its workloads' identities and peer modes."""
+
+        def build() -> UpstreamSecurity:
+            if trust_domain is None:
+                return UpstreamSecurity(auto_mtls=False)
+            return upstream_security(
+                service,
+                self.snapshot.endpoints(service.hostname),
+                self.snapshot.of_kind("PeerAuthentication").values(),
+                trust_domain,
+            )
+
+        return self._cached(("upstream-security", service.hostname, trust_domain), build)  # type: ignore[return-value]
 
     def endpoints(self, proxy: Proxy, cluster_names: object) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
@@ -195,7 +224,7 @@ class SnapshotCompiler:
         def build() -> CompiledResource:
             cla = build_load_assignment(
                 cluster_name,
-                self.snapshot.endpoints(parsed.host),
+                self._mtls_endpoints(self.snapshot.endpoints(parsed.host)),
                 parsed.port,
                 dict(labels) if labels is not None else None,
                 locality,
@@ -203,6 +232,21 @@ class SnapshotCompiler:
             return CompiledResource(cluster_name, cla)
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    def _mtls_endpoints(self, endpoints: tuple[MeshEndpoint, ...]) -> tuple[MeshEndpoint, ...]:
+        """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
+        loses its ``tlsMode: istio`` mark, so auto mTLS talks plaintext to it alone."""
+        if not self.snapshot.of_kind("PeerAuthentication") and not self._rejected(
+            "PeerAuthentication"
+        ):
+            return endpoints
+        return tuple(
+            replace(ep, tls_mode="disabled")
+            if ep.tls_mode == "istio"
+            and self.peer_authentication(ep.namespace, ep.labels).for_port(ep.port) == DISABLE
+            else ep
+            for ep in endpoints
+        )
 
     def _local_listener(self, port: int) -> CompiledResource:
         def build() -> CompiledResource:
@@ -319,24 +363,70 @@ class SnapshotCompiler:
     # ---- inbound ----------------------------------------------------------------------------
 
     def _virtual_inbound(self, proxy: Proxy, ports: tuple[InboundPort, ...]) -> CompiledResource:
-        key = ("lds-virtual-inbound", proxy.mode, ports)
+        security = tuple(self.inbound_security(proxy, port) for port in ports)
+        passthrough = self.inbound_security(proxy, None)
+        key = ("lds-virtual-inbound", proxy.mode, ports, security, passthrough)
 
         def build() -> CompiledResource:
             listener = virtual_inbound_listener(
-                proxy, [inbound_filter_chains(proxy, port) for port in ports]
+                proxy,
+                [inbound_filter_chains(proxy, p, s) for p, s in zip(ports, security, strict=True)],
+                passthrough,
             )
             return CompiledResource(listener.name, listener)
 
         return self._cached(key, build)  # type: ignore[return-value]
 
     def _local_inbound(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
-        key = ("lds-local-inbound", proxy.mode, port)
+        security = self.inbound_security(proxy, port)
+        key = ("lds-local-inbound", proxy.mode, port, security)
 
         def build() -> CompiledResource:
-            listener = local_inbound_listener(port, inbound_filter_chains(proxy, port))
+            listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
             return CompiledResource(listener.name, listener)
 
         return self._cached(key, build)  # type: ignore[return-value]
+
+    # ---- security: PeerAuthentication, AuthorizationPolicy ------------------------------------
+
+    def peer_authentication(self, namespace: str, labels: Mapping[str, str]) -> MtlsPolicy:
+        """The workload's effective PeerAuthentication (compile/authn.py)."""
+        key = ("authn", namespace, tuple(sorted(labels.items())))
+
+        def build() -> MtlsPolicy:
+            return resolve_mtls(
+                self.snapshot.of_kind("PeerAuthentication").values(),
+                namespace,
+                labels,
+                rejected=self._rejected("PeerAuthentication"),
+            )
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
+        """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
+        key = ("authz", namespace, tuple(sorted(labels.items())))
+
+        def build() -> WorkloadPolicies:
+            return policies_for(
+                self.snapshot.of_kind("AuthorizationPolicy").values(),
+                namespace,
+                labels,
+                rejected=self._rejected("AuthorizationPolicy"),
+            )
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
+    def _rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+        """Refused policies of ``kind`` with no good version (security fails closed on them)."""
+        return self._cached(("rejected", kind), lambda: self.snapshot.rejected(kind))  # type: ignore[return-value]
+
+    def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
+        """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""
+        mtls = self.peer_authentication(proxy.namespace, proxy.labels)
+        policies = self.authorization_policies(proxy.namespace, proxy.labels)
+        mode = mtls.mode if port is None else mtls.for_port(port.target_port)
+        return InboundSecurity.of(mode, bool(proxy.identity), policies)
 
     def _inbound_cluster(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
         transparent = proxy.mode == TRANSPARENT

@@ -35,6 +35,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.compile.inbound_security import (
+    InboundSecurity,
+    plaintext_only_chains,
+    secure_port_chains,
+)
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE_PORT,
@@ -57,6 +62,7 @@ from controlplane.compile.network import (
 )
 from controlplane.compile.protos import duration, packed, socket_address, uint32
 from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.rbac import http_rbac_filters, network_rbac_filters
 from controlplane.store.snapshot import Snapshot
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -126,40 +132,59 @@ def inbound_chain_name(proxy: Proxy, port: InboundPort) -> str:
     return listener_name(bind, port.target_port)
 
 
-def inbound_filter_chains(proxy: Proxy, port: InboundPort) -> list[lc.FilterChain]:
-    """Every filter chain of one inbound port (today: one plaintext chain).
+def inbound_filter_chains(
+    proxy: Proxy, port: InboundPort, security: InboundSecurity | None = None
+) -> list[lc.FilterChain]:
+    """Every filter chain of one inbound port.
 
-    The chain matches the port's destination port and carries no transport socket; callers
-    that terminate mTLS derive a ``transport_protocol: tls`` twin from it.
+    The plaintext chain matches the port's destination port; with ``security`` it carries
+    the RBAC filters and becomes the TLS and/or plaintext chains its mTLS mode asks for.
     """
     name = inbound_chain_name(proxy, port)
     cluster = inbound_cluster_name(port.target_port)
     match = destination_port_match(port.target_port)
+    tcp = tcp_proxy_chain(name, cluster, match)
+    if security is not None:
+        filters = [*network_rbac_filters(security.policies), *tcp.filters]
+        del tcp.filters[:]
+        tcp.filters.extend(filters)
     if not port.is_http:
-        return [tcp_proxy_chain(name, cluster, match)]
-    hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}")
+        chains = [tcp]
+    else:
+        hcm = inbound_http_connection_manager(proxy, port, f"inbound_{name}", security)
+        chains = [
+            lc.FilterChain(
+                name=name,
+                filter_chain_match=match,
+                filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+            )
+        ]
+    if security is None:
+        return chains
+    # Under PERMISSIVE, TLS that is not the mesh's goes to the app as it is (TCP proxy).
+    return secure_port_chains(chains, security, http=port.is_http, tls_passthrough=tcp)
+
+
+def inbound_http_filters(
+    proxy: Proxy, port: InboundPort, security: InboundSecurity | None = None
+) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filters of an inbound chain, in order: RBAC (CUSTOM, AUDIT, DENY, ALLOW),
+    then the router, always last."""
+    rbac = http_rbac_filters(security.policies) if security is not None else []
     return [
-        lc.FilterChain(
-            name=name,
-            filter_chain_match=match,
-            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
-        )
+        *rbac,
+        hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())),
     ]
 
 
-def inbound_http_filters(proxy: Proxy, port: InboundPort) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filters of an inbound chain, in order; the router is always last."""
-    return [hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))]
-
-
 def inbound_http_connection_manager(
-    proxy: Proxy, port: InboundPort, stat_prefix: str
+    proxy: Proxy, port: InboundPort, stat_prefix: str, security: InboundSecurity | None = None
 ) -> hcm_pb2.HttpConnectionManager:
     """Inbound HTTP: an inline route configuration (no RDS), everything to the local app."""
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         route_config=inbound_route_configuration(port),
-        http_filters=inbound_http_filters(proxy, port),
+        http_filters=inbound_http_filters(proxy, port, security),
         use_remote_address=wrappers_pb2.BoolValue(value=False),
         forward_client_cert_details=hcm_pb2.HttpConnectionManager.APPEND_FORWARD,
         set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
@@ -201,10 +226,13 @@ def inbound_route_configuration(port: InboundPort) -> route_pb2.RouteConfigurati
 
 
 def virtual_inbound_listener(
-    proxy: Proxy, port_chains: Sequence[Sequence[lc.FilterChain]]
+    proxy: Proxy,
+    port_chains: Sequence[Sequence[lc.FilterChain]],
+    passthrough_security: InboundSecurity | None = None,
 ) -> listener_pb2.Listener:
     """``virtualInbound`` on 0.0.0.0:15006: a loop guard, the chains of every inbound port,
-    and pass-through chains for ports no Service declares."""
+    and pass-through chains for ports no Service declares (secured by the workload's mTLS
+    mode and policies, when ``passthrough_security`` is given)."""
     chains: list[lc.FilterChain] = [
         tcp_proxy_chain(
             VIRTUAL_INBOUND_BLACKHOLE_CHAIN,
@@ -214,7 +242,7 @@ def virtual_inbound_listener(
     ]
     for group in port_chains:
         chains.extend(group)
-    chains.extend(_passthrough_chains(proxy))
+    chains.extend(_passthrough_chains(proxy, passthrough_security))
     return listener_pb2.Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address(WILDCARD_ADDRESS, INBOUND_CAPTURE_PORT),
@@ -226,26 +254,36 @@ def virtual_inbound_listener(
     )
 
 
-def _passthrough_chains(proxy: Proxy) -> list[lc.FilterChain]:
+def _passthrough_chains(
+    proxy: Proxy, security: InboundSecurity | None = None
+) -> list[lc.FilterChain]:
     """Unmatched inbound traffic goes on to its original destination: HTTP through an HCM
-    (so that HTTP policy can apply to it later), anything else through a TCP proxy."""
+    (so that HTTP policy applies to it), anything else through a TCP proxy. With mTLS, a TLS
+    connection is terminated and passed on through the TCP proxy (network RBAC applies)."""
     http = InboundPort(0, "HTTP", 0, INBOUND_PASSTHROUGH_CLUSTER, WILDCARD_ADDRESS)
     route = inbound_route_configuration(http)
     route.name = INBOUND_PASSTHROUGH_CLUSTER
     route.virtual_hosts[0].name = inbound_virtual_host_name("http", 0)
     route.virtual_hosts[0].routes[0].route.cluster = INBOUND_PASSTHROUGH_CLUSTER
     route.virtual_hosts[0].routes[0].ClearField("decorator")
-    hcm = inbound_http_connection_manager(proxy, http, INBOUND_PASSTHROUGH_CLUSTER)
+    hcm = inbound_http_connection_manager(proxy, http, INBOUND_PASSTHROUGH_CLUSTER, security)
     hcm.route_config.CopyFrom(route)
-    return [
-        lc.FilterChain(
-            name=VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
-            filter_chain_match=lc.FilterChainMatch(
-                application_protocols=list(HTTP_APPLICATION_PROTOCOLS)
-            ),
-            filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+    http_chain = lc.FilterChain(
+        name=VIRTUAL_INBOUND_CATCH_ALL_HTTP_CHAIN,
+        filter_chain_match=lc.FilterChainMatch(
+            application_protocols=list(HTTP_APPLICATION_PROTOCOLS)
         ),
-        tcp_proxy_chain(VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER),
+        filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))],
+    )
+    tcp_chain = tcp_proxy_chain(VIRTUAL_INBOUND, INBOUND_PASSTHROUGH_CLUSTER)
+    if security is None:
+        return [http_chain, tcp_chain]
+    filters = [*network_rbac_filters(security.policies), *tcp_chain.filters]
+    del tcp_chain.filters[:]
+    tcp_chain.filters.extend(filters)
+    return [
+        *plaintext_only_chains(http_chain, security),
+        *secure_port_chains([tcp_chain], security, http=False, tls_passthrough=tcp_chain),
     ]
 
 

@@ -34,6 +34,9 @@ class Proxy:
     # Local mode: (service host as written, service port, local port), in the order given.
     local_tcp_ports: tuple[tuple[str, int, int], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The SPIFFE id the xDS connection proved (set by the server's authenticator; "" when
+    # unproven). Only a proxy with an identity gets certificates, so only it speaks mTLS.
+    identity: str = ""
 
     @property
     def labels_key(self) -> tuple[tuple[str, str], ...]:

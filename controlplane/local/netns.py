@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -129,10 +130,10 @@ class NetnsPod:
     def __init__(self, lab: NetnsLab, name: str, index: int, ip: str) -> None:
         self.lab = lab
         self.name = name
-        self.netns = f"{PREFIX}-{lab.token}-{name}"
+        self.netns = f"{lab.prefix}-{lab.token}-{name}"
         self.ip = ip
-        self.host_link = f"{PREFIX}{lab.token}{index}h"
-        self.pod_link = f"{PREFIX}{lab.token}{index}p"
+        self.host_link = f"{lab.prefix}{lab.token}{index}h"
+        self.pod_link = f"{lab.prefix}{lab.token}{index}p"
         self.envoy: subprocess.Popen[bytes] | None = None
         self.admin = f"http://{ip}:{ADMIN_PORT}"
 
@@ -246,8 +247,11 @@ class NetnsPod:
         namespace: str = "default",
         labels: dict[str, str] | None = None,
         service_account: str = "default",
+        **bootstrap_args: Any,
     ) -> str:
-        """A transparent-mode sidecar for this pod, as UID 1337; returns its node id."""
+        """A transparent-mode sidecar for this pod, as UID 1337; returns its node id.
+
+        ``bootstrap_args`` go to ``render_bootstrap`` (e.g. ``xds_token``)."""
         node_id = f"sidecar~{self.ip}~{self.name}.{namespace}~{namespace}.svc.cluster.local"
         bootstrap = render_bootstrap(
             node_id=node_id,
@@ -259,6 +263,7 @@ class NetnsPod:
             admin_port=ADMIN_PORT,
             workload_name=self.name,
             instance_ips=self.ip,
+            **bootstrap_args,
         )
         bootstrap["admin"]["address"]["socket_address"]["address"] = self.ip
         path = self.lab.workdir / f"{self.name}-envoy.yaml"
@@ -327,9 +332,13 @@ class NetnsPod:
 class NetnsLab:
     """A private bridge and the pods on it."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, prefix: str = PREFIX) -> None:
+        """``prefix`` starts every name (namespaces, links, the bridge): the branch's, so
+        that concurrent labs of different branches never collide; at most 4 characters
+        keeps link names within Linux's 15."""
+        self.prefix = prefix
         self.token = secrets.token_hex(2)
-        self.bridge = f"{PREFIX}{self.token}br"
+        self.bridge = f"{prefix}{self.token}br"
         self.network = self._pick_network()
         hosts = list(self.network.hosts())
         self.gateway = str(hosts[0])
@@ -337,7 +346,7 @@ class NetnsLab:
         self._hosts = hosts
         self.pods: list[NetnsPod] = []
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{PREFIX}-netns-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{prefix}-netns-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Envoy runs as the proxy UID: it writes its logs and base-id here.
         os.chmod(self.workdir, 0o777)

@@ -107,6 +107,17 @@ class Snapshot:
     def get(self, key: ResourceKey) -> Any | None:
         return self.of_kind(key.kind).get(key)
 
+    def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+        """Resources of ``kind`` whose latest version was refused and that have no good
+        version in effect: nothing of them reaches proxies (security fails closed on these)."""
+        effective = self.of_kind(kind)
+        found = (
+            k
+            for k, s in self.status.items()
+            if k.kind == kind and not s.accepted and k not in effective
+        )
+        return tuple(sorted(found, key=str))
+
     # ---- services and endpoints -----------------------------------------------------------
 
     @cached_property

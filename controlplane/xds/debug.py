@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
-from controlplane.compile.resources import BY_SHORT_NAME, SHORT_NAMES
+from controlplane.compile.resources import BY_SHORT_NAME, SECRET, SHORT_NAMES
+from controlplane.compile.secrets import redacted
 from controlplane.xds.hub import Hub
 
 log = logging.getLogger("controlplane.debug")
@@ -102,6 +103,9 @@ class DebugServer:
             state = stream.states.get(type_url)
             sent = state.sent_resources if state is not None else {}
             out[SHORT_NAMES[type_url]] = [
-                json_format.MessageToDict(sent[name].message) for name in sorted(sent)
+                redacted(sent[name].message)  # type: ignore[arg-type]
+                if type_url == SECRET
+                else json_format.MessageToDict(sent[name].message)
+                for name in sorted(sent)
             ]
         return _json({"node_id": node, "resources": out})

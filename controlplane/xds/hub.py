@@ -21,6 +21,7 @@ from controlplane.store import ChangeSet, Snapshot, Store
 log = logging.getLogger("controlplane.xds")
 
 DEFAULT_DEBOUNCE = 0.1
+_FAIL_CLOSED_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 DEFAULT_MAX_DELAY = 10.0
 
 
@@ -107,7 +108,10 @@ class Hub:
 
     def _on_store_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
         """Called by the store, possibly from another thread (the Kubernetes watcher)."""
-        if not change.changed:
+        # A refused security policy changes only statuses, yet the compiler fails closed on it.
+        if not change.changed and not any(
+            k.kind in _FAIL_CLOSED_KINDS for k in change.status_changed
+        ):
             return
         with self._lock:
             now = time.monotonic()

@@ -54,8 +54,18 @@ class XdsServer:
         )
         self.port = 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 15010) -> int:
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 15010,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> int:
+        """Listen (with TLS when ``credentials`` are given) and start serving."""
+        address = f"{host}:{port}"
+        if credentials is not None:
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {host}:{port}")
         self.hub.start()

@@ -1,0 +1,104 @@
+"""Cluster mode: the CA's bundle kept in Kubernetes Secrets, as istiod keeps it.
+
+* An operator's ``cacerts`` Secret (Istio's plug-in CA layout: ca-cert.pem, ca-key.pem,
+  cert-chain.pem, root-cert.pem) is used when present, and never written to.
+* Otherwise the self-signed root lives in ``istio-ca-secret``, created on first start. Two
+  replicas starting together both try to create it; the API server lets one win (409 for the
+  other), and the loser reads the winner's bundle, so a mesh never gets two roots.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from controlplane.ca.bundle import (
+    CA_CERT_FILE,
+    CA_KEY_FILE,
+    CERT_CHAIN_FILE,
+    ROOT_CERT_FILE,
+    CABundle,
+)
+from controlplane.ca.errors import InvalidCABundle
+
+OPERATOR_SECRET = "cacerts"
+SELF_SIGNED_SECRET = "istio-ca-secret"
+_FILES = (CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, ROOT_CERT_FILE)
+
+
+class SecretKeyStore:
+    """A KeyStore on Secrets in ``namespace`` (the control plane's, e.g. istio-system)."""
+
+    def __init__(self, api_client: Any, namespace: str = "istio-system") -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._client = client
+        self.namespace = namespace
+        self.source: str | None = None  # which Secret the bundle came from
+
+    def __repr__(self) -> str:
+        return f"SecretKeyStore({self.namespace!r})"
+
+    def load(self) -> CABundle | None:
+        for name in (OPERATOR_SECRET, SELF_SIGNED_SECRET):
+            data = self._read(name)
+            if data is not None:
+                self.source = name
+                return _bundle(f"Secret {self.namespace}/{name}", data)
+        return None
+
+    def save(self, bundle: CABundle) -> None:
+        """Create ``istio-ca-secret``; if another replica created it first, keep theirs
+        (``CertificateAuthority.load_or_create`` reads the store back after saving)."""
+        body = self._client.V1Secret(
+            metadata=self._client.V1ObjectMeta(
+                name=SELF_SIGNED_SECRET,
+                namespace=self.namespace,
+                labels={"app.kubernetes.io/managed-by": "controlplane"},
+            ),
+            type="istio.io/ca-root",
+            data={
+                CA_CERT_FILE: _b64(bundle.ca_cert_pem),
+                CA_KEY_FILE: _b64(bundle.ca_key_pem),
+                CERT_CHAIN_FILE: _b64(bundle.cert_chain_pem),
+                ROOT_CERT_FILE: _b64(bundle.root_cert_pem),
+            },
+        )
+        try:
+            self._core.create_namespaced_secret(self.namespace, body)
+        except self._client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.source = SELF_SIGNED_SECRET
+
+    def _read(self, name: str) -> dict[str, str] | None:
+        try:
+            secret = self._core.read_namespaced_secret(name, self.namespace)
+        except self._client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {str(k): str(v) for k, v in (secret.data or {}).items()}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("ascii")).decode("ascii")
+
+
+def _bundle(where: str, data: dict[str, str]) -> CABundle:
+    missing = [name for name in _FILES if name not in data]
+    if missing:
+        raise InvalidCABundle(
+            f"{where} is an incomplete cacerts Secret: missing {', '.join(missing)}"
+        )
+    try:
+        text = {name: base64.b64decode(data[name]).decode("ascii") for name in _FILES}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCABundle(f"{where}: a key is not base64 PEM: {exc}") from exc
+    return CABundle(
+        ca_cert_pem=text[CA_CERT_FILE],
+        ca_key_pem=text[CA_KEY_FILE],
+        cert_chain_pem=text[CERT_CHAIN_FILE],
+        root_cert_pem=text[ROOT_CERT_FILE],
+    )

@@ -1,0 +1,401 @@
+"""AuthorizationPolicy -> Envoy RBAC filters, with Istio's semantics.
+
+Which policies apply: those in the root namespace (with a selector: matching workloads of every
+namespace) and those in the workload's namespace (all of its workloads, or the ones the selector
+matches). Filters, in Istio's order: CUSTOM, AUDIT (RBAC ``LOG``), DENY, ALLOW. A request is
+denied when any DENY rule matches; when at least one ALLOW policy applies, it must match an
+ALLOW rule; an ALLOW policy without rules therefore denies everything, a DENY policy without
+rules matches nothing.
+
+Inside a rule: ``from`` entries are alternatives, so are ``to`` entries; the fields of one
+entry and the ``when`` conditions must all hold; the values of one field are alternatives and
+a ``not`` field holds when none of its values match.
+
+Fail closed. CUSTOM (external authorization) is not supported yet: its rules deny what they
+match. For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
+(narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
+the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+
+from controlplane.api.issues import ResourceKey
+from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
+from controlplane.compile.protos import packed
+from controlplane.compile.rbac_matchers import (
+    Untranslatable,
+    authn_metadata_principal,
+    destination_ip_permission,
+    direct_remote_ip_principal,
+    header_principal,
+    host_permission,
+    method_permission,
+    namespace_matcher,
+    path_permission,
+    port_permission,
+    principal_matcher,
+    remote_ip_principal,
+    request_principal_matcher,
+    service_account_matcher,
+    sni_permission,
+)
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import ROOT_NAMESPACE
+
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
+ACTIONS = ("CUSTOM", "AUDIT", "DENY", "ALLOW")  # Istio's filter order
+_ENVOY_ACTION = {
+    "CUSTOM": rbac_pb2.RBAC.DENY,  # not supported yet: fail closed
+    "AUDIT": rbac_pb2.RBAC.LOG,
+    "DENY": rbac_pb2.RBAC.DENY,
+    "ALLOW": rbac_pb2.RBAC.ALLOW,
+}
+
+
+_MATCH_ALL = rbac_pb2.Policy(
+    permissions=[rbac_pb2.Permission(any=True)], principals=[rbac_pb2.Principal(any=True)]
+)
+
+
+class HttpOnly(Exception):
+    """A condition that a TCP (network) filter cannot evaluate."""
+
+
+# ---- which policies apply -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadPolicies:
+    """The AuthorizationPolicies that apply to one workload, by action, in a stable order."""
+
+    by_action: Mapping[str, tuple[AuthorizationPolicy, ...]]
+    # Policies in scope that were refused and have no good version in effect: what they would
+    # have said is unknown, so the workload denies everything until they are fixed.
+    rejected: tuple[ResourceKey, ...] = ()
+
+    def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
+        return self.by_action.get(action, ())
+
+    @property
+    def key(self) -> tuple[tuple[str, str, str], ...]:
+        """Identifies the set, for memoizing the filters built from it."""
+        return tuple(
+            (action, p.metadata.namespace, p.metadata.name)
+            for action in ACTIONS
+            for p in self.of(action)
+        ) + tuple(("REJECTED", k.namespace, k.name) for k in self.rejected)
+
+    def __bool__(self) -> bool:
+        return any(self.by_action.values()) or bool(self.rejected)
+
+
+def policies_for(
+    policies: Iterable[AuthorizationPolicy],
+    namespace: str,
+    labels: Mapping[str, str],
+    root_namespace: str = ROOT_NAMESPACE,
+    rejected: Iterable[ResourceKey] = (),
+) -> WorkloadPolicies:
+    """The policies that select a workload with ``labels`` in ``namespace``.
+
+    ``rejected`` (refused policies with no good version, whose selectors are therefore
+    unknown) count for every workload of their namespace, or of the mesh for the root one.
+    """
+    found: dict[str, list[AuthorizationPolicy]] = {a: [] for a in ACTIONS}
+    for policy in policies:
+        meta = policy.metadata
+        if meta.namespace not in (namespace, root_namespace):
+            continue
+        selector = policy.spec.selector
+        if selector is not None and selector.match_labels:
+            if not selects(selector.match_labels, labels):
+                continue
+        found[policy.spec.action].append(policy)
+    return WorkloadPolicies(
+        {
+            a: tuple(sorted(p, key=lambda x: (x.metadata.namespace, x.metadata.name)))
+            for a, p in found.items()
+            if p
+        },
+        tuple(k for k in rejected if k.namespace in (namespace, root_namespace)),
+    )
+
+
+def rejected_policy_name(key: ResourceKey) -> str:
+    """The deny-everything RBAC policy standing in for a refused AuthorizationPolicy."""
+    return f"ns[{key.namespace}]-policy[{key.name}]-rejected"
+
+
+def policy_name(namespace: str, name: str, index: int) -> str:
+    """Istio's RBAC policy key: ``ns[<ns>]-policy[<name>]-rule[<i>]``."""
+    return f"ns[{namespace}]-policy[{name}]-rule[{index}]"
+
+
+# ---- filters ----------------------------------------------------------------------------------
+
+
+def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP RBAC filters for an HTTP port, to go before the router, in Istio's order."""
+    return [
+        hcm_pb2.HttpFilter(
+            name=HTTP_RBAC_FILTER, typed_config=packed(http_rbac_pb2.RBAC(rules=rules))
+        )
+        for rules in _rbac_configs(policies, for_tcp=False)
+    ]
+
+
+def network_rbac_filters(policies: WorkloadPolicies) -> list[listener_components_pb2.Filter]:
+    """The network RBAC filters for a TCP port, to go before tcp_proxy."""
+    return [
+        listener_components_pb2.Filter(
+            name=NETWORK_RBAC_FILTER,
+            typed_config=packed(network_rbac_pb2.RBAC(rules=rules, stat_prefix="tcp.")),
+        )
+        for rules in _rbac_configs(policies, for_tcp=True)
+    ]
+
+
+def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2.RBAC]:
+    out: list[rbac_pb2.RBAC] = []
+    for action in ACTIONS:
+        selected = policies.of(action)
+        if not selected and not (action == "DENY" and policies.rejected):
+            continue
+        rbac = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
+        for policy in selected:
+            for name, built in _policy_rules(policy, action, for_tcp):
+                rbac.policies[name].CopyFrom(built)
+        if action == "DENY":
+            for key in policies.rejected:
+                rbac.policies[rejected_policy_name(key)].CopyFrom(_MATCH_ALL)
+        if action != "ALLOW" and not rbac.policies:
+            continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out
+        out.append(rbac)
+    return out
+
+
+def _policy_rules(
+    policy: AuthorizationPolicy, action: str, for_tcp: bool
+) -> list[tuple[str, rbac_pb2.Policy]]:
+    meta = policy.metadata
+    out: list[tuple[str, rbac_pb2.Policy]] = []
+    for i, rule in enumerate(policy.spec.rules or ()):
+        name = policy_name(meta.namespace, meta.name, i)
+        # ALLOW narrows when in doubt; DENY (and CUSTOM, denied here) broadens.
+        strict = action in ("ALLOW", "AUDIT")
+        try:
+            built = translate_rule(rule, meta.namespace, for_tcp=for_tcp, drop_http=not strict)
+        except HttpOnly:
+            continue  # an ALLOW rule a TCP port cannot check allows nothing there
+        except Untranslatable:
+            if strict:
+                continue
+            built = _MATCH_ALL
+        out.append((name, built))
+    return out
+
+
+# ---- one rule -------------------------------------------------------------------------------
+
+
+def translate_rule(
+    rule: Rule, namespace: str, *, for_tcp: bool = False, drop_http: bool = False
+) -> rbac_pb2.Policy:
+    """One Istio rule as an Envoy RBAC policy.
+
+    For TCP, HTTP-only conditions raise HttpOnly, or are left out when ``drop_http``.
+    """
+    ctx = _Context(namespace, for_tcp, drop_http)
+    permission_parts: list[rbac_pb2.Permission] = []
+    principal_parts: list[rbac_pb2.Principal] = []
+    if rule.to:
+        alternatives = [ctx.operation(t.operation) for t in rule.to if t.operation is not None]
+        permission_parts.append(_or_permissions([a for a in alternatives if a is not None]))
+    if rule.from_:
+        alternatives = [ctx.source(f.source) for f in rule.from_ if f.source is not None]
+        principal_parts.append(_or_principals([a for a in alternatives if a is not None]))
+    for condition in rule.when:
+        ctx.condition(condition, permission_parts, principal_parts)
+    return rbac_pb2.Policy(
+        permissions=[_and_permissions(permission_parts)],
+        principals=[_and_principals(principal_parts)],
+    )
+
+
+class _Context:
+    def __init__(self, namespace: str, for_tcp: bool, drop_http: bool) -> None:
+        self.namespace = namespace
+        self.for_tcp = for_tcp
+        self.drop_http = drop_http
+
+    def http_only(self) -> bool:
+        """True when an HTTP condition must be skipped (TCP, DENY); raises for TCP ALLOW."""
+        if not self.for_tcp:
+            return False
+        if self.drop_http:
+            return True
+        raise HttpOnly()
+
+    # -- from.source
+    def source(self, source: Source) -> rbac_pb2.Principal | None:
+        parts: list[rbac_pb2.Principal] = []
+        fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Principal], bool]] = [
+            (source.principals, source.not_principals, principal_matcher, False),
+            (
+                source.request_principals,
+                source.not_request_principals,
+                request_principal_matcher,
+                True,
+            ),
+            (source.namespaces, source.not_namespaces, namespace_matcher, False),
+            (
+                source.service_accounts,
+                source.not_service_accounts,
+                lambda v: service_account_matcher(v, self.namespace),
+                False,
+            ),
+            (source.ip_blocks, source.not_ip_blocks, direct_remote_ip_principal, False),
+            (source.remote_ip_blocks, source.not_remote_ip_blocks, remote_ip_principal, False),
+        ]
+        for values, not_values, build, http in fields:
+            if (values or not_values) and http and self.http_only():
+                continue
+            if values:
+                parts.append(_or_principals([build(v) for v in values]))
+            if not_values:
+                parts.append(
+                    rbac_pb2.Principal(not_id=_or_principals([build(v) for v in not_values]))
+                )
+        return _and_principals(parts)
+
+    # -- to.operation
+    def operation(self, op: Operation) -> rbac_pb2.Permission | None:
+        parts: list[rbac_pb2.Permission] = []
+        fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Permission], bool]] = [
+            (op.hosts, op.not_hosts, host_permission, True),
+            (op.ports, op.not_ports, port_permission, False),
+            (op.methods, op.not_methods, method_permission, True),
+            (op.paths, op.not_paths, path_permission, True),
+        ]
+        for values, not_values, build, http in fields:
+            if (values or not_values) and http and self.http_only():
+                continue
+            if values:
+                parts.append(_or_permissions([build(v) for v in values]))
+            if not_values:
+                parts.append(
+                    rbac_pb2.Permission(not_rule=_or_permissions([build(v) for v in not_values]))
+                )
+        return _and_permissions(parts)
+
+    # -- when
+    def condition(
+        self,
+        condition: Condition,
+        permissions: list[rbac_pb2.Permission],
+        principals: list[rbac_pb2.Principal],
+    ) -> None:
+        key = condition.key
+        principal_build: Callable[[str], rbac_pb2.Principal] | None = None
+        permission_build: Callable[[str], rbac_pb2.Permission] | None = None
+        http = False
+        if key.startswith("request.headers[") and key.endswith("]"):
+            header = key[len("request.headers[") : -1]
+            principal_build = lambda v: header_principal(header, v)  # noqa: E731
+            http = True
+        elif key.startswith("request.auth.claims[") and key.endswith("]"):
+            claim = key[len("request.auth.claims[") : -1]
+            principal_build = lambda v: authn_metadata_principal(  # noqa: E731
+                ["request.auth.claims", *claim.split("][")], v
+            )
+            http = True
+        elif key in ("request.auth.principal", "request.auth.audiences", "request.auth.presenter"):
+            principal_build = lambda v: authn_metadata_principal([key], v)  # noqa: E731
+            http = True
+        elif key == "source.ip":
+            principal_build = direct_remote_ip_principal
+        elif key == "remote.ip":
+            principal_build = remote_ip_principal
+        elif key == "source.namespace":
+            principal_build = namespace_matcher
+        elif key == "source.principal":
+            principal_build = principal_matcher
+        elif key == "source.serviceAccount":
+            principal_build = lambda v: service_account_matcher(v, self.namespace)  # noqa: E731
+        elif key == "destination.ip":
+            permission_build = destination_ip_permission
+        elif key == "destination.port":
+            permission_build = port_permission
+        elif key == "connection.sni":
+            permission_build = sni_permission
+        else:
+            raise Untranslatable(f"unknown condition key {key!r}")
+        if http and self.http_only():
+            return
+        if principal_build is not None:
+            if condition.values:
+                principals.append(_or_principals([principal_build(v) for v in condition.values]))
+            if condition.not_values:
+                principals.append(
+                    rbac_pb2.Principal(
+                        not_id=_or_principals([principal_build(v) for v in condition.not_values])
+                    )
+                )
+        elif permission_build is not None:
+            if condition.values:
+                permissions.append(_or_permissions([permission_build(v) for v in condition.values]))
+            if condition.not_values:
+                permissions.append(
+                    rbac_pb2.Permission(
+                        not_rule=_or_permissions(
+                            [permission_build(v) for v in condition.not_values]
+                        )
+                    )
+                )
+
+
+# ---- combinators ----------------------------------------------------------------------------
+
+
+def _and_permissions(parts: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if not parts:
+        return rbac_pb2.Permission(any=True)
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def _or_permissions(parts: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if not parts:
+        raise Untranslatable("an empty list of alternatives")
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=parts))
+
+
+def _and_principals(parts: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not parts:
+        return rbac_pb2.Principal(any=True)
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=parts))
+
+
+def _or_principals(parts: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not parts:
+        raise Untranslatable("an empty list of alternatives")
+    if len(parts) == 1:
+        return parts[0]
+    return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=parts))

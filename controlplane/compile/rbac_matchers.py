@@ -1,0 +1,157 @@
+"""Matchers of Envoy's RBAC config for Istio's policy values: principals with the SPIFFE
+scheme, namespaces inside SPIFFE ids, CIDR blocks, headers, paths, ports, JWT metadata.
+
+Istio's value forms: ``*`` matches any non-empty value, ``foo*`` a prefix, ``*foo`` a suffix,
+anything else exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+
+from controlplane.compile.protos import uint32
+
+# Where Istio's authn filter would put the JWT identity (no RequestAuthentication here yet, so
+# these never match, which is what Istio does for a request without a JWT).
+AUTHN_FILTER = "istio_authn"
+
+
+class Untranslatable(Exception):
+    """A value the translator cannot express exactly (validation should have caught it)."""
+
+
+def regex(pattern: str) -> string_pb2.StringMatcher:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+
+
+def string_matcher(
+    value: str, prefix: str = "", ignore_case: bool = False
+) -> string_pb2.StringMatcher:
+    """Istio's value matching: ``*`` any non-empty, ``foo*`` prefix, ``*foo`` suffix, else exact.
+
+    ``prefix`` is prepended to exact and prefix forms (``spiffe://`` for principals).
+    """
+    if value == "*":
+        matcher = regex(".+")
+    elif value.endswith("*"):
+        matcher = string_pb2.StringMatcher(prefix=prefix + value[:-1])
+    elif value.startswith("*"):
+        matcher = string_pb2.StringMatcher(suffix=value[1:])
+    else:
+        matcher = string_pb2.StringMatcher(exact=prefix + value)
+    if ignore_case and not value == "*":
+        matcher.ignore_case = True
+    return matcher
+
+
+def principal_matcher(value: str) -> rbac_pb2.Principal:
+    """``cluster.local/ns/default/sa/order`` -> the peer certificate's URI SAN, ``spiffe://`` added."""
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(
+            principal_name=string_matcher(value, prefix="spiffe://")
+        )
+    )
+
+
+def namespace_matcher(value: str) -> rbac_pb2.Principal:
+    """A namespace is matched inside the peer's SPIFFE id: ``.*/ns/<ns>/.*``."""
+    if value == "*":
+        pattern = ".*/ns/[^/]+/.*"
+    elif value.endswith("*"):
+        pattern = f".*/ns/{re.escape(value[:-1])}[^/]*/.*"
+    elif value.startswith("*"):
+        pattern = f".*/ns/[^/]*{re.escape(value[1:])}/.*"
+    else:
+        pattern = f".*/ns/{re.escape(value)}/.*"
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=regex(pattern))
+    )
+
+
+def service_account_matcher(value: str, namespace: str) -> rbac_pb2.Principal:
+    """``sa`` (in the policy's namespace) or ``ns/sa``, in any trust domain."""
+    ns, _, sa = value.rpartition("/")
+    pattern = f"spiffe://[^/]+/ns/{re.escape(ns or namespace)}/sa/{re.escape(sa)}"
+    return rbac_pb2.Principal(
+        authenticated=rbac_pb2.Principal.Authenticated(principal_name=regex(pattern))
+    )
+
+
+def cidr_range(value: str) -> address_pb2.CidrRange:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise Untranslatable(f"{value!r} is not a CIDR block") from exc
+    return address_pb2.CidrRange(
+        address_prefix=str(network.network_address), prefix_len=uint32(network.prefixlen)
+    )
+
+
+def direct_remote_ip_principal(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(direct_remote_ip=cidr_range(value))
+
+
+def remote_ip_principal(value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(remote_ip=cidr_range(value))
+
+
+def request_principal_matcher(value: str) -> rbac_pb2.Principal:
+    return authn_metadata_principal(["request.auth.principal"], value)
+
+
+def authn_metadata_principal(path: list[str], value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(
+        metadata=metadata_pb2.MetadataMatcher(
+            filter=AUTHN_FILTER,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
+            value=value_matcher(value),
+        )
+    )
+
+
+def value_matcher(value: str) -> value_pb2.ValueMatcher:
+    return value_pb2.ValueMatcher(string_match=string_matcher(value))
+
+
+def header_principal(name: str, value: str) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(header=header(name, value))
+
+
+def header(name: str, value: str, ignore_case: bool = False) -> route_components_pb2.HeaderMatcher:
+    if value == "*":
+        return route_components_pb2.HeaderMatcher(name=name, present_match=True)
+    return route_components_pb2.HeaderMatcher(
+        name=name, string_match=string_matcher(value, ignore_case=ignore_case)
+    )
+
+
+def host_permission(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=header(":authority", value, ignore_case=True))
+
+
+def method_permission(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(header=header(":method", value))
+
+
+def path_permission(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(value)))
+
+
+def port_permission(value: str) -> rbac_pb2.Permission:
+    if not value.isdigit():
+        raise Untranslatable(f"port {value!r} is not a number")
+    return rbac_pb2.Permission(destination_port=int(value))
+
+
+def destination_ip_permission(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(destination_ip=cidr_range(value))
+
+
+def sni_permission(value: str) -> rbac_pb2.Permission:
+    return rbac_pb2.Permission(requested_server_name=string_matcher(value))

@@ -1,0 +1,47 @@
+"""SDS: the secrets a sidecar's TLS contexts name, ``default`` and ``ROOTCA``.
+
+Pure builders from PEM text; the certificate authority that produces the PEM lives in
+``controlplane.ca`` and the provider that hands secrets to each authenticated proxy in
+``controlplane.xds.sds``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+from google.protobuf import json_format
+
+from controlplane.compile.tls import SDS_DEFAULT, SDS_ROOT
+
+
+def certificate_secret(
+    cert_chain_pem: str, private_key_pem: str, name: str = SDS_DEFAULT
+) -> secret_pb2.Secret:
+    """The workload's own certificate chain and private key."""
+    return secret_pb2.Secret(
+        name=name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=cert_chain_pem.encode()),
+            private_key=base_pb2.DataSource(inline_bytes=private_key_pem.encode()),
+        ),
+    )
+
+
+def root_secret(root_certs_pem: str, name: str = SDS_ROOT) -> secret_pb2.Secret:
+    """The mesh's trust bundle: peers' chains must end in one of these roots."""
+    return secret_pb2.Secret(
+        name=name,
+        validation_context=common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_bytes=root_certs_pem.encode())
+        ),
+    )
+
+
+def redacted(secret: secret_pb2.Secret) -> dict[str, Any]:
+    """A secret as debug output may show it: the private key replaced by a marker."""
+    out: dict[str, Any] = dict(json_format.MessageToDict(secret))
+    if secret.HasField("tls_certificate"):
+        out["tlsCertificate"]["privateKey"] = {"inlineBytes": "[redacted]"}
+    return out

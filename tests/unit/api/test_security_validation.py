@@ -1,0 +1,298 @@
+"""PeerAuthentication and AuthorizationPolicy validation: bad input is rejected with the field
+path and the reason, never compiled into a permissive filter."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import yaml
+
+from controlplane.api import Codes, InvalidResource, Level, load
+
+
+def _load(text: str) -> list[str]:
+    """Findings as ``path: reason`` for warnings, or raise InvalidResource for errors."""
+    _, issues = load(yaml.safe_load(textwrap.dedent(text)))
+    return [i.field_message for i in issues]
+
+
+def _errors(text: str) -> list[str]:
+    """The errors found, less the closing note every refused security policy gets."""
+    with pytest.raises(InvalidResource) as caught:
+        load(yaml.safe_load(textwrap.dedent(text)))
+    issues = caught.value.issues
+    assert issues[-1].code is Codes.POLICY_FAILS_CLOSED
+    return [i.field_message for i in issues[:-1] if i.severity is Level.ERROR]
+
+
+def policy(rules: str, action: str = "ALLOW", extra: str = "") -> str:
+    return f"""
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {{name: p, namespace: default}}
+    spec:
+      action: {action}
+      {extra}
+      rules: {rules}
+    """
+
+
+# ---- AuthorizationPolicy ---------------------------------------------------------------------
+
+
+def test_the_mesh_docs_payment_policy_is_valid_and_fully_supported() -> None:
+    assert (
+        _load(
+            policy(
+                "[{from: [{source: {principals: [cluster.local/ns/default/sa/order-service]}}],"
+                " to: [{operation: {methods: [POST], paths: [/api/v1/charge]}}]}]"
+            )
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("principal", "reason"),
+    [
+        ("spiffe://cluster.local/ns/a/sa/b", "must be written without 'spiffe://'"),
+        ("cluster.local/ns/*/sa/b", "'*' is allowed only alone"),
+        ("cluster.local/sa/b", "is not of the form"),
+        ("", "must not be empty"),
+        ("cluster.local/ns/a/sa/b c", "must not contain whitespace"),
+    ],
+)
+def test_an_invalid_principal_is_rejected_with_its_path(principal: str, reason: str) -> None:
+    found = _errors(policy(f"[{{from: [{{source: {{principals: ['{principal}']}}}}]}}]"))
+    assert len(found) == 1
+    assert found[0].startswith("spec.rules[0].from[0].source.principals[0]: ")
+    assert reason in found[0]
+
+
+@pytest.mark.parametrize("principal", ["*", "cluster.local/ns/default/*", "*/sa/order"])
+def test_wildcard_principals_at_either_end_are_accepted(principal: str) -> None:
+    assert _load(policy(f"[{{from: [{{source: {{principals: ['{principal}']}}}}]}}]")) == []
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/33", "10.0.0.300", "not-an-ip", "10.0.0.0/"])
+def test_a_malformed_cidr_is_rejected(cidr: str) -> None:
+    found = _errors(
+        policy(f"[{{from: [{{source: {{ipBlocks: [10.0.0.0/8], notIpBlocks: ['{cidr}']}}}}]}}]")
+    )
+    assert found == [
+        f"spec.rules[0].from[0].source.notIpBlocks[0]: {cidr!r} is not an IP address or "
+        "CIDR block (e.g. 10.0.0.0/16)"
+    ]
+
+
+def test_an_unknown_when_key_is_rejected_naming_the_known_ones() -> None:
+    found = _errors(policy("[{when: [{key: source.ipaddress, values: [10.0.0.1]}]}]"))
+    assert len(found) == 1
+    assert found[0].startswith("spec.rules[0].when[0].key: unknown key 'source.ipaddress'")
+    assert "request.headers[<name>]" in found[0]
+
+
+@pytest.mark.parametrize(
+    ("condition", "path", "reason"),
+    [
+        ("{key: source.ip, values: [10.0.0.0/40]}", "values[0]", "not an IP address"),
+        ("{key: destination.port, values: ['0']}", "values[0]", "between 1 and 65535"),
+        ("{key: source.principal, notValues: ['spiffe://x/ns/a/sa/b']}", "notValues[0]", "spiffe"),
+        ("{key: 'request.headers[x-user]'}", "", "needs values or notValues"),
+        ("{key: 'request.headers[]', values: [a]}", "key", "unknown key"),
+        ("{values: [a]}", "key", "key is required"),
+    ],
+)
+def test_when_values_are_checked_by_their_key(condition: str, path: str, reason: str) -> None:
+    found = _errors(policy(f"[{{when: [{condition}]}}]"))
+    assert len(found) == 1
+    expected = "spec.rules[0].when[0]" + (f".{path}" if path else "")
+    assert found[0].startswith(expected + ": ")
+    assert reason in found[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("request.headers[x-user]", "alice"),
+        ("request.auth.claims[groups]", "admins"),
+        ("source.namespace", "default"),
+        ("remote.ip", "10.1.0.0/16"),
+        ("destination.ip", "127.0.7.10"),
+        ("destination.port", "9080"),
+        ("connection.sni", "*.example.com"),
+        ("request.auth.principal", "issuer/subject"),
+        ("source.serviceAccount", "default/order"),
+    ],
+)
+def test_known_when_keys_are_accepted(key: str, value: str) -> None:
+    assert _load(policy(f"[{{when: [{{key: '{key}', values: ['{value}']}}]}}]")) == []
+
+
+def test_empty_source_operation_and_ports_out_of_range_are_rejected() -> None:
+    found = _errors(
+        policy(
+            "[{from: [{source: {}}], to: [{operation: {ports: ['80', '70000', http]}},"
+            " {operation: {}}]}]"
+        )
+    )
+    assert found == [
+        "spec.rules[0].from[0].source: a from entry needs a source with at least one field",
+        "spec.rules[0].to[0].operation.ports[1]: port '70000' must be a number between 1 and 65535",
+        "spec.rules[0].to[0].operation.ports[2]: port 'http' must be a number between 1 and 65535",
+        "spec.rules[0].to[1].operation: a to entry needs an operation with at least one field",
+    ]
+
+
+def test_lower_case_methods_and_middle_wildcard_paths_are_rejected() -> None:
+    found = _errors(policy("[{to: [{operation: {methods: [get], paths: ['/api/*/charge']}}]}]"))
+    assert (
+        found[0]
+        == "spec.rules[0].to[0].operation.methods[0]: 'get' is not an HTTP method in upper case"
+    )
+    assert found[1].startswith("spec.rules[0].to[0].operation.paths[0]: path '/api/*/charge'")
+
+
+def test_service_accounts_cannot_be_mixed_with_principals() -> None:
+    found = _errors(
+        policy(
+            "[{from: [{source: {serviceAccounts: [default/order],"
+            " principals: [cluster.local/ns/default/sa/web]}}]}]"
+        )
+    )
+    assert found == [
+        "spec.rules[0].from[0].source.serviceAccounts: serviceAccounts cannot be combined "
+        "with principals or namespaces"
+    ]
+
+
+def test_provider_is_only_for_custom_and_custom_needs_one() -> None:
+    assert _errors(policy("[{}]", extra="provider: {name: ext}")) == [
+        "spec.provider: provider is only allowed with action CUSTOM"
+    ]
+    assert _errors(policy("[{}]", action="CUSTOM")) == [
+        "spec.provider.name: a CUSTOM policy needs a provider"
+    ]
+
+
+def test_custom_is_accepted_with_a_warning_that_it_denies() -> None:
+    found = _load(policy("[{}]", action="CUSTOM", extra="provider: {name: ext}"))
+    assert found == [
+        "spec.action: CUSTOM (external authorization) is not supported yet: requests its "
+        "rules match are denied"
+    ]
+
+
+def test_a_deny_without_rules_is_accepted_with_a_warning() -> None:
+    found = _load(
+        """
+        apiVersion: security.istio.io/v1beta1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec: {action: DENY}
+        """
+    )
+    assert found == ["spec.rules: a DENY policy without rules matches nothing"]
+
+
+def test_a_wildcard_in_the_selector_is_rejected() -> None:
+    found = _errors(policy("[{}]", extra="selector: {matchLabels: {app: 'pay*'}}"))
+    assert found == [
+        "spec.selector.matchLabels.app: wildcards are not allowed in a workload selector"
+    ]
+
+
+def test_target_ref_is_reported_as_not_supported_yet() -> None:
+    found = _load(policy("[{}]", extra="targetRef: {kind: Service, name: payment}"))
+    assert found == ["spec.targetRef: not supported yet; ignored"]
+
+
+# ---- PeerAuthentication ----------------------------------------------------------------------
+
+
+def peer(spec: str) -> str:
+    return f"""
+    apiVersion: security.istio.io/v1
+    kind: PeerAuthentication
+    metadata: {{name: pa, namespace: default}}
+    spec: {spec}
+    """
+
+
+def test_port_level_mtls_without_a_selector_is_rejected() -> None:
+    found = _errors(peer("{mtls: {mode: STRICT}, portLevelMtls: {8080: {mode: DISABLE}}}"))
+    assert found == [
+        "spec.portLevelMtls: portLevelMtls applies to the ports of selected workloads and "
+        "needs a selector with matchLabels"
+    ]
+
+
+def test_port_level_mtls_with_an_empty_selector_is_rejected() -> None:
+    found = _errors(peer("{selector: {matchLabels: {}}, portLevelMtls: {8080: {mode: STRICT}}}"))
+    assert [f.split(":")[0] for f in found] == ["spec.portLevelMtls"]
+
+
+def test_port_level_mtls_ports_must_be_valid() -> None:
+    found = _errors(
+        peer("{selector: {matchLabels: {app: a}}, portLevelMtls: {'0': {mode: STRICT}}}")
+    )
+    assert found == ["spec.portLevelMtls.0: port must be between 1 and 65535"]
+
+
+def test_a_workload_policy_with_port_level_mtls_is_valid_and_supported() -> None:
+    assert (
+        _load(
+            peer(
+                "{selector: {matchLabels: {app: a}}, mtls: {mode: STRICT},"
+                " portLevelMtls: {'8080': {mode: PERMISSIVE}}}"
+            )
+        )
+        == []
+    )
+
+
+def test_an_unknown_mode_is_a_schema_error_with_its_path() -> None:
+    with pytest.raises(InvalidResource) as caught:
+        load(yaml.safe_load(textwrap.dedent(peer("{mtls: {mode: STRICTER}}"))))
+    assert [i.path for i in caught.value.issues] == ["spec.mtls.mode"]
+
+
+def test_a_refused_policy_says_that_it_fails_closed() -> None:
+    with pytest.raises(InvalidResource) as caught:
+        load(yaml.safe_load(textwrap.dedent(policy("[{when: [{key: nope, values: [x]}]}]"))))
+    note = caught.value.issues[-1]
+    assert note.code is Codes.POLICY_FAILS_CLOSED
+    assert note.field_message == (
+        "not applied; until it is fixed every workload of namespace default denies all "
+        "requests (fail closed), unless an earlier accepted version of it is in effect"
+    )
+    with pytest.raises(InvalidResource) as caught:
+        load(
+            yaml.safe_load(
+                "{apiVersion: security.istio.io/v1, kind: PeerAuthentication, metadata: "
+                "{name: pa, namespace: istio-system}, spec: {portLevelMtls: {80: {mode: STRICT}}}}"
+            )
+        )
+    assert "every workload of the mesh accepts mTLS only (STRICT)" in str(caught.value)
+
+
+def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> None:
+    found = _load(
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: payment, namespace: default}
+        spec:
+          host: payment
+          trafficPolicy:
+            tls: {mode: SIMPLE, sni: pay.example, credentialName: pay-cert}
+            portLevelSettings:
+            - port: {number: 9080}
+              tls: {mode: ISTIO_MUTUAL}
+          subsets:
+          - name: v1
+            trafficPolicy: {tls: {mode: DISABLE}}
+        """
+    )
+    assert found == ["spec.trafficPolicy.tls.credentialName: not supported yet; ignored"]
