@@ -201,6 +201,11 @@ def apply_upstream_tls(
         return
     if destination_mode == DISABLE:
         return
+    if cluster.type == cluster_pb2.Cluster.ORIGINAL_DST:
+        # A passthrough cluster (loadBalancer PASSTHROUGH) has no endpoints, so no endpoint
+        # metadata to match on: auto mTLS cannot decide, so it stays plaintext.
+        # (Envoy 1.40 also crashes on transport_socket_matches in an ORIGINAL_DST cluster.)
+        return
     istio = struct_pb2.Struct()
     istio.update({"tlsMode": "istio"})
     cluster.transport_socket_matches.extend(

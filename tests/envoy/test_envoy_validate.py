@@ -4,7 +4,9 @@ For each client proxy the compiled clusters and listeners go into a bootstrap's
 ``static_resources``: EDS clusters become STATIC clusters carrying their compiled
 ClusterLoadAssignment, and each HTTP connection manager gets its compiled RouteConfiguration
 inline instead of RDS, so Envoy's validator checks clusters, endpoints, listeners and routes.
-ADS stays configured (pointing nowhere) so config sources that name it still validate.
+ADS stays configured (pointing nowhere) so config sources that name it still validate. SDS
+secrets are given statically (the compiled ones, else a real stand-in certificate), so the TLS
+contexts are validated with real key material.
 """
 
 from __future__ import annotations
@@ -57,6 +59,48 @@ CLIENTS = {
 
 def _as_dict(resource: CompiledResource) -> dict[str, Any]:
     return json_format.MessageToDict(resource.message)
+
+
+def _static_sds(node: Any) -> set[str]:
+    """Point every SDS-over-ADS secret reference at a static secret of the same name (a
+    STATIC cluster cannot wait for ADS, and Envoy's validator crashes on one that tries);
+    return the names referenced."""
+    names: set[str] = set()
+    if isinstance(node, dict):
+        if "sdsConfig" in node and "name" in node:
+            node.pop("sdsConfig")
+            names.add(node["name"])
+        for value in node.values():
+            names |= _static_sds(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _static_sds(value)
+    return names
+
+
+def _stand_in_secrets(names: set[str], compiled: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The compiled secrets, plus a real certificate or root for any other name referenced
+    (client proxies compiled without an identity get no secrets of their own)."""
+    from datetime import UTC, datetime
+
+    from controlplane.ca import CertificateAuthority, Identity
+    from controlplane.ca.root import create_root_bundle
+    from controlplane.compile.secrets import certificate_secret, root_secret
+    from controlplane.compile.tls import SDS_ROOT
+
+    out = dict(compiled)
+    missing = names - set(out)
+    if missing:
+        now = datetime.now(UTC)
+        ca = CertificateAuthority(create_root_bundle(now), now=now)
+        cert = ca.issue(Identity("cluster.local", "default", "validate"), now=now)
+        for name in missing:
+            if name == SDS_ROOT:
+                message = root_secret(ca.root_certs_pem, name)
+            else:
+                message = certificate_secret(cert.cert_chain_pem, cert.private_key_pem, name)
+            out[name] = json_format.MessageToDict(message)
+    return list(out.values())
 
 
 def static_bootstrap(resources: ProxyResources) -> dict[str, Any]:
@@ -122,7 +166,10 @@ def static_bootstrap(resources: ProxyResources) -> dict[str, Any]:
         "staticResources": {
             "clusters": clusters,
             "listeners": listeners,
-            "secrets": [_as_dict(r) for r in resources.of(SECRET).values()],
+            "secrets": _stand_in_secrets(
+                _static_sds(clusters) | _static_sds(listeners),
+                {name: _as_dict(r) for name, r in resources.of(SECRET).items()},
+            ),
         },
     }
 
