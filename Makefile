@@ -23,6 +23,9 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not envoy and not kube and not netns"
 
+crds: venv
+	$(PY) -m controlplane crds --output-dir crds
+
 lint: venv
 	$(PY) -m ruff check controlplane tests
 

@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
     demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions (crds/)")
+    crds.add_argument("--output-dir", type=Path, default=Path("crds"))
+    crds.add_argument("--check", action="store_true", help="fail if the files are out of date")
     return parser
 
 
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from controlplane.cli.demo import run_demo
 
         return run_demo(requests=args.requests, workdir=args.workdir)
+    if args.command == "crds":
+        from controlplane.cli.crds import write_crds
+
+        return write_crds(args.output_dir, check=args.check)
     return 2
 
 
