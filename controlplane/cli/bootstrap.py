@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,8 +38,14 @@ def render_bootstrap(
     workload_name: str = "",
     instance_ips: str = "",
     extra_metadata: Mapping[str, Any] | None = None,
+    xds_token: str | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap as a dict (dump it as YAML or JSON)."""
+    """The bootstrap as a dict (dump it as YAML or JSON).
+
+    ``xds_token`` (a service-account token) is sent as ``authorization: Bearer ...`` on the
+    ADS stream, for the control plane to authenticate the proxy. An ``xds_address`` that is
+    not an IP address (a Service name in a cluster) is resolved by DNS.
+    """
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
         "LABELS": dict(labels),
@@ -55,6 +62,11 @@ def render_bootstrap(
         metadata["LOCAL_OUTBOUND_PORT"] = str(outbound_port)
     metadata.update(extra_metadata or {})
     app = labels.get("app") or workload_name or service_account
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}
+    if xds_token:
+        grpc_service["initial_metadata"] = [
+            {"key": "authorization", "value": f"Bearer {xds_token}"}
+        ]
     return {
         "node": {
             "id": node_id,
@@ -68,7 +80,7 @@ def render_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -78,7 +90,7 @@ def render_bootstrap(
             "clusters": [
                 {
                     "name": "xds-grpc",
-                    "type": "STATIC",
+                    "type": "STATIC" if _is_ip(xds_address) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "load_assignment": {
                         "cluster_name": "xds-grpc",
@@ -109,6 +121,14 @@ def render_bootstrap(
             ]
         },
     }
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def bootstrap_yaml(**kwargs: Any) -> str:

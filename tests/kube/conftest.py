@@ -84,3 +84,23 @@ def kube_namespace(kube_cluster: LocalCluster):
     finally:
         if kube_cluster.running:
             kube_cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory):
+    """`controlplane run` (with its admission webhooks) against the session's cluster.
+
+    Module-scoped: started once per test module. Its webhook configurations are removed
+    afterwards so that tests elsewhere see a cluster without them.
+    """
+    from tests.kube.operator import OperatorProcess, install_crds, remove_webhook_configurations
+
+    install_crds(kube_cluster)
+    process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("operator"))
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        if kube_cluster.running:
+            remove_webhook_configurations(kube_cluster)
