@@ -104,3 +104,37 @@ def operator(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
         process.stop()
         if kube_cluster.running:
             remove_webhook_configurations(kube_cluster)
+
+
+@pytest.fixture
+def reviews(kube_cluster: LocalCluster, kube_namespace: str, operator, tmp_path: Path):
+    """reviews v1/v2 (Service, Pods with IPs, DestinationRule, live backends) and a real Envoy
+    as the productpage Pod's sidecar. Yields (namespace, sidecar)."""
+    from controlplane.local.ports import free_port
+    from tests.kube.mesh import (
+        CLIENT_IP,
+        IPS,
+        destination_rule,
+        service_and_pods,
+        set_pod_ip,
+        start_backends,
+        start_sidecar,
+    )
+
+    ns = kube_namespace
+    port = free_port()
+    backends = start_backends(port, IPS)
+    kube_cluster.apply(service_and_pods(ns, port, IPS))
+    for version, ip in IPS.items():
+        set_pod_ip(kube_cluster, ns, f"reviews-{version}", ip)
+    set_pod_ip(kube_cluster, ns, "productpage", CLIENT_IP)
+    kube_cluster.apply(destination_rule(ns, "v1", "v2"))
+    sidecar = start_sidecar(
+        operator, ns, "productpage", CLIENT_IP, {"app": "productpage"}, tmp_path
+    )
+    try:
+        yield ns, sidecar
+    finally:
+        sidecar.envoy.stop()
+        for backend in backends:
+            backend.stop()

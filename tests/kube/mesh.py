@@ -16,6 +16,10 @@ from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
 
 
+IPS = {"v1": "127.0.3.11", "v2": "127.0.3.12"}
+CLIENT_IP = "127.0.3.10"
+
+
 def set_pod_ip(cluster: LocalCluster, namespace: str, name: str, ip: str) -> None:
     """What the kubelet would report: the Pod is running at ``ip``."""
     status = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
@@ -122,3 +126,16 @@ def start_sidecar(
 
 def start_backends(port: int, ips: dict[str, str]) -> list[Backend]:
     return [Backend(f"reviews-{v}", ip, port).start() for v, ip in ips.items()]
+
+
+def route_clusters(sidecar, host: str) -> list[str]:
+    """The clusters Envoy's route for ``host`` sends to (from its own config dump)."""
+    dump = sidecar.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
+    for config in dump["configs"]:
+        for vhost in config["route_config"].get("virtual_hosts", []):
+            if host in vhost["domains"]:
+                action = vhost["routes"][0]["route"]
+                if "weighted_clusters" in action:
+                    return [c["name"] for c in action["weighted_clusters"]["clusters"]]
+                return [action["cluster"]]
+    return []

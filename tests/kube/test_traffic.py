@@ -4,67 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-
-import pytest
-
-from controlplane.local.ports import free_port
 from controlplane.local.traffic import count_backends
 from tests.cluster.cluster import LocalCluster
-from tests.kube.mesh import (
-    destination_rule,
-    service_and_pods,
-    set_pod_ip,
-    start_backends,
-    start_sidecar,
-    virtual_service,
-)
+from tests.kube.mesh import route_clusters, virtual_service
 from tests.kube.operator import OperatorProcess
 
-IPS = {"v1": "127.0.3.11", "v2": "127.0.3.12"}
-CLIENT_IP = "127.0.3.10"
 REQUESTS = 1000
 
 
 def share(counts, name: str) -> float:
     total = sum(counts.values())
     return 100.0 * counts[name] / total if total else 0.0
-
-
-def route_clusters(sidecar, host: str) -> list[str]:
-    """The clusters Envoy's route for ``host`` sends to (from its own config dump)."""
-    dump = sidecar.envoy.admin_json("/config_dump?resource=dynamic_route_configs")
-    for config in dump["configs"]:
-        for vhost in config["route_config"].get("virtual_hosts", []):
-            if host in vhost["domains"]:
-                action = vhost["routes"][0]["route"]
-                if "weighted_clusters" in action:
-                    return [c["name"] for c in action["weighted_clusters"]["clusters"]]
-                return [action["cluster"]]
-    return []
-
-
-@pytest.fixture
-def reviews(
-    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess, tmp_path: Path
-):
-    ns = kube_namespace
-    port = free_port()
-    backends = start_backends(port, IPS)
-    kube_cluster.apply(service_and_pods(ns, port, IPS))
-    for version, ip in IPS.items():
-        set_pod_ip(kube_cluster, ns, f"reviews-{version}", ip)
-    set_pod_ip(kube_cluster, ns, "productpage", CLIENT_IP)
-    kube_cluster.apply(destination_rule(ns, "v1", "v2"))
-    sidecar = start_sidecar(
-        operator, ns, "productpage", CLIENT_IP, {"app": "productpage"}, tmp_path
-    )
-    try:
-        yield ns, sidecar
-    finally:
-        sidecar.envoy.stop()
-        for backend in backends:
-            backend.stop()
 
 
 def test_weights_applied_with_kubectl_split_traffic_and_follow_patch_and_delete(

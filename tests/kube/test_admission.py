@@ -1,0 +1,153 @@
+"""Validation at the door and sidecar injection, through the real apiserver's webhooks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cluster.cluster import KubectlError, LocalCluster
+from tests.kube.operator import OperatorProcess
+
+INVALID_WEIGHT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v1}}
+      weight: 90
+    - destination: {{host: reviews, subset: v2}}
+      weight: -10
+"""
+
+
+def test_an_invalid_virtual_service_is_refused_with_the_validators_message(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    with pytest.raises(KubectlError) as refused:
+        kube_cluster.apply(INVALID_WEIGHT.format(ns=kube_namespace))
+    message = refused.value.stderr
+    assert 'admission webhook "virtualservices.validation.controlplane.istio.io" denied' in message
+    assert "spec.http[0].route[1].weight: must not be negative" in message
+    gone = kube_cluster.kubectl(
+        "get", "virtualservice", "reviews", "-n", kube_namespace, check=False
+    )
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_every_error_is_listed_and_older_api_versions_are_validated_too(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    doc = f"""
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: {kube_namespace}}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v1, labels: {{version: v2}}}}
+  trafficPolicy:
+    outlierDetection: {{maxEjectionPercent: 150}}
+"""
+    with pytest.raises(KubectlError) as refused:
+        kube_cluster.apply(doc)
+    message = refused.value.stderr
+    assert "configuration is invalid:" in message
+    assert "spec.subsets[1].name: duplicate subset name 'v1'" in message
+    assert (
+        "spec.trafficPolicy.outlierDetection.maxEjectionPercent: must be between 0 and 100"
+        in message
+    )
+
+
+def test_a_valid_resource_with_an_unsupported_field_is_admitted_with_a_warning(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    doc = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ratings, namespace: {kube_namespace}}}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{{destination: {{host: ratings}}}}]
+    corsPolicy: {{allowMethods: [GET]}}
+"""
+    proc = kube_cluster.kubectl("apply", "-f", "-", input=doc)
+    assert "virtualservice.networking.istio.io/ratings created" in proc.stdout
+    assert "spec.http[0].corsPolicy: not supported yet; ignored" in proc.stderr
+
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{app: ratings}}
+  annotations: {annotations}
+spec:
+  serviceAccountName: default
+  containers: [{{name: ratings, image: example.invalid/ratings:1}}]
+"""
+
+
+def _create_pod(cluster: LocalCluster, ns: str, name: str, annotations: dict | None = None) -> dict:
+    cluster.apply(POD.format(name=name, ns=ns, annotations=json.dumps(annotations or {})))
+    return cluster.get_json("pod", name, "-n", ns)
+
+
+def test_a_pod_in_a_labelled_namespace_comes_back_with_the_sidecar(
+    kube_cluster: LocalCluster, operator: OperatorProcess
+):
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        pod = _create_pod(kube_cluster, ns, "ratings")
+        spec = pod["spec"]
+        assert [c["name"] for c in spec["initContainers"]] == ["istio-init", "istio-proxy"]
+        init, proxy = spec["initContainers"]
+        assert proxy["restartPolicy"] == "Always"  # a native sidecar: this apiserver is 1.35
+        assert init["command"][:2] == ["controlplane", "redirect"]
+        assert init["command"][init["command"].index("--inbound-capture-port") + 1] == "15006"
+        assert init["command"][init["command"].index("--outbound-capture-port") + 1] == "15001"
+        assert init["command"][init["command"].index("--proxy-uid") + 1] == "1337"
+        assert proxy["securityContext"]["runAsUser"] == 1337
+        token = next(v for v in spec["volumes"] if v["name"] == "istio-token")
+        assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "istio-ca"
+        assert pod["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+        assert "sidecar.istio.io/status" in pod["metadata"]["annotations"]
+        assert [c["name"] for c in spec["containers"]] == ["ratings"]
+        # Server-side dry run of the injected Pod (as re-submitted) adds nothing again.
+        pod["metadata"] = {
+            k: v for k, v in pod["metadata"].items() if k in ("labels", "annotations", "namespace")
+        } | {"name": "ratings-again"}
+        pod.pop("status", None)
+        again = kube_cluster.kubectl(
+            "create", "-f", "-", "--dry-run=server", "-o", "json", input=json.dumps(pod)
+        )
+        spec_again = json.loads(again.stdout)["spec"]
+        assert [c["name"] for c in spec_again["initContainers"]] == ["istio-init", "istio-proxy"]
+        assert len(spec_again["volumes"]) == len(spec["volumes"])
+    finally:
+        kube_cluster.delete_namespace(ns)
+
+
+def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    plain = _create_pod(kube_cluster, kube_namespace, "ratings")
+    assert "initContainers" not in plain["spec"]
+    assert "sidecar.istio.io/status" not in plain["metadata"].get("annotations", {})
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        opted_out = _create_pod(
+            kube_cluster, ns, "ratings", annotations={"sidecar.istio.io/inject": "false"}
+        )
+        assert "initContainers" not in opted_out["spec"]
+        assert "security.istio.io/tlsMode" not in opted_out["metadata"].get("labels", {})
+    finally:
+        kube_cluster.delete_namespace(ns)
