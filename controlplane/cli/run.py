@@ -31,7 +31,13 @@ from typing import Any
 
 from controlplane.cli.serve import ContextIssueLogger
 from controlplane.inject.injector import InjectionConfig
-from controlplane.sources.kube import StoreBridge, Update, register_watch_handlers
+from controlplane.sources.kube import (
+    Resync,
+    StoreBridge,
+    Update,
+    kubernetes_lister,
+    register_watch_handlers,
+)
 from controlplane.status.leader import Leadership, new_priority
 from controlplane.status.writer import KubernetesStatusClient, StatusWriter
 from controlplane.store import Store
@@ -174,6 +180,7 @@ class KopfThread(threading.Thread):
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
+        self.resync = Resync(self._submit, kubernetes_lister(api_client))
 
     def run(self) -> None:
         try:
@@ -196,6 +203,7 @@ class KopfThread(threading.Thread):
             self._submit,
             on_peering=self.leadership.observe if opts.peering else None,
             peering_plural=PEERING_PLURAL,
+            resync=self.resync,
         )
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False  # kopf's own per-object events: not for watch-only use
@@ -238,7 +246,18 @@ class KopfThread(threading.Thread):
                     stop_flag=self.stop_flag,
                 )
             )
-        await asyncio.gather(*operators)
+        armer = asyncio.create_task(self._arm_resync())
+        try:
+            await asyncio.gather(*operators)
+        finally:
+            armer.cancel()
+            self.resync.cancel()
+
+    async def _arm_resync(self) -> None:
+        """Replays seen after the first listings settle are re-listings after a watch gap."""
+        await asyncio.to_thread(self.ready.wait)
+        await asyncio.sleep(5.0)
+        self.resync.armed.set()
 
     def _webhook_server(self, kopf: Any) -> Any:
         from controlplane.inject.webhooks import ConfiguringWebhookServer, in_cluster_client_config

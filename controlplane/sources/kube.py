@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -125,11 +126,131 @@ class StoreBridge:
         self.applied += len(batch)
 
 
+Lister = Callable[[str, str, str], set[ResourceKey]]
+
+
+class Resync:
+    """Finds deletions that a watch gap hid, and reports them as deletions.
+
+    kopf resumes a broken watch from its last resourceVersion when it can; when the
+    apiserver answers 410 Gone (after its own restart, or after a long gap) kopf lists the
+    kind again and replays every object as an event of type None, but says nothing of the
+    objects that were deleted meanwhile. So: after such a replay (type None once the
+    operator is ready), every watched kind is listed once more, and each key the store holds
+    that the listing lacks, and that has had no event since the listing began, is deleted.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[Update], None],
+        lister: Lister,
+        delay: float = 2.0,
+        kinds: tuple[tuple[str, str, str], ...] = WATCHED,
+    ) -> None:
+        self.submit = submit
+        self.lister = lister
+        self.delay = delay
+        self.kinds = kinds
+        self.armed = threading.Event()  # set once the initial listing is over
+        self.runs = 0
+        self._seen: dict[ResourceKey, float] = {}
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def observe(self, event_type: str | None, update: Update) -> None:
+        """Record one event (kopf's thread); a replay once armed schedules a resync."""
+        with self._lock:
+            if update.delete:
+                self._seen.pop(update.key, None)
+            else:
+                self._seen[update.key] = time.monotonic()
+        if event_type is None and self.armed.is_set():
+            self.schedule()
+
+    def schedule(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()  # replays come in bursts: wait for the quiet after
+            self._timer = threading.Timer(self.delay, self.run)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def run(self) -> list[ResourceKey]:
+        """List every kind; submit deletions for keys gone while nobody watched."""
+        started = time.monotonic()
+        present: dict[str, set[ResourceKey]] = {}
+        for group, version, plural in self.kinds:
+            try:
+                keys = self.lister(group, version, plural)
+            except Exception as exc:  # try again on the next replay
+                log.warning("resync: listing %s failed: %s", plural, exc)
+                return []
+            for key in keys:
+                present.setdefault(key.kind, set()).add(key)
+            present.setdefault(_KIND_OF_PLURAL.get(plural, plural), set())
+        with self._lock:
+            gone = [
+                key
+                for key, seen in self._seen.items()
+                if key.kind in present and key not in present[key.kind] and seen < started
+            ]
+            for key in gone:
+                del self._seen[key]
+        for key in gone:
+            log.info("resync: %s was deleted while the watch was down", key)
+            self.submit(Update(key, delete=True))
+        self.runs += 1
+        return gone
+
+
+_KIND_OF_PLURAL = {
+    "virtualservices": "VirtualService",
+    "destinationrules": "DestinationRule",
+    "peerauthentications": "PeerAuthentication",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "services": "Service",
+    "endpointslices": "EndpointSlice",
+    "pods": "Pod",
+    "namespaces": "Namespace",
+}
+
+
+def kubernetes_lister(api_client: Any) -> Lister:
+    """A Lister over the kubernetes client (names only are needed, but lists are full)."""
+    import json
+
+    def list_keys(group: str, version: str, plural: str) -> set[ResourceKey]:
+        path = f"/api/{version}/{plural}" if not group else f"/apis/{group}/{version}/{plural}"
+        method, url, headers, body, _ = api_client.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = api_client.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        body = json.loads(response.data)
+        kind = _KIND_OF_PLURAL[plural]
+        keys = set()
+        for item in body.get("items", []):
+            key = document_key({"kind": kind, **item}, default_namespace="default")
+            if key is not None:
+                keys.add(key)
+        return keys
+
+    return list_keys
+
+
 def register_watch_handlers(
     registry: kopf.OperatorRegistry,
     submit: Callable[[Update], None],
     on_peering: Callable[[Mapping[str, Any]], None] | None = None,
     peering_plural: str = "clusterkopfpeerings",
+    resync: Resync | None = None,
 ) -> None:
     """Register one event handler per watched kind, each feeding ``submit``.
 
@@ -144,6 +265,8 @@ def register_watch_handlers(
         update = translate(event.get("type"), raw)
         if update is None:
             return
+        if resync is not None:
+            resync.observe(event.get("type"), update)
         if update.rejection is not None and any(
             i.code is Codes.UNKNOWN_KIND for i in update.rejection.issues
         ):
