@@ -15,7 +15,6 @@ from controlplane.local.ports import free_port
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
 
-
 IPS = {"v1": "127.0.3.11", "v2": "127.0.3.12"}
 CLIENT_IP = "127.0.3.10"
 
