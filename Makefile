@@ -25,6 +25,7 @@ test-fast: venv
 
 crds: venv
 	$(PY) -m controlplane crds --output-dir crds
+	$(PY) -m controlplane crds --output-dir manifests/crds --webhooks manifests/webhooks.yaml
 
 lint: venv
 	$(PY) -m ruff check controlplane tests

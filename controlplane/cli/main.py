@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions (crds/)")
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    crds.add_argument("--webhooks", type=Path, default=None, help="also write the webhook manifest")
 
     run = commands.add_parser("run", help="the operator: watch a cluster, serve xDS (kube mode)")
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster")
@@ -146,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(requests=args.requests, workdir=args.workdir)
     if args.command == "crds":
-        from controlplane.cli.crds import write_crds
+        from controlplane.cli.crds import write_crds, write_webhooks
 
-        return write_crds(args.output_dir, check=args.check)
+        code = write_crds(args.output_dir, check=args.check)
+        if args.webhooks is not None:
+            code |= write_webhooks(args.webhooks, check=args.check)
+        return code
     if args.command == "run":
         from controlplane.cli.run import RunOptions, run
 

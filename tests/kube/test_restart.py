@@ -68,6 +68,7 @@ def test_changes_made_while_the_operator_was_cut_off_arrive_after_an_apiserver_r
     ratings = f"outbound|9080||ratings.{ns}.svc.cluster.local"
     v2 = f"outbound|9080|v2|{fqdn}"
     operator.wait_for(lambda: route_clusters(sidecar, "reviews") == [v2], timeout=60, what="0/100")
+
     def updated() -> set[str] | None:
         found = envoy_clusters(sidecar)
         return found if ratings in found and details not in found else None

@@ -9,7 +9,7 @@ import yaml
 
 from controlplane.api.crds import KINDS, crd_files
 from controlplane.api.networking import HTTPRoute, HTTPRouteDestination
-from controlplane.cli.crds import write_crds
+from controlplane.cli.crds import webhooks_manifest, write_crds
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -88,3 +88,11 @@ def test_every_model_field_is_in_the_schema_so_the_apiserver_keeps_it():
         "sum to 100.",
     }
     assert set(http) == {f.alias or n for n, f in HTTPRoute.model_fields.items()}
+
+
+def test_the_manifests_carry_the_same_crds_and_the_generated_webhooks():
+    manifests = CRDS.parent / "manifests"
+    files = crd_files()
+    for name, text in files.items():
+        assert (manifests / "crds" / name).read_text() == text, f"manifests/crds/{name}: make crds"
+    assert (manifests / "webhooks.yaml").read_text() == webhooks_manifest(), "make crds"
