@@ -1,4 +1,5 @@
-"""The operator survives an apiserver restart: watches resume, changes made meanwhile arrive."""
+"""An operator without webhooks: it survives an apiserver restart (watches resume, changes
+made meanwhile arrive), and it rejects resources that no webhook refused at the door."""
 
 from __future__ import annotations
 
@@ -86,3 +87,46 @@ def test_changes_made_while_the_operator_was_cut_off_arrive_after_an_apiserver_r
         lambda: route_clusters(sidecar, "reviews") == [f"outbound|9080|v1|{fqdn}"],
         what="100/0 after the restart",
     )
+
+
+def test_a_resource_stored_while_no_webhook_guarded_the_door_is_marked_rejected(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    # No validating webhook here (this module's operator serves none): the apiserver's schema
+    # allows a negative integer, so the resource is stored, and the operator rejects it.
+    ns = kube_namespace
+    kube_cluster.apply(
+        f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+      weight: -5
+"""
+    )
+
+    def rejected():
+        status = kube_cluster.get_json("vs", "reviews", "-n", ns).get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        return conds if conds.get("Accepted", {}).get("status") == "False" else None
+
+    conds = operator.wait_for(rejected, what="Accepted=False")
+    assert conds["Accepted"]["reason"] == "InvalidField"
+    assert conds["Accepted"]["message"] == "spec.http[0].route[0].weight: must not be negative"
+    assert conds["Accepted"]["observedGeneration"] == 1
+    assert conds["Reconciled"]["reason"] == "NotAccepted"
+    event = operator.wait_for(
+        lambda: [
+            e
+            for e in kube_cluster.get_json("events", "-n", ns)["items"]
+            if e["reason"] == "Rejected" and e["involvedObject"]["name"] == "reviews"
+        ],
+        what="a Rejected event",
+    )[0]
+    assert "spec.http[0].route[0].weight: must not be negative" in event["message"]
+    described = kube_cluster.kubectl("describe", "vs", "reviews", "-n", ns).stdout
+    assert "Rejected" in described  # kubectl describe finds the Event by the object's uid
