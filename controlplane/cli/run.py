@@ -105,8 +105,11 @@ def supports_native_sidecars(api_client: Any) -> bool:
     return (major, minor) >= (1, 29)
 
 
-def ensure_peering_object(api_client: Any, name: str) -> None:
-    """kopf peering needs the ClusterKopfPeering object to exist; create it if absent."""
+def ensure_peering_object(api_client: Any, name: str) -> bool:
+    """kopf peering needs the ClusterKopfPeering object to exist; create it if absent.
+
+    Returns False when the cluster has no ClusterKopfPeering CRD (peering is impossible).
+    """
     from kubernetes import client
 
     api = client.CustomObjectsApi(api_client)
@@ -114,8 +117,11 @@ def ensure_peering_object(api_client: Any, name: str) -> None:
     try:
         api.create_cluster_custom_object("kopf.dev", "v1", PEERING_PLURAL, body)
     except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return False
         if exc.status != 409:
             raise
+    return True
 
 
 def apply_webhook_configurations(api_client: Any, client_config: Mapping[str, Any]) -> None:
@@ -316,8 +322,14 @@ async def run(options: RunOptions) -> int:
         token_audience=options.token_audience,
         native_sidecar=native,
     )
-    if options.peering:
-        await asyncio.to_thread(ensure_peering_object, api_client, options.peering)
+    if options.peering and not await asyncio.to_thread(
+        ensure_peering_object, api_client, options.peering
+    ):
+        log.warning(
+            "no ClusterKopfPeering CRD (manifests/kopf-peering.yaml): without peering this "
+            "replica writes status; run a single replica or install the CRD"
+        )
+        options.peering = None
     store = Store()
     ContextIssueLogger(store)
     loop = asyncio.get_running_loop()
