@@ -151,3 +151,69 @@ def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
         assert "security.istio.io/tlsMode" not in opted_out["metadata"].get("labels", {})
     finally:
         kube_cluster.delete_namespace(ns)
+
+
+def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_configures(
+    kube_cluster: LocalCluster, operator: OperatorProcess, tmp_path
+):
+    """Run what injection put into the Pod: its proxy command writes the bootstrap (from the
+    downward API and a real projected token), and the Envoy it starts syncs with the operator."""
+    import os
+    import subprocess
+    import sys
+
+    from controlplane.local.envoy import EnvoyProcess
+    from controlplane.local.ports import free_port
+
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        pod = _create_pod(kube_cluster, ns, "ratings")
+        proxy = next(c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy")
+        command = proxy["command"]
+        assert command[:2] == ["controlplane", "sidecar"]
+        # What the kubelet would provide: the token (same audience), the labels file, the env.
+        audience = next(v for v in pod["spec"]["volumes"] if v["name"] == "istio-token")[
+            "projected"
+        ]["sources"][0]["serviceAccountToken"]["audience"]
+        token = kube_cluster.kubectl(
+            "create", "token", "default", "-n", ns, f"--audience={audience}"
+        ).stdout.strip()
+        (tmp_path / "istio-token").write_text(token)
+        labels = "".join(f'{k}="{v}"\n' for k, v in pod["metadata"]["labels"].items())
+        (tmp_path / "labels").write_text(labels)
+        env = dict(os.environ, POD_NAME="ratings", POD_NAMESPACE=ns, INSTANCE_IP="127.0.3.20")
+        env["SERVICE_ACCOUNT"] = pod["spec"]["serviceAccountName"]
+        args = list(command[2:])
+        overrides = {
+            "--xds-address": "127.0.0.1",  # the Service name, as seen from this host
+            "--xds-port": str(operator.xds_port),
+            "--token-path": str(tmp_path / "istio-token"),
+            "--labels-path": str(tmp_path / "labels"),
+            "--bootstrap-path": str(tmp_path / "envoy.yaml"),
+        }
+        for flag, value in overrides.items():
+            args[args.index(flag) + 1] = value
+        admin = free_port()
+        subprocess.run(
+            [sys.executable, "-m", "controlplane", "sidecar", *args, "--admin-port", str(admin),
+             "--no-exec"],
+            env=env, check=True, timeout=60,
+        )  # fmt: skip
+        import yaml
+
+        bootstrap = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+        node_id = bootstrap["node"]["id"]
+        assert node_id == f"sidecar~127.0.3.20~ratings.{ns}~{ns}.svc.cluster.local"
+        assert bootstrap["node"]["metadata"]["LABELS"]["security.istio.io/tlsMode"] == "istio"
+        with EnvoyProcess(bootstrap, tmp_path, name="injected") as envoy:
+            # Transparent mode: the listeners (and so RDS) depend on interception, which
+            # this host does not do; clusters, endpoints and listeners must be ACKed.
+            synced = operator.debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
+            assert all(state["status"] == "SYNCED" for state in synced.values())
+            envoy.wait_live()
+            (seen,) = [
+                p for p in operator.debug.get("/debug/syncz")["proxies"] if p["node_id"] == node_id
+            ]
+            assert seen["namespace"] == ns and seen["service_account"] == "default"
+    finally:
+        kube_cluster.delete_namespace(ns)
