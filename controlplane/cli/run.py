@@ -252,18 +252,10 @@ class KopfThread(threading.Thread):
                     stop_flag=self.stop_flag,
                 )
             )
-        armer = asyncio.create_task(self._arm_resync())
         try:
             await asyncio.gather(*operators)
         finally:
-            armer.cancel()
             self.resync.cancel()
-
-    async def _arm_resync(self) -> None:
-        """Replays seen after the first listings settle are re-listings after a watch gap."""
-        await asyncio.to_thread(self.ready.wait)
-        await asyncio.sleep(5.0)
-        self.resync.armed.set()
 
     def _webhook_server(self, kopf: Any) -> Any:
         from controlplane.inject.webhooks import ConfiguringWebhookServer, in_cluster_client_config

@@ -135,9 +135,10 @@ class Resync:
     kopf resumes a broken watch from its last resourceVersion when it can; when the
     apiserver answers 410 Gone (after its own restart, or after a long gap) kopf lists the
     kind again and replays every object as an event of type None, but says nothing of the
-    objects that were deleted meanwhile. So: after such a replay (type None once the
-    operator is ready), every watched kind is listed once more, and each key the store holds
-    that the listing lacks, and that has had no event since the listing began, is deleted.
+    objects that were deleted meanwhile. So: after every burst of such replays (the first
+    listing at start included, which costs one extra listing and finds nothing), every
+    watched kind is listed once more, and each key the store holds that the listing lacks,
+    and that has had no event since the listing began, is deleted.
     """
 
     def __init__(
@@ -151,20 +152,19 @@ class Resync:
         self.lister = lister
         self.delay = delay
         self.kinds = kinds
-        self.armed = threading.Event()  # set once the initial listing is over
         self.runs = 0
         self._seen: dict[ResourceKey, float] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
     def observe(self, event_type: str | None, update: Update) -> None:
-        """Record one event (kopf's thread); a replay once armed schedules a resync."""
+        """Record one event (kopf's thread); a replayed one schedules a resync."""
         with self._lock:
             if update.delete:
                 self._seen.pop(update.key, None)
             else:
                 self._seen[update.key] = time.monotonic()
-        if event_type is None and self.armed.is_set():
+        if event_type is None:
             self.schedule()
 
     def schedule(self) -> None:

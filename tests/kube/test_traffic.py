@@ -48,7 +48,7 @@ def test_weights_applied_with_kubectl_split_traffic_and_follow_patch_and_delete(
     assert time.monotonic() - started < 5.0  # patch -> Envoy ACK, generous on a shared machine
     counts = count_backends(sidecar.outbound_port, "reviews", REQUESTS)
     assert sum(counts.values()) == REQUESTS
-    assert abs(share(counts, "reviews-v1") - 50) <= 4, counts
+    assert abs(share(counts, "reviews-v1") - 50) <= 6, counts  # 3.8 sigma of a fair coin
 
     # kubectl delete: back to the service's own cluster, both versions behind it.
     kube_cluster.kubectl("delete", "virtualservice", "reviews", "-n", ns)
