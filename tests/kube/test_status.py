@@ -117,3 +117,49 @@ spec:
     assert json.loads(kube_cluster.kubectl("get", "vs", "ratings", "-n", ns, "-o", "json").stdout)[
         "spec"
     ]["hosts"] == ["ratings"]
+
+
+def test_every_istio_kind_gets_its_verdict_in_status(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    ns = kube_namespace
+    kube_cluster.apply(
+        f"""
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: ratings, namespace: {ns}}}
+spec:
+  host: ratings
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {ns}}}
+spec:
+  mtls: {{mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ratings-viewer, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: ratings}}}}
+  action: ALLOW
+  rules: [{{from: [{{source: {{namespaces: [{ns}]}}}}]}}]
+"""
+    )
+    for kind, name in (
+        ("destinationrule", "ratings"),
+        ("peerauthentication", "default"),
+        ("authorizationpolicy", "ratings-viewer"),
+    ):
+        c = operator.wait_for(
+            lambda k=kind, n=name: (
+                found if "Reconciled" in (found := conditions(kube_cluster, ns, k, n)) else None
+            ),
+            what=f"status of {kind}/{name}",
+        )
+        assert c["Accepted"]["status"] == "True", (kind, c)
+        assert c["_"]["observedGeneration"] == 1
+    # kubectl's printer columns come from the CRDs.
+    header = kube_cluster.kubectl("get", "peerauthentication", "-n", ns).stdout.splitlines()[0]
+    assert header.split() == ["NAME", "MODE", "AGE"]
