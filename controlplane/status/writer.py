@@ -3,9 +3,10 @@
 Runs on the store's loop (it is a store listener); the HTTP calls happen on one worker
 thread so that xDS never waits for the apiserver. Only the leader writes (see ``leader``);
 a replica that becomes leader rewrites every status once. A status is written only when the
-verdict changed (not for timestamps alone), and only for the generation it is about, so a
-stale verdict never overwrites a newer one. A resource that was rejected or cannot be
-reconciled also gets one Warning Event per generation and message.
+verdict changed (not for timestamps alone); it always carries the generation it is about
+(``observedGeneration``), and the store's verdict is always about the latest generation it
+has seen. A resource that was rejected or cannot be reconciled also gets one Warning Event
+per generation and message.
 """
 
 from __future__ import annotations

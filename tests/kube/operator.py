@@ -14,7 +14,7 @@ from pathlib import Path
 
 from controlplane.local.controlplane_process import DebugClient
 from controlplane.local.ports import free_port
-from tests.cluster.cluster import LocalCluster
+from tests.cluster.cluster import _PDEATHSIG, LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -98,6 +98,7 @@ class OperatorProcess:
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
             cwd=self.workdir,
             start_new_session=True,
+            preexec_fn=_PDEATHSIG,  # never outlive the test session, even if it is killed
         )
         log.close()
         deadline = time.time() + timeout
