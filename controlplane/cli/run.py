@@ -186,7 +186,7 @@ class KopfThread(threading.Thread):
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
-        self.resync = Resync(self._submit, kubernetes_lister(api_client))
+        self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
 
     def run(self) -> None:
         try:
@@ -335,7 +335,11 @@ async def run(options: RunOptions) -> int:
     hub = Hub(store, debounce=options.debounce, max_delay=options.max_delay)
     kopf_thread = KopfThread(options, bridge, leadership, injection, api_client)
     xds = XdsServer(hub)
-    debug = DebugServer(hub, ready=kopf_thread.ready.is_set)
+    # Ready (and so in the Service's endpoints) once kopf runs and its first listings have
+    # settled (the first resync ran): a replica must not hand proxies an empty mesh.
+    debug = DebugServer(
+        hub, ready=lambda: kopf_thread.ready.is_set() and kopf_thread.resync.runs > 0
+    )
     bound_xds = await xds.start(options.host, options.xds_port)
     bound_debug = await debug.start(options.host, options.debug_port)
     if writer is not None:
