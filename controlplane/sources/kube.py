@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load
-from controlplane.api.issues import Codes
+from controlplane.api.issues import Codes, Issue, Level
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.kube")
@@ -258,6 +258,27 @@ def register_watch_handlers(
     ``controlplane.status.leader``).
     """
 
+    reported: dict[ResourceKey, frozenset[Issue]] = {}
+
+    def report(update: Update) -> None:
+        """Log a resource's findings once (as the file source does), not on every event."""
+        found = (
+            update.rejection.issues
+            if update.rejection is not None
+            else update.submission.issues
+            if update.submission is not None
+            else ()
+        )
+        issues = frozenset(found)
+        if update.delete or reported.get(update.key) == issues:
+            if update.delete:
+                reported.pop(update.key, None)
+            return
+        reported[update.key] = issues
+        for issue in sorted(issues, key=str):
+            level = logging.ERROR if issue.severity is Level.ERROR else logging.WARNING
+            log.log(level, "%s", issue)
+
     def feed(event: Mapping[str, Any], **_: Any) -> None:
         raw = event.get("object")
         if not isinstance(raw, Mapping):
@@ -267,6 +288,7 @@ def register_watch_handlers(
             return
         if resync is not None:
             resync.observe(event.get("type"), update)
+        report(update)
         if update.rejection is not None and any(
             i.code is Codes.UNKNOWN_KIND for i in update.rejection.issues
         ):

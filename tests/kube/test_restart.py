@@ -130,3 +130,8 @@ spec:
     assert "spec.http[0].route[0].weight: must not be negative" in event["message"]
     described = kube_cluster.kubectl("describe", "vs", "reviews", "-n", ns).stdout
     assert "Rejected" in described  # kubectl describe finds the Event by the object's uid
+    line = (
+        f"[CP0201 InvalidField] VirtualService {ns}/reviews: "
+        "spec.http[0].route[0].weight: must not be negative"
+    )
+    assert operator.log_text().count(line) == 1  # logged once, however many events follow
