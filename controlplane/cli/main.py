@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--token-audience", default="istio-ca")
     run.add_argument("--native-sidecar", choices=["auto", "on", "off"], default="auto")
 
+    cert = commands.add_parser(
+        "webhook-cert", help="print the webhook TLS Secret (no cert-manager)"
+    )
+    cert.add_argument("--service", default="controlplane")
+    cert.add_argument("--namespace", default="istio-system")
+    cert.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
+
     side = commands.add_parser(
         "sidecar", help="(in an injected Pod) write the bootstrap, run Envoy"
     )
@@ -184,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run(options))
         except KeyboardInterrupt:
             return 0
+    if args.command == "webhook-cert":
+        import yaml
+
+        from controlplane.inject.certs import webhook_secret
+
+        text = yaml.safe_dump(webhook_secret(args.service, args.namespace), sort_keys=False)
+        if args.output:
+            args.output.write_text(text)
+            args.output.chmod(0o600)
+        else:
+            sys.stdout.write(text)
+        return 0
     if args.command == "sidecar":
         from controlplane.cli.sidecar import run_sidecar
 

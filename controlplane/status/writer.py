@@ -128,8 +128,9 @@ class StatusWriter:
             snapshot = self.store.snapshot
             for key in sorted(batch, key=str):
                 status = snapshot.status.get(key)
-                if status is None:
+                if status is None:  # deleted: forget what was written and reported
                     self.written.pop(key, None)
+                    self.events = {e for e in self.events if e[0] != key}
                     continue
                 try:
                     await self._write(key, status)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from controlplane.inject.certs import SECRET_NAME
+
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
@@ -53,6 +55,8 @@ def test_the_deployment_is_replicated_probed_bounded_and_locked_down():
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+    secret = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")["secret"]
+    assert secret["secretName"] == SECRET_NAME  # what `controlplane webhook-cert` prints
     service = objects()[("Service", "controlplane")]
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert ports == {"grpc-xds": 15010, "https-webhook": 9443, "http-monitoring": 15014}
