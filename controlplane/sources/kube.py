@@ -118,11 +118,14 @@ class StoreBridge:
         for update in batch:  # the last event of a key wins
             latest.pop(update.key, None)
             latest[update.key] = update
-        self.store.apply(
-            upserts=[u.submission for u in latest.values() if u.submission is not None],
-            deletes=[u.key for u in latest.values() if u.delete],
-            rejections=[u.rejection for u in latest.values() if u.rejection is not None],
-        )
+        try:
+            self.store.apply(
+                upserts=[u.submission for u in latest.values() if u.submission is not None],
+                deletes=[u.key for u in latest.values() if u.delete],
+                rejections=[u.rejection for u in latest.values() if u.rejection is not None],
+            )
+        except Exception:  # a listener's bug must not stop the watch; the resync repairs
+            log.exception("applying %d watch events failed", len(latest))
         self.applied += len(batch)
 
 
