@@ -96,5 +96,5 @@ def run_sidecar(
     if not exec_envoy:
         return 0
     envoy = shutil.which("envoy") or "envoy"
-    os.execv(envoy, [envoy, "-c", str(bootstrap_path), "--drain-time-s", "5"])
+    os.execv(envoy, [envoy, "-c", str(bootstrap_path), "--concurrency", "2", "--drain-time-s", "5"])
     return 0  # not reached

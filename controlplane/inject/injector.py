@@ -125,7 +125,9 @@ def init_container(config: InjectionConfig) -> dict[str, Any]:
             "runAsNonRoot": False,
             "allowPrivilegeEscalation": False,
             "privileged": False,
-            "readOnlyRootFilesystem": True,
+            # iptables takes its lock in /run/xtables.lock: the root filesystem stays writable
+            # for the few milliseconds this container runs (as in Istio's istio-init).
+            "readOnlyRootFilesystem": False,
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
         },
     }
