@@ -2,9 +2,10 @@
 
 ``webhook_configurations`` is pure: given where the webhook server is reachable (a URL, or
 a Service for in-cluster use) and its CA bundle, it returns the Validating- and
-MutatingWebhookConfiguration objects. The injection webhook only sees Pods of namespaces
-labelled ``istio-injection=enabled`` (and not Pods labelled ``sidecar.istio.io/inject:
-"false"``), so an unlabelled namespace never depends on the control plane being up.
+MutatingWebhookConfiguration objects. As in Istio, the injection webhook sees the Pods of
+namespaces labelled ``istio-injection=enabled`` (unless labelled ``sidecar.istio.io/inject:
+"false"``) and, in namespaces without that label, the Pods labelled
+``sidecar.istio.io/inject: "true"``; any other Pod never depends on the control plane.
 
 ``ConfiguringWebhookServer`` wraps kopf's WebhookServer: each time it (re)starts serving
 (also after its certificate files change) the configurations are written with its address
@@ -78,34 +79,55 @@ def webhook_configurations(
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": MUTATING_NAME, "labels": dict(_MARK)},
         "webhooks": [
-            {
-                "name": "sidecar-injector.controlplane.istio.io",
-                "clientConfig": _client_config(client_config, INJECT_ID),
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "operations": ["CREATE"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "enabled"}},
-                "objectSelector": {
-                    "matchExpressions": [
-                        {"key": INJECT_ANNOTATION, "operator": "NotIn", "values": ["false"]}
-                    ]
-                },
-                "matchPolicy": "Equivalent",
-                "failurePolicy": failure_policy,
-                "reinvocationPolicy": "Never",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 10,
-            }
+            _injection_webhook(
+                "namespace.sidecar-injector.controlplane.istio.io",
+                client_config,
+                failure_policy,
+                # A labelled namespace: every Pod that does not opt out.
+                {"matchLabels": {NAMESPACE_LABEL: "enabled"}},
+                {"key": INJECT_ANNOTATION, "operator": "NotIn", "values": ["false"]},
+            ),
+            _injection_webhook(
+                "object.sidecar-injector.controlplane.istio.io",
+                client_config,
+                failure_policy,
+                # A namespace without the label: only Pods that opt in (Istio does the same).
+                {"matchExpressions": [{"key": NAMESPACE_LABEL, "operator": "DoesNotExist"}]},
+                {"key": INJECT_ANNOTATION, "operator": "In", "values": ["true"]},
+            ),
         ],
     }
     return validating, mutating
+
+
+def _injection_webhook(
+    name: str,
+    client_config: Mapping[str, Any],
+    failure_policy: str,
+    namespace_selector: dict[str, Any],
+    object_expression: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "clientConfig": _client_config(client_config, INJECT_ID),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "operations": ["CREATE"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": namespace_selector,
+        "objectSelector": {"matchExpressions": [object_expression]},
+        "matchPolicy": "Equivalent",
+        "failurePolicy": failure_policy,
+        "reinvocationPolicy": "Never",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 10,
+    }
 
 
 def in_cluster_client_config(

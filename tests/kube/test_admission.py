@@ -217,3 +217,21 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
             assert seen["namespace"] == ns and seen["service_account"] == "default"
     finally:
         kube_cluster.delete_namespace(ns)
+
+
+def test_a_pod_that_opts_in_is_injected_unless_its_namespace_disables_injection(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    opt_in = POD.format(name="ratings", ns=kube_namespace, annotations="{}").replace(
+        "labels: {app: ratings}", 'labels: {app: ratings, sidecar.istio.io/inject: "true"}'
+    )
+    kube_cluster.apply(opt_in)
+    pod = kube_cluster.get_json("pod", "ratings", "-n", kube_namespace)
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["istio-init", "istio-proxy"]
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "disabled"})
+    try:
+        kube_cluster.apply(opt_in.replace(f"namespace: {kube_namespace}", f"namespace: {ns}"))
+        pod = kube_cluster.get_json("pod", "ratings", "-n", ns)
+        assert "initContainers" not in pod["spec"]
+    finally:
+        kube_cluster.delete_namespace(ns)

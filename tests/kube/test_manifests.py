@@ -60,3 +60,11 @@ def test_the_kustomize_base_passes_a_server_side_dry_run(kube_cluster: LocalClus
     assert (
         kube_cluster.kubectl("get", "deployment", "-n", "istio-system", "-o", "name").stdout == ""
     )
+    secret = subprocess.run(
+        [sys.executable, "-m", "controlplane", "webhook-cert"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    out = kube_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=secret).stdout
+    assert "secret/controlplane-webhook-tls created (server dry run)" in out

@@ -41,10 +41,17 @@ def test_a_schema_error_is_reported_the_same_way():
 
 def test_the_injector_only_sees_pods_of_labelled_namespaces_that_do_not_opt_out():
     validating, mutating = webhook_configurations({"url": "https://127.0.0.1:9443"})
-    (hook,) = mutating["webhooks"]
+    hook, opt_in = mutating["webhooks"]
     assert hook["namespaceSelector"] == {"matchLabels": {"istio-injection": "enabled"}}
     assert hook["objectSelector"]["matchExpressions"] == [
         {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
+    ]
+    # Elsewhere (no istio-injection label at all), only Pods that opt in.
+    assert opt_in["namespaceSelector"] == {
+        "matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"}]
+    }
+    assert opt_in["objectSelector"]["matchExpressions"] == [
+        {"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}
     ]
     assert hook["clientConfig"]["url"] == "https://127.0.0.1:9443/inject-sidecar"
     assert hook["rules"][0]["resources"] == ["pods"]
