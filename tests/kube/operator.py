@@ -120,14 +120,19 @@ class OperatorProcess:
             return False
 
     def _webhook_configured(self) -> bool:
-        proc = self.cluster.kubectl(
-            "get", "validatingwebhookconfiguration", "controlplane-validation", "-o", "json",
-            check=False,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            return False
-        hooks = json.loads(proc.stdout).get("webhooks", [])
-        return bool(hooks) and f":{self.webhook_port}/" in hooks[0]["clientConfig"].get("url", "")
+        """Both webhook configurations point at this replica's webhook port."""
+        for kind, name in (
+            ("validatingwebhookconfiguration", "controlplane-validation"),
+            ("mutatingwebhookconfiguration", "controlplane-sidecar-injector"),
+        ):
+            proc = self.cluster.kubectl("get", kind, name, "-o", "json", check=False)
+            if proc.returncode != 0:
+                return False
+            hooks = json.loads(proc.stdout).get("webhooks", [])
+            urls = [h["clientConfig"].get("url", "") for h in hooks]
+            if not urls or not all(f":{self.webhook_port}/" in u for u in urls):
+                return False
+        return True
 
     def status(self) -> list[dict]:
         return list(self.debug.get("/debug/status"))

@@ -71,3 +71,58 @@ def test_a_virtual_service_written_in_an_older_api_version_routes_the_same(
     )
     counts = count_backends(sidecar.outbound_port, "reviews", 100)
     assert counts == {"reviews-v2": 100}
+
+
+def endpoint_slice(ns: str, port: int, addresses: list[str]) -> str:
+    endpoints = "".join(f"\n- addresses: [{a}]\n  conditions: {{ready: true}}" for a in addresses)
+    return f"""
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: details-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: details}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints:{endpoints}
+"""
+
+
+def endpoints_of(sidecar, cluster: str) -> set[str]:
+    """``ip:port`` of every endpoint Envoy has for ``cluster`` (admin /clusters)."""
+    found = set()
+    for line in sidecar.envoy.admin("/clusters").splitlines():
+        parts = line.split("::")
+        if len(parts) >= 3 and parts[0] == cluster and parts[2].startswith("cx_active"):
+            found.add(parts[1])
+    return found
+
+
+def test_a_service_without_selector_gets_its_endpoints_from_endpoint_slices(
+    kube_cluster: LocalCluster, operator: OperatorProcess, reviews
+):
+    # EndpointSlice validation refuses loopback addresses, so no traffic here: the endpoints
+    # are read from Envoy's own view of the cluster.
+    ns, sidecar = reviews
+    cluster = f"outbound|9080||details.{ns}.svc.cluster.local"
+    kube_cluster.apply(
+        f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: details, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 9080, targetPort: 8080}}]
+"""
+        + "---"
+        + endpoint_slice(ns, 8080, ["10.203.0.1"])
+    )
+    operator.wait_for(
+        lambda: endpoints_of(sidecar, cluster) == {"10.203.0.1:8080"}, what="the slice's endpoint"
+    )
+    kube_cluster.apply(endpoint_slice(ns, 8080, ["10.203.0.1", "10.203.0.2"]))
+    operator.wait_for(
+        lambda: endpoints_of(sidecar, cluster) == {"10.203.0.1:8080", "10.203.0.2:8080"},
+        what="the second endpoint",
+    )
+    kube_cluster.kubectl("delete", "endpointslice", "details-1", "-n", ns)
+    operator.wait_for(lambda: not endpoints_of(sidecar, cluster), what="no endpoints left")
