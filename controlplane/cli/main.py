@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--webhook-key", type=Path, default=None)
     run.add_argument("--webhook-ca", type=Path, default=None, help="CA bundle for the apiserver")
     run.add_argument("--manage-webhooks", action="store_true", help="write webhook configurations")
+    run.add_argument("--webhook-resync", type=float, default=30.0, help="check them every N s")
     run.add_argument("--peering", default="controlplane", help="kopf peering name for status")
     run.add_argument("--standalone", action="store_true", help="no peering: always write status")
     run.add_argument("--no-status", action="store_true", help="never write status")
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_key=args.webhook_key,
             webhook_ca=args.webhook_ca,
             manage_webhooks=args.manage_webhooks,
+            webhook_resync=args.webhook_resync,
             peering=None if args.standalone else args.peering,
             write_status=not args.no_status,
             token_audience=args.token_audience,

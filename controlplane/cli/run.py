@@ -67,6 +67,7 @@ class RunOptions:
     webhook_key: Path | None = None
     webhook_ca: Path | None = None
     manage_webhooks: bool = False
+    webhook_resync: float = 30.0  # how often the webhook configurations are checked (s)
     # Status and peering.
     peering: str | None = "controlplane"  # None: this replica always writes status
     write_status: bool = True
@@ -124,14 +125,21 @@ def ensure_peering_object(api_client: Any, name: str) -> bool:
     return True
 
 
-def apply_webhook_configurations(api_client: Any, client_config: Mapping[str, Any]) -> None:
-    """Create or replace both webhook configurations for ``client_config``."""
+def apply_webhook_configurations(
+    api_client: Any, client_config: Mapping[str, Any], only_if_changed: bool = False
+) -> bool:
+    """Create or replace both webhook configurations for ``client_config``.
+
+    With ``only_if_changed``, a configuration whose webhooks already have these names and
+    client configs (address and CA bundle) is left alone. Returns True if anything was written.
+    """
     from kubernetes import client
 
     from controlplane.inject.webhooks import webhook_configurations
 
     api = client.AdmissionregistrationV1Api(api_client)
     validating, mutating = webhook_configurations(client_config)
+    wrote = False
     for body, read, create, replace in (
         (
             validating,
@@ -154,9 +162,18 @@ def apply_webhook_configurations(api_client: Any, client_config: Mapping[str, An
                 raise
             create(body)
         else:
+            existing = api_client.sanitize_for_serialization(current)
+            if only_if_changed and _client_configs(existing) == _client_configs(body):
+                continue
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
             replace(name, body)
+        wrote = True
         log.info("webhook configuration %s points at %s", name, _where(client_config))
+    return wrote
+
+
+def _client_configs(doc: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    return [(w.get("name"), w.get("clientConfig")) for w in doc.get("webhooks") or []]
 
 
 def _where(client_config: Mapping[str, Any]) -> str:
@@ -186,6 +203,7 @@ class KopfThread(threading.Thread):
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
+        self.webhook_config: dict[str, Any] | None = None  # as last written
         self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
 
     def run(self) -> None:
@@ -252,10 +270,25 @@ class KopfThread(threading.Thread):
                     stop_flag=self.stop_flag,
                 )
             )
+        keeper = asyncio.create_task(self._keep_webhook_configurations())
         try:
             await asyncio.gather(*operators)
         finally:
+            keeper.cancel()
             self.resync.cancel()
+
+    async def _keep_webhook_configurations(self) -> None:
+        """Put the webhooks' address and CA bundle back if something overwrote them (e.g. a
+        new `kubectl apply -k manifests/`, whose copy has no CA bundle)."""
+        while True:
+            await asyncio.sleep(self.options.webhook_resync)
+            config = self.webhook_config
+            if config is None:
+                continue
+            try:
+                await asyncio.to_thread(apply_webhook_configurations, self.api_client, config, True)
+            except Exception as exc:  # the apiserver may be away; try again later
+                log.warning("checking the webhook configurations failed: %s", exc)
 
     def _webhook_server(self, kopf: Any) -> Any:
         from controlplane.inject.webhooks import ConfiguringWebhookServer, in_cluster_client_config
@@ -281,6 +314,7 @@ class KopfThread(threading.Thread):
         async def sink(config: dict[str, Any]) -> None:
             if opts.manage_webhooks:
                 await asyncio.to_thread(apply_webhook_configurations, self.api_client, config)
+                self.webhook_config = config
 
         return ConfiguringWebhookServer(inner, sink, rewrite)
 

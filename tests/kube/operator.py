@@ -85,6 +85,8 @@ class OperatorProcess:
                 "--webhook-ca",
                 self.cluster.ca_cert_path,
                 "--manage-webhooks",
+                "--webhook-resync",
+                "1",
             ]
         return args + self.extra_args
 

@@ -235,3 +235,39 @@ def test_a_pod_that_opts_in_is_injected_unless_its_namespace_disables_injection(
         assert "initContainers" not in pod["spec"]
     finally:
         kube_cluster.delete_namespace(ns)
+
+
+def test_webhook_configurations_overwritten_with_the_manifests_copy_are_put_back(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    from pathlib import Path
+
+    # The manifests' copy points at the in-cluster Service and has no CA bundle: written
+    # over ours it would break admission. The operator notices and writes its own back.
+    static = Path(__file__).resolve().parents[2] / "manifests" / "webhooks.yaml"
+    kube_cluster.kubectl("replace", "-f", str(static))
+    hooks = kube_cluster.get_json("validatingwebhookconfiguration", "controlplane-validation")
+    assert "service" in hooks["webhooks"][0]["clientConfig"]
+
+    def restored() -> bool:
+        for kind, name in (
+            ("validatingwebhookconfiguration", "controlplane-validation"),
+            ("mutatingwebhookconfiguration", "controlplane-sidecar-injector"),
+        ):
+            for hook in kube_cluster.get_json(kind, name)["webhooks"]:
+                config = hook["clientConfig"]
+                if f":{operator.webhook_port}/" not in config.get("url", "") or not config.get(
+                    "caBundle"
+                ):
+                    return False
+        return True
+
+    operator.wait_for(restored, timeout=20, what="webhook configurations restored")
+    import time
+
+    written = operator.log_text().count("webhook configuration controlplane-validation points at")
+    time.sleep(2.5)  # checked every second: unchanged configurations are not rewritten
+    assert operator.log_text().count("controlplane-validation points at") == written
+    with pytest.raises(KubectlError) as refused:
+        kube_cluster.apply(INVALID_WEIGHT.format(ns=kube_namespace))
+    assert "spec.http[0].route[1].weight: must not be negative" in refused.value.stderr
