@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     side.add_argument("--bootstrap-path", type=Path, default=Path("/etc/istio/proxy/envoy.yaml"))
     side.add_argument("--admin-port", type=int, default=15000)
     side.add_argument("--no-exec", action="store_true", help="write the bootstrap only")
+    side.add_argument("--token-poll", type=float, default=5.0, help="check the token every N s")
     return parser
 
 
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap_path=args.bootstrap_path,
             admin_port=args.admin_port,
             exec_envoy=not args.no_exec,
+            poll=args.token_poll,
         )
     return 2
 

@@ -8,8 +8,8 @@ What a Pod gets (Istio's names, so tools that know Istio find their way):
   captured again.
 * ``istio-proxy``: the Envoy sidecar. It runs the project image's ``controlplane sidecar``
   entry, which writes the bootstrap (node id, namespace, labels, service account, the
-  control plane's address, and the service-account token as the xDS credential) and execs
-  Envoy. On clusters with native sidecars (Kubernetes >= 1.29) it is an init container with
+  control plane's address, and the service-account token as the xDS credential) and runs
+  Envoy, hot-restarting it when the token is renewed. On clusters with native sidecars (Kubernetes >= 1.29) it is an init container with
   ``restartPolicy: Always`` (it starts before, and stops after, the application); otherwise
   a regular container.
 * volumes: a projected service-account token with the mesh's audience (``istio-ca`` by

@@ -157,12 +157,15 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
     kube_cluster: LocalCluster, operator: OperatorProcess, tmp_path
 ):
     """Run what injection put into the Pod: its proxy command writes the bootstrap (from the
-    downward API and a real projected token), and the Envoy it starts syncs with the operator."""
+    downward API and a real projected token), the Envoy it starts syncs with the operator, and
+    a renewed token hot-restarts Envoy with the new credential."""
     import os
     import subprocess
     import sys
+    import urllib.request
 
-    from controlplane.local.envoy import EnvoyProcess
+    import yaml
+
     from controlplane.local.ports import free_port
 
     ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
@@ -194,27 +197,69 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
         for flag, value in overrides.items():
             args[args.index(flag) + 1] = value
         admin = free_port()
-        subprocess.run(
+        # The entry as the container runs it: it writes the bootstrap and supervises Envoy.
+        log = open(tmp_path / "sidecar.log", "wb")  # noqa: SIM115 (closed below)
+        sidecar = subprocess.Popen(
             [sys.executable, "-m", "controlplane", "sidecar", *args, "--admin-port", str(admin),
-             "--no-exec"],
-            env=env, check=True, timeout=60,
+             "--token-poll", "0.2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        import yaml
-
-        bootstrap = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
-        node_id = bootstrap["node"]["id"]
-        assert node_id == f"sidecar~127.0.3.20~ratings.{ns}~{ns}.svc.cluster.local"
-        assert bootstrap["node"]["metadata"]["LABELS"]["security.istio.io/tlsMode"] == "istio"
-        with EnvoyProcess(bootstrap, tmp_path, name="injected") as envoy:
+        try:
+            node_id = f"sidecar~127.0.3.20~ratings.{ns}~{ns}.svc.cluster.local"
+            bootstrap = operator.wait_for(
+                lambda: yaml.safe_load((tmp_path / "envoy.yaml").read_text()),
+                what="the bootstrap",
+            )
+            assert bootstrap["node"]["id"] == node_id
+            assert bootstrap["node"]["metadata"]["LABELS"]["security.istio.io/tlsMode"] == "istio"
+            grpc = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]
+            assert grpc["initial_metadata"] == [
+                {"key": "authorization", "value": f"Bearer {token}"}
+            ]
             # Transparent mode: the listeners (and so RDS) depend on interception, which
             # this host does not do; clusters, endpoints and listeners must be ACKed.
-            synced = operator.debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
-            assert all(state["status"] == "SYNCED" for state in synced.values())
-            envoy.wait_live()
+            operator.debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
             (seen,) = [
                 p for p in operator.debug.get("/debug/syncz")["proxies"] if p["node_id"] == node_id
             ]
             assert seen["namespace"] == ns and seen["service_account"] == "default"
+
+            # The kubelet renews the token (an atomic replace): Envoy is hot-restarted with a
+            # bootstrap that carries the new one, and the new epoch syncs in turn.
+            renewed = kube_cluster.kubectl(
+                "create", "token", "default", "-n", ns, f"--audience={audience}",
+                "--duration=20m",
+            ).stdout.strip()  # fmt: skip
+            assert renewed != token
+            (tmp_path / "istio-token.new").write_text(renewed)
+            os.replace(tmp_path / "istio-token.new", tmp_path / "istio-token")
+
+            def new_epoch_synced() -> bool:
+                boot = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+                header = boot["dynamic_resources"]["ads_config"]["grpc_services"][0]
+                if header["initial_metadata"][0]["value"] != f"Bearer {renewed}":
+                    return False
+                info = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{admin}/server_info", timeout=2)
+                    .read()
+                    .decode()
+                )
+                streams = [
+                    p
+                    for p in operator.debug.get("/debug/syncz")["proxies"]
+                    if p["node_id"] == node_id and p["stream"] != seen["stream"]
+                ]
+                return info["command_line_options"]["restart_epoch"] == 1 and any(
+                    all(p["types"].get(t, {}).get("status") == "SYNCED" for t in ("cds", "lds"))
+                    for p in streams
+                )
+
+            operator.wait_for(new_epoch_synced, timeout=30, what="the hot-restarted Envoy")
+        finally:
+            sidecar.terminate()
+            code = sidecar.wait(timeout=30)
+            log.close()
+        assert code == 0, (tmp_path / "sidecar.log").read_text()[-2000:]
     finally:
         kube_cluster.delete_namespace(ns)
 
