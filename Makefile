@@ -23,6 +23,10 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not envoy and not kube and not netns"
 
+crds: venv
+	$(PY) -m controlplane crds --output-dir crds
+	$(PY) -m controlplane crds --output-dir manifests/crds --webhooks manifests/webhooks.yaml
+
 lint: venv
 	$(PY) -m ruff check controlplane tests
 

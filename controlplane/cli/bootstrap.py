@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +50,8 @@ def render_bootstrap(
     --ca-dir`` or a service-account token): Envoy sends it on the ADS stream as
     ``authorization: Bearer ...``. ``xds_root_cert`` (a PEM file) makes the xDS connection
     TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
+    An ``xds_address`` that is not an IP address (a Service name in a cluster) is resolved
+    by DNS.
     """
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
@@ -99,7 +102,7 @@ def render_bootstrap(
             "clusters": [
                 {
                     "name": "xds-grpc",
-                    "type": "STATIC",
+                    "type": "STATIC" if _is_ip(xds_address) else "STRICT_DNS",
                     "connect_timeout": "1s",
                     "load_assignment": {
                         "cluster_name": "xds-grpc",
@@ -149,6 +152,14 @@ def render_bootstrap(
             },
         }
     return bootstrap
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def bootstrap_yaml(**kwargs: Any) -> str:

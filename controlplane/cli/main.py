@@ -107,6 +107,60 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
     demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions (crds/)")
+    crds.add_argument("--output-dir", type=Path, default=Path("crds"))
+    crds.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    crds.add_argument("--webhooks", type=Path, default=None, help="also write the webhook manifest")
+
+    run = commands.add_parser("run", help="the operator: watch a cluster, serve xDS (kube mode)")
+    run.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster")
+    run.add_argument("--host", default="0.0.0.0", help="address for xDS and debug")
+    run.add_argument("--xds-port", type=int, default=15010)
+    run.add_argument("--debug-port", type=int, default=15014)
+    run.add_argument("--debounce", type=float, default=0.1, help="quiet period before a push (s)")
+    run.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    run.add_argument("--webhook-port", type=int, default=9443)
+    run.add_argument("--webhook-address", default="0.0.0.0", help="address to listen on")
+    run.add_argument("--webhook-host", default=None, help="host in webhook URLs (out of cluster)")
+    run.add_argument("--webhook-service", default=None, help="NAME.NAMESPACE (in cluster)")
+    run.add_argument(
+        "--webhook-cert", type=Path, default=None, help="serving cert (enables webhooks)"
+    )
+    run.add_argument("--webhook-key", type=Path, default=None)
+    run.add_argument("--webhook-ca", type=Path, default=None, help="CA bundle for the apiserver")
+    run.add_argument("--manage-webhooks", action="store_true", help="write webhook configurations")
+    run.add_argument("--webhook-resync", type=float, default=30.0, help="check them every N s")
+    run.add_argument("--peering", default="controlplane", help="kopf peering name for status")
+    run.add_argument("--standalone", action="store_true", help="no peering: always write status")
+    run.add_argument("--no-status", action="store_true", help="never write status")
+    run.add_argument("--image", default=None, help="image of injected containers")
+    run.add_argument(
+        "--sidecar-xds-address", default=None, help="control plane, as sidecars see it"
+    )
+    run.add_argument("--token-audience", default="istio-ca")
+    run.add_argument("--native-sidecar", choices=["auto", "on", "off"], default="auto")
+
+    cert = commands.add_parser(
+        "webhook-cert", help="print the webhook TLS Secret (no cert-manager)"
+    )
+    cert.add_argument("--service", default="controlplane")
+    cert.add_argument("--namespace", default="istio-system")
+    cert.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
+
+    side = commands.add_parser(
+        "sidecar", help="(in an injected Pod) write the bootstrap, run Envoy"
+    )
+    side.add_argument("--xds-address", default="controlplane.istio-system.svc")
+    side.add_argument("--xds-port", type=int, default=15010)
+    side.add_argument(
+        "--token-path", type=Path, default=Path("/var/run/secrets/tokens/istio-token")
+    )
+    side.add_argument("--labels-path", type=Path, default=Path("/etc/istio/pod/labels"))
+    side.add_argument("--bootstrap-path", type=Path, default=Path("/etc/istio/proxy/envoy.yaml"))
+    side.add_argument("--admin-port", type=int, default=15000)
+    side.add_argument("--no-exec", action="store_true", help="write the bootstrap only")
+    side.add_argument("--token-poll", type=float, default=5.0, help="check the token every N s")
     return parser
 
 
@@ -230,6 +284,70 @@ def main(argv: list[str] | None = None) -> int:
         from controlplane.cli.demo import run_demo
 
         return run_demo(requests=args.requests, workdir=args.workdir)
+    if args.command == "crds":
+        from controlplane.cli.crds import write_crds, write_webhooks
+
+        code = write_crds(args.output_dir, check=args.check)
+        if args.webhooks is not None:
+            code |= write_webhooks(args.webhooks, check=args.check)
+        return code
+    if args.command == "run":
+        from controlplane.cli.run import RunOptions, run
+
+        options = RunOptions(
+            kubeconfig=args.kubeconfig,
+            host=args.host,
+            xds_port=args.xds_port,
+            debug_port=args.debug_port,
+            debounce=args.debounce,
+            max_delay=args.max_delay,
+            webhook_port=args.webhook_port,
+            webhook_address=args.webhook_address,
+            webhook_host=args.webhook_host,
+            webhook_service=args.webhook_service,
+            webhook_cert=args.webhook_cert,
+            webhook_key=args.webhook_key,
+            webhook_ca=args.webhook_ca,
+            manage_webhooks=args.manage_webhooks,
+            webhook_resync=args.webhook_resync,
+            peering=None if args.standalone else args.peering,
+            write_status=not args.no_status,
+            token_audience=args.token_audience,
+            native_sidecar=args.native_sidecar,
+        )
+        if args.image:
+            options.image = args.image
+        if args.sidecar_xds_address:
+            options.sidecar_xds_address = args.sidecar_xds_address
+        try:
+            return asyncio.run(run(options))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "webhook-cert":
+        import yaml
+
+        from controlplane.inject.certs import webhook_secret
+
+        text = yaml.safe_dump(webhook_secret(args.service, args.namespace), sort_keys=False)
+        if args.output:
+            args.output.write_text(text)
+            args.output.chmod(0o600)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if args.command == "sidecar":
+        from controlplane.cli.sidecar import run_sidecar
+
+        return run_sidecar(
+            xds_address=args.xds_address,
+            xds_port=args.xds_port,
+            token_path=args.token_path,
+            labels_path=args.labels_path,
+            bootstrap_path=args.bootstrap_path,
+            admin_port=args.admin_port,
+            exec_envoy=not args.no_exec,
+            poll=args.token_poll,
+        )
     return 2
 
 

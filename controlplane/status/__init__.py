@@ -1,0 +1,2 @@
+"""Status back to the custom resources: conditions, observedGeneration, Events (``writer``),
+built by pure functions (``conditions``); only the kopf peering leader writes (``leader``)."""

@@ -84,3 +84,57 @@ def kube_namespace(kube_cluster: LocalCluster):
     finally:
         if kube_cluster.running:
             kube_cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory):
+    """`controlplane run` (with its admission webhooks) against the session's cluster.
+
+    Module-scoped: started once per test module. Its webhook configurations are removed
+    afterwards so that tests elsewhere see a cluster without them.
+    """
+    from tests.kube.operator import OperatorProcess, install_crds, remove_webhook_configurations
+
+    install_crds(kube_cluster)
+    process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("operator"))
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        if kube_cluster.running:
+            remove_webhook_configurations(kube_cluster)
+
+
+@pytest.fixture
+def reviews(kube_cluster: LocalCluster, kube_namespace: str, operator, tmp_path: Path):
+    """reviews v1/v2 (Service, Pods with IPs, DestinationRule, live backends) and a real Envoy
+    as the productpage Pod's sidecar. Yields (namespace, sidecar)."""
+    from controlplane.local.ports import free_port
+    from tests.kube.mesh import (
+        CLIENT_IP,
+        IPS,
+        destination_rule,
+        service_and_pods,
+        set_pod_ip,
+        start_backends,
+        start_sidecar,
+    )
+
+    ns = kube_namespace
+    port = free_port()
+    backends = start_backends(port, IPS)
+    kube_cluster.apply(service_and_pods(ns, port, IPS))
+    for version, ip in IPS.items():
+        set_pod_ip(kube_cluster, ns, f"reviews-{version}", ip)
+    set_pod_ip(kube_cluster, ns, "productpage", CLIENT_IP)
+    kube_cluster.apply(destination_rule(ns, "v1", "v2"))
+    sidecar = start_sidecar(
+        operator, ns, "productpage", CLIENT_IP, {"app": "productpage"}, tmp_path
+    )
+    try:
+        yield ns, sidecar
+    finally:
+        sidecar.envoy.stop()
+        for backend in backends:
+            backend.stop()

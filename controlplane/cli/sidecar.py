@@ -1,0 +1,214 @@
+"""`controlplane sidecar`: the injected proxy's entry point (writes the bootstrap, execs Envoy).
+
+The injected ``istio-proxy`` container runs the project image with this command. The Pod's
+identity comes from the downward API (environment: POD_NAME, POD_NAMESPACE, INSTANCE_IP,
+SERVICE_ACCOUNT; a file with the Pod's labels), the credential from the projected
+service-account token. The token is sent as ``authorization: Bearer`` on the ADS stream and
+its path is in the node metadata as ``SA_TOKEN_PATH``; the control plane may verify it with
+a TokenReview. Envoy reads the token once, at start, so the entry stays as Envoy's parent and
+hot-restarts it (``--restart-epoch``) whenever the kubelet renews the token file.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlplane.cli.bootstrap import render_bootstrap
+
+
+def parse_downward_labels(text: str) -> dict[str, str]:
+    """The downward API's ``key="value"`` lines (values quoted and escaped) -> dict."""
+    labels: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            try:
+                value = str(ast.literal_eval(value))
+            except (ValueError, SyntaxError):
+                value = value[1:-1]
+        labels[key.strip()] = value
+    return labels
+
+
+def sidecar_bootstrap(
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    *,
+    xds_address: str,
+    xds_port: int,
+    token: str | None,
+    token_path: str | None,
+    admin_port: int = 15000,
+) -> dict[str, Any]:
+    """The bootstrap for the Pod described by ``env`` (pure)."""
+    pod = env.get("POD_NAME", "")
+    namespace = env.get("POD_NAMESPACE", "default")
+    ip = env.get("INSTANCE_IP", "")
+    extra = {"SA_TOKEN_PATH": token_path} if token_path else {}
+    return render_bootstrap(
+        node_id=f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
+        namespace=namespace,
+        labels=dict(labels),
+        service_account=env.get("SERVICE_ACCOUNT") or "default",
+        xds_port=xds_port,
+        xds_address=xds_address,
+        admin_port=admin_port,
+        workload_name=pod,
+        instance_ips=ip,
+        extra_metadata=extra,
+        xds_token=token,
+    )
+
+
+def write_bootstrap(
+    *,
+    xds_address: str,
+    xds_port: int,
+    token_path: Path,
+    labels_path: Path,
+    bootstrap_path: Path,
+    admin_port: int,
+) -> None:
+    token = token_path.read_text().strip() if token_path.is_file() else None
+    labels = parse_downward_labels(labels_path.read_text()) if labels_path.is_file() else {}
+    bootstrap = sidecar_bootstrap(
+        os.environ,
+        labels,
+        xds_address=xds_address,
+        xds_port=xds_port,
+        token=token,
+        token_path=str(token_path),
+        admin_port=admin_port,
+    )
+    bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = bootstrap_path.with_name(f".{bootstrap_path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    os.replace(tmp, bootstrap_path)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino)
+
+
+class EnvoySupervisor:
+    """Runs Envoy and hot-restarts it (``--restart-epoch``) when the token file changes.
+
+    The kubelet renews a projected token well before it expires by replacing the file; the
+    token is in Envoy's bootstrap (the ADS stream's ``authorization`` header), so a renewed
+    token needs a new Envoy. A hot restart hands the listeners over without dropping
+    connections: the new epoch starts, the old one drains and exits.
+    """
+
+    def __init__(
+        self,
+        envoy: str,
+        bootstrap_path: Path,
+        token_path: Path,
+        render: Callable[[], None],
+        *,
+        poll: float = 5.0,
+        extra_args: Sequence[str] = ("--concurrency", "2"),
+    ) -> None:
+        self.envoy = envoy
+        self.bootstrap_path = bootstrap_path
+        self.token_path = token_path
+        self.render = render
+        self.poll = poll
+        self.extra_args = list(extra_args)
+        self.base_id_path = bootstrap_path.with_name("envoy.base-id")
+        self.epoch = 0
+        self.current: subprocess.Popen[bytes] | None = None
+        self.retired: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        args = [self.envoy, "-c", str(self.bootstrap_path), "--restart-epoch", str(self.epoch)]
+        if self.epoch == 0:
+            args += ["--use-dynamic-base-id", "--base-id-path", str(self.base_id_path)]
+        else:
+            args += ["--base-id", self.base_id_path.read_text().strip()]
+        args += ["--drain-time-s", "5", "--parent-shutdown-time-s", "10", *self.extra_args]
+        return subprocess.Popen(args)
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+        for proc in [self.current, *self.retired]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+
+    def run(self) -> int:
+        """Until Envoy exits on its own or the supervisor is stopped; Envoy's exit code."""
+        stamp = _stamp(self.token_path)
+        self.current = self._start()
+        while True:
+            if self._stop.wait(self.poll):
+                return self.current.wait()
+            self.retired = [p for p in self.retired if p.poll() is None]
+            code = self.current.poll()
+            if code is not None:
+                return code
+            now = _stamp(self.token_path)
+            if now != stamp and now is not None:
+                stamp = now
+                self.render()
+                self.epoch += 1
+                self.retired.append(self.current)
+                self.current = self._start()
+
+
+def _envoy() -> str:
+    """The Envoy installed next to this Python (the image's venv), else the one on PATH."""
+    beside = Path(sys.prefix) / "bin" / "envoy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("envoy") or "envoy"
+
+
+def run_sidecar(
+    *,
+    xds_address: str,
+    xds_port: int,
+    token_path: Path,
+    labels_path: Path,
+    bootstrap_path: Path,
+    admin_port: int = 15000,
+    exec_envoy: bool = True,
+    poll: float = 5.0,
+) -> int:
+    """Write the bootstrap; then run Envoy under the supervisor (unless ``exec_envoy`` is off)."""
+
+    def render() -> None:
+        write_bootstrap(
+            xds_address=xds_address,
+            xds_port=xds_port,
+            token_path=token_path,
+            labels_path=labels_path,
+            bootstrap_path=bootstrap_path,
+            admin_port=admin_port,
+        )
+
+    render()
+    if not exec_envoy:
+        return 0
+    supervisor = EnvoySupervisor(_envoy(), bootstrap_path, token_path, render, poll=poll)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    return supervisor.run()

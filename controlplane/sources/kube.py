@@ -1,0 +1,314 @@
+"""The Kubernetes source: kopf watches the cluster and feeds the store.
+
+The handlers are thin: each watch event becomes one store update (an upsert, a deletion or
+the rejection of a resource that does not validate). All logic lives in ``translate``, a pure
+function.
+
+Threading: kopf runs in a thread of its own (its loop would otherwise wait on every task of
+the xDS server when it stops, see FIELD_NOTES), while the Store, which is not thread-safe,
+belongs to the xDS server's loop. ``StoreBridge`` carries events across: kopf's thread only
+appends to a queue and schedules one drain with ``call_soon_threadsafe``; the drain runs on
+the xDS loop and applies everything queued as one batch, so a listing of 5,000 Pods costs a
+few store updates, not 5,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from controlplane.api import InvalidResource, ResourceKey, document_key, load
+from controlplane.api.issues import Codes, Issue, Level
+from controlplane.store import Rejection, Store, Submission
+
+log = logging.getLogger("controlplane.kube")
+
+# (group, version, plural) of everything the mesh reads. Istio kinds are watched at their
+# storage version: the apiserver serves every stored object in it whatever version it was
+# written with (the versions share one schema).
+WATCHED: tuple[tuple[str, str, str], ...] = (
+    ("networking.istio.io", "v1", "virtualservices"),
+    ("networking.istio.io", "v1", "destinationrules"),
+    ("security.istio.io", "v1", "peerauthentications"),
+    ("security.istio.io", "v1", "authorizationpolicies"),
+    ("", "v1", "services"),
+    ("discovery.k8s.io", "v1", "endpointslices"),
+    ("", "v1", "pods"),
+    ("", "v1", "namespaces"),
+)
+
+# Metadata that changes on every write (a status update included) without changing what
+# the object means; dropped so that such writes do not look like changes to the store.
+_VOLATILE_METADATA = ("resourceVersion", "managedFields")
+
+
+@dataclass(frozen=True)
+class Update:
+    """One watch event as the store sees it: exactly one of the three is set."""
+
+    key: ResourceKey
+    submission: Submission | None = None
+    rejection: Rejection | None = None
+    delete: bool = False
+
+
+def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
+    """A watch event (``ADDED``/``MODIFIED``/``DELETED``, or None for a listing) -> Update.
+
+    Returns None for an object that names no resource (no kind or name).
+    """
+    doc = _normalized(raw)
+    key = document_key(doc, default_namespace="default")
+    if key is None:
+        return None
+    if event_type == "DELETED":
+        return Update(key, delete=True)
+    try:
+        resource, issues = load(doc)
+    except InvalidResource as exc:
+        generation = doc.get("metadata", {}).get("generation")
+        issues = tuple(i.with_context(key, None) for i in exc.issues)
+        return Update(key, rejection=Rejection(key, issues, None, generation))
+    return Update(key, submission=Submission(resource, tuple(issues), None))
+
+
+def _normalized(raw: Mapping[str, Any]) -> dict[str, Any]:
+    doc = dict(raw)
+    meta = doc.get("metadata")
+    if isinstance(meta, Mapping):
+        doc["metadata"] = {k: v for k, v in meta.items() if k not in _VOLATILE_METADATA}
+    return doc
+
+
+class StoreBridge:
+    """Hands updates from any thread to the store, on the store's own loop, in batches."""
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        self._queue: list[Update] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.applied = 0  # updates applied so far (for tests and metrics)
+
+    def submit(self, update: Update) -> None:
+        """Queue one update (thread-safe); the store sees it on its loop soon after."""
+        with self._lock:
+            self._queue.append(update)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """Apply everything queued as one batch (runs on the store's loop)."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+            self._scheduled = False
+        if not batch:
+            return
+        latest: dict[ResourceKey, Update] = {}
+        for update in batch:  # the last event of a key wins
+            latest.pop(update.key, None)
+            latest[update.key] = update
+        try:
+            self.store.apply(
+                upserts=[u.submission for u in latest.values() if u.submission is not None],
+                deletes=[u.key for u in latest.values() if u.delete],
+                rejections=[u.rejection for u in latest.values() if u.rejection is not None],
+            )
+        except Exception:  # a listener's bug must not stop the watch; the resync repairs
+            log.exception("applying %d watch events failed", len(latest))
+        self.applied += len(batch)
+
+
+Lister = Callable[[str, str, str], set[ResourceKey]]
+
+
+class Resync:
+    """Finds deletions that a watch gap hid, and reports them as deletions.
+
+    kopf resumes a broken watch from its last resourceVersion when it can; when the
+    apiserver answers 410 Gone (after its own restart, or after a long gap) kopf lists the
+    kind again and replays every object as an event of type None, but says nothing of the
+    objects that were deleted meanwhile. So: after every burst of such replays (the first
+    listing at start included, which costs one extra listing and finds nothing), every
+    watched kind is listed once more, and each key the store holds that the listing lacks,
+    and that has had no event since the listing began, is deleted.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[Update], None],
+        lister: Lister,
+        delay: float = 2.0,
+        kinds: tuple[tuple[str, str, str], ...] = WATCHED,
+    ) -> None:
+        self.submit = submit
+        self.lister = lister
+        self.delay = delay
+        self.kinds = kinds
+        self.runs = 0
+        self._seen: dict[ResourceKey, float] = {}
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def observe(self, event_type: str | None, update: Update) -> None:
+        """Record one event (kopf's thread); a replayed one schedules a resync."""
+        with self._lock:
+            if update.delete:
+                self._seen.pop(update.key, None)
+            else:
+                self._seen[update.key] = time.monotonic()
+        if event_type is None:
+            self.schedule()
+
+    def schedule(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()  # replays come in bursts: wait for the quiet after
+            self._timer = threading.Timer(self.delay, self.run)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def run(self) -> list[ResourceKey]:
+        """List every kind; submit deletions for keys gone while nobody watched."""
+        started = time.monotonic()
+        present: dict[str, set[ResourceKey]] = {}
+        for group, version, plural in self.kinds:
+            try:
+                keys = self.lister(group, version, plural)
+            except Exception as exc:  # try again on the next replay
+                log.warning("resync: listing %s failed: %s", plural, exc)
+                return []
+            for key in keys:
+                present.setdefault(key.kind, set()).add(key)
+            present.setdefault(_KIND_OF_PLURAL.get(plural, plural), set())
+        with self._lock:
+            gone = [
+                key
+                for key, seen in self._seen.items()
+                if key.kind in present and key not in present[key.kind] and seen < started
+            ]
+            for key in gone:
+                del self._seen[key]
+        for key in gone:
+            log.info("resync: %s was deleted while the watch was down", key)
+            self.submit(Update(key, delete=True))
+        self.runs += 1
+        return gone
+
+
+_KIND_OF_PLURAL = {
+    "virtualservices": "VirtualService",
+    "destinationrules": "DestinationRule",
+    "peerauthentications": "PeerAuthentication",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "services": "Service",
+    "endpointslices": "EndpointSlice",
+    "pods": "Pod",
+    "namespaces": "Namespace",
+}
+
+
+def kubernetes_lister(api_client: Any) -> Lister:
+    """A Lister over the kubernetes client (names only are needed, but lists are full)."""
+    import json
+
+    def list_keys(group: str, version: str, plural: str) -> set[ResourceKey]:
+        path = f"/api/{version}/{plural}" if not group else f"/apis/{group}/{version}/{plural}"
+        method, url, headers, body, _ = api_client.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = api_client.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        body = json.loads(response.data)
+        kind = _KIND_OF_PLURAL[plural]
+        keys = set()
+        for item in body.get("items", []):
+            key = document_key({"kind": kind, **item}, default_namespace="default")
+            if key is not None:
+                keys.add(key)
+        return keys
+
+    return list_keys
+
+
+def register_watch_handlers(
+    registry: kopf.OperatorRegistry,
+    submit: Callable[[Update], None],
+    on_peering: Callable[[Mapping[str, Any]], None] | None = None,
+    peering_plural: str = "clusterkopfpeerings",
+    resync: Resync | None = None,
+) -> None:
+    """Register one event handler per watched kind, each feeding ``submit``.
+
+    ``on_peering`` (optional) sees every kopf peering object, for leadership (see
+    ``controlplane.status.leader``).
+    """
+
+    reported: dict[ResourceKey, frozenset[Issue]] = {}
+
+    def report(update: Update) -> None:
+        """Log a resource's findings once (as the file source does), not on every event."""
+        found = (
+            update.rejection.issues
+            if update.rejection is not None
+            else update.submission.issues
+            if update.submission is not None
+            else ()
+        )
+        issues = frozenset(found)
+        if update.delete or reported.get(update.key) == issues:
+            if update.delete:
+                reported.pop(update.key, None)
+            return
+        reported[update.key] = issues
+        for issue in sorted(issues, key=str):
+            level = logging.ERROR if issue.severity is Level.ERROR else logging.WARNING
+            log.log(level, "%s", issue)
+
+    def feed(event: Mapping[str, Any], **_: Any) -> None:
+        raw = event.get("object")
+        if not isinstance(raw, Mapping):
+            return
+        update = translate(event.get("type"), raw)
+        if update is None:
+            return
+        if resync is not None:
+            resync.observe(event.get("type"), update)
+        report(update)
+        if update.rejection is not None and any(
+            i.code is Codes.UNKNOWN_KIND for i in update.rejection.issues
+        ):
+            return
+        submit(update)
+
+    for group, version, plural in WATCHED:
+        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(feed)
+
+    if on_peering is not None:
+        callback = on_peering
+
+        def peering(event: Mapping[str, Any], **_: Any) -> None:
+            raw = event.get("object")
+            if isinstance(raw, Mapping) and event.get("type") != "DELETED":
+                callback(raw)
+
+        kopf.on.event("kopf.dev", "v1", peering_plural, id="watch-peering", registry=registry)(
+            peering
+        )

@@ -1,0 +1,171 @@
+"""Writes the store's verdict on every Istio resource back to the cluster.
+
+Runs on the store's loop (it is a store listener); the HTTP calls happen on one worker
+thread so that xDS never waits for the apiserver. Only the leader writes (see ``leader``);
+a replica that becomes leader rewrites every status once. A status is written only when the
+verdict changed (not for timestamps alone); it always carries the generation it is about
+(``observedGeneration``), and the store's verdict is always about the latest generation it
+has seen. A resource that was rejected or cannot be reconciled also gets one Warning Event
+per generation and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from controlplane.api.crds import KINDS
+from controlplane.api.issues import ResourceKey
+from controlplane.status.conditions import rejection_event, same_verdict, status_body
+from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
+
+log = logging.getLogger("controlplane.status")
+
+_PLURALS = {k.kind: (k.group, k.versions[0], k.plural) for k in KINDS}
+
+
+class StatusClient(Protocol):
+    """The two calls the writer makes (implemented with the kubernetes client below)."""
+
+    def patch_status(
+        self, group: str, version: str, plural: str, key: ResourceKey, status: dict[str, Any]
+    ) -> Mapping[str, Any] | None: ...
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None: ...
+
+
+class KubernetesStatusClient:
+    """StatusClient over the official kubernetes client (blocking; used on a worker thread)."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._exceptions = client.exceptions
+
+    def patch_status(
+        self, group: str, version: str, plural: str, key: ResourceKey, status: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        try:
+            result = self._custom.patch_namespaced_custom_object_status(
+                group, version, key.namespace, plural, key.name, {"status": status}
+            )
+        except self._exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None  # deleted meanwhile
+            raise
+        return result if isinstance(result, Mapping) else None
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self._core.create_namespaced_event(namespace, event)
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        store: Store,
+        client: StatusClient,
+        is_leader: Callable[[], bool] = lambda: True,
+        *,
+        component: str = "controlplane",
+        leadership_poll: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.is_leader = is_leader
+        self.component = component
+        self.leadership_poll = leadership_poll
+        self.written: dict[ResourceKey, dict[str, Any]] = {}
+        self.events: set[tuple[ResourceKey, int | None, str]] = set()
+        self.writes = 0
+        self._dirty: set[ResourceKey] = set()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-writer")
+        self._leading = False
+        self._task: asyncio.Task[None] | None = None
+        store.subscribe(self._on_change)
+
+    def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
+        keys = {k for k in change.status_changed | change.changed if k.kind in _PLURALS}
+        if keys:
+            self._dirty |= keys
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.leadership_poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            leading = self.is_leader()
+            if leading and not self._leading:
+                log.info("this replica now writes status")
+                self.written.clear()  # another leader may have written since
+                self._dirty |= {k for k in self.store.snapshot.status if k.kind in _PLURALS}
+            elif self._leading and not leading:
+                log.info("another replica writes status now")
+            self._leading = leading
+            if not leading or not self._dirty:
+                continue
+            batch, self._dirty = self._dirty, set()
+            snapshot = self.store.snapshot
+            for key in sorted(batch, key=str):
+                status = snapshot.status.get(key)
+                if status is None:  # deleted: forget what was written and reported
+                    self.written.pop(key, None)
+                    self.events = {e for e in self.events if e[0] != key}
+                    continue
+                try:
+                    await self._write(key, status)
+                except Exception as exc:  # keep going; retry this key on the next round
+                    log.warning("writing status of %s failed: %s", key, exc)
+                    self._dirty.add(key)
+            if self._dirty:
+                await asyncio.sleep(1.0)  # back off before retrying failures
+                self._wake.set()
+
+    async def _write(self, key: ResourceKey, status: ResourceStatus) -> None:
+        previous = self.written.get(key)
+        body = status_body(status, previous)
+        if previous is not None and same_verdict(previous, body):
+            return
+        group, version, plural = _PLURALS[key.kind]
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._executor, self.client.patch_status, group, version, plural, key, body
+        )
+        if result is None:
+            return
+        self.written[key] = body
+        self.writes += 1
+        event = rejection_event(
+            key,
+            status,
+            f"{group}/{version}",
+            str((result.get("metadata") or {}).get("uid") or "") or None,
+            component=self.component,
+        )
+        if event is None:
+            return
+        marker = (key, status.generation, event["message"])
+        if marker in self.events:
+            return
+        self.events.add(marker)
+        await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)
