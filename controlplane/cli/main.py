@@ -140,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--token-audience", default="istio-ca")
     run.add_argument("--native-sidecar", choices=["auto", "on", "off"], default="auto")
+    run.add_argument("--no-mesh-ca", action="store_true", help="no CA, SDS or mTLS certificates")
+    run.add_argument("--ca-namespace", default="istio-system", help="where the CA Secret lives")
+    run.add_argument("--trust-domain", default="cluster.local")
+    run.add_argument(
+        "--workload-cert-ttl", type=float, default=24 * 3600.0, help="certificate lifetime (s)"
+    )
+    run.add_argument(
+        "--require-token", action="store_true", help="refuse proxies without a valid token"
+    )
 
     cert = commands.add_parser(
         "webhook-cert", help="print the webhook TLS Secret (no cert-manager)"
@@ -314,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             write_status=not args.no_status,
             token_audience=args.token_audience,
             native_sidecar=args.native_sidecar,
+            mesh_ca=not args.no_mesh_ca,
+            ca_namespace=args.ca_namespace,
+            trust_domain=args.trust_domain,
+            workload_cert_ttl=args.workload_cert_ttl,
+            require_token=args.require_token,
         )
         if args.image:
             options.image = args.image

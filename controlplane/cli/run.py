@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.cli.security import MeshSecurity, enable_cluster_security
 from controlplane.cli.serve import ContextIssueLogger
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources.kube import (
@@ -76,6 +77,12 @@ class RunOptions:
     sidecar_xds_address: str = InjectionConfig.xds_address
     token_audience: str = InjectionConfig.token_audience
     native_sidecar: str = "auto"  # auto | on | off
+    # The mesh CA (Secrets in ca_namespace), SDS and proxy authentication by TokenReview.
+    mesh_ca: bool = True
+    ca_namespace: str = "istio-system"
+    trust_domain: str = "cluster.local"
+    workload_cert_ttl: float = 24 * 3600.0
+    require_token: bool = False
     identity: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     )
@@ -374,8 +381,11 @@ async def run(options: RunOptions) -> int:
     debug = DebugServer(
         hub, ready=lambda: kopf_thread.ready.is_set() and kopf_thread.resync.runs > 0
     )
+    security = await _enable_security(options, hub, xds, api_client)
     bound_xds = await xds.start(options.host, options.xds_port)
     bound_debug = await debug.start(options.host, options.debug_port)
+    if security is not None:
+        security.start(hub)
     if writer is not None:
         writer.start()
     kopf_thread.start()
@@ -403,6 +413,39 @@ async def run(options: RunOptions) -> int:
         await asyncio.to_thread(kopf_thread.join, 15)
         if writer is not None:
             await writer.stop()
+        if security is not None:
+            await security.stop()
         await debug.stop()
         await xds.stop(grace=0.5)
     return 1 if kopf_thread.failed is not None else 0
+
+
+async def _enable_security(
+    options: RunOptions, hub: Hub, xds: XdsServer, api_client: Any
+) -> MeshSecurity | None:
+    """The CA from its Secret, SDS, and TokenReview authentication of proxies.
+
+    Without the CA (no namespace, no access to its Secrets) the operator still serves:
+    proxies then get no certificates, so STRICT ports refuse every connection and nothing is
+    sent in plaintext that a policy required encrypted."""
+    if not options.mesh_ca:
+        return None
+    try:
+        return await asyncio.to_thread(
+            enable_cluster_security,
+            hub,
+            xds.server,
+            api_client,
+            namespace=options.ca_namespace,
+            trust_domain=options.trust_domain,
+            audience=options.token_audience,
+            workload_ttl=options.workload_cert_ttl,
+            require_token=options.require_token,
+        )
+    except Exception as exc:  # the apiserver's or the CA's refusal, reported in one line
+        log.error(
+            "mesh CA unavailable (Secrets in namespace %s): %s; proxies get no certificates",
+            options.ca_namespace,
+            exc,
+        )
+        return None

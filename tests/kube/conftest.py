@@ -96,6 +96,10 @@ def operator(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
     from tests.kube.operator import OperatorProcess, install_crds, remove_webhook_configurations
 
     install_crds(kube_cluster)
+    # As manifests/namespace.yaml: the control plane's namespace, where the mesh CA's Secret lives.
+    kube_cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}
+    )
     process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("operator"))
     try:
         process.start()

@@ -223,6 +223,24 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
                 p for p in operator.debug.get("/debug/syncz")["proxies"] if p["node_id"] == node_id
             ]
             assert seen["namespace"] == ns and seen["service_account"] == "default"
+            # The token was checked with a TokenReview: the mesh CA issued this identity's
+            # certificate, and Envoy holds it (read from Envoy, not from the operator).
+            spiffe = f"spiffe://cluster.local/ns/{ns}/sa/default"
+
+            def envoy_holds_certificate() -> bool:
+                certs = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{admin}/certs", timeout=2)
+                    .read()
+                    .decode()
+                )
+                return any(
+                    san.get("uri") == spiffe
+                    for cert in certs.get("certificates", [])
+                    for chain in cert.get("cert_chain", [])
+                    for san in chain.get("subject_alt_names", [])
+                )
+
+            operator.wait_for(envoy_holds_certificate, timeout=30, what="the workload certificate")
 
             # The kubelet renews the token (an atomic replace): Envoy is hot-restarted with a
             # bootstrap that carries the new one, and the new epoch syncs in turn.
