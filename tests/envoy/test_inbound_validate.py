@@ -2,46 +2,24 @@
 sidecars (virtualOutbound, per-port and VIP listeners, virtualInbound) and for the inbound side
 of every workload in the valid corpus, in both modes.
 
-Clusters and listeners go into ``static_resources`` as compiled; each RDS reference is replaced
-by its compiled RouteConfiguration inline so that routes are validated too; EDS clusters keep
-their ADS config source (a static ADS cluster that points nowhere is configured).
+The harness is ``tests/envoy/validate.py``.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from google.protobuf import json_format
 
-from controlplane.api import load
 from controlplane.api.kube import Pod
-from controlplane.compile import ProxyResources, SnapshotCompiler
+from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import Proxy, proxy_from_node
-from controlplane.compile.resources import CLUSTER, LISTENER, ROUTE
-from controlplane.local.envoy import envoy_binary
-from controlplane.store import Snapshot, Store, Submission
+from controlplane.compile.resources import LISTENER
+from tests.corpus import load_corpus
+from tests.envoy.validate import envoy_validate, static_bootstrap
 
-CORPUS = Path(__file__).parents[1] / "corpus" / "valid"
-
-
-def corpus_snapshot() -> Snapshot:
-    subs = []
-    for path in sorted(CORPUS.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                resource, issues = load(doc)
-                subs.append(Submission(resource, tuple(issues)))
-    store = Store()
-    store.apply(upserts=subs)
-    return store.snapshot
-
-
-SNAPSHOT = corpus_snapshot()
+SNAPSHOT = load_corpus().snapshot
 PODS: list[Pod] = sorted(SNAPSHOT.of_kind("Pod").values(), key=lambda p: p.metadata.name)
 
 
@@ -52,69 +30,6 @@ def workload(pod: Pod, local: bool) -> Proxy:
     if local:
         metadata |= {"LOCAL_OUTBOUND_PORT": "15001", "LOCAL_APP_ADDRESS": "127.0.5.200"}
     return proxy_from_node(node_id, metadata)
-
-
-def static_bootstrap(resources: ProxyResources) -> dict[str, Any]:
-    routes = {n: json_format.MessageToDict(r.message) for n, r in resources.of(ROUTE).items()}
-    listeners = []
-    for resource in resources.of(LISTENER).values():
-        listener = json_format.MessageToDict(resource.message)
-        for chain in listener.get("filterChains", []):
-            for flt in chain.get("filters", []):
-                config = flt.get("typedConfig", {})
-                if "rds" in config:
-                    config["routeConfig"] = routes[config.pop("rds")["routeConfigName"]]
-        listeners.append(listener)
-    clusters = [json_format.MessageToDict(r.message) for r in resources.of(CLUSTER).values()]
-    ads = {
-        "name": "xds-grpc",
-        "type": "STATIC",
-        "connectTimeout": "1s",
-        "loadAssignment": {
-            "clusterName": "xds-grpc",
-            "endpoints": [
-                {
-                    "lbEndpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socketAddress": {"address": "127.0.0.1", "portValue": 1}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-        "typedExtensionProtocolOptions": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicitHttpConfig": {"http2ProtocolOptions": {}},
-            }
-        },
-    }
-    return {
-        "node": {"id": "validate", "cluster": "validate"},
-        "dynamicResources": {
-            "adsConfig": {
-                "apiType": "GRPC",
-                "transportApiVersion": "V3",
-                "grpcServices": [{"envoyGrpc": {"clusterName": "xds-grpc"}}],
-            }
-        },
-        "staticResources": {"clusters": [*clusters, ads], "listeners": listeners},
-    }
-
-
-def envoy_validate(bootstrap: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
-    path = workdir / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap))
-    return subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 CASES = {

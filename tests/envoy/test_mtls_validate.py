@@ -13,13 +13,8 @@ import pytest
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import Proxy, proxy_from_node
 from controlplane.compile.resources import CLUSTER, LISTENER
-from tests.envoy.test_inbound_validate import (
-    PODS,
-    SNAPSHOT,
-    envoy_validate,
-    static_bootstrap,
-    workload,
-)
+from tests.envoy.test_inbound_validate import PODS, SNAPSHOT, workload
+from tests.envoy.validate import envoy_validate, static_bootstrap
 
 
 def with_identity(proxy: Proxy, service_account: str) -> Proxy:
