@@ -7,7 +7,7 @@ an identical resource share one ``CompiledResource`` (one message, one serializa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 
 from controlplane.compile import resources as types
@@ -18,6 +18,7 @@ from controlplane.compile.naming import local_route_name, parse_cluster_name
 from controlplane.compile.proxy import LOCAL, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import build_route_configuration, build_virtual_host, domains_for
+from controlplane.store.dependencies import Token
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
 
@@ -35,9 +36,23 @@ class ProxyResources:
 
 
 class SnapshotCompiler:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        previous: SnapshotCompiler | None = None,
+        touched: Collection[Token] | None = None,
+    ) -> None:
+        """With ``previous`` and the ``touched`` tokens of the change from its snapshot to
+        this one, every memoized build whose recorded dependencies the change did not touch
+        is inherited instead of rebuilt (see ``_cached``)."""
         self.snapshot = snapshot
-        self._memo: dict[Hashable, object] = {}
+        self._memo: dict[Hashable, tuple[object, frozenset[Token]]] = {}
+        self.builds = 0  # memo misses: how much this compiler actually built
+        if previous is not None and touched is not None:
+            hit = frozenset(touched)
+            self._memo = {
+                k: entry for k, entry in previous._memo.items() if entry[1].isdisjoint(hit)
+            }
         self._uses_source_labels = any(
             m.source_labels
             for vs in snapshot.of_kind("VirtualService").values()
@@ -46,11 +61,31 @@ class SnapshotCompiler:
         )
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
-        found = self._memo.get(key)
-        if found is None:
-            found = build()
-            self._memo[key] = found
-        return found
+        """The value built for ``key``, building it once per snapshot (or not at all, when a
+        previous compiler's value is still valid).
+
+        A build's dependencies are recorded automatically: every snapshot accessor it reads
+        (directly or through nested cached builds), plus what the caller read since its
+        previous cached call (inputs it passes into the build). Anything else a build uses
+        must be part of ``key``.
+        """
+        snapshot = self.snapshot
+        entry = self._memo.get(key)
+        if entry is None:
+            recorder = snapshot.start_recording()
+            try:
+                value = build()
+            finally:
+                snapshot.stop_recording(recorder)
+            entry = (value, frozenset(recorder.tokens))
+            self._memo[key] = entry
+            self.builds += 1
+        snapshot.depends_on(entry[1])
+        return entry[0]
+
+    def memo_dependencies(self) -> Mapping[Hashable, frozenset[Token]]:
+        """Memo key -> the dependency tokens recorded for it (for tests and debugging)."""
+        return {k: entry[1] for k, entry in self._memo.items()}
 
     # ---- per proxy ----------------------------------------------------------------------
 

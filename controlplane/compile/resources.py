@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -37,7 +38,7 @@ def to_any(message: Message) -> any_pb2.Any:
 class CompiledResource:
     """One named xDS resource. Serialization and hashing happen once, on first use."""
 
-    __slots__ = ("name", "type_url", "message", "_value", "_version", "_any")
+    __slots__ = ("name", "type_url", "message", "_value", "_version", "_any", "_delta")
 
     def __init__(self, name: str, message: Message) -> None:
         self.name = name
@@ -46,6 +47,7 @@ class CompiledResource:
         self._value: bytes | None = None
         self._version: str | None = None
         self._any: any_pb2.Any | None = None
+        self._delta: discovery_pb2.Resource | None = None
 
     @property
     def value(self) -> bytes:
@@ -65,6 +67,20 @@ class CompiledResource:
         if self._any is None:
             self._any = any_pb2.Any(type_url=self.type_url, value=self.value)
         return self._any
+
+    @property
+    def delta_resource(self) -> discovery_pb2.Resource:
+        """The Delta xDS envelope (name, version, resource), built once for every proxy."""
+        if self._delta is None:
+            self._delta = discovery_pb2.Resource(
+                name=self.name, version=self.version, resource=self.any
+            )
+        return self._delta
+
+    @property
+    def size(self) -> int:
+        """Serialized size in bytes."""
+        return len(self.value)
 
     def __repr__(self) -> str:
         return f"CompiledResource({self.type_url.rsplit('.', 1)[-1]} {self.name!r} {self.version})"

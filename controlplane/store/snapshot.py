@@ -17,6 +17,7 @@ from typing import Any
 from controlplane.api.issues import Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
+from controlplane.store import dependencies as deps
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -98,23 +99,71 @@ class Snapshot:
     resources: Mapping[str, Mapping[ResourceKey, Any]]
     status: Mapping[ResourceKey, ResourceStatus] = field(default_factory=dict)
     origins: Mapping[ResourceKey, str] = field(default_factory=dict)
+    # Records which accessors a compile build reads (see store/dependencies.py). Accessors
+    # record a token; internal helpers use the untracked ``_kind`` so they record nothing.
+    _tracker: deps.Tracker = field(
+        default_factory=deps.Tracker, init=False, repr=False, compare=False
+    )
+
+    # ---- dependency recording -------------------------------------------------------------
+
+    def start_recording(self) -> deps.Recorder:
+        """Begin recording what is read, nested in any recording already active."""
+        return self._tracker.push()
+
+    def stop_recording(self, recorder: deps.Recorder) -> None:
+        self._tracker.pop(recorder)
+
+    def depends_on(self, tokens: Iterable[deps.Token]) -> None:
+        """Count ``tokens`` (a nested build's) as read by every active recording."""
+        self._tracker.read_all(tokens)
+
+    def _kind(self, kind: str) -> Mapping[ResourceKey, Any]:
+        return self.resources.get(kind, MappingProxyType({}))
+
+    def get_untracked(self, key: ResourceKey) -> Any | None:
+        return self._kind(key.kind).get(key)
+
+    def services_in_untracked(self, namespace: str) -> tuple[MeshService, ...]:
+        return tuple(s for s in self._services.values() if s.namespace == namespace)
+
+    def slice_owners_of_pod(self, namespace: str, pod_name: str) -> set[str]:
+        """Names of the services whose EndpointSlices reference ``pod_name``."""
+        owners: set[str] = set()
+        for (ns, owner), slices in self._slices_by_service.items():
+            if ns != namespace:
+                continue
+            for eps in slices:
+                if any(
+                    ep.target_ref is not None and ep.target_ref.name == pod_name
+                    for ep in eps.endpoints
+                ):
+                    owners.add(owner)
+        return owners
 
     # ---- raw access ---------------------------------------------------------------------
 
     def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]:
-        return self.resources.get(kind, MappingProxyType({}))
+        self._tracker.read(deps.kind_token(kind))
+        return self._kind(kind)
 
     def get(self, key: ResourceKey) -> Any | None:
-        return self.of_kind(key.kind).get(key)
+        self._tracker.read(deps.key_token(key))
+        return self._kind(key.kind).get(key)
 
     # ---- services and endpoints -----------------------------------------------------------
 
-    @cached_property
+    @property
     def services(self) -> Mapping[str, MeshService]:
         """hostname -> service."""
+        self._tracker.read(deps.kind_token("Service"))
+        return self._services
+
+    @cached_property
+    def _services(self) -> Mapping[str, MeshService]:
         out: dict[str, MeshService] = {}
         svc: Service
-        for svc in self.of_kind("Service").values():
+        for svc in self._kind("Service").values():
             ms = mesh_service(svc)
             out[ms.hostname] = ms
         return out
@@ -123,18 +172,19 @@ class Snapshot:
     def _pods_by_namespace(self) -> Mapping[str, tuple[Pod, ...]]:
         out: dict[str, list[Pod]] = defaultdict(list)
         pod: Pod
-        for pod in self.of_kind("Pod").values():
+        for pod in self._kind("Pod").values():
             out[pod.metadata.namespace].append(pod)
         return {ns: tuple(sorted(p, key=lambda x: x.metadata.name)) for ns, p in out.items()}
 
     def pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        self._tracker.read(deps.namespace_token("Pod", namespace))
         return self._pods_by_namespace.get(namespace, ())
 
     @cached_property
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         eps: EndpointSlice
-        for eps in self.of_kind("EndpointSlice").values():
+        for eps in self._kind("EndpointSlice").values():
             owner = eps.metadata.labels.get("kubernetes.io/service-name")
             if owner:
                 out[(eps.metadata.namespace, owner)].append(eps)
@@ -146,26 +196,29 @@ class Snapshot:
 
     def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]:
         """Every endpoint of every port of a service (computed once per snapshot)."""
+        self._tracker.read(deps.endpoints_token(hostname))
         cache = self._endpoints
         found = cache.get(hostname)
         if found is None:
-            service = self.services.get(hostname)
+            service = self._services.get(hostname)
             if service is None:
                 found = ()
             else:
                 slices = self._slices_by_service.get((service.namespace, service.name))
                 if slices:
-                    pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
+                    in_namespace = self._pods_by_namespace.get(service.namespace, ())
+                    pods = {p.metadata.name: p for p in in_namespace}
                     found = endpoints_from_slices(service, slices, pods)
                 else:
-                    found = endpoints_from_pods(service, self.pods_in(service.namespace))
+                    in_namespace = self._pods_by_namespace.get(service.namespace, ())
+                    found = endpoints_from_pods(service, in_namespace)
             cache[hostname] = found
         return found
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
-        ns: Namespace | None = self.of_kind("Namespace").get(
-            ResourceKey("Namespace", "", namespace)
-        )
+        key = ResourceKey("Namespace", "", namespace)
+        self._tracker.read(deps.key_token(key))
+        ns: Namespace | None = self._kind("Namespace").get(key)
         return ns.metadata.labels if ns else {}
 
     # ---- VirtualServices ------------------------------------------------------------------
@@ -174,7 +227,7 @@ class Snapshot:
     def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
         out: dict[str, list[VirtualService]] = defaultdict(list)
         vs: VirtualService
-        for vs in sorted(self.of_kind("VirtualService").values(), key=created):
+        for vs in sorted(self._kind("VirtualService").values(), key=created):
             for host in vs.spec.hosts:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
@@ -187,6 +240,9 @@ class Snapshot:
         Oldest first: when several claim one host, the first is the one that applies.
         Exact host matches come before wildcard ones.
         """
+        self._tracker.read(
+            deps.virtual_services_token(hostname), deps.virtual_services_token(deps.WILDCARD_HOST)
+        )
         index = self._virtual_services_by_host
         exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
         if exact:
@@ -217,7 +273,7 @@ class Snapshot:
     def _destination_rules_by_namespace(self) -> Mapping[str, tuple[DestinationRule, ...]]:
         out: dict[str, list[DestinationRule]] = defaultdict(list)
         dr: DestinationRule
-        for dr in sorted(self.of_kind("DestinationRule").values(), key=created):
+        for dr in sorted(self._kind("DestinationRule").values(), key=created):
             out[dr.metadata.namespace].append(dr)
         return {ns: tuple(v) for ns, v in out.items()}
 
@@ -234,11 +290,16 @@ class Snapshot:
         wins, and several rules for that host merge (subsets unioned, the first traffic
         policy kept).
         """
+        self._tracker.read(
+            deps.destination_rules_token(hostname),
+            deps.destination_rules_token(deps.WILDCARD_HOST),
+            deps.service_token(hostname),
+        )
         cache = self._merged_rules
         key = (hostname, client_namespace)
         if key in cache:
             return cache[key]
-        service = self.services.get(hostname)
+        service = self._services.get(hostname)
         order = [client_namespace]
         if service is not None and service.namespace not in order:
             order.append(service.namespace)

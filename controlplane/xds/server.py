@@ -1,4 +1,4 @@
-"""The gRPC server: ADS (and, as they are added, the other discovery services)."""
+"""The gRPC server: ADS in both variants (State of the World and Delta) and CSDS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.status.v3 import csds_pb2_grpc
 
+from controlplane.xds.csds import ClientStatusService
+from controlplane.xds.delta import DeltaStream
 from controlplane.xds.hub import Hub, StreamInfo
 from controlplane.xds.sotw import SotwStream
 
@@ -30,10 +33,13 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
     async def StreamAggregatedResources(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = SotwStream(self.hub, stream_info(context))
-        async for response in stream.run(request_iterator):
-            yield response
+    ) -> None:
+        await SotwStream(self.hub, stream_info(context), context).run(request_iterator)
+
+    async def DeltaAggregatedResources(  # noqa: N802 (gRPC's name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> None:
+        await DeltaStream(self.hub, stream_info(context), context).run(request_iterator)
 
 
 class XdsServer:
@@ -51,6 +57,9 @@ class XdsServer:
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AggregatedDiscoveryService(hub), self.server
+        )
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            ClientStatusService(hub), self.server
         )
         self.port = 0
 

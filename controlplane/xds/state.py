@@ -1,4 +1,10 @@
-"""Per-connection, per-type delivery state: what was asked for, sent, ACKed and NACKed."""
+"""Per-connection, per-type delivery state: what was asked for, sent, ACKed and NACKed.
+
+``sent_view`` is the map of resources the proxy was last brought up to. It is usually a
+map shared with every other proxy of the same shape, so a thousand proxies in sync cost one
+map, not a thousand. Delta streams keep the few per-proxy exceptions (a NACKed resource,
+a version declared on reconnect) in ``overrides``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.compile.resources import SHORT_NAMES, WILDCARD_TYPES, CompiledResource
+
+_NOTHING: Mapping[str, CompiledResource] = {}
 
 
 @dataclass
@@ -21,6 +29,16 @@ class Nack:
 
 
 @dataclass
+class Pending:
+    """A response not yet ACKed: its version, and (Delta) what the proxy had before it."""
+
+    version: str
+    change_seen_at: float  # 0 for a response that no configuration change caused
+    prior: dict[str, str | None] = field(default_factory=dict)  # name -> version before
+    sent: dict[str, str] = field(default_factory=dict)  # name -> version sent
+
+
+@dataclass
 class TypeState:
     """Delivery state of one resource type on one stream."""
 
@@ -28,18 +46,28 @@ class TypeState:
     subscribed: bool = False  # the proxy asked for this type on this stream
     wildcard: bool = False
     names: frozenset[str] = frozenset()
+    sent_view: Mapping[str, CompiledResource] = field(default_factory=dict)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_at: float = 0.0
-    sent_resources: dict[str, CompiledResource] = field(default_factory=dict)
     acked_version: str = ""
     acked_at: float = 0.0
     nack: Nack | None = None
-    force: bool = False  # send again even if the version did not change
+    force: bool = False  # send the whole view even if nothing changed
+    force_names: set[str] = field(default_factory=set)  # send these even if unchanged
     change_seen_at: float = 0.0  # when the change behind the last send was seen
+    # Delta only: name -> the version the proxy has, where it differs from sent_view
+    # (None: it has none); name -> a version it rejected (never re-sent).
+    overrides: dict[str, str | None] = field(default_factory=dict)
+    nacked: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)  # nonce -> response
+
+    @property
+    def sent_resources(self) -> Mapping[str, CompiledResource]:
+        return self.sent_view
 
     def subscribe(self, names: Iterable[str], initial: bool) -> bool:
-        """Record the names in a request; return True if the interest changed."""
+        """SotW: record the names in a request; return True if the interest changed."""
         names = frozenset(names)
         wildcard = self.type_url in WILDCARD_TYPES and (not names or "*" in names)
         if initial and not self.subscribed:
@@ -51,11 +79,12 @@ class TypeState:
             return True
         return False
 
-    def select(self, available: Mapping[str, CompiledResource]) -> list[CompiledResource]:
-        """The resources of this type the proxy should have, in name order."""
-        if self.wildcard:
-            return [available[n] for n in sorted(available)]
-        return [available[n] for n in sorted(self.names) if n in available]
+    def client_version(self, name: str) -> str | None:
+        """The version of ``name`` the proxy holds, as far as the server knows."""
+        if name in self.overrides:
+            return self.overrides[name]
+        resource = self.sent_view.get(name)
+        return resource.version if resource is not None else None
 
     @property
     def synced(self) -> str:
@@ -74,13 +103,16 @@ class TypeState:
             "sent_at": self.sent_at,
             "acked_version": self.acked_version,
             "acked_at": self.acked_at,
-            "resources": len(self.sent_resources),
+            "resources": len(self.sent_view),
         }
+        if not self.wildcard:
+            out["subscribed"] = len(self.names)
         if self.nack is not None:
             out["nack"] = {
                 "version": self.nack.version,
                 "message": self.nack.message,
                 "at": self.nack.at,
+                "resources": list(self.nack.resource_names),
             }
         return out
 
