@@ -23,6 +23,10 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not envoy and not kube and not netns"
 
+# Long (tens of minutes) but bounded; BENCH_ARGS selects, e.g. BENCH_ARGS="--n 1000 --scenarios storm,canary"
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: venv
 	$(PY) -m ruff check controlplane tests
 

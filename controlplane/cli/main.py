@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--debounce", type=float, default=0.1, help="quiet period before a push (s)")
     serve.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    serve.add_argument(
+        "--endpoint-max-delay",
+        type=float,
+        default=1.0,
+        help="longest a push of endpoint changes alone may wait (s)",
+    )
 
     boot = commands.add_parser("bootstrap", help="print the Envoy bootstrap YAML for one sidecar")
     boot.add_argument("--node-id", required=True)
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     debug_port=args.debug_port,
                     debounce=args.debounce,
                     max_delay=args.max_delay,
+                    endpoint_max_delay=args.endpoint_max_delay,
                 )
             )
         except KeyboardInterrupt:

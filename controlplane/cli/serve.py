@@ -56,6 +56,7 @@ async def serve(
     debug_port: int = 15014,
     debounce: float = 0.1,
     max_delay: float = 10.0,
+    endpoint_max_delay: float = 1.0,
 ) -> None:
     if not config_dir.is_dir():
         raise SystemExit(f"controlplane serve: {config_dir} is not a directory")
@@ -63,7 +64,9 @@ async def serve(
     ContextIssueLogger(store)
     source = FileSource(config_dir, store)
     source.scan()
-    hub = Hub(store, debounce=debounce, max_delay=max_delay)
+    hub = Hub(
+        store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay
+    )
     xds = XdsServer(hub)
     debug = DebugServer(hub)
     bound_xds = await xds.start(host, xds_port)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 
+from envoy.config.route.v3 import route_components_pb2 as rc
+
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.endpoints import build_load_assignment
@@ -171,6 +173,23 @@ class SnapshotCompiler:
 
         return self._cached(("lds-local", port), build)  # type: ignore[return-value]
 
+    def _virtual_host(
+        self,
+        service: MeshService,
+        port: int,
+        proxy: Proxy,
+        domains: list[str],
+        labels: tuple[tuple[str, str], ...],
+    ) -> rc.VirtualHost:
+        # One virtual host changes when one VirtualService does: memoized apart from the
+        # route configuration so that a change rebuilds one host, not all of them.
+        key = ("vhost", service.hostname, port, proxy.namespace, labels, tuple(domains))
+
+        def build() -> rc.VirtualHost:
+            return build_virtual_host(self.snapshot, service, port, proxy, domains)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
     def _local_routes(self, proxy: Proxy) -> CompiledResource:
         port = proxy.local_outbound_port
         assert port is not None
@@ -185,9 +204,7 @@ class SnapshotCompiler:
                     domains = domains_for(
                         service, sport.port, proxy.namespace, with_bare_names=i == 0
                     )
-                    hosts.append(
-                        build_virtual_host(self.snapshot, service, sport.port, proxy, domains)
-                    )
+                    hosts.append(self._virtual_host(service, sport.port, proxy, domains, labels))
             config = build_route_configuration(local_route_name(port), hosts)
             return CompiledResource(config.name, config)
 

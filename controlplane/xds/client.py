@@ -54,16 +54,31 @@ class AdsConnection:
             self.call = stub.DeltaAggregatedResources()
         else:
             self.call = stub.StreamAggregatedResources()
+        # One reader owns call.read(): cancelling a pending read would cancel the whole call,
+        # so a timed-out recv() waits on the queue instead.
+        self._responses: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._pump())
         return self
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                response = await self.call.read()
+                await self._responses.put(response)
+                if response is grpc.aio.EOF:
+                    return
+        except (asyncio.CancelledError, grpc.aio.AioRpcError) as exc:
+            await self._responses.put(exc)
 
     async def send(self, request: Any) -> None:
         await self.call.write(request)
 
     async def recv(self, timeout: float | None = 10.0) -> Any:
         """The next response (raises TimeoutError, or EOFError when the stream ended)."""
-        response = await asyncio.wait_for(self.call.read(), timeout)
-        if response is grpc.aio.EOF:
-            raise EOFError("stream closed by the server")
+        response = await asyncio.wait_for(self._responses.get(), timeout)
+        if response is grpc.aio.EOF or isinstance(response, BaseException):
+            self._responses.put_nowait(response)  # every later recv() sees the end too
+            raise EOFError(f"stream ended: {response!r}")
         return response
 
     async def expect_nothing(self, within: float) -> None:
@@ -77,6 +92,7 @@ class AdsConnection:
     async def close(self) -> None:
         if self.call is not None:
             self.call.cancel()
+            self._reader.cancel()
         if self.channel is not None:
             await self.channel.close()
 
@@ -204,8 +220,9 @@ class SimulatedProxy:
             await self._subscribe(CLUSTER, [], me)
             await self._subscribe(LISTENER, [], None)
             while stop is None or not stop.is_set():
-                response = await self.connection.call.read()
-                if response is grpc.aio.EOF:
+                try:
+                    response = await self.connection.recv(None)
+                except EOFError:
                     return
                 await self._on(response)
         finally:

@@ -15,12 +15,13 @@ wildcard subscription; other names are added by ``resource_names_subscribe`` and
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import Message
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState, short
 from controlplane.xds.stream import KNOWN_TYPES, BaseStream
 
@@ -47,14 +48,17 @@ class DeltaStream(BaseStream):
                     self._nacked(state, request.response_nonce, pending, request.error_detail)
                 else:
                     self._acked(state, pending.version, pending.change_seen_at)
-                    for name in pending.prior:
-                        state.nacked.pop(name, None)
+                    if state.nacked:
+                        for name in pending.names:
+                            state.nacked.pop(name, None)
         subscribe = list(request.resource_names_subscribe)
         unsubscribe = list(request.resource_names_unsubscribe)
         if first:
             state.subscribed = True
             state.wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
-            state.names = frozenset(n for n in subscribe if n != "*")
+            state.names = self.hub.canonical_names(
+                frozenset(sys.intern(n) for n in subscribe if n != "*")
+            )
             # What the proxy already has (it reconnected): only differences are sent.
             state.overrides = dict(request.initial_resource_versions)
             return True
@@ -65,7 +69,9 @@ class DeltaStream(BaseStream):
         if "*" in unsubscribe:
             state.wildcard = False
         dropped = {n for n in unsubscribe if n != "*"}
-        state.names = (state.names | {n for n in subscribe if n != "*"}) - dropped
+        state.names = self.hub.canonical_names(
+            (state.names | {sys.intern(n) for n in subscribe if n != "*"}) - dropped
+        )
         for name in dropped:
             # The proxy forgets what it unsubscribed from: nothing to remove, and a later
             # subscription must send it again.
@@ -82,10 +88,10 @@ class DeltaStream(BaseStream):
         error: object,
     ) -> None:
         message = getattr(error, "message", "")
-        names = tuple(sorted(pending.prior))
-        for name, before in pending.prior.items():
-            state.nacked[name] = pending.sent[name]
-            state.overrides[name] = before
+        names = pending.names
+        for name in names:
+            state.nacked[name] = pending.view[name].version
+            state.overrides[name] = pending.prior(name)
         state.nack = Nack(
             version=pending.version,
             nonce=nonce,
@@ -103,10 +109,10 @@ class DeltaStream(BaseStream):
             message,
         )
 
-    def _responses(self) -> list[Message]:
+    def _responses(self) -> list[bytes]:
         resources = self._current_resources()
         views = self.hub.views
-        out: list[Message] = []
+        out: list[bytes] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
@@ -125,7 +131,6 @@ class DeltaStream(BaseStream):
             candidates.update(diff.removed, state.overrides, state.force_names)
             send: list[str] = []
             removed: list[str] = []
-            prior: dict[str, str | None] = {}
             kept: dict[str, str | None] = {}
             for name in candidates:
                 have = state.client_version(name)
@@ -141,7 +146,6 @@ class DeltaStream(BaseStream):
                     kept[name] = have  # rejected before: wait for a new version
                     continue
                 send.append(name)
-                prior[name] = have
             if type_url == CLUSTER and not first:
                 # Envoy re-warms a changed cluster and waits for its endpoints again, so
                 # forget the proxy's copy of those endpoints.
@@ -150,6 +154,7 @@ class DeltaStream(BaseStream):
                     eds.force_names.update(n for n in send if state.client_version(n))
             version = views.version(view)
             was_synced = state.acked_version == state.sent_version
+            before_view, before_overrides = state.sent_view, state.overrides
             state.sent_view = view
             state.overrides = kept
             state.force_names.clear()
@@ -163,18 +168,10 @@ class DeltaStream(BaseStream):
             removed.sort()
             selected = [view[n] for n in send]
             nonce = self.next_nonce()
-            out.append(
-                discovery_pb2.DeltaDiscoveryResponse(
-                    system_version_info=version,
-                    resources=[r.delta_resource for r in selected],
-                    type_url=type_url,
-                    removed_resources=removed,
-                    nonce=nonce,
-                )
-            )
+            out.append(wire.delta_response(version, type_url, nonce, selected, removed))
             change_seen_at = self._change_seen_at()
             state.pending[nonce] = Pending(
-                version, change_seen_at, prior, {r.name: r.version for r in selected}
+                version, change_seen_at, tuple(send), view, before_view, before_overrides
             )
             if len(state.pending) > _MAX_PENDING:
                 # A proxy that never answers must not grow this without bound.

@@ -30,6 +30,11 @@ log = logging.getLogger("controlplane.xds")
 
 DEFAULT_DEBOUNCE = 0.1
 DEFAULT_MAX_DELAY = 10.0
+# Endpoint changes are cheap to push (only EDS of the affected clusters) and arrive
+# continuously in a busy cluster, where a quiet period may never come: a burst of them alone
+# waits at most this long.
+DEFAULT_ENDPOINT_MAX_DELAY = 1.0
+ENDPOINT_KINDS = frozenset({"Pod", "EndpointSlice"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class Hub:
         *,
         debounce: float = DEFAULT_DEBOUNCE,
         max_delay: float = DEFAULT_MAX_DELAY,
+        endpoint_max_delay: float = DEFAULT_ENDPOINT_MAX_DELAY,
         max_concurrent_pushes: int = 64,
         slow_write_after: float = 1.0,
         authenticator: Authenticator = _trust_the_claim,
@@ -81,6 +87,7 @@ class Hub:
         self.store = store
         self.debounce = debounce
         self.max_delay = max_delay
+        self.endpoint_max_delay = endpoint_max_delay
         self.compiler = SnapshotCompiler(store.snapshot)
         self.change_seen_at = time.time()
         self.streams: dict[str, Stream] = {}
@@ -97,6 +104,7 @@ class Hub:
         self.shapes = ShapeCache()
         self.views = ViewCache()
         self.last_publish: dict[str, object] = {}
+        self._names: dict[frozenset[str], frozenset[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: Snapshot | None = None
         self._pending_keys: set[ResourceKey] = set()
@@ -189,23 +197,30 @@ class Hub:
             await self._changed.wait()
             while True:
                 with self._lock:
+                    longest = self.max_delay
+                    if all(k.kind in ENDPOINT_KINDS for k in self._pending_keys):
+                        longest = min(longest, self.endpoint_max_delay)
                     deadline = min(
-                        self._pending_last + self.debounce, self._pending_first + self.max_delay
+                        self._pending_last + self.debounce, self._pending_first + longest
                     )
                 delay = deadline - time.monotonic()
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
             self._changed.clear()
-            with self._lock:
-                snapshot, seen_at = self._pending, self._pending_seen_at
-                keys, self._pending_keys = self._pending_keys, set()
-                self._pending = None
-            if snapshot is not None:
-                try:
-                    self.publish(snapshot, seen_at, keys)
-                except Exception:
-                    log.exception("publishing snapshot %d failed", snapshot.version)
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish the pending burst of changes now, without waiting for the debounce."""
+        with self._lock:
+            snapshot, seen_at = self._pending, self._pending_seen_at
+            keys, self._pending_keys = self._pending_keys, set()
+            self._pending = None
+        if snapshot is not None:
+            try:
+                self.publish(snapshot, seen_at, keys)
+            except Exception:
+                log.exception("publishing snapshot %d failed", snapshot.version)
 
     def publish(
         self,
@@ -246,6 +261,16 @@ class Hub:
             "seconds": round(elapsed, 6),
         }
         log.debug("snapshot %d published: %s", snapshot.version, self.last_publish)
+
+    def canonical_names(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared frozenset per distinct subscription: a thousand proxies subscribed to
+        the same thousand endpoints hold one set, not a thousand."""
+        found = self._names.get(names)
+        if found is None:
+            if len(self._names) > 50_000:
+                self._names.clear()
+            found = self._names[names] = names
+        return found
 
     def wake_all(self) -> None:
         """Wake every stream (e.g. a provider's resources changed)."""

@@ -42,6 +42,32 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         await DeltaStream(self.hub, stream_info(context), context).run(request_iterator)
 
 
+def _pass_bytes(response: Any) -> bytes:
+    """Responses arrive already encoded (xds/wire.py); messages are serialized as usual."""
+    if isinstance(response, bytes):
+        return response
+    return bytes(response.SerializeToString())
+
+
+def _ads_handler(servicer: AggregatedDiscoveryService) -> grpc.GenericRpcHandler:
+    """ADS with its usual request decoding and a response encoder that sends bytes as is."""
+    return grpc.method_handlers_generic_handler(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.StreamAggregatedResources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_pass_bytes,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.DeltaAggregatedResources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_pass_bytes,
+            ),
+        },
+    )
+
+
 class XdsServer:
     """Owns the grpc.aio server that proxies connect to."""
 
@@ -55,9 +81,7 @@ class XdsServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AggregatedDiscoveryService(hub), self.server
-        )
+        self.server.add_generic_rpc_handlers((_ads_handler(AggregatedDiscoveryService(hub)),))
         csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
             ClientStatusService(hub), self.server
         )

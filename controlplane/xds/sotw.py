@@ -12,9 +12,9 @@ import logging
 import time
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import Message
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState, short
 from controlplane.xds.stream import KNOWN_TYPES, BaseStream, proxy_from_request_node
 
@@ -37,6 +37,7 @@ class SotwStream(BaseStream):
         nonce = request.response_nonce
         if not nonce:
             state.subscribe(request.resource_names, initial=True)
+            state.names = self.hub.canonical_names(state.names)
             state.force = True
             return True
         if nonce != state.sent_nonce:
@@ -47,7 +48,10 @@ class SotwStream(BaseStream):
                 self._nacked(state, nonce, request.error_detail.message)
         elif pending is not None:
             self._acked(state, request.version_info or pending.version, pending.change_seen_at)
-        return state.subscribe(request.resource_names, initial=False)
+        if state.subscribe(request.resource_names, initial=False):
+            state.names = self.hub.canonical_names(state.names)
+            return True
+        return False
 
     def _nacked(self, state: TypeState, nonce: str, message: str) -> None:
         state.nack = Nack(
@@ -67,10 +71,10 @@ class SotwStream(BaseStream):
             message,
         )
 
-    def _responses(self) -> list[Message]:
+    def _responses(self) -> list[bytes]:
         resources = self._current_resources()
         views = self.hub.views
-        out: list[Message] = []
+        out: list[bytes] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
@@ -96,16 +100,17 @@ class SotwStream(BaseStream):
                 if eds is not None and eds.subscribed:
                     changed = views.diff(state.sent_view, view).changed
                     eds.force_names.update(n for n in changed if n in state.sent_view)
+            if not names and not state.force and not first:
+                # Only removals, which SotW does not signal for these types: the proxy
+                # drops them when their cluster or listener goes.
+                if state.acked_version == state.sent_version:
+                    state.acked_version = version
+                state.sent_version, state.sent_view = version, view
+                state.force_names.clear()
+                continue
             selected = [view[n] for n in names]
             nonce = self.next_nonce()
-            out.append(
-                discovery_pb2.DiscoveryResponse(
-                    version_info=version,
-                    resources=[r.any for r in selected],
-                    type_url=type_url,
-                    nonce=nonce,
-                )
-            )
+            out.append(wire.sotw_response(version, type_url, nonce, selected))
             change_seen_at = self._change_seen_at()
             state.pending = {nonce: Pending(version, change_seen_at)}
             state.sent_version = version

@@ -9,6 +9,7 @@ a version declared on reconnect) in ``overrides``.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +31,22 @@ class Nack:
 
 @dataclass
 class Pending:
-    """A response not yet ACKed: its version, and (Delta) what the proxy had before it."""
+    """A response not yet ACKed: its version, and (Delta) what it carried and what the proxy
+    had before it, by reference to shared views rather than per-proxy copies."""
 
     version: str
     change_seen_at: float  # 0 for a response that no configuration change caused
-    prior: dict[str, str | None] = field(default_factory=dict)  # name -> version before
-    sent: dict[str, str] = field(default_factory=dict)  # name -> version sent
+    names: tuple[str, ...] = ()
+    view: Mapping[str, CompiledResource] = field(default_factory=dict)
+    before_view: Mapping[str, CompiledResource] = field(default_factory=dict)
+    before_overrides: Mapping[str, str | None] = field(default_factory=dict)
+
+    def prior(self, name: str) -> str | None:
+        """The version of ``name`` the proxy had before this response."""
+        if name in self.before_overrides:
+            return self.before_overrides[name]
+        resource = self.before_view.get(name)
+        return resource.version if resource is not None else None
 
 
 @dataclass
@@ -68,7 +79,7 @@ class TypeState:
 
     def subscribe(self, names: Iterable[str], initial: bool) -> bool:
         """SotW: record the names in a request; return True if the interest changed."""
-        names = frozenset(names)
+        names = frozenset(sys.intern(n) for n in names)
         wildcard = self.type_url in WILDCARD_TYPES and (not names or "*" in names)
         if initial and not self.subscribed:
             self.subscribed = True

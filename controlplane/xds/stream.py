@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from controlplane.compile import ProxyResources
 from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
@@ -123,7 +122,7 @@ class BaseStream:
             if held:
                 hub.push_slots.release()
 
-    async def _write(self, responses: list[Message]) -> None:
+    async def _write(self, responses: list[bytes]) -> None:
         for response in responses:
             await self.context.write(response)
 
@@ -165,7 +164,8 @@ class BaseStream:
         """Update state from one request; return True when something must be sent."""
         raise NotImplementedError
 
-    def _responses(self) -> list[Message]:
+    def _responses(self) -> list[bytes]:
+        """Encoded responses to write now (see ``wire``)."""
         raise NotImplementedError
 
     def _current_resources(self) -> ProxyResources:

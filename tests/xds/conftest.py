@@ -41,10 +41,13 @@ class ControlPlane:
         return f"127.0.0.1:{self.xds.port}"
 
     def apply(self, text: str) -> None:
+        """Apply to the store and publish at once (the debounce is tested on its own)."""
         self.store.apply(upserts=submissions(text))
+        self.hub.flush()
 
     def delete(self, text: str) -> None:
         self.store.apply(deletes=[key_of(s.resource) for s in submissions(text)])
+        self.hub.flush()
 
     def stream_of(self, node_id: str) -> Any:
         for stream in self.hub.streams.values():
