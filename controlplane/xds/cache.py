@@ -17,10 +17,10 @@ from typing import Any
 from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.store.dependencies import Token
-from controlplane.xds.state import set_version
+from controlplane.xds.state import NOTHING, set_version
 
 ResourceMap = Mapping[str, CompiledResource]
-_EMPTY: ResourceMap = {}
+_EMPTY: ResourceMap = NOTHING
 _PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(Proxy))
 
 

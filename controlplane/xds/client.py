@@ -220,10 +220,7 @@ class SimulatedProxy:
             await self._subscribe(CLUSTER, [], me)
             await self._subscribe(LISTENER, [], None)
             while stop is None or not stop.is_set():
-                try:
-                    response = await self.connection.recv(None)
-                except EOFError:
-                    return
+                response = await self.connection.recv(None)  # EOFError: the stream was lost
                 await self._on(response)
         finally:
             await self.connection.close()

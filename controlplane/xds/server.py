@@ -79,6 +79,11 @@ class XdsServer:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Requests are small: growing receive windows and read buffers per connection
+                # (BDP probing) only costs memory, about 20 KB per connected proxy.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.experimental.tcp_read_chunk_size", 8192),
+                ("grpc.experimental.tcp_max_read_chunk_size", 16384),
             ]
         )
         self.server.add_generic_rpc_handlers((_ads_handler(AggregatedDiscoveryService(hub)),))

@@ -13,11 +13,14 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from controlplane.compile.resources import SHORT_NAMES, WILDCARD_TYPES, CompiledResource
 
-_NOTHING: Mapping[str, CompiledResource] = {}
+# The one empty view every new TypeState starts from: diffs from it are computed once and
+# shared, not once per proxy.
+NOTHING: Mapping[str, CompiledResource] = MappingProxyType({})
 
 
 @dataclass
@@ -37,8 +40,8 @@ class Pending:
     version: str
     change_seen_at: float  # 0 for a response that no configuration change caused
     names: tuple[str, ...] = ()
-    view: Mapping[str, CompiledResource] = field(default_factory=dict)
-    before_view: Mapping[str, CompiledResource] = field(default_factory=dict)
+    view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
+    before_view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
     before_overrides: Mapping[str, str | None] = field(default_factory=dict)
 
     def prior(self, name: str) -> str | None:
@@ -57,7 +60,7 @@ class TypeState:
     subscribed: bool = False  # the proxy asked for this type on this stream
     wildcard: bool = False
     names: frozenset[str] = frozenset()
-    sent_view: Mapping[str, CompiledResource] = field(default_factory=dict)
+    sent_view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_at: float = 0.0

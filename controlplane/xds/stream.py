@@ -54,6 +54,7 @@ class BaseStream:
         self.states: dict[str, TypeState] = {}
         self._wake = asyncio.Event()
         self._queued = False
+        self.writing = False  # a write is waiting for the proxy to read
         self._closed = False
         self._nonces = itertools.count(1)
 
@@ -123,8 +124,12 @@ class BaseStream:
                 hub.push_slots.release()
 
     async def _write(self, responses: list[bytes]) -> None:
-        for response in responses:
-            await self.context.write(response)
+        self.writing = True
+        try:
+            for response in responses:
+                await self.context.write(response)
+        finally:
+            self.writing = False
 
     async def _read(self, requests: AsyncIterator[Any]) -> None:
         try:

@@ -33,9 +33,7 @@ def names_of(response, message_type) -> list[str]:  # type: ignore[no-untyped-de
 
 async def ack(conn: AdsConnection, response, names=()) -> None:  # type: ignore[no-untyped-def]
     await conn.send(
-        sotw_request(
-            response.type_url, names, version=response.version_info, nonce=response.nonce
-        )
+        sotw_request(response.type_url, names, version=response.version_info, nonce=response.nonce)
     )
 
 
@@ -202,9 +200,7 @@ async def test_reply_to_an_older_nonce_is_ignored(control_plane: ControlPlane) -
         newer = await conn.recv()
         # A NACK of the previous response (stale nonce) changes nothing.
         await conn.send(
-            sotw_request(
-                ROUTE, [ROUTE_NAME], version="", nonce=got[ROUTE].nonce, error="too late"
-            )
+            sotw_request(ROUTE, [ROUTE_NAME], version="", nonce=got[ROUTE].nonce, error="too late")
         )
         await ack(conn, newer, [ROUTE_NAME])
         await conn.expect_nothing(0.3)
