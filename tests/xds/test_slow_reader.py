@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from controlplane.compile.resources import ROUTE
+from controlplane.local.ports import free_port
 from controlplane.store import Store
 from controlplane.xds.client import AdsConnection, delta_request
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
-from controlplane.local.ports import free_port
 from tests.xds.conftest import submissions
 from tests.xds.mesh import local_node
 from tests.xds.test_delta import ack
