@@ -449,6 +449,10 @@ def run_n(args: argparse.Namespace, n: int, scenarios: list[str]) -> dict[str, A
             print(json.dumps(out.get(_KEYS[name])), flush=True)
     finally:
         out["shutdown"] = bench.stop()
+        if out["shutdown"].get("errors") or args.keep_logs:
+            kept = args.out / f"controlplane-{n}-{int(time.time())}.log"
+            shutil.copy(workdir / "controlplane.log", kept)
+            out["shutdown"]["control_plane_log"] = str(kept)
         shutil.rmtree(workdir, ignore_errors=True)
     return out
 
@@ -477,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad-count", type=int, default=10)
     parser.add_argument("--envoys", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--keep-logs", action="store_true", help="keep the control plane log")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]

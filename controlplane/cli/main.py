@@ -53,6 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS")
     boot.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
 
+    status = commands.add_parser(
+        "proxy-status", help="every connected proxy and whether it is in sync, per type"
+    )
+    status.add_argument(
+        "--debug-address", default="127.0.0.1:15014", help="the control plane's debug port"
+    )
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+    config = commands.add_parser("proxy-config", help="print what one proxy was sent")
+    config.add_argument("node_id", metavar="NODE", help="the proxy's node id")
+    config.add_argument(
+        "--type", choices=("clusters", "listeners", "routes", "endpoints", "secrets")
+    )
+    config.add_argument("--debug-address", default="127.0.0.1:15014")
+    config.add_argument("-o", "--output", choices=("json", "yaml"), default="json")
+
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
     demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
@@ -104,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
+    if args.command in ("proxy-status", "proxy-config"):
+        from controlplane.cli.proxy_status import (
+            ControlPlaneUnreachable,
+            proxy_config,
+            proxy_status,
+        )
+
+        try:
+            if args.command == "proxy-status":
+                return proxy_status(args.debug_address, args.output)
+            return proxy_config(args.debug_address, args.node_id, args.type, args.output)
+        except ControlPlaneUnreachable as exc:
+            print(f"controlplane {args.command}: {exc}", file=sys.stderr)
+            return 1
     if args.command == "demo":
         from controlplane.cli.demo import run_demo
 

@@ -61,6 +61,8 @@ class SnapshotCompiler:
             for http in vs.spec.http
             for m in http.match
         )
+        # That read shapes memo keys, not values: it is no build's dependency.
+        snapshot.depends_on(())
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
         """The value built for ``key``, building it once per snapshot (or not at all, when a
