@@ -28,7 +28,7 @@ bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: venv
-	$(PY) -m ruff check controlplane tests
+	$(PY) -m ruff check controlplane tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

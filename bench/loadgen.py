@@ -81,7 +81,7 @@ class Worker:
 
     async def _run_proxy(self, proxy: SimulatedProxy) -> None:
         try:
-            await proxy.run()
+            await proxy.run(reconnect=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # recorded: a lost proxy is a benchmark failure
@@ -104,8 +104,9 @@ class Worker:
             "full": len(full),
             "last_full_at": max(full) if full else 0.0,
             "first_full_at": min(full) if full else 0.0,
-            "errors": self.errors[:10],
+            "errors": (self.errors + [d for p in self.proxies for d in p.disconnects])[:10],
             "error_count": len(self.errors),
+            "disconnects": sum(len(p.disconnects) for p in self.proxies),
             "received": sum(p.received for p in self.proxies),
             "received_bytes": sum(p.received_bytes for p in self.proxies),
             "bad": dict(self.bad_stats),

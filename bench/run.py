@@ -234,6 +234,8 @@ class Bench:
             try:
                 statuses = self.ask("stop")
                 final["errors"] = sum(s["error_count"] for s in statuses)
+                final["disconnects"] = sum(s["disconnects"] for s in statuses)
+                final["never_fully_configured"] = sum(s["proxies"] - s["full"] for s in statuses)
                 final["error_samples"] = [e for s in statuses for e in s["errors"]][:5]
             except (TimeoutError, OSError, EOFError) as exc:
                 final["stop_error"] = str(exc)
@@ -304,6 +306,7 @@ class Bench:
             "timed_out": full < self.n,
             "seconds_to_all_acked": round(last - started, 3) if full >= self.n else None,
             "errors": sum(s["error_count"] for s in statuses),
+            "disconnects": sum(s["disconnects"] for s in statuses),
         }
         result.update(account.result())
         return result
@@ -449,7 +452,7 @@ def run_n(args: argparse.Namespace, n: int, scenarios: list[str]) -> dict[str, A
             print(json.dumps(out.get(_KEYS[name])), flush=True)
     finally:
         out["shutdown"] = bench.stop()
-        if out["shutdown"].get("errors") or args.keep_logs:
+        if out["shutdown"].get("errors") or out["shutdown"].get("disconnects") or args.keep_logs:
             kept = args.out / f"controlplane-{n}-{int(time.time())}.log"
             shutil.copy(workdir / "controlplane.log", kept)
             out["shutdown"]["control_plane_log"] = str(kept)

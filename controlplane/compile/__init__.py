@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
+from controlplane.api.issues import ResourceKey
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.endpoints import build_load_assignment
@@ -20,7 +21,7 @@ from controlplane.compile.naming import local_route_name, parse_cluster_name
 from controlplane.compile.proxy import LOCAL, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import build_route_configuration, build_virtual_host, domains_for
-from controlplane.store.dependencies import Token
+from controlplane.store.dependencies import Token, change_tokens
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
 
@@ -63,6 +64,19 @@ class SnapshotCompiler:
         )
         # That read shapes memo keys, not values: it is no build's dependency.
         snapshot.depends_on(())
+
+    @classmethod
+    def following(
+        cls, previous: SnapshotCompiler, snapshot: Snapshot, changed: Collection[ResourceKey]
+    ) -> tuple[SnapshotCompiler, frozenset[Token]]:
+        """The compiler for ``snapshot``, which differs from ``previous``'s by the keys
+        ``changed``: it inherits every build (and the snapshot every index and lookup) the
+        change did not touch. Also returns the touched dependency tokens."""
+        old = previous.snapshot
+        snapshot.inherit_indexes(old, {k.kind for k in changed})
+        touched = change_tokens(old, snapshot, changed)
+        snapshot.inherit_lookups(old, touched)
+        return cls(snapshot, previous, touched), touched
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
         """The value built for ``key``, building it once per snapshot (or not at all, when a

@@ -125,7 +125,54 @@ class Snapshot:
         return self._kind(key.kind).get(key)
 
     def services_in_untracked(self, namespace: str) -> tuple[MeshService, ...]:
-        return tuple(s for s in self._services.values() if s.namespace == namespace)
+        return self._services_by_namespace.get(namespace, ())
+
+    @cached_property
+    def _services_by_namespace(self) -> Mapping[str, tuple[MeshService, ...]]:
+        out: dict[str, list[MeshService]] = defaultdict(list)
+        for service in self._services.values():
+            out[service.namespace].append(service)
+        return {ns: tuple(v) for ns, v in out.items()}
+
+    def inherit_indexes(self, previous: Snapshot, changed_kinds: Iterable[str]) -> None:
+        """Reuse ``previous``'s indexes of the kinds that did not change, instead of
+        recomputing them for every snapshot."""
+        kinds = set(changed_kinds)
+        mine, theirs = self.__dict__, previous.__dict__
+        by_kind = {
+            "_services": "Service",
+            "_services_by_namespace": "Service",
+            "_pods_by_namespace": "Pod",
+            "_slices_by_service": "EndpointSlice",
+            "_virtual_services_by_host": "VirtualService",
+            "_destination_rules_by_namespace": "DestinationRule",
+        }
+        for name, kind in by_kind.items():
+            if kind not in kinds and name in theirs and name not in mine:
+                mine[name] = theirs[name]
+
+    def inherit_lookups(self, previous: Snapshot, touched: frozenset[deps.Token]) -> None:
+        """Reuse ``previous``'s endpoint and DestinationRule lookups that the change from it
+        (``touched``, see store/dependencies.py) left valid."""
+        mine, theirs = self.__dict__, previous.__dict__
+        if "_endpoints" in theirs and "_endpoints" not in mine:
+            mine["_endpoints"] = {
+                host: found
+                for host, found in theirs["_endpoints"].items()
+                if deps.endpoints_token(host) not in touched
+            }
+        if "_merged_rules" in theirs and "_merged_rules" not in mine:
+            wildcard = deps.destination_rules_token(deps.WILDCARD_HOST) in touched
+            mine["_merged_rules"] = (
+                {}
+                if wildcard
+                else {
+                    key: rule
+                    for key, rule in theirs["_merged_rules"].items()
+                    if deps.destination_rules_token(key[0]) not in touched
+                    and deps.service_token(key[0]) not in touched
+                }
+            )
 
     def slice_owners_of_pod(self, namespace: str, pod_name: str) -> set[str]:
         """Names of the services whose EndpointSlices reference ``pod_name``."""

@@ -8,6 +8,7 @@ RDS for the route names its listeners use), ACKs every response and timestamps e
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -212,9 +213,24 @@ class SimulatedProxy:
     first_full_at: float = 0.0  # when CDS, EDS, LDS and RDS had all been received
     received: int = 0
     received_bytes: int = 0
+    disconnects: list[str] = field(default_factory=list)
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event | None = None, reconnect: bool = False) -> None:
+        """Follow the control plane until ``stop``; with ``reconnect``, come back after a lost
+        stream as Envoy does (after a short backoff, Delta declaring what it has)."""
+        while True:
+            try:
+                await self._stream(stop)
+                return
+            except (EOFError, grpc.aio.AioRpcError) as exc:
+                if not reconnect or (stop is not None and stop.is_set()):
+                    raise
+                self.disconnects.append(f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(0.5 + random.random())
+
+    async def _stream(self, stop: asyncio.Event | None) -> None:
         self.connection = await AdsConnection(self.target, self.delta).open()
+        self.names = {}
         me = node(self.node_id, self.metadata)
         try:
             await self._subscribe(CLUSTER, [], me)
@@ -231,7 +247,10 @@ class SimulatedProxy:
         assert self.connection is not None
         self.names[type_url] = set(names)
         if self.delta:
-            await self.connection.send(delta_request(type_url, names, nonce=nonce, node_message=me))
+            initial = self.have.get(type_url) or None
+            await self.connection.send(
+                delta_request(type_url, names, nonce=nonce, node_message=me, initial=initial)
+            )
         else:
             await self.connection.send(
                 sotw_request(
@@ -299,9 +318,11 @@ class SimulatedProxy:
                 )
             )
         for follow_type, names in follow:
-            if self.delta:
-                self.names.setdefault(follow_type, set()).update(names)
+            if self.delta and follow_type in self.names:
+                self.names[follow_type].update(names)
                 await self.connection.send(delta_request(follow_type, names))
+            elif self.delta:
+                await self._subscribe(follow_type, names, None)
             else:
                 await self._subscribe(follow_type, names, None)
         if not self.first_full_at and all(

@@ -22,7 +22,7 @@ from controlplane.api.issues import ResourceKey
 from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.store import ChangeSet, Snapshot, Store
-from controlplane.store.dependencies import Token, change_tokens
+from controlplane.store.dependencies import Token
 from controlplane.xds.cache import Shape, ShapeCache, ViewCache
 from controlplane.xds.metrics import XdsMetrics
 
@@ -234,11 +234,12 @@ class Hub:
         them is recompiled; without it, everything is.
         """
         started = time.perf_counter()
-        old = self.compiler
         touched: frozenset[Token] | None = None
         if changed is not None:
-            touched = change_tokens(old.snapshot, snapshot, changed)
-        self.compiler = SnapshotCompiler(snapshot, previous=old, touched=touched)
+            changed = set(changed)
+            self.compiler, touched = SnapshotCompiler.following(self.compiler, snapshot, changed)
+        else:
+            self.compiler = SnapshotCompiler(snapshot)
         self.shapes = self.shapes.next_generation(touched)
         self.views.clear()
         self.change_seen_at = seen_at if seen_at is not None else time.time()
@@ -252,7 +253,7 @@ class Hub:
         self.metrics.publishes.inc()
         self.last_publish = {
             "snapshot_version": snapshot.version,
-            "changed_keys": None if changed is None else len(set(changed)),
+            "changed_keys": None if changed is None else len(changed),
             "tokens": None if touched is None else len(touched),
             "inherited_builds": len(self.compiler.memo_dependencies()),
             "shapes_kept": len(self.shapes.shapes),

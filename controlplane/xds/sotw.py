@@ -41,7 +41,12 @@ class SotwStream(BaseStream):
             state.force = True
             return True
         if nonce != state.sent_nonce:
-            return False  # a reply to an older response: the newer one is on its way
+            # A reply to an older response: the newer one is on its way. An ACK of it still
+            # says which version the proxy runs.
+            older = state.pending.pop(nonce, None)
+            if older is not None and not request.HasField("error_detail"):
+                self._acked(state, older.version, older.change_seen_at)
+            return False
         pending = state.pending.pop(nonce, None)
         if request.HasField("error_detail"):
             if pending is not None:
@@ -112,7 +117,9 @@ class SotwStream(BaseStream):
             nonce = self.next_nonce()
             out.append(wire.sotw_response(version, type_url, nonce, selected))
             change_seen_at = self._change_seen_at()
-            state.pending = {nonce: Pending(version, change_seen_at)}
+            state.pending[nonce] = Pending(version, change_seen_at)
+            while len(state.pending) > 4:
+                del state.pending[next(iter(state.pending))]
             state.sent_version = version
             state.sent_nonce = nonce
             state.sent_at = time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -113,7 +114,11 @@ async def test_metrics_count_proxies_pushes_nacks_and_convergence(
         assert metric(text, "controlplane_xds_push_duration_seconds_count") >= 6
         assert metric(text, "controlplane_xds_push_queue_depth") == 0
         assert "# TYPE controlplane_xds_push_duration_seconds histogram" in text
-    _, text = await http_get(control_plane, "/metrics")
+    for _ in range(100):  # the server notices the closed stream shortly
+        _, text = await http_get(control_plane, "/metrics")
+        if metric(text, "controlplane_xds_connected_proxies", protocol="delta") == 0:
+            break
+        await asyncio.sleep(0.05)
     assert metric(text, "controlplane_xds_connected_proxies", protocol="delta") == 0
 
 

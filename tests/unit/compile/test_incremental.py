@@ -15,7 +15,6 @@ from controlplane.api.issues import ResourceKey
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.store import ChangeSet, Snapshot, Store, Submission
-from controlplane.store.dependencies import change_tokens
 from tests.unit.compile.helpers import local_proxy
 
 MESH = """
@@ -100,8 +99,8 @@ class Mesh:
         self.changes.clear()
         self.store.apply(upserts=submissions(upserts) if upserts else (), deletes=deletes)
         keys = set().union(*(c.changed for c in self.changes))
-        touched = change_tokens(old, self.store.snapshot, keys)
-        self.compiler = SnapshotCompiler(self.store.snapshot, self.compiler, touched)
+        self.compiler, _ = SnapshotCompiler.following(self.compiler, self.store.snapshot, keys)
+        assert self.compiler.snapshot is not old
         return self.compiler
 
     def rebuilt(self) -> dict[str, set[str]]:
