@@ -23,6 +23,7 @@ from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompi
 from controlplane.compile.proxy import Proxy
 from controlplane.store import ChangeSet, Snapshot, Store
 from controlplane.store.dependencies import Token
+from controlplane.xds import memory
 from controlplane.xds.cache import Shape, ShapeCache, ViewCache
 from controlplane.xds.metrics import XdsMetrics
 
@@ -114,6 +115,7 @@ class Hub:
         self._changed = asyncio.Event()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self._register_gauges()
         store.subscribe(self._on_store_change)
 
@@ -152,12 +154,24 @@ class Hub:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._debounce_loop(), name="xds-debounce")
+        self._trimmer = asyncio.create_task(self._trim_loop(), name="xds-memory-trim")
+
+    async def _trim_loop(self, every: float = 5.0) -> None:
+        """After pushes, once the queue is empty, give freed buffers back to the system."""
+        trimmed_at = self.pushes
+        while True:
+            await asyncio.sleep(every)
+            if self.pushes != trimmed_at and self.queued == 0:
+                trimmed_at = self.pushes
+                memory.trim()
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
