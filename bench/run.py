@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn-seconds", type=float, default=30.0)
     parser.add_argument("--steady-seconds", type=float, default=20.0)
     parser.add_argument("--settle-seconds", type=float, default=10.0)
-    parser.add_argument("--storm-timeout", type=float, default=300.0)
+    parser.add_argument("--storm-timeout", type=float, default=600.0)
     parser.add_argument("--converge-timeout", type=float, default=60.0)
     parser.add_argument("--bad-count", type=int, default=10)
     parser.add_argument("--envoys", type=int, default=20)

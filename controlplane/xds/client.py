@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
@@ -50,11 +51,21 @@ class AdsConnection:
 
     async def open(self) -> AdsConnection:
         self.channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        if self.delta:
-            self.call = stub.DeltaAggregatedResources()
-        else:
-            self.call = stub.StreamAggregatedResources()
+        # Responses arrive as bytes and are parsed here, so that their size is known
+        # without re-encoding them (ByteSize() of a large message costs more than parsing).
+        method = "DeltaAggregatedResources" if self.delta else "StreamAggregatedResources"
+        request = (
+            discovery_pb2.DeltaDiscoveryRequest if self.delta else discovery_pb2.DiscoveryRequest
+        )
+        self._response_type = (
+            discovery_pb2.DeltaDiscoveryResponse if self.delta else discovery_pb2.DiscoveryResponse
+        )
+        self.call = self.channel.stream_stream(
+            f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
+            request_serializer=request.SerializeToString,
+            response_deserializer=None,
+        )()
+        self.last_size = 0
         # One reader owns call.read(): cancelling a pending read would cancel the whole call,
         # so a timed-out recv() waits on the queue instead.
         self._responses: asyncio.Queue[Any] = asyncio.Queue()
@@ -80,7 +91,8 @@ class AdsConnection:
         if response is grpc.aio.EOF or isinstance(response, BaseException):
             self._responses.put_nowait(response)  # every later recv() sees the end too
             raise EOFError(f"stream ended: {response!r}")
-        return response
+        self.last_size = len(response)
+        return self._response_type.FromString(response)
 
     async def expect_nothing(self, within: float) -> None:
         """Fail if a response arrives within ``within`` seconds."""
@@ -150,14 +162,28 @@ def delta_request(
     return request
 
 
-def cluster_eds_names(resources: Iterable[Any]) -> list[str]:
-    """The EDS service names of the EDS clusters among ``resources`` (Any messages)."""
+def cluster_eds_names(resources: Iterable[Any], names: Iterable[str] | None = None) -> list[str]:
+    """The EDS service names of the EDS clusters among ``resources`` (Any messages).
+
+    With ``names`` (Delta's resource names, in the same order), clusters named
+    ``outbound|...`` are taken as EDS clusters of that name without decoding them: the
+    compiler builds every outbound cluster that way, and decoding thousands of clusters per
+    simulated proxy would make the load generator, not the control plane, the bottleneck.
+    """
     out = []
+    if names is not None:
+        rest = []
+        for name, any_message in zip(names, resources, strict=True):
+            if name.startswith("outbound|"):
+                out.append(sys.intern(name))
+            else:
+                rest.append(any_message)
+        return out + cluster_eds_names(rest)
     for any_message in resources:
         cluster = cluster_pb2.Cluster()
         any_message.Unpack(cluster)
         if cluster.type == cluster_pb2.Cluster.EDS:
-            out.append(cluster.eds_cluster_config.service_name or cluster.name)
+            out.append(sys.intern(cluster.eds_cluster_config.service_name or cluster.name))
     return out
 
 
@@ -222,7 +248,8 @@ class SimulatedProxy:
             try:
                 await self._stream(stop)
                 return
-            except (EOFError, grpc.aio.AioRpcError) as exc:
+            except (EOFError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                # InvalidStateError: the call failed (e.g. could not connect) before a write.
                 if not reconnect or (stop is not None and stop.is_set()):
                     raise
                 self.disconnects.append(f"{type(exc).__name__}: {exc}"[:300])
@@ -266,13 +293,14 @@ class SimulatedProxy:
         assert self.connection is not None
         now = time.time()
         type_url = response.type_url
-        size = response.ByteSize()
+        size = self.connection.last_size
         self.received += 1
         self.received_bytes += size
         have = self.have.setdefault(type_url, {})
         if self.delta:
             for r in response.resources:
-                have[r.name] = r.version
+                # Interned: thousands of simulated proxies hold the same names and versions.
+                have[sys.intern(r.name)] = sys.intern(r.version)
             for name in response.removed_resources:
                 have.pop(name, None)
             removed = len(response.removed_resources)
@@ -294,7 +322,9 @@ class SimulatedProxy:
         # Follow-up subscriptions, as Envoy makes them.
         follow: list[tuple[str, list[str]]] = []
         if type_url == CLUSTER and error is None:
-            names = cluster_eds_names(anys)
+            names = cluster_eds_names(
+                anys, [r.name for r in response.resources] if self.delta else None
+            )
             if self.delta:
                 new = sorted(set(names) - self.names.get(ENDPOINT, set()))
                 if new or ENDPOINT not in self.names:

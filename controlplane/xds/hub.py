@@ -309,10 +309,17 @@ class Hub:
         """``compiled`` plus the resources of every provider for ``proxy``."""
         if not self.providers:
             return compiled
-        merged = {t: dict(r) for t, r in compiled.by_type.items()}
+        # Only the types a provider adds to are copied: the compiler's maps stay shared.
+        merged: dict[str, Mapping[str, CompiledResource]] = dict(compiled.by_type)
+        copied: set[str] = set()
         for provider in self.providers:
             for type_url, extra in provider(proxy).items():
-                merged.setdefault(type_url, {}).update(extra)
+                if not extra:
+                    continue
+                if type_url not in copied:
+                    merged[type_url] = dict(merged.get(type_url, {}))
+                    copied.add(type_url)
+                merged[type_url].update(extra)  # type: ignore[attr-defined]
         return ProxyResources(merged)
 
     # ---- streams --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from controlplane.local.mesh import LocalMesh
 from tests.envoy.xds_walkthrough import walk_through
 
 
-def test_envoy_on_sotw_xds_follows_routes_endpoints_removals_and_keeps_config_after_a_nack(
+def test_envoy_on_sotw_xds_follows_routes_endpoints_removals_nacks_and_a_restart(
     mesh: LocalMesh,
 ) -> None:
     walk_through(mesh, delta=False)

@@ -1,6 +1,7 @@
 """One walk through every delivery rule with a real Envoy, shared by the SotW (``GRPC``) and
 Delta (``DELTA_GRPC``) tests: initial config, a weight shift (RDS), a new pod (EDS only), a
-deleted service (removal), a rejected config (NACK) and the last good config serving."""
+deleted service (removal), a rejected config (NACK) and the last good config serving, and a
+control-plane restart (reconnect to a consistent, current state)."""
 
 from __future__ import annotations
 
@@ -172,5 +173,18 @@ def walk_through(mesh: LocalMesh, delta: bool) -> None:
 
     # Fixed: sent, ACKed, followed.
     mesh.write("vs.yaml", weights(100, 0))
-    mesh.debug.wait_synced(sidecar.node_id, newer_than={"rds": good["rds"]["acked_version"]})
+    fixed = mesh.debug.wait_synced(
+        sidecar.node_id, newer_than={"rds": good["rds"]["acked_version"]}
+    )
     assert count_backends(out, "reviews:9080", 20) == {"v1": 20}
+
+    # The control plane restarts, with a change made while it was down: Envoy reconnects
+    # (Delta: declaring the versions it has) and ends up with the full, current state.
+    mesh.control_plane.stop()
+    mesh.write("vs.yaml", weights(0, 100))
+    assert count_backends(out, "reviews:9080", 10) == {"v1": 10}  # last config keeps serving
+    mesh.control_plane.start()
+    again = mesh.debug.wait_synced(sidecar.node_id, timeout=30)
+    assert again["rds"]["acked_version"] != fixed["rds"]["acked_version"]
+    assert again["cds"]["acked_version"] == fixed["cds"]["acked_version"]
+    assert count_backends(out, "reviews:9080", 20) == {"v2": 20}
