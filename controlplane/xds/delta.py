@@ -22,7 +22,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
-from controlplane.xds.state import Nack, Pending, TypeState, short
+from controlplane.xds.state import Nack, Pending, TypeState
 from controlplane.xds.stream import KNOWN_TYPES, BaseStream
 
 log = logging.getLogger("controlplane.xds")
@@ -92,21 +92,15 @@ class DeltaStream(BaseStream):
         for name in names:
             state.nacked[name] = pending.view[name].version
             state.overrides[name] = pending.prior(name)
-        state.nack = Nack(
-            version=pending.version,
-            nonce=nonce,
-            message=message,
-            at=time.time(),
-            resource_names=names,
-        )
-        self.hub.metrics.nacks.inc(short(state.type_url))
-        log.error(
-            "NACK from proxy %s for %s version %s (resources: %s): %s",
-            self.node_id,
-            short(state.type_url),
-            pending.version,
-            ", ".join(names) or "none",
-            message,
+        self._report_nack(
+            state,
+            Nack(
+                version=pending.version,
+                nonce=nonce,
+                message=message,
+                at=time.time(),
+                resource_names=names,
+            ),
         )
 
     def _responses(self) -> list[bytes]:

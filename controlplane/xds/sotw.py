@@ -15,7 +15,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
-from controlplane.xds.state import Nack, Pending, TypeState, short
+from controlplane.xds.state import Nack, Pending, TypeState
 from controlplane.xds.stream import KNOWN_TYPES, BaseStream, proxy_from_request_node
 
 log = logging.getLogger("controlplane.xds")
@@ -59,22 +59,14 @@ class SotwStream(BaseStream):
         return False
 
     def _nacked(self, state: TypeState, nonce: str, message: str) -> None:
-        state.nack = Nack(
+        nack = Nack(
             version=state.sent_version,
             nonce=nonce,
             message=message,
             at=time.time(),
             resource_names=tuple(state.sent_view),
         )
-        self.hub.metrics.nacks.inc(short(state.type_url))
-        log.error(
-            "NACK from proxy %s for %s version %s (resources: %s): %s",
-            self.node_id,
-            short(state.type_url),
-            state.sent_version,
-            ", ".join(sorted(state.sent_view)) or "none",
-            message,
-        )
+        self._report_nack(state, nack)
 
     def _responses(self) -> list[bytes]:
         resources = self._current_resources()

@@ -23,11 +23,12 @@ from controlplane.compile import ProxyResources
 from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
 from controlplane.compile.resources import PUSH_ORDER
 from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
-from controlplane.xds.state import TypeState, short
+from controlplane.xds.state import Nack, TypeState, short
 
 log = logging.getLogger("controlplane.xds")
 _stream_ids = itertools.count(1)
 KNOWN_TYPES = frozenset(PUSH_ORDER)
+_NAMES_IN_LOG = 5
 
 
 def proxy_from_request_node(node: Any) -> Proxy:
@@ -192,6 +193,31 @@ class BaseStream:
             self.hub.metrics.convergence.observe(
                 max(0.0, now - change_seen_at), short(state.type_url)
             )
+
+    def _report_nack(self, state: TypeState, nack: Nack) -> None:
+        """Record a NACK; log it once (a proxy rejecting the same version again, as a
+        misbehaving one may do in a loop, is logged at debug level only)."""
+        previous = state.nack
+        state.nack = nack
+        self.hub.metrics.nacks.inc(short(state.type_url))
+        repeated = (
+            previous is not None
+            and previous.version == nack.version
+            and previous.message == nack.message
+        )
+        names = sorted(nack.resource_names)
+        shown = ", ".join(names[:_NAMES_IN_LOG]) or "none"
+        if len(names) > _NAMES_IN_LOG:
+            shown += f" and {len(names) - _NAMES_IN_LOG} more"
+        log.log(
+            logging.DEBUG if repeated else logging.ERROR,
+            "NACK from proxy %s for %s version %s (resources: %s): %s",
+            self.node_id,
+            short(state.type_url),
+            nack.version,
+            shown,
+            nack.message,
+        )
 
     def _count(self, type_url: str, resources: int, size: int) -> None:
         metrics = self.hub.metrics
