@@ -64,7 +64,7 @@ class AdsConnection:
             f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
             request_serializer=request.SerializeToString,
             response_deserializer=None,
-        )()
+        )(wait_for_ready=True)  # like Envoy: keep trying to connect rather than fail at once
         self.last_size = 0
         # One reader owns call.read(): cancelling a pending read would cancel the whole call,
         # so a timed-out recv() waits on the queue instead.
