@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--keep-logs", action="store_true", help="keep the control plane log")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy profiles here")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(ALL_SCENARIOS)
