@@ -58,26 +58,41 @@ class Worker:
         self.index: dict[str, int] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.watches: dict[str, Watch] = {}
+        self.active: dict[tuple[str, str | None], list[Watch]] = {}
+        self.named_types: set[str] = set()
         self.errors: list[str] = []
         self.bad_tasks: list[asyncio.Task[None]] = []
         self.bad_stats: dict[str, int] = {}
 
     def _on_response(self, proxy: SimulatedProxy, received: Received, response: Any) -> None:
-        if not self.watches:
+        # Watches are indexed by (type, resource name), so that hundreds of pending watches
+        # (a churn run) do not make every response cost hundreds of checks.
+        if not self.active:
             return
         i = self.index[proxy.node_id]
-        names: set[str] | None = None
-        for watch in self.watches.values():
-            if watch.type_url != received.type_url or i in watch.seen:
+        candidates = list(self.active.get((received.type_url, None), ()))
+        if received.type_url in self.named_types:
+            for name in _names_in(response, proxy.delta, received.type_url):
+                candidates.extend(self.active.get((received.type_url, name), ()))
+        for watch in candidates:
+            if i in watch.seen or received.at < watch.since:
                 continue
-            if received.at < watch.since:
-                continue
-            if watch.name is not None:
-                if names is None:
-                    names = _names_in(response, proxy.delta, received.type_url)
-                if watch.name not in names:
-                    continue
             watch.seen[i] = received.at - watch.since
+            if len(watch.seen) >= len(self.proxies):
+                self._deactivate(watch)
+
+    def _activate(self, watch: Watch) -> None:
+        self.active.setdefault((watch.type_url, watch.name), []).append(watch)
+        if watch.name is not None:
+            self.named_types.add(watch.type_url)
+
+    def _deactivate(self, watch: Watch) -> None:
+        key = (watch.type_url, watch.name)
+        pending = self.active.get(key, [])
+        if watch in pending:
+            pending.remove(watch)
+        if not pending:
+            self.active.pop(key, None)
 
     async def _run_proxy(self, proxy: SimulatedProxy) -> None:
         try:
@@ -189,13 +204,16 @@ class Worker:
             elif command == "status":
                 self.pipe.send(self.status())
             elif command == "watch":
-                self.watches[args["id"]] = Watch(args["type_url"], args["since"], args["name"])
+                watch = Watch(args["type_url"], args["since"], args["name"])
+                self.watches[args["id"]] = watch
+                self._activate(watch)
                 self.pipe.send({"ok": True})
             elif command == "peek":
                 watch = self.watches[args["id"]]
                 self.pipe.send({"missing": len(self.proxies) - len(watch.seen)})
             elif command == "collect":
                 watch = self.watches.pop(args["id"])
+                self._deactivate(watch)
                 latencies = array("d", watch.seen.values())
                 self.pipe.send(
                     {"latencies": latencies, "missing": len(self.proxies) - len(watch.seen)}

@@ -82,6 +82,9 @@ class Accounting:
     def __init__(self, bench: Bench, name: str = "") -> None:
         self.bench = bench
         self.profiler: subprocess.Popen[bytes] | None = None
+        spy = Path(sys.executable).parent / "py-spy"
+        if bench.args.profile and name and not spy.exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
         if bench.args.profile and name:
             out = bench.args.profile / f"{name}-{bench.n}.txt"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -382,6 +385,7 @@ class Bench:
             tmp.write_text(self.registry.service_yaml(service, gens))
             os.replace(tmp, path)
             watches.append((wid, written))
+        last_write = time.time()
         time.sleep(self.args.settle_seconds)
         churn_cpu = account.result()
         all_latencies: list[float] = []
@@ -393,6 +397,9 @@ class Bench:
         result = {
             "changes": changes,
             "rate_per_second": rate,
+            # Lower than asked when the load generators were too busy to register watches
+            # in time: each change waits for its watch to be registered first.
+            "achieved_rate_per_second": round(changes / max(1e-9, last_write - start), 2),
             "eds_convergence_seconds": percentiles(all_latencies),
             "not_converged": missing,
         }
