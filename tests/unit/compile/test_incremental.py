@@ -223,3 +223,53 @@ def test_recorded_dependencies_name_the_inputs_a_build_read() -> None:
     eds = next(d for k, d in deps.items() if k[:2] == ("eds", RATINGS))
     assert ("endpoints", "ratings.default.svc.cluster.local") in eds
     assert not any(t[0] == "VirtualService@host" for t in eds)
+
+
+SLICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: default}
+spec:
+  selector: {app: details}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: details-1, namespace: default, labels: {app: details, version: v1}}
+status: {podIP: 127.0.6.11}
+"""
+
+
+def details_slice(*addresses: str) -> str:
+    endpoints = ", ".join(
+        f"{{addresses: [{a}], targetRef: {{kind: Pod, name: details-1}}}}" for a in addresses
+    )
+    return f"""
+    apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata:
+      name: details-abc
+      namespace: default
+      labels: {{kubernetes.io/service-name: details}}
+    addressType: IPv4
+    ports: [{{name: http, port: 8080}}]
+    endpoints: [{endpoints}]
+    """
+
+
+def test_endpoint_slice_change_rebuilds_only_its_services_assignment() -> None:
+    mesh = Mesh(MESH + "---" + SLICES + "---" + textwrap.dedent(details_slice("127.0.6.11")))
+    details = "outbound|9080||details.default.svc.cluster.local"
+    compiler = mesh.change(details_slice("127.0.6.11", "127.0.6.12"))
+    rebuilt = mesh.rebuilt()
+    assert rebuilt == {CLUSTER: set(), ENDPOINT: {details}, LISTENER: set(), ROUTE: set()}
+    assert compiler.builds == 1
+    cla = mesh.before.of(ENDPOINT)[details].message
+    assert len(cla.endpoints[0].lb_endpoints) == 2
+
+
+def test_relabelling_a_pod_behind_a_slice_rebuilds_that_services_assignment() -> None:
+    mesh = Mesh(MESH + "---" + SLICES + "---" + textwrap.dedent(details_slice("127.0.6.11")))
+    details = "outbound|9080||details.default.svc.cluster.local"
+    mesh.change(pod("details-1", "127.0.6.11", "{app: details, version: v2}"))
+    assert mesh.rebuilt()[ENDPOINT] == {details}
