@@ -63,7 +63,7 @@ class SnapshotCompiler:
             for m in http.match
         )
         # That read shapes memo keys, not values: it is no build's dependency.
-        snapshot.depends_on(())
+        snapshot.forget_reads()
 
     @classmethod
     def following(
@@ -83,14 +83,15 @@ class SnapshotCompiler:
         previous compiler's value is still valid).
 
         A build's dependencies are recorded automatically: every snapshot accessor it reads
-        (directly or through nested cached builds), plus what the caller read since its
-        previous cached call (inputs it passes into the build). Anything else a build uses
-        must be part of ``key``.
+        (directly or through nested cached builds), plus what its caller read directly since
+        its previous build of the same family (``key[0]``): inputs it may pass into the
+        build. A value taken from another cached build and passed in must be part of ``key``.
         """
         snapshot = self.snapshot
+        family = key[0] if isinstance(key, tuple) and key else key
         entry = self._memo.get(key)
         if entry is None:
-            recorder = snapshot.start_recording()
+            recorder = snapshot.start_recording(family)
             try:
                 value = build()
             finally:
@@ -98,7 +99,9 @@ class SnapshotCompiler:
             entry = (value, frozenset(recorder.tokens))
             self._memo[key] = entry
             self.builds += 1
-        snapshot.depends_on(entry[1])
+            snapshot.depends_on(entry[1])
+        else:
+            snapshot.reused(family, entry[1])
         return entry[0]
 
     def memo_dependencies(self) -> Mapping[Hashable, frozenset[Token]]:

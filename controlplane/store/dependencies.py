@@ -63,52 +63,70 @@ def destination_rules_token(hostname: str) -> Token:
 class Recorder:
     """The tokens read while a build runs.
 
-    ``window`` holds what was read since the last nested cached build returned: a caller that
-    reads an input and passes it into a build (rather than letting the build read it) makes
-    that input a dependency of the build.
+    ``tokens`` is everything the build depended on: its own reads, its nested builds' tokens,
+    and the inputs its caller read for it. A caller that reads an input and passes it into a
+    build (rather than letting the build read it) makes that input a dependency of the
+    build: ``reads`` keeps the build's *direct* reads in order (nested builds' reads stay
+    out, so sibling builds do not depend on each other's inputs), and a new build of a
+    family (its memo key's first element) is seeded with what was read directly since the
+    previous build of the same family. So in ``rule = snapshot.destination_rule(...);
+    self.other_build(...); self._cached(("cds", ...), build)`` the cds build depends on the
+    rule even though another build came in between.
     """
 
-    __slots__ = ("tokens", "window")
+    __slots__ = ("tokens", "reads", "consumed")
 
     def __init__(self, seed: Iterable[Token] = ()) -> None:
         self.tokens: set[Token] = set(seed)
-        self.window: set[Token] = set()
+        self.reads: list[Token] = list(seed)
+        self.consumed: dict[object, int] = {}  # family -> len(reads) at its last build
+
+    def inputs_for(self, family: object) -> list[Token]:
+        """The direct reads since the last build of ``family``; marks them consumed."""
+        start = self.consumed.get(family, 0)
+        self.consumed[family] = len(self.reads)
+        return self.reads[start:]
 
 
 class Tracker:
     """The stack of active recorders of one snapshot (compilation is single-threaded).
 
-    Outside any recording only the window is kept, so that a top-level caller's reads still
-    become dependencies of the build it passes them into.
+    Outside any recording a top-level recorder keeps the direct reads, so that a top-level
+    caller's reads still become dependencies of the builds it starts; ``forget`` ends that
+    scope (e.g. before compiling for the next proxy).
     """
 
-    __slots__ = ("stack", "window")
+    __slots__ = ("stack", "top")
 
     def __init__(self) -> None:
         self.stack: list[Recorder] = []
-        self.window: set[Token] = set()
+        self.top = Recorder()
 
     def read(self, *tokens: Token) -> None:
         stack = self.stack
         if not stack:
-            self.window.update(tokens)
+            self.top.reads.extend(tokens)
             return
         for recorder in stack:
             recorder.tokens.update(tokens)
-            recorder.window.update(tokens)
+        stack[-1].reads.extend(tokens)
 
     def read_all(self, tokens: Iterable[Token]) -> None:
         """Tokens of a nested build (hit or miss) become the enclosing builds' tokens too."""
-        stack = self.stack
-        if not stack:
-            self.window.clear()
-            return
-        for recorder in stack:
+        for recorder in self.stack:
             recorder.tokens.update(tokens)
-        stack[-1].window.clear()
 
-    def push(self) -> Recorder:
-        recorder = Recorder(self.stack[-1].window if self.stack else self.window)
+    def consumed(self, family: object) -> None:
+        """A build of ``family`` was found in the memo: the caller's reads so far went to it."""
+        (self.stack[-1] if self.stack else self.top).inputs_for(family)
+
+    def forget(self) -> None:
+        """End the top-level scope (reads before this are no build's dependency)."""
+        self.top = Recorder()
+
+    def push(self, family: object = None) -> Recorder:
+        caller = self.stack[-1] if self.stack else self.top
+        recorder = Recorder(caller.inputs_for(family))
         self.stack.append(recorder)
         return recorder
 

@@ -107,9 +107,15 @@ class Snapshot:
 
     # ---- dependency recording -------------------------------------------------------------
 
-    def start_recording(self) -> deps.Recorder:
-        """Begin recording what is read, nested in any recording already active."""
-        return self._tracker.push()
+    def start_recording(self, family: object = None) -> deps.Recorder:
+        """Begin recording what a build of ``family`` reads, nested in any recording already
+        active (see store/dependencies.py for what the caller's reads contribute)."""
+        return self._tracker.push(family)
+
+    def reused(self, family: object, tokens: Iterable[deps.Token]) -> None:
+        """A memoized build of ``family`` with dependencies ``tokens`` was reused."""
+        self._tracker.consumed(family)
+        self._tracker.read_all(tokens)
 
     def stop_recording(self, recorder: deps.Recorder) -> None:
         self._tracker.pop(recorder)
@@ -117,6 +123,10 @@ class Snapshot:
     def depends_on(self, tokens: Iterable[deps.Token]) -> None:
         """Count ``tokens`` (a nested build's) as read by every active recording."""
         self._tracker.read_all(tokens)
+
+    def forget_reads(self) -> None:
+        """Reads made outside any recording so far are no later build's dependency."""
+        self._tracker.forget()
 
     def _kind(self, kind: str) -> Mapping[ResourceKey, Any]:
         return self.resources.get(kind, MappingProxyType({}))

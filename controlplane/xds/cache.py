@@ -89,7 +89,7 @@ class ShapeCache:
         """Compile ``proxy`` once, recording the snapshot and proxy fields it reads."""
         tracked, reads = recording_proxy(proxy)
         snapshot = compiler.snapshot
-        snapshot.depends_on(())  # forget top-level reads made before this compile
+        snapshot.forget_reads()  # reads made before this compile are not its inputs
         recorder = snapshot.start_recording()
         try:
             compiled = compiler.compile(tracked)
