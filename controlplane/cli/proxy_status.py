@@ -43,10 +43,19 @@ def fetch(address: str, path: str) -> Any:
 
 
 def _cell(state: dict[str, Any] | None) -> str:
+    """``SYNCED:<version>``, ``STALE:<acked>><sent>``, ``NACKED:<sent>`` (versions shortened)."""
     if not state:
         return "-"
     status = str(state.get("status", "?"))
-    return "NACKED" if status == "NACKED" else status
+    sent = str(state.get("sent_version") or "")[:8]
+    acked = str(state.get("acked_version") or "")[:8] or "none"
+    if status == "SYNCED":
+        return f"SYNCED:{sent}"
+    if status == "STALE":
+        return f"STALE:{acked}>{sent}"
+    if status == "NACKED":
+        return f"NACKED:{sent}"
+    return status.replace(" ", "-")
 
 
 def _since(at: float) -> str:

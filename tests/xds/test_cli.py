@@ -52,10 +52,14 @@ async def test_proxy_status_lists_each_proxy_and_explains_a_nack(
         lines = text.splitlines()
         assert lines[0].split()[:3] == ["NODE", "ID", "IDENTITY"]
         good_line = next(line for line in lines if line.startswith(local_node("good").id))
-        assert good_line.split()[-5:] == ["SYNCED", "SYNCED", "SYNCED", "SYNCED", "-"]
+        cells = good_line.split()[-5:]  # CDS LDS EDS RDS SDS
+        assert [c.split(":")[0] for c in cells] == ["SYNCED"] * 4 + ["-"]
+        rds = control_plane.stream_of(local_node("good").id).states[ROUTE]
+        assert cells[3] == f"SYNCED:{rds.acked_version[:8]}"
         assert "spiffe://cluster.local/ns/default/sa/default" in good_line
         bad_line = next(line for line in lines if line.startswith(local_node("bad").id))
-        assert bad_line.split()[-2] == "NACKED"  # rds
+        bad_rds = control_plane.stream_of(local_node("bad").id).states[ROUTE]
+        assert bad_line.split()[-2] == f"NACKED:{bad_rds.sent_version[:8]}"
         detail = next(line for line in lines if "rds: NACKED" in line)
         assert local_node("bad").id in detail
         assert ROUTE_NAME in detail and "weights rejected" in detail

@@ -83,6 +83,24 @@ async def test_csds_reports_each_proxys_resources_with_ack_and_nack_state(
         assert bad_route.error_state.details == "no thanks"
 
 
+async def test_csds_stream_answers_each_request(control_plane: ControlPlane) -> None:
+    control_plane.apply(MESH)
+    async with AdsConnection(control_plane.target, delta=True) as conn:
+        await connect_all(conn)
+        await conn.expect_nothing(0.1)
+        async with grpc.aio.insecure_channel(control_plane.target) as channel:
+            call = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel).StreamClientStatus()
+            request = csds_pb2.ClientStatusRequest(exclude_resource_contents=True)
+            for _ in range(2):
+                await call.write(request)
+                response = await call.read()
+                (config,) = response.config
+                assert config.node.id == local_node().id
+                assert all(not g.HasField("xds_config") for g in config.generic_xds_configs)
+                assert {g.config_status for g in config.generic_xds_configs} == {csds_pb2.SYNCED}
+            await call.done_writing()
+
+
 async def test_metrics_count_proxies_pushes_nacks_and_convergence(
     control_plane: ControlPlane,
 ) -> None:
