@@ -21,7 +21,12 @@ from controlplane.compile.naming import local_route_name, parse_cluster_name
 from controlplane.compile.proxy import LOCAL, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import build_route_configuration, build_virtual_host, domains_for
-from controlplane.store.dependencies import Token, change_tokens
+from controlplane.store.dependencies import (
+    Token,
+    change_tokens,
+    inherit_indexes,
+    inherit_lookups,
+)
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
 
@@ -73,9 +78,9 @@ class SnapshotCompiler:
         ``changed``: it inherits every build (and the snapshot every index and lookup) the
         change did not touch. Also returns the touched dependency tokens."""
         old = previous.snapshot
-        snapshot.inherit_indexes(old, {k.kind for k in changed})
+        inherit_indexes(snapshot, old, {k.kind for k in changed})
         touched = change_tokens(old, snapshot, changed)
-        snapshot.inherit_lookups(old, touched)
+        inherit_lookups(snapshot, old, touched)
         return cls(snapshot, previous, touched), touched
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:

@@ -143,10 +143,79 @@ def change_tokens(old: Snapshot, new: Snapshot, keys: Iterable[ResourceKey]) -> 
         out.add(key_token(key))
         out.add(namespace_token(key.kind, key.namespace))
         for snapshot in (old, new):
-            resource = snapshot.get_untracked(key)
+            resource = snapshot._kind(key.kind).get(key)
             if resource is not None:
                 out.update(_semantic_tokens(snapshot, key, resource))
     return frozenset(out)
+
+
+# Derived indexes of a Snapshot (its cached properties) and the kind each is derived from.
+_INDEXES = {
+    "_services": "Service",
+    "_services_by_namespace": "Service",
+    "_pods_by_namespace": "Pod",
+    "_slices_by_service": "EndpointSlice",
+    "_virtual_services_by_host": "VirtualService",
+    "_destination_rules_by_namespace": "DestinationRule",
+}
+
+
+def inherit_indexes(snapshot: Snapshot, previous: Snapshot, changed_kinds: Iterable[str]) -> None:
+    """Give ``snapshot`` the indexes of ``previous`` whose kinds did not change, instead of
+    recomputing them for every snapshot (they are cached properties: instance attributes)."""
+    kinds = set(changed_kinds)
+    mine, theirs = snapshot.__dict__, previous.__dict__
+    for name, kind in _INDEXES.items():
+        if kind not in kinds and name in theirs and name not in mine:
+            mine[name] = theirs[name]
+
+
+def inherit_lookups(snapshot: Snapshot, previous: Snapshot, touched: frozenset[Token]) -> None:
+    """Give ``snapshot`` the endpoint and DestinationRule lookups of ``previous`` that the
+    change between them (``touched``) left valid."""
+    mine, theirs = snapshot.__dict__, previous.__dict__
+    if "_endpoints" in theirs and "_endpoints" not in mine:
+        mine["_endpoints"] = {
+            host: found
+            for host, found in theirs["_endpoints"].items()
+            if endpoints_token(host) not in touched
+        }
+    if "_merged_rules" in theirs and "_merged_rules" not in mine:
+        if destination_rules_token(WILDCARD_HOST) in touched:
+            mine["_merged_rules"] = {}
+        else:
+            mine["_merged_rules"] = {
+                key: rule
+                for key, rule in theirs["_merged_rules"].items()
+                if destination_rules_token(key[0]) not in touched
+                and service_token(key[0]) not in touched
+            }
+
+
+def _services_in(snapshot: Snapshot, namespace: str) -> tuple[Any, ...]:
+    index = snapshot.__dict__.get("_services_by_namespace")
+    if index is None:
+        grouped: dict[str, list[Any]] = {}
+        for service in snapshot._services.values():
+            grouped.setdefault(service.namespace, []).append(service)
+        index = snapshot.__dict__["_services_by_namespace"] = {
+            ns: tuple(v) for ns, v in grouped.items()
+        }
+    return tuple(index.get(namespace, ()))
+
+
+def _slice_owners_of_pod(snapshot: Snapshot, namespace: str, pod_name: str) -> set[str]:
+    """Names of the services whose EndpointSlices reference ``pod_name``."""
+    owners: set[str] = set()
+    for (ns, owner), slices in snapshot._slices_by_service.items():
+        if ns != namespace:
+            continue
+        for eps in slices:
+            if any(
+                ep.target_ref is not None and ep.target_ref.name == pod_name for ep in eps.endpoints
+            ):
+                owners.add(owner)
+    return owners
 
 
 def _semantic_tokens(snapshot: Snapshot, key: ResourceKey, resource: Any) -> Iterable[Token]:
@@ -157,11 +226,11 @@ def _semantic_tokens(snapshot: Snapshot, key: ResourceKey, resource: Any) -> Ite
         yield endpoints_token(host)
     elif kind == "Pod":
         labels = resource.metadata.labels
-        for service in snapshot.services_in_untracked(key.namespace):
+        for service in _services_in(snapshot, key.namespace):
             if service.selector and selects(service.selector, labels):
                 yield endpoints_token(service.hostname)
         # EndpointSlices take labels from the Pods they reference by name.
-        for owner in snapshot.slice_owners_of_pod(key.namespace, key.name):
+        for owner in _slice_owners_of_pod(snapshot, key.namespace, key.name):
             yield endpoints_token(fqdn(owner, key.namespace))
     elif kind == "EndpointSlice":
         owner = resource.metadata.labels.get("kubernetes.io/service-name")
