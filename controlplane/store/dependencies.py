@@ -117,8 +117,10 @@ class Tracker:
             recorder.tokens.update(tokens)
 
     def consumed(self, family: object) -> None:
-        """A build of ``family`` was found in the memo: the caller's reads so far went to it."""
-        (self.stack[-1] if self.stack else self.top).inputs_for(family)
+        """A build of ``family`` was found in the memo: the caller's reads so far went to it
+        (only the mark moves: no copy of the reads, this runs for every memo hit)."""
+        caller = self.stack[-1] if self.stack else self.top
+        caller.consumed[family] = len(caller.reads)
 
     def forget(self) -> None:
         """End the top-level scope (reads before this are no build's dependency)."""
