@@ -192,7 +192,8 @@ class Hub:
                 self._pending_first = now
                 self._pending_seen_at = change.at
             self._pending = snapshot
-            self._pending_keys |= change.changed
+            # Statuses count too: a compile may read them (a refused policy fails closed).
+            self._pending_keys |= change.changed | change.status_changed
             self._pending_last = now
         loop = self._loop
         if loop is None:
