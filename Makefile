@@ -27,8 +27,12 @@ crds: venv
 	$(PY) -m controlplane crds --output-dir crds
 	$(PY) -m controlplane crds --output-dir manifests/crds --webhooks manifests/webhooks.yaml
 
+# Long (tens of minutes) but bounded; BENCH_ARGS selects, e.g. BENCH_ARGS="--n 1000 --scenarios storm,canary"
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: venv
-	$(PY) -m ruff check controlplane tests
+	$(PY) -m ruff check controlplane tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--require-token", action="store_true", help="refuse proxies without one")
     serve.add_argument("--token-audience", default="controlplane-xds")
     serve.add_argument("--xds-tls", action="store_true", help="serve xDS over TLS (mesh root)")
+    serve.add_argument(
+        "--endpoint-max-delay",
+        type=float,
+        default=1.0,
+        help="longest a push of endpoint changes alone may wait (s)",
+    )
 
     boot = commands.add_parser("bootstrap", help="print the Envoy bootstrap YAML for one sidecar")
     boot.add_argument("--node-id", required=True)
@@ -103,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
     redirect.add_argument("--exclude-inbound-ports", default="", help="comma-separated ports")
     redirect.add_argument("--exclude-outbound-ports", default="", help="comma-separated ports")
     redirect.add_argument("--dry-run", action="store_true", help="print the rules, change nothing")
+
+    status = commands.add_parser(
+        "proxy-status", help="every connected proxy and whether it is in sync, per type"
+    )
+    status.add_argument(
+        "--debug-address", default="127.0.0.1:15014", help="the control plane's debug port"
+    )
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+    config = commands.add_parser("proxy-config", help="print what one proxy was sent")
+    config.add_argument("node_id", metavar="NODE", help="the proxy's node id")
+    config.add_argument(
+        "--type", choices=("clusters", "listeners", "routes", "endpoints", "secrets")
+    )
+    config.add_argument("--debug-address", default="127.0.0.1:15014")
+    config.add_argument("-o", "--output", choices=("json", "yaml"), default="json")
 
     demo = commands.add_parser("demo", help="run the canary demo with a real Envoy")
     demo.add_argument("--requests", type=int, default=400, help="requests per step")
@@ -227,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                     require_token=args.require_token,
                     token_audience=args.token_audience,
                     xds_tls=args.xds_tls,
+                    endpoint_max_delay=args.endpoint_max_delay,
                 )
             )
         except KeyboardInterrupt:
@@ -289,6 +312,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"controlplane redirect: {exc}", file=sys.stderr)
             return 2
         return run_redirect(config, args.dry_run)
+    if args.command in ("proxy-status", "proxy-config"):
+        from controlplane.cli.proxy_status import (
+            ControlPlaneUnreachable,
+            proxy_config,
+            proxy_status,
+        )
+
+        try:
+            if args.command == "proxy-status":
+                return proxy_status(args.debug_address, args.output)
+            return proxy_config(args.debug_address, args.node_id, args.type, args.output)
+        except ControlPlaneUnreachable as exc:
+            print(f"controlplane {args.command}: {exc}", file=sys.stderr)
+            return 1
     if args.command == "demo":
         from controlplane.cli.demo import run_demo
 

@@ -62,6 +62,7 @@ async def serve(
     require_token: bool = False,
     token_audience: str = "controlplane-xds",
     xds_tls: bool = False,
+    endpoint_max_delay: float = 1.0,
 ) -> None:
     if not config_dir.is_dir():
         raise SystemExit(f"controlplane serve: {config_dir} is not a directory")
@@ -69,7 +70,9 @@ async def serve(
     ContextIssueLogger(store)
     source = FileSource(config_dir, store)
     source.scan()
-    hub = Hub(store, debounce=debounce, max_delay=max_delay)
+    hub = Hub(
+        store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay
+    )
     xds = XdsServer(hub)
     debug = DebugServer(hub)
     security = None

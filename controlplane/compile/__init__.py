@@ -7,10 +7,12 @@ an identical resource share one ``CompiledResource`` (one message, one serializa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
+
+from envoy.config.route.v3 import route_components_pb2 as rc
 
 from controlplane.api.issues import ResourceKey
 from controlplane.compile import cluster_policy
@@ -53,6 +55,12 @@ from controlplane.compile.routes import (
 )
 from controlplane.compile.tcp import outbound_tcp_chains
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
+from controlplane.store.dependencies import (
+    Token,
+    change_tokens,
+    inherit_indexes,
+    inherit_lookups,
+)
 from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
 
@@ -70,9 +78,23 @@ class ProxyResources:
 
 
 class SnapshotCompiler:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        previous: SnapshotCompiler | None = None,
+        touched: Collection[Token] | None = None,
+    ) -> None:
+        """With ``previous`` and the ``touched`` tokens of the change from its snapshot to
+        this one, every memoized build whose recorded dependencies the change did not touch
+        is inherited instead of rebuilt (see ``_cached``)."""
         self.snapshot = snapshot
-        self._memo: dict[Hashable, object] = {}
+        self._memo: dict[Hashable, tuple[object, frozenset[Token]]] = {}
+        self.builds = 0  # memo misses: how much this compiler actually built
+        if previous is not None and touched is not None:
+            hit = frozenset(touched)
+            self._memo = {
+                k: entry for k, entry in previous._memo.items() if entry[1].isdisjoint(hit)
+            }
         self._uses_source_labels = any(
             m.source_labels
             for vs in snapshot.of_kind("VirtualService").values()
@@ -80,13 +102,51 @@ class SnapshotCompiler:
             for route in section
             for m in route.match
         )
+        # That read shapes memo keys, not values: it is no build's dependency.
+        snapshot.forget_reads()
+
+    @classmethod
+    def following(
+        cls, previous: SnapshotCompiler, snapshot: Snapshot, changed: Collection[ResourceKey]
+    ) -> tuple[SnapshotCompiler, frozenset[Token]]:
+        """The compiler for ``snapshot``, which differs from ``previous``'s by the keys
+        ``changed``: it inherits every build (and the snapshot every index and lookup) the
+        change did not touch. Also returns the touched dependency tokens."""
+        old = previous.snapshot
+        inherit_indexes(snapshot, old, {k.kind for k in changed})
+        touched = change_tokens(old, snapshot, changed)
+        inherit_lookups(snapshot, old, touched)
+        return cls(snapshot, previous, touched), touched
 
     def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
-        found = self._memo.get(key)
-        if found is None:
-            found = build()
-            self._memo[key] = found
-        return found
+        """The value built for ``key``, building it once per snapshot (or not at all, when a
+        previous compiler's value is still valid).
+
+        A build's dependencies are recorded automatically: every snapshot accessor it reads
+        (directly or through nested cached builds), plus what its caller read directly since
+        its previous build of the same family (``key[0]``): inputs it may pass into the
+        build. A value taken from another cached build and passed in must be part of ``key``.
+        """
+        snapshot = self.snapshot
+        family = key[0] if isinstance(key, tuple) and key else key
+        entry = self._memo.get(key)
+        if entry is None:
+            recorder = snapshot.start_recording(family)
+            try:
+                value = build()
+            finally:
+                snapshot.stop_recording(recorder)
+            entry = (value, frozenset(recorder.tokens))
+            self._memo[key] = entry
+            self.builds += 1
+            snapshot.depends_on(entry[1])
+        else:
+            snapshot.reused(family, entry[1])
+        return entry[0]
+
+    def memo_dependencies(self) -> Mapping[Hashable, frozenset[Token]]:
+        """Memo key -> the dependency tokens recorded for it (for tests and debugging)."""
+        return {k: entry[1] for k, entry in self._memo.items()}
 
     def _message(self, key: Hashable, factory: Callable[[], Any]) -> CompiledResource:
         """A named Envoy message built by ``factory`` (from ``key`` alone), memoized."""
@@ -255,6 +315,23 @@ class SnapshotCompiler:
 
         return self._cached(("lds-local", port), build)  # type: ignore[return-value]
 
+    def _virtual_host(
+        self,
+        service: MeshService,
+        port: int,
+        proxy: Proxy,
+        domains: list[str],
+        labels: tuple[tuple[str, str], ...],
+    ) -> rc.VirtualHost:
+        # One virtual host changes when one VirtualService does: memoized apart from the
+        # route configuration so that a change rebuilds one host, not all of them.
+        key = ("vhost", service.hostname, port, proxy.namespace, labels, tuple(domains))
+
+        def build() -> rc.VirtualHost:
+            return build_virtual_host(self.snapshot, service, port, proxy, domains)
+
+        return self._cached(key, build)  # type: ignore[return-value]
+
     def _local_routes(self, proxy: Proxy) -> CompiledResource:
         port = proxy.local_outbound_port
         assert port is not None
@@ -269,9 +346,7 @@ class SnapshotCompiler:
                     domains = domains_for(
                         service, sport.port, proxy.namespace, with_bare_names=i == 0
                     )
-                    hosts.append(
-                        build_virtual_host(self.snapshot, service, sport.port, proxy, domains)
-                    )
+                    hosts.append(self._virtual_host(service, sport.port, proxy, domains, labels))
             config = build_route_configuration(local_route_name(port), hosts)
             return CompiledResource(config.name, config)
 

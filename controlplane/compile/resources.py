@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -37,7 +38,7 @@ def to_any(message: Message) -> any_pb2.Any:
 class CompiledResource:
     """One named xDS resource. Serialization and hashing happen once, on first use."""
 
-    __slots__ = ("name", "type_url", "message", "_value", "_version", "_any")
+    __slots__ = ("name", "type_url", "message", "_value", "_version", "_sotw", "_delta")
 
     def __init__(self, name: str, message: Message) -> None:
         self.name = name
@@ -45,7 +46,8 @@ class CompiledResource:
         self.message = message
         self._value: bytes | None = None
         self._version: str | None = None
-        self._any: any_pb2.Any | None = None
+        self._sotw: bytes | None = None
+        self._delta: bytes | None = None
 
     @property
     def value(self) -> bytes:
@@ -62,9 +64,38 @@ class CompiledResource:
 
     @property
     def any(self) -> any_pb2.Any:
-        if self._any is None:
-            self._any = any_pb2.Any(type_url=self.type_url, value=self.value)
-        return self._any
+        # Not kept: the encoded entries below are what pushes use, so a second copy of the
+        # bytes inside a message would only cost memory.
+        return any_pb2.Any(type_url=self.type_url, value=self.value)
+
+    @property
+    def delta_resource(self) -> discovery_pb2.Resource:
+        """The Delta xDS envelope (name, version, resource)."""
+        return discovery_pb2.Resource(name=self.name, version=self.version, resource=self.any)
+
+    @property
+    def sotw_entry(self) -> bytes:
+        """This resource as one encoded entry of DiscoveryResponse.resources, built once and
+        joined into the responses of every proxy that gets it."""
+        if self._sotw is None:
+            self._sotw = discovery_pb2.DiscoveryResponse(resources=[self.any]).SerializeToString(
+                deterministic=True
+            )
+        return self._sotw
+
+    @property
+    def delta_entry(self) -> bytes:
+        """This resource as one encoded entry of DeltaDiscoveryResponse.resources."""
+        if self._delta is None:
+            self._delta = discovery_pb2.DeltaDiscoveryResponse(
+                resources=[self.delta_resource]
+            ).SerializeToString(deterministic=True)
+        return self._delta
+
+    @property
+    def size(self) -> int:
+        """Serialized size in bytes."""
+        return len(self.value)
 
     def __repr__(self) -> str:
         return f"CompiledResource({self.type_url.rsplit('.', 1)[-1]} {self.name!r} {self.version})"

@@ -17,6 +17,7 @@ from typing import Any
 from controlplane.api.issues import Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
+from controlplane.store import dependencies as deps
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -98,14 +99,47 @@ class Snapshot:
     resources: Mapping[str, Mapping[ResourceKey, Any]]
     status: Mapping[ResourceKey, ResourceStatus] = field(default_factory=dict)
     origins: Mapping[ResourceKey, str] = field(default_factory=dict)
+    # Records which accessors a compile build reads (see store/dependencies.py). Accessors
+    # record a token; internal helpers use the untracked ``_kind`` so they record nothing.
+    _tracker: deps.Tracker = field(
+        default_factory=deps.Tracker, init=False, repr=False, compare=False
+    )
+
+    # ---- dependency recording -------------------------------------------------------------
+
+    def start_recording(self, family: object = None) -> deps.Recorder:
+        """Begin recording what a build of ``family`` reads, nested in any recording already
+        active (see store/dependencies.py for what the caller's reads contribute)."""
+        return self._tracker.push(family)
+
+    def reused(self, family: object, tokens: Iterable[deps.Token]) -> None:
+        """A memoized build of ``family`` with dependencies ``tokens`` was reused."""
+        self._tracker.consumed(family)
+        self._tracker.read_all(tokens)
+
+    def stop_recording(self, recorder: deps.Recorder) -> None:
+        self._tracker.pop(recorder)
+
+    def depends_on(self, tokens: Iterable[deps.Token]) -> None:
+        """Count ``tokens`` (a nested build's) as read by every active recording."""
+        self._tracker.read_all(tokens)
+
+    def forget_reads(self) -> None:
+        """Reads made outside any recording so far are no later build's dependency."""
+        self._tracker.forget()
+
+    def _kind(self, kind: str) -> Mapping[ResourceKey, Any]:
+        return self.resources.get(kind, MappingProxyType({}))
 
     # ---- raw access ---------------------------------------------------------------------
 
     def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]:
-        return self.resources.get(kind, MappingProxyType({}))
+        self._tracker.read(deps.kind_token(kind))
+        return self._kind(kind)
 
     def get(self, key: ResourceKey) -> Any | None:
-        return self.of_kind(key.kind).get(key)
+        self._tracker.read(deps.key_token(key))
+        return self._kind(key.kind).get(key)
 
     def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
         """Resources of ``kind`` whose latest version was refused and that have no good
@@ -120,12 +154,17 @@ class Snapshot:
 
     # ---- services and endpoints -----------------------------------------------------------
 
-    @cached_property
+    @property
     def services(self) -> Mapping[str, MeshService]:
         """hostname -> service."""
+        self._tracker.read(deps.kind_token("Service"))
+        return self._services
+
+    @cached_property
+    def _services(self) -> Mapping[str, MeshService]:
         out: dict[str, MeshService] = {}
         svc: Service
-        for svc in self.of_kind("Service").values():
+        for svc in self._kind("Service").values():
             ms = mesh_service(svc)
             out[ms.hostname] = ms
         return out
@@ -134,11 +173,12 @@ class Snapshot:
     def _pods_by_namespace(self) -> Mapping[str, tuple[Pod, ...]]:
         out: dict[str, list[Pod]] = defaultdict(list)
         pod: Pod
-        for pod in self.of_kind("Pod").values():
+        for pod in self._kind("Pod").values():
             out[pod.metadata.namespace].append(pod)
         return {ns: tuple(sorted(p, key=lambda x: x.metadata.name)) for ns, p in out.items()}
 
     def pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        self._tracker.read(deps.namespace_token("Pod", namespace))
         return self._pods_by_namespace.get(namespace, ())
 
     @cached_property
@@ -166,7 +206,7 @@ class Snapshot:
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         eps: EndpointSlice
-        for eps in self.of_kind("EndpointSlice").values():
+        for eps in self._kind("EndpointSlice").values():
             owner = eps.metadata.labels.get("kubernetes.io/service-name")
             if owner:
                 out[(eps.metadata.namespace, owner)].append(eps)
@@ -178,16 +218,21 @@ class Snapshot:
 
     def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]:
         """Every endpoint of every port of a service (computed once per snapshot)."""
+        self._tracker.read(deps.endpoints_token(hostname))
+        return self._endpoints_of(hostname)
+
+    def _endpoints_of(self, hostname: str) -> tuple[MeshEndpoint, ...]:
         cache = self._endpoints
         found = cache.get(hostname)
         if found is None:
-            service = self.services.get(hostname)
+            service = self._services.get(hostname)
             if service is None:
                 found = ()
             else:
                 slices = self._slices_by_service.get((service.namespace, service.name))
                 if slices:
-                    pods = {p.metadata.name: p for p in self.pods_in(service.namespace)}
+                    in_namespace = self._pods_by_namespace.get(service.namespace, ())
+                    pods = {p.metadata.name: p for p in in_namespace}
                     found = endpoints_from_slices(service, slices, pods)
                 else:
                     found = endpoints_from_pods(service, self._pods_selected(service))
@@ -198,21 +243,22 @@ class Snapshot:
     def _targets_by_address(self) -> Mapping[str, tuple[tuple[MeshService, MeshEndpoint], ...]]:
         out: dict[str, list[tuple[MeshService, MeshEndpoint]]] = defaultdict(list)
         svc: Service
-        for svc in sorted(self.of_kind("Service").values(), key=created):
+        for svc in sorted(self._kind("Service").values(), key=created):
             service = mesh_service(svc)
-            for ep in self.endpoints(service.hostname):
+            for ep in self._endpoints_of(service.hostname):
                 out[ep.address].append((service, ep))
         return {address: tuple(v) for address, v in out.items()}
 
     def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:
         """The (service, endpoint) pairs served at ``address``: what a workload with that IP
         must accept inbound. Oldest Service first: it decides a port two Services share."""
+        self._tracker.read(deps.targets_token(address), deps.targets_token(deps.ANY_ADDRESS))
         return self._targets_by_address.get(address, ())
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
-        ns: Namespace | None = self.of_kind("Namespace").get(
-            ResourceKey("Namespace", "", namespace)
-        )
+        key = ResourceKey("Namespace", "", namespace)
+        self._tracker.read(deps.key_token(key))
+        ns: Namespace | None = self._kind("Namespace").get(key)
         return ns.metadata.labels if ns else {}
 
     # ---- VirtualServices ------------------------------------------------------------------
@@ -221,7 +267,7 @@ class Snapshot:
     def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
         out: dict[str, list[VirtualService]] = defaultdict(list)
         vs: VirtualService
-        for vs in sorted(self.of_kind("VirtualService").values(), key=created):
+        for vs in sorted(self._kind("VirtualService").values(), key=created):
             for host in vs.spec.hosts:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
@@ -236,6 +282,9 @@ class Snapshot:
         (``exportTo: ["."]``) first, then those exported to it by name, then public ones;
         oldest first within each group. Exact host matches come before wildcard ones.
         """
+        self._tracker.read(
+            deps.virtual_services_token(hostname), deps.virtual_services_token(deps.WILDCARD_HOST)
+        )
         index = self._virtual_services_by_host
         exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
         if exact:
@@ -256,6 +305,7 @@ class Snapshot:
     def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
         """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
         oldest first, whatever their exportTo (for conflict reports)."""
+        self._tracker.read(deps.virtual_services_token(hostname))
         return tuple(
             vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
         )
@@ -272,7 +322,7 @@ class Snapshot:
     def _destination_rules_by_namespace(self) -> Mapping[str, tuple[DestinationRule, ...]]:
         out: dict[str, list[DestinationRule]] = defaultdict(list)
         dr: DestinationRule
-        for dr in sorted(self.of_kind("DestinationRule").values(), key=created):
+        for dr in sorted(self._kind("DestinationRule").values(), key=created):
             out[dr.metadata.namespace].append(dr)
         return {ns: tuple(v) for ns, v in out.items()}
 
@@ -289,11 +339,16 @@ class Snapshot:
         wins, and several rules for that host merge (subsets unioned, the first traffic
         policy kept).
         """
+        self._tracker.read(
+            deps.destination_rules_token(hostname),
+            deps.destination_rules_token(deps.WILDCARD_HOST),
+            deps.service_token(hostname),
+        )
         cache = self._merged_rules
         key = (hostname, client_namespace)
         if key in cache:
             return cache[key]
-        service = self.services.get(hostname)
+        service = self._services.get(hostname)
         order = [client_namespace]
         if service is not None and service.namespace not in order:
             order.append(service.namespace)

@@ -1,4 +1,5 @@
-"""The debug HTTP port: health, readiness, what every proxy was sent and ACKed."""
+"""The debug HTTP port: health, readiness, Prometheus metrics, what every proxy was sent and
+ACKed (read by ``controlplane proxy-status`` and ``proxy-config``)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class DebugServer:
             [
                 web.get("/healthz", self._healthz),
                 web.get("/ready", self._ready),
+                web.get("/metrics", self._metrics),
+                web.get("/debug/push_status", self._push_status),
                 web.get("/debug/syncz", self._syncz),
                 web.get("/debug/config_dump", self._config_dump),
                 web.get("/debug/status", self._status),
@@ -62,9 +65,27 @@ class DebugServer:
         return web.Response(text="ok\n")
 
     async def _ready(self, request: web.Request) -> web.Response:
-        if self.ready():
+        """Ready once the sources have loaded (``ready``) and the xDS side is running."""
+        if self.ready() and self.hub.running:
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.hub.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def _push_status(self, request: web.Request) -> web.Response:
+        """What the last publish did: keys changed, builds inherited, streams woken."""
+        return _json(
+            {
+                "last_publish": self.hub.last_publish,
+                "queued": self.hub.queued,
+                "pushes": self.hub.pushes,
+                "connected": len(self.hub.streams),
+            }
+        )
 
     async def _syncz(self, request: web.Request) -> web.Response:
         return _json(
@@ -101,11 +122,11 @@ class DebugServer:
         out: dict[str, Any] = {}
         for type_url in types:
             state = stream.states.get(type_url)
-            sent = state.sent_resources if state is not None else {}
+            sent = state.sent_view if state is not None else {}
             out[SHORT_NAMES[type_url]] = [
                 redacted(sent[name].message)  # type: ignore[arg-type]
                 if type_url == SECRET
                 else json_format.MessageToDict(sent[name].message)
                 for name in sorted(sent)
             ]
-        return _json({"node_id": node, "resources": out})
+        return _json({"node_id": node, "protocol": stream.protocol, "resources": out})

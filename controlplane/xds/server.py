@@ -1,4 +1,4 @@
-"""The gRPC server: ADS (and, as they are added, the other discovery services)."""
+"""The gRPC server: ADS in both variants (State of the World and Delta) and CSDS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.status.v3 import csds_pb2_grpc
 
+from controlplane.xds.csds import ClientStatusService
+from controlplane.xds.delta import DeltaStream
 from controlplane.xds.hub import Hub, StreamInfo
 from controlplane.xds.sotw import SotwStream
 
@@ -30,10 +33,39 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
     async def StreamAggregatedResources(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = SotwStream(self.hub, stream_info(context))
-        async for response in stream.run(request_iterator):
-            yield response
+    ) -> None:
+        await SotwStream(self.hub, stream_info(context), context).run(request_iterator)
+
+    async def DeltaAggregatedResources(  # noqa: N802 (gRPC's name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> None:
+        await DeltaStream(self.hub, stream_info(context), context).run(request_iterator)
+
+
+def _pass_bytes(response: Any) -> bytes:
+    """Responses arrive already encoded (xds/wire.py); messages are serialized as usual."""
+    if isinstance(response, bytes):
+        return response
+    return bytes(response.SerializeToString())
+
+
+def _ads_handler(servicer: AggregatedDiscoveryService) -> grpc.GenericRpcHandler:
+    """ADS with its usual request decoding and a response encoder that sends bytes as is."""
+    return grpc.method_handlers_generic_handler(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.StreamAggregatedResources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_pass_bytes,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                servicer.DeltaAggregatedResources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_pass_bytes,
+            ),
+        },
+    )
 
 
 class XdsServer:
@@ -47,10 +79,16 @@ class XdsServer:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Requests are small: growing receive windows and read buffers per connection
+                # (BDP probing) only costs memory, about 20 KB per connected proxy.
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.experimental.tcp_read_chunk_size", 8192),
+                ("grpc.experimental.tcp_max_read_chunk_size", 16384),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AggregatedDiscoveryService(hub), self.server
+        self.server.add_generic_rpc_handlers((_ads_handler(AggregatedDiscoveryService(hub)),))
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            ClientStatusService(hub), self.server
         )
         self.port = 0
 

@@ -1,119 +1,32 @@
 """State-of-the-World ADS: one stream per proxy, every type multiplexed on it.
 
-A reader task consumes requests (subscriptions, ACKs, NACKs); the stream's own generator
-writes responses. Nothing is queued per change: when woken, the writer compares what the
-proxy should have with what it was last sent, per type, and sends only the types whose
-version moved. A proxy that stops reading therefore holds up only its own stream, and gets
-the newest state when it drains.
+Listeners and clusters are sent whole (the proxy deletes what a response leaves out). For
+the other types (routes, endpoints, secrets) Envoy updates only the resources a response
+contains, so after the first response only the resources whose version moved are sent:
+an endpoint change sends one ClusterLoadAssignment, not all of them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf import json_format
 
-from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
-from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER
-from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
-from controlplane.xds.state import Nack, TypeState, set_version, short
+from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.xds import wire
+from controlplane.xds.state import Nack, Pending, TypeState
+from controlplane.xds.stream import KNOWN_TYPES, BaseStream, proxy_from_request_node
 
 log = logging.getLogger("controlplane.xds")
-_stream_ids = itertools.count(1)
-KNOWN_TYPES = frozenset(PUSH_ORDER)
+
+__all__ = ["SotwStream", "proxy_from_request_node"]
 
 
-def proxy_from_request_node(node: Any) -> Proxy:
-    metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-    locality = ""
-    if node.HasField("locality"):
-        locality = "/".join(x for x in (node.locality.region, node.locality.zone) if x)
-    return proxy_from_node(node.id, metadata, locality)
-
-
-class SotwStream:
+class SotwStream(BaseStream):
     protocol = "sotw"
 
-    def __init__(self, hub: Hub, info: StreamInfo) -> None:
-        self.hub = hub
-        self.id = f"{next(_stream_ids)}"
-        self.info = info
-        self.peer = info.peer
-        self.proxy: Proxy | None = None
-        self.connected_at = time.time()
-        self.states: dict[str, TypeState] = {}
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._nonces = itertools.count(1)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    # ---- the stream ---------------------------------------------------------------------
-
-    async def run(
-        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        reader = asyncio.create_task(self._read(requests), name=f"xds-read-{self.id}")
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if self._closed:
-                    break
-                if self.proxy is None:
-                    continue
-                async with self.hub.push_slots:
-                    try:
-                        responses = self._responses()
-                    except Exception:
-                        # A compiler bug must not cut the proxy off: it keeps its last
-                        # config and gets the next snapshot.
-                        log.exception("compiling for proxy %s failed", self.node_id)
-                        continue
-                for response in responses:
-                    yield response
-        finally:
-            reader.cancel()
-            self.hub.unregister(self)
-
-    async def _read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
-        try:
-            async for request in requests:
-                if self.proxy is None:
-                    if not request.node.id:
-                        log.warning(
-                            "stream %s from %s: first request has no node id; closing",
-                            self.id,
-                            self.peer,
-                        )
-                        break
-                    try:
-                        claimed = proxy_from_request_node(request.node)
-                        self.proxy = self.hub.authenticator(claimed, self.info)
-                    except (InvalidNode, IdentityRejected) as exc:
-                        log.warning("stream %s from %s: %s; closing", self.id, self.peer, exc)
-                        break
-                    self.hub.register(self)
-                    log.info("proxy %s connected (sotw, %s)", self.proxy.node_id, self.peer)
-                if self._handle(request):
-                    self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a broken client must not take the server down
-            log.debug("stream %s: read ended: %s", self.id, exc)
-        finally:
-            self._closed = True
-            self._wake.set()
-
-    def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:
-        """Update state from one request; return True when something must be sent."""
+    def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:  # type: ignore[override]
         type_url = request.type_url
         if type_url not in KNOWN_TYPES:
             log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
@@ -124,84 +37,87 @@ class SotwStream:
         nonce = request.response_nonce
         if not nonce:
             state.subscribe(request.resource_names, initial=True)
+            state.names = self.hub.canonical_names(state.names)
             state.force = True
             return True
         if nonce != state.sent_nonce:
-            return False  # a reply to an older response: the newer one is on its way
+            # A reply to an older response: the newer one is on its way. An ACK of it still
+            # says which version the proxy runs.
+            older = state.pending.pop(nonce, None)
+            if older is not None and not request.HasField("error_detail"):
+                self._acked(state, older.version, older.change_seen_at)
+            return False
+        pending = state.pending.pop(nonce, None)
         if request.HasField("error_detail"):
-            state.nack = Nack(
-                version=state.sent_version,
-                nonce=nonce,
-                message=request.error_detail.message,
-                at=time.time(),
-                resource_names=tuple(state.sent_resources),
-            )
-            log.error(
-                "NACK from proxy %s for %s version %s (resources: %s): %s",
-                self.node_id,
-                short(type_url),
-                state.sent_version,
-                ", ".join(sorted(state.sent_resources)) or "none",
-                request.error_detail.message,
-            )
-        else:
-            state.acked_version = request.version_info
-            state.acked_at = time.time()
-        return state.subscribe(request.resource_names, initial=False)
+            if pending is not None:
+                self._nacked(state, nonce, request.error_detail.message)
+        elif pending is not None:
+            self._acked(state, request.version_info or pending.version, pending.change_seen_at)
+        if state.subscribe(request.resource_names, initial=False):
+            state.names = self.hub.canonical_names(state.names)
+            return True
+        return False
 
-    def _responses(self) -> list[discovery_pb2.DiscoveryResponse]:
-        assert self.proxy is not None
-        resources = self.hub.resources_for(self.proxy)
-        out: list[discovery_pb2.DiscoveryResponse] = []
+    def _nacked(self, state: TypeState, nonce: str, message: str) -> None:
+        nack = Nack(
+            version=state.sent_version,
+            nonce=nonce,
+            message=message,
+            at=time.time(),
+            resource_names=tuple(state.sent_view),
+        )
+        self._report_nack(state, nack)
+
+    def _responses(self) -> list[bytes]:
+        resources = self._current_resources()
+        views = self.hub.views
+        out: list[bytes] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            selected = state.select(resources.of(type_url))
-            version = set_version(selected)
-            if version == state.sent_version and not state.force:
+            view = views.view(resources.of(type_url), state.wildcard, state.names)
+            urgent = state.force or bool(state.force_names)
+            if view is state.sent_view and not urgent:
                 continue
-            changed = {r.name: r.version for r in selected} != {
-                n: r.version for n, r in state.sent_resources.items()
-            }
-            nonce = str(next(self._nonces))
-            out.append(
-                discovery_pb2.DiscoveryResponse(
-                    version_info=version,
-                    resources=[r.any for r in selected],
-                    type_url=type_url,
-                    nonce=nonce,
-                )
-            )
+            version = views.version(view)
+            if version == state.sent_version and not urgent:
+                state.sent_view = view
+                continue
+            first = not state.sent_version
+            if state.force or first or type_url in WILDCARD_TYPES:
+                names = list(view)
+            else:
+                diff = views.diff(state.sent_view, view)
+                extra = [n for n in state.force_names if n in view and n not in diff.changed]
+                names = sorted([*diff.changed, *extra])
+            if type_url == CLUSTER and not first:
+                # Envoy re-warms a changed cluster and waits for its endpoints again.
+                eds = self.states.get(ENDPOINT)
+                if eds is not None and eds.subscribed:
+                    changed = views.diff(state.sent_view, view).changed
+                    eds.force_names.update(n for n in changed if n in state.sent_view)
+            if not names and not state.force and not first:
+                # Only removals, which SotW does not signal for these types: the proxy
+                # drops them when their cluster or listener goes.
+                if state.acked_version == state.sent_version:
+                    state.acked_version = version
+                state.sent_version, state.sent_view = version, view
+                state.force_names.clear()
+                continue
+            selected = [view[n] for n in names]
+            nonce = self.next_nonce()
+            out.append(wire.sotw_response(version, type_url, nonce, selected))
+            change_seen_at = self._change_seen_at()
+            state.pending[nonce] = Pending(version, change_seen_at)
+            while len(state.pending) > 4:
+                del state.pending[next(iter(state.pending))]
             state.sent_version = version
             state.sent_nonce = nonce
             state.sent_at = time.time()
-            state.sent_resources = {r.name: r for r in selected}
-            state.change_seen_at = self.hub.change_seen_at
+            state.sent_view = view
+            state.change_seen_at = change_seen_at
             state.force = False
-            if type_url == CLUSTER and changed:
-                # Envoy re-warms changed clusters and waits for their endpoints again.
-                eds = self.states.get(ENDPOINT)
-                if eds is not None and eds.subscribed:
-                    eds.force = True
-        self.hub.pushes += len(out)
+            state.force_names.clear()
+            self._count(type_url, len(selected), sum(r.size for r in selected))
         return out
-
-    # ---- introspection --------------------------------------------------------------------
-
-    @property
-    def node_id(self) -> str:
-        return self.proxy.node_id if self.proxy else f"<unidentified {self.peer}>"
-
-    def describe(self) -> dict[str, object]:
-        proxy = self.proxy
-        return {
-            "stream": self.id,
-            "protocol": self.protocol,
-            "node_id": self.node_id,
-            "namespace": proxy.namespace if proxy else None,
-            "service_account": proxy.service_account if proxy else None,
-            "peer": self.peer,
-            "connected_at": self.connected_at,
-            "types": {short(t): s.describe() for t, s in self.states.items()},
-        }

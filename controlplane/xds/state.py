@@ -1,14 +1,26 @@
-"""Per-connection, per-type delivery state: what was asked for, sent, ACKed and NACKed."""
+"""Per-connection, per-type delivery state: what was asked for, sent, ACKed and NACKed.
+
+``sent_view`` is the map of resources the proxy was last brought up to. It is usually a
+map shared with every other proxy of the same shape, so a thousand proxies in sync cost one
+map, not a thousand. Delta streams keep the few per-proxy exceptions (a NACKed resource,
+a version declared on reconnect) in ``overrides``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from controlplane.compile.resources import SHORT_NAMES, WILDCARD_TYPES, CompiledResource
+
+# The one empty view every new TypeState starts from: diffs from it are computed once and
+# shared, not once per proxy.
+NOTHING: Mapping[str, CompiledResource] = MappingProxyType({})
 
 
 @dataclass
@@ -21,6 +33,26 @@ class Nack:
 
 
 @dataclass
+class Pending:
+    """A response not yet ACKed: its version, and (Delta) what it carried and what the proxy
+    had before it, by reference to shared views rather than per-proxy copies."""
+
+    version: str
+    change_seen_at: float  # 0 for a response that no configuration change caused
+    names: tuple[str, ...] = ()
+    view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
+    before_view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
+    before_overrides: Mapping[str, str | None] = field(default_factory=dict)
+
+    def prior(self, name: str) -> str | None:
+        """The version of ``name`` the proxy had before this response."""
+        if name in self.before_overrides:
+            return self.before_overrides[name]
+        resource = self.before_view.get(name)
+        return resource.version if resource is not None else None
+
+
+@dataclass
 class TypeState:
     """Delivery state of one resource type on one stream."""
 
@@ -28,19 +60,29 @@ class TypeState:
     subscribed: bool = False  # the proxy asked for this type on this stream
     wildcard: bool = False
     names: frozenset[str] = frozenset()
+    sent_view: Mapping[str, CompiledResource] = field(default_factory=lambda: NOTHING)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_at: float = 0.0
-    sent_resources: dict[str, CompiledResource] = field(default_factory=dict)
     acked_version: str = ""
     acked_at: float = 0.0
     nack: Nack | None = None
-    force: bool = False  # send again even if the version did not change
+    force: bool = False  # send the whole view even if nothing changed
+    force_names: set[str] = field(default_factory=set)  # send these even if unchanged
     change_seen_at: float = 0.0  # when the change behind the last send was seen
+    # Delta only: name -> the version the proxy has, where it differs from sent_view
+    # (None: it has none); name -> a version it rejected (never re-sent).
+    overrides: dict[str, str | None] = field(default_factory=dict)
+    nacked: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)  # nonce -> response
+
+    @property
+    def sent_resources(self) -> Mapping[str, CompiledResource]:
+        return self.sent_view
 
     def subscribe(self, names: Iterable[str], initial: bool) -> bool:
-        """Record the names in a request; return True if the interest changed."""
-        names = frozenset(names)
+        """SotW: record the names in a request; return True if the interest changed."""
+        names = frozenset(sys.intern(n) for n in names)
         wildcard = self.type_url in WILDCARD_TYPES and (not names or "*" in names)
         if initial and not self.subscribed:
             self.subscribed = True
@@ -51,11 +93,12 @@ class TypeState:
             return True
         return False
 
-    def select(self, available: Mapping[str, CompiledResource]) -> list[CompiledResource]:
-        """The resources of this type the proxy should have, in name order."""
-        if self.wildcard:
-            return [available[n] for n in sorted(available)]
-        return [available[n] for n in sorted(self.names) if n in available]
+    def client_version(self, name: str) -> str | None:
+        """The version of ``name`` the proxy holds, as far as the server knows."""
+        if name in self.overrides:
+            return self.overrides[name]
+        resource = self.sent_view.get(name)
+        return resource.version if resource is not None else None
 
     @property
     def synced(self) -> str:
@@ -74,13 +117,16 @@ class TypeState:
             "sent_at": self.sent_at,
             "acked_version": self.acked_version,
             "acked_at": self.acked_at,
-            "resources": len(self.sent_resources),
+            "resources": len(self.sent_view),
         }
+        if not self.wildcard:
+            out["subscribed"] = len(self.names)
         if self.nack is not None:
             out["nack"] = {
                 "version": self.nack.version,
                 "message": self.nack.message,
                 "at": self.nack.at,
+                "resources": list(self.nack.resource_names),
             }
         return out
 

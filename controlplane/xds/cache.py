@@ -1,0 +1,204 @@
+"""What proxies share: one compiled resource set per proxy *shape*, one view per subscription,
+one version per view and one diff per pair of views.
+
+A proxy's shape is the values of the Proxy fields the compiler actually read for it (found by
+compiling once with a proxy that records its attribute reads). Two proxies that agree on
+those fields get the same resources, so the second one costs a dictionary lookup, and a
+change recompiles each affected shape once, not each proxy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompiler
+from controlplane.compile.proxy import Proxy
+from controlplane.store.dependencies import Token
+from controlplane.xds.state import NOTHING, set_version
+
+ResourceMap = Mapping[str, CompiledResource]
+_EMPTY: ResourceMap = NOTHING
+_PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(Proxy))
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable stand-in for a field value (mappings and lists become sorted tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [freeze(v) for v in value]
+        return (
+            tuple(sorted(items, key=repr)) if isinstance(value, set | frozenset) else tuple(items)
+        )
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value  # type: ignore[no-any-return]
+
+
+class _RecordingProxy(Proxy):
+    """A Proxy that remembers which of its fields were read."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _PROXY_FIELDS:
+            object.__getattribute__(self, "_reads").add(name)
+        return object.__getattribute__(self, name)
+
+
+def recording_proxy(proxy: Proxy) -> tuple[Proxy, set[str]]:
+    values = {f.name: getattr(proxy, f.name) for f in dataclasses.fields(proxy)}
+    tracked = _RecordingProxy(**values)
+    reads: set[str] = set()
+    object.__setattr__(tracked, "_reads", reads)
+    return tracked, reads
+
+
+@dataclass
+class Shape:
+    """The resources of every proxy that agrees on ``key``, and what they depended on."""
+
+    key: Hashable
+    resources: ProxyResources
+    dependencies: frozenset[Token]
+    proxies: int = 0  # streams currently using it
+
+
+@dataclass
+class ShapeCache:
+    """Shapes of one snapshot generation."""
+
+    specs: dict[tuple[str, ...], None] = field(default_factory=dict)  # ordered set
+    shapes: dict[Hashable, Shape] = field(default_factory=dict)
+    # Shapes the last change invalidated: their maps are reused where content is unchanged.
+    stale: dict[Hashable, Shape] = field(default_factory=dict)
+    builds: int = 0
+
+    def lookup(self, proxy: Proxy) -> Shape | None:
+        for spec in self.specs:
+            key = (spec, tuple(freeze(getattr(proxy, f)) for f in spec))
+            found = self.shapes.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def build(self, proxy: Proxy, compiler: SnapshotCompiler) -> Shape:
+        """Compile ``proxy`` once, recording the snapshot and proxy fields it reads."""
+        tracked, reads = recording_proxy(proxy)
+        snapshot = compiler.snapshot
+        snapshot.forget_reads()  # reads made before this compile are not its inputs
+        recorder = snapshot.start_recording()
+        try:
+            compiled = compiler.compile(tracked)
+        finally:
+            snapshot.stop_recording(recorder)
+        spec = tuple(sorted(reads))
+        key = (spec, tuple(freeze(getattr(proxy, f)) for f in spec))
+        resources = self._intern(key, compiled)
+        shape = Shape(key, resources, frozenset(recorder.tokens))
+        self.specs[spec] = None
+        self.shapes[key] = shape
+        self.builds += 1
+        return shape
+
+    def _intern(self, key: Hashable, compiled: ProxyResources) -> ProxyResources:
+        """Reuse the previous generation's map of a type whose content did not change, so
+        streams see the very same object and skip that type without comparing."""
+        old = self.stale.pop(key, None)
+        if old is None:
+            return compiled
+        by_type: dict[str, ResourceMap] = {}
+        for type_url, resources in compiled.by_type.items():
+            before = old.resources.of(type_url)
+            if _same_content(before, resources):
+                by_type[type_url] = before
+            else:
+                by_type[type_url] = resources
+        return ProxyResources(by_type)
+
+    def next_generation(self, touched: frozenset[Token] | None) -> ShapeCache:
+        """The cache for the next snapshot: shapes the change did not touch carry over."""
+        nxt = ShapeCache(specs=dict(self.specs))
+        for key, shape in self.shapes.items():
+            if touched is not None and shape.dependencies.isdisjoint(touched):
+                nxt.shapes[key] = shape
+            else:
+                nxt.stale[key] = shape
+        return nxt
+
+
+def _same_content(a: ResourceMap, b: ResourceMap) -> bool:
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    for name, resource in b.items():
+        old = a.get(name)
+        if old is None or (old is not resource and old.version != resource.version):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Diff:
+    changed: tuple[str, ...]  # added or with a new version
+    removed: tuple[str, ...]
+
+
+class ViewCache:
+    """Per-snapshot memo of subscription views, their versions and diffs between them.
+
+    Keys use object identity; the values keep the objects alive, so an id is not reused
+    while its entry exists.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[int, frozenset[str]], tuple[ResourceMap, ResourceMap]] = {}
+        self._versions: dict[int, tuple[ResourceMap, str]] = {}
+        self._diffs: dict[tuple[int, int], tuple[ResourceMap, ResourceMap, Diff]] = {}
+
+    def clear(self) -> None:
+        self._views.clear()
+        self._versions.clear()
+        self._diffs.clear()
+
+    def view(self, available: ResourceMap, wildcard: bool, names: frozenset[str]) -> ResourceMap:
+        """The resources a subscription selects from ``available``, in name order."""
+        if wildcard:
+            return available
+        key = (id(available), names)
+        found = self._views.get(key)
+        if found is not None and found[0] is available:
+            return found[1]
+        selected = {n: available[n] for n in sorted(names) if n in available}
+        view: ResourceMap = selected if selected else _EMPTY
+        self._views[key] = (available, view)
+        return view
+
+    def version(self, view: ResourceMap) -> str:
+        found = self._versions.get(id(view))
+        if found is not None and found[0] is view:
+            return found[1]
+        version = set_version(view[n] for n in sorted(view))
+        self._versions[id(view)] = (view, version)
+        return version
+
+    def diff(self, old: ResourceMap, new: ResourceMap) -> Diff:
+        if old is new:
+            return Diff((), ())
+        key = (id(old), id(new))
+        found = self._diffs.get(key)
+        if found is not None and found[0] is old and found[1] is new:
+            return found[2]
+        changed = []
+        for name, resource in new.items():
+            before = old.get(name)
+            if before is None or (before is not resource and before.version != resource.version):
+                changed.append(name)
+        removed = tuple(n for n in old if n not in new)
+        diff = Diff(tuple(changed), removed)
+        self._diffs[key] = (old, new, diff)
+        return diff

@@ -1,0 +1,178 @@
+"""Delta (incremental) ADS: per-resource versions, only changes on the wire.
+
+Per type the server knows which version of each resource the proxy holds: the shared view
+it was last brought up to (``TypeState.sent_view``) plus per-proxy exceptions
+(``overrides``: declared in ``initial_resource_versions`` on reconnect, or kept after a
+NACK). A push sends the resources whose version differs and names the deleted ones in
+``removed_resources``. A rejected version is remembered and not offered again until the
+resource changes.
+
+Subscriptions: the first request of Listener or Cluster with no names (or ``*``) is a
+wildcard subscription; other names are added by ``resource_names_subscribe`` and dropped by
+``resource_names_unsubscribe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.xds import wire
+from controlplane.xds.state import Nack, Pending, TypeState
+from controlplane.xds.stream import KNOWN_TYPES, BaseStream
+
+log = logging.getLogger("controlplane.xds")
+_MAX_PENDING = 32
+
+
+class DeltaStream(BaseStream):
+    protocol = "delta"
+
+    def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> bool:  # type: ignore[override]
+        type_url = request.type_url
+        if type_url not in KNOWN_TYPES:
+            log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
+            return False
+        state = self.states.get(type_url)
+        first = state is None
+        if state is None:
+            state = self.states[type_url] = TypeState(type_url)
+        if request.response_nonce:
+            pending = state.pending.pop(request.response_nonce, None)
+            if pending is not None:
+                if request.HasField("error_detail"):
+                    self._nacked(state, request.response_nonce, pending, request.error_detail)
+                else:
+                    self._acked(state, pending.version, pending.change_seen_at)
+                    if state.nacked:
+                        for name in pending.names:
+                            state.nacked.pop(name, None)
+        subscribe = list(request.resource_names_subscribe)
+        unsubscribe = list(request.resource_names_unsubscribe)
+        if first:
+            state.subscribed = True
+            state.wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
+            state.names = self.hub.canonical_names(
+                frozenset(sys.intern(n) for n in subscribe if n != "*")
+            )
+            # What the proxy already has (it reconnected): only differences are sent.
+            state.overrides = dict(request.initial_resource_versions)
+            return True
+        if not subscribe and not unsubscribe:
+            return False
+        if "*" in subscribe and type_url in WILDCARD_TYPES:
+            state.wildcard = True
+        if "*" in unsubscribe:
+            state.wildcard = False
+        dropped = {n for n in unsubscribe if n != "*"}
+        state.names = self.hub.canonical_names(
+            (state.names | {sys.intern(n) for n in subscribe if n != "*"}) - dropped
+        )
+        for name in dropped:
+            # The proxy forgets what it unsubscribed from: nothing to remove, and a later
+            # subscription must send it again.
+            if not state.wildcard:
+                state.overrides[name] = None
+                state.nacked.pop(name, None)
+        return True
+
+    def _nacked(
+        self,
+        state: TypeState,
+        nonce: str,
+        pending: Pending,
+        error: object,
+    ) -> None:
+        message = getattr(error, "message", "")
+        names = pending.names
+        for name in names:
+            state.nacked[name] = pending.view[name].version
+            state.overrides[name] = pending.prior(name)
+        self._report_nack(
+            state,
+            Nack(
+                version=pending.version,
+                nonce=nonce,
+                message=message,
+                at=time.time(),
+                resource_names=names,
+            ),
+        )
+
+    def _responses(self) -> list[bytes]:
+        resources = self._current_resources()
+        views = self.hub.views
+        out: list[bytes] = []
+        for type_url in PUSH_ORDER:
+            state = self.states.get(type_url)
+            if state is None or not state.subscribed:
+                continue
+            view = views.view(resources.of(type_url), state.wildcard, state.names)
+            first = not state.sent_version
+            if (
+                view is state.sent_view
+                and not first
+                and not state.overrides
+                and not state.force_names
+            ):
+                continue
+            diff = views.diff(state.sent_view, view)
+            candidates = set(diff.changed)
+            candidates.update(diff.removed, state.overrides, state.force_names)
+            send: list[str] = []
+            removed: list[str] = []
+            kept: dict[str, str | None] = {}
+            for name in candidates:
+                have = state.client_version(name)
+                want = view.get(name)
+                if want is None:
+                    if have is not None and (state.wildcard or name in state.names):
+                        removed.append(name)
+                    continue
+                forced = name in state.force_names
+                if want.version == have and not forced:
+                    continue
+                if state.nacked.get(name) == want.version and not forced:
+                    kept[name] = have  # rejected before: wait for a new version
+                    continue
+                send.append(name)
+            if type_url == CLUSTER and not first:
+                # Envoy re-warms a changed cluster and waits for its endpoints again, so
+                # forget the proxy's copy of those endpoints.
+                eds = self.states.get(ENDPOINT)
+                if eds is not None and eds.subscribed:
+                    eds.force_names.update(n for n in send if state.client_version(n))
+            version = views.version(view)
+            was_synced = state.acked_version == state.sent_version
+            before_view, before_overrides = state.sent_view, state.overrides
+            state.sent_view = view
+            state.overrides = kept
+            state.force_names.clear()
+            if not send and not removed and not first:
+                # Nothing the proxy lacks (e.g. it declared these versions on reconnect).
+                state.sent_version = version
+                if was_synced:
+                    state.acked_version = version
+                continue
+            send.sort()
+            removed.sort()
+            selected = [view[n] for n in send]
+            nonce = self.next_nonce()
+            out.append(wire.delta_response(version, type_url, nonce, selected, removed))
+            change_seen_at = self._change_seen_at()
+            state.pending[nonce] = Pending(
+                version, change_seen_at, tuple(send), view, before_view, before_overrides
+            )
+            if len(state.pending) > _MAX_PENDING:
+                # A proxy that never answers must not grow this without bound.
+                del state.pending[next(iter(state.pending))]
+            state.sent_version = version
+            state.sent_nonce = nonce
+            state.sent_at = time.time()
+            state.change_seen_at = change_seen_at
+            self._count(type_url, len(selected), sum(r.size for r in selected))
+        return out

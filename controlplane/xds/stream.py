@@ -1,0 +1,255 @@
+"""What SotW and Delta ADS streams share: identifying the proxy, the wake/push loop, bounded
+concurrent writes, accounting.
+
+A reader task consumes requests; the stream's own coroutine writes. Nothing is queued per
+change: when woken, the stream compares what the proxy should have with what it was sent and
+writes only the difference. A proxy that stops reading therefore holds up only its own stream
+(and gives its push slot back after ``hub.slow_write_after``), and gets the newest state when
+it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import json_format
+
+from controlplane.compile import ProxyResources
+from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
+from controlplane.compile.resources import PUSH_ORDER
+from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
+from controlplane.xds.state import Nack, TypeState, short
+
+log = logging.getLogger("controlplane.xds")
+_stream_ids = itertools.count(1)
+KNOWN_TYPES = frozenset(PUSH_ORDER)
+_NAMES_IN_LOG = 5
+
+
+def proxy_from_request_node(node: Any) -> Proxy:
+    metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    locality = ""
+    if node.HasField("locality"):
+        locality = "/".join(x for x in (node.locality.region, node.locality.zone) if x)
+    return proxy_from_node(node.id, metadata, locality)
+
+
+class BaseStream:
+    protocol = ""
+
+    def __init__(self, hub: Hub, info: StreamInfo, context: Any = None) -> None:
+        self.hub = hub
+        self.id = f"{next(_stream_ids)}"
+        self.info = info
+        self.peer = info.peer
+        self.context = context
+        self.proxy: Proxy | None = None
+        self.node: Any = None  # the Envoy Node message, for CSDS
+        self.shape_key: object | None = None
+        self.connected_at = time.time()
+        self.states: dict[str, TypeState] = {}
+        self._wake = asyncio.Event()
+        self._queued = False
+        self.writing = False  # a write is waiting for the proxy to read
+        self._closed = False
+        self._nonces = itertools.count(1)
+
+    def wake(self) -> None:
+        if not self._queued:
+            self._queued = True
+            self.hub.queued += 1
+        self._wake.set()
+
+    def _dequeue(self) -> None:
+        if self._queued:
+            self._queued = False
+            self.hub.queued -= 1
+
+    def next_nonce(self) -> str:
+        return str(next(self._nonces))
+
+    # ---- the stream ---------------------------------------------------------------------
+
+    async def run(self, requests: AsyncIterator[Any]) -> None:
+        """Serve the stream until the proxy goes away; responses go out via ``context``."""
+        reader = asyncio.create_task(self._read(requests), name=f"xds-read-{self.id}")
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._dequeue()
+                if self._closed:
+                    break
+                if self.proxy is None:
+                    continue
+                await self._push()
+        finally:
+            reader.cancel()
+            self._dequeue()
+            self.hub.unregister(self)
+
+    async def _push(self) -> None:
+        hub = self.hub
+        await hub.push_slots.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                hub.push_slots.release()
+
+        timer: asyncio.TimerHandle | None = None
+        try:
+            started = time.perf_counter()
+            try:
+                responses = self._responses()
+            except Exception:
+                # A compiler bug must not cut the proxy off: it keeps its last config and
+                # gets the next snapshot.
+                log.exception("compiling for proxy %s failed", self.node_id)
+                return
+            if not responses:
+                return
+            # A write still waiting after slow_write_after gives the slot back; a timer is
+            # far cheaper per push than a task and asyncio.wait.
+            timer = asyncio.get_running_loop().call_later(hub.slow_write_after, release)
+            await self._write(responses)
+            hub.metrics.push_time.observe(time.perf_counter() - started)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            release()
+
+    async def _write(self, responses: list[bytes]) -> None:
+        self.writing = True
+        try:
+            for response in responses:
+                await self.context.write(response)
+        finally:
+            self.writing = False
+
+    async def _read(self, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for request in requests:
+                if self.proxy is None and not self._identify(request):
+                    break
+                if self._handle(request):
+                    self.wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken client must not take the server down
+            log.debug("stream %s: read ended: %s", self.id, exc)
+        finally:
+            self._closed = True
+            self._wake.set()
+
+    def _identify(self, request: Any) -> bool:
+        if not request.node.id:
+            log.warning(
+                "stream %s from %s: first request has no node id; closing", self.id, self.peer
+            )
+            return False
+        try:
+            claimed = proxy_from_request_node(request.node)
+            self.proxy = self.hub.authenticator(claimed, self.info)
+        except (InvalidNode, IdentityRejected) as exc:
+            log.warning("stream %s from %s: %s; closing", self.id, self.peer, exc)
+            return False
+        self.node = request.node
+        self.hub.register(self)
+        log.info("proxy %s connected (%s, %s)", self.proxy.node_id, self.protocol, self.peer)
+        return True
+
+    # ---- for subclasses --------------------------------------------------------------------
+
+    def _handle(self, request: Any) -> bool:
+        """Update state from one request; return True when something must be sent."""
+        raise NotImplementedError
+
+    def _responses(self) -> list[bytes]:
+        """Encoded responses to write now (see ``wire``)."""
+        raise NotImplementedError
+
+    def _current_resources(self) -> ProxyResources:
+        assert self.proxy is not None
+        shape = self.hub.shape_for(self.proxy)
+        self.shape_key = shape.key
+        return self.hub.with_providers(self.proxy, shape.resources)
+
+    def _change_seen_at(self) -> float:
+        """When the change behind a push now was seen (0: the push is the initial one)."""
+        seen = self.hub.change_seen_at
+        return seen if seen > self.connected_at else 0.0
+
+    def _acked(self, state: TypeState, version: str, change_seen_at: float) -> None:
+        now = time.time()
+        state.acked_version = version
+        state.acked_at = now
+        if change_seen_at:
+            self.hub.metrics.convergence.observe(
+                max(0.0, now - change_seen_at), short(state.type_url)
+            )
+
+    def _report_nack(self, state: TypeState, nack: Nack) -> None:
+        """Record a NACK; log it once (a proxy rejecting the same version again, as a
+        misbehaving one may do in a loop, is logged at debug level only)."""
+        previous = state.nack
+        state.nack = nack
+        self.hub.metrics.nacks.inc(short(state.type_url))
+        repeated = (
+            previous is not None
+            and previous.version == nack.version
+            and previous.message == nack.message
+        )
+        names = sorted(nack.resource_names)
+        shown = ", ".join(names[:_NAMES_IN_LOG]) or "none"
+        if len(names) > _NAMES_IN_LOG:
+            shown += f" and {len(names) - _NAMES_IN_LOG} more"
+        log.log(
+            logging.DEBUG if repeated else logging.ERROR,
+            "NACK from proxy %s for %s version %s (resources: %s): %s",
+            self.node_id,
+            short(state.type_url),
+            nack.version,
+            shown,
+            nack.message,
+        )
+
+    def _count(self, type_url: str, resources: int, size: int) -> None:
+        metrics = self.hub.metrics
+        kind = short(type_url)
+        metrics.pushes.inc(kind, self.protocol)
+        metrics.sent_resources.inc(kind, amount=resources)
+        metrics.sent_bytes.inc(kind, amount=size)
+        self.hub.pushes += 1
+
+    # ---- introspection --------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.proxy.node_id if self.proxy else f"<unidentified {self.peer}>"
+
+    def describe(self) -> dict[str, object]:
+        proxy = self.proxy
+        identity = None
+        if proxy is not None:
+            identity = (
+                f"spiffe://{proxy.trust_domain}/ns/{proxy.namespace}/sa/{proxy.service_account}"
+            )
+        return {
+            "stream": self.id,
+            "protocol": self.protocol,
+            "node_id": self.node_id,
+            "namespace": proxy.namespace if proxy else None,
+            "service_account": proxy.service_account if proxy else None,
+            "identity": identity,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "types": {short(t): s.describe() for t, s in self.states.items()},
+        }
