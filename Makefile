@@ -21,7 +21,7 @@ test: venv
 	$(PY) -m pytest
 
 test-fast: venv
-	$(PY) -m pytest -m "not envoy and not kube and not netns"
+	$(PY) -m pytest -m "not envoy and not kube and not netns and not slow"
 
 crds: venv
 	$(PY) -m controlplane crds --output-dir crds

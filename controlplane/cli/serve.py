@@ -70,9 +70,7 @@ async def serve(
     ContextIssueLogger(store)
     source = FileSource(config_dir, store)
     source.scan()
-    hub = Hub(
-        store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay
-    )
+    hub = Hub(store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay)
     xds = XdsServer(hub)
     debug = DebugServer(hub)
     security = None

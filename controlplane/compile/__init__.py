@@ -118,7 +118,7 @@ class SnapshotCompiler:
         inherit_lookups(snapshot, old, touched)
         return cls(snapshot, previous, touched), touched
 
-    def _cached(self, key: Hashable, build: Callable[[], object]) -> object:
+    def _cached(self, key: Hashable, build: Callable[[], object], *, seeded: bool = True) -> object:
         """The value built for ``key``, building it once per snapshot (or not at all, when a
         previous compiler's value is still valid).
 
@@ -126,12 +126,14 @@ class SnapshotCompiler:
         (directly or through nested cached builds), plus what its caller read directly since
         its previous build of the same family (``key[0]``): inputs it may pass into the
         build. A value taken from another cached build and passed in must be part of ``key``.
+        A build that is a function of its key and the snapshot alone says ``seeded=False``, so
+        that the reads of whichever build first asked for it are not counted as its inputs.
         """
         snapshot = self.snapshot
         family = key[0] if isinstance(key, tuple) and key else key
         entry = self._memo.get(key)
         if entry is None:
-            recorder = snapshot.start_recording(family)
+            recorder = snapshot.start_recording(family, seeded)
             try:
                 value = build()
             finally:
@@ -476,7 +478,7 @@ class SnapshotCompiler:
                 rejected=self._rejected("PeerAuthentication"),
             )
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build, seeded=False)  # type: ignore[return-value]
 
     def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
         """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
@@ -490,11 +492,13 @@ class SnapshotCompiler:
                 rejected=self._rejected("AuthorizationPolicy"),
             )
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build, seeded=False)  # type: ignore[return-value]
 
     def _rejected(self, kind: str) -> tuple[ResourceKey, ...]:
         """Refused policies of ``kind`` with no good version (security fails closed on them)."""
-        return self._cached(("rejected", kind), lambda: self.snapshot.rejected(kind))  # type: ignore[return-value]
+        return self._cached(  # type: ignore[return-value]
+            ("rejected", kind), lambda: self.snapshot.rejected(kind), seeded=False
+        )
 
     def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
         """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""

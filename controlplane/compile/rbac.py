@@ -19,8 +19,10 @@ the translator cannot express makes an ALLOW rule vanish and a DENY rule match e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
@@ -88,17 +90,25 @@ class WorkloadPolicies:
     def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
         return self.by_action.get(action, ())
 
-    @property
+    @cached_property
     def key(self) -> tuple[tuple[str, str, str], ...]:
-        """Identifies the set, for memoizing the filters built from it."""
+        """Identifies the set and its content, for memoizing the filters built from it: memo
+        entries outlive a snapshot (incremental recompiles), so a policy edited under the
+        same name must give another key."""
         return tuple(
-            (action, p.metadata.namespace, p.metadata.name)
+            (action, f"{p.metadata.namespace}/{p.metadata.name}", _fingerprint(p))
             for action in ACTIONS
             for p in self.of(action)
         ) + tuple(("REJECTED", k.namespace, k.name) for k in self.rejected)
 
     def __bool__(self) -> bool:
         return any(self.by_action.values()) or bool(self.rejected)
+
+
+def _fingerprint(policy: AuthorizationPolicy) -> str:
+    """A digest of what a policy says (its spec)."""
+    text = policy.spec.model_dump_json(by_alias=True, exclude_none=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def policies_for(

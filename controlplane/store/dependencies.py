@@ -135,9 +135,12 @@ class Tracker:
         """End the top-level scope (reads before this are no build's dependency)."""
         self.top = Recorder()
 
-    def push(self, family: object = None) -> Recorder:
+    def push(self, family: object = None, seeded: bool = True) -> Recorder:
+        """Start a build's recorder; ``seeded``: its caller's direct reads since the last
+        build of ``family`` are its inputs too (False for a build that reads everything it
+        uses from the snapshot itself, so its caller's reads stay the caller's)."""
         caller = self.stack[-1] if self.stack else self.top
-        recorder = Recorder(caller.inputs_for(family))
+        recorder = Recorder(caller.inputs_for(family) if seeded else ())
         self.stack.append(recorder)
         return recorder
 

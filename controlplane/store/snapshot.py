@@ -107,10 +107,10 @@ class Snapshot:
 
     # ---- dependency recording -------------------------------------------------------------
 
-    def start_recording(self, family: object = None) -> deps.Recorder:
+    def start_recording(self, family: object = None, seeded: bool = True) -> deps.Recorder:
         """Begin recording what a build of ``family`` reads, nested in any recording already
         active (see store/dependencies.py for what the caller's reads contribute)."""
-        return self._tracker.push(family)
+        return self._tracker.push(family, seeded)
 
     def reused(self, family: object, tokens: Iterable[deps.Token]) -> None:
         """A memoized build of ``family`` with dependencies ``tokens`` was reused."""
