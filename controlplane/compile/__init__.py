@@ -64,7 +64,14 @@ from controlplane.store.dependencies import (
 from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
 
-__all__ = ["CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
+__all__ = ["SHAPE_DERIVED", "CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
+
+# Proxy fields whose whole effect on compilation is a value derived from them and the
+# snapshot: two proxies that differ in such a field but agree on the derived value compile
+# alike (a thousand sidecars at a thousand addresses that no Service selects get one shape).
+SHAPE_DERIVED: Mapping[str, Callable[[Snapshot, Proxy], Hashable]] = {
+    "ips": inbound_ports,  # read only to find the ports the workload serves
+}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.compile import CompiledResource, ProxyResources, SnapshotCompiler
+from controlplane.compile import SHAPE_DERIVED, CompiledResource, ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.store.dependencies import Token
+from controlplane.store.snapshot import Snapshot
 from controlplane.xds.state import NOTHING, set_version
 
 ResourceMap = Mapping[str, CompiledResource]
@@ -38,6 +39,16 @@ def freeze(value: Any) -> Hashable:
     except TypeError:
         return repr(value)
     return value  # type: ignore[no-any-return]
+
+
+def shape_values(proxy: Proxy, spec: tuple[str, ...], snapshot: Snapshot) -> tuple[Hashable, ...]:
+    """What identifies ``proxy``'s shape: the values of the fields in ``spec``, or for a field
+    the compiler reads only to derive something (``SHAPE_DERIVED``), the derived value."""
+    out = []
+    for name in spec:
+        derive = SHAPE_DERIVED.get(name)
+        out.append(freeze(getattr(proxy, name)) if derive is None else derive(snapshot, proxy))
+    return tuple(out)
 
 
 class _RecordingProxy(Proxy):
@@ -77,13 +88,22 @@ class ShapeCache:
     stale: dict[Hashable, Shape] = field(default_factory=dict)
     builds: int = 0
 
-    def lookup(self, proxy: Proxy) -> Shape | None:
+    def lookup(self, proxy: Proxy, snapshot: Snapshot) -> Shape | None:
         for spec in self.specs:
-            key = (spec, tuple(freeze(getattr(proxy, f)) for f in spec))
+            key = (spec, shape_values(proxy, spec, snapshot))
             found = self.shapes.get(key)
             if found is not None:
                 return found
         return None
+
+    def still_fits(self, proxy: Proxy, key: Hashable, snapshot: Snapshot) -> bool:
+        """Whether ``proxy`` still has the shape ``key`` in ``snapshot``: a kept shape stays
+        right for its proxies unless a value derived for one of them moved (a Service now
+        selects this proxy's address, say), which the shape's own dependencies cannot see."""
+        spec = key[0] if isinstance(key, tuple) and key else ()
+        if not any(name in SHAPE_DERIVED for name in spec):
+            return True
+        return (spec, shape_values(proxy, spec, snapshot)) == key
 
     def build(self, proxy: Proxy, compiler: SnapshotCompiler) -> Shape:
         """Compile ``proxy`` once, recording the snapshot and proxy fields it reads."""
@@ -96,7 +116,7 @@ class ShapeCache:
         finally:
             snapshot.stop_recording(recorder)
         spec = tuple(sorted(reads))
-        key = (spec, tuple(freeze(getattr(proxy, f)) for f in spec))
+        key = (spec, shape_values(proxy, spec, snapshot))
         resources = self._intern(key, compiled)
         shape = Shape(key, resources, frozenset(recorder.tokens))
         self.specs[spec] = None

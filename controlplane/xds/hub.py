@@ -263,8 +263,16 @@ class Hub:
         self.views.clear()
         self.change_seen_at = seen_at if seen_at is not None else time.time()
         woken = 0
+        shapes = self.shapes
         for stream in list(self.streams.values()):
-            if self.providers or stream.shape_key not in self.shapes.shapes:
+            if (
+                self.providers
+                or stream.shape_key not in shapes.shapes
+                or (
+                    stream.proxy is not None
+                    and not shapes.still_fits(stream.proxy, stream.shape_key, snapshot)
+                )
+            ):
                 stream.wake()
                 woken += 1
         elapsed = time.perf_counter() - started
@@ -301,7 +309,7 @@ class Hub:
 
     def shape_for(self, proxy: Proxy) -> Shape:
         """The shared compiled resources of ``proxy``'s shape (compiled on first need)."""
-        shape = self.shapes.lookup(proxy)
+        shape = self.shapes.lookup(proxy, self.compiler.snapshot)
         if shape is None:
             shape = self.shapes.build(proxy, self.compiler)
         return shape

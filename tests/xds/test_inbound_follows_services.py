@@ -79,3 +79,43 @@ async def test_a_pod_moving_to_the_workloads_address_gives_it_the_pods_ports(
         control_plane.apply(POD)  # the pod's IP is now this workload's
         lds = await conn.recv()
         assert listener_names(lds) == ["127.0.0.1_15001", f"{WORKLOAD_IP}_9080"]
+
+
+async def test_proxies_sharing_a_shape_part_when_a_service_selects_one_of_them(
+    control_plane: ControlPlane,
+) -> None:
+    # Two sidecars at addresses no Service selects compile alike (one shared shape); when a
+    # pod at one of the addresses gets a Service, only that sidecar gets an inbound listener.
+    other = node(
+        "sidecar~127.0.6.60~other.default~default.svc.cluster.local",
+        {
+            "NAMESPACE": "default",
+            "LOCAL_OUTBOUND_PORT": "15001",
+            "LOCAL_APP_ADDRESS": "127.0.6.150",
+            "LABELS": {"app": "details"},
+        },
+    )
+    # Exported to no namespace: no sidecar sends to it (so no shape reads its endpoints),
+    # yet the workload it selects still serves it inbound.
+    hidden = SERVICE.replace(
+        "metadata: {name: details, namespace: default}",
+        "metadata: {name: details, namespace: default, "
+        'annotations: {networking.istio.io/exportTo: "~"}}',
+    )
+    control_plane.apply(hidden)
+    async with (
+        AdsConnection(control_plane.target) as mine,
+        AdsConnection(control_plane.target) as theirs,
+    ):
+        # The other sidecar connects first: the shape is built from its address.
+        for conn, who in ((theirs, other), (mine, NODE)):
+            await conn.send(sotw_request(LISTENER, node_message=who))
+            lds = await conn.recv()
+            assert listener_names(lds) == ["127.0.0.1_15001"]
+            await conn.send(sotw_request(LISTENER, version=lds.version_info, nonce=lds.nonce))
+        assert len(control_plane.hub.shapes.shapes) == 1
+
+        control_plane.apply(POD)  # a details pod at this sidecar's address
+        lds = await mine.recv()
+        assert listener_names(lds) == ["127.0.0.1_15001", f"{WORKLOAD_IP}_9080"]
+        await theirs.expect_nothing(0.3)

@@ -146,7 +146,8 @@ class Chain:
     def check(self) -> None:
         fresh = SnapshotCompiler(self.store.snapshot)
         for proxy in self.proxies:
-            shape = self.shapes.lookup(proxy) or self.shapes.build(proxy, self.compiler)
+            snapshot = self.compiler.snapshot
+            shape = self.shapes.lookup(proxy, snapshot) or self.shapes.build(proxy, self.compiler)
             assert _versions(shape.resources) == _versions(fresh.compile(proxy)), proxy.node_id
 
 
