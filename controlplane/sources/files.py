@@ -13,7 +13,8 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ class FileSource:
         default_namespace: str = "default",
         report: Reporter = _default_report,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # watchers report absolute paths
         self.store = store
         self.default_namespace = default_namespace
         self.report = report
@@ -180,16 +181,47 @@ class FileSource:
                 found[path] = (st.st_mtime_ns, st.st_size)
         return found
 
-    def scan(self) -> bool:
-        """Read what changed since the last scan and apply it to the store in one batch.
+    def _changed_paths(
+        self, paths: Iterable[Path]
+    ) -> tuple[dict[Path, tuple[int, int]], set[Path]] | None:
+        """The candidates among ``paths`` (what a watcher reported) and the tracked files
+        among them that are gone; None when only a full scan can tell (a directory event)."""
+        current: dict[Path, tuple[int, int]] = {}
+        gone: set[Path] = set()
+        for path in paths:
+            try:
+                relative = path.relative_to(self.root)
+            except ValueError:
+                return None  # spelled differently (a link?): look at everything
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                gone |= {f for f in self._files if f == path or path in f.parents}
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                return None
+            if path.name.endswith(_SUFFIXES):
+                current[path] = (st.st_mtime_ns, st.st_size)
+        return current, gone
+
+    def scan(self, paths: Iterable[Path] | None = None) -> bool:
+        """Read what changed since the last scan and apply it to the store in one batch:
+        everything below the directory, or only ``paths`` when a watcher said which.
 
         Returns True when the store changed.
         """
-        current = self._candidates()
+        partial = self._changed_paths(paths) if paths is not None else None
+        if partial is None:
+            current = self._candidates()
+            gone = set(self._files) - set(current)
+        else:
+            current, gone = partial
         upserts: list[Submission] = []
         rejections: list[Rejection] = []
         deletes: set[ResourceKey] = set()
-        for path in sorted(set(self._files) - set(current)):
+        for path in sorted(gone):
             state = self._files.pop(path)
             for key in state.keys:
                 if self._owner.get(key) == path:
@@ -213,7 +245,11 @@ class FileSource:
                     deletes.add(key)
             for key in keys:
                 owner = self._owner.get(key)
-                if owner is not None and owner != path and owner in current:
+                if (
+                    owner is not None
+                    and owner != path
+                    and (owner in current or owner in self._files)
+                ):
                     self.report(
                         Issue(
                             Codes.SCHEMA_ERROR,
@@ -250,7 +286,7 @@ class FileSource:
         self.scan()
         stop = asyncio.Event()
         try:
-            async for _changes in awatch(
+            async for changes in awatch(
                 self.root,
                 debounce=30,
                 step=10,
@@ -260,7 +296,9 @@ class FileSource:
                 recursive=True,
             ):
                 try:
-                    self.scan()
+                    # Only the reported paths; a timeout (no event) rescans everything, as
+                    # a safety net for events a filesystem does not deliver.
+                    self.scan({Path(p) for _, p in changes} if changes else None)
                 except Exception:  # never let one bad file stop the watcher
                     log.exception("scanning %s failed", self.root)
         finally:

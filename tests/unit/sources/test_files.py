@@ -129,3 +129,48 @@ def test_kinds_the_mesh_does_not_read_are_skipped_without_error(tmp_path: Path) 
     files, store, reported = source(tmp_path)
     files.scan()
     assert all(i.severity != "Error" for i in reported)
+
+
+def test_a_scan_of_the_reported_paths_reads_only_those_files(tmp_path: Path) -> None:
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    (tmp_path / "vs.yaml").write_text(VS)
+    files, store, _ = source(tmp_path)
+    files.scan()
+    # vs.yaml changes but is not reported: a scan of svc.yaml alone leaves it as it was.
+    (tmp_path / "vs.yaml").write_text(VS.replace("name: reviews}", "name: other}"))
+    (tmp_path / "svc.yaml").write_text(SERVICE.replace("port: 9080", "port: 9090"))
+    assert files.scan({tmp_path / "svc.yaml"})
+    assert store.snapshot.get(SVC_KEY).spec.ports[0].port == 9090
+    assert store.snapshot.get(VS_KEY) is not None
+    assert files.scan({tmp_path / "vs.yaml"})
+    assert store.snapshot.get(VS_KEY) is None
+    assert store.snapshot.get(ResourceKey("VirtualService", "default", "other")) is not None
+
+
+def test_a_reported_deletion_of_a_file_or_directory_removes_what_it_had(tmp_path: Path) -> None:
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "vs.yaml").write_text(VS)
+    (tmp_path / "svc.yaml").write_text(SERVICE)
+    files, store, _ = source(tmp_path)
+    files.scan()
+    (tmp_path / "svc.yaml").unlink()
+    assert files.scan({tmp_path / "svc.yaml"})
+    assert store.snapshot.get(SVC_KEY) is None
+    (tmp_path / "team" / "vs.yaml").unlink()
+    (tmp_path / "team").rmdir()
+    assert files.scan({tmp_path / "team"})
+    assert store.snapshot.get(VS_KEY) is None
+
+
+def test_a_new_directory_or_a_path_spelled_otherwise_is_found_by_a_full_scan(
+    tmp_path: Path,
+) -> None:
+    files, store, _ = source(tmp_path)
+    files.scan()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "svc.yaml").write_text(SERVICE)
+    assert files.scan({tmp_path / "new"})  # a directory event: everything is looked at
+    assert store.snapshot.get(SVC_KEY) is not None
+    (tmp_path / "vs.yaml").write_text(VS)
+    assert files.scan({Path("/elsewhere/vs.yaml")})  # not under the root as spelled
+    assert store.snapshot.get(VS_KEY) is not None
