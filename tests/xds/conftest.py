@@ -3,30 +3,19 @@ by a Python ADS client: fast protocol tests of the real grpc.aio server."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
-from controlplane.api import load
 from controlplane.api.resources import key_of
 from controlplane.local.ports import free_port
-from controlplane.store import Store, Submission
+from controlplane.store import Store
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
-
-
-def submissions(text: str) -> list[Submission]:
-    out = []
-    for doc in yaml.safe_load_all(textwrap.dedent(text)):
-        if doc:
-            resource, issues = load(doc)
-            out.append(Submission(resource, tuple(issues)))
-    return out
+from tests.documents import submissions
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 
 from controlplane.store import Store
 from controlplane.xds.hub import Hub
-from tests.xds.conftest import submissions
+from tests.documents import submissions
 from tests.xds.mesh import MESH, canary, ratings_pod
 
 

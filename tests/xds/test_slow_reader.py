@@ -13,7 +13,7 @@ from controlplane.store import Store
 from controlplane.xds.client import AdsConnection, delta_request
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
-from tests.xds.conftest import submissions
+from tests.documents import submissions
 from tests.xds.mesh import local_node
 from tests.xds.test_delta import ack
 

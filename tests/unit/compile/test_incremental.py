@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import textwrap
 
-import yaml
-
-from controlplane.api import load
 from controlplane.api.issues import ResourceKey
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from controlplane.store import ChangeSet, Snapshot, Store, Submission
+from controlplane.store import ChangeSet, Snapshot, Store
+from tests.documents import submissions
 from tests.unit.compile.helpers import local_proxy
 
 MESH = """
@@ -71,15 +69,6 @@ REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
 REVIEWS_V1 = "outbound|9080|v1|reviews.default.svc.cluster.local"
 REVIEWS_V2 = "outbound|9080|v2|reviews.default.svc.cluster.local"
 RATINGS = "outbound|9080||ratings.default.svc.cluster.local"
-
-
-def submissions(text: str) -> list[Submission]:
-    out = []
-    for doc in yaml.safe_load_all(textwrap.dedent(text)):
-        if doc:
-            resource, issues = load(doc)
-            out.append(Submission(resource, tuple(issues)))
-    return out
 
 
 class Mesh:

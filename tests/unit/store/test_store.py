@@ -8,17 +8,10 @@ import yaml
 
 from controlplane.api import InvalidResource, ResourceKey, load
 from controlplane.store import Rejection, Store, Submission
+from tests.documents import submissions as shared_submissions
 from tests.unit.compile.helpers import REVIEWS
 
 VS_KEY = ResourceKey("VirtualService", "default", "reviews")
-
-
-def submissions(text: str) -> list[Submission]:
-    out = []
-    for doc in yaml.safe_load_all(textwrap.dedent(text)):
-        resource, issues = load(doc)
-        out.append(Submission(resource, tuple(issues), origin="test.yaml:1"))
-    return out
 
 
 def vs(subset: str, weight: int = 100) -> str:
@@ -133,3 +126,7 @@ def test_destination_rules_in_the_client_namespace_win_over_the_service_namespac
     from_default = store.snapshot.destination_rule(host, "default")
     assert from_prod is not None and [s.name for s in from_prod.subsets] == ["canary"]
     assert from_default is not None and [s.name for s in from_default.subsets] == ["v1", "v2"]
+
+
+def submissions(text: str) -> list[Submission]:
+    return shared_submissions(text, "test.yaml:1")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import textwrap
-
-import yaml
-
-from controlplane.api import load
 from controlplane.api.issues import ResourceKey
 from controlplane.store import Store, Submission
+from tests.documents import submissions as shared_submissions
 
 REGISTRY = """
 apiVersion: v1
@@ -43,15 +39,6 @@ status: {podIP: 10.0.0.2}
 RULE = ResourceKey("DestinationRule", "default", "reviews")
 
 
-def submissions(text: str) -> list[Submission]:
-    out = []
-    for doc in yaml.safe_load_all(textwrap.dedent(text)):
-        if doc:
-            resource, issues = load(doc)
-            out.append(Submission(resource, tuple(issues), "registry.yaml:1"))
-    return out
-
-
 def codes(store: Store) -> list[str]:
     status = store.snapshot.status.get(RULE)
     return [i.code.id for i in status.issues] if status else []
@@ -68,3 +55,7 @@ def test_a_subset_without_pods_is_in_the_rules_status_until_a_pod_arrives() -> N
     assert codes(store) == []
     store.apply(deletes=[ResourceKey("Pod", "default", "reviews-v2")])
     assert codes(store) == ["CP0304"]
+
+
+def submissions(text: str) -> list[Submission]:
+    return shared_submissions(text, "registry.yaml:1")
