@@ -163,16 +163,18 @@ def change_tokens(old: Snapshot, new: Snapshot, keys: Iterable[ResourceKey]) -> 
     return frozenset(out)
 
 
-# Derived indexes of a Snapshot (its cached properties) and the kind each is derived from.
-_INDEXES = {
-    "_services": "Service",
-    "_services_by_namespace": "Service",
-    "_pods_by_namespace": "Pod",
-    "_pods_by_label": "Pod",
-    "_slices_by_service": "EndpointSlice",
-    "_virtual_services_by_host": "VirtualService",
-    "_destination_rules_by_namespace": "DestinationRule",
+# Derived indexes of a Snapshot (its cached properties) and the kinds each is derived from.
+_INDEXES: dict[str, frozenset[str]] = {
+    "_services": frozenset({"Service"}),
+    "_services_by_namespace": frozenset({"Service"}),
+    "_pods_by_namespace": frozenset({"Pod"}),
+    "_pods_by_label": frozenset({"Pod"}),
+    "_slices_by_service": frozenset({"EndpointSlice"}),
+    "_targets_by_address": frozenset({"Service", "Pod", "EndpointSlice"}),
+    "_virtual_services_by_host": frozenset({"VirtualService"}),
+    "_destination_rules_by_namespace": frozenset({"DestinationRule"}),
 }
+_LOOKUPS = ("_endpoints", "_merged_rules")
 
 
 def inherit_indexes(snapshot: Snapshot, previous: Snapshot, changed_kinds: Iterable[str]) -> None:
@@ -180,8 +182,21 @@ def inherit_indexes(snapshot: Snapshot, previous: Snapshot, changed_kinds: Itera
     recomputing them for every snapshot (they are cached properties: instance attributes)."""
     kinds = set(changed_kinds)
     mine, theirs = snapshot.__dict__, previous.__dict__
-    for name, kind in _INDEXES.items():
-        if kind not in kinds and name in theirs and name not in mine:
+    for name, derived_from in _INDEXES.items():
+        if name in theirs and name not in mine and derived_from.isdisjoint(kinds):
+            mine[name] = theirs[name]
+
+
+def inherit_everything(snapshot: Snapshot, same: Snapshot) -> None:
+    """Give ``snapshot`` every index and lookup of ``same``, a snapshot of the same resources.
+
+    The lookup caches are shared, not copied: what one of them looks up the other finds (the
+    store's next probe then inherits what the compiler looked up in the published one)."""
+    mine, theirs = snapshot.__dict__, same.__dict__
+    for name in _LOOKUPS:
+        getattr(same, name)  # created (empty) if need be, so that there is one to share
+    for name in (*_INDEXES, *_LOOKUPS):
+        if name in theirs and name not in mine:
             mine[name] = theirs[name]
 
 
@@ -192,7 +207,7 @@ def inherit_lookups(snapshot: Snapshot, previous: Snapshot, touched: frozenset[T
     if "_endpoints" in theirs and "_endpoints" not in mine:
         mine["_endpoints"] = {
             host: found
-            for host, found in theirs["_endpoints"].items()
+            for host, found in list(theirs["_endpoints"].items())
             if endpoints_token(host) not in touched
         }
     if "_merged_rules" in theirs and "_merged_rules" not in mine:
@@ -201,7 +216,7 @@ def inherit_lookups(snapshot: Snapshot, previous: Snapshot, touched: frozenset[T
         else:
             mine["_merged_rules"] = {
                 key: rule
-                for key, rule in theirs["_merged_rules"].items()
+                for key, rule in list(theirs["_merged_rules"].items())
                 if destination_rules_token(key[0]) not in touched
                 and service_token(key[0]) not in touched
             }

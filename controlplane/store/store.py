@@ -22,6 +22,13 @@ from typing import Any
 from controlplane.api.issues import Issue, ResourceKey, errors
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
+from controlplane.store.dependencies import (
+    Token,
+    change_tokens,
+    inherit_everything,
+    inherit_indexes,
+    inherit_lookups,
+)
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 
 
@@ -61,18 +68,47 @@ class ChangeSet:
 
 
 Listener = Callable[[Snapshot, ChangeSet], None]
-_CONTEXT_KINDS = frozenset({"VirtualService", "DestinationRule", "Service"})
-# What a DestinationRule's in-context findings (subsets that select no pod) depend on.
-_RULE_CONTEXT_KINDS = frozenset({"DestinationRule", "Service", "Pod", "EndpointSlice"})
+# Kinds checked in context; a check is repeated when a change touches what it read.
+_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+
+
+class _Probe:
+    """The effective resources during settling, and the tokens the change from the previous
+    probe touched (computed at once when there are earlier checks to compare with, before a
+    check fills the lookups they let it inherit; else on first need)."""
+
+    def __init__(
+        self, old: Snapshot, snapshot: Snapshot, delta: set[ResourceKey], eager: bool
+    ) -> None:
+        self.old = old
+        self.snapshot = snapshot
+        self.delta = delta
+        self._tokens: frozenset[Token] | None = None
+        if eager:
+            self.tokens  # noqa: B018 (computes and inherits)
+
+    @property
+    def tokens(self) -> frozenset[Token]:
+        if self._tokens is None:
+            self._tokens = change_tokens(self.old, self.snapshot, self.delta)
+            inherit_lookups(self.snapshot, self.old, self._tokens)
+        return self._tokens
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, recheck_everything: bool = False) -> None:
+        # True: every change re-checks every resource in context (the reference behaviour
+        # the incremental checks are tested against).
+        self._recheck_everything = recheck_everything
         self._desired: dict[ResourceKey, Submission] = {}
         self._rejected: dict[ResourceKey, Rejection] = {}
         self._effective: dict[str, dict[ResourceKey, Any]] = {}
         self._last_good: dict[ResourceKey, Any] = {}
         self._context_issues: dict[ResourceKey, list[Issue]] = {}
+        # What each in-context check read (dependency tokens), and the effective resources
+        # as of the last check: a change re-checks only what read something it touched.
+        self._check_reads: dict[ResourceKey, frozenset[Token]] = {}
+        self._probe = Snapshot(version=-1, resources={})
         self._status: dict[ResourceKey, ResourceStatus] = {}
         self._origins: dict[ResourceKey, str] = {}
         self._snapshot = Snapshot(version=0, resources={})
@@ -105,6 +141,7 @@ class Store:
             self._origins.pop(key, None)
             self._last_good.pop(key, None)
             self._context_issues.pop(key, None)
+            self._check_reads.pop(key, None)
             if self._effective.get(key.kind, {}).pop(key, None) is not None:
                 changed.add(key)
         for sub in upserts:
@@ -125,8 +162,10 @@ class Store:
             self._rejected[rej.key] = rej
             if rej.origin:
                 self._origins[rej.key] = rej.origin
-        changed |= self._settle_istio(touched, changed)
-        status_changed = self._update_status(touched)
+        moved, rechecked = self._settle_istio(touched, changed)
+        changed |= moved
+        # A status reads the resource's own submission, findings and effective version.
+        status_changed = self._update_status(touched | moved | rechecked)
         change = ChangeSet(frozenset(changed), frozenset(status_changed))
         if change:
             self._snapshot = Snapshot(
@@ -137,14 +176,17 @@ class Store:
                 status=MappingProxyType(dict(self._status)),
                 origins=MappingProxyType(dict(self._origins)),
             )
+            # The last probe holds the same resources: its indexes need not be built again.
+            inherit_everything(self._snapshot, self._probe)
             for listener in list(self._listeners):
                 listener(self._snapshot, change)
         return change
 
     def _settle_istio(
         self, touched: set[ResourceKey], changed: set[ResourceKey]
-    ) -> set[ResourceKey]:
-        """Decide the effective version of each Istio resource; return the keys that moved."""
+    ) -> tuple[set[ResourceKey], set[ResourceKey]]:
+        """Decide the effective version of each Istio resource. Returns the keys whose
+        effective version moved and the keys whose findings in context were re-checked."""
         moved: set[ResourceKey] = set()
         for key in touched:
             sub = self._desired.get(key)
@@ -155,20 +197,27 @@ class Store:
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
-        kinds = {k.kind for k in changed | moved}
-        if kinds & _RULE_CONTEXT_KINDS:
-            self._check_rules()
-        if not (kinds & _CONTEXT_KINDS):
-            return moved
+        rechecked: set[ResourceKey] = set()
+        delta = changed | moved
         effective = self._effective.setdefault("VirtualService", {})
+        checked = [(k, sub) for k, sub in self._desired.items() if k.kind in _CHECKED_KINDS]
         # A rollback changes the context of other resources, so settle until nothing moves.
+        # Each round re-checks only what read something the round's changes touched.
         for _ in range(3):
-            probe = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
-            flipped = False
-            for key, sub in self._desired.items():
-                if key.kind != "VirtualService" or key in self._rejected:
+            probe = self._next_probe(delta)
+            flipped: set[ResourceKey] = set()
+            for key, sub in checked:
+                if key in self._rejected or not self._needs_check(key, touched, probe):
                     continue
-                found = check_virtual_service(probe, sub.resource)
+                if key.kind == "DestinationRule":
+                    # Warnings only: they never hold a version back.
+                    self._context_issues[key] = self._check(
+                        probe.snapshot, key, check_destination_rule
+                    )
+                    rechecked.add(key)
+                    continue
+                found = self._check(probe.snapshot, key, check_virtual_service)
+                rechecked.add(key)
                 self._context_issues[key] = found
                 if blocking(found):
                     # Keep the last good version; a version that was good before and is broken
@@ -176,32 +225,50 @@ class Store:
                     target = self._last_good.get(key)
                 else:
                     target = sub.resource
+                    self._last_good[key] = sub.resource
                 if effective.get(key) != target:
                     if target is None:
                         effective.pop(key, None)
                     else:
                         effective[key] = target
-                    moved.add(key)
-                    flipped = True
+                    flipped.add(key)
+            moved |= flipped
+            delta, touched = flipped, set()
             if not flipped:
                 break
-        for key, sub in self._desired.items():
-            if key.kind == "VirtualService" and not blocking(self._context_issues.get(key, [])):
-                self._last_good[key] = sub.resource
-        return moved
+        if delta:
+            self._next_probe(delta)  # the last round moved something: the probe must follow
+        return moved, rechecked
 
-    def _check_rules(self) -> None:
-        """Warnings about DestinationRules in context; they never hold a version back."""
-        probe = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
-        for key, sub in self._desired.items():
-            if key.kind == "DestinationRule" and key not in self._rejected:
-                self._context_issues[key] = check_destination_rule(probe, sub.resource)
+    def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
+        if key in touched or self._recheck_everything:
+            return True
+        read = self._check_reads.get(key)
+        return read is None or not read.isdisjoint(probe.tokens)
 
-    def _update_status(self, touched: set[ResourceKey]) -> set[ResourceKey]:
+    def _check(
+        self, probe: Snapshot, key: ResourceKey, check: Callable[[Snapshot, Any], list[Issue]]
+    ) -> list[Issue]:
+        """Check the desired version of ``key`` in context, recording what the check read."""
+        recorder = probe.start_recording(("context", key), seeded=False)
+        try:
+            found = check(probe, self._desired[key].resource)
+        finally:
+            probe.stop_recording(recorder)
+        self._check_reads[key] = frozenset(recorder.tokens)
+        return found
+
+    def _next_probe(self, delta: set[ResourceKey]) -> _Probe:
+        """A snapshot of the effective resources now, sharing every index the keys ``delta``
+        left valid with the previous one."""
+        old = self._probe
+        snapshot = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        inherit_indexes(snapshot, old, {k.kind for k in delta})
+        self._probe = snapshot
+        return _Probe(old, snapshot, delta, eager=bool(self._check_reads))
+
+    def _update_status(self, keys: set[ResourceKey]) -> set[ResourceKey]:
         changed: set[ResourceKey] = set()
-        keys = set(touched) | {
-            k for k in self._desired if k.kind in ("VirtualService", "DestinationRule")
-        }
         for key in keys:
             if not is_istio_kind(key.kind):
                 continue

@@ -1,6 +1,8 @@
 """Incremental recompilation never serves stale configuration: after every edit of the corpus,
 the compiler chain the hub keeps (``SnapshotCompiler.following`` plus the shape cache) gives
-every proxy exactly the resources a fresh compile of the new snapshot gives.
+every proxy exactly the resources a fresh compile of the new snapshot gives, and the store,
+which re-checks in context only what an edit touched, decides every effective version and
+status as a store that re-checks everything does.
 
 The edits are generated from the corpus itself: each Istio resource is changed in a way that
 matters to Envoy, each Service and Pod is edited, and each is deleted and put back, so every
@@ -116,6 +118,8 @@ class Chain:
 
     def __init__(self, documents: list[dict[str, Any]], proxies: list[Proxy]) -> None:
         self.store = Store()
+        self.reference = Store(recheck_everything=True)
+        self.reference.apply(upserts=[self._submission(d) for d in documents])
         self.changes: list[ChangeSet] = []
         self.store.subscribe(lambda snapshot, change: self.changes.append(change))
         self.store.apply(upserts=[self._submission(d) for d in documents])
@@ -131,10 +135,11 @@ class Chain:
 
     def apply(self, doc: dict[str, Any] | None, original: dict[str, Any]) -> None:
         self.changes.clear()
-        if doc is None:
-            self.store.apply(deletes=[key_of(self._submission(original).resource)])
-        else:
-            self.store.apply(upserts=[self._submission(doc)])
+        for store in (self.store, self.reference):
+            if doc is None:
+                store.apply(deletes=[key_of(self._submission(original).resource)])
+            else:
+                store.apply(upserts=[self._submission(doc)])
         keys = set().union(*(c.changed | c.status_changed for c in self.changes))
         if not keys:
             return
@@ -144,11 +149,18 @@ class Chain:
         self.shapes = self.shapes.next_generation(touched)
 
     def check(self) -> None:
+        mine, reference = self.store.snapshot, self.reference.snapshot
+        assert _effective(mine) == _effective(reference)
+        assert dict(mine.status) == dict(reference.status)
         fresh = SnapshotCompiler(self.store.snapshot)
         for proxy in self.proxies:
             snapshot = self.compiler.snapshot
             shape = self.shapes.lookup(proxy, snapshot) or self.shapes.build(proxy, self.compiler)
             assert _versions(shape.resources) == _versions(fresh.compile(proxy)), proxy.node_id
+
+
+def _effective(snapshot: Any) -> dict[str, dict[Any, Any]]:
+    return {kind: dict(items) for kind, items in snapshot.resources.items() if items}
 
 
 def _versions(resources: ProxyResources) -> dict[str, dict[str, str]]:
