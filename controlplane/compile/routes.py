@@ -24,11 +24,16 @@ from controlplane.store.snapshot import Snapshot
 
 
 def domains_for(
-    service: MeshService, port: int, client_namespace: str, with_bare_names: bool
+    service: MeshService,
+    port: int,
+    client_namespace: str,
+    with_bare_names: bool,
+    with_ports: bool = True,
 ) -> list[str]:
     """The Host/:authority values that reach ``service:port``, as Istio resolves them from the
-    client's namespace: FQDN, ``name.ns.svc``, ``name.ns`` and (same namespace) ``name``,
-    each with ``:port``, and without it when ``with_bare_names``."""
+    client's namespace: FQDN, ``name.ns.svc``, ``name.ns``, (same namespace) ``name`` and the
+    VIP; each with ``:port`` unless not ``with_ports``, and without it when
+    ``with_bare_names``."""
     names = [
         service.hostname,
         f"{service.name}.{service.namespace}.svc",
@@ -40,9 +45,10 @@ def domains_for(
         names.append(service.cluster_ip)
     out: list[str] = []
     for name in names:
-        if with_bare_names:
+        if with_bare_names or not with_ports:
             out.append(name)
-        out.append(f"{name}:{port}")
+        if with_ports:
+            out.append(f"{name}:{port}")
     return out
 
 
@@ -82,12 +88,13 @@ def default_route(
 
 
 def build_route_configuration(
-    name: str, virtual_hosts: Iterable[rc.VirtualHost]
+    name: str, virtual_hosts: Iterable[rc.VirtualHost], ignore_port: bool = False
 ) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=list(virtual_hosts),
         validate_clusters=wrappers_pb2.BoolValue(value=False),
+        ignore_port_in_host_matching=ignore_port,
     )
 
 
@@ -107,14 +114,18 @@ def allow_any_virtual_host() -> rc.VirtualHost:
 def port_route_configuration(
     snapshot: Snapshot, services: Iterable[MeshService], port: int, proxy: Proxy
 ) -> route_pb2.RouteConfiguration:
-    """Transparent mode: RDS ``"9080"``, one virtual host per service with an HTTP port 9080
-    (every name, with and without the port), then ``allow_any``."""
+    """Transparent mode: RDS ``"9080"``, one virtual host per service with an HTTP port 9080,
+    then ``allow_any``. As istiod does for sidecars, the domains carry no port and Envoy
+    ignores the Host header's port when matching: every service in this table has this port,
+    so ``reviews`` and ``reviews:9080`` reach the same virtual host."""
     hosts = []
     for service in services:
         sport = service.port(port)
         if sport is None or not sport.is_http:
             continue
-        domains = domains_for(service, port, proxy.namespace, with_bare_names=True)
+        domains = domains_for(
+            service, port, proxy.namespace, with_bare_names=True, with_ports=False
+        )
         hosts.append(build_virtual_host(snapshot, service, port, proxy, domains))
     hosts.append(allow_any_virtual_host())
-    return build_route_configuration(route_config_name(port), hosts)
+    return build_route_configuration(route_config_name(port), hosts, ignore_port=True)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,11 +280,15 @@ class FileSource:
         except ValueError:
             return str(path)
 
-    async def run(self, poll_interval: float = 1.0) -> None:
-        """Scan now, then on every filesystem event (and at least every ``poll_interval``)."""
+    async def run(self, poll_interval: float = 1.0, rescan_every: float = 10.0) -> None:
+        """Scan now, then on every filesystem event; when events are quiet, rescan everything
+        every ``rescan_every`` seconds (checked every ``poll_interval``), as a safety net for
+        events a filesystem does not deliver. A full scan of a large directory costs tens of
+        milliseconds, so it is not done every second."""
         from watchfiles import awatch
 
         self.scan()
+        last_full = time.monotonic()
         stop = asyncio.Event()
         try:
             async for changes in awatch(
@@ -296,9 +301,11 @@ class FileSource:
                 recursive=True,
             ):
                 try:
-                    # Only the reported paths; a timeout (no event) rescans everything, as
-                    # a safety net for events a filesystem does not deliver.
-                    self.scan({Path(p) for _, p in changes} if changes else None)
+                    if changes:
+                        self.scan({Path(p) for _, p in changes})  # only the reported paths
+                    elif time.monotonic() - last_full >= rescan_every:
+                        last_full = time.monotonic()
+                        self.scan()
                 except Exception:  # never let one bad file stop the watcher
                     log.exception("scanning %s failed", self.root)
         finally:

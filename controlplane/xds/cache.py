@@ -222,3 +222,45 @@ class ViewCache:
         diff = Diff(tuple(changed), removed)
         self._diffs[key] = (old, new, diff)
         return diff
+
+
+class ResponseCache:
+    """Encoded responses shared by every stream that is sent the same resources in one
+    snapshot generation: a canary that sends one 500 KB route table to a thousand proxies
+    encodes it once, and each stream writes the very same bytes.
+
+    A shared response has one nonce for all its streams (a nonce need only be unique within
+    a stream). Entries are kept, newest last, within ``budget`` bytes; ``clear`` starts a new
+    generation. Small responses are cheaper to encode than to look up and are not kept.
+    """
+
+    def __init__(self, budget: int = 64 << 20, smallest: int = 16 << 10) -> None:
+        self.budget = budget
+        self.smallest = smallest
+        self.size = 0
+        self.hits = 0
+        self._entries: dict[Hashable, tuple[ResourceMap, str, bytes]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+    def get(self, key: Hashable, view: ResourceMap) -> tuple[str, bytes] | None:
+        """The nonce and bytes stored for ``key`` (which names ``view`` by identity)."""
+        found = self._entries.get(key)
+        if found is None or found[0] is not view:
+            return None
+        self.hits += 1
+        return found[1], found[2]
+
+    def put(self, key: Hashable, view: ResourceMap, nonce: str, response: bytes) -> None:
+        if len(response) < self.smallest or len(response) > self.budget:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old[2])
+        self._entries[key] = (view, nonce, response)  # the view keeps its id from being reused
+        self.size += len(response)
+        while self.size > self.budget:
+            oldest = next(iter(self._entries))
+            self.size -= len(self._entries.pop(oldest)[2])

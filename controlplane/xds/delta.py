@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from functools import partial
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -161,8 +162,17 @@ class DeltaStream(BaseStream):
             send.sort()
             removed.sort()
             selected = [view[n] for n in send]
-            nonce = self.next_nonce()
-            out.append(wire.delta_response(version, type_url, nonce, selected, removed))
+            size = sum(r.size for r in selected)
+            nonce, response = self._encoded(
+                state,
+                ("delta", type_url, id(view), tuple(send), tuple(removed)),
+                view,
+                size,
+                partial(
+                    wire.delta_response, version, type_url, resources=selected, removed=removed
+                ),
+            )
+            out.append(response)
             change_seen_at = self._change_seen_at()
             state.pending[nonce] = Pending(
                 version, change_seen_at, tuple(send), view, before_view, before_overrides
@@ -174,5 +184,5 @@ class DeltaStream(BaseStream):
             state.sent_nonce = nonce
             state.sent_at = time.time()
             state.change_seen_at = change_seen_at
-            self._count(type_url, len(selected), sum(r.size for r in selected))
+            self._count(type_url, len(selected), size)
         return out

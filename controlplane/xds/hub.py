@@ -11,6 +11,7 @@ ask the hub.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from controlplane.compile.proxy import Proxy
 from controlplane.store import ChangeSet, Snapshot, Store
 from controlplane.store.dependencies import Token
 from controlplane.xds import memory
-from controlplane.xds.cache import Shape, ShapeCache, ViewCache
+from controlplane.xds.cache import ResponseCache, Shape, ShapeCache, ViewCache
 from controlplane.xds.metrics import XdsMetrics
 
 log = logging.getLogger("controlplane.xds")
@@ -105,6 +106,8 @@ class Hub:
         self.metrics = XdsMetrics()
         self.shapes = ShapeCache()
         self.views = ViewCache()
+        self.responses = ResponseCache()
+        self._nonces = itertools.count(1)
         self.last_publish: dict[str, object] = {}
         self._names: dict[frozenset[str], frozenset[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -261,6 +264,7 @@ class Hub:
             self.compiler = SnapshotCompiler(snapshot)
         self.shapes = self.shapes.next_generation(touched)
         self.views.clear()
+        self.responses.clear()
         self.change_seen_at = seen_at if seen_at is not None else time.time()
         woken = 0
         shapes = self.shapes
@@ -289,6 +293,10 @@ class Hub:
             "seconds": round(elapsed, 6),
         }
         log.debug("snapshot %d published: %s", snapshot.version, self.last_publish)
+
+    def next_nonce(self) -> str:
+        """A nonce unique across streams, so that one encoded response can serve many."""
+        return str(next(self._nonces))
 
     def canonical_names(self, names: frozenset[str]) -> frozenset[str]:
         """One shared frozenset per distinct subscription: a thousand proxies subscribed to

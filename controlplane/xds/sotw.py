@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -106,8 +107,15 @@ class SotwStream(BaseStream):
                 state.force_names.clear()
                 continue
             selected = [view[n] for n in names]
-            nonce = self.next_nonce()
-            out.append(wire.sotw_response(version, type_url, nonce, selected))
+            size = sum(r.size for r in selected)
+            nonce, response = self._encoded(
+                state,
+                ("sotw", type_url, id(view), tuple(names)),
+                view,
+                size,
+                partial(wire.sotw_response, version, type_url, resources=selected),
+            )
+            out.append(response)
             change_seen_at = self._change_seen_at()
             state.pending[nonce] = Pending(version, change_seen_at)
             while len(state.pending) > 4:
@@ -119,5 +127,5 @@ class SotwStream(BaseStream):
             state.change_seen_at = change_seen_at
             state.force = False
             state.force_names.clear()
-            self._count(type_url, len(selected), sum(r.size for r in selected))
+            self._count(type_url, len(selected), size)
         return out

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -57,7 +57,6 @@ class BaseStream:
         self._queued = False
         self.writing = False  # a write is waiting for the proxy to read
         self._closed = False
-        self._nonces = itertools.count(1)
 
     def wake(self) -> None:
         if not self._queued:
@@ -71,7 +70,28 @@ class BaseStream:
             self.hub.queued -= 1
 
     def next_nonce(self) -> str:
-        return str(next(self._nonces))
+        return self.hub.next_nonce()
+
+    def _encoded(
+        self,
+        state: TypeState,
+        key: tuple[object, ...],
+        view: Any,
+        size: int,
+        encode: Callable[[str], bytes],
+    ) -> tuple[str, bytes]:
+        """The nonce and bytes of a response: shared with every stream sent the same
+        resources of the same view (``key``), unless this stream already holds that nonce."""
+        responses = self.hub.responses
+        if size >= responses.smallest:
+            found = responses.get(key, view)
+            if found is not None and found[0] != state.sent_nonce and found[0] not in state.pending:
+                return found
+        nonce = self.next_nonce()
+        response = encode(nonce)
+        if size >= responses.smallest:
+            responses.put(key, view, nonce, response)
+        return nonce, response
 
     # ---- the stream ---------------------------------------------------------------------
 

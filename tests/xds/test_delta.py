@@ -246,3 +246,38 @@ async def test_garbage_type_urls_and_unknown_names_get_no_answer_and_no_harm(
         await conn.send(delta_request(CLUSTER))
         cds = await conn.recv()
         assert names(cds) == ALL_CLUSTERS
+
+
+async def test_proxies_sent_the_same_route_table_share_one_response_and_ack_on_their_own(
+    control_plane: ControlPlane,
+) -> None:
+    """One encoded response serves every proxy sent the same resources (one nonce for all);
+    what each proxy answers to it is still its own: a NACK from one leaves the other synced,
+    and the one that NACKed gets the next version like everyone else."""
+    control_plane.hub.responses.smallest = 0  # share even this small mesh's responses
+    control_plane.apply(MESH)
+    async with (
+        AdsConnection(control_plane.target, delta=True) as a,
+        AdsConnection(control_plane.target, delta=True) as b,
+    ):
+        await connect_all(a, "client-a")
+        await connect_all(b, "client-b")
+        control_plane.apply(canary(60, 40))
+        route_a, route_b = await a.recv(), await b.recv()
+        assert route_a.type_url == route_b.type_url == ROUTE
+        assert route_a.nonce == route_b.nonce
+        assert a.last_size == b.last_size
+        await a.send(delta_request(ROUTE, nonce=route_a.nonce, error="bench: rejected"))
+        await ack(b, route_b)
+        await a.expect_nothing(0.3)  # a rejected version is not offered again
+        routes_a = control_plane.stream_of(local_node("client-a").id).states[ROUTE]
+        routes_b = control_plane.stream_of(local_node("client-b").id).states[ROUTE]
+        assert routes_a.nack is not None and routes_a.synced != "SYNCED"
+        assert routes_b.nack is None and routes_b.synced == "SYNCED"
+        control_plane.apply(canary(20, 80))
+        next_a, next_b = await a.recv(), await b.recv()
+        assert next_a.nonce == next_b.nonce != route_a.nonce
+        await ack(a, next_a)
+        await ack(b, next_b)
+        await a.expect_nothing(0.2)
+        assert routes_a.synced == routes_b.synced == "SYNCED"

@@ -50,19 +50,23 @@ def test_domains_include_short_name_only_in_the_clients_namespace() -> None:
     same = vhosts("default")["reviews.default.svc.cluster.local:9080"]["domains"]
     assert same == [
         "reviews.default.svc.cluster.local",
-        "reviews.default.svc.cluster.local:9080",
         "reviews.default.svc",
-        "reviews.default.svc:9080",
         "reviews.default",
-        "reviews.default:9080",
         "reviews",
-        "reviews:9080",
         "10.96.0.8",
-        "10.96.0.8:9080",
     ]
     other = vhosts("other")["reviews.default.svc.cluster.local:9080"]["domains"]
-    assert "reviews" not in other and "reviews:9080" not in other
-    assert "reviews.default:9080" in other
+    assert "reviews" not in other
+    assert "reviews.default" in other
+
+
+def test_port_route_config_ignores_the_host_port_as_istiod_does_for_sidecars() -> None:
+    """Every service in RDS "9080" has port 9080, so the domains carry no port and Envoy
+    matches ``reviews:9080`` and ``reviews`` alike."""
+    config = compiled(snapshot_of(MESH), proxy_in("default"))["rds"]["9080"]
+    assert config["ignorePortInHostMatching"] is True
+    domains = [d for v in config["virtualHosts"] for d in v["domains"]]
+    assert not [d for d in domains if ":" in d]
 
 
 def test_service_without_virtual_service_gets_the_default_route_to_its_cluster() -> None:
