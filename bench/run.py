@@ -36,7 +36,9 @@ from controlplane.local.ports import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SCENARIOS = ("storm", "steady", "canary", "churn", "bad", "envoy")
-METADATA = {"NAMESPACE": "ns-0", "LOCAL_OUTBOUND_PORT": "15001", "ISTIO_VERSION": "1.24.0"}
+LOCAL_METADATA = {"NAMESPACE": "ns-0", "LOCAL_OUTBOUND_PORT": "15001", "ISTIO_VERSION": "1.24.0"}
+# A sidecar as Istio injects it: transparent interception, one route table per port.
+SIDECAR_METADATA = {"NAMESPACE": "ns-0", "ISTIO_VERSION": "1.24.0"}
 
 
 # ---- process accounting ------------------------------------------------------------------------
@@ -174,6 +176,7 @@ class Bench:
         self.workers: list[tuple[Any, Any]] = []  # (process, pipe)
         self.watch_ids = 0
         self.canary_step = 0
+        self.metadata = SIDECAR_METADATA if args.mode == "sidecar" else LOCAL_METADATA
 
     # ---- plumbing -----------------------------------------------------------------------
 
@@ -269,7 +272,7 @@ class Bench:
         """One proxy first: the compile of the first proxy's shape is not per-proxy memory."""
         _, pipe = self.workers[0]
         ids = [self.node_ids(1, offset=60000)[0]]
-        args = {"target": self.target, "node_ids": ids, "metadata": METADATA}
+        args = {"target": self.target, "node_ids": ids, "metadata": self.metadata}
         pipe.send(("start", {**args, "delta": self.args.protocol == "delta"}))
         pipe.recv()
         deadline = time.time() + 120
@@ -289,7 +292,7 @@ class Bench:
                     {
                         "target": self.target,
                         "node_ids": chunk,
-                        "metadata": METADATA,
+                        "metadata": self.metadata,
                         "delta": self.args.protocol == "delta",
                     },
                 )
@@ -432,7 +435,7 @@ class Bench:
             "never-reads": self.args.bad_count,
         }
         _, pipe = self.workers[0]
-        pipe.send(("bad", {"target": self.target, "kinds": kinds, "metadata": METADATA}))
+        pipe.send(("bad", {"target": self.target, "kinds": kinds, "metadata": self.metadata}))
         pipe.recv()
         time.sleep(5)
         with_bad = self.canary()
@@ -497,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", default="100,1000,5000", help="proxy counts")
     parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     parser.add_argument("--protocol", choices=("delta", "sotw"), default="delta")
+    parser.add_argument(
+        "--mode",
+        choices=("local", "sidecar"),
+        default="local",
+        help="simulated proxies in local mode (as the demo's Envoy) or as transparent sidecars",
+    )
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--churn-rate", type=float, default=10.0)
@@ -526,12 +535,13 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "protocol": args.protocol,
+        "mode": args.mode,
         "registry": {"services": args.services, "pods_per_service": 3, "vs": 200, "dr": 200},
         "runs": [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    path = args.out / f"bench-{args.protocol}-{stamp}.json"
+    path = args.out / f"bench-{args.protocol}-{args.mode}-{stamp}.json"
     for n in [int(x) for x in re.split(r"[, ]+", args.n) if x]:
         if any(s != "envoy" for s in scenarios):
             results["runs"].append(run_n(args, n, scenarios))

@@ -410,7 +410,13 @@ class SnapshotCompiler:
 
         def build() -> CompiledResource:
             services = self.visible_services(proxy.namespace)
-            config = port_route_configuration(self.snapshot, services, port, proxy)
+            config = port_route_configuration(
+                self.snapshot,
+                services,
+                port,
+                proxy,
+                lambda service, domains: self._virtual_host(service, port, proxy, domains, labels),
+            )
             return CompiledResource(config.name, config)
 
         return self._cached(key, build)  # type: ignore[return-value]

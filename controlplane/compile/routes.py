@@ -3,7 +3,7 @@ domains; the routes inside come from ``http_routes`` (a VirtualService) or a def
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -112,12 +112,19 @@ def allow_any_virtual_host() -> rc.VirtualHost:
 
 
 def port_route_configuration(
-    snapshot: Snapshot, services: Iterable[MeshService], port: int, proxy: Proxy
+    snapshot: Snapshot,
+    services: Iterable[MeshService],
+    port: int,
+    proxy: Proxy,
+    virtual_host: Callable[[MeshService, list[str]], rc.VirtualHost] | None = None,
 ) -> route_pb2.RouteConfiguration:
     """Transparent mode: RDS ``"9080"``, one virtual host per service with an HTTP port 9080,
     then ``allow_any``. As istiod does for sidecars, the domains carry no port and Envoy
     ignores the Host header's port when matching: every service in this table has this port,
-    so ``reviews`` and ``reviews:9080`` reach the same virtual host."""
+    so ``reviews`` and ``reviews:9080`` reach the same virtual host.
+
+    ``virtual_host`` builds one service's host from its domains (the compiler memoizes them,
+    so that one VirtualService's change rebuilds one host)."""
     hosts = []
     for service in services:
         sport = service.port(port)
@@ -126,6 +133,9 @@ def port_route_configuration(
         domains = domains_for(
             service, port, proxy.namespace, with_bare_names=True, with_ports=False
         )
-        hosts.append(build_virtual_host(snapshot, service, port, proxy, domains))
+        if virtual_host is None:
+            hosts.append(build_virtual_host(snapshot, service, port, proxy, domains))
+        else:
+            hosts.append(virtual_host(service, domains))
     hosts.append(allow_any_virtual_host())
     return build_route_configuration(route_config_name(port), hosts, ignore_port=True)

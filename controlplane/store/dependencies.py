@@ -172,6 +172,7 @@ _INDEXES: dict[str, frozenset[str]] = {
     "_slices_by_service": frozenset({"EndpointSlice"}),
     "_targets_by_address": frozenset({"Service", "Pod", "EndpointSlice"}),
     "_virtual_services_by_host": frozenset({"VirtualService"}),
+    "_wildcard_virtual_service_hosts": frozenset({"VirtualService"}),
     "_destination_rules_by_namespace": frozenset({"DestinationRule"}),
 }
 _LOOKUPS = ("_endpoints", "_merged_rules")

@@ -272,6 +272,10 @@ class Snapshot:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
 
+    @cached_property
+    def _wildcard_virtual_service_hosts(self) -> tuple[str, ...]:
+        return tuple(h for h in self._virtual_services_by_host if h.startswith("*"))
+
     def virtual_services_for(
         self, hostname: str, client_namespace: str
     ) -> tuple[VirtualService, ...]:
@@ -291,12 +295,9 @@ class Snapshot:
             return _by_preference(exact, client_namespace)
         best: tuple[VirtualService, ...] = ()
         best_len = -1
-        for pattern, items in index.items():
-            if (
-                pattern.startswith("*")
-                and host_matches(pattern, hostname)
-                and len(pattern) > best_len
-            ):
+        for pattern in self._wildcard_virtual_service_hosts:
+            items = index[pattern]
+            if host_matches(pattern, hostname) and len(pattern) > best_len:
                 visible = [vs for vs in items if self._vs_applies(vs, client_namespace)]
                 if visible:
                     best, best_len = _by_preference(visible, client_namespace), len(pattern)
