@@ -503,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         choices=("local", "sidecar"),
-        default="local",
-        help="simulated proxies in local mode (as the demo's Envoy) or as transparent sidecars",
+        default="sidecar",
+        help="simulated proxies as Istio's transparent sidecars, or in local mode (the demo's)",
     )
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=3)
