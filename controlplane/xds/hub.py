@@ -161,12 +161,16 @@ class Hub:
         self._trimmer = asyncio.create_task(self._trim_loop(), name="xds-memory-trim")
 
     async def _trim_loop(self, every: float = 5.0) -> None:
-        """After pushes, once the queue is empty, give freed buffers back to the system."""
+        """After pushes, once the queue is empty, drop the shared responses and give freed
+        buffers back to the system."""
         trimmed_at = self.pushes
         while True:
             await asyncio.sleep(every)
             if self.pushes != trimmed_at and self.queued == 0:
                 trimmed_at = self.pushes
+                # Shared responses serve a wave of pushes; once it is over they only cost
+                # memory (proxies of many shapes could fill the whole budget).
+                self.responses.clear()
                 memory.trim()
 
     @property
