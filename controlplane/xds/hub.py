@@ -161,8 +161,9 @@ class Hub:
         self._trimmer = asyncio.create_task(self._trim_loop(), name="xds-memory-trim")
 
     async def _trim_loop(self, every: float = 5.0) -> None:
-        """After pushes, once the queue is empty, drop the shared responses and give freed
-        buffers back to the system."""
+        """After pushes, once the queue is empty, drop the shared responses, run the full
+        garbage collection now rather than during the next wave, and give freed buffers back
+        to the system."""
         trimmed_at = self.pushes
         while True:
             await asyncio.sleep(every)
@@ -171,6 +172,7 @@ class Hub:
                 # Shared responses serve a wave of pushes; once it is over they only cost
                 # memory (proxies of many shapes could fill the whole budget).
                 self.responses.clear()
+                memory.settle()
                 memory.trim()
 
     @property

@@ -4,12 +4,19 @@ A push wave (a connect storm, a change reaching every proxy) allocates and frees
 response buffers. glibc keeps the freed memory in its heaps, so resident memory stays at the
 wave's peak and grows with the number of proxies although nothing is kept per proxy.
 ``malloc_trim`` returns it; the hub calls it when pushing has gone quiet.
+
+The configuration the control plane holds (resources, compiled messages, indexes) is
+hundreds of thousands of long-lived objects. Python's cyclic garbage collector would walk
+all of them in every full collection, a pause of 100 ms or more that lands in the middle of
+a push wave. ``settle`` runs that collection while pushing is quiet instead, and then
+freezes what survived: later collections look only at objects made since.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from collections.abc import Callable
 
 _trim: Callable[[int], int] | None = None
@@ -30,3 +37,11 @@ def trim() -> bool:
         return False
     _trim(0)
     return True
+
+
+def settle() -> None:
+    """Collect cyclic garbage now, including among objects frozen earlier (some of the old
+    configuration is garbage by now), and freeze the survivors."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
