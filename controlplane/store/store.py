@@ -237,7 +237,13 @@ class Store:
             if not flipped:
                 break
         if delta:
-            self._next_probe(delta)  # the last round moved something: the probe must follow
+            # Still moving after the last round: the probe follows, and whatever read
+            # something the last round moved is checked again on the next change.
+            probe = self._next_probe(delta)
+            for key, _ in checked:
+                read = self._check_reads.get(key)
+                if read is not None and not read.isdisjoint(probe.tokens):
+                    del self._check_reads[key]
         return moved, rechecked
 
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
