@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 LabelValues = tuple[str, ...]
@@ -55,7 +56,7 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
@@ -67,8 +68,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    @abstractmethod
     def samples(self) -> Iterable[str]:
-        raise NotImplementedError
+        """The exposition lines of this metric (each kind renders its own)."""
 
 
 class Counter(_Metric):

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ def proxy_from_request_node(node: Any) -> Proxy:
     return proxy_from_node(node.id, metadata, locality)
 
 
-class BaseStream:
+class BaseStream(ABC):
     protocol = ""
 
     def __init__(self, hub: Hub, info: StreamInfo, context: Any = None) -> None:
@@ -188,13 +189,13 @@ class BaseStream:
 
     # ---- for subclasses --------------------------------------------------------------------
 
+    @abstractmethod
     def _handle(self, request: Any) -> bool:
         """Update state from one request; return True when something must be sent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _responses(self) -> list[bytes]:
         """Encoded responses to write now (see ``wire``)."""
-        raise NotImplementedError
 
     def _current_resources(self) -> ProxyResources:
         assert self.proxy is not None
