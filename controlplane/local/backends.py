@@ -126,8 +126,8 @@ class Backend:
 # ---- scripted behaviours ------------------------------------------------------------------
 
 
-def fail_first(count: int, status: int = 503) -> Behaviour:
-    """Answer ``status`` to the next ``count`` requests, then normally."""
+def _first(count: int, reply: Reply) -> Behaviour:
+    """Answer ``reply`` to the next ``count`` requests, then normally."""
     remaining = [count]
     lock = threading.Lock()
 
@@ -135,25 +135,20 @@ def fail_first(count: int, status: int = 503) -> Behaviour:
         with lock:
             if remaining[0] > 0:
                 remaining[0] -= 1
-                return Reply(status=status)
+                return reply
         return None
 
     return behaviour
+
+
+def fail_first(count: int, status: int = 503) -> Behaviour:
+    """Answer ``status`` to the next ``count`` requests, then normally."""
+    return _first(count, Reply(status=status))
 
 
 def delay_first(count: int, seconds: float) -> Behaviour:
     """Hold the next ``count`` requests for ``seconds`` before answering, then answer at once."""
-    remaining = [count]
-    lock = threading.Lock()
-
-    def behaviour(backend: Backend, seen: Seen) -> Reply | None:
-        with lock:
-            if remaining[0] > 0:
-                remaining[0] -= 1
-                return Reply(delay=seconds)
-        return None
-
-    return behaviour
+    return _first(count, Reply(delay=seconds))
 
 
 def always(

@@ -24,7 +24,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState
-from controlplane.xds.stream import KNOWN_TYPES, BaseStream
+from controlplane.xds.stream import BaseStream
 
 log = logging.getLogger("controlplane.xds")
 _MAX_PENDING = 32
@@ -35,13 +35,10 @@ class DeltaStream(BaseStream):
 
     def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> bool:  # type: ignore[override]
         type_url = request.type_url
-        if type_url not in KNOWN_TYPES:
-            log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
+        found = self._type_state(type_url)
+        if found is None:
             return False
-        state = self.states.get(type_url)
-        first = state is None
-        if state is None:
-            state = self.states[type_url] = TypeState(type_url)
+        state, first = found
         if request.response_nonce:
             pending = state.pending.pop(request.response_nonce, None)
             if pending is not None:

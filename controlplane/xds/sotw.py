@@ -17,7 +17,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState
-from controlplane.xds.stream import KNOWN_TYPES, BaseStream, proxy_from_request_node
+from controlplane.xds.stream import BaseStream, proxy_from_request_node
 
 log = logging.getLogger("controlplane.xds")
 
@@ -28,13 +28,10 @@ class SotwStream(BaseStream):
     protocol = "sotw"
 
     def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:  # type: ignore[override]
-        type_url = request.type_url
-        if type_url not in KNOWN_TYPES:
-            log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
+        found = self._type_state(request.type_url)
+        if found is None:
             return False
-        state = self.states.get(type_url)
-        if state is None:
-            state = self.states[type_url] = TypeState(type_url)
+        state, _ = found
         nonce = request.response_nonce
         if not nonce:
             state.subscribe(request.resource_names, initial=True)

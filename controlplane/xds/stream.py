@@ -189,6 +189,18 @@ class BaseStream(ABC):
 
     # ---- for subclasses --------------------------------------------------------------------
 
+    def _type_state(self, type_url: str) -> tuple[TypeState, bool] | None:
+        """The state of ``type_url`` on this stream and whether it is new; None (and the
+        request ignored) for a type this server does not serve."""
+        if type_url not in KNOWN_TYPES:
+            log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
+            return None
+        state = self.states.get(type_url)
+        if state is None:
+            state = self.states[type_url] = TypeState(type_url)
+            return state, True
+        return state, False
+
     @abstractmethod
     def _handle(self, request: Any) -> bool:
         """Update state from one request; return True when something must be sent."""

@@ -52,6 +52,19 @@ spec:
   - {name: v2, labels: {version: v2}}
 """
 
+# The reviews DestinationRule with a traffic policy added: its clusters change, its subsets not.
+ROUND_ROBIN_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+
 
 def canary(v1: int, v2: int) -> str:
     return f"""

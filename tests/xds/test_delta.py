@@ -13,6 +13,7 @@ from tests.xds.mesh import (
     REVIEWS,
     REVIEWS_V1,
     REVIEWS_V2,
+    ROUND_ROBIN_RULE,
     ROUTE_NAME,
     canary,
     local_node,
@@ -211,19 +212,7 @@ async def test_changed_cluster_is_followed_by_its_endpoints_again(
     control_plane.apply(MESH)
     async with AdsConnection(control_plane.target, delta=True) as conn:
         await connect_all(conn)
-        control_plane.apply(
-            """
-            apiVersion: networking.istio.io/v1
-            kind: DestinationRule
-            metadata: {name: reviews, namespace: default}
-            spec:
-              host: reviews
-              trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-              subsets:
-              - {name: v1, labels: {version: v1}}
-              - {name: v2, labels: {version: v2}}
-            """
-        )
+        control_plane.apply(ROUND_ROBIN_RULE)
         cds = await conn.recv()
         changed = sorted([REVIEWS, REVIEWS_V1, REVIEWS_V2])
         assert cds.type_url == CLUSTER and names(cds) == changed

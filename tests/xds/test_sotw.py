@@ -15,6 +15,7 @@ from tests.xds.mesh import (
     REVIEWS,
     REVIEWS_V1,
     REVIEWS_V2,
+    ROUND_ROBIN_RULE,
     ROUTE_NAME,
     canary,
     local_node,
@@ -145,19 +146,7 @@ async def test_cluster_change_is_followed_by_its_endpoints(control_plane: Contro
     control_plane.apply(MESH)
     async with AdsConnection(control_plane.target) as conn:
         await connect_all(control_plane, conn)
-        control_plane.apply(
-            """
-            apiVersion: networking.istio.io/v1
-            kind: DestinationRule
-            metadata: {name: reviews, namespace: default}
-            spec:
-              host: reviews
-              trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-              subsets:
-              - {name: v1, labels: {version: v1}}
-              - {name: v2, labels: {version: v2}}
-            """
-        )
+        control_plane.apply(ROUND_ROBIN_RULE)
         cds = await conn.recv()
         assert cds.type_url == CLUSTER
         eds = await conn.recv()

@@ -14,61 +14,10 @@ from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.store import ChangeSet, Snapshot, Store
 from tests.documents import submissions
 from tests.unit.compile.helpers import local_proxy
+from tests.xds.mesh import MESH as XDS_MESH
+from tests.xds.mesh import RATINGS, REVIEWS, REVIEWS_V1, REVIEWS_V2, ROUND_ROBIN_RULE, canary
 
-MESH = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-status: {podIP: 127.0.6.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
-status: {podIP: 127.0.6.2}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - {destination: {host: reviews, subset: v1}, weight: 90}
-    - {destination: {host: reviews, subset: v2}, weight: 10}
----
-apiVersion: v1
-kind: Service
-metadata: {name: ratings, namespace: default}
-spec:
-  selector: {app: ratings}
-  ports: [{name: http, port: 9080, targetPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ratings-1, namespace: default, labels: {app: ratings}}
-status: {podIP: 127.0.6.3}
-"""
-
-REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
-REVIEWS_V1 = "outbound|9080|v1|reviews.default.svc.cluster.local"
-REVIEWS_V2 = "outbound|9080|v2|reviews.default.svc.cluster.local"
-RATINGS = "outbound|9080||ratings.default.svc.cluster.local"
+MESH = XDS_MESH + "---\n" + canary(90, 10)
 
 
 class Mesh:
@@ -129,19 +78,7 @@ def test_pod_changing_subset_labels_rebuilds_that_services_assignments() -> None
 
 def test_virtual_service_change_rebuilds_only_its_virtual_host_and_the_route_table() -> None:
     mesh = Mesh()
-    compiler = mesh.change(
-        """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: reviews, namespace: default}
-        spec:
-          hosts: [reviews]
-          http:
-          - route:
-            - {destination: {host: reviews, subset: v1}, weight: 50}
-            - {destination: {host: reviews, subset: v2}, weight: 50}
-        """
-    )
+    compiler = mesh.change(canary(50, 50))
     assert mesh.rebuilt() == {
         CLUSTER: set(),
         ENDPOINT: set(),
@@ -153,19 +90,7 @@ def test_virtual_service_change_rebuilds_only_its_virtual_host_and_the_route_tab
 
 def test_destination_rule_change_rebuilds_that_hosts_clusters_only() -> None:
     mesh = Mesh()
-    mesh.change(
-        """
-        apiVersion: networking.istio.io/v1
-        kind: DestinationRule
-        metadata: {name: reviews, namespace: default}
-        spec:
-          host: reviews
-          trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-          subsets:
-          - {name: v1, labels: {version: v1}}
-          - {name: v2, labels: {version: v2}}
-        """
-    )
+    mesh.change(ROUND_ROBIN_RULE)
     rebuilt = mesh.rebuilt()
     assert rebuilt[CLUSTER] == {REVIEWS, REVIEWS_V1, REVIEWS_V2}
     # (The first build of each family in a compile also counts every rule read before it as
