@@ -226,40 +226,39 @@ class ViewCache:
 
 class ResponseCache:
     """Encoded responses shared by every stream that is sent the same resources in one
-    snapshot generation: a canary that sends one 500 KB route table to a thousand proxies
-    encodes it once, and each stream writes the very same bytes.
+    snapshot generation: a canary that sends one 400 KB route table to a thousand proxies
+    encodes it once, and each stream writes the very same bytes. Keys name the resources by
+    identity, so proxies of different shapes that share a compiled resource (every workload
+    of a namespace gets the same outbound route table) share its response too.
 
     A shared response has one nonce for all its streams (a nonce need only be unique within
-    a stream). Entries are kept, newest last, within ``budget`` bytes; ``clear`` starts a new
-    generation. Small responses are cheaper to encode than to look up and are not kept.
+    a stream). Entries are kept, newest last, within ``budget`` bytes; ``clear`` drops them
+    all.
     """
 
-    def __init__(self, budget: int = 64 << 20, smallest: int = 16 << 10) -> None:
+    def __init__(self, budget: int = 64 << 20) -> None:
         self.budget = budget
-        self.smallest = smallest
         self.size = 0
-        self.hits = 0
-        self._entries: dict[Hashable, tuple[ResourceMap, str, bytes]] = {}
+        self._entries: dict[Hashable, tuple[object, str, bytes]] = {}
 
     def clear(self) -> None:
         self._entries.clear()
         self.size = 0
 
-    def get(self, key: Hashable, view: ResourceMap) -> tuple[str, bytes] | None:
-        """The nonce and bytes stored for ``key`` (which names ``view`` by identity)."""
+    def get(self, key: Hashable) -> tuple[str, bytes] | None:
+        """The nonce and bytes stored for ``key``."""
         found = self._entries.get(key)
-        if found is None or found[0] is not view:
-            return None
-        self.hits += 1
-        return found[1], found[2]
+        return None if found is None else (found[1], found[2])
 
-    def put(self, key: Hashable, view: ResourceMap, nonce: str, response: bytes) -> None:
-        if len(response) < self.smallest or len(response) > self.budget:
+    def put(self, key: Hashable, keep: object, nonce: str, response: bytes) -> None:
+        """Store a response; ``keep`` holds the objects whose ids ``key`` names, so that no
+        id in a stored key can be reused by another object."""
+        if len(response) > self.budget:
             return
         old = self._entries.pop(key, None)
         if old is not None:
             self.size -= len(old[2])
-        self._entries[key] = (view, nonce, response)  # the view keeps its id from being reused
+        self._entries[key] = (keep, nonce, response)
         self.size += len(response)
         while self.size > self.budget:
             oldest = next(iter(self._entries))

@@ -162,9 +162,8 @@ class DeltaStream(BaseStream):
             size = sum(r.size for r in selected)
             nonce, response = self._encoded(
                 state,
-                ("delta", type_url, id(view), tuple(send), tuple(removed)),
-                view,
-                size,
+                ("delta", type_url, version, tuple(removed)),
+                selected,
                 partial(
                     wire.delta_response, version, type_url, resources=selected, removed=removed
                 ),

@@ -197,6 +197,11 @@ class XdsMetrics:
             "controlplane_xds_store_changes_total",
             "Store changes received (before debouncing).",
         )
+        self.shared_responses = Counter(
+            "controlplane_xds_shared_responses_total",
+            "Responses written from an encoding another stream was sent first, by type.",
+            ("type",),
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -221,6 +226,7 @@ class XdsMetrics:
             self.compile_time,
             self.publishes,
             self.store_changes,
+            self.shared_responses,
         ]
         for metric in metrics:
             lines.extend(metric.header())

@@ -107,9 +107,8 @@ class SotwStream(BaseStream):
             size = sum(r.size for r in selected)
             nonce, response = self._encoded(
                 state,
-                ("sotw", type_url, id(view), tuple(names)),
-                view,
-                size,
+                ("sotw", type_url, version),
+                selected,
                 partial(wire.sotw_response, version, type_url, resources=selected),
             )
             out.append(response)

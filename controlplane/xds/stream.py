@@ -22,7 +22,7 @@ from google.protobuf import json_format
 
 from controlplane.compile import ProxyResources
 from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
-from controlplane.compile.resources import PUSH_ORDER
+from controlplane.compile.resources import PUSH_ORDER, CompiledResource
 from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
 from controlplane.xds.state import Nack, TypeState, short
 
@@ -77,21 +77,21 @@ class BaseStream(ABC):
         self,
         state: TypeState,
         key: tuple[object, ...],
-        view: Any,
-        size: int,
+        resources: list[CompiledResource],
         encode: Callable[[str], bytes],
     ) -> tuple[str, bytes]:
         """The nonce and bytes of a response: shared with every stream sent the same
-        resources of the same view (``key``), unless this stream already holds that nonce."""
+        response (``key`` names its ``resources`` by identity), unless this stream already
+        holds that nonce."""
         responses = self.hub.responses
-        if size >= responses.smallest:
-            found = responses.get(key, view)
-            if found is not None and found[0] != state.sent_nonce and found[0] not in state.pending:
-                return found
+        key = (*key, *map(id, resources))
+        found = responses.get(key)
+        if found is not None and found[0] != state.sent_nonce and found[0] not in state.pending:
+            self.hub.metrics.shared_responses.inc(short(state.type_url))
+            return found
         nonce = self.next_nonce()
         response = encode(nonce)
-        if size >= responses.smallest:
-            responses.put(key, view, nonce, response)
+        responses.put(key, resources, nonce, response)
         return nonce, response
 
     # ---- the stream ---------------------------------------------------------------------

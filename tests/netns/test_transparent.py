@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,14 +241,27 @@ def test_header_match_sends_jason_to_v2(mesh: Mesh) -> None:
     assert mesh.call("http://reviews:9080/", 40, "end-user:jason") == {"reviews-v2": 40}
 
 
+def shared_route_responses(mesh: Mesh) -> float:
+    """How many route responses were written from bytes encoded for another stream."""
+    url = f"{mesh.control_plane.debug.base}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    prefix = 'controlplane_xds_shared_responses_total{type="rds"} '
+    return sum(float(line[len(prefix) :]) for line in lines if line.startswith(prefix))
+
+
 def test_weight_change_is_followed_without_touching_the_app(mesh: Mesh) -> None:
-    before = mesh.control_plane.debug.type_state(mesh.node_ids["productpage"], "rds")
+    debug = mesh.control_plane.debug
+    before = {n: debug.type_state(n, "rds")["acked_version"] for n in mesh.node_ids.values()}
+    shared = shared_route_responses(mesh)
     mesh.write("vs.yaml", virtual_service(0, 100))
-    mesh.control_plane.debug.wait_synced(
-        mesh.node_ids["productpage"], timeout=15, newer_than={"rds": before["acked_version"]}
-    )
+    for node_id, version in before.items():
+        debug.wait_synced(node_id, timeout=15, newer_than={"rds": version})
     try:
         assert mesh.call("http://reviews:9080/", 50) == {"reviews-v2": 50}
+        # The three workloads' Envoys hold one compiled outbound route table: it was encoded
+        # once and the same bytes written to all three, and each ACKed them.
+        assert shared_route_responses(mesh) >= shared + 2
     finally:
         mesh.write("vs.yaml", virtual_service(75, 25))
         time.sleep(0.5)

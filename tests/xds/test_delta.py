@@ -243,7 +243,6 @@ async def test_proxies_sent_the_same_route_table_share_one_response_and_ack_on_t
     """One encoded response serves every proxy sent the same resources (one nonce for all);
     what each proxy answers to it is still its own: a NACK from one leaves the other synced,
     and the one that NACKed gets the next version like everyone else."""
-    control_plane.hub.responses.smallest = 0  # share even this small mesh's responses
     control_plane.apply(MESH)
     async with (
         AdsConnection(control_plane.target, delta=True) as a,
