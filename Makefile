@@ -1,24 +1,44 @@
-# One way to run things. Every target creates .venv on first use.
+SHELL := /bin/bash
+# One way to run things. Every target creates .venv on first use, from requirements.lock:
+# every package at one version with its hashes, so a fresh machine gets what CI tested.
+# pyproject.toml keeps the ranges for people who install the package as a library;
+# `make lock` resolves them again into requirements.lock.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --quiet --disable-pip-version-check --no-input
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+UV_VERSION := 0.13.10
 
-.PHONY: venv demo test test-fast lint crds bench clean
+.PHONY: kube-binaries venv demo test test-fast lint lock crds bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP) install --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
+
+# Resolve pyproject.toml (with the dev extra) again; commit the result.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+		--python-version 3.11 --quiet --output-file $(LOCK)
 
 demo: venv
 	$(PY) -m controlplane demo
 
-test: venv
+# The kube tier needs kube-apiserver, kubectl and etcd: the first run builds them from the
+# Kubernetes Go modules (about 10 minutes on two cores, progress below) into
+# $$CONTROLPLANE_K8S_CACHE or ~/.cache/controlplane-k8s; later runs find them there.
+test: venv kube-binaries
 	$(PY) -m pytest
+
+kube-binaries:
+	@bash tests/cluster/build.sh 2> >(grep --line-buffered -v '^go: downloading' >&2) >/dev/null
 
 test-fast: venv
 	$(PY) -m pytest -m "not envoy and not kube and not netns and not slow"
@@ -33,6 +53,9 @@ bench: venv
 
 lint: venv
 	$(PY) -m ruff check controlplane tests bench
+	$(PY) -m ruff format --check controlplane tests bench
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache

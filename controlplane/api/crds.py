@@ -208,7 +208,7 @@ def _unwrap(node: dict[str, Any]) -> dict[str, Any]:
         kept = [b for b in branches if b.get("type") != "null"]
         if len(kept) != 1:
             raise SchemaError(f"union of {len(kept)} types is not structural: {node}")
-        merged = copy.deepcopy(kept[0])
+        merged: dict[str, Any] = copy.deepcopy(kept[0])
         if "description" in node and "description" not in merged:
             merged["description"] = node["description"]
         return merged

@@ -73,9 +73,10 @@ def document_key(doc: Any, default_namespace: str = "default") -> ResourceKey | 
     """The key a document claims, read without validating it (for error messages)."""
     if not isinstance(doc, dict):
         return None
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    found = doc.get("metadata")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = doc.get("kind")
-    name = meta.get("name") if isinstance(meta, dict) else None
+    name = meta.get("name")
     if not isinstance(kind, str) or not isinstance(name, str):
         return None
     namespace = "" if kind in CLUSTER_SCOPED else str(meta.get("namespace") or default_namespace)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,7 +19,11 @@ from controlplane.api.networking import (
     Destination,
     DestinationRule,
     HTTPRoute,
+    L4MatchAttributes,
     StringMatch,
+    TCPRoute,
+    TLSMatchAttributes,
+    TLSRoute,
     TrafficPolicy,
     VirtualService,
 )
@@ -252,22 +256,27 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
     found += check_export_to("spec.exportTo", spec.export_to)
     for i, route in enumerate(spec.http):
         found += _validate_http_route(f"spec.http[{i}]", route)
-    for proto, routes in (("tcp", spec.tcp), ("tls", spec.tls)):
+    l4_routes: tuple[tuple[str, Sequence[TCPRoute | TLSRoute]], ...] = (
+        ("tcp", spec.tcp),
+        ("tls", spec.tls),
+    )
+    for proto, routes in l4_routes:
         for i, l4 in enumerate(routes):
             found += _validate_weights(f"spec.{proto}[{i}]", [d.weight for d in l4.route])
             for j, dest in enumerate(l4.route):
                 found += check_destination(
                     f"spec.{proto}[{i}].route[{j}].destination", dest.destination
                 )
-            for j, m in enumerate(l4.match):
+            matches: Sequence[L4MatchAttributes | TLSMatchAttributes] = l4.match
+            for j, m in enumerate(matches):
                 found += check_port(f"spec.{proto}[{i}].match[{j}].port", m.port)
                 for k, subnet in enumerate(m.destination_subnets):
                     found += check_cidr(
                         f"spec.{proto}[{i}].match[{j}].destinationSubnets[{k}]", subnet
                     )
             if proto == "tls":
-                for j, m in enumerate(l4.match):  # type: ignore[assignment]
-                    if not getattr(m, "sni_hosts", None):
+                for j, tls_match in enumerate(l4.match):
+                    if not getattr(tls_match, "sni_hosts", None):
                         found.append(
                             _error(f"spec.tls[{i}].match[{j}].sniHosts", "sniHosts is required")
                         )

@@ -80,7 +80,7 @@ def write_weights(path: Path, v1: int, v2: int) -> None:
     os.replace(tmp, path)
 
 
-def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) -> DemoResult:  # type: ignore[no-untyped-def]
+def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) -> DemoResult:
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="controlplane-demo-")) if workdir is None else workdir
     config = root / "config"

@@ -329,7 +329,7 @@ class KopfThread(threading.Thread):
 def _login(registry: Any) -> None:
     import kopf
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=registry)  # type: ignore[untyped-decorator]
     def login(**kwargs: Any) -> Any:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
             return kopf.login_with_service_account(**kwargs)

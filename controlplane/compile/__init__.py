@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 
@@ -63,6 +63,8 @@ from controlplane.store.dependencies import (
 )
 from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import Snapshot, exported_to, resolve_host
+
+_T = TypeVar("_T")
 
 __all__ = ["SHAPE_DERIVED", "CompiledResource", "ProxyResources", "SnapshotCompiler", "types"]
 
@@ -125,7 +127,7 @@ class SnapshotCompiler:
         inherit_lookups(snapshot, old, touched)
         return cls(snapshot, previous, touched), touched
 
-    def _cached(self, key: Hashable, build: Callable[[], object], *, seeded: bool = True) -> object:
+    def _cached(self, key: Hashable, build: Callable[[], _T], *, seeded: bool = True) -> _T:
         """The value built for ``key``, building it once per snapshot (or not at all, when a
         previous compiler's value is still valid).
 
@@ -151,7 +153,7 @@ class SnapshotCompiler:
             snapshot.depends_on(entry[1])
         else:
             snapshot.reused(family, entry[1])
-        return entry[0]
+        return cast(_T, entry[0])  # one memo holds every family's values
 
     def memo_dependencies(self) -> Mapping[Hashable, frozenset[Token]]:
         """Memo key -> the dependency tokens recorded for it (for tests and debugging)."""
@@ -164,7 +166,7 @@ class SnapshotCompiler:
             message = factory()
             return CompiledResource(message.name, message)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     # ---- per proxy ----------------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class SnapshotCompiler:
                 if exported_to(svc.export_to, svc.namespace, namespace)
             )
 
-        return self._cached(("services", namespace), build)  # type: ignore[return-value]
+        return self._cached(("services", namespace), build)
 
     def clusters(self, proxy: Proxy) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
@@ -237,7 +239,7 @@ class SnapshotCompiler:
                 for c in service_clusters(service, rule)
             ]
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def upstream_security(self, service: MeshService, trust_domain: str | None) -> UpstreamSecurity:
         """What mTLS to the service depends on: its workloads' identities and peer modes."""
@@ -252,7 +254,7 @@ class SnapshotCompiler:
                 trust_domain,
             )
 
-        return self._cached(("upstream-security", service.hostname, trust_domain), build)  # type: ignore[return-value]
+        return self._cached(("upstream-security", service.hostname, trust_domain), build)
 
     def endpoints(self, proxy: Proxy, cluster_names: object) -> dict[str, CompiledResource]:
         out: dict[str, CompiledResource] = {}
@@ -300,7 +302,7 @@ class SnapshotCompiler:
             )
             return CompiledResource(cluster_name, cla)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def _mtls_endpoints(self, endpoints: tuple[MeshEndpoint, ...]) -> tuple[MeshEndpoint, ...]:
         """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
@@ -322,7 +324,7 @@ class SnapshotCompiler:
             listener = local_outbound_listener(port)
             return CompiledResource(listener.name, listener)
 
-        return self._cached(("lds-local", port), build)  # type: ignore[return-value]
+        return self._cached(("lds-local", port), build)
 
     def _virtual_host(
         self,
@@ -339,7 +341,7 @@ class SnapshotCompiler:
         def build() -> rc.VirtualHost:
             return build_virtual_host(self.snapshot, service, port, proxy, domains)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def _local_routes(self, proxy: Proxy) -> CompiledResource:
         port = proxy.local_outbound_port
@@ -359,7 +361,7 @@ class SnapshotCompiler:
             config = build_route_configuration(local_route_name(port), hosts)
             return CompiledResource(config.name, config)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     # ---- transparent mode: outbound ---------------------------------------------------------
 
@@ -419,11 +421,11 @@ class SnapshotCompiler:
             )
             return CompiledResource(config.name, config)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def _tcp_chains_key(
         self, proxy: Proxy, service: MeshService, port: int, protocol: str
-    ) -> tuple:
+    ) -> tuple[object, ...]:
         labels = proxy.labels_key if self._uses_source_labels else ()
         return (service.hostname, port, protocol, proxy.namespace, labels)
 
@@ -439,7 +441,7 @@ class SnapshotCompiler:
             listener = tcp_port_listener(vip, port, chains)
             return CompiledResource(listener.name, listener)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def _static_clusters(self) -> list[CompiledResource]:
         def build() -> list[CompiledResource]:
@@ -448,7 +450,7 @@ class SnapshotCompiler:
                 for c in (blackhole_cluster(), passthrough_cluster(), inbound_passthrough_cluster())
             ]
 
-        return self._cached(("cds-static",), build)  # type: ignore[return-value]
+        return self._cached(("cds-static",), build)
 
     # ---- inbound ----------------------------------------------------------------------------
 
@@ -465,7 +467,7 @@ class SnapshotCompiler:
             )
             return CompiledResource(listener.name, listener)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     def _local_inbound(self, proxy: Proxy, port: InboundPort) -> CompiledResource:
         security = self.inbound_security(proxy, port)
@@ -475,7 +477,7 @@ class SnapshotCompiler:
             listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
             return CompiledResource(listener.name, listener)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     # ---- security: PeerAuthentication, AuthorizationPolicy ------------------------------------
 
@@ -491,7 +493,7 @@ class SnapshotCompiler:
                 rejected=self._rejected("PeerAuthentication"),
             )
 
-        return self._cached(key, build, seeded=False)  # type: ignore[return-value]
+        return self._cached(key, build, seeded=False)
 
     def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
         """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
@@ -505,13 +507,11 @@ class SnapshotCompiler:
                 rejected=self._rejected("AuthorizationPolicy"),
             )
 
-        return self._cached(key, build, seeded=False)  # type: ignore[return-value]
+        return self._cached(key, build, seeded=False)
 
     def _rejected(self, kind: str) -> tuple[ResourceKey, ...]:
         """Refused policies of ``kind`` with no good version (security fails closed on them)."""
-        return self._cached(  # type: ignore[return-value]
-            ("rejected", kind), lambda: self.snapshot.rejected(kind), seeded=False
-        )
+        return self._cached(("rejected", kind), lambda: self.snapshot.rejected(kind), seeded=False)
 
     def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
         """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""
@@ -530,7 +530,7 @@ class SnapshotCompiler:
             )
             return CompiledResource(cluster.name, cluster)
 
-        return self._cached(key, build)  # type: ignore[return-value]
+        return self._cached(key, build)
 
     # ---- local mode: explicit TCP ports -------------------------------------------------------
 
@@ -563,4 +563,4 @@ class SnapshotCompiler:
                 return CompiledResource(listener.name, listener)
 
             out.append(self._cached(key, build))
-        return out  # type: ignore[return-value]
+        return out

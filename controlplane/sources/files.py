@@ -71,9 +71,9 @@ def split_documents(text: str) -> list[Document]:
             content = yaml.load(body, Loader=_SAFE_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = start + (mark.line if mark is not None else 0)
+            error_line = start + (mark.line if mark is not None else 0)
             problem = getattr(exc, "problem", None) or str(exc)
-            docs.append(Document(line=line, error=f"invalid YAML: {problem}"))
+            docs.append(Document(line=error_line, error=f"invalid YAML: {problem}"))
             continue
         if content is None:
             continue

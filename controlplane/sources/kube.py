@@ -74,8 +74,8 @@ def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
         resource, issues = load(doc)
     except InvalidResource as exc:
         generation = doc.get("metadata", {}).get("generation")
-        issues = tuple(i.with_context(key, None) for i in exc.issues)
-        return Update(key, rejection=Rejection(key, issues, None, generation))
+        refused = tuple(i.with_context(key, None) for i in exc.issues)
+        return Update(key, rejection=Rejection(key, refused, None, generation))
     return Update(key, submission=Submission(resource, tuple(issues), None))
 
 

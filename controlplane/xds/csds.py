@@ -35,7 +35,7 @@ def _timestamp(at: float) -> timestamp_pb2.Timestamp:
 def _string_matches(matcher: string_pb2.StringMatcher, value: str) -> bool:
     kind = matcher.WhichOneof("match_pattern")
     if kind == "exact":
-        return value == matcher.exact
+        return bool(value == matcher.exact)
     if kind == "prefix":
         return value.startswith(matcher.prefix)
     if kind == "suffix":
@@ -107,7 +107,7 @@ def client_configs(hub: Hub, request: csds_pb2.ClientStatusRequest) -> list[csds
     return out
 
 
-class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
+class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 

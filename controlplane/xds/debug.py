@@ -124,7 +124,7 @@ class DebugServer:
             state = stream.states.get(type_url)
             sent = state.sent_view if state is not None else {}
             out[SHORT_NAMES[type_url]] = [
-                redacted(sent[name].message)  # type: ignore[arg-type]
+                redacted(sent[name].message)
                 if type_url == SECRET
                 else json_format.MessageToDict(sent[name].message)
                 for name in sorted(sent)

@@ -33,7 +33,7 @@ _MAX_PENDING = 32
 class DeltaStream(BaseStream):
     protocol = "delta"
 
-    def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> bool:  # type: ignore[override]
+    def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> bool:
         type_url = request.type_url
         found = self._type_state(type_url)
         if found is None:

@@ -27,7 +27,7 @@ def stream_info(context: Any) -> StreamInfo:
     return StreamInfo(peer=context.peer(), metadata=metadata, auth_context=auth)
 
 
-class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 

@@ -27,7 +27,7 @@ __all__ = ["SotwStream", "proxy_from_request_node"]
 class SotwStream(BaseStream):
     protocol = "sotw"
 
-    def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:  # type: ignore[override]
+    def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:
         found = self._type_state(request.type_url)
         if found is None:
             return False

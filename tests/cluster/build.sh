@@ -129,10 +129,24 @@ start=$(date +%s)
 log "building kube-apiserver, kubectl, etcd (first run downloads modules into $("${GO}" env GOMODCACHE) and takes several minutes)"
 rm -rf "${DEST}/bin.tmp"
 mkdir -p "${DEST}/bin.tmp"
-"${GO}" build -trimpath -ldflags "${ldflags}" -o "${DEST}/bin.tmp/" \
+# go build is silent for minutes: -v names each package as it compiles, into a log that a
+# heartbeat summarises every 30 s.
+build_log="${DEST}/build.log"
+"${GO}" build -v -trimpath -ldflags "${ldflags}" -o "${DEST}/bin.tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kubectl \
-  ./cmd/etcd
+  ./cmd/etcd 2>"${build_log}" &
+build_pid=$!
+while kill -0 "${build_pid}" 2>/dev/null; do
+  for _ in $(seq 30); do kill -0 "${build_pid}" 2>/dev/null || break; sleep 1; done
+  kill -0 "${build_pid}" 2>/dev/null || break
+  log "still building: $(grep -vc '^go: downloading' "${build_log}" || true) packages compiled, $(( $(date +%s) - start ))s so far"
+done
+if ! wait "${build_pid}"; then
+  tail -n 40 "${build_log}" >&2
+  log "error: go build failed (full log: ${build_log})"
+  exit 1
+fi
 for b in "${BINARIES[@]}"; do
   [[ -x "${DEST}/bin.tmp/${b}" ]] || { log "error: ${b} was not built"; exit 1; }
 done

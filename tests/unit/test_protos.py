@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,27 @@ def test_check_reports_a_hand_edited_generated_file(tmp_path: Path) -> None:
     edited.write_text(edited.read_text() + "# edited\n")
 
     assert protogen.drift(repo) == [f"out of date: {edited.relative_to(repo)}"]
+
+
+def test_check_ignores_a_generator_patch_release(tmp_path: Path) -> None:
+    repo = _copy_repo_protos(tmp_path)
+    generated = repo / "controlplane" / "protos_gen" / "ca" / "v1"
+    grpc_module = generated / "ca_pb2_grpc.py"
+    text, stamped = re.subn(
+        r"GRPC_GENERATED_VERSION = '[^']*'",
+        "GRPC_GENERATED_VERSION = '1.85.99'",
+        grpc_module.read_text(),
+    )
+    assert stamped == 1
+    grpc_module.write_text(text)
+    messages = generated / "ca_pb2.py"
+    text, stamped = re.subn(
+        r"(# Protobuf Python Version: ).*", r"\g<1>9.99.9", messages.read_text()
+    )
+    assert stamped == 1
+    messages.write_text(text)
+
+    assert protogen.drift(repo) == []
 
 
 def test_check_reports_a_proto_change_not_regenerated(tmp_path: Path) -> None:
