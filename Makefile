@@ -21,12 +21,16 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PIP) install --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
-# Resolve pyproject.toml (with the dev extra) again; commit the result.
+# Resolve pyproject.toml again: the dev set (requirements.lock) and the image's runtime set
+# (requirements-runtime.lock); commit the result.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
 		--python-version 3.11 --quiet --output-file $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml build-requirements.in --extra envoy \
+		--generate-hashes --universal --python-version 3.11 --quiet \
+		--output-file requirements-runtime.lock
 
 demo: venv
 	$(PY) -m controlplane demo

