@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh
+from controlplane.testing.mesh import LocalMesh
 
 _TIER_BY_DIR = {"envoy": "envoy", "kube": "kube", "netns": "netns", "grpc": "envoy"}
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
 
 V1, V2 = "127.0.0.21", "127.0.0.22"
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.backends import always
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.backends import always
+from controlplane.testing.traffic import count_backends, send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, located_sidecar, traffic_mesh, wait_until
 
 REGION, ZONE = "topology.kubernetes.io/region", "topology.kubernetes.io/zone"

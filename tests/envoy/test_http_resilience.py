@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.backends import Backend, Reply, Seen, delay_first, fail_first
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.backends import Backend, Reply, Seen, delay_first, fail_first
+from controlplane.testing.traffic import count_backends, send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh
 
 VIRTUAL_SERVICES = """

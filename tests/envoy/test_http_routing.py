@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.traffic import send
+from controlplane.testing.traffic import send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh, wait_until
 
 HOST = "reviews:8080"

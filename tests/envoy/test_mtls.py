@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli.security import obtain_token
-from controlplane.local.traffic import send
+from controlplane.testing.traffic import send
 from tests.envoy.zero_trust import (
     WORKLOADS,
     ZeroTrustMesh,

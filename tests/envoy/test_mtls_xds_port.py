@@ -14,9 +14,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
 
 NODE = "sidecar~127.0.7.40~reviews-1.default~default.svc.cluster.local"
 RATINGS = """

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends
 
 ADDRESS = "127.0.0.31"
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.tcp_echo import TcpEchoBackend, count_echo_backends
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
 
 V1, V2 = "127.0.5.31", "127.0.5.32"
 CLIENT = "sidecar~127.0.5.1~client.default~default.svc.cluster.local"

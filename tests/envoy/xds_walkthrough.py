@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
 
 V1, V2, RATINGS_1, RATINGS_2 = "127.0.6.21", "127.0.6.22", "127.0.6.23", "127.0.6.24"
 

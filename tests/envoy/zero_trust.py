@@ -22,11 +22,11 @@ from cryptography import x509
 
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
 from controlplane.cli.security import obtain_token
-from controlplane.local.backends import Backend
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.tcp_echo import TcpEchoBackend, echo_once
-from controlplane.local.traffic import send
+from controlplane.testing.backends import Backend
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, echo_once
+from controlplane.testing.traffic import send
 
 WORKLOADS = {
     # name: (pod address, app address)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.backends import Backend
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.ports import free_port
+from controlplane.testing.backends import Backend
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.ports import free_port
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli.security import obtain_token
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod
-from controlplane.local.pod_apps import parse_counts
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.netns import NetnsLab, NetnsPod
+from controlplane.testing.pod_apps import parse_counts
+from controlplane.testing.ports import free_port
 
 PAYMENT_VIP = "10.96.7.10"
 

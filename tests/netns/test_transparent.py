@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod
-from controlplane.local.pod_apps import parse_counts
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.netns import NetnsLab, NetnsPod
+from controlplane.testing.pod_apps import parse_counts
+from controlplane.testing.ports import free_port
 
 REVIEWS_VIP = "10.96.5.10"
 TCP_ECHO_VIP = "10.96.5.20"
@@ -47,7 +47,7 @@ class Mesh:
     def call(self, url: str, count: int, *headers: str) -> dict[str, int]:
         result = self.client.run(
             self.client.python(
-                "-m", "controlplane.local.pod_apps", "count-http", url, str(count), *headers
+                "-m", "controlplane.testing.pod_apps", "count-http", url, str(count), *headers
             ),
             timeout=120,
         )
@@ -289,7 +289,7 @@ def test_unknown_host_on_a_mesh_http_port_goes_to_allow_any(mesh: Mesh) -> None:
     # Port 9080 is an HTTP port of the mesh: the HCM sees a Host no service claims.
     mesh.external.start(
         mesh.external.python(
-            "-m", "controlplane.local.pod_apps", "serve-http", "external-9080", "9080"
+            "-m", "controlplane.testing.pod_apps", "serve-http", "external-9080", "9080"
         ),
         "app9080",
     )
@@ -317,7 +317,7 @@ def test_tcp_connections_to_a_vip_are_split_by_the_tcp_route_weights(mesh: Mesh)
     # route sends to the pods' port 9000, which their sidecars take in through 15006.
     result = mesh.client.run(
         mesh.client.python(
-            "-m", "controlplane.local.pod_apps", "count-tcp", "tcp-echo", "9000", "300"
+            "-m", "controlplane.testing.pod_apps", "count-tcp", "tcp-echo", "9000", "300"
         ),
         timeout=120,
     )
