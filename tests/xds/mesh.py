@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from controlplane.xds.client import node
+from controlplane.testing.ads_client import node
 
 REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
 REVIEWS_V1 = "outbound|9080|v1|reviews.default.svc.cluster.local"
