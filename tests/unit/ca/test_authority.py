@@ -18,8 +18,7 @@ from controlplane.ca import (
     Identity,
     IdentityMismatch,
 )
-
-from .pki import NOW, key_pem, load_chain, make_ca, pem, uri_sans
+from tests.support.pki import NOW, key_pem, load_chain, make_ca, pem, uri_sans
 
 
 def _leaf(chain_pem: str) -> x509.Certificate:
