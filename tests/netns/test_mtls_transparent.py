@@ -18,6 +18,7 @@ from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.netns import NetnsLab, NetnsPod
 from controlplane.testing.pod_apps import parse_counts
 from controlplane.testing.ports import free_port
+from tests.support import meshes
 
 PAYMENT_VIP = "10.96.7.10"
 
@@ -50,25 +51,16 @@ class Mesh:
 
 
 def registry(payment: NetnsPod) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: payment, namespace: default}}
-    spec:
-      clusterIP: {PAYMENT_VIP}
-      selector: {{app: payment}}
-      ports: [{{name: http, port: 9080}}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata:
-      name: payment-1
-      namespace: default
-      labels: {{app: payment}}
-      annotations: {{sidecar.istio.io/status: injected}}
-    spec: {{serviceAccountName: payment}}
-    status: {{podIP: {payment.ip}}}
-    """
+    return meshes.join(
+        meshes.service("payment", cluster_ip=PAYMENT_VIP),
+        meshes.pod(
+            "payment-1",
+            payment.ip,
+            app="payment",
+            annotations=meshes.INJECTED,
+            service_account="payment",
+        ),
+    )
 
 
 POLICY = """
