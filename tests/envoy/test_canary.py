@@ -21,17 +21,17 @@ def virtual_service(w1: int, w2: int, subset2: str = "v2", api: str = "v1") -> s
 
 
 # Valid YAML and schema, but the first route's regex does not compile.
-INVALID_REGEX_VS = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
+INVALID_REGEX_VS = meshes.resource(
+    "VirtualService",
+    "reviews",
+    """
   hosts: [reviews]
   http:
   - match: [{uri: {regex: "/api/(unclosed"}}]
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v2}}]
-"""
+""",
+)
 
 
 @pytest.fixture

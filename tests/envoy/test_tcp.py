@@ -12,6 +12,7 @@ import pytest
 from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port
 from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
+from tests.support import meshes
 
 V1, V2 = "127.0.5.31", "127.0.5.32"
 CLIENT = "sidecar~127.0.5.1~client.default~default.svc.cluster.local"
@@ -51,18 +52,18 @@ def registry(port: int) -> str:
 
 
 def tcp_virtual_service(w1: int, w2: int) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+    return meshes.resource(
+        "VirtualService",
+        "tcp-echo",
+        f"""
       hosts: [tcp-echo]
       tcp:
       - match: [{{port: 9000}}]
         route:
         - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: {w1}}}
         - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: {w2}}}
-    """
+    """,
+    )
 
 
 @pytest.fixture
@@ -137,11 +138,10 @@ def test_tls_routes_pick_the_destination_by_sni(mesh: LocalMesh) -> None:
     mesh.write("tcp-echo.yaml", registry(port))
     mesh.write(
         "vs.yaml",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: tcp-echo, namespace: default}
-        spec:
+        meshes.resource(
+            "VirtualService",
+            "tcp-echo",
+            """
           hosts: [tcp-echo, "*.tcp-echo.default.svc.cluster.local"]
           tls:
           - match: [{sniHosts: [v1.tcp-echo.default.svc.cluster.local], port: 9443}]
@@ -149,6 +149,7 @@ def test_tls_routes_pick_the_destination_by_sni(mesh: LocalMesh) -> None:
           - match: [{sniHosts: ["*.tcp-echo.default.svc.cluster.local"]}]
             route: [{destination: {host: tcp-echo, port: {number: 9443}, subset: v2}}]
         """,
+        ),
     )
     mesh.start()
     local = free_port()

@@ -63,16 +63,16 @@ def registry(payment: NetnsPod) -> str:
     )
 
 
-POLICY = """
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: payment, namespace: default}
-spec:
+POLICY = meshes.resource(
+    "AuthorizationPolicy",
+    "payment",
+    """
   selector: {matchLabels: {app: payment}}
   rules:
   - from: [{source: {principals: [cluster.local/ns/default/sa/order-service]}}]
     to: [{operation: {paths: [/api/*]}}]
-"""
+""",
+)
 STRICT = """
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
