@@ -19,36 +19,41 @@ CLIENT = "sidecar~127.0.5.1~client.default~default.svc.cluster.local"
 
 
 def registry(port: int) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+    return meshes.join(
+        meshes.resource(
+            "Service",
+            "tcp-echo",
+            f"""
       selector: {{app: tcp-echo}}
       ports:
       - {{name: tcp, port: 9000, targetPort: {port}}}
       - {{name: tcp-other, port: 9001, targetPort: {port}}}
       - {{name: tls, port: 9443, targetPort: {port}}}
-    ---
+""",
+        ),
+        f"""
     apiVersion: v1
     kind: Pod
     metadata: {{name: tcp-echo-v1, namespace: default, labels: {{app: tcp-echo, version: v1}}}}
     status: {{podIP: {V1}}}
-    ---
+""",
+        f"""
     apiVersion: v1
     kind: Pod
     metadata: {{name: tcp-echo-v2, namespace: default, labels: {{app: tcp-echo, version: v2}}}}
     status: {{podIP: {V2}}}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+""",
+        meshes.resource(
+            "DestinationRule",
+            "tcp-echo",
+            """
       host: tcp-echo
       subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    """
+      - {name: v1, labels: {version: v1}}
+      - {name: v2, labels: {version: v2}}
+    """,
+        ),
+    )
 
 
 def tcp_virtual_service(w1: int, w2: int) -> str:

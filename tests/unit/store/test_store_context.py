@@ -5,29 +5,34 @@ from __future__ import annotations
 from controlplane.api.issues import ResourceKey
 from controlplane.store import Store, Submission
 from tests.documents import submissions as shared_submissions
+from tests.support import meshes
 
-REGISTRY = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
+REGISTRY = meshes.join(
+    meshes.resource(
+        "Service",
+        "reviews",
+        """
   selector: {app: reviews}
   ports: [{name: http, port: 9080}]
----
+""",
+    ),
+    """
 apiVersion: v1
 kind: Pod
 metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
 status: {podIP: 10.0.0.1}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
+""",
+    meshes.resource(
+        "DestinationRule",
+        "reviews",
+        """
   host: reviews
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
-"""
+""",
+    ),
+)
 
 V2_POD = """
 apiVersion: v1
