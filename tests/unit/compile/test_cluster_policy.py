@@ -188,20 +188,10 @@ def test_consistent_hash_is_a_ring_hash_of_1024_unless_ring_or_maglev_sizes_are_
 
 
 TWO_PORTS = meshes.join(
-    meshes.resource(
-        "Service",
-        "reviews",
-        """
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}, {name: http-admin, port: 9090}]
-""",
+    meshes.service(
+        "reviews", ports=[{"name": "http", "port": 9080}, {"name": "http-admin", "port": 9090}]
     ),
-    """
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-status: {podIP: 10.0.0.1}
-""",
+    meshes.pod("reviews-v1", "10.0.0.1", app="reviews", version="v1"),
 )
 LAYERED = rule(
     """

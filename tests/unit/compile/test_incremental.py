@@ -103,16 +103,7 @@ def test_service_port_change_rebuilds_its_clusters_even_though_they_were_passed_
     None
 ):
     mesh = Mesh()
-    mesh.change(
-        meshes.resource(
-            "Service",
-            "ratings",
-            """
-          selector: {app: ratings}
-          ports: [{name: grpc, port: 9080, targetPort: 8080}]
-        """,
-        )
-    )
+    mesh.change(meshes.service("ratings", target_port=8080, port_name="grpc"))
     after = mesh.compiler.compile(mesh.proxy)
     ratings = after.of(CLUSTER)[RATINGS].message
     assert ratings.typed_extension_protocol_options  # now HTTP/2: rebuilt, not inherited

@@ -9,14 +9,10 @@ from tests.support import meshes
 from tests.unit.compile.helpers import compiled, snapshot_of
 
 REGISTRY = meshes.join(
-    meshes.resource(
-        "Service",
+    meshes.service(
         "db",
-        """
-  clusterIP: 10.96.1.1
-  selector: {app: db}
-  ports: [{name: tcp, port: 5432}, {name: tls, port: 443}]
-""",
+        ports=[{"name": "tcp", "port": 5432}, {"name": "tls", "port": 443}],
+        cluster_ip="10.96.1.1",
     ),
     meshes.resource(
         "DestinationRule",

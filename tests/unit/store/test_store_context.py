@@ -8,20 +8,8 @@ from tests.documents import submissions as shared_submissions
 from tests.support import meshes
 
 REGISTRY = meshes.join(
-    meshes.resource(
-        "Service",
-        "reviews",
-        """
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-""",
-    ),
-    """
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-status: {podIP: 10.0.0.1}
-""",
+    meshes.service("reviews"),
+    meshes.pod("reviews-v1", "10.0.0.1", app="reviews", version="v1"),
     meshes.resource(
         "DestinationRule",
         "reviews",
@@ -34,12 +22,7 @@ status: {podIP: 10.0.0.1}
     ),
 )
 
-V2_POD = """
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
-status: {podIP: 10.0.0.2}
-"""
+V2_POD = meshes.pod("reviews-v2", "10.0.0.2", app="reviews", version="v2")
 
 RULE = ResourceKey("DestinationRule", "default", "reviews")
 
