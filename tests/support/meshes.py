@@ -6,9 +6,11 @@ and the real-part tiers (``tests/envoy``, ``tests/netns``, ``tests/kube``) write
 config directory or apply it to a cluster. So "the reviews mesh" is written once, here, and
 only its addresses and ports differ by tier (each tier has its own loopback range).
 
-Builders return one YAML document each (``service``, ``pod``, ``subsets``, ``split``, and
-``resource`` for any Istio kind with a spec written as YAML); ``join`` puts documents into one
-file. The named meshes (``reviews``, ``ratings``) are made of them.
+Builders return one YAML document each (``service``, ``pod``, ``subsets`` for a
+DestinationRule's version subsets, ``split`` for a weighted VirtualService, ``virtual_service``,
+and ``resource`` for any kind whose spec a test writes as YAML); ``join`` puts documents into
+one file. The named meshes (``reviews``, ``ratings``) are made of them. A test that edits a
+document as text (``.replace``) keeps its own literal: the edit must find what it looks for.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def _dump(document: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=None)
 
 
+def _load(text: str) -> dict[str, Any]:
+    loaded = yaml.safe_load(textwrap.dedent(text))
+    return dict(loaded or {})
+
+
 def join(*documents: str) -> str:
     """Documents (each possibly indented, as written in a test) as one multi-document file."""
     return "---\n".join(textwrap.dedent(d).strip("\n") + "\n" for d in documents if d.strip())
@@ -70,11 +77,6 @@ def resource(
 def virtual_service(host: str, spec: str, *, name: str | None = None, **kw: Any) -> str:
     """A VirtualService for ``host`` (named after it); ``spec`` is the rest, e.g. ``http:``."""
     return resource("VirtualService", name or host, {"hosts": [host], **_load(spec)}, **kw)
-
-
-def _load(text: str) -> dict[str, Any]:
-    loaded = yaml.safe_load(textwrap.dedent(text))
-    return dict(loaded or {})
 
 
 def service(
