@@ -18,9 +18,9 @@ from typing import Any
 from bench.loadgen import worker_main
 from bench.registry import Registry
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.ports import free_port
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

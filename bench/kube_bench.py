@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane.local.ports import free_port  # noqa: E402
+from controlplane.testing.ports import free_port  # noqa: E402
 from tests.cluster.cluster import LocalCluster  # noqa: E402
 from tests.kube.mesh import (  # noqa: E402
     CLIENT_IP,

@@ -20,7 +20,7 @@ from typing import Any
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from controlplane.xds.client import (
+from controlplane.testing.ads_client import (
     AdsConnection,
     Received,
     SimulatedProxy,

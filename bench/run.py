@@ -31,8 +31,8 @@ from typing import Any
 from bench.loadgen import worker_main
 from bench.registry import Registry
 from controlplane.compile.resources import ENDPOINT, ROUTE
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.ports import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SCENARIOS = ("storm", "steady", "canary", "churn", "bad", "envoy")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh
+from controlplane.testing.mesh import LocalMesh
 
-_TIER_BY_DIR = {"envoy": "envoy", "kube": "kube", "netns": "netns", "grpc": "envoy"}
+_TIER_BY_DIR = {"envoy": "envoy", "kube": "kube", "netns": "netns"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.backends import Backend
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.ports import free_port, port_is_free
-from controlplane.local.traffic import count_backends
+from controlplane.testing.backends import Backend
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.ports import free_port, port_is_free
+from controlplane.testing.traffic import count_backends
 
 STEPS: tuple[tuple[int, int], ...] = ((100, 0), (90, 10), (50, 50), (0, 100))
 BACKENDS = (("reviews-v1", "127.0.0.11"), ("reviews-v2", "127.0.0.12"))

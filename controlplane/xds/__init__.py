@@ -16,6 +16,6 @@ How a change travels (and why it is cheap):
    (``wire.py``).
 
 ``state.py`` holds per-stream, per-type state (sent, ACKed, NACKed); ``csds.py`` and
-``debug.py`` expose it; ``metrics.py`` renders Prometheus metrics; ``client.py`` is the
-Python ADS client used by the tests and the benchmark.
+``debug.py`` expose it; ``metrics.py`` renders Prometheus metrics. The Python ADS client of
+the tests and the benchmark is ``controlplane/testing/ads_client.py``.
 """

@@ -47,7 +47,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -57,6 +56,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from controlplane.testing.ports import free_port, port_is_free
 
 __all__ = [
     "DEFAULT_K8S_VERSION",
@@ -180,22 +181,6 @@ def ensure_binaries(
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -577,7 +562,7 @@ class LocalCluster:
                     # between, so a start that fails to bind is retried on new ports.
                     ports: set[int] = set()
                     while len(ports) < 3:
-                        ports.add(_free_port())
+                        ports.add(free_port())
                     self.etcd_port, self.etcd_peer_port, self.apiserver_port = sorted(ports)
                     self._write_kubeconfig()
                     self._start_etcd()
@@ -607,7 +592,7 @@ class LocalCluster:
             self._terminate(self._apiserver, "kube-apiserver")
             self._apiserver = None
             deadline = time.monotonic() + 30
-            while not _port_free(self.apiserver_port):
+            while not port_is_free("127.0.0.1", self.apiserver_port):
                 if time.monotonic() > deadline:
                     raise ClusterError(f"port {self.apiserver_port} still busy after stop")
                 time.sleep(0.1)

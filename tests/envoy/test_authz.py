@@ -16,18 +16,19 @@ from tests.envoy.zero_trust import (
     plaintext_exchange,
     start_zero_trust_mesh,
 )
+from tests.support import meshes
 
-DENY_ORDER_CHARGES = """
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-order-charges, namespace: default}
-spec:
+DENY_ORDER_CHARGES = meshes.resource(
+    "AuthorizationPolicy",
+    "no-order-charges",
+    """
   selector: {matchLabels: {app: payment}}
   action: DENY
   rules:
   - from: [{source: {principals: [cluster.local/ns/default/sa/order-service]}}]
     to: [{operation: {paths: [/api/v1/charge]}}]
-"""
+""",
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +106,13 @@ def test_plaintext_has_no_principal_so_permissive_does_not_open_the_policy(
 def test_an_allow_policy_without_rules_denies_everything(zt: ZeroTrustMesh) -> None:
     zt.write(
         "payment-policy.yaml",
-        """
-        apiVersion: security.istio.io/v1
-        kind: AuthorizationPolicy
-        metadata: {name: payment, namespace: default}
-        spec:
+        meshes.resource(
+            "AuthorizationPolicy",
+            "payment",
+            """
           selector: {matchLabels: {app: payment}}
         """,
+        ),
     )
     try:
         assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 403
@@ -123,14 +124,14 @@ def test_an_allow_policy_without_rules_denies_everything(zt: ZeroTrustMesh) -> N
 
 
 def test_a_broken_policy_denies_rather_than_allows_and_says_so(zt: ZeroTrustMesh) -> None:
-    broken = """
-    apiVersion: security.istio.io/v1
-    kind: AuthorizationPolicy
-    metadata: {name: typo, namespace: default}
-    spec:
+    broken = meshes.resource(
+        "AuthorizationPolicy",
+        "typo",
+        """
       action: DENY
       rules: [{when: [{key: source.ipaddress, notValues: [127.0.7.11]}]}]
-    """
+    """,
+    )
     zt.write("typo.yaml", broken)
     try:
         assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 403
@@ -152,16 +153,16 @@ def test_on_a_tcp_port_network_rbac_applies_the_rules_it_can_check(zt: ZeroTrust
     assert zt.ledger("order-service") == ""
     zt.write(
         "ledger-policy.yaml",
-        f"""
-        apiVersion: security.istio.io/v1
-        kind: AuthorizationPolicy
-        metadata: {{name: ledger, namespace: default}}
-        spec:
+        meshes.resource(
+            "AuthorizationPolicy",
+            "ledger",
+            f"""
           selector: {{matchLabels: {{app: payment}}}}
           rules:
           - from: [{{source: {{principals: [cluster.local/ns/default/sa/order-service]}}}}]
             to: [{{operation: {{ports: ["{zt.tcp_port}"]}}}}]
         """,
+        ),
     )
     try:
         assert zt.ledger("order-service") == "ledger hello"

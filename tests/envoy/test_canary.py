@@ -6,76 +6,32 @@ import time
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
+from tests.support import meshes
 
 V1, V2 = "127.0.0.21", "127.0.0.22"
 
 
-def reviews_yaml(port: int) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      selector: {{app: reviews}}
-      ports: [{{name: http, port: 9080, targetPort: {port}}}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: reviews-v1, namespace: default, labels: {{app: reviews, version: v1}}}}
-    status: {{podIP: {V1}}}
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: reviews-v2, namespace: default, labels: {{app: reviews, version: v2}}}}
-    status: {{podIP: {V2}}}
-    """
-
-
-def destination_rule(*subsets: str) -> str:
-    items = "".join(
-        f"\n      - {{name: {s}, labels: {{version: {s if s != 'v3' else 'v2'}}}}}" for s in subsets
+def virtual_service(w1: int, w2: int, subset2: str = "v2", api: str = "v1") -> str:
+    return meshes.split(
+        "reviews", {"v1": w1, subset2: w2}, api_version=f"networking.istio.io/{api}"
     )
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      host: reviews
-      subsets:{items}
-    """
-
-
-def virtual_service(w1: int | str, w2: int | str, subset2: str = "v2", api: str = "v1") -> str:
-    return f"""
-    apiVersion: networking.istio.io/{api}
-    kind: VirtualService
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      hosts: [reviews]
-      http:
-      - route:
-        - destination: {{host: reviews, subset: v1}}
-          weight: {w1}
-        - destination: {{host: reviews, subset: {subset2}}}
-          weight: {w2}
-    """
 
 
 # Valid YAML and schema, but the first route's regex does not compile.
-INVALID_REGEX_VS = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
+INVALID_REGEX_VS = meshes.resource(
+    "VirtualService",
+    "reviews",
+    """
   hosts: [reviews]
   http:
   - match: [{uri: {regex: "/api/(unclosed"}}]
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v2}}]
-"""
+""",
+)
 
 
 @pytest.fixture
@@ -83,8 +39,8 @@ def canary(mesh: LocalMesh) -> tuple[LocalMesh, Sidecar]:
     port = free_port()
     mesh.backend("reviews-v1", V1, port)
     mesh.backend("reviews-v2", V2, port)
-    mesh.write("reviews.yaml", reviews_yaml(port))
-    mesh.write("dr.yaml", destination_rule("v1", "v2"))
+    mesh.write("reviews.yaml", meshes.reviews(V1, V2, target_port=port, rule=False))
+    mesh.write("dr.yaml", meshes.subsets("reviews"))
     mesh.write("vs.yaml", virtual_service(90, 10))
     mesh.start()
     sidecar = mesh.sidecar(
@@ -203,7 +159,8 @@ def test_adding_the_missing_subset_brings_the_route_in(canary: tuple[LocalMesh, 
     mesh, sidecar = canary
     mesh.write("vs.yaml", virtual_service(0, 100, subset2="v3"))
     before = rds_version(mesh, sidecar)
-    mesh.write("dr.yaml", destination_rule("v1", "v2", "v3"))  # v3 selects the v2 pod
+    v3_on_v2 = {"v1": "v1", "v2": "v2", "v3": "v2"}  # v3 selects the v2 pod
+    mesh.write("dr.yaml", meshes.subsets("reviews", v3_on_v2))
     mesh.debug.wait_synced(sidecar.node_id, timeout=10, newer_than={"rds": before})
     assert count_backends(sidecar.outbound_port, "reviews:9080", 50) == {"reviews-v2": 50}
     status = {s["resource"]: s for s in mesh.debug.get("/debug/status")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.local.mesh import LocalMesh
+from controlplane.testing.mesh import LocalMesh
 from tests.envoy.xds_walkthrough import walk_through
 
 

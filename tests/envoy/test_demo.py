@@ -24,7 +24,7 @@ def test_demo_shifts_traffic_step_by_step_and_reports_ack_latency(tmp_path: Path
     assert "median change -> ACK" in table
     assert any("step 4/4" in line for line in lines)
     # Every process was stopped: the backends' addresses are free again.
-    from controlplane.local.ports import port_is_free
+    from controlplane.testing.ports import port_is_free
 
     assert port_is_free("127.0.0.11", 9080) and port_is_free("127.0.0.12", 9080)
 

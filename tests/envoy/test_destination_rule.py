@@ -10,43 +10,47 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.backends import always
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.backends import always
+from controlplane.testing.traffic import count_backends, send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, located_sidecar, traffic_mesh, wait_until
+from tests.support import meshes
 
 REGION, ZONE = "topology.kubernetes.io/region", "topology.kubernetes.io/zone"
-RULES = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: rr, namespace: default}
-spec:
+RULES = meshes.join(
+    meshes.resource(
+        "DestinationRule",
+        "rr",
+        """
   host: rr
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: sticky, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "sticky",
+        """
   host: sticky
   trafficPolicy:
     loadBalancer:
       consistentHash: {httpHeaderName: x-user}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: pool, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "pool",
+        """
   host: pool
   trafficPolicy:
     connectionPool:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: outlier, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "outlier",
+        """
   host: outlier
   trafficPolicy:
     outlierDetection:
@@ -54,11 +58,12 @@ spec:
       interval: 1s
       baseEjectionTime: 60s
       maxEjectionPercent: 100
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: layered, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "layered",
+        """
   host: layered
   trafficPolicy:
     loadBalancer:
@@ -70,25 +75,29 @@ spec:
     labels: {version: v2}
     trafficPolicy:
       loadBalancer: {simple: ROUND_ROBIN}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: nearby, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "nearby",
+        """
   host: nearby
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: layered, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "VirtualService",
+        "layered",
+        """
   hosts: [layered]
   http:
   - match: [{headers: {x-subset: {exact: v2}}}]
     route: [{destination: {host: layered, subset: v2}}]
   - route: [{destination: {host: layered, subset: v1}}]
-"""
+""",
+    ),
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.backends import Backend, Reply, Seen, delay_first, fail_first
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.backends import Backend, Reply, Seen, delay_first, fail_first
+from controlplane.testing.traffic import count_backends, send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh
+from tests.support import meshes
 
-VIRTUAL_SERVICES = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
+VIRTUAL_SERVICES = meshes.join(
+    meshes.resource(
+        "VirtualService",
+        "ratings",
+        """
   hosts: [ratings]
   http:
   - name: per-try
@@ -30,11 +31,12 @@ spec:
   - name: retries
     retries: {attempts: 3, retryOn: "gateway-error,connect-failure,503"}
     route: [{destination: {host: ratings}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: faulty, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "VirtualService",
+        "faulty",
+        """
   hosts: [faulty]
   http:
   - match: [{uri: {prefix: /abort}}]
@@ -44,7 +46,9 @@ spec:
     fault: {delay: {fixedDelay: 500ms, percentage: {value: 100}}}
     route: [{destination: {host: faulty}}]
   - route: [{destination: {host: faulty}}]
-"""
+""",
+    ),
+)
 
 
 def slow_timeout_path(backend: Backend, seen: Seen) -> Reply | None:

@@ -9,28 +9,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.local.traffic import send
+from controlplane.testing.traffic import send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh, wait_until
+from tests.support import meshes
 
 HOST = "reviews:8080"
 
-DESTINATION_RULE = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
+DESTINATION_RULE = meshes.resource(
+    "DestinationRule",
+    "reviews",
+    """
   host: reviews
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
   - {name: v3, labels: {version: v3}}
-"""
+""",
+)
 
-VIRTUAL_SERVICE = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
+VIRTUAL_SERVICE = meshes.resource(
+    "VirtualService",
+    "reviews",
+    """
   hosts: [reviews]
   http:
   - name: jason
@@ -82,7 +82,8 @@ spec:
     mirrorPercentage: {value: 100}
     route: [{destination: {host: reviews, subset: v1}}]
   - route: [{destination: {host: reviews, subset: v1}}]
-"""
+""",
+)
 
 
 @pytest.fixture(scope="module")

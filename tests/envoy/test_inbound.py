@@ -7,10 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.tcp_echo import TcpEchoBackend, count_echo_backends
-from controlplane.local.traffic import count_backends
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
+from controlplane.testing.traffic import count_backends
 
 POD_V1, APP_V1 = "127.0.5.10", "127.0.5.110"
 POD_V2, APP_V2 = "127.0.5.11", "127.0.5.111"

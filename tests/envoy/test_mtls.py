@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli.security import obtain_token
-from controlplane.local.traffic import send
+from controlplane.testing.traffic import send
 from tests.envoy.zero_trust import (
     WORKLOADS,
     ZeroTrustMesh,
@@ -22,6 +22,7 @@ from tests.envoy.zero_trust import (
     spiffe_ids,
     start_zero_trust_mesh,
 )
+from tests.support import meshes
 
 REQUEST = b"POST /api/v1/charge HTTP/1.1\r\nHost: payment\r\nContent-Length: 0\r\n\r\n"
 
@@ -210,16 +211,16 @@ def test_port_level_mtls_opens_one_port_of_a_strict_workload(zt: ZeroTrustMesh) 
     pod = WORKLOADS["payment"][0]
     zt.write(
         "peer-authentication.yaml",
-        f"""
-        apiVersion: security.istio.io/v1
-        kind: PeerAuthentication
-        metadata: {{name: payment, namespace: default}}
-        spec:
+        meshes.resource(
+            "PeerAuthentication",
+            "payment",
+            f"""
           selector: {{matchLabels: {{app: payment}}}}
           mtls: {{mode: STRICT}}
           portLevelMtls:
             {zt.tcp_port}: {{mode: DISABLE}}
         """,
+        ),
     )
     try:
         assert plaintext_exchange(pod, zt.app_port, REQUEST) == b""  # STRICT port

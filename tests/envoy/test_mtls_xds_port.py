@@ -14,25 +14,22 @@ import pytest
 import yaml
 from cryptography import x509
 
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
+from tests.support import meshes
 
 NODE = "sidecar~127.0.7.40~reviews-1.default~default.svc.cluster.local"
-RATINGS = """
-apiVersion: v1
-kind: Service
-metadata: {name: ratings, namespace: default}
-spec:
-  selector: {app: ratings}
-  ports: [{name: http, port: 9080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: ratings-1, namespace: default, labels: {app: ratings, security.istio.io/tlsMode: istio}}
-spec: {serviceAccountName: ratings}
-status: {podIP: 127.0.7.41}
-"""
+RATINGS = meshes.join(
+    meshes.service("ratings"),
+    meshes.pod(
+        "ratings-1",
+        "127.0.7.41",
+        app="ratings",
+        labels={"security.istio.io/tlsMode": "istio"},
+        service_account="ratings",
+    ),
+)
 
 
 def test_envoy_reaches_a_tls_xds_port_with_its_token(tmp_path: Path) -> None:

@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import time
 
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends
+from tests.support import meshes
 
 ADDRESS = "127.0.0.31"
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {{name: ratings, namespace: default}}
-spec:
-  selector: {{app: ratings}}
-  ports: [{{name: http, port: 9080, targetPort: {port}}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: ratings-v1, namespace: default, labels: {{app: ratings}}}}
-status: {{podIP: {address}}}
-"""
 
 # Valid RE2 and within Istio's validation rules, but its compiled program is larger than the
 # limit Envoy enforces by default, so only Envoy can tell.
@@ -31,23 +18,21 @@ HUGE_REGEX = "/(" + "|".join(f"item{i}" for i in range(60)) + "){1,20}"
 
 
 def virtual_service(regex: str) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: ratings, namespace: default}}
-    spec:
-      hosts: [ratings]
-      http:
-      - match: [{{uri: {{regex: "{regex}"}}}}]
-        route: [{{destination: {{host: ratings}}}}]
-      - route: [{{destination: {{host: ratings}}}}]
-    """
+    return meshes.virtual_service(
+        "ratings",
+        f"""
+        http:
+        - match: [{{uri: {{regex: "{regex}"}}}}]
+          route: [{{destination: {{host: ratings}}}}]
+        - route: [{{destination: {{host: ratings}}}}]
+        """,
+    )
 
 
 def test_envoy_nack_is_recorded_logged_and_not_resent(mesh: LocalMesh) -> None:
     port = free_port()
     mesh.backend("ratings-v1", ADDRESS, port)
-    mesh.write("ratings.yaml", SERVICE.format(port=port, address=ADDRESS))
+    mesh.write("ratings.yaml", meshes.ratings(ADDRESS, target_port=port))
     mesh.write("vs.yaml", virtual_service("/ok/.*"))
     mesh.start()
     sidecar = mesh.sidecar("sidecar~127.0.0.1~client.default~default.svc.cluster.local")

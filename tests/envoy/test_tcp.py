@@ -9,60 +9,66 @@ from collections import Counter
 
 import pytest
 
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.tcp_echo import TcpEchoBackend, count_echo_backends
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
+from tests.support import meshes
 
 V1, V2 = "127.0.5.31", "127.0.5.32"
 CLIENT = "sidecar~127.0.5.1~client.default~default.svc.cluster.local"
 
 
 def registry(port: int) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+    return meshes.join(
+        meshes.resource(
+            "Service",
+            "tcp-echo",
+            f"""
       selector: {{app: tcp-echo}}
       ports:
       - {{name: tcp, port: 9000, targetPort: {port}}}
       - {{name: tcp-other, port: 9001, targetPort: {port}}}
       - {{name: tls, port: 9443, targetPort: {port}}}
-    ---
+""",
+        ),
+        f"""
     apiVersion: v1
     kind: Pod
     metadata: {{name: tcp-echo-v1, namespace: default, labels: {{app: tcp-echo, version: v1}}}}
     status: {{podIP: {V1}}}
-    ---
+""",
+        f"""
     apiVersion: v1
     kind: Pod
     metadata: {{name: tcp-echo-v2, namespace: default, labels: {{app: tcp-echo, version: v2}}}}
     status: {{podIP: {V2}}}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+""",
+        meshes.resource(
+            "DestinationRule",
+            "tcp-echo",
+            """
       host: tcp-echo
       subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    """
+      - {name: v1, labels: {version: v1}}
+      - {name: v2, labels: {version: v2}}
+    """,
+        ),
+    )
 
 
 def tcp_virtual_service(w1: int, w2: int) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
+    return meshes.resource(
+        "VirtualService",
+        "tcp-echo",
+        f"""
       hosts: [tcp-echo]
       tcp:
       - match: [{{port: 9000}}]
         route:
         - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: {w1}}}
         - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: {w2}}}
-    """
+    """,
+    )
 
 
 @pytest.fixture
@@ -137,11 +143,10 @@ def test_tls_routes_pick_the_destination_by_sni(mesh: LocalMesh) -> None:
     mesh.write("tcp-echo.yaml", registry(port))
     mesh.write(
         "vs.yaml",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: tcp-echo, namespace: default}
-        spec:
+        meshes.resource(
+            "VirtualService",
+            "tcp-echo",
+            """
           hosts: [tcp-echo, "*.tcp-echo.default.svc.cluster.local"]
           tls:
           - match: [{sniHosts: [v1.tcp-echo.default.svc.cluster.local], port: 9443}]
@@ -149,6 +154,7 @@ def test_tls_routes_pick_the_destination_by_sni(mesh: LocalMesh) -> None:
           - match: [{sniHosts: ["*.tcp-echo.default.svc.cluster.local"]}]
             route: [{destination: {host: tcp-echo, port: {number: 9443}, subset: v2}}]
         """,
+        ),
     )
     mesh.start()
     local = free_port()

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.local.backends import Backend, Behaviour
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
+from controlplane.testing.backends import Backend, Behaviour
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
 
 CLIENT = "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
 
@@ -101,7 +101,7 @@ def located_sidecar(mesh: LocalMesh, node_id: str, region: str, zone: str) -> Si
     """A client sidecar whose Envoy node reports a locality (the harness has no option for
     it, so the bootstrap is amended here)."""
     from controlplane.cli.bootstrap import render_bootstrap
-    from controlplane.local.envoy import EnvoyProcess
+    from controlplane.testing.envoy import EnvoyProcess
 
     outbound, admin = free_port(), free_port()
     bootstrap = render_bootstrap(

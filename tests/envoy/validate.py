@@ -27,7 +27,7 @@ from controlplane.compile.resources import (
     SECRET,
     CompiledResource,
 )
-from controlplane.local.envoy import envoy_binary
+from controlplane.testing.envoy import envoy_binary
 
 HCM_TYPE = (
     "type.googleapis.com/"

@@ -7,80 +7,28 @@ from __future__ import annotations
 
 import time
 
-from controlplane.local.mesh import LocalMesh
-from controlplane.local.ports import free_port
-from controlplane.local.traffic import count_backends, send
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
+from tests.support import meshes
 
 V1, V2, RATINGS_1, RATINGS_2 = "127.0.6.21", "127.0.6.22", "127.0.6.23", "127.0.6.24"
 
 
 def services(port: int) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      selector: {{app: reviews}}
-      ports: [{{name: http, port: 9080, targetPort: {port}}}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: reviews-v1, namespace: default, labels: {{app: reviews, version: v1}}}}
-    status: {{podIP: {V1}}}
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: reviews-v2, namespace: default, labels: {{app: reviews, version: v2}}}}
-    status: {{podIP: {V2}}}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      host: reviews
-      subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    """
+    return meshes.reviews(V1, V2, target_port=port)
 
 
 def ratings(port: int, pods: list[str]) -> str:
-    docs = [
-        f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: ratings, namespace: default}}
-    spec:
-      selector: {{app: ratings}}
-      ports: [{{name: http, port: 9080, targetPort: {port}}}]
-    """
-    ]
-    for i, ip in enumerate(pods):
-        docs.append(
-            f"""
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: ratings-{i}, namespace: default, labels: {{app: ratings}}}}
-    status: {{podIP: {ip}}}
-    """
-        )
-    return "---".join(docs)
+    return meshes.ratings(*pods, target_port=port, names=[f"ratings-{i}" for i in range(len(pods))])
 
 
 def weights(v1: int, v2: int, regex: str = "/never/.*") -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      hosts: [reviews]
-      http:
-      - match: [{{uri: {{regex: "{regex}"}}}}]
-        route: [{{destination: {{host: reviews, subset: v1}}}}]
-      - route:
-        - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}
-        - {{destination: {{host: reviews, subset: v2}}, weight: {v2}}}
-    """
+    never = {
+        "match": [{"uri": {"regex": regex}}],
+        "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+    }
+    return meshes.split("reviews", {"v1": v1, "v2": v2}, first=[never])
 
 
 # Valid for Istio, too large a regex program for Envoy: only Envoy can reject it.

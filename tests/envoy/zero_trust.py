@@ -22,11 +22,12 @@ from cryptography import x509
 
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
 from controlplane.cli.security import obtain_token
-from controlplane.local.backends import Backend
-from controlplane.local.mesh import LocalMesh, Sidecar
-from controlplane.local.ports import free_port
-from controlplane.local.tcp_echo import TcpEchoBackend, echo_once
-from controlplane.local.traffic import send
+from controlplane.testing.backends import Backend
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, echo_once
+from controlplane.testing.traffic import send
+from tests.support import meshes
 
 WORKLOADS = {
     # name: (pod address, app address)
@@ -35,11 +36,10 @@ WORKLOADS = {
     "refund-service": ("127.0.7.12", "127.0.7.112"),
     "web": ("127.0.7.13", "127.0.7.113"),
 }
-PAYMENT_POLICY = """
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: payment, namespace: default}
-spec:
+PAYMENT_POLICY = meshes.resource(
+    "AuthorizationPolicy",
+    "payment",
+    """
   selector: {matchLabels: {app: payment}}
   action: ALLOW
   rules:
@@ -52,7 +52,8 @@ spec:
     - operation:
         methods: [POST]
         paths: [/api/v1/charge, /api/v1/refund]
-"""
+""",
+)
 
 
 def peer_authentication(mode: str, name: str = "default", namespace: str = "default") -> str:

@@ -114,7 +114,7 @@ def operator(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
 def reviews(kube_cluster: LocalCluster, kube_namespace: str, operator, tmp_path: Path):
     """reviews v1/v2 (Service, Pods with IPs, DestinationRule, live backends) and a real Envoy
     as the productpage Pod's sidecar. Yields (namespace, sidecar)."""
-    from controlplane.local.ports import free_port
+    from controlplane.testing.ports import free_port
     from tests.kube.mesh import (
         CLIENT_IP,
         IPS,

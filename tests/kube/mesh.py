@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.backends import Backend
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.ports import free_port
+from controlplane.testing.backends import Backend
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.ports import free_port
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
+from tests.support import meshes
 
 IPS = {"v1": "127.0.3.11", "v2": "127.0.3.12"}
 CLIENT_IP = "127.0.3.10"
@@ -66,31 +67,14 @@ def service_and_pods(namespace: str, port: int, versions: dict[str, str]) -> str
 
 
 def destination_rule(namespace: str, *subsets: str) -> str:
-    items = "".join(f"\n  - {{name: {s}, labels: {{version: {s}}}}}" for s in subsets)
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews, namespace: {namespace}}}
-spec:
-  host: reviews
-  subsets:{items}
-"""
+    return meshes.subsets("reviews", subsets, namespace=namespace)
 
 
 def virtual_service(namespace: str, w1: int, w2: int, subset2: str = "v2", api: str = "v1") -> str:
-    return f"""
-apiVersion: networking.istio.io/{api}
-kind: VirtualService
-metadata: {{name: reviews, namespace: {namespace}}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v1}}
-      weight: {w1}
-    - destination: {{host: reviews, subset: {subset2}}}
-      weight: {w2}
-"""
+    weights = {"v1": w1, subset2: w2}
+    return meshes.split(
+        "reviews", weights, namespace=namespace, api_version=f"networking.istio.io/{api}"
+    )
 
 
 @dataclass

@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from controlplane.local.controlplane_process import DebugClient
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import DebugClient
+from controlplane.testing.ports import free_port
 from tests.cluster.cluster import _PDEATHSIG, LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]

@@ -166,7 +166,7 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
 
     import yaml
 
-    from controlplane.local.ports import free_port
+    from controlplane.testing.ports import free_port
 
     ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
     try:

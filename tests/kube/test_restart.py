@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from controlplane.local.traffic import count_backends
+from controlplane.testing.traffic import count_backends
 from tests.cluster.cluster import LocalCluster
 from tests.kube.mesh import route_clusters, virtual_service
 from tests.kube.operator import OperatorProcess, install_crds

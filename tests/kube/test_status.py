@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from controlplane.local.traffic import count_backends
+from controlplane.testing.traffic import count_backends
 from tests.cluster.cluster import LocalCluster
 from tests.kube.mesh import destination_rule, route_clusters, virtual_service
 from tests.kube.operator import OperatorProcess

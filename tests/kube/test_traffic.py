@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from controlplane.local.traffic import count_backends
+from controlplane.testing.traffic import count_backends
 from tests.cluster.cluster import LocalCluster
 from tests.kube.mesh import route_clusters, virtual_service
 from tests.kube.operator import OperatorProcess

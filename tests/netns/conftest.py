@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.local.netns import ensure_iptables, missing_prerequisites
+from controlplane.testing.netns import ensure_iptables, missing_prerequisites
 
 
 @pytest.fixture(scope="session", autouse=True)

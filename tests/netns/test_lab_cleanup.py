@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from controlplane.local.netns import NetnsLab, sweep_stale_labs
+from controlplane.testing.netns import NetnsLab, sweep_stale_labs
 
 
 def namespaces() -> str:
@@ -33,7 +33,7 @@ def test_a_lab_whose_process_died_is_swept_by_the_next_one() -> None:
     script = textwrap.dedent(
         """
         import os
-        from controlplane.local.netns import NetnsLab
+        from controlplane.testing.netns import NetnsLab
         lab = NetnsLab().start()
         lab.pod("crashed")
         print(lab.token, lab.pods[0].netns, lab.bridge, flush=True)

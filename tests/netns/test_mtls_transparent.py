@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli.security import obtain_token
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod
-from controlplane.local.pod_apps import parse_counts
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.netns import NetnsLab, NetnsPod
+from controlplane.testing.pod_apps import parse_counts
+from controlplane.testing.ports import free_port
+from tests.support import meshes
 
 PAYMENT_VIP = "10.96.7.10"
 
@@ -50,37 +51,28 @@ class Mesh:
 
 
 def registry(payment: NetnsPod) -> str:
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: payment, namespace: default}}
-    spec:
-      clusterIP: {PAYMENT_VIP}
-      selector: {{app: payment}}
-      ports: [{{name: http, port: 9080}}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata:
-      name: payment-1
-      namespace: default
-      labels: {{app: payment}}
-      annotations: {{sidecar.istio.io/status: injected}}
-    spec: {{serviceAccountName: payment}}
-    status: {{podIP: {payment.ip}}}
+    return meshes.join(
+        meshes.service("payment", cluster_ip=PAYMENT_VIP),
+        meshes.pod(
+            "payment-1",
+            payment.ip,
+            app="payment",
+            annotations=meshes.INJECTED,
+            service_account="payment",
+        ),
+    )
+
+
+POLICY = meshes.resource(
+    "AuthorizationPolicy",
+    "payment",
     """
-
-
-POLICY = """
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: payment, namespace: default}
-spec:
   selector: {matchLabels: {app: payment}}
   rules:
   - from: [{source: {principals: [cluster.local/ns/default/sa/order-service]}}]
     to: [{operation: {paths: [/api/*]}}]
-"""
+""",
+)
 STRICT = """
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication

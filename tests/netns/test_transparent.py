@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.netns import NetnsLab, NetnsPod
-from controlplane.local.pod_apps import parse_counts
-from controlplane.local.ports import free_port
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.netns import NetnsLab, NetnsPod
+from controlplane.testing.pod_apps import parse_counts
+from controlplane.testing.ports import free_port
+from tests.support import meshes
 
 REVIEWS_VIP = "10.96.5.10"
 TCP_ECHO_VIP = "10.96.5.20"
@@ -47,7 +48,7 @@ class Mesh:
     def call(self, url: str, count: int, *headers: str) -> dict[str, int]:
         result = self.client.run(
             self.client.python(
-                "-m", "controlplane.local.pod_apps", "count-http", url, str(count), *headers
+                "-m", "controlplane.testing.pod_apps", "count-http", url, str(count), *headers
             ),
             timeout=120,
         )
@@ -57,106 +58,37 @@ class Mesh:
 
 def legacy_registry(external: NetnsPod) -> str:
     """Services on a pod without a sidecar whose ports declare no protocol: sniffed."""
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: legacy, namespace: default}}
-    spec:
-      clusterIP: {LEGACY_VIP}
-      selector: {{app: external}}
-      ports: [{{port: 7000}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: legacy-web, namespace: default}}
-    spec:
-      clusterIP: {LEGACY_WEB_VIP}
-      selector: {{app: external}}
-      ports: [{{port: 8001}}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {{name: external, namespace: default, labels: {{app: external}}}}
-    status: {{podIP: {external.ip}}}
-    """
+    return meshes.join(
+        meshes.service("legacy", 7000, port_name=None, cluster_ip=LEGACY_VIP, app="external"),
+        meshes.service(
+            "legacy-web", 8001, port_name=None, cluster_ip=LEGACY_WEB_VIP, app="external"
+        ),
+        meshes.pod("external", external.ip, app="external"),
+    )
 
 
 def registry(v1: NetnsPod, v2: NetnsPod) -> str:
-    pods = "".join(
-        f"""
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata:
-      name: reviews-{version}
-      namespace: default
-      labels: {{app: reviews, version: {version}}}
-      annotations: {{sidecar.istio.io/status: injected}}
-    status: {{podIP: {pod.ip}}}
-    """
-        for version, pod in (("v1", v1), ("v2", v2))
+    return meshes.join(
+        meshes.service("reviews", cluster_ip=REVIEWS_VIP),
+        meshes.subsets("reviews"),
+        meshes.service("tcp-echo", 9000, port_name="tcp", cluster_ip=TCP_ECHO_VIP, app="reviews"),
+        meshes.split("tcp-echo", {"v1": 30, "v2": 70}, protocol="tcp"),
+        meshes.subsets("tcp-echo"),
+        *(
+            meshes.pod(
+                f"reviews-{version}",
+                pod.ip,
+                app="reviews",
+                version=version,
+                annotations=meshes.INJECTED,
+            )
+            for version, pod in (("v1", v1), ("v2", v2))
+        ),
     )
-    return f"""
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      clusterIP: {REVIEWS_VIP}
-      selector: {{app: reviews}}
-      ports: [{{name: http, port: 9080}}]
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      host: reviews
-      subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
-      clusterIP: {TCP_ECHO_VIP}
-      selector: {{app: reviews}}
-      ports: [{{name: tcp, port: 9000}}]
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
-      hosts: [tcp-echo]
-      tcp:
-      - route:
-        - {{destination: {{host: tcp-echo, subset: v1}}, weight: 30}}
-        - {{destination: {{host: tcp-echo, subset: v2}}, weight: 70}}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: tcp-echo, namespace: default}}
-    spec:
-      host: tcp-echo
-      subsets:
-      - {{name: v1, labels: {{version: v1}}}}
-      - {{name: v2, labels: {{version: v2}}}}
-    {pods}"""
 
 
 def virtual_service(w1: int, w2: int) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: reviews, namespace: default}}
-    spec:
-      hosts: [reviews]
-      http:
-      - match: [{{headers: {{end-user: {{exact: jason}}}}}}]
-        route: [{{destination: {{host: reviews, subset: v2}}}}]
-      - route:
-        - {{destination: {{host: reviews, subset: v1}}, weight: {w1}}}
-        - {{destination: {{host: reviews, subset: v2}}, weight: {w2}}}
-    """
+    return meshes.split("reviews", {"v1": w1, "v2": w2}, first=[meshes.jason_to_v2()])
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +221,7 @@ def test_unknown_host_on_a_mesh_http_port_goes_to_allow_any(mesh: Mesh) -> None:
     # Port 9080 is an HTTP port of the mesh: the HCM sees a Host no service claims.
     mesh.external.start(
         mesh.external.python(
-            "-m", "controlplane.local.pod_apps", "serve-http", "external-9080", "9080"
+            "-m", "controlplane.testing.pod_apps", "serve-http", "external-9080", "9080"
         ),
         "app9080",
     )
@@ -317,7 +249,7 @@ def test_tcp_connections_to_a_vip_are_split_by_the_tcp_route_weights(mesh: Mesh)
     # route sends to the pods' port 9000, which their sidecars take in through 15006.
     result = mesh.client.run(
         mesh.client.python(
-            "-m", "controlplane.local.pod_apps", "count-tcp", "tcp-echo", "9000", "300"
+            "-m", "controlplane.testing.pod_apps", "count-tcp", "tcp-echo", "9000", "300"
         ),
         timeout=120,
     )

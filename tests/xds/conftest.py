@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from controlplane.api.resources import key_of
-from controlplane.local.ports import free_port
 from controlplane.store import Store
+from controlplane.testing.ports import free_port
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer

@@ -10,7 +10,7 @@ import yaml
 
 from controlplane.cli.main import main
 from controlplane.compile.resources import ROUTE
-from controlplane.xds.client import AdsConnection, delta_request
+from controlplane.testing.ads_client import AdsConnection, delta_request
 from tests.xds.conftest import ControlPlane
 from tests.xds.mesh import MESH, RATINGS, ROUTE_NAME, canary, local_node
 from tests.xds.test_delta import ack, connect_all

@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from controlplane.xds.client import AdsConnection, delta_request
+from controlplane.testing.ads_client import AdsConnection, delta_request
 from tests.xds.conftest import ControlPlane
 from tests.xds.mesh import (
     MESH,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from envoy.config.listener.v3 import listener_pb2
 
 from controlplane.compile.resources import LISTENER
-from controlplane.xds.client import AdsConnection, node, sotw_request
+from controlplane.testing.ads_client import AdsConnection, node, sotw_request
 from tests.xds.conftest import ControlPlane
 
 WORKLOAD_IP = "127.0.6.50"

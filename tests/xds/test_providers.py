@@ -8,7 +8,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from controlplane.compile import CompiledResource
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import CLUSTER, SECRET
-from controlplane.xds.client import AdsConnection, delta_request
+from controlplane.testing.ads_client import AdsConnection, delta_request
 from tests.xds.conftest import ControlPlane
 from tests.xds.mesh import MESH, local_node
 from tests.xds.test_delta import ack, names

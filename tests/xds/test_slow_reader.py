@@ -8,9 +8,9 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from controlplane.compile.resources import ROUTE
-from controlplane.local.ports import free_port
 from controlplane.store import Store
-from controlplane.xds.client import AdsConnection, delta_request
+from controlplane.testing.ads_client import AdsConnection, delta_request
+from controlplane.testing.ports import free_port
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
 from tests.documents import submissions

@@ -7,7 +7,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from controlplane.xds.client import AdsConnection, sotw_request
+from controlplane.testing.ads_client import AdsConnection, sotw_request
 from tests.xds.conftest import ControlPlane
 from tests.xds.mesh import (
     MESH,

@@ -12,7 +12,7 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 
 from controlplane.compile.resources import ROUTE
-from controlplane.xds.client import AdsConnection, delta_request
+from controlplane.testing.ads_client import AdsConnection, delta_request
 from tests.xds.conftest import ControlPlane
 from tests.xds.mesh import MESH, ROUTE_NAME, canary, local_node, ratings_pod
 from tests.xds.test_delta import ack, connect_all

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from controlplane.api import Codes, InvalidResource, Level, load
+from tests.support import meshes
 
 
 def _load(text: str) -> list[str]:
@@ -279,11 +280,10 @@ def test_a_refused_policy_says_that_it_fails_closed() -> None:
 
 def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> None:
     found = _load(
-        """
-        apiVersion: networking.istio.io/v1
-        kind: DestinationRule
-        metadata: {name: payment, namespace: default}
-        spec:
+        meshes.resource(
+            "DestinationRule",
+            "payment",
+            """
           host: payment
           trafficPolicy:
             tls: {mode: SIMPLE, sni: pay.example, credentialName: pay-cert}
@@ -293,6 +293,7 @@ def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> 
           subsets:
           - name: v1
             trafficPolicy: {tls: {mode: DISABLE}}
-        """
+        """,
+        )
     )
     assert found == ["spec.trafficPolicy.tls.credentialName: not supported yet; ignored"]

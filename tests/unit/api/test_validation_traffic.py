@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from controlplane.api import Level, parse_resource, validate
+from tests.support import meshes
 
 
 def findings(text: str) -> list[tuple[str, str, str]]:
@@ -18,29 +19,15 @@ def findings(text: str) -> list[tuple[str, str, str]]:
 
 
 def http(route: str) -> str:
-    body = textwrap.indent(textwrap.dedent(route).strip("\n"), "      ")
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: r, namespace: default}}
-    spec:
-      hosts: [reviews]
-      http:
-{body}
-    """
+    routes = yaml.safe_load(textwrap.dedent(route))
+    return meshes.resource("VirtualService", "r", {"hosts": ["reviews"], "http": routes})
 
 
 def rule(policy: str) -> str:
-    body = textwrap.indent(textwrap.dedent(policy).strip("\n"), "        ")
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {{name: r, namespace: default}}
-    spec:
-      host: reviews
-      trafficPolicy:
-{body}
-    """
+    traffic_policy = yaml.safe_load(textwrap.dedent(policy))
+    return meshes.resource(
+        "DestinationRule", "r", {"host": "reviews", "trafficPolicy": traffic_policy}
+    )
 
 
 DEST = "route: [{destination: {host: reviews}}]"

@@ -4,8 +4,7 @@ import pytest
 
 from controlplane.ca import CABundle, CertificateAuthority, Identity
 from controlplane.ca.root import create_root_bundle
-
-from .pki import NOW
+from tests.support.pki import NOW
 
 
 @pytest.fixture(scope="session")

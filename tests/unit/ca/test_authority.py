@@ -18,12 +18,7 @@ from controlplane.ca import (
     Identity,
     IdentityMismatch,
 )
-
-from .pki import NOW, key_pem, load_chain, make_ca, pem, uri_sans
-
-
-def _leaf(chain_pem: str) -> x509.Certificate:
-    return load_chain(chain_pem)[0]
+from tests.support.pki import NOW, key_pem, leaf_of, load_chain, make_ca, pem, uri_sans
 
 
 def test_first_start_creates_a_root_and_persists_it(tmp_path: Path) -> None:
@@ -57,7 +52,7 @@ def test_workload_certificate_verifies_under_the_root(
 ) -> None:
     cert = ca.issue(reviews, now=NOW)
 
-    leaf = _leaf(cert.cert_chain_pem)
+    leaf = leaf_of(cert.cert_chain_pem)
     (root,) = load_chain(cert.root_certs_pem)
     leaf.verify_directly_issued_by(root)
     verifier = PolicyBuilder().store(Store([root])).time(NOW).build_client_verifier()
@@ -71,7 +66,7 @@ def test_workload_certificate_carries_exactly_the_spiffe_id_as_a_critical_uri_sa
 ) -> None:
     cert = ca.issue(reviews, now=NOW)
 
-    leaf = _leaf(cert.cert_chain_pem)
+    leaf = leaf_of(cert.cert_chain_pem)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.critical
     assert list(san.value) == [
@@ -89,7 +84,7 @@ def test_workload_key_is_ecdsa_p256_and_belongs_to_the_certificate(
     key = serialization.load_pem_private_key(cert.private_key_pem.encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert isinstance(key.curve, ec.SECP256R1)
-    assert key.public_key() == _leaf(cert.cert_chain_pem).public_key()
+    assert key.public_key() == leaf_of(cert.cert_chain_pem).public_key()
 
 
 def test_workload_certificate_lasts_24_hours_from_a_start_backdated_for_clock_skew(
@@ -97,7 +92,7 @@ def test_workload_certificate_lasts_24_hours_from_a_start_backdated_for_clock_sk
 ) -> None:
     cert = ca.issue(reviews, now=NOW)
 
-    leaf = _leaf(cert.cert_chain_pem)
+    leaf = leaf_of(cert.cert_chain_pem)
     assert leaf.not_valid_before_utc == cert.not_before == NOW - timedelta(minutes=1)
     assert leaf.not_valid_after_utc == cert.not_after == NOW + timedelta(hours=24)
 
@@ -132,7 +127,7 @@ def test_non_positive_lifetime_is_refused(ca: CertificateAuthority, reviews: Ide
 def test_workload_certificate_is_a_tls_leaf_for_both_client_and_server(
     ca: CertificateAuthority, reviews: Identity
 ) -> None:
-    leaf = _leaf(ca.issue(reviews, now=NOW).cert_chain_pem)
+    leaf = leaf_of(ca.issue(reviews, now=NOW).cert_chain_pem)
 
     extensions = leaf.extensions
     constraints = extensions.get_extension_for_class(x509.BasicConstraints)
@@ -160,7 +155,7 @@ def test_each_issue_has_a_new_key_and_serial(ca: CertificateAuthority, reviews: 
 
     assert first.private_key_pem != second.private_key_pem
     assert first.serial_number != second.serial_number
-    assert _leaf(first.cert_chain_pem).serial_number == first.serial_number
+    assert leaf_of(first.cert_chain_pem).serial_number == first.serial_number
 
 
 def test_identity_of_another_trust_domain_is_refused(ca: CertificateAuthority) -> None:
@@ -192,4 +187,4 @@ def test_naive_times_are_refused(ca: CertificateAuthority, reviews: Identity) ->
 
 
 def test_certificate_uris_are_exactly_one(ca: CertificateAuthority, reviews: Identity) -> None:
-    assert uri_sans(_leaf(ca.issue(reviews, now=NOW).cert_chain_pem)) == [reviews.spiffe_id]
+    assert uri_sans(leaf_of(ca.issue(reviews, now=NOW).cert_chain_pem)) == [reviews.spiffe_id]

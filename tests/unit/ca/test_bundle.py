@@ -8,8 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from controlplane.ca import CABundle, InvalidCABundle
 from controlplane.ca.bundle import parse_bundle
-
-from .pki import NOW, key_pem, make_ca, pem
+from tests.support.pki import NOW, key_pem, make_ca, pem
 
 
 def _intermediate_bundle() -> CABundle:

@@ -9,8 +9,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity, InvalidCABundle
-
-from .pki import NOW, load_chain, make_ca, uri_sans, write_cacerts
+from tests.support.pki import NOW, load_chain, make_ca, uri_sans, write_cacerts
 
 
 @pytest.mark.parametrize("chain_includes_root", [True, False])

@@ -10,8 +10,7 @@ from controlplane.ca import (
     WorkloadCertificate,
 )
 from controlplane.ca.rotation import certificate_renewal_time
-
-from .pki import NOW
+from tests.support.pki import NOW
 
 
 class _Clock:

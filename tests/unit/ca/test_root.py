@@ -9,8 +9,7 @@ from cryptography.x509.oid import NameOID
 
 from controlplane.ca import CABundle, InvalidIdentity
 from controlplane.ca.root import create_root_bundle
-
-from .pki import NOW, load_chain
+from tests.support.pki import NOW, load_chain
 
 
 def test_root_is_a_p256_ca_allowed_to_sign_certificates(root_bundle: CABundle) -> None:

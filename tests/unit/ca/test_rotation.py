@@ -6,8 +6,7 @@ import pytest
 
 from controlplane.ca import CertificateAuthority, Identity, needs_renewal, renewal_time
 from controlplane.ca.rotation import certificate_renewal_time, serial_jitter
-
-from .pki import NOW
+from tests.support.pki import NOW
 
 START = NOW
 END = NOW + timedelta(hours=24)

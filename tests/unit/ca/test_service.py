@@ -23,8 +23,7 @@ from controlplane.ca import (
 from controlplane.ca.root import create_root_bundle
 from controlplane.ca.service import CertificateServicer
 from controlplane.protos_gen.ca.v1 import ca_pb2, ca_pb2_grpc
-
-from .pki import key_pem, load_chain, make_ca, make_csr, pem, uri_sans
+from tests.support.pki import key_pem, load_chain, make_ca, make_csr, pem, uri_sans
 
 AUDIENCE = "controlplane-ca"
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

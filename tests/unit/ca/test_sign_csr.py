@@ -8,8 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from controlplane.ca import CertificateAuthority, Identity, IdentityMismatch, InvalidCSR
-
-from .pki import NOW, load_chain, make_csr, uri_sans
+from tests.support.pki import NOW, load_chain, make_csr, uri_sans
 
 
 @pytest.fixture(scope="module")

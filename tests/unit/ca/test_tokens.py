@@ -18,8 +18,7 @@ from controlplane.ca import (
     verify_token,
 )
 from controlplane.ca.root import create_root_bundle
-
-from .pki import NOW
+from tests.support.pki import NOW
 
 KEY = b"k" * 32
 AUDIENCE = "controlplane-xds"

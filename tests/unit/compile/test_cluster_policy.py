@@ -8,6 +8,7 @@ from typing import Any
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import CLUSTER, ENDPOINT
+from tests.support import meshes
 from tests.unit.compile.helpers import REVIEWS, as_dict, compiled, local_proxy, snapshot_of
 
 FQDN = "reviews.default.svc.cluster.local"
@@ -186,19 +187,12 @@ def test_consistent_hash_is_a_ring_hash_of_1024_unless_ring_or_maglev_sizes_are_
             assert cluster[key] == value
 
 
-TWO_PORTS = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}, {name: http-admin, port: 9090}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-status: {podIP: 10.0.0.1}
-"""
+TWO_PORTS = meshes.join(
+    meshes.service(
+        "reviews", ports=[{"name": "http", "port": 9080}, {"name": "http-admin", "port": 9090}]
+    ),
+    meshes.pod("reviews-v1", "10.0.0.1", app="reviews", version="v1"),
+)
 LAYERED = rule(
     """
 loadBalancer: {simple: ROUND_ROBIN}

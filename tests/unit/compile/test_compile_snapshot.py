@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support import meshes
 from tests.unit.compile.helpers import REVIEWS, compiled, local_proxy, snapshot_of
 
 VS_90_10 = """
@@ -139,11 +140,10 @@ def test_domains_follow_short_name_resolution_from_the_client_namespace() -> Non
     assert same["domains"] == [*expected_other, "reviews", "reviews:9080"]
 
 
-MATCHES = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
+MATCHES = meshes.resource(
+    "VirtualService",
+    "reviews",
+    """
   hosts: [reviews]
   http:
   - name: jason
@@ -163,7 +163,8 @@ spec:
     - destination: {host: reviews, subset: v1}
   - route:
     - destination: {host: reviews, subset: v2}
-"""
+""",
+)
 
 
 def test_each_match_is_its_own_route_in_order_and_nothing_follows_a_catch_all() -> None:

@@ -13,6 +13,7 @@ from controlplane.compile import SnapshotCompiler
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.store import ChangeSet, Snapshot, Store
 from tests.documents import submissions
+from tests.support import meshes
 from tests.unit.compile.helpers import local_proxy
 from tests.xds.mesh import MESH as XDS_MESH
 from tests.xds.mesh import RATINGS, REVIEWS, REVIEWS_V1, REVIEWS_V2, ROUND_ROBIN_RULE, canary
@@ -102,16 +103,7 @@ def test_service_port_change_rebuilds_its_clusters_even_though_they_were_passed_
     None
 ):
     mesh = Mesh()
-    mesh.change(
-        """
-        apiVersion: v1
-        kind: Service
-        metadata: {name: ratings, namespace: default}
-        spec:
-          selector: {app: ratings}
-          ports: [{name: grpc, port: 9080, targetPort: 8080}]
-        """
-    )
+    mesh.change(meshes.service("ratings", target_port=8080, port_name="grpc"))
     after = mesh.compiler.compile(mesh.proxy)
     ratings = after.of(CLUSTER)[RATINGS].message
     assert ratings.typed_extension_protocol_options  # now HTTP/2: rebuilt, not inherited

@@ -5,24 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.compile.proxy import Proxy, proxy_from_node
+from tests.support import meshes
 from tests.unit.compile.helpers import compiled, snapshot_of
 
-REGISTRY = """
-apiVersion: v1
-kind: Service
-metadata: {name: db, namespace: default}
-spec:
-  clusterIP: 10.96.1.1
-  selector: {app: db}
-  ports: [{name: tcp, port: 5432}, {name: tls, port: 443}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: db, namespace: default}
-spec:
+REGISTRY = meshes.join(
+    meshes.service(
+        "db",
+        ports=[{"name": "tcp", "port": 5432}, {"name": "tls", "port": 443}],
+        cluster_ip="10.96.1.1",
+    ),
+    meshes.resource(
+        "DestinationRule",
+        "db",
+        """
   host: db
   subsets: [{name: a, labels: {v: a}}, {name: b, labels: {v: b}}]
-"""
+""",
+    ),
+)
 
 
 def proxy(labels: dict[str, str] | None = None, namespace: str = "default") -> Proxy:

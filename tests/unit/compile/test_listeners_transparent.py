@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controlplane.compile.proxy import Proxy, proxy_from_node
+from tests.support import meshes
 from tests.unit.compile.helpers import compiled, snapshot_of
 
 MESH = """
@@ -137,21 +138,24 @@ def test_only_local_tcp_ports_still_means_local_mode() -> None:
     assert proxy.mode == "local"
 
 
-SNIFFED = """
-apiVersion: v1
-kind: Service
-metadata: {name: cache, namespace: default}
-spec:
+SNIFFED = meshes.join(
+    meshes.resource(
+        "Service",
+        "cache",
+        """
   clusterIP: 10.96.0.30
   ports: [{port: 6379}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: cache-b, namespace: default}
-spec:
+""",
+    ),
+    meshes.resource(
+        "Service",
+        "cache-b",
+        """
   clusterIP: 10.96.0.31
   ports: [{name: redis-port, port: 6379}]
-"""
+""",
+    ),
+)
 
 
 def test_an_undeclared_port_is_sniffed_http_by_rds_other_bytes_by_vip() -> None:

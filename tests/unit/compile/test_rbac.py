@@ -18,6 +18,7 @@ from controlplane.compile.rbac import (
     network_rbac_filters,
     policies_for,
 )
+from tests.support import meshes
 from tests.unit.compile.rbac_eval import Request, allowed, rbac_of
 
 ORDER = "spiffe://cluster.local/ns/default/sa/order-service"
@@ -418,14 +419,14 @@ def test_a_refused_policy_without_a_good_version_makes_its_namespace_deny_everyt
 
     broken = parse_resource(
         yaml.safe_load(
-            """
-            apiVersion: security.istio.io/v1
-            kind: AuthorizationPolicy
-            metadata: {name: typo, namespace: default}
-            spec:
+            meshes.resource(
+                "AuthorizationPolicy",
+                "typo",
+                """
               action: DENY
               rules: [{when: [{key: source.ipaddr, values: [10.0.0.1]}]}]
-            """
+            """,
+            )
         )
     )
     store = Store()
@@ -440,14 +441,14 @@ def test_a_refused_policy_without_a_good_version_makes_its_namespace_deny_everyt
     # Once fixed, it applies as written.
     fixed = parse_resource(
         yaml.safe_load(
-            """
-            apiVersion: security.istio.io/v1
-            kind: AuthorizationPolicy
-            metadata: {name: typo, namespace: default}
-            spec:
+            meshes.resource(
+                "AuthorizationPolicy",
+                "typo",
+                """
               action: DENY
               rules: [{when: [{key: source.ip, values: [10.0.0.1]}]}]
-            """
+            """,
+            )
         )
     )
     store.apply(upserts=[Submission(fixed, tuple(validate(fixed)))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controlplane.compile.proxy import Proxy, proxy_from_node
+from tests.support import meshes
 from tests.unit.compile.helpers import compiled, snapshot_of
 from tests.unit.compile.test_listeners_transparent import MESH
 
@@ -104,14 +105,14 @@ def test_a_virtual_service_with_no_route_for_this_proxy_leaves_the_default_route
 
 
 def test_a_tcp_only_virtual_service_does_not_blank_the_http_port() -> None:
-    tcp_only = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews-tcp, namespace: default}
-spec:
+    tcp_only = meshes.resource(
+        "VirtualService",
+        "reviews-tcp",
+        """
   hosts: [reviews]
   tcp:
   - route: [{destination: {host: reviews}}]
-"""
+""",
+    )
     [route] = vhosts("default", tcp_only)["reviews.default.svc.cluster.local:9080"]["routes"]
     assert route["route"]["cluster"] == "outbound|9080||reviews.default.svc.cluster.local"

@@ -8,6 +8,7 @@ from typing import Any
 
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import Proxy, proxy_from_node
+from tests.support import meshes
 from tests.unit.compile.helpers import compiled, snapshot_of
 
 PAYMENT = """
@@ -78,15 +79,15 @@ spec: {{{spec}}}
 
 
 def destination_rule(tls: str, subsets: str = "") -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: payment, namespace: default}}
-spec:
+    return meshes.resource(
+        "DestinationRule",
+        "payment",
+        f"""
   host: payment
   trafficPolicy: {{tls: {tls}}}
   subsets: [{subsets}]
-"""
+""",
+    )
 
 
 def inbound_chains(*docs: str, identity: bool = True, port: int = 8080) -> list[dict[str, Any]]:
@@ -314,11 +315,10 @@ def test_simple_and_mutual_originate_tls_from_files() -> None:
 
 
 def test_subset_tls_beats_port_level_which_beats_the_top_level() -> None:
-    rule = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: payment, namespace: default}
-spec:
+    rule = meshes.resource(
+        "DestinationRule",
+        "payment",
+        """
   host: payment
   trafficPolicy:
     tls: {mode: DISABLE}
@@ -331,7 +331,8 @@ spec:
     trafficPolicy: {tls: {mode: DISABLE}}
   - name: v2
     labels: {version: v2}
-"""
+""",
+    )
     found = clusters(rule)
     assert "transportSocket" in found[CLUSTER]  # port-level beats top-level
     assert "transportSocket" not in found["outbound|7000||payment.default.svc.cluster.local"]

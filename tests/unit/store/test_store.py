@@ -9,23 +9,24 @@ import yaml
 from controlplane.api import InvalidResource, ResourceKey, load
 from controlplane.store import Rejection, Store, Submission
 from tests.documents import submissions as shared_submissions
+from tests.support import meshes
 from tests.unit.compile.helpers import REVIEWS
 
 VS_KEY = ResourceKey("VirtualService", "default", "reviews")
 
 
 def vs(subset: str, weight: int = 100) -> str:
-    return f"""
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {{name: reviews, namespace: default}}
-    spec:
+    return meshes.resource(
+        "VirtualService",
+        "reviews",
+        f"""
       hosts: [reviews]
       http:
       - route:
         - destination: {{host: reviews, subset: {subset}}}
           weight: {weight}
-    """
+    """,
+    )
 
 
 def test_a_valid_update_becomes_effective_and_is_reported_in_the_change_set() -> None:
@@ -111,15 +112,16 @@ def test_endpoints_come_from_pods_selected_by_the_service() -> None:
 
 def test_destination_rules_in_the_client_namespace_win_over_the_service_namespace() -> None:
     store = Store()
-    client_dr = """
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {name: reviews-from-prod, namespace: prod}
-    spec:
+    client_dr = meshes.resource(
+        "DestinationRule",
+        "reviews-from-prod",
+        """
       host: reviews.default.svc.cluster.local
       subsets:
       - {name: canary, labels: {version: v2}}
-    """
+    """,
+        namespace="prod",
+    )
     store.apply(upserts=submissions(REVIEWS) + submissions(client_dr))
     host = "reviews.default.svc.cluster.local"
     from_prod = store.snapshot.destination_rule(host, "prod")

@@ -5,36 +5,24 @@ from __future__ import annotations
 from controlplane.api.issues import ResourceKey
 from controlplane.store import Store, Submission
 from tests.documents import submissions as shared_submissions
+from tests.support import meshes
 
-REGISTRY = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
-status: {podIP: 10.0.0.1}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
+REGISTRY = meshes.join(
+    meshes.service("reviews"),
+    meshes.pod("reviews-v1", "10.0.0.1", app="reviews", version="v1"),
+    meshes.resource(
+        "DestinationRule",
+        "reviews",
+        """
   host: reviews
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
-"""
+""",
+    ),
+)
 
-V2_POD = """
-apiVersion: v1
-kind: Pod
-metadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}
-status: {podIP: 10.0.0.2}
-"""
+V2_POD = meshes.pod("reviews-v2", "10.0.0.2", app="reviews", version="v2")
 
 RULE = ResourceKey("DestinationRule", "default", "reviews")
 

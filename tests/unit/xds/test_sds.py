@@ -26,6 +26,7 @@ from controlplane.protos_gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.store import Store
 from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
+from tests.support.pki import uri_sans
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,11 +122,6 @@ def leaf(secret: secret_pb2.Secret) -> x509.Certificate:
     return x509.load_pem_x509_certificates(secret.tls_certificate.certificate_chain.inline_bytes)[0]
 
 
-def uris(cert: x509.Certificate) -> list[str]:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
-
-
 async def test_a_proxy_gets_default_and_rootca_for_the_identity_its_token_proves(
     tmp_path: Path,
 ) -> None:
@@ -138,7 +134,7 @@ async def test_a_proxy_gets_default_and_rootca_for_the_identity_its_token_proves
             found = secrets(response)
             assert set(found) == {"default", "ROOTCA"}
             cert = leaf(found["default"])
-            assert uris(cert) == ["spiffe://cluster.local/ns/default/sa/payment"]
+            assert uri_sans(cert) == ["spiffe://cluster.local/ns/default/sa/payment"]
             key = serialization.load_pem_private_key(
                 found["default"].tls_certificate.private_key.inline_bytes, None
             )
@@ -221,7 +217,7 @@ async def test_the_renewed_certificate_is_pushed_at_about_half_life(tmp_path: Pa
             assert second is not None
             old, new = leaf(secrets(first)["default"]), leaf(secrets(second)["default"])
             assert new.serial_number != old.serial_number
-            assert uris(new) == uris(old)
+            assert uri_sans(new) == uri_sans(old)
             # Half of (2 s + 0.2 s back-dating), less up to 10 % jitter, before expiry.
             assert waited < ttl * 0.9
             assert new.not_valid_after_utc >= old.not_valid_after_utc  # X.509 has 1 s resolution

@@ -1,4 +1,7 @@
-"""Test-side PKI: CAs, intermediates and CSRs built independently of controlplane.ca."""
+"""Test-side PKI, built independently of ``controlplane.ca`` so that it can check it: CAs and
+intermediates (``make_ca``), Istio's cacerts layout (``write_cacerts``), CSRs (``make_csr``),
+and readers for what the CA and SDS hand out (``load_chain``, ``leaf_of``, ``uri_sans``). Used by
+``tests/unit/ca`` and ``tests/unit/xds``."""
 
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ def key_pem(key: CertificateIssuerPrivateKeyTypes) -> str:
 
 def load_chain(text: str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(text.encode())
+
+
+def leaf_of(chain_pem: str) -> x509.Certificate:
+    """The first (workload) certificate of a PEM chain."""
+    return load_chain(chain_pem)[0]
 
 
 def make_ca(

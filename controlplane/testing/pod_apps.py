@@ -1,9 +1,9 @@
 """Small apps that run inside test pods (network namespaces) and know nothing of any proxy.
 
-    python -m controlplane.local.pod_apps serve-http NAME PORT      # says its name (JSON)
-    python -m controlplane.local.pod_apps count-http URL COUNT [HEADER:VALUE ...]
-    python -m controlplane.local.pod_apps serve-tcp NAME PORT       # TCP echo with its name
-    python -m controlplane.local.pod_apps count-tcp HOST PORT COUNT
+    python -m controlplane.testing.pod_apps serve-http NAME PORT      # says its name (JSON)
+    python -m controlplane.testing.pod_apps count-http URL COUNT [HEADER:VALUE ...]
+    python -m controlplane.testing.pod_apps serve-tcp NAME PORT       # TCP echo with its name
+    python -m controlplane.testing.pod_apps count-tcp HOST PORT COUNT
 
 Servers print ``ready`` once they listen; clients print one JSON object of counts by backend
 name (or status / error).
@@ -20,7 +20,7 @@ from typing import Any
 
 
 def serve_http(name: str, port: int) -> None:
-    from controlplane.local.backends import Backend
+    from controlplane.testing.backends import Backend
 
     backend = Backend(name, "0.0.0.0", port)
     print("ready", flush=True)
@@ -46,7 +46,7 @@ def count_http(url: str, count: int, headers: list[str]) -> Counter[str]:
 
 
 def serve_tcp(name: str, port: int) -> None:
-    from controlplane.local.tcp_echo import TcpEchoBackend
+    from controlplane.testing.tcp_echo import TcpEchoBackend
 
     backend = TcpEchoBackend(name, "0.0.0.0", port)
     print("ready", flush=True)
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     elif command == "serve-tcp":
         serve_tcp(rest[0], int(rest[1]))
     elif command == "count-tcp":
-        from controlplane.local.tcp_echo import count_echo_backends
+        from controlplane.testing.tcp_echo import count_echo_backends
 
         print(json.dumps(count_echo_backends(rest[0], int(rest[1]), int(rest[2]))))
     else:

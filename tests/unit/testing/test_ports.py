@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from controlplane.local.ports import free_port, port_is_free
+from controlplane.testing.ports import free_port, port_is_free
 
 
 def test_ports_picked_in_a_row_never_repeat() -> None:

@@ -2,7 +2,7 @@
 
 Each connection gets ``<name> `` followed by every line the client sends, echoed back, so a
 client can count which backend a TCP proxy picked. Runs in a thread of the test process, or as
-a process of its own (``python -m controlplane.local.tcp_echo NAME HOST PORT``, used inside
+a process of its own (``python -m controlplane.testing.tcp_echo NAME HOST PORT``, used inside
 network namespaces).
 """
 

@@ -3,6 +3,8 @@
 ``AdsConnection`` is one raw stream (send a request, read a response). ``SimulatedProxy``
 follows Envoy's subscription order on it (CDS, then EDS for the clusters it got, LDS, then
 RDS for the route names its listeners use), ACKs every response and timestamps each one.
+It is a harness (used by ``tests/xds`` and ``bench/loadgen.py``), so it lives beside the other
+harnesses, not in ``controlplane.xds``, which only serves.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.backends import Backend, Behaviour
-from controlplane.local.controlplane_process import ControlPlaneProcess
-from controlplane.local.envoy import EnvoyProcess
-from controlplane.local.ports import free_port
+from controlplane.testing.backends import Backend, Behaviour
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.envoy import EnvoyProcess
+from controlplane.testing.ports import free_port
 
 
 @dataclass

@@ -14,7 +14,7 @@ route through the bridge, and optionally:
 Every name starts with ``mesh`` and a random token; ``stop`` removes all of it (namespaces,
 links, hosts files, the processes it started). Needs root, ``ip`` and ``iptables``.
 
-The apps that run inside pods are in ``controlplane.local.pod_apps``; ``NetnsPod.app``
+The apps that run inside pods are in ``controlplane.testing.pod_apps``; ``NetnsPod.app``
 builds their command lines.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from controlplane.cli.bootstrap import render_bootstrap
-from controlplane.local.envoy import envoy_binary
+from controlplane.testing.envoy import envoy_binary
 
 PREFIX = "mesh"
 # One record per running lab (its pid and what it created), for sweeping after a crash.
@@ -202,8 +202,8 @@ class NetnsPod:
         return [sys.executable, *args]
 
     def app(self, *args: str) -> list[str]:
-        """``python -m controlplane.local.pod_apps ARGS`` (serve-http, count-http, ...)."""
-        return self.python("-m", "controlplane.local.pod_apps", *args)
+        """``python -m controlplane.testing.pod_apps ARGS`` (serve-http, count-http, ...)."""
+        return self.python("-m", "controlplane.testing.pod_apps", *args)
 
     def set_hosts(self, entries: dict[str, str]) -> None:
         """This pod's /etc/hosts: ``{name: address}`` plus localhost."""
