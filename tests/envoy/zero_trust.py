@@ -20,8 +20,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from controlplane.app import obtain_token
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
-from controlplane.cli.security import obtain_token
 from controlplane.local.backends import Backend
 from controlplane.local.mesh import LocalMesh, Sidecar
 from controlplane.local.ports import free_port

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.cli.security import obtain_token
+from controlplane.app import obtain_token
 from controlplane.local.controlplane_process import ControlPlaneProcess
 from controlplane.local.netns import NetnsLab, NetnsPod
 from controlplane.local.pod_apps import parse_counts
