@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from controlplane.api.crds import crd_files
+from controlplane.cli import command
+
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
 
 WEBHOOK_SERVICE = ("controlplane", "istio-system", 9443)
 
@@ -63,3 +69,20 @@ def write_crds(output_dir: Path, check: bool = False) -> int:
     verb = "would write" if check else "wrote"
     print(f"{verb} {len(stale)} of {len(files)} CRDs in {output_dir}")
     return 0
+
+
+def add(commands: Commands) -> None:
+    parser = command(commands, "crds", "write the CustomResourceDefinitions (crds/)")
+    parser.add_argument("--output-dir", type=Path, default=Path("crds"))
+    parser.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    parser.add_argument(
+        "--webhooks", type=Path, default=None, help="also write the webhook manifest"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    code = write_crds(args.output_dir, check=args.check)
+    if args.webhooks is not None:
+        code |= write_webhooks(args.webhooks, check=args.check)
+    return code

@@ -9,6 +9,7 @@ file write until Envoy ACKed it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -17,15 +18,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from controlplane.cli import command
 from controlplane.cli.bootstrap import render_bootstrap
 from controlplane.testing.backends import Backend
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.envoy import EnvoyProcess
 from controlplane.testing.ports import free_port, port_is_free
 from controlplane.testing.traffic import count_backends
+
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
 
 STEPS: tuple[tuple[int, int], ...] = ((100, 0), (90, 10), (50, 50), (0, 100))
 BACKENDS = (("reviews-v1", "127.0.0.11"), ("reviews-v2", "127.0.0.12"))
@@ -186,3 +192,14 @@ def run_demo(requests: int = 400, workdir: Path | None = None) -> int:
         return 130
     print(format_table(result))
     return 0
+
+
+def add(commands: Commands) -> None:
+    parser = command(commands, "demo", "run the canary demo with a real Envoy")
+    parser.add_argument("--requests", type=int, default=400, help="requests per step")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(requests=args.requests, workdir=args.workdir)

@@ -3,15 +3,21 @@ sent each connected proxy, read from its debug port."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
+
+from controlplane.cli import command
+
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
 
 TYPES = ("cds", "lds", "eds", "rds", "sds")
 CONFIG_TYPES = {
@@ -137,3 +143,22 @@ def proxy_config(
     else:
         out.write(json.dumps(data, indent=2) + "\n")
     return 0
+
+
+def add(commands: Commands) -> None:
+    parser = command(
+        commands, "proxy-status", "every connected proxy and whether it is in sync, per type"
+    )
+    parser.add_argument(
+        "--debug-address", default="127.0.0.1:15014", help="the control plane's debug port"
+    )
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return proxy_status(args.debug_address, args.output)
+    except ControlPlaneUnreachable as exc:
+        print(f"controlplane proxy-status: {exc}", file=sys.stderr)
+        return 1

@@ -1,124 +1,71 @@
-"""`controlplane serve`: the control plane in file mode."""
+"""`controlplane serve`: the control plane in file mode (a directory of YAML)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import logging
-import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controlplane.api.issues import Issue, Level, ResourceKey
-from controlplane.sources.files import FileSource
-from controlplane.store import ChangeSet, Snapshot, Store
-from controlplane.xds.debug import DebugServer
-from controlplane.xds.hub import Hub
-from controlplane.xds.server import XdsServer
+from controlplane.cli import command
 
-log = logging.getLogger("controlplane")
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
 
 
-class ContextIssueLogger:
-    """Logs, once, each in-context problem the store finds (a source logs the rest)."""
-
-    def __init__(self, store: Store) -> None:
-        self._seen: dict[ResourceKey, frozenset[Issue]] = {}
-        store.subscribe(self._on_change)
-
-    def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
-        for key in change.status_changed | change.changed:
-            status = snapshot.status.get(key)
-            issues = frozenset(
-                i for i in (status.issues if status else ()) if i.code.id.startswith("CP03")
-            )
-            before = self._seen.get(key, frozenset())
-            for issue in sorted(issues - before, key=str):
-                located = issue.with_context(None, status.origin if status else None)
-                suffix = ""
-                if issue.severity is Level.ERROR and status is not None and not status.reconciled:
-                    suffix = " (keeping the last good version)"
-                level = logging.ERROR if issue.severity is Level.ERROR else logging.WARNING
-                log.log(level, "%s%s", located, suffix)
-            for issue in sorted(before - issues, key=str):
-                log.info(
-                    "resolved: %s", issue.with_context(None, status.origin if status else None)
-                )
-            if issues:
-                self._seen[key] = issues
-            else:
-                self._seen.pop(key, None)
-
-
-async def serve(
-    config_dir: Path,
-    *,
-    host: str = "127.0.0.1",
-    xds_port: int = 15010,
-    debug_port: int = 15014,
-    debounce: float = 0.1,
-    max_delay: float = 10.0,
-    ca_dir: Path | None = None,
-    trust_domain: str = "cluster.local",
-    workload_cert_ttl: float = 24 * 3600.0,
-    require_token: bool = False,
-    token_audience: str = "controlplane-xds",
-    xds_tls: bool = False,
-    endpoint_max_delay: float = 1.0,
-) -> None:
-    if not config_dir.is_dir():
-        raise SystemExit(f"controlplane serve: {config_dir} is not a directory")
-    store = Store()
-    ContextIssueLogger(store)
-    source = FileSource(config_dir, store)
-    source.scan()
-    hub = Hub(store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay)
-    xds = XdsServer(hub)
-    debug = DebugServer(hub)
-    security = None
-    credentials = None
-    if ca_dir is not None:
-        from controlplane.ca import CAError
-        from controlplane.cli.security import enable_security
-
-        try:
-            security = enable_security(
-                hub,
-                xds.server,
-                ca_dir=ca_dir,
-                trust_domain=trust_domain,
-                workload_ttl=workload_cert_ttl,
-                require_token=require_token,
-                audience=token_audience,
-            )
-        except (CAError, ValueError, OSError) as exc:
-            raise SystemExit(f"controlplane serve: --ca-dir {ca_dir}: {exc}") from None
-        credentials = security.server_credentials() if xds_tls else None
-    elif xds_tls or require_token:
-        raise SystemExit("controlplane serve: --xds-tls and --require-token need --ca-dir")
-    bound_xds = await xds.start(host, xds_port, credentials)
-    if security is not None:
-        security.start(hub)
-    bound_debug = await debug.start(host, debug_port)
-    snapshot = store.snapshot
-    log.info(
-        "serving %d resources from %s: xDS on %s:%d, debug on http://%s:%d",
-        sum(len(v) for v in snapshot.resources.values()),
-        config_dir,
-        host,
-        bound_xds,
-        host,
-        bound_debug,
+def add(commands: Commands) -> None:
+    parser = command(commands, "serve", "serve xDS from a directory of YAML (file mode)")
+    parser.add_argument("--config-dir", type=Path, required=True, help="directory to watch")
+    parser.add_argument("--xds-port", type=int, default=15010)
+    parser.add_argument("--debug-port", type=int, default=15014)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(source.run(), name="file-source")
+    parser.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    parser.add_argument(
+        "--ca-dir", type=Path, default=None, help="mesh CA (cacerts layout; created if empty)"
+    )
+    parser.add_argument("--trust-domain", default="cluster.local")
+    parser.add_argument(
+        "--workload-cert-ttl", type=float, default=86400.0, help="workload cert lifetime (s)"
+    )
+    parser.add_argument("--require-token", action="store_true", help="refuse proxies without one")
+    parser.add_argument("--token-audience", default="controlplane-xds")
+    parser.add_argument("--xds-tls", action="store_true", help="serve xDS over TLS (mesh root)")
+    parser.add_argument(
+        "--endpoint-max-delay",
+        type=float,
+        default=1.0,
+        help="longest a push of endpoint changes alone may wait (s)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from controlplane.app import ControlPlane, Options
+    from controlplane.sources.files import DirectorySource
+
+    if not args.config_dir.is_dir():
+        raise SystemExit(f"controlplane serve: {args.config_dir} is not a directory")
+    if args.ca_dir is None and (args.xds_tls or args.require_token):
+        raise SystemExit("controlplane serve: --xds-tls and --require-token need --ca-dir")
+    options = Options(
+        host=args.host,
+        xds_port=args.xds_port,
+        debug_port=args.debug_port,
+        debounce=args.debounce,
+        max_delay=args.max_delay,
+        endpoint_max_delay=args.endpoint_max_delay,
+        trust_domain=args.trust_domain,
+        workload_cert_ttl=args.workload_cert_ttl,
+        require_token=args.require_token,
+        token_audience=args.token_audience,
+        xds_tls=args.xds_tls,
+    )
+    control_plane = ControlPlane(options, DirectorySource(args.config_dir, args.ca_dir))
     try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        watcher.cancel()
-        if security is not None:
-            await security.stop()
-        await debug.stop()
-        await xds.stop(grace=0.5)
+        asyncio.run(control_plane.run())
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -11,6 +11,7 @@ hot-restarts it (``--restart-epoch``) whenever the kubelet renews the token file
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import shutil
@@ -20,11 +21,15 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from controlplane.cli import command
 from controlplane.cli.bootstrap import render_bootstrap
+
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
 
 
 def parse_downward_labels(text: str) -> dict[str, str]:
@@ -212,3 +217,31 @@ def run_sidecar(
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
     return supervisor.run()
+
+
+def add(commands: Commands) -> None:
+    parser = command(commands, "sidecar", "(in an injected Pod) write the bootstrap, run Envoy")
+    parser.add_argument("--xds-address", default="controlplane.istio-system.svc")
+    parser.add_argument("--xds-port", type=int, default=15010)
+    parser.add_argument(
+        "--token-path", type=Path, default=Path("/var/run/secrets/tokens/istio-token")
+    )
+    parser.add_argument("--labels-path", type=Path, default=Path("/etc/istio/pod/labels"))
+    parser.add_argument("--bootstrap-path", type=Path, default=Path("/etc/istio/proxy/envoy.yaml"))
+    parser.add_argument("--admin-port", type=int, default=15000)
+    parser.add_argument("--no-exec", action="store_true", help="write the bootstrap only")
+    parser.add_argument("--token-poll", type=float, default=5.0, help="check the token every N s")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_sidecar(
+        xds_address=args.xds_address,
+        xds_port=args.xds_port,
+        token_path=args.token_path,
+        labels_path=args.labels_path,
+        bootstrap_path=args.bootstrap_path,
+        admin_port=args.admin_port,
+        exec_envoy=not args.no_exec,
+        poll=args.token_poll,
+    )

@@ -5,6 +5,9 @@ YAML. Additions, edits and deletions are picked up without a restart. A document
 be read is reported (file:line, resource, field path, reason) and the last good version of
 that resource keeps serving; a file that fails to parse as YAML keeps all of its previous
 resources. Nothing is deleted from the mesh unless the user removed it.
+
+``FileSource`` keeps a store in step with the directory; ``DirectorySource`` is the Source
+that `controlplane serve` hands the composition root (``controlplane.app``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,11 @@ import yaml
 
 from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
 from controlplane.api.issues import Codes, Level
+from controlplane.sources import MeshCa
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.files")
+_control_plane_log = logging.getLogger("controlplane")  # the lines `serve` has always logged
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 _DOC_SEPARATOR = re.compile(r"^---(?:\s.*)?$")
@@ -310,3 +316,74 @@ class FileSource:
                     log.exception("scanning %s failed", self.root)
         finally:
             stop.set()
+
+
+class DirectorySource:
+    """File mode's source: one directory, watched (a ``controlplane.sources.Source``).
+
+    ``ca_dir`` (optional) holds the mesh CA in the cacerts layout, created if empty; a CA
+    that cannot be loaded stops the start."""
+
+    def __init__(self, config_dir: Path, ca_dir: Path | None = None) -> None:
+        self.config_dir = config_dir
+        self.ca_dir = ca_dir
+        self._files: FileSource | None = None
+
+    @property
+    def files(self) -> FileSource:
+        if self._files is None:
+            raise RuntimeError("the directory source is not open")
+        return self._files
+
+    async def open(self, store: Store) -> None:
+        self._files = FileSource(self.config_dir, store)
+        self._files.scan()
+
+    def ready(self) -> bool:
+        return True
+
+    def mesh_ca(self) -> MeshCa | None:
+        ca_dir = self.ca_dir
+        if ca_dir is None:
+            return None
+
+        def refuse(exc: Exception) -> None:
+            from controlplane.ca import CAError
+
+            if isinstance(exc, (CAError, ValueError, OSError)):
+                raise SystemExit(f"controlplane serve: --ca-dir {ca_dir}: {exc}") from None
+            raise exc
+
+        return MeshCa(ca_dir, refuse)
+
+    def status_client(self) -> None:
+        return None
+
+    def is_leader(self) -> bool:
+        return True
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(self.files.run(), name="file-source")
+        try:
+            yield
+        finally:
+            watcher.cancel()
+
+    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+        snapshot = self.files.store.snapshot
+        _control_plane_log.info(
+            "serving %d resources from %s: xDS on %s:%d, debug on http://%s:%d",
+            sum(len(v) for v in snapshot.resources.values()),
+            self.config_dir,
+            host,
+            xds_port,
+            host,
+            debug_port,
+        )
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()  # a directory never goes away on its own
+
+    def exit_code(self) -> int:
+        return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.cli.security import obtain_token
+from controlplane.app import obtain_token
 from controlplane.testing.traffic import send
 from tests.envoy.zero_trust import (
     WORKLOADS,

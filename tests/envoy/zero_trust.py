@@ -20,8 +20,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from controlplane.app import obtain_token
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
-from controlplane.cli.security import obtain_token
 from controlplane.testing.backends import Backend
 from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port

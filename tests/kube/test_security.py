@@ -116,7 +116,7 @@ def _b64(text: str) -> str:
 async def test_a_proxy_with_its_projected_token_gets_its_certificate_over_sds(
     kube_cluster: LocalCluster, kube_namespace: str
 ) -> None:
-    from controlplane.cli.security import enable_cluster_security
+    from controlplane.app import enable_cluster_security
     from controlplane.store import Store
     from controlplane.xds.hub import Hub
     from controlplane.xds.server import XdsServer

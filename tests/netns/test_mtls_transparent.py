@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.cli.security import obtain_token
+from controlplane.app import obtain_token
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.netns import NetnsLab, NetnsPod
 from controlplane.testing.pod_apps import parse_counts

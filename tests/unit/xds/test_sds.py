@@ -20,7 +20,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
-from controlplane.cli.security import MeshSecurity, enable_security, obtain_token
+from controlplane.app import MeshSecurity, enable_security, obtain_token
 from controlplane.compile.resources import SECRET
 from controlplane.protos_gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.store import Store

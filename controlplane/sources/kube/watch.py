@@ -1,4 +1,4 @@
-"""The Kubernetes source: kopf watches the cluster and feeds the store.
+"""The Kubernetes source's watch: kopf's event handlers feed the store.
 
 The handlers are thin: each watch event becomes one store update (an upsert, a deletion or
 the rejection of a resource that does not validate). All logic lives in ``translate``, a pure
@@ -10,6 +10,9 @@ belongs to the xDS server's loop. ``StoreBridge`` carries events across: kopf's 
 appends to a queue and schedules one drain with ``call_soon_threadsafe``; the drain runs on
 the xDS loop and applies everything queued as one batch, so a listing of 5,000 Pods costs a
 few store updates, not 5,000.
+
+Neighbours: ``operator`` runs these handlers in the kopf thread; ``cluster`` is the Source
+that the composition root (``controlplane.app``) starts.
 """
 
 from __future__ import annotations

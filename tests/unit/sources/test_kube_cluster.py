@@ -1,4 +1,4 @@
-"""`controlplane run` decisions that need no cluster: native sidecars by server version."""
+"""Cluster-source decisions that need no cluster: native sidecars by server version."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from controlplane.cli import run
+from controlplane.sources.kube import cluster
 
 
 @pytest.mark.parametrize(
@@ -24,4 +24,4 @@ def test_native_sidecars_are_used_from_kubernetes_1_29(monkeypatch, major, minor
     from kubernetes import client
 
     monkeypatch.setattr(client, "VersionApi", VersionApi)
-    assert run.supports_native_sidecars(object()) is native
+    assert cluster.supports_native_sidecars(object()) is native

@@ -1,0 +1,42 @@
+"""`controlplane analyze`: check Istio YAML offline (``controlplane.analyze`` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from controlplane.cli import command
+
+if TYPE_CHECKING:
+    from controlplane.cli import Commands
+
+
+def add(commands: Commands) -> None:
+    parser = command(
+        commands, "analyze", "check Istio YAML files or directories offline (like istioctl analyze)"
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE")
+    parser.add_argument("-n", "--namespace", default="default", help="for resources without one")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--failure-threshold",
+        choices=("Error", "Warning", "Info"),
+        default="Error",
+        help="exit 1 when a finding is at this level or worse",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from controlplane.analyze import analyze, render_text
+    from controlplane.api.issues import Level
+
+    report = analyze(args.paths, default_namespace=args.namespace)
+    if args.output == "json":
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        sys.stdout.write(render_text(report))
+    return report.exit_status(Level(args.failure_threshold))

@@ -1,0 +1,139 @@
+"""The kopf thread: kopf's operators in a thread (and event loop) of their own.
+
+Two operators run there: the watch operator (every replica; the event handlers of ``watch``
+for the Istio kinds, Services, EndpointSlices, Pods and Namespaces, plus the admission
+webhooks) and, with peering, a handler-less operator that only takes part in kopf peering
+(``peering``) to choose the replica that writes status. Events reach the store through
+``StoreBridge`` (``call_soon_threadsafe``), so the store stays on the xDS loop.
+
+kopf is kept out of the xDS loop because on stop it waits for every task created in its
+loop (a grpc.aio server included); its own thread can be stopped on its own. ``cluster``
+starts and stops this thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from controlplane.inject.injector import InjectionConfig
+from controlplane.sources.kube.peering import PEERING_PLURAL, peering_operator
+from controlplane.sources.kube.watch import (
+    Resync,
+    StoreBridge,
+    Update,
+    kubernetes_lister,
+    register_watch_handlers,
+)
+from controlplane.sources.kube.webhooks import WebhookUpkeep, webhook_server
+from controlplane.status.leader import Leadership
+
+if TYPE_CHECKING:
+    from controlplane.sources.kube.cluster import ClusterOptions
+
+log = logging.getLogger("controlplane")
+
+
+class KopfThread(threading.Thread):
+    """kopf's operators in a thread (and event loop) of their own."""
+
+    def __init__(
+        self,
+        options: ClusterOptions,
+        bridge: StoreBridge,
+        leadership: Leadership,
+        injection: InjectionConfig,
+        api_client: Any,
+    ) -> None:
+        super().__init__(name="kopf", daemon=True)
+        self.options = options
+        self.bridge = bridge
+        self.leadership = leadership
+        self.injection = injection
+        self.api_client = api_client
+        self.stop_flag = threading.Event()
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self.webhooks = WebhookUpkeep(api_client, options.manage_webhooks, options.webhook_resync)
+        self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by the main thread
+            self.failed = exc
+            log.exception("the kopf operator stopped")
+
+    def _submit(self, update: Update) -> None:
+        self.bridge.submit(update)
+
+    async def _main(self) -> None:
+        import kopf
+
+        opts = self.options
+        watch = kopf.OperatorRegistry()
+        _login(watch)
+        register_watch_handlers(
+            watch,
+            self._submit,
+            on_peering=self.leadership.observe if opts.peering else None,
+            peering_plural=PEERING_PLURAL,
+            resync=self.resync,
+        )
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False  # kopf's own per-object events: not for watch-only use
+        settings.watching.connect_timeout = 5
+        settings.watching.server_timeout = 120
+        settings.watching.client_timeout = 150
+        settings.watching.reconnect_backoff = 0.5
+        settings.batching.batch_window = 0.01  # apply -> proxies latency matters here
+        if opts.webhook_cert is not None and opts.webhook_key is not None:
+            from controlplane.inject.admission import register_admission_handlers
+
+            register_admission_handlers(watch, lambda: self.injection)
+            settings.admission.server = webhook_server(
+                kopf,
+                self.webhooks,
+                address=opts.webhook_address,
+                port=opts.webhook_port,
+                host=opts.webhook_host,
+                service=opts.webhook_service,
+                cert=opts.webhook_cert,
+                key=opts.webhook_key,
+                ca=opts.webhook_ca,
+            )
+            settings.admission.managed = None
+        operators = [
+            kopf.operator(
+                registry=watch,
+                settings=settings,
+                standalone=True,
+                clusterwide=True,
+                identity=opts.identity,
+                stop_flag=self.stop_flag,
+                ready_flag=self.ready,
+            )
+        ]
+        if opts.peering:
+            peering = kopf.OperatorRegistry()
+            _login(peering)
+            operators.append(peering_operator(opts.peering, opts.identity, self.stop_flag, peering))
+        keeper = asyncio.create_task(self.webhooks.keep())
+        try:
+            await asyncio.gather(*operators)
+        finally:
+            keeper.cancel()
+            self.resync.cancel()
+
+
+def _login(registry: Any) -> None:
+    import kopf
+
+    @kopf.on.login(registry=registry)  # type: ignore[untyped-decorator]
+    def login(**kwargs: Any) -> Any:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            return kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs)
