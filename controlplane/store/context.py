@@ -6,8 +6,8 @@ from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
-from controlplane.store.registry import selects
 from controlplane.store.reads import SnapshotReader
+from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
     created,
     exported_to,

@@ -187,22 +187,16 @@ class Snapshot:
 
     # ---- handing derived state over ------------------------------------------------------
 
-    def take_over(
-        self,
-        previous: Snapshot,
-        changed_kinds: Iterable[str],
-        touched: frozenset[Token] | None = None,
-    ) -> None:
-        """Take ``previous``'s indexes whose kinds are not in ``changed_kinds`` and, given the
-        ``touched`` tokens of the change between them, its lookups the change left valid."""
+    def take_over(self, previous: Snapshot, changed_kinds: Iterable[str]) -> None:
+        """Take ``previous``'s indexes that derive from none of ``changed_kinds``."""
         kinds = set(changed_kinds)
         for found in _INDEXES:
             if found.kinds.isdisjoint(kinds):
                 found.take_over(self, previous)
-        if touched is not None:
-            self._take_over_lookups(previous, touched)
 
-    def _take_over_lookups(self, previous: Snapshot, touched: frozenset[Token]) -> None:
+    def take_over_lookups(self, previous: Snapshot, touched: frozenset[Token]) -> None:
+        """Take ``previous``'s endpoint and DestinationRule lookups that the change between
+        them (its ``touched`` tokens) left valid."""
         mine, theirs = self._lookups, previous._lookups
         if theirs.endpoints is not None and mine.endpoints is None:
             mine.endpoints = {

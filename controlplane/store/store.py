@@ -90,7 +90,7 @@ class _Probe:
     def tokens(self) -> frozenset[Token]:
         if self._tokens is None:
             self._tokens = change_tokens(self.old, self.snapshot, self.delta)
-            self.snapshot.take_over(self.old, (), self._tokens)
+            self.snapshot.take_over_lookups(self.old, self._tokens)
         return self._tokens
 
 
