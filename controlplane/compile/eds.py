@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from controlplane.api.security import PeerAuthentication
 from controlplane.compile import cluster_policy
 from controlplane.compile import resources as types
 from controlplane.compile.authn import DISABLE
@@ -88,7 +89,7 @@ def _mtls_endpoints(
 ) -> tuple[MeshEndpoint, ...]:
     """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
     loses its ``tlsMode: istio`` mark, so auto mTLS talks plaintext to it alone."""
-    if not context.reads.of_kind("PeerAuthentication") and not context.rejected(
+    if not context.reads.of_kind(PeerAuthentication) and not context.rejected(
         "PeerAuthentication"
     ):
         return endpoints

@@ -96,7 +96,7 @@ class ReportingView:
     @overload
     def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]: ...
 
-    def of_kind(self, kind: type[Any] | str) -> Mapping[ResourceKey, Any]:
+    def of_kind(self, kind: type[object] | str) -> Mapping[ResourceKey, Any]:
         self._report(kind_token(kind if isinstance(kind, str) else kind.__name__))
         return self.snapshot.of_kind(kind)
 

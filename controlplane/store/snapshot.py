@@ -17,6 +17,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, overload
 
+from controlplane.api.base import ObjectMeta
 from controlplane.api.issues import Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Pod, Service
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
@@ -70,7 +71,12 @@ def exported_to(export_to: Iterable[str], owner_namespace: str, namespace: str) 
     return namespace in entries or ("." in entries and namespace == owner_namespace)
 
 
-def created(resource: Any) -> tuple[datetime, str, str]:
+class _HasMetadata(Protocol):
+    @property
+    def metadata(self) -> ObjectMeta: ...
+
+
+def created(resource: _HasMetadata) -> tuple[datetime, str, str]:
     """Ordering used for precedence: oldest first, then namespace/name."""
     meta = resource.metadata
     ts = meta.creation_timestamp or _EPOCH
@@ -239,7 +245,7 @@ class Snapshot:
     @overload
     def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]: ...
 
-    def of_kind(self, kind: type[Any] | str) -> Mapping[ResourceKey, Any]:
+    def of_kind(self, kind: type[object] | str) -> Mapping[ResourceKey, Any]:
         """The effective resources of one kind, by key (``kind``: the model class, typed,
         or the kind's name)."""
         name = kind if isinstance(kind, str) else kind.__name__
