@@ -89,9 +89,7 @@ def _mtls_endpoints(
 ) -> tuple[MeshEndpoint, ...]:
     """As istiod's EDS: an endpoint whose own PeerAuthentication (for its port) is DISABLE
     loses its ``tlsMode: istio`` mark, so auto mTLS talks plaintext to it alone."""
-    if not context.reads.of_kind(PeerAuthentication) and not context.rejected(
-        "PeerAuthentication"
-    ):
+    if not context.reads.of_kind(PeerAuthentication) and not context.rejected("PeerAuthentication"):
         return endpoints
     return tuple(
         replace(ep, tls_mode="disabled")
