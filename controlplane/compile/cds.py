@@ -28,6 +28,7 @@ from controlplane.store.registry import MeshService
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every cluster ``proxy`` should have: outbound, then inbound, then (transparent) static."""
     out = outbound_clusters(context, proxy)
     for port in inbound_ports(context.reads, proxy):
         found = _inbound_cluster(context, proxy, port)

@@ -27,6 +27,7 @@ from controlplane.store.registry import MeshEndpoint
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """The assignment of every outbound cluster CDS built for ``proxy``."""
     return load_assignments(context, proxy, built.get(types.CLUSTER, {}))
 
 

@@ -46,6 +46,7 @@ from controlplane.store.snapshot import exported_to, resolve_host
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every listener ``proxy`` should have (transparent or local mode)."""
     ports = inbound_ports(context.reads, proxy)
     listeners: dict[str, CompiledResource] = {}
     if proxy.mode == TRANSPARENT:

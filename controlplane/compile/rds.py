@@ -30,6 +30,7 @@ from controlplane.store.registry import MeshService
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every route configuration the listeners of ``proxy`` name."""
     routes: dict[str, CompiledResource] = {}
     if proxy.mode == TRANSPARENT:
         for port in http_ports(context.visible_services(proxy.namespace)):
