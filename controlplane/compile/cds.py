@@ -64,7 +64,7 @@ def service_cluster_resources(
             for c in service_clusters(service, rule)
         ]
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def upstream_security_of(
@@ -82,7 +82,7 @@ def upstream_security_of(
             trust_domain,
         )
 
-    return context.cached((Family.UPSTREAM_SECURITY, service.hostname, trust_domain), build)
+    return context.memo.cached((Family.UPSTREAM_SECURITY, service.hostname, trust_domain), build)
 
 
 def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -> CompiledResource:
@@ -99,7 +99,7 @@ def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -
         cluster = inbound_cluster(port.target_port, port.protocol, proxy.app_address, transparent)
         return CompiledResource(cluster.name, cluster)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def _static_clusters(context: CompileContext) -> list[CompiledResource]:
@@ -109,7 +109,7 @@ def _static_clusters(context: CompileContext) -> list[CompiledResource]:
             for c in (blackhole_cluster(), passthrough_cluster(), inbound_passthrough_cluster())
         ]
 
-    return context.cached((Family.STATIC_CLUSTERS,), build)
+    return context.memo.cached((Family.STATIC_CLUSTERS,), build)
 
 
 CDS = Generator(

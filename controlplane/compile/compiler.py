@@ -96,7 +96,7 @@ class SnapshotCompiler(CompileContext):
             )
         # Each generator reads in a scope of its own: what one generator read directly is
         # no input of another's builds (see Tracker.push).
-        recorder = self.reads.start_recording(type_url, seeded=False)
+        recorder = self.reads.start_scope()
         try:
             return generator.generate(self, proxy, built)
         finally:

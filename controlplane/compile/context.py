@@ -88,7 +88,7 @@ class CompileContext:
                 if exported_to(svc.export_to, svc.namespace, namespace)
             )
 
-        return self.cached((Family.SERVICES, namespace), build)
+        return self.memo.cached((Family.SERVICES, namespace), build)
 
     # ---- security: PeerAuthentication, AuthorizationPolicy --------------------------------
 
@@ -104,7 +104,7 @@ class CompileContext:
                 rejected=self.rejected("PeerAuthentication"),
             )
 
-        return self.cached(key, build)
+        return self.memo.cached(key, build)
 
     def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
         """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
@@ -118,11 +118,11 @@ class CompileContext:
                 rejected=self.rejected("AuthorizationPolicy"),
             )
 
-        return self.cached(key, build)
+        return self.memo.cached(key, build)
 
     def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
         """Refused policies of ``kind`` with no good version (security fails closed on them)."""
-        return self.cached((Family.REJECTED, kind), lambda: self.reads.rejected(kind))
+        return self.memo.cached((Family.REJECTED, kind), lambda: self.reads.rejected(kind))
 
     def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
         """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""

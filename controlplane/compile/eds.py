@@ -82,7 +82,7 @@ def load_assignment(
         )
         return CompiledResource(cluster_name, cla)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def _mtls_endpoints(

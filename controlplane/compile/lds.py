@@ -74,7 +74,7 @@ def _message(
         message = factory()
         return CompiledResource(message.name, message)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 # ---- transparent mode: outbound -------------------------------------------------------------
@@ -143,7 +143,7 @@ def _tcp_listener(
         listener = tcp_port_listener(vip, port, chains)
         return CompiledResource(listener.name, listener)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 # ---- inbound ----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _virtual_inbound(
         )
         return CompiledResource(listener.name, listener)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> CompiledResource:
@@ -175,7 +175,7 @@ def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> 
         listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
         return CompiledResource(listener.name, listener)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 # ---- local mode -------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
             listener = local_tcp_listener(local_port, chains)
             return CompiledResource(listener.name, listener)
 
-        out.append(context.cached(key, build))
+        out.append(context.memo.cached(key, build))
     return out
 
 

@@ -69,7 +69,7 @@ def port_routes(context: CompileContext, proxy: Proxy, port: int) -> CompiledRes
         )
         return CompiledResource(config.name, config)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def local_routes(context: CompileContext, proxy: Proxy) -> CompiledResource:
@@ -88,7 +88,7 @@ def local_routes(context: CompileContext, proxy: Proxy) -> CompiledResource:
         config = build_route_configuration(local_route_name(port), hosts)
         return CompiledResource(config.name, config)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 def _virtual_host(
@@ -113,7 +113,7 @@ def _virtual_host(
     def build() -> rc.VirtualHost:
         return build_virtual_host(context.reads, service, port, proxy, domains)
 
-    return context.cached(key, build)
+    return context.memo.cached(key, build)
 
 
 RDS = Generator(

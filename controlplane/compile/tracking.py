@@ -71,13 +71,16 @@ class Tracker:
 
     Outside any recording a top-level recorder keeps the direct reads, so that a top-level
     caller's reads still become dependencies of the builds it starts; ``forget`` ends that
-    scope (e.g. before compiling for the next proxy).
+    scope (e.g. before compiling for the next proxy). A *scope* (``push_scope``) is a
+    recorder that only bounds seeding: the direct reads inside it seed the builds inside
+    it, and its tokens are not kept (every enclosing recording gets them anyway).
     """
 
-    __slots__ = ("stack", "top")
+    __slots__ = ("stack", "collecting", "top")
 
     def __init__(self) -> None:
         self.stack: list[Recorder] = []
+        self.collecting: list[Recorder] = []  # the recorders of ``stack`` that keep tokens
         self.top = Recorder()
 
     def read(self, *tokens: Token) -> None:
@@ -85,13 +88,13 @@ class Tracker:
         if not stack:
             self.top.reads.extend(tokens)
             return
-        for recorder in stack:
+        for recorder in self.collecting:
             recorder.tokens.update(tokens)
         stack[-1].reads.extend(tokens)
 
     def read_all(self, tokens: Iterable[Token]) -> None:
         """Tokens of a nested build (hit or miss) become the enclosing builds' tokens too."""
-        for recorder in self.stack:
+        for recorder in self.collecting:
             recorder.tokens.update(tokens)
 
     def consumed(self, family: Hashable) -> None:
@@ -111,11 +114,20 @@ class Tracker:
         caller = self.stack[-1] if self.stack else self.top
         recorder = Recorder(caller.inputs_for(family) if seeded else ())
         self.stack.append(recorder)
+        self.collecting.append(recorder)
+        return recorder
+
+    def push_scope(self) -> Recorder:
+        """Start a scope: a recorder for seeding only (see the class docstring)."""
+        recorder = Recorder()
+        self.stack.append(recorder)
         return recorder
 
     def pop(self, recorder: Recorder) -> None:
         popped = self.stack.pop()
         assert popped is recorder, "recorders must nest"
+        if self.collecting and self.collecting[-1] is recorder:
+            self.collecting.pop()
 
 
 class TrackedSnapshot(ReportingView):
@@ -136,6 +148,11 @@ class TrackedSnapshot(ReportingView):
 
     def stop_recording(self, recorder: Recorder) -> None:
         self.tracker.pop(recorder)
+
+    def start_scope(self) -> Recorder:
+        """Begin a scope whose direct reads seed only the builds started inside it (one per
+        generator: what one generator read is no input of another's builds)."""
+        return self.tracker.push_scope()
 
     def reused(self, family: Hashable, tokens: Iterable[Token]) -> None:
         """A memoized build of ``family`` with dependencies ``tokens`` was reused."""

@@ -22,13 +22,14 @@ from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import MergedDestinationRule, Snapshot
 from controlplane.store.tokens import (
     ANY_ADDRESS,
+    DESTINATION_RULE_HOST,
+    ENDPOINTS,
+    SERVICE_HOST,
     WILDCARD_HOST,
     Token,
     destination_rules_token,
-    endpoints_token,
     key_token,
     kind_token,
-    service_token,
     targets_token,
     virtual_services_token,
 )
@@ -36,6 +37,12 @@ from controlplane.store.tokens import (
 _M = TypeVar("_M")
 
 Report = Callable[..., None]  # called with the tokens of one read
+
+# Tokens every read of their accessor reports (built once: reads are the compiler's hot path).
+_SERVICES = kind_token("Service")
+_ANY_TARGETS = targets_token(ANY_ADDRESS)
+_WILDCARD_VIRTUAL_SERVICES = virtual_services_token(WILDCARD_HOST)
+_WILDCARD_DESTINATION_RULES = destination_rules_token(WILDCARD_HOST)
 
 
 class SnapshotReader(Protocol):
@@ -87,7 +94,7 @@ class ReportingView:
 
     @property
     def services(self) -> Mapping[str, MeshService]:
-        self._report(kind_token("Service"))
+        self._report(_SERVICES)
         return self.snapshot.services
 
     @overload
@@ -109,17 +116,17 @@ class ReportingView:
         return self.snapshot.rejected(kind)
 
     def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]:
-        self._report(endpoints_token(hostname))
+        self._report((ENDPOINTS, hostname))  # endpoints_token, inline
         return self.snapshot.endpoints(hostname)
 
     def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:
-        self._report(targets_token(address), targets_token(ANY_ADDRESS))
+        self._report(targets_token(address), _ANY_TARGETS)
         return self.snapshot.service_targets(address)
 
     def virtual_services_for(
         self, hostname: str, client_namespace: str
     ) -> tuple[VirtualService, ...]:
-        self._report(virtual_services_token(hostname), virtual_services_token(WILDCARD_HOST))
+        self._report(virtual_services_token(hostname), _WILDCARD_VIRTUAL_SERVICES)
         return self.snapshot.virtual_services_for(hostname, client_namespace)
 
     def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
@@ -129,10 +136,9 @@ class ReportingView:
     def destination_rule(
         self, hostname: str, client_namespace: str
     ) -> MergedDestinationRule | None:
+        # destination_rules_token, service_token: inline, this is the compiler's hottest read
         self._report(
-            destination_rules_token(hostname),
-            destination_rules_token(WILDCARD_HOST),
-            service_token(hostname),
+            (DESTINATION_RULE_HOST, hostname), _WILDCARD_DESTINATION_RULES, (SERVICE_HOST, hostname)
         )
         return self.snapshot.destination_rule(hostname, client_namespace)
 

@@ -39,14 +39,20 @@ def namespace_token(kind: str, namespace: str) -> Token:
     return ("ns", kind, namespace)
 
 
+# The first element of the per-host tokens (readers on the hot path build these inline).
+SERVICE_HOST = "Service@host"
+ENDPOINTS = "endpoints"
+DESTINATION_RULE_HOST = "DestinationRule@host"
+
+
 def service_token(hostname: str) -> Token:
     """One service's own definition (ports, selector, exportTo)."""
-    return ("Service@host", hostname)
+    return (SERVICE_HOST, hostname)
 
 
 def endpoints_token(hostname: str) -> Token:
     """The endpoints of one service (its pods or EndpointSlices)."""
-    return ("endpoints", hostname)
+    return (ENDPOINTS, hostname)
 
 
 def virtual_services_token(hostname: str) -> Token:
@@ -56,7 +62,7 @@ def virtual_services_token(hostname: str) -> Token:
 
 def destination_rules_token(hostname: str) -> Token:
     """The DestinationRules for one host (``WILDCARD_HOST``: any wildcard host)."""
-    return ("DestinationRule@host", hostname)
+    return (DESTINATION_RULE_HOST, hostname)
 
 
 def targets_token(address: str) -> Token:
