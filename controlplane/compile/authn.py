@@ -38,10 +38,6 @@ class MtlsPolicy:
                 return mode
         return self.mode
 
-    @property
-    def accepts_mtls_somewhere(self) -> bool:
-        return self.mode != DISABLE or any(m != DISABLE for _, m in self.port_modes)
-
 
 def _key(pa: PeerAuthentication) -> ResourceKey:
     return ResourceKey("PeerAuthentication", pa.metadata.namespace, pa.metadata.name)

@@ -25,12 +25,11 @@ from controlplane.api.networking import (
     VirtualService,
 )
 from controlplane.compile.cluster_policy import effective_policy
+from controlplane.compile.filters import CORS_FILTER, FAULT_FILTER
 from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.protos import duration, packed, uint32
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.route_policies import (
-    CORS_FILTER,
-    FAULT_FILTER,
     HeaderOperations,
     cors_policy,
     hash_policy,
@@ -41,8 +40,9 @@ from controlplane.compile.route_policies import (
     route_mirror_fractions,
     string_matcher,
 )
+from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import Snapshot, resolve_host
+from controlplane.store.snapshot import resolve_host
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRY_ATTEMPTS = 2
@@ -50,7 +50,7 @@ _HTTP_STATUS = range(100, 600)
 
 
 def routes_from_virtual_service(
-    snapshot: Snapshot, vs: VirtualService, port: int, proxy: Proxy
+    snapshot: SnapshotReader, vs: VirtualService, port: int, proxy: Proxy
 ) -> list[rc.Route]:
     """Envoy routes for one port of a host: first match wins, one route per match entry,
     and nothing after the first catch-all."""
@@ -98,7 +98,7 @@ def is_catch_all(route: rc.Route) -> bool:
 
 
 def _build_route(
-    snapshot: Snapshot,
+    snapshot: SnapshotReader,
     http: HTTPRoute,
     match: HTTPMatchRequest | None,
     namespace: str,
@@ -189,7 +189,7 @@ def header_matcher(name: str, match: StringMatch) -> rc.HeaderMatcher:
 
 
 def destination_port(
-    snapshot: Snapshot, host: str, requested: int | None, listener_port: int
+    snapshot: SnapshotReader, host: str, requested: int | None, listener_port: int
 ) -> int:
     """Destination port: as written, else the service's only port, else the listener's."""
     if requested:
@@ -200,14 +200,16 @@ def destination_port(
     return listener_port
 
 
-def destination_cluster(snapshot: Snapshot, dest: Destination, namespace: str, port: int) -> str:
+def destination_cluster(
+    snapshot: SnapshotReader, dest: Destination, namespace: str, port: int
+) -> str:
     host = resolve_host(dest.host, namespace)
     number = dest.port.number if dest.port else None
     return outbound_cluster_name(destination_port(snapshot, host, number, port), dest.subset, host)
 
 
 def destination_hash(
-    snapshot: Snapshot, dest: Destination, namespace: str, port: int, client_namespace: str
+    snapshot: SnapshotReader, dest: Destination, namespace: str, port: int, client_namespace: str
 ) -> rc.RouteAction.HashPolicy | None:
     """The hash policy of the consistent-hash DestinationRule (as seen by the client) that
     shapes this destination's cluster, if any."""
@@ -221,7 +223,7 @@ def destination_hash(
 
 
 def default_hash_policy(
-    snapshot: Snapshot, hostname: str, port: int, client_namespace: str
+    snapshot: SnapshotReader, hostname: str, port: int, client_namespace: str
 ) -> rc.RouteAction.HashPolicy | None:
     """For the default route of a service without a VirtualService."""
     return destination_hash(snapshot, Destination(host=hostname), "", port, client_namespace)
@@ -236,7 +238,7 @@ def live_destinations(http: HTTPRoute) -> list[HTTPRouteDestination]:
 
 
 def _route_action(
-    snapshot: Snapshot,
+    snapshot: SnapshotReader,
     http: HTTPRoute,
     namespace: str,
     port: int,

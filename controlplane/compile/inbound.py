@@ -35,6 +35,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.compile.filters import HCM_FILTER, ROUTER_FILTER
 from controlplane.compile.inbound_security import (
     InboundSecurity,
     plaintext_only_chains,
@@ -63,10 +64,8 @@ from controlplane.compile.network import (
 from controlplane.compile.protos import duration, packed, socket_address, uint32
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.rbac import http_rbac_filters, network_rbac_filters
-from controlplane.store.snapshot import Snapshot
+from controlplane.store.reads import SnapshotReader
 
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
-ROUTER_FILTER = "envoy.filters.http.router"
 INBOUND_CONNECT_TIMEOUT = 10.0
 _MAX = 4294967295
 # Ports of the sidecar itself: never served as an application port.
@@ -96,7 +95,7 @@ class InboundPort:
         return self.protocol in ("HTTP2", "GRPC")
 
 
-def inbound_ports(snapshot: Snapshot, proxy: Proxy) -> tuple[InboundPort, ...]:
+def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...]:
     """The ports of the services whose endpoints are at one of the proxy's IPs (in its
     namespace), one per target port, ordered by port."""
     by_port: dict[int, InboundPort] = {}

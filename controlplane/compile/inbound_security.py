@@ -25,8 +25,9 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from controlplane.compile.authn import DISABLE, PERMISSIVE, STRICT
+from controlplane.compile.filters import NETWORK_RBAC_FILTER
 from controlplane.compile.protos import packed
-from controlplane.compile.rbac import NETWORK_RBAC_FILTER, WorkloadPolicies
+from controlplane.compile.rbac import WorkloadPolicies
 from controlplane.compile.tls import ALPN_HTTP_INBOUND, inbound_tls_context, transport_socket
 
 TLS_TRANSPORT = "tls"

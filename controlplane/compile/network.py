@@ -13,12 +13,14 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.v3 import range_pb2
 
+from controlplane.compile.filters import (
+    HTTP_INSPECTOR_FILTER,
+    ORIGINAL_DST_FILTER,
+    TCP_PROXY_FILTER,
+    TLS_INSPECTOR_FILTER,
+)
 from controlplane.compile.protos import packed, uint32
 
-TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
-TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
-HTTP_INSPECTOR_FILTER = "envoy.filters.listener.http_inspector"
 HTTP_APPLICATION_PROTOCOLS = ("http/1.1", "h2c")
 TLS_TRANSPORT = "tls"
 

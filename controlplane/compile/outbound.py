@@ -17,9 +17,15 @@ from collections.abc import Sequence
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import wrappers_pb2
 
-from controlplane.compile.listeners import HCM_FILTER, http_connection_manager
+from controlplane.compile.filters import CORS_FILTER, FAULT_FILTER, HCM_FILTER, ROUTER_FILTER
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     OUTBOUND_CAPTURE_PORT,
@@ -30,6 +36,8 @@ from controlplane.compile.naming import (
     VIRTUAL_OUTBOUND_CATCH_ALL_CHAIN,
     WILDCARD_ADDRESS,
     listener_name,
+    local_listener_name,
+    local_route_name,
     route_config_name,
 )
 from controlplane.compile.network import (
@@ -39,7 +47,7 @@ from controlplane.compile.network import (
     original_dst,
     tcp_proxy_chain,
 )
-from controlplane.compile.protos import duration, packed, socket_address, uint32
+from controlplane.compile.protos import ads_source, duration, packed, socket_address, uint32
 
 LOCAL_ADDRESS = "127.0.0.1"
 
@@ -165,4 +173,34 @@ def local_tcp_listener(local_port: int, chains: Sequence[lc.FilterChain]) -> lis
         filter_chains=list(chains),
         listener_filters=listener_filters(chains, with_original_dst=False),
         continue_on_listener_filters_timeout=True,
+    )
+
+
+def http_connection_manager(
+    stat_prefix: str, route_config_name: str
+) -> hcm_pb2.HttpConnectionManager:
+    """The outbound HTTP connection manager: routes from RDS ``route_config_name``."""
+    return hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_config_name),
+        # Fault and CORS before the router, as istiod orders them: routes switch them on
+        # through typed_per_filter_config; without it they do nothing.
+        http_filters=[
+            hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault())),
+            hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=packed(cors_pb2.Cors())),
+            hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())),
+        ],
+    )
+
+
+def local_outbound_listener(port: int) -> listener_pb2.Listener:
+    """Local mode: the application sends plain HTTP to 127.0.0.1:port; routing is by Host."""
+    hcm = http_connection_manager(f"outbound_127.0.0.1_{port}", local_route_name(port))
+    return listener_pb2.Listener(
+        name=local_listener_name(port),
+        address=socket_address(LOCAL_ADDRESS, port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=[
+            lc.FilterChain(filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))])
+        ],
     )

@@ -34,6 +34,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 
 from controlplane.api.issues import ResourceKey
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
+from controlplane.compile.filters import HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER
 from controlplane.compile.protos import packed
 from controlplane.compile.rbac_matchers import (
     Untranslatable,
@@ -55,8 +56,6 @@ from controlplane.compile.rbac_matchers import (
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import ROOT_NAMESPACE
 
-HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
-NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
 ACTIONS = ("CUSTOM", "AUDIT", "DENY", "ALLOW")  # Istio's filter order
 _ENVOY_ACTION = {
     "CUSTOM": rbac_pb2.RBAC.DENY,  # not supported yet: fail closed

@@ -29,12 +29,6 @@ def type_url_of(message: Message) -> str:
     return "type.googleapis.com/" + message.DESCRIPTOR.full_name
 
 
-def to_any(message: Message) -> any_pb2.Any:
-    return any_pb2.Any(
-        type_url=type_url_of(message), value=message.SerializeToString(deterministic=True)
-    )
-
-
 class CompiledResource:
     """One named xDS resource. Serialization and hashing happen once, on first use."""
 

@@ -30,9 +30,6 @@ from controlplane.api.networking import (
 )
 from controlplane.compile.protos import duration
 
-FAULT_FILTER = "envoy.filters.http.fault"
-CORS_FILTER = "envoy.filters.http.cors"
-
 GRPC_STATUS = {
     name: code
     for code, name in enumerate(

@@ -19,8 +19,8 @@ from controlplane.compile.naming import (
     virtual_host_name,
 )
 from controlplane.compile.proxy import Proxy
+from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService
-from controlplane.store.snapshot import Snapshot
 
 
 def domains_for(
@@ -53,7 +53,7 @@ def domains_for(
 
 
 def build_virtual_host(
-    snapshot: Snapshot, service: MeshService, port: int, proxy: Proxy, domains: list[str]
+    snapshot: SnapshotReader, service: MeshService, port: int, proxy: Proxy, domains: list[str]
 ) -> rc.VirtualHost:
     # As istiod: a VirtualService that yields no route for this proxy and port (its matches
     # name other ports or source labels, or it has only tcp routes) is passed over, and a
@@ -112,7 +112,7 @@ def allow_any_virtual_host() -> rc.VirtualHost:
 
 
 def port_route_configuration(
-    snapshot: Snapshot,
+    snapshot: SnapshotReader,
     services: Iterable[MeshService],
     port: int,
     proxy: Proxy,

@@ -25,12 +25,13 @@ from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
 from controlplane.compile.protos import uint32
 from controlplane.compile.proxy import Proxy
+from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
-from controlplane.store.snapshot import Snapshot, resolve_host
+from controlplane.store.snapshot import resolve_host
 
 
 def outbound_tcp_chains(
-    snapshot: Snapshot, service: MeshService, port: int, protocol: str, proxy: Proxy
+    snapshot: SnapshotReader, service: MeshService, port: int, protocol: str, proxy: Proxy
 ) -> list[lc.FilterChain]:
     """Every chain of ``service:port`` for ``proxy``, in match order, ending in a catch-all.
 
@@ -52,7 +53,7 @@ def outbound_tcp_chains(
 
 
 def _virtual_service_chains(
-    snapshot: Snapshot,
+    snapshot: SnapshotReader,
     vs: VirtualService,
     port: int,
     protocol: str,
@@ -128,14 +129,14 @@ def _cidrs(subnets: Sequence[str]) -> list[address_pb2.CidrRange]:
 
 
 def _proxy_filter(
-    snapshot: Snapshot, vs: VirtualService, routes: Sequence[RouteDestination], port: int
+    snapshot: SnapshotReader, vs: VirtualService, routes: Sequence[RouteDestination], port: int
 ) -> lc.Filter:
     clusters = weighted_destinations(snapshot, vs, routes, port)
     return tcp_proxy(clusters[0][0] if len(clusters) == 1 else f"outbound|{port}||", clusters)
 
 
 def weighted_destinations(
-    snapshot: Snapshot, vs: VirtualService, routes: Sequence[RouteDestination], port: int
+    snapshot: SnapshotReader, vs: VirtualService, routes: Sequence[RouteDestination], port: int
 ) -> list[tuple[str, int]]:
     """(cluster, weight) of each destination; weight 0 dropped; a lone one gets 1."""
     namespace = vs.metadata.namespace
@@ -160,7 +161,7 @@ def weighted_destinations(
 
 
 def _destination_port(
-    snapshot: Snapshot, host: str, requested: int | None, listener_port: int
+    snapshot: SnapshotReader, host: str, requested: int | None, listener_port: int
 ) -> int:
     """As written, else the service's only port, else the port the connection came in on
     (the same rule ``http_routes`` applies to HTTP destinations)."""

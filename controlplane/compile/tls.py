@@ -21,6 +21,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from controlplane.api.networking import ClientTLSSettings
 from controlplane.api.security import PeerAuthentication
 from controlplane.compile.authn import DISABLE, PERMISSIVE, resolve_mtls
+from controlplane.compile.filters import RAW_BUFFER_SOCKET, TLS_SOCKET
 from controlplane.compile.naming import parse_cluster_name, spiffe_id
 from controlplane.compile.protos import ads_source, packed
 from controlplane.store.registry import MeshEndpoint, MeshService
@@ -28,8 +29,6 @@ from controlplane.store.snapshot import MergedDestinationRule
 
 SDS_DEFAULT = "default"
 SDS_ROOT = "ROOTCA"
-TLS_SOCKET = "envoy.transport_sockets.tls"
-RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 ALPN_IN_MESH = ("istio-peer-exchange", "istio")
 ALPN_HTTP_INBOUND = ("h2", "http/1.1")
 # The proxy's operating-system trust bundle (Debian's path, Istio's first choice).

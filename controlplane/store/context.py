@@ -6,9 +6,9 @@ from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
-    Snapshot,
     created,
     exported_to,
     resolve_host,
@@ -20,7 +20,7 @@ from controlplane.store.snapshot import (
 _NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
 
 
-def check_virtual_service(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
+def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue]:
     """Destinations that point at a subset or port that does not exist, or an unknown host;
     hosts an older mesh-bound VirtualService already claims."""
     key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
@@ -90,7 +90,7 @@ def _matches_everything(section: str, match: Any) -> bool:
     return not fields
 
 
-def _check_conflicts(snapshot: Snapshot, vs: VirtualService) -> list[Issue]:
+def _check_conflicts(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue]:
     """istiod applies one VirtualService per host to sidecars: the oldest. A newer one that
     claims the same host is reported (istioctl's IST0109) and ignored for that host."""
     gateways = vs.spec.gateways
@@ -131,7 +131,7 @@ def _seen_together(a: VirtualService, b: VirtualService) -> bool:
     return bool(reach_a & reach_b)
 
 
-def check_destination_rule(snapshot: Snapshot, dr: DestinationRule) -> list[Issue]:
+def check_destination_rule(snapshot: SnapshotReader, dr: DestinationRule) -> list[Issue]:
     """Subsets whose labels select none of the host's endpoints (requests to them get 503)."""
     key = ResourceKey("DestinationRule", dr.metadata.namespace, dr.metadata.name)
     hostname = resolve_host(dr.spec.host, dr.metadata.namespace)
@@ -173,7 +173,7 @@ def _destinations(vs: VirtualService) -> list[tuple[str, Destination]]:
 
 
 def _check_destination(
-    snapshot: Snapshot, namespace: str, path: str, dest: Destination
+    snapshot: SnapshotReader, namespace: str, path: str, dest: Destination
 ) -> list[Issue]:
     host = resolve_host(dest.host, namespace)
     service = snapshot.services.get(host)

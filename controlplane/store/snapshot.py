@@ -1,23 +1,26 @@
 """An immutable view of everything the mesh knows, with the indexes the compiler asks for.
 
 A Snapshot is never mutated. Its indexes are computed on first use and then kept, so every
-proxy compiled from the same snapshot shares them.
+proxy compiled from the same snapshot shares them; each index declares the kinds it derives
+from (``@index``), so a later snapshot takes over those a change left valid. The store builds
+snapshots (``store/store.py``); readers that need to know what they read wrap one
+(``store/reads.py``); ``store/dependencies.py`` says what a change between two touched.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload
 
+from controlplane.api.base import ObjectMeta
 from controlplane.api.issues import Issue, ResourceKey
-from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
+from controlplane.api.kube import EndpointSlice, Pod, Service
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
-from controlplane.store import dependencies as deps
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -26,6 +29,18 @@ from controlplane.store.registry import (
     endpoints_from_slices,
     mesh_service,
 )
+from controlplane.store.tokens import (
+    WILDCARD_HOST,
+    ChangeTokens,
+    Token,
+    destination_rules_token,
+    endpoints_token,
+    service_token,
+)
+
+_T = TypeVar("_T")
+_M = TypeVar("_M")
+_NOTHING: Mapping[ResourceKey, Any] = MappingProxyType({})
 
 ROOT_NAMESPACE = "istio-system"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,7 +71,12 @@ def exported_to(export_to: Iterable[str], owner_namespace: str, namespace: str) 
     return namespace in entries or ("." in entries and namespace == owner_namespace)
 
 
-def created(resource: Any) -> tuple[datetime, str, str]:
+class _HasMetadata(Protocol):
+    @property
+    def metadata(self) -> ObjectMeta: ...
+
+
+def created(resource: _HasMetadata) -> tuple[datetime, str, str]:
     """Ordering used for precedence: oldest first, then namespace/name."""
     meta = resource.metadata
     ts = meta.creation_timestamp or _EPOCH
@@ -93,53 +113,146 @@ class ResourceStatus:
     origin: str | None = None
 
 
+class _Index(cached_property[_T]):
+    """A derived index of a Snapshot: computed on first use, then kept; ``kinds`` are the
+    resource kinds it derives from, so a snapshot can take it over from a previous one
+    when none of them changed."""
+
+    def __init__(self, func: Callable[[Snapshot], _T], kinds: frozenset[str]) -> None:
+        super().__init__(func)
+        self.kinds = kinds
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        super().__set_name__(owner, name)
+        _INDEXES.append(self)
+
+    def computed(self, snapshot: Snapshot) -> bool:
+        return self.attrname in vars(snapshot)
+
+    def take_over(self, snapshot: Snapshot, previous: Snapshot) -> None:
+        """Give ``snapshot`` the index ``previous`` computed (a cached property stores its
+        value in the instance; setting it there is how one is handed over)."""
+        if self.computed(previous) and not self.computed(snapshot):
+            assert self.attrname is not None
+            vars(snapshot)[self.attrname] = vars(previous)[self.attrname]
+
+
+class _Carried(Protocol):
+    kinds: frozenset[str]
+
+    def computed(self, snapshot: Snapshot) -> bool: ...
+
+    def take_over(self, snapshot: Snapshot, previous: Snapshot) -> None: ...
+
+
+# Every index of a Snapshot, registered where it is defined (by ``index``).
+_INDEXES: list[_Carried] = []
+
+
+def index(*kinds: str) -> Callable[[Callable[[Snapshot], _T]], _Index[_T]]:
+    """Declare a Snapshot index derived from the resources of ``kinds``."""
+
+    def declare(func: Callable[[Snapshot], _T]) -> _Index[_T]:
+        return _Index(func, frozenset(kinds))
+
+    return declare
+
+
+class _Lookups:
+    """Per-host answers a snapshot computes on demand (endpoints, merged DestinationRules).
+    ``None``: none asked for yet. A dict may be shared with a snapshot of the same
+    resources, so that what one looks up the other finds."""
+
+    __slots__ = ("endpoints", "rules")
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, tuple[MeshEndpoint, ...]] | None = None
+        self.rules: dict[tuple[str, str], MergedDestinationRule | None] | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
+    """Everything the mesh knows at one version: effective resources by kind, the status of
+    each Istio resource, and where each came from.
+
+    Contract: a Snapshot is never changed once built. Its indexes and lookups are caches of
+    pure functions of ``resources``: computed on first use, kept, and handed to a later
+    snapshot by the store or the compiler where the change between them left them valid
+    (``take_over``, ``share_derived``). Reading records nothing; a reader that needs to know
+    what it read wraps the snapshot (``store/reads.py``, ``compile/tracking.py``). Safe to
+    read from several threads: a race at worst computes an index twice.
+    """
+
     version: int
     resources: Mapping[str, Mapping[ResourceKey, Any]]
     status: Mapping[ResourceKey, ResourceStatus] = field(default_factory=dict)
     origins: Mapping[ResourceKey, str] = field(default_factory=dict)
-    # Records which accessors a compile build reads (see store/dependencies.py). Accessors
-    # record a token; internal helpers use the untracked ``_kind`` so they record nothing.
-    _tracker: deps.Tracker = field(
-        default_factory=deps.Tracker, init=False, repr=False, compare=False
-    )
+    # What the change from the previous published snapshot touched (None: not known).
+    change: ChangeTokens | None = None
+    _lookups: _Lookups = field(default_factory=_Lookups, init=False, repr=False, compare=False)
 
-    # ---- dependency recording -------------------------------------------------------------
+    # ---- handing derived state over ------------------------------------------------------
 
-    def start_recording(self, family: object = None, seeded: bool = True) -> deps.Recorder:
-        """Begin recording what a build of ``family`` reads, nested in any recording already
-        active (see store/dependencies.py for what the caller's reads contribute)."""
-        return self._tracker.push(family, seeded)
+    def take_over(self, previous: Snapshot, changed_kinds: Iterable[str]) -> None:
+        """Take ``previous``'s indexes that derive from none of ``changed_kinds``."""
+        kinds = set(changed_kinds)
+        for found in _INDEXES:
+            if found.kinds.isdisjoint(kinds):
+                found.take_over(self, previous)
 
-    def reused(self, family: object, tokens: Iterable[deps.Token]) -> None:
-        """A memoized build of ``family`` with dependencies ``tokens`` was reused."""
-        self._tracker.consumed(family)
-        self._tracker.read_all(tokens)
+    def take_over_lookups(self, previous: Snapshot, touched: frozenset[Token]) -> None:
+        """Take ``previous``'s endpoint and DestinationRule lookups that the change between
+        them (its ``touched`` tokens) left valid."""
+        mine, theirs = self._lookups, previous._lookups
+        if theirs.endpoints is not None and mine.endpoints is None:
+            mine.endpoints = {
+                host: found
+                for host, found in list(theirs.endpoints.items())
+                if endpoints_token(host) not in touched
+            }
+        if theirs.rules is not None and mine.rules is None:
+            if destination_rules_token(WILDCARD_HOST) in touched:
+                mine.rules = {}
+            else:
+                mine.rules = {
+                    key: rule
+                    for key, rule in list(theirs.rules.items())
+                    if destination_rules_token(key[0]) not in touched
+                    and service_token(key[0]) not in touched
+                }
 
-    def stop_recording(self, recorder: deps.Recorder) -> None:
-        self._tracker.pop(recorder)
-
-    def depends_on(self, tokens: Iterable[deps.Token]) -> None:
-        """Count ``tokens`` (a nested build's) as read by every active recording."""
-        self._tracker.read_all(tokens)
-
-    def forget_reads(self) -> None:
-        """Reads made outside any recording so far are no later build's dependency."""
-        self._tracker.forget()
-
-    def _kind(self, kind: str) -> Mapping[ResourceKey, Any]:
-        return self.resources.get(kind, MappingProxyType({}))
+    def share_derived(self, same: Snapshot) -> None:
+        """Take every index and lookup of ``same``, a snapshot of the same resources. The
+        lookups are shared, not copied: what one looks up the other finds (the store's next
+        probe then inherits what the compiler looked up in the published one)."""
+        for found in _INDEXES:
+            found.take_over(self, same)
+        mine, theirs = self._lookups, same._lookups
+        if theirs.endpoints is None:
+            theirs.endpoints = {}
+        if theirs.rules is None:
+            theirs.rules = {}
+        if mine.endpoints is None:
+            mine.endpoints = theirs.endpoints
+        if mine.rules is None:
+            mine.rules = theirs.rules
 
     # ---- raw access ---------------------------------------------------------------------
 
-    def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]:
-        self._tracker.read(deps.kind_token(kind))
-        return self._kind(kind)
+    @overload
+    def of_kind(self, kind: type[_M]) -> Mapping[ResourceKey, _M]: ...
+
+    @overload
+    def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]: ...
+
+    def of_kind(self, kind: type[object] | str) -> Mapping[ResourceKey, Any]:
+        """The effective resources of one kind, by key (``kind``: the model class, typed,
+        or the kind's name)."""
+        name = kind if isinstance(kind, str) else kind.__name__
+        return self.resources.get(name, _NOTHING)
 
     def get(self, key: ResourceKey) -> Any | None:
-        self._tracker.read(deps.key_token(key))
-        return self._kind(key.kind).get(key)
+        return self.of_kind(key.kind).get(key)
 
     def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
         """Resources of ``kind`` whose latest version was refused and that have no good
@@ -157,31 +270,35 @@ class Snapshot:
     @property
     def services(self) -> Mapping[str, MeshService]:
         """hostname -> service."""
-        self._tracker.read(deps.kind_token("Service"))
         return self._services
 
-    @cached_property
+    @index("Service")
     def _services(self) -> Mapping[str, MeshService]:
         out: dict[str, MeshService] = {}
-        svc: Service
-        for svc in self._kind("Service").values():
+        for svc in self.of_kind(Service).values():
             ms = mesh_service(svc)
             out[ms.hostname] = ms
         return out
 
-    @cached_property
+    @index("Service")
+    def _services_by_namespace(self) -> Mapping[str, tuple[MeshService, ...]]:
+        grouped: dict[str, list[MeshService]] = defaultdict(list)
+        for service in self._services.values():
+            grouped[service.namespace].append(service)
+        return {ns: tuple(v) for ns, v in grouped.items()}
+
+    def services_in(self, namespace: str) -> tuple[MeshService, ...]:
+        """The services of one namespace, in the order they were read."""
+        return self._services_by_namespace.get(namespace, ())
+
+    @index("Pod")
     def _pods_by_namespace(self) -> Mapping[str, tuple[Pod, ...]]:
         out: dict[str, list[Pod]] = defaultdict(list)
-        pod: Pod
-        for pod in self._kind("Pod").values():
+        for pod in self.of_kind(Pod).values():
             out[pod.metadata.namespace].append(pod)
         return {ns: tuple(sorted(p, key=lambda x: x.metadata.name)) for ns, p in out.items()}
 
-    def pods_in(self, namespace: str) -> tuple[Pod, ...]:
-        self._tracker.read(deps.namespace_token("Pod", namespace))
-        return self._pods_by_namespace.get(namespace, ())
-
-    @cached_property
+    @index("Pod")
     def _pods_by_label(self) -> Mapping[tuple[str, str, str], tuple[Pod, ...]]:
         out: dict[tuple[str, str, str], list[Pod]] = defaultdict(list)
         for namespace, pods in self._pods_by_namespace.items():
@@ -196,33 +313,36 @@ class Snapshot:
         far less than N x M label comparisons."""
         if not service.selector:
             return ()
-        index = self._pods_by_label
+        found = self._pods_by_label
         return min(
-            (index.get((service.namespace, k, v), ()) for k, v in service.selector.items()),
+            (found.get((service.namespace, k, v), ()) for k, v in service.selector.items()),
             key=len,
         )
 
-    @cached_property
+    @index("EndpointSlice")
     def _slices_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         out: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
-        eps: EndpointSlice
-        for eps in self._kind("EndpointSlice").values():
+        for eps in self.of_kind(EndpointSlice).values():
             owner = eps.metadata.labels.get("kubernetes.io/service-name")
             if owner:
                 out[(eps.metadata.namespace, owner)].append(eps)
         return {k: tuple(sorted(v, key=lambda s: s.metadata.name)) for k, v in out.items()}
 
-    @cached_property
-    def _endpoints(self) -> dict[str, tuple[MeshEndpoint, ...]]:
-        return {}
+    def slices_of(self, namespace: str, service_name: str) -> tuple[EndpointSlice, ...]:
+        """The EndpointSlices a service owns (label ``kubernetes.io/service-name``)."""
+        return self._slices_by_service.get((namespace, service_name), ())
+
+    def slice_owners(self, namespace: str) -> Iterable[tuple[str, tuple[EndpointSlice, ...]]]:
+        """(service name, its EndpointSlices) for every owner in ``namespace``."""
+        for (ns, owner), slices in self._slices_by_service.items():
+            if ns == namespace:
+                yield owner, slices
 
     def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]:
         """Every endpoint of every port of a service (computed once per snapshot)."""
-        self._tracker.read(deps.endpoints_token(hostname))
-        return self._endpoints_of(hostname)
-
-    def _endpoints_of(self, hostname: str) -> tuple[MeshEndpoint, ...]:
-        cache = self._endpoints
+        cache = self._lookups.endpoints
+        if cache is None:
+            cache = self._lookups.endpoints = {}
         found = cache.get(hostname)
         if found is None:
             service = self._services.get(hostname)
@@ -239,40 +359,31 @@ class Snapshot:
             cache[hostname] = found
         return found
 
-    @cached_property
+    @index("Service", "Pod", "EndpointSlice")
     def _targets_by_address(self) -> Mapping[str, tuple[tuple[MeshService, MeshEndpoint], ...]]:
         out: dict[str, list[tuple[MeshService, MeshEndpoint]]] = defaultdict(list)
-        svc: Service
-        for svc in sorted(self._kind("Service").values(), key=created):
+        for svc in sorted(self.of_kind(Service).values(), key=created):
             service = mesh_service(svc)
-            for ep in self._endpoints_of(service.hostname):
+            for ep in self.endpoints(service.hostname):
                 out[ep.address].append((service, ep))
         return {address: tuple(v) for address, v in out.items()}
 
     def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:
         """The (service, endpoint) pairs served at ``address``: what a workload with that IP
         must accept inbound. Oldest Service first: it decides a port two Services share."""
-        self._tracker.read(deps.targets_token(address), deps.targets_token(deps.ANY_ADDRESS))
         return self._targets_by_address.get(address, ())
-
-    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
-        key = ResourceKey("Namespace", "", namespace)
-        self._tracker.read(deps.key_token(key))
-        ns: Namespace | None = self._kind("Namespace").get(key)
-        return ns.metadata.labels if ns else {}
 
     # ---- VirtualServices ------------------------------------------------------------------
 
-    @cached_property
+    @index("VirtualService")
     def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
         out: dict[str, list[VirtualService]] = defaultdict(list)
-        vs: VirtualService
-        for vs in sorted(self._kind("VirtualService").values(), key=created):
+        for vs in sorted(self.of_kind(VirtualService).values(), key=created):
             for host in vs.spec.hosts:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
 
-    @cached_property
+    @index("VirtualService")
     def _wildcard_virtual_service_hosts(self) -> tuple[str, ...]:
         return tuple(h for h in self._virtual_services_by_host if h.startswith("*"))
 
@@ -286,9 +397,6 @@ class Snapshot:
         (``exportTo: ["."]``) first, then those exported to it by name, then public ones;
         oldest first within each group. Exact host matches come before wildcard ones.
         """
-        self._tracker.read(
-            deps.virtual_services_token(hostname), deps.virtual_services_token(deps.WILDCARD_HOST)
-        )
         index = self._virtual_services_by_host
         exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
         if exact:
@@ -306,7 +414,6 @@ class Snapshot:
     def virtual_services_claiming(self, hostname: str) -> tuple[VirtualService, ...]:
         """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
         oldest first, whatever their exportTo (for conflict reports)."""
-        self._tracker.read(deps.virtual_services_token(hostname))
         return tuple(
             vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
         )
@@ -319,17 +426,12 @@ class Snapshot:
 
     # ---- DestinationRules -----------------------------------------------------------------
 
-    @cached_property
+    @index("DestinationRule")
     def _destination_rules_by_namespace(self) -> Mapping[str, tuple[DestinationRule, ...]]:
         out: dict[str, list[DestinationRule]] = defaultdict(list)
-        dr: DestinationRule
-        for dr in sorted(self._kind("DestinationRule").values(), key=created):
+        for dr in sorted(self.of_kind(DestinationRule).values(), key=created):
             out[dr.metadata.namespace].append(dr)
         return {ns: tuple(v) for ns, v in out.items()}
-
-    @cached_property
-    def _merged_rules(self) -> dict[tuple[str, str], MergedDestinationRule | None]:
-        return {}
 
     def destination_rule(
         self, hostname: str, client_namespace: str
@@ -340,12 +442,9 @@ class Snapshot:
         wins, and several rules for that host merge (subsets unioned, the first traffic
         policy kept).
         """
-        self._tracker.read(
-            deps.destination_rules_token(hostname),
-            deps.destination_rules_token(deps.WILDCARD_HOST),
-            deps.service_token(hostname),
-        )
-        cache = self._merged_rules
+        cache = self._lookups.rules
+        if cache is None:
+            cache = self._lookups.rules = {}
         key = (hostname, client_namespace)
         if key in cache:
             return cache[key]

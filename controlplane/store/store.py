@@ -22,14 +22,10 @@ from typing import Any
 from controlplane.api.issues import Issue, ResourceKey, errors
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
-from controlplane.store.dependencies import (
-    Token,
-    change_tokens,
-    inherit_everything,
-    inherit_indexes,
-    inherit_lookups,
-)
+from controlplane.store.dependencies import change_tokens
+from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
+from controlplane.store.tokens import ChangeTokens, Token
 
 
 @dataclass(frozen=True)
@@ -53,11 +49,14 @@ class Rejection:
 
 @dataclass(frozen=True)
 class ChangeSet:
-    """What one store update changed: effective resources and statuses, by key."""
+    """What one store update changed: effective resources and statuses, by key, and the
+    dependency tokens the change of both touched (computed once, here; None when nothing
+    changed)."""
 
     changed: frozenset[ResourceKey] = frozenset()
     status_changed: frozenset[ResourceKey] = frozenset()
     at: float = field(default_factory=time.time)  # wall-clock time the change was seen
+    tokens: ChangeTokens | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -91,11 +90,21 @@ class _Probe:
     def tokens(self) -> frozenset[Token]:
         if self._tokens is None:
             self._tokens = change_tokens(self.old, self.snapshot, self.delta)
-            inherit_lookups(self.snapshot, self.old, self._tokens)
+            self.snapshot.take_over_lookups(self.old, self._tokens)
         return self._tokens
 
 
 class Store:
+    """The single owner of the mesh's current state.
+
+    Contract: ``apply`` takes one batch from a source (upserts, deletes, rejections), decides
+    what is effective (an Istio resource keeps its last good version while its latest is
+    invalid alone or broken in context), and, if anything changed, publishes a new immutable
+    Snapshot and calls every listener with it and the ChangeSet, synchronously, on the
+    caller's thread. Snapshots are numbered 1, 2, ... in publishing order. The store is not
+    thread-safe: one caller at a time (sources serialize their batches).
+    """
+
     def __init__(self, recheck_everything: bool = False) -> None:
         # True: every change re-checks every resource in context (the reference behaviour
         # the incremental checks are tested against).
@@ -108,7 +117,8 @@ class Store:
         # What each in-context check read (dependency tokens), and the effective resources
         # as of the last check: a change re-checks only what read something it touched.
         self._check_reads: dict[ResourceKey, frozenset[Token]] = {}
-        self._probe = Snapshot(version=-1, resources={})
+        self._probe = _Probe(Snapshot(version=-1, resources={}), Snapshot(-1, {}), set(), False)
+        self._rounds = 0  # probes made by the current apply
         self._status: dict[ResourceKey, ResourceStatus] = {}
         self._origins: dict[ResourceKey, str] = {}
         self._snapshot = Snapshot(version=0, resources={})
@@ -166,21 +176,41 @@ class Store:
         changed |= moved
         # A status reads the resource's own submission, findings and effective version.
         status_changed = self._update_status(touched | moved | rechecked)
-        change = ChangeSet(frozenset(changed), frozenset(status_changed))
-        if change:
-            self._snapshot = Snapshot(
-                version=self._snapshot.version + 1,
-                resources=MappingProxyType(
-                    {k: MappingProxyType(dict(v)) for k, v in self._effective.items()}
-                ),
-                status=MappingProxyType(dict(self._status)),
-                origins=MappingProxyType(dict(self._origins)),
-            )
-            # The last probe holds the same resources: its indexes need not be built again.
-            inherit_everything(self._snapshot, self._probe)
-            for listener in list(self._listeners):
-                listener(self._snapshot, change)
+        if not changed and not status_changed:
+            return ChangeSet()
+        previous = self._snapshot
+        keys = frozenset(changed | status_changed)
+        tokens = ChangeTokens(previous.version, keys, self._change_tokens(previous, changed, keys))
+        self._snapshot = Snapshot(
+            version=previous.version + 1,
+            resources=MappingProxyType(
+                {k: MappingProxyType(dict(v)) for k, v in self._effective.items()}
+            ),
+            status=MappingProxyType(dict(self._status)),
+            origins=MappingProxyType(dict(self._origins)),
+            change=tokens,
+        )
+        # The last probe holds the same resources: its indexes need not be built again.
+        self._snapshot.share_derived(self._probe.snapshot)
+        change = ChangeSet(frozenset(changed), frozenset(status_changed), tokens=tokens)
+        for listener in list(self._listeners):
+            listener(self._snapshot, change)
         return change
+
+    def _change_tokens(
+        self, previous: Snapshot, changed: set[ResourceKey], keys: frozenset[ResourceKey]
+    ) -> frozenset[Token]:
+        """The tokens the change of ``keys`` from ``previous`` to the effective resources
+        now touched. When settling took one round, its probe already computed them for the
+        effective changes (that probe went from ``previous``'s resources to today's): only
+        the keys whose status alone changed are added."""
+        probe = self._probe
+        if self._rounds == 1 and probe.delta == changed:
+            status_only = keys - changed
+            if not status_only:
+                return probe.tokens
+            return probe.tokens | change_tokens(previous, probe.snapshot, status_only)
+        return change_tokens(previous, probe.snapshot, keys)
 
     def _settle_istio(
         self, touched: set[ResourceKey], changed: set[ResourceKey]
@@ -188,6 +218,7 @@ class Store:
         """Decide the effective version of each Istio resource. Returns the keys whose
         effective version moved and the keys whose findings in context were re-checked."""
         moved: set[ResourceKey] = set()
+        self._rounds = 0
         for key in touched:
             sub = self._desired.get(key)
             if not is_istio_kind(key.kind) or key in self._rejected or sub is None:
@@ -253,25 +284,26 @@ class Store:
         return read is None or not read.isdisjoint(probe.tokens)
 
     def _check(
-        self, probe: Snapshot, key: ResourceKey, check: Callable[[Snapshot, Any], list[Issue]]
+        self,
+        probe: Snapshot,
+        key: ResourceKey,
+        check: Callable[[SnapshotReader, Any], list[Issue]],
     ) -> list[Issue]:
         """Check the desired version of ``key`` in context, recording what the check read."""
-        recorder = probe.start_recording(("context", key), seeded=False)
-        try:
-            found = check(probe, self._desired[key].resource)
-        finally:
-            probe.stop_recording(recorder)
-        self._check_reads[key] = frozenset(recorder.tokens)
+        view, tokens = collecting(probe)
+        found = check(view, self._desired[key].resource)
+        self._check_reads[key] = frozenset(tokens)
         return found
 
     def _next_probe(self, delta: set[ResourceKey]) -> _Probe:
         """A snapshot of the effective resources now, sharing every index the keys ``delta``
         left valid with the previous one."""
-        old = self._probe
+        old = self._probe.snapshot
         snapshot = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
-        inherit_indexes(snapshot, old, {k.kind for k in delta})
-        self._probe = snapshot
-        return _Probe(old, snapshot, delta, eager=bool(self._check_reads))
+        snapshot.take_over(old, {k.kind for k in delta})
+        self._probe = _Probe(old, snapshot, delta, eager=bool(self._check_reads))
+        self._rounds += 1
+        return self._probe
 
     def _update_status(self, keys: set[ResourceKey]) -> set[ResourceKey]:
         changed: set[ResourceKey] = set()

@@ -9,12 +9,17 @@ change recompiles each affected shape once, not each proxy.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.compile import SHAPE_DERIVED, CompiledResource, ProxyResources, SnapshotCompiler
+from controlplane.compile import (
+    SHAPE_DERIVED,
+    CompiledResource,
+    ProxyResources,
+    SnapshotCompiler,
+    recording_proxy,
+)
 from controlplane.compile.proxy import Proxy
 from controlplane.store.dependencies import Token
 from controlplane.store.snapshot import Snapshot
@@ -22,7 +27,6 @@ from controlplane.xds.state import NOTHING, set_version
 
 ResourceMap = Mapping[str, CompiledResource]
 _EMPTY: ResourceMap = NOTHING
-_PROXY_FIELDS = frozenset(f.name for f in dataclasses.fields(Proxy))
 
 
 def freeze(value: Any) -> Hashable:
@@ -49,23 +53,6 @@ def shape_values(proxy: Proxy, spec: tuple[str, ...], snapshot: Snapshot) -> tup
         derive = SHAPE_DERIVED.get(name)
         out.append(freeze(getattr(proxy, name)) if derive is None else derive(snapshot, proxy))
     return tuple(out)
-
-
-class _RecordingProxy(Proxy):
-    """A Proxy that remembers which of its fields were read."""
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _PROXY_FIELDS:
-            object.__getattribute__(self, "_reads").add(name)
-        return object.__getattribute__(self, name)
-
-
-def recording_proxy(proxy: Proxy) -> tuple[Proxy, set[str]]:
-    values = {f.name: getattr(proxy, f.name) for f in dataclasses.fields(proxy)}
-    tracked = _RecordingProxy(**values)
-    reads: set[str] = set()
-    object.__setattr__(tracked, "_reads", reads)
-    return tracked, reads
 
 
 @dataclass
@@ -109,12 +96,12 @@ class ShapeCache:
         """Compile ``proxy`` once, recording the snapshot and proxy fields it reads."""
         tracked, reads = recording_proxy(proxy)
         snapshot = compiler.snapshot
-        snapshot.forget_reads()  # reads made before this compile are not its inputs
-        recorder = snapshot.start_recording()
+        compiler.reads.forget_reads()  # reads made before this compile are not its inputs
+        recorder = compiler.reads.start_recording()
         try:
             compiled = compiler.compile(tracked)
         finally:
-            snapshot.stop_recording(recorder)
+            compiler.reads.stop_recording(recorder)
         spec = tuple(sorted(reads))
         key = (spec, shape_values(proxy, spec, snapshot))
         resources = self._intern(key, compiled)

@@ -12,7 +12,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from controlplane.compile.resources import BY_SHORT_NAME, SECRET, SHORT_NAMES
-from controlplane.compile.secrets import redacted
+from controlplane.compile.sds import redacted
 from controlplane.xds.hub import Hub
 
 log = logging.getLogger("controlplane.debug")

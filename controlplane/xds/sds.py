@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from controlplane.ca import CertificateAuthority, Identity, InvalidIdentity, WorkloadCertCache
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import SECRET, CompiledResource
-from controlplane.compile.secrets import certificate_secret, root_secret
+from controlplane.compile.sds import certificate_secret, root_secret
 from controlplane.compile.tls import SDS_DEFAULT, SDS_ROOT
 from controlplane.xds.hub import Hub
 

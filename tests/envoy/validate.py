@@ -63,7 +63,7 @@ def _stand_in_secrets(names: set[str], compiled: dict[str, dict[str, Any]]) -> l
 
     from controlplane.ca import CertificateAuthority, Identity
     from controlplane.ca.root import create_root_bundle
-    from controlplane.compile.secrets import certificate_secret, root_secret
+    from controlplane.compile.sds import certificate_secret, root_secret
     from controlplane.compile.tls import SDS_ROOT
 
     out = dict(compiled)

@@ -252,7 +252,7 @@ async def test_the_certificate_service_signs_a_csr_for_the_callers_identity(
 
 
 def test_debug_output_of_a_secret_never_shows_the_private_key() -> None:
-    from controlplane.compile.secrets import certificate_secret, redacted
+    from controlplane.compile.sds import certificate_secret, redacted
 
     shown = redacted(certificate_secret("CHAIN", "-----BEGIN PRIVATE KEY-----secret"))
     assert shown["tlsCertificate"]["privateKey"] == {"inlineBytes": "[redacted]"}

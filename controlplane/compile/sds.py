@@ -1,8 +1,9 @@
 """SDS: the secrets a sidecar's TLS contexts name, ``default`` and ``ROOTCA``.
 
-Pure builders from PEM text; the certificate authority that produces the PEM lives in
-``controlplane.ca`` and the provider that hands secrets to each authenticated proxy in
-``controlplane.xds.sds``.
+Pure builders from PEM text. Unlike the other xDS types, secrets are not generated from a
+snapshot: they are per workload identity, so no ``Generator`` is registered for them. The
+certificate authority that produces the PEM lives in ``controlplane.ca`` and the provider
+that hands secrets to each authenticated proxy in ``controlplane.xds.sds``.
 """
 
 from __future__ import annotations

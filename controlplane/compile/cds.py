@@ -1,0 +1,119 @@
+"""CDS: the clusters of one proxy.
+
+Outbound, one cluster per port (and per DestinationRule subset) of every service the proxy's
+namespace sees, secured with auto mTLS where the service's workloads have identities; then
+one inbound cluster per port the workload serves; in transparent mode also the static
+BlackHole, Passthrough and InboundPassthrough clusters. The cluster bodies are built by
+``clusters.py``, ``cluster_policy.py``, ``inbound.py`` and ``tls.py``.
+"""
+
+from __future__ import annotations
+
+from controlplane.api.security import PeerAuthentication
+from controlplane.compile import resources as types
+from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
+from controlplane.compile.context import CompileContext
+from controlplane.compile.generator import Built, Generator
+from controlplane.compile.inbound import (
+    InboundPort,
+    inbound_cluster,
+    inbound_passthrough_cluster,
+    inbound_ports,
+)
+from controlplane.compile.memo import Family, MemoKey
+from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.resources import CompiledResource
+from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
+from controlplane.store.registry import MeshService
+
+
+def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every cluster ``proxy`` should have: outbound, then inbound, then (transparent) static."""
+    out = outbound_clusters(context, proxy)
+    for port in inbound_ports(context.reads, proxy):
+        found = _inbound_cluster(context, proxy, port)
+        out[found.name] = found
+    if proxy.mode == TRANSPARENT:
+        for found in _static_clusters(context):
+            out[found.name] = found
+    return out
+
+
+def outbound_clusters(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
+    """The clusters of every service the proxy's namespace sees."""
+    out: dict[str, CompiledResource] = {}
+    for service in context.visible_services(proxy.namespace):
+        # Read per service: a proxy that sees no service does not depend on its identity.
+        trust_domain = proxy.trust_domain if proxy.identity else None
+        for resource in service_cluster_resources(context, service, proxy.namespace, trust_domain):
+            out[resource.name] = resource
+    return out
+
+
+def service_cluster_resources(
+    context: CompileContext, service: MeshService, namespace: str, trust_domain: str | None
+) -> list[CompiledResource]:
+    """``trust_domain`` is the client's when it has a certificate (auto mTLS), else None."""
+    rule = context.reads.destination_rule(service.hostname, namespace)
+    security = upstream_security_of(context, service, trust_domain)
+    key: MemoKey = (Family.CLUSTERS, service.hostname, rule.sources if rule else (), security)
+
+    def build() -> list[CompiledResource]:
+        return [
+            CompiledResource(c.name, secure_cluster(c, rule, security))
+            for c in service_clusters(service, rule)
+        ]
+
+    return context.memo.cached(key, build)
+
+
+def upstream_security_of(
+    context: CompileContext, service: MeshService, trust_domain: str | None
+) -> UpstreamSecurity:
+    """What mTLS to the service depends on: its workloads' identities and peer modes."""
+
+    def build() -> UpstreamSecurity:
+        if trust_domain is None:
+            return UpstreamSecurity(auto_mtls=False)
+        return upstream_security(
+            service,
+            context.reads.endpoints(service.hostname),
+            context.reads.of_kind(PeerAuthentication).values(),
+            trust_domain,
+        )
+
+    return context.memo.cached((Family.UPSTREAM_SECURITY, service.hostname, trust_domain), build)
+
+
+def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -> CompiledResource:
+    transparent = proxy.mode == TRANSPARENT
+    key: MemoKey = (
+        Family.INBOUND_CLUSTER,
+        port.target_port,
+        port.protocol,
+        proxy.app_address,
+        transparent,
+    )
+
+    def build() -> CompiledResource:
+        cluster = inbound_cluster(port.target_port, port.protocol, proxy.app_address, transparent)
+        return CompiledResource(cluster.name, cluster)
+
+    return context.memo.cached(key, build)
+
+
+def _static_clusters(context: CompileContext) -> list[CompiledResource]:
+    def build() -> list[CompiledResource]:
+        return [
+            CompiledResource(c.name, c)
+            for c in (blackhole_cluster(), passthrough_cluster(), inbound_passthrough_cluster())
+        ]
+
+    return context.memo.cached((Family.STATIC_CLUSTERS,), build)
+
+
+CDS = Generator(
+    types.CLUSTER,
+    frozenset({"Service", "Pod", "EndpointSlice", "DestinationRule", "PeerAuthentication"}),
+    generate,
+)

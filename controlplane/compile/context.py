@@ -1,0 +1,132 @@
+"""What every generator of one snapshot shares: the read-tracking view, the memo, and the
+answers more than one xDS type needs (the services a namespace sees, a workload's
+PeerAuthentication and AuthorizationPolicies, refused policies).
+
+``SnapshotCompiler`` (``compile/compiler.py``) is a CompileContext that also knows the
+generators; the generators (``cds``, ``eds``, ``lds``, ``rds``) take a CompileContext, so they
+import nothing of each other or of the compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from controlplane.api.issues import ResourceKey
+from controlplane.api.networking import VirtualService
+from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.compile.authn import MtlsPolicy, resolve_mtls
+from controlplane.compile.inbound import InboundPort
+from controlplane.compile.inbound_security import InboundSecurity
+from controlplane.compile.memo import Family, Memo, MemoKey
+from controlplane.compile.proxy import Proxy
+from controlplane.compile.rbac import WorkloadPolicies, policies_for
+from controlplane.compile.tracking import TrackedSnapshot
+from controlplane.store.registry import MeshService
+from controlplane.store.snapshot import Snapshot, exported_to
+from controlplane.store.tokens import Token
+
+_T = TypeVar("_T")
+
+
+class CompileContext:
+    """One snapshot as the generators see it.
+
+    ``snapshot`` is the Snapshot itself; ``reads`` is the view every build reads through, so
+    that what it read is recorded (``compile/tracking.py``); ``cached`` memoizes a build
+    under a typed key (``compile/memo.py``).
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        previous: CompileContext | None = None,
+        touched: frozenset[Token] | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.reads = TrackedSnapshot(snapshot)
+        self.memo: Memo = Memo(self.reads, previous.memo if previous is not None else None, touched)
+        # Read from the snapshot itself: it shapes memo keys, not values, so it is no build's
+        # dependency.
+        self.uses_source_labels = any(
+            m.source_labels
+            for vs in snapshot.of_kind(VirtualService).values()
+            for section in (vs.spec.http, vs.spec.tcp, vs.spec.tls)
+            for route in section
+            for m in route.match
+        )
+
+    @property
+    def builds(self) -> int:
+        """Memo misses: how much this compiler actually built."""
+        return self.memo.builds
+
+    def cached(self, key: MemoKey, build: Callable[[], _T]) -> _T:
+        """The value built for ``key`` (see ``Memo.cached``)."""
+        return self.memo.cached(key, build)
+
+    _cached = cached  # the name the memo's tests use
+
+    def memo_dependencies(self) -> Mapping[MemoKey, frozenset[Token]]:
+        """Memo key -> the dependency tokens recorded for it (for tests and debugging)."""
+        return self.memo.dependencies()
+
+    def source_labels(self, proxy: Proxy) -> tuple[tuple[str, str], ...]:
+        """The proxy's labels where some route matches on them (``sourceLabels``), else ():
+        part of the key of everything routes shape."""
+        return proxy.labels_key if self.uses_source_labels else ()
+
+    # ---- services -----------------------------------------------------------------------
+
+    def visible_services(self, namespace: str) -> tuple[MeshService, ...]:
+        """The services a proxy in ``namespace`` sees (exportTo), by hostname."""
+
+        def build() -> tuple[MeshService, ...]:
+            return tuple(
+                svc
+                for host, svc in sorted(self.reads.services.items())
+                if exported_to(svc.export_to, svc.namespace, namespace)
+            )
+
+        return self.memo.cached((Family.SERVICES, namespace), build)
+
+    # ---- security: PeerAuthentication, AuthorizationPolicy --------------------------------
+
+    def peer_authentication(self, namespace: str, labels: Mapping[str, str]) -> MtlsPolicy:
+        """The workload's effective PeerAuthentication (compile/authn.py)."""
+        key: MemoKey = (Family.PEER_AUTHENTICATION, namespace, tuple(sorted(labels.items())))
+
+        def build() -> MtlsPolicy:
+            return resolve_mtls(
+                self.reads.of_kind(PeerAuthentication).values(),
+                namespace,
+                labels,
+                rejected=self.rejected("PeerAuthentication"),
+            )
+
+        return self.memo.cached(key, build)
+
+    def authorization_policies(self, namespace: str, labels: Mapping[str, str]) -> WorkloadPolicies:
+        """The AuthorizationPolicies that select the workload (compile/rbac.py)."""
+        key: MemoKey = (Family.AUTHORIZATION, namespace, tuple(sorted(labels.items())))
+
+        def build() -> WorkloadPolicies:
+            return policies_for(
+                self.reads.of_kind(AuthorizationPolicy).values(),
+                namespace,
+                labels,
+                rejected=self.rejected("AuthorizationPolicy"),
+            )
+
+        return self.memo.cached(key, build)
+
+    def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+        """Refused policies of ``kind`` with no good version (security fails closed on them)."""
+        return self.memo.cached((Family.REJECTED, kind), lambda: self.reads.rejected(kind))
+
+    def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:
+        """The mTLS mode and policies of one inbound port (None: ports no Service declares)."""
+        mtls = self.peer_authentication(proxy.namespace, proxy.labels)
+        policies = self.authorization_policies(proxy.namespace, proxy.labels)
+        mode = mtls.mode if port is None else mtls.for_port(port.target_port)
+        return InboundSecurity.of(mode, bool(proxy.identity), policies)

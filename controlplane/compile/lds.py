@@ -1,0 +1,234 @@
+"""LDS: the listeners of one proxy.
+
+Transparent mode: ``virtualOutbound`` (15001), a ``0.0.0.0_<port>`` listener per HTTP
+service port (sniffing plaintext TCP to its fallback clusters where the protocol is not
+declared), a ``<VIP>_<port>`` listener per TCP or TLS service port, and ``virtualInbound``
+(15006) with a filter chain per port the workload serves, secured as its PeerAuthentication
+and AuthorizationPolicies say. Local mode: the local outbound listener, one listener per
+explicit local TCP port, and one inbound listener per served port. Listener bodies are
+built by ``outbound.py``, ``inbound.py``, ``inbound_security.py``
+and ``tcp.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from functools import partial
+
+from envoy.config.listener.v3 import listener_pb2
+
+from controlplane.compile import resources as types
+from controlplane.compile.context import CompileContext
+from controlplane.compile.generator import Built, Generator
+from controlplane.compile.inbound import (
+    RESERVED_PORTS,
+    InboundPort,
+    inbound_filter_chains,
+    inbound_ports,
+    local_inbound_listener,
+    virtual_inbound_listener,
+)
+from controlplane.compile.memo import Family, MemoKey
+from controlplane.compile.naming import outbound_cluster_name
+from controlplane.compile.outbound import (
+    http_port_listener,
+    local_outbound_listener,
+    local_tcp_listener,
+    sniffing_port_listener,
+    tcp_port_listener,
+    virtual_outbound_listener,
+)
+from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.resources import CompiledResource
+from controlplane.compile.tcp import outbound_tcp_chains
+from controlplane.store.registry import MeshService
+from controlplane.store.snapshot import exported_to, resolve_host
+
+
+def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every listener ``proxy`` should have (transparent or local mode)."""
+    ports = inbound_ports(context.reads, proxy)
+    listeners: dict[str, CompiledResource] = {}
+    if proxy.mode == TRANSPARENT:
+        _transparent_outbound(context, proxy, listeners)
+        found = _virtual_inbound(context, proxy, ports)
+        listeners[found.name] = found
+        return listeners
+    if proxy.local_outbound_port:
+        found = _local_listener(context, proxy.local_outbound_port)
+        listeners[found.name] = found
+    for found in _local_tcp_listeners(context, proxy):
+        listeners.setdefault(found.name, found)
+    for port in ports:
+        found = _local_inbound(context, proxy, port)
+        listeners.setdefault(found.name, found)
+    return listeners
+
+
+def _message(
+    context: CompileContext, key: MemoKey, factory: Callable[[], listener_pb2.Listener]
+) -> CompiledResource:
+    """A listener built by ``factory`` (from ``key`` alone), memoized."""
+
+    def build() -> CompiledResource:
+        message = factory()
+        return CompiledResource(message.name, message)
+
+    return context.memo.cached(key, build)
+
+
+# ---- transparent mode: outbound -------------------------------------------------------------
+
+
+def _transparent_outbound(
+    context: CompileContext, proxy: Proxy, listeners: dict[str, CompiledResource]
+) -> None:
+    """virtualOutbound, a ``0.0.0.0_<port>`` listener per HTTP service port (its routes:
+    RDS ``"<port>"``), a ``<VIP>_<port>`` listener per TCP/TLS service port."""
+    found = _message(context, (Family.VIRTUAL_OUTBOUND,), virtual_outbound_listener)
+    listeners[found.name] = found
+    services = context.visible_services(proxy.namespace)
+    http_ports: set[int] = set()
+    # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
+    sniffed: dict[int, list[tuple[str, str]]] = {}
+    for service in services:
+        for sport in service.ports:
+            if sport.protocol == "UDP" or sport.port in RESERVED_PORTS:
+                continue
+            if sport.is_http:
+                http_ports.add(sport.port)
+                if sport.protocol == "UNKNOWN":
+                    targets = sniffed.setdefault(sport.port, [])
+                    if service.cluster_ip:
+                        cluster = outbound_cluster_name(sport.port, None, service.hostname)
+                        targets.append((service.cluster_ip, cluster))
+            elif service.cluster_ip:
+                tcp = _tcp_listener(context, proxy, service, sport.port, sport.protocol)
+                listeners.setdefault(tcp.name, tcp)
+    for port in sorted(http_ports):
+        if port in sniffed:
+            fallback = tuple(sorted(set(sniffed[port])))
+            found = _message(
+                context,
+                (Family.SNIFFED_PORT_LISTENER, port, fallback),
+                partial(sniffing_port_listener, port, fallback),
+            )
+        else:
+            found = _message(
+                context, (Family.HTTP_PORT_LISTENER, port), partial(http_port_listener, port)
+            )
+        listeners[found.name] = found
+
+
+def _tcp_chains_key(
+    context: CompileContext, proxy: Proxy, service: MeshService, port: int, protocol: str
+) -> tuple[Hashable, ...]:
+    labels = context.source_labels(proxy)
+    return (service.hostname, port, protocol, proxy.namespace, labels)
+
+
+def _tcp_listener(
+    context: CompileContext, proxy: Proxy, service: MeshService, port: int, protocol: str
+) -> CompiledResource:
+    vip = service.cluster_ip
+    assert vip is not None
+    key: MemoKey = (
+        Family.TCP_PORT_LISTENER,
+        vip,
+        _tcp_chains_key(context, proxy, service, port, protocol),
+    )
+
+    def build() -> CompiledResource:
+        chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy)
+        listener = tcp_port_listener(vip, port, chains)
+        return CompiledResource(listener.name, listener)
+
+    return context.memo.cached(key, build)
+
+
+# ---- inbound ----------------------------------------------------------------------------------
+
+
+def _virtual_inbound(
+    context: CompileContext, proxy: Proxy, ports: tuple[InboundPort, ...]
+) -> CompiledResource:
+    security = tuple(context.inbound_security(proxy, port) for port in ports)
+    passthrough = context.inbound_security(proxy, None)
+    key: MemoKey = (Family.VIRTUAL_INBOUND, proxy.mode, ports, security, passthrough)
+
+    def build() -> CompiledResource:
+        listener = virtual_inbound_listener(
+            proxy,
+            [inbound_filter_chains(proxy, p, s) for p, s in zip(ports, security, strict=True)],
+            passthrough,
+        )
+        return CompiledResource(listener.name, listener)
+
+    return context.memo.cached(key, build)
+
+
+def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> CompiledResource:
+    security = context.inbound_security(proxy, port)
+    key: MemoKey = (Family.LOCAL_INBOUND_LISTENER, proxy.mode, port, security)
+
+    def build() -> CompiledResource:
+        listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
+        return CompiledResource(listener.name, listener)
+
+    return context.memo.cached(key, build)
+
+
+# ---- local mode -------------------------------------------------------------------------------
+
+
+def _local_listener(context: CompileContext, port: int) -> CompiledResource:
+    return _message(context, (Family.LOCAL_LISTENER, port), partial(local_outbound_listener, port))
+
+
+def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[CompiledResource]:
+    out = []
+    for host, port, local_port in proxy.local_tcp_ports:
+        service = context.reads.services.get(resolve_host(host, proxy.namespace))
+        if service is None or not exported_to(
+            service.export_to, service.namespace, proxy.namespace
+        ):
+            continue
+        sport = service.port(port)
+        if sport is None:
+            continue
+        protocol = "TCP" if sport.is_http else sport.protocol
+        key: MemoKey = (
+            Family.LOCAL_TCP_LISTENER,
+            local_port,
+            _tcp_chains_key(context, proxy, service, port, protocol),
+        )
+
+        def build(
+            service: MeshService = service,
+            port: int = port,
+            protocol: str = protocol,
+            local_port: int = local_port,
+        ) -> CompiledResource:
+            chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy)
+            listener = local_tcp_listener(local_port, chains)
+            return CompiledResource(listener.name, listener)
+
+        out.append(context.memo.cached(key, build))
+    return out
+
+
+LDS = Generator(
+    types.LISTENER,
+    frozenset(
+        {
+            "Service",
+            "Pod",
+            "EndpointSlice",
+            "VirtualService",
+            "DestinationRule",
+            "PeerAuthentication",
+            "AuthorizationPolicy",
+        }
+    ),
+    generate,
+)

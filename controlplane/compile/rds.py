@@ -1,0 +1,123 @@
+"""RDS: the route configurations of one proxy.
+
+Transparent mode: one configuration per HTTP service port (named ``"<port>"``, as the
+``0.0.0.0_<port>`` listener asks for), with one virtual host per service and port. Local
+mode: one configuration for the local outbound port, with a virtual host per HTTP port of
+every visible service. Each virtual host is memoized apart from its configuration, so one
+VirtualService change rebuilds one host, not all of them. Routes are built by ``routes.py``
+and ``http_routes.py``.
+"""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+
+from controlplane.compile import resources as types
+from controlplane.compile.context import CompileContext
+from controlplane.compile.generator import Built, Generator
+from controlplane.compile.inbound import RESERVED_PORTS
+from controlplane.compile.memo import Family, MemoKey
+from controlplane.compile.naming import local_route_name
+from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.resources import CompiledResource
+from controlplane.compile.routes import (
+    build_route_configuration,
+    build_virtual_host,
+    domains_for,
+    port_route_configuration,
+)
+from controlplane.store.registry import MeshService
+
+
+def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
+    """Every route configuration the listeners of ``proxy`` name."""
+    routes: dict[str, CompiledResource] = {}
+    if proxy.mode == TRANSPARENT:
+        for port in http_ports(context.visible_services(proxy.namespace)):
+            found = port_routes(context, proxy, port)
+            routes[found.name] = found
+    elif proxy.local_outbound_port:
+        found = local_routes(context, proxy)
+        routes[found.name] = found
+    return routes
+
+
+def http_ports(services: tuple[MeshService, ...]) -> list[int]:
+    """The HTTP service ports a transparent proxy gets a listener and a route table for."""
+    return sorted(
+        {
+            sport.port
+            for service in services
+            for sport in service.ports
+            if sport.protocol != "UDP" and sport.port not in RESERVED_PORTS and sport.is_http
+        }
+    )
+
+
+def port_routes(context: CompileContext, proxy: Proxy, port: int) -> CompiledResource:
+    labels = context.source_labels(proxy)
+    key: MemoKey = (Family.PORT_ROUTES, port, proxy.namespace, labels)
+
+    def build() -> CompiledResource:
+        services = context.visible_services(proxy.namespace)
+        config = port_route_configuration(
+            context.reads,
+            services,
+            port,
+            proxy,
+            lambda service, domains: _virtual_host(context, service, port, proxy, domains, labels),
+        )
+        return CompiledResource(config.name, config)
+
+    return context.memo.cached(key, build)
+
+
+def local_routes(context: CompileContext, proxy: Proxy) -> CompiledResource:
+    port = proxy.local_outbound_port
+    assert port is not None
+    labels = context.source_labels(proxy)
+    key: MemoKey = (Family.LOCAL_ROUTES, port, proxy.namespace, labels)
+
+    def build() -> CompiledResource:
+        hosts = []
+        for service in context.visible_services(proxy.namespace):
+            ports = [p for p in service.ports if p.is_http]
+            for i, sport in enumerate(ports):
+                domains = domains_for(service, sport.port, proxy.namespace, with_bare_names=i == 0)
+                hosts.append(_virtual_host(context, service, sport.port, proxy, domains, labels))
+        config = build_route_configuration(local_route_name(port), hosts)
+        return CompiledResource(config.name, config)
+
+    return context.memo.cached(key, build)
+
+
+def _virtual_host(
+    context: CompileContext,
+    service: MeshService,
+    port: int,
+    proxy: Proxy,
+    domains: list[str],
+    labels: tuple[tuple[str, str], ...],
+) -> rc.VirtualHost:
+    # One virtual host changes when one VirtualService does: memoized apart from the
+    # route configuration so that a change rebuilds one host, not all of them.
+    key: MemoKey = (
+        Family.VIRTUAL_HOST,
+        service.hostname,
+        port,
+        proxy.namespace,
+        labels,
+        tuple(domains),
+    )
+
+    def build() -> rc.VirtualHost:
+        return build_virtual_host(context.reads, service, port, proxy, domains)
+
+    return context.memo.cached(key, build)
+
+
+RDS = Generator(
+    types.ROUTE,
+    frozenset({"Service", "VirtualService", "DestinationRule"}),
+    generate,
+)
