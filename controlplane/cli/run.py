@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.cache import CacheMux, CompiledCache, XdsMetrics
+from controlplane.cache.interface import SECRET
 from controlplane.cli.security import MeshSecurity, enable_cluster_security
 from controlplane.cli.serve import ContextIssueLogger
 from controlplane.inject.injector import InjectionConfig
@@ -43,7 +45,6 @@ from controlplane.status.leader import Leadership, new_priority
 from controlplane.status.writer import KubernetesStatusClient, StatusWriter
 from controlplane.store import Store
 from controlplane.xds.debug import DebugServer
-from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane")
@@ -373,19 +374,31 @@ async def run(options: RunOptions) -> int:
         if options.write_status
         else None
     )
-    hub = Hub(store, debounce=options.debounce, max_delay=options.max_delay)
+    metrics = XdsMetrics()
+    hub = CompiledCache(
+        store, debounce=options.debounce, max_delay=options.max_delay, metrics=metrics
+    )
     kopf_thread = KopfThread(options, bridge, leadership, injection, api_client)
-    xds = XdsServer(hub)
+    security = await _enable_security(options, api_client)
+    if security is None:
+        xds = XdsServer(CacheMux(hub), metrics=metrics)
+    else:
+        xds = XdsServer(
+            CacheMux(hub, {SECRET: security.provider}),
+            authenticator=security.authenticator,
+            metrics=metrics,
+            services=[security.certificates],
+        )
     # Ready (and so in the Service's endpoints) once kopf runs and its first listings have
     # settled (the first resync ran): a replica must not hand proxies an empty mesh.
     debug = DebugServer(
-        hub, ready=lambda: kopf_thread.ready.is_set() and kopf_thread.resync.runs > 0
+        xds, hub, ready=lambda: kopf_thread.ready.is_set() and kopf_thread.resync.runs > 0
     )
-    security = await _enable_security(options, hub, xds, api_client)
+    hub.start()
     bound_xds = await xds.start(options.host, options.xds_port)
     bound_debug = await debug.start(options.host, options.debug_port)
     if security is not None:
-        security.start(hub)
+        security.start()
     if writer is not None:
         writer.start()
     kopf_thread.start()
@@ -417,12 +430,11 @@ async def run(options: RunOptions) -> int:
             await security.stop()
         await debug.stop()
         await xds.stop(grace=0.5)
+        await hub.stop()
     return 1 if kopf_thread.failed is not None else 0
 
 
-async def _enable_security(
-    options: RunOptions, hub: Hub, xds: XdsServer, api_client: Any
-) -> MeshSecurity | None:
+async def _enable_security(options: RunOptions, api_client: Any) -> MeshSecurity | None:
     """The CA from its Secret, SDS, and TokenReview authentication of proxies.
 
     Without the CA (no namespace, no access to its Secrets) the operator still serves:
@@ -433,8 +445,6 @@ async def _enable_security(
     try:
         return await asyncio.to_thread(
             enable_cluster_security,
-            hub,
-            xds.server,
             api_client,
             namespace=options.ca_namespace,
             trust_domain=options.trust_domain,

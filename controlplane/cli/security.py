@@ -22,7 +22,7 @@ from controlplane.ca import (
 )
 from controlplane.ca.authority import CLOCK_SKEW
 from controlplane.ca.service import CertificateServicer
-from controlplane.xds.hub import Hub
+from controlplane.cache import SecretCache
 from controlplane.xds.identity import (
     DEFAULT_AUDIENCE,
     DEFAULT_TOKEN_TTL,
@@ -31,7 +31,6 @@ from controlplane.xds.identity import (
     bearer_token,
     control_plane_tokens,
 )
-from controlplane.xds.sds import SecretProvider, rotate_certificates
 
 log = logging.getLogger("controlplane")
 
@@ -42,10 +41,16 @@ CONTROL_PLANE_ACCOUNT = "controlplane"
 
 @dataclass
 class MeshSecurity:
+    """The mesh CA and what the xDS server is built with when it is on: the SDS cache
+    (``provider``, routed the Secret type), the authenticator, and the CertificateService
+    to serve on the xDS port."""
+
     ca: CertificateAuthority
-    provider: SecretProvider
+    provider: SecretCache
     verify: TokenVerifier
     audience: str
+    authenticator: TokenAuthenticator
+    certificates: CertificateServicer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def server_credentials(self) -> grpc.ServerCredentials:
@@ -56,10 +61,9 @@ class MeshSecurity:
             [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
         )
 
-    def start(self, hub: Hub) -> None:
-        self.tasks.append(
-            asyncio.create_task(rotate_certificates(hub, self.provider), name="cert-rotation")
-        )
+    def start(self) -> None:
+        """Start renewing certificates (on the running loop)."""
+        self.tasks.append(asyncio.create_task(self.provider.rotate(), name="cert-rotation"))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -85,8 +89,6 @@ def load_ca(store: KeyStore | Path, trust_domain: str, workload_ttl: float) -> C
 
 
 def enable_security(
-    hub: Hub,
-    server: Any,
     *,
     ca_dir: Path | KeyStore,
     trust_domain: str = "cluster.local",
@@ -95,17 +97,16 @@ def enable_security(
     audience: str = DEFAULT_AUDIENCE,
     verify: TokenVerifier | None = None,
 ) -> MeshSecurity:
-    """Give ``hub`` an authenticator and the SDS provider; serve CertificateService on
-    ``server`` (the xDS grpc.aio server, before it starts). ``ca_dir`` is where the CA lives
-    (a directory, or a KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's
-    own bootstrap tokens. Call ``start(hub)`` on the result once the loop runs."""
+    """The CA, the SDS cache, the proxies' authenticator and the CertificateService, for
+    building the xDS server with. ``ca_dir`` is where the CA lives (a directory, or a
+    KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's own bootstrap
+    tokens. Call ``start()`` on the result once the loop runs."""
     ca = load_ca(ca_dir, trust_domain, workload_ttl)
     verify = verify or control_plane_tokens(ca.token_key, audience)
-    provider = SecretProvider(ca)
-    hub.authenticator = TokenAuthenticator(
+    provider = SecretCache(ca)
+    authenticator = TokenAuthenticator(
         verify, trust_domain=trust_domain, require_token=require_token
     )
-    hub.providers.append(provider)
 
     def authenticate(context: Any) -> Identity:
         metadata = {str(k): str(v) for k, v in (context.invocation_metadata() or ())}
@@ -114,7 +115,7 @@ def enable_security(
             raise CAError("no bearer token in the call's metadata")
         return verify(token)
 
-    CertificateServicer(ca, authenticate).add_to_server(server)
+    certificates = CertificateServicer(ca, authenticate)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
@@ -122,12 +123,10 @@ def enable_security(
         timedelta(seconds=workload_ttl),
         ", tokens required" if require_token else "",
     )
-    return MeshSecurity(ca, provider, verify, audience)
+    return MeshSecurity(ca, provider, verify, audience, authenticator, certificates)
 
 
 def enable_cluster_security(
-    hub: Hub,
-    server: Any,
     api_client: Any,
     *,
     namespace: str = "istio-system",
@@ -146,8 +145,6 @@ def enable_cluster_security(
         kubernetes_token_review(api_client), audience=audience, trust_domain=trust_domain
     )
     return enable_security(
-        hub,
-        server,
         ca_dir=SecretKeyStore(api_client, namespace),
         trust_domain=trust_domain,
         workload_ttl=workload_ttl,

@@ -8,10 +8,11 @@ import signal
 from pathlib import Path
 
 from controlplane.api.issues import Issue, Level, ResourceKey
+from controlplane.cache import CacheMux, CompiledCache, XdsMetrics
+from controlplane.cache.interface import SECRET
 from controlplane.sources.files import FileSource
 from controlplane.store import ChangeSet, Snapshot, Store
 from controlplane.xds.debug import DebugServer
-from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane")
@@ -70,9 +71,14 @@ async def serve(
     ContextIssueLogger(store)
     source = FileSource(config_dir, store)
     source.scan()
-    hub = Hub(store, debounce=debounce, max_delay=max_delay, endpoint_max_delay=endpoint_max_delay)
-    xds = XdsServer(hub)
-    debug = DebugServer(hub)
+    metrics = XdsMetrics()
+    hub = CompiledCache(
+        store,
+        debounce=debounce,
+        max_delay=max_delay,
+        endpoint_max_delay=endpoint_max_delay,
+        metrics=metrics,
+    )
     security = None
     credentials = None
     if ca_dir is not None:
@@ -81,8 +87,6 @@ async def serve(
 
         try:
             security = enable_security(
-                hub,
-                xds.server,
                 ca_dir=ca_dir,
                 trust_domain=trust_domain,
                 workload_ttl=workload_cert_ttl,
@@ -94,9 +98,20 @@ async def serve(
         credentials = security.server_credentials() if xds_tls else None
     elif xds_tls or require_token:
         raise SystemExit("controlplane serve: --xds-tls and --require-token need --ca-dir")
+    if security is None:
+        xds = XdsServer(CacheMux(hub), metrics=metrics)
+    else:
+        xds = XdsServer(
+            CacheMux(hub, {SECRET: security.provider}),
+            authenticator=security.authenticator,
+            metrics=metrics,
+            services=[security.certificates],
+        )
+    debug = DebugServer(xds, hub)
+    hub.start()
     bound_xds = await xds.start(host, xds_port, credentials)
     if security is not None:
-        security.start(hub)
+        security.start()
     bound_debug = await debug.start(host, debug_port)
     snapshot = store.snapshot
     log.info(
@@ -122,3 +137,4 @@ async def serve(
             await security.stop()
         await debug.stop()
         await xds.stop(grace=0.5)
+        await hub.stop()
