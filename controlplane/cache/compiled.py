@@ -196,7 +196,7 @@ class _ShapeWatch:
     """A proxy's watch on the compiled cache: remembers its shape for the current
     generation, so a push looks the shape up once, not once per type."""
 
-    __slots__ = ("_cache", "_generation", "_shape", "proxy", "wake")
+    __slots__ = ("_cache", "_generation", "_shape", "proxy", "shape_key", "wake")
 
     def __init__(self, cache: CompiledCache, proxy: Proxy, wake: Wake) -> None:
         self._cache = cache
@@ -204,11 +204,8 @@ class _ShapeWatch:
         self.wake = wake
         self._generation: ShapeCache | None = None
         self._shape: Shape | None = None
-
-    @property
-    def shape_key(self) -> Hashable | None:
-        """The key of the shape last answered from (None: nothing answered yet)."""
-        return None if self._shape is None else self._shape.key
+        # The key of the shape last answered from (None: nothing answered yet).
+        self.shape_key: Hashable | None = None
 
     def resources(self, type_url: str) -> ResourceMap:
         cache = self._cache
@@ -216,6 +213,7 @@ class _ShapeWatch:
         if shape is None or self._generation is not cache.shapes:
             shape = self._shape = cache.shape_for(self.proxy)
             self._generation = cache.shapes
+            self.shape_key = shape.key
         return shape.resources.of(type_url)
 
     def cancel(self) -> None:
