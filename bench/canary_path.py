@@ -1,9 +1,9 @@
 """What one canary change costs the control plane before the first byte is written, in-process.
 
 Loads the benchmark's mesh (bench/registry.py: 1,000 services, 200 VirtualServices and
-DestinationRules) into a store and a hub, compiles one proxy's shape, then applies a
+DestinationRules) into a store and the compiled-config cache, compiles one proxy's shape, then applies a
 VirtualService weight change ``--repeats`` times and times each step: ``Store.apply`` (with
-the in-context checks), ``Hub.publish`` (invalidation) and the recompile of the proxy's
+the in-context checks), ``CompiledCache.publish`` (invalidation) and the recompile of the proxy's
 shape (what the first stream to push does). Prints JSON; medians and ranges in seconds.
 
     .venv/bin/python bench/canary_path.py [--mode sidecar|local] [--repeats 10]
@@ -23,9 +23,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.registry import Registry  # noqa: E402
+from controlplane.cache import CompiledCache  # noqa: E402
 from controlplane.compile.proxy import proxy_from_node  # noqa: E402
 from controlplane.store import Store  # noqa: E402
-from controlplane.xds.hub import Hub  # noqa: E402
 from tests.documents import submissions  # noqa: E402
 
 NODE = "sidecar~10.200.0.1~bench-1.ns-0~ns-0.svc.cluster.local"
@@ -51,7 +51,7 @@ async def measure(mode: str, repeats: int) -> dict[str, Any]:
     started = time.perf_counter()
     store.apply(docs)
     load = time.perf_counter() - started
-    hub = Hub(store)
+    hub = CompiledCache(store)
     proxy = proxy_from_node(NODE, METADATA[mode], "")
     started = time.perf_counter()
     hub.shape_for(proxy)

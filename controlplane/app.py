@@ -9,8 +9,9 @@ teardown runs in the reverse order, also when a later part fails to start:
 
     store, context-issue logger  (built before anything else)
     source.open                  load what exists: a scan, or the cluster connection
-    the xDS side                 hub, ADS server, debug server, and the mesh CA wired in
-    1 xDS port  2 debug port  3 certificate rotation  4 status writer  5 source extras
+    the xDS side                 compiled-config cache, ADS server, debug server, mesh CA
+    1 publishing (the cache's debounce)  2 xDS port  3 debug port  4 certificate rotation
+    5 status writer  6 source extras
 
 Everything that knows how the xDS side is built (the hub, the servers, how security plugs
 into them) sits in one section below, ``_xds_side``. The command line (``controlplane.cli``)
@@ -43,11 +44,12 @@ from controlplane.ca import (
 )
 from controlplane.ca.authority import CLOCK_SKEW
 from controlplane.ca.service import CertificateServicer
+from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
+from controlplane.cache.interface import SECRET
 from controlplane.sources import MeshCa
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store
 from controlplane.xds.debug import DebugServer
-from controlplane.xds.hub import Hub
 from controlplane.xds.identity import (
     DEFAULT_AUDIENCE,
     DEFAULT_TOKEN_TTL,
@@ -56,7 +58,6 @@ from controlplane.xds.identity import (
     bearer_token,
     control_plane_tokens,
 )
-from controlplane.xds.sds import SecretProvider, rotate_certificates
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane")
@@ -129,6 +130,7 @@ class ControlPlane:
     def _parts(self, side: XdsSide) -> list[Callable[[], AbstractAsyncContextManager[None]]]:
         """Everything that runs, in start order; each stops after those started later."""
         return [
+            side.publishing,
             side.serving_xds,
             side.serving_debug,
             side.rotating_certificates,
@@ -246,13 +248,22 @@ class XdsSide:
     """The ADS server, the debug server and the certificate rotation, each a part to run."""
 
     options: Options
-    hub: Hub
+    hub: CompiledCache
     server: XdsServer
     debug: DebugServer
     security: MeshSecurity | None = None
     credentials: grpc.ServerCredentials | None = None
     xds_port: int = 0  # as bound, once serving
     debug_port: int = 0
+
+    @asynccontextmanager
+    async def publishing(self) -> AsyncIterator[None]:
+        """The compiled-config cache follows the store (debounced) until the end."""
+        self.hub.start()
+        try:
+            yield
+        finally:
+            await self.hub.stop()
 
     @asynccontextmanager
     async def serving_xds(self) -> AsyncIterator[None]:
@@ -278,7 +289,7 @@ class XdsSide:
         if security is None:
             yield
             return
-        security.start(self.hub)
+        security.start()
         try:
             yield
         finally:
@@ -290,15 +301,35 @@ async def _xds_side(
 ) -> XdsSide:
     """Hub, ADS server and debug server over ``store``, with the mesh CA of ``ca`` wired in
     (certificates over SDS, proxies authenticated, CertificateService, optional TLS)."""
-    hub = Hub(
+    metrics = XdsMetrics()
+    hub = CompiledCache(
         store,
         debounce=options.debounce,
         max_delay=options.max_delay,
         endpoint_max_delay=options.endpoint_max_delay,
+        metrics=metrics,
     )
-    side = XdsSide(options, hub, XdsServer(hub), DebugServer(hub, ready=ready))
+    security = await _mesh_security(options, ca)
+    if security is None:
+        server = XdsServer(CacheMux(hub), metrics=metrics)
+    else:
+        server = XdsServer(
+            CacheMux(hub, {SECRET: security.provider}),
+            authenticator=security.authenticator,
+            metrics=metrics,
+            services=[security.certificates],
+        )
+    side = XdsSide(options, hub, server, DebugServer(server, hub, ready=ready), security)
+    if security is not None and options.xds_tls:
+        side.credentials = security.server_credentials()
+    return side
+
+
+async def _mesh_security(options: Options, ca: MeshCa | None) -> MeshSecurity | None:
+    """The mesh CA of ``ca``, its SDS cache and the proxies' authenticator; None without a
+    CA, or when it cannot load and the source chose to serve without one."""
     if ca is None:
-        return side
+        return None
     verify = None
     if ca.token_review is not None:
         verify = _token_review_verifier(
@@ -306,10 +337,8 @@ async def _xds_side(
         )
     try:
         # Loading the CA may call the apiserver (its Secrets): off the loop.
-        side.security = await asyncio.to_thread(
+        return await asyncio.to_thread(
             enable_security,
-            hub,
-            side.server.server,
             ca_dir=ca.keystore,
             trust_domain=options.trust_domain,
             workload_ttl=options.workload_cert_ttl,
@@ -319,10 +348,7 @@ async def _xds_side(
         )
     except Exception as exc:  # the source says whether to stop or serve without a CA
         ca.on_error(exc)
-        return side
-    if options.xds_tls:
-        side.credentials = side.security.server_credentials()
-    return side
+        return None
 
 
 # The control plane's own identity, for the certificate it serves xDS with.
@@ -332,10 +358,16 @@ CONTROL_PLANE_ACCOUNT = "controlplane"
 
 @dataclass
 class MeshSecurity:
+    """The mesh CA and what the xDS server is built with when it is on: the SDS cache
+    (``provider``, routed the Secret type), the authenticator, and the CertificateService
+    to serve on the xDS port."""
+
     ca: CertificateAuthority
-    provider: SecretProvider
+    provider: SecretCache
     verify: TokenVerifier
     audience: str
+    authenticator: TokenAuthenticator
+    certificates: CertificateServicer
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def server_credentials(self) -> grpc.ServerCredentials:
@@ -346,10 +378,9 @@ class MeshSecurity:
             [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
         )
 
-    def start(self, hub: Hub) -> None:
-        self.tasks.append(
-            asyncio.create_task(rotate_certificates(hub, self.provider), name="cert-rotation")
-        )
+    def start(self) -> None:
+        """Start renewing certificates (on the running loop)."""
+        self.tasks.append(asyncio.create_task(self.provider.rotate(), name="cert-rotation"))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -375,8 +406,6 @@ def load_ca(store: KeyStore | Path, trust_domain: str, workload_ttl: float) -> C
 
 
 def enable_security(
-    hub: Hub,
-    server: Any,
     *,
     ca_dir: Path | KeyStore,
     trust_domain: str = "cluster.local",
@@ -385,17 +414,16 @@ def enable_security(
     audience: str = DEFAULT_AUDIENCE,
     verify: TokenVerifier | None = None,
 ) -> MeshSecurity:
-    """Give ``hub`` an authenticator and the SDS provider; serve CertificateService on
-    ``server`` (the xDS grpc.aio server, before it starts). ``ca_dir`` is where the CA lives
-    (a directory, or a KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's
-    own bootstrap tokens. Call ``start(hub)`` on the result once the loop runs."""
+    """The CA, the SDS cache, the proxies' authenticator and the CertificateService, for
+    building the xDS server with. ``ca_dir`` is where the CA lives (a directory, or a
+    KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's own bootstrap
+    tokens. Call ``start()`` on the result once the loop runs."""
     ca = load_ca(ca_dir, trust_domain, workload_ttl)
     verify = verify or control_plane_tokens(ca.token_key, audience)
-    provider = SecretProvider(ca)
-    hub.authenticator = TokenAuthenticator(
+    provider = SecretCache(ca)
+    authenticator = TokenAuthenticator(
         verify, trust_domain=trust_domain, require_token=require_token
     )
-    hub.providers.append(provider)
 
     def authenticate(context: Any) -> Identity:
         metadata = {str(k): str(v) for k, v in (context.invocation_metadata() or ())}
@@ -404,7 +432,7 @@ def enable_security(
             raise CAError("no bearer token in the call's metadata")
         return verify(token)
 
-    CertificateServicer(ca, authenticate).add_to_server(server)
+    certificates = CertificateServicer(ca, authenticate)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
@@ -412,12 +440,10 @@ def enable_security(
         timedelta(seconds=workload_ttl),
         ", tokens required" if require_token else "",
     )
-    return MeshSecurity(ca, provider, verify, audience)
+    return MeshSecurity(ca, provider, verify, audience, authenticator, certificates)
 
 
 def enable_cluster_security(
-    hub: Hub,
-    server: Any,
     api_client: Any,
     *,
     namespace: str = "istio-system",
@@ -432,8 +458,6 @@ def enable_cluster_security(
     from controlplane.ca.secret_keystore import SecretKeyStore
 
     return enable_security(
-        hub,
-        server,
         ca_dir=SecretKeyStore(api_client, namespace),
         trust_domain=trust_domain,
         workload_ttl=workload_ttl,

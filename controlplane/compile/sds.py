@@ -3,7 +3,7 @@
 Pure builders from PEM text. Unlike the other xDS types, secrets are not generated from a
 snapshot: they are per workload identity, so no ``Generator`` is registered for them. The
 certificate authority that produces the PEM lives in ``controlplane.ca`` and the provider
-that hands secrets to each authenticated proxy in ``controlplane.xds.sds``.
+that hands secrets to each authenticated proxy in ``controlplane.cache.secrets``.
 """
 
 from __future__ import annotations

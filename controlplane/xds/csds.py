@@ -13,8 +13,8 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2, string_pb2
 from google.protobuf import timestamp_pb2
 
-from controlplane.compile.resources import PUSH_ORDER
-from controlplane.xds.hub import Hub
+from controlplane.cache.interface import PUSH_ORDER
+from controlplane.xds.delivery import Delivery
 from controlplane.xds.state import TypeState
 
 _CONFIG_STATUS = {
@@ -87,10 +87,12 @@ def _type_configs(
         yield config
 
 
-def client_configs(hub: Hub, request: csds_pb2.ClientStatusRequest) -> list[csds_pb2.ClientConfig]:
+def client_configs(
+    delivery: Delivery, request: csds_pb2.ClientStatusRequest
+) -> list[csds_pb2.ClientConfig]:
     """One ClientConfig per connected proxy the request's node matchers select."""
     out = []
-    for stream in list(hub.streams.values()):
+    for stream in list(delivery.streams.values()):
         proxy = getattr(stream, "proxy", None)
         if proxy is None or not _selected(proxy.node_id, request.node_matchers):
             continue
@@ -108,16 +110,16 @@ def client_configs(hub: Hub, request: csds_pb2.ClientStatusRequest) -> list[csds
 
 
 class ClientStatusService(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
 
     async def FetchClientStatus(  # noqa: N802 (gRPC's name)
         self, request: csds_pb2.ClientStatusRequest, context: Any
     ) -> csds_pb2.ClientStatusResponse:
-        return csds_pb2.ClientStatusResponse(config=client_configs(self.hub, request))
+        return csds_pb2.ClientStatusResponse(config=client_configs(self.delivery, request))
 
     async def StreamClientStatus(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: Any
     ) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
         async for request in request_iterator:
-            yield csds_pb2.ClientStatusResponse(config=client_configs(self.hub, request))
+            yield csds_pb2.ClientStatusResponse(config=client_configs(self.delivery, request))

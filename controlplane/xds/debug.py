@@ -1,5 +1,8 @@
 """The debug HTTP port: health, readiness, Prometheus metrics, what every proxy was sent and
-ACKed (read by ``controlplane proxy-status`` and ``proxy-config``)."""
+ACKed (read by ``controlplane proxy-status`` and ``proxy-config``).
+
+Built with the xDS server (streams, metrics) and the compiled-config cache (what the last
+publish did, the snapshot and its statuses); it only reads them."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
-from controlplane.compile.resources import BY_SHORT_NAME, SECRET, SHORT_NAMES
-from controlplane.compile.sds import redacted
-from controlplane.xds.hub import Hub
+from controlplane.cache.compiled import CompiledCache
+from controlplane.cache.interface import BY_SHORT_NAME, SECRET, SHORT_NAMES, redacted
+from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane.debug")
 
@@ -27,8 +30,14 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class DebugServer:
-    def __init__(self, hub: Hub, ready: Callable[[], bool] = lambda: True) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        xds: XdsServer,
+        compiled: CompiledCache,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.delivery = xds.delivery
+        self.compiled = compiled
         self.ready = ready
         self.app = web.Application()
         self.app.add_routes(
@@ -66,13 +75,13 @@ class DebugServer:
 
     async def _ready(self, request: web.Request) -> web.Response:
         """Ready once the sources have loaded (``ready``) and the xDS side is running."""
-        if self.ready() and self.hub.running:
+        if self.ready() and self.compiled.running:
             return web.Response(text="ready\n")
         return web.Response(text="not ready\n", status=503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.hub.metrics.render(),
+            text=self.delivery.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
@@ -80,24 +89,24 @@ class DebugServer:
         """What the last publish did: keys changed, builds inherited, streams woken."""
         return _json(
             {
-                "last_publish": self.hub.last_publish,
-                "queued": self.hub.queued,
-                "pushes": self.hub.pushes,
-                "connected": len(self.hub.streams),
+                "last_publish": self.compiled.last_publish,
+                "queued": self.delivery.queued,
+                "pushes": self.delivery.pushes,
+                "connected": len(self.delivery.streams),
             }
         )
 
     async def _syncz(self, request: web.Request) -> web.Response:
         return _json(
             {
-                "snapshot_version": self.hub.compiler.snapshot.version,
-                "change_seen_at": self.hub.change_seen_at,
-                "proxies": self.hub.describe(),
+                "snapshot_version": self.compiled.snapshot.version,
+                "change_seen_at": self.compiled.change_seen_at,
+                "proxies": self.delivery.describe(),
             }
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        snapshot = self.hub.store.snapshot
+        snapshot = self.compiled.store.snapshot
         out = []
         for key, status in sorted(snapshot.status.items(), key=lambda kv: str(kv[0])):
             out.append(
@@ -114,7 +123,7 @@ class DebugServer:
     async def _config_dump(self, request: web.Request) -> web.Response:
         node = request.query.get("proxy", "")
         wanted = request.query.get("type")
-        streams = [s for s in self.hub.streams.values() if s.proxy and s.proxy.node_id == node]
+        streams = [s for s in self.delivery.streams.values() if s.proxy and s.proxy.node_id == node]
         if not streams:
             return _json({"error": f"no connected proxy {node!r}"}, status=404)
         stream: Any = streams[-1]

@@ -21,7 +21,7 @@ from functools import partial
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.cache.interface import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState
 from controlplane.xds.stream import BaseStream
@@ -54,7 +54,7 @@ class DeltaStream(BaseStream):
         if first:
             state.subscribed = True
             state.wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
-            state.names = self.hub.canonical_names(
+            state.names = self.delivery.canonical_names(
                 frozenset(sys.intern(n) for n in subscribe if n != "*")
             )
             # What the proxy already has (it reconnected): only differences are sent.
@@ -67,7 +67,7 @@ class DeltaStream(BaseStream):
         if "*" in unsubscribe:
             state.wildcard = False
         dropped = {n for n in unsubscribe if n != "*"}
-        state.names = self.hub.canonical_names(
+        state.names = self.delivery.canonical_names(
             (state.names | {sys.intern(n) for n in subscribe if n != "*"}) - dropped
         )
         for name in dropped:
@@ -103,13 +103,13 @@ class DeltaStream(BaseStream):
 
     def _responses(self) -> list[bytes]:
         resources = self._current_resources()
-        views = self.hub.views
+        views = self.delivery.views
         out: list[bytes] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            view = views.view(resources.of(type_url), state.wildcard, state.names)
+            view = views.view(resources[type_url], state.wildcard, state.names)
             first = not state.sent_version
             if (
                 view is state.sent_view

@@ -18,14 +18,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from controlplane.ca import CAError, Identity, InvalidToken, verify_token
-from controlplane.compile.proxy import Proxy
-from controlplane.xds.hub import IdentityRejected, StreamInfo
+from controlplane.cache.interface import Proxy
 
 log = logging.getLogger("controlplane.identity")
 
@@ -35,6 +34,29 @@ DEFAULT_TOKEN_TTL = timedelta(days=365)
 
 # Token -> the identity it proves (raises InvalidToken or another CAError).
 TokenVerifier = Callable[[str], Identity]
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the transport knows about a stream: for authenticating the proxy behind it."""
+
+    peer: str
+    metadata: Mapping[str, str] = field(default_factory=dict)  # gRPC invocation metadata
+    auth_context: Mapping[str, Any] = field(default_factory=dict)  # TLS peer identity, if any
+
+
+class IdentityRejected(Exception):
+    """The stream could not prove the identity its node claims."""
+
+
+# Turns a claimed proxy into an authenticated one (or raises IdentityRejected). The xDS
+# server is given one at construction; the caches only ever see authenticated proxies.
+Authenticator = Callable[[Proxy, StreamInfo], Proxy]
+
+
+def trust_the_claim(proxy: Proxy, info: StreamInfo) -> Proxy:
+    """The authenticator without a CA: the node's claim is taken as is (no certificates)."""
+    return proxy
 
 
 def bearer_token(metadata: dict[str, str] | Any) -> str | None:
@@ -58,7 +80,7 @@ def control_plane_tokens(token_key: bytes, audience: str = DEFAULT_AUDIENCE) -> 
 
 
 class TokenAuthenticator:
-    """The hub's authenticator: checks the stream's token against the node's claim."""
+    """The xDS server's authenticator: checks the stream's token against the node's claim."""
 
     def __init__(
         self,

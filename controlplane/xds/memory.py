@@ -3,7 +3,8 @@
 A push wave (a connect storm, a change reaching every proxy) allocates and frees large
 response buffers. glibc keeps the freed memory in its heaps, so resident memory stays at the
 wave's peak and grows with the number of proxies although nothing is kept per proxy.
-``malloc_trim`` returns it; the hub calls it when pushing has gone quiet.
+``malloc_trim`` returns it; the xDS server (``delivery.py``) calls it when pushing has gone
+quiet.
 
 The configuration the control plane holds (resources, compiled messages, indexes) is
 hundreds of thousands of long-lived objects. Python's cyclic garbage collector would walk

@@ -1,18 +1,31 @@
-"""The gRPC server: ADS in both variants (State of the World and Delta) and CSDS."""
+"""The gRPC server: ADS in both variants (State of the World and Delta) and CSDS.
+
+Contract of the server: it speaks the xDS protocol and nothing else. It is built with the
+cache it asks (a ``ConfigCache``, usually a ``CacheMux``), the authenticator that turns a
+node's claim into a proven identity, the metrics it counts into, its push limits and any
+further gRPC services to serve on the same port (the CA's CertificateService); nothing is
+set on it afterwards. It never builds a resource and never decides who should get what: a
+stream asks the cache and is woken by it. ``start`` and ``stop`` cover the gRPC server and
+the shared delivery state (``delivery.py``), not the cache, whose owner starts it first and
+stops it last.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2_grpc
 
+from controlplane.cache.interface import ConfigCache
+from controlplane.cache.metrics import XdsMetrics
 from controlplane.xds.csds import ClientStatusService
+from controlplane.xds.delivery import DEFAULT_LIMITS, Delivery, PushLimits, Stream
 from controlplane.xds.delta import DeltaStream
-from controlplane.xds.hub import Hub, StreamInfo
+from controlplane.xds.identity import Authenticator, StreamInfo, trust_the_claim
 from controlplane.xds.sotw import SotwStream
 
 log = logging.getLogger("controlplane.xds")
@@ -27,19 +40,25 @@ def stream_info(context: Any) -> StreamInfo:
     return StreamInfo(peer=context.peer(), metadata=metadata, auth_context=auth)
 
 
+class GrpcService(Protocol):
+    """Another service served on the xDS port (e.g. the CA's CertificateService)."""
+
+    def add_to_server(self, server: Any) -> None: ...
+
+
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
 
     async def StreamAggregatedResources(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> None:
-        await SotwStream(self.hub, stream_info(context), context).run(request_iterator)
+        await SotwStream(self.delivery, stream_info(context), context).run(request_iterator)
 
     async def DeltaAggregatedResources(  # noqa: N802 (gRPC's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
     ) -> None:
-        await DeltaStream(self.hub, stream_info(context), context).run(request_iterator)
+        await DeltaStream(self.delivery, stream_info(context), context).run(request_iterator)
 
 
 def _pass_bytes(response: Any) -> bytes:
@@ -69,10 +88,18 @@ def _ads_handler(servicer: AggregatedDiscoveryService) -> grpc.GenericRpcHandler
 
 
 class XdsServer:
-    """Owns the grpc.aio server that proxies connect to."""
+    """Owns the grpc.aio server that proxies connect to; see the module docstring."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        cache: ConfigCache,
+        *,
+        authenticator: Authenticator = trust_the_claim,
+        metrics: XdsMetrics | None = None,
+        limits: PushLimits = DEFAULT_LIMITS,
+        services: Iterable[GrpcService] = (),
+    ) -> None:
+        self.delivery = Delivery(cache, authenticator=authenticator, metrics=metrics, limits=limits)
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_concurrent_streams", 1_000_000),
@@ -86,11 +113,24 @@ class XdsServer:
                 ("grpc.experimental.tcp_max_read_chunk_size", 16384),
             ]
         )
-        self.server.add_generic_rpc_handlers((_ads_handler(AggregatedDiscoveryService(hub)),))
-        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
-            ClientStatusService(hub), self.server
+        self.server.add_generic_rpc_handlers(
+            (_ads_handler(AggregatedDiscoveryService(self.delivery)),)
         )
+        csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(
+            ClientStatusService(self.delivery), self.server
+        )
+        for service in services:
+            service.add_to_server(self.server)
         self.port = 0
+
+    @property
+    def metrics(self) -> XdsMetrics:
+        return self.delivery.metrics
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        """The connected, identified streams by id."""
+        return self.delivery.streams
 
     async def start(
         self,
@@ -106,11 +146,11 @@ class XdsServer:
             self.port = self.server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {host}:{port}")
-        self.hub.start()
+        self.delivery.start()
         await self.server.start()
         log.info("xDS (ADS) listening on %s:%d", host, self.port)
         return self.port
 
     async def stop(self, grace: float = 1.0) -> None:
         await self.server.stop(grace)
-        await self.hub.stop()
+        await self.delivery.stop()

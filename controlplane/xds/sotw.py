@@ -14,7 +14,7 @@ from functools import partial
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.compile.resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.cache.interface import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState
 from controlplane.xds.stream import BaseStream, proxy_from_request_node
@@ -35,7 +35,7 @@ class SotwStream(BaseStream):
         nonce = request.response_nonce
         if not nonce:
             state.subscribe(request.resource_names, initial=True)
-            state.names = self.hub.canonical_names(state.names)
+            state.names = self.delivery.canonical_names(state.names)
             state.force = True
             return True
         if nonce != state.sent_nonce:
@@ -52,7 +52,7 @@ class SotwStream(BaseStream):
         elif pending is not None:
             self._acked(state, request.version_info or pending.version, pending.change_seen_at)
         if state.subscribe(request.resource_names, initial=False):
-            state.names = self.hub.canonical_names(state.names)
+            state.names = self.delivery.canonical_names(state.names)
             return True
         return False
 
@@ -68,13 +68,13 @@ class SotwStream(BaseStream):
 
     def _responses(self) -> list[bytes]:
         resources = self._current_resources()
-        views = self.hub.views
+        views = self.delivery.views
         out: list[bytes] = []
         for type_url in PUSH_ORDER:
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            view = views.view(resources.of(type_url), state.wildcard, state.names)
+            view = views.view(resources[type_url], state.wildcard, state.names)
             urgent = state.force or bool(state.force_names)
             if view is state.sent_view and not urgent:
                 continue

@@ -8,19 +8,20 @@ a version declared on reconnect) in ``overrides``.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from controlplane.compile.resources import SHORT_NAMES, WILDCARD_TYPES, CompiledResource
-
-# The one empty view every new TypeState starts from: diffs from it are computed once and
-# shared, not once per proxy.
-NOTHING: Mapping[str, CompiledResource] = MappingProxyType({})
+# Every new TypeState starts from the one empty view (NOTHING): diffs from it are computed
+# once and shared, not once per proxy.
+from controlplane.cache.interface import (
+    NOTHING,
+    SHORT_NAMES,
+    WILDCARD_TYPES,
+    CompiledResource,
+)
 
 
 @dataclass
@@ -129,17 +130,6 @@ class TypeState:
                 "resources": list(self.nack.resource_names),
             }
         return out
-
-
-def set_version(resources: Iterable[CompiledResource]) -> str:
-    """The version of a set of resources: a hash of their names and versions."""
-    digest = hashlib.blake2b(digest_size=8)
-    for r in resources:
-        digest.update(r.name.encode())
-        digest.update(b"\0")
-        digest.update(r.version.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 def short(type_url: str) -> str:

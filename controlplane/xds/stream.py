@@ -4,8 +4,17 @@ concurrent writes, accounting.
 A reader task consumes requests; the stream's own coroutine writes. Nothing is queued per
 change: when woken, the stream compares what the proxy should have with what it was sent and
 writes only the difference. A proxy that stops reading therefore holds up only its own stream
-(and gives its push slot back after ``hub.slow_write_after``), and gets the newest state when
-it drains.
+(and gives its push slot back after ``PushLimits.slow_write_after``), and gets the newest
+state when it drains.
+
+Contract of a stream: it serves one proxy, identified and authenticated by its first
+request (``Delivery.authenticator``); from then on it holds one ``Watch`` on the server's
+cache, which wakes it when the proxy's resources may have changed. It is woken, too, by a
+request that changes what must be sent (a new subscription, a NACK to answer). Woken, it
+asks the watch for each subscribed type, in ``PUSH_ORDER``, and writes what the proxy lacks;
+it never builds a resource. Its per-type state (``state.py``) is the only record of what the
+proxy was sent and ACKed (read by CSDS and the debug port). When the proxy goes, the watch is
+cancelled and the stream leaves the registry.
 """
 
 from __future__ import annotations
@@ -20,10 +29,17 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from controlplane.compile import ProxyResources
-from controlplane.compile.proxy import InvalidNode, Proxy, proxy_from_node
-from controlplane.compile.resources import PUSH_ORDER, CompiledResource
-from controlplane.xds.hub import Hub, IdentityRejected, StreamInfo
+from controlplane.cache.interface import (
+    PUSH_ORDER,
+    CompiledResource,
+    InvalidNode,
+    Proxy,
+    ResourceMap,
+    Watch,
+    proxy_from_node,
+)
+from controlplane.xds.delivery import Delivery
+from controlplane.xds.identity import IdentityRejected, StreamInfo
 from controlplane.xds.state import Nack, TypeState, short
 
 log = logging.getLogger("controlplane.xds")
@@ -43,15 +59,15 @@ def proxy_from_request_node(node: Any) -> Proxy:
 class BaseStream(ABC):
     protocol = ""
 
-    def __init__(self, hub: Hub, info: StreamInfo, context: Any = None) -> None:
-        self.hub = hub
+    def __init__(self, delivery: Delivery, info: StreamInfo, context: Any = None) -> None:
+        self.delivery = delivery
         self.id = f"{next(_stream_ids)}"
         self.info = info
         self.peer = info.peer
         self.context = context
         self.proxy: Proxy | None = None
         self.node: Any = None  # the Envoy Node message, for CSDS
-        self.shape_key: object | None = None
+        self.watch: Watch | None = None  # on the cache, once the proxy is identified
         self.connected_at = time.time()
         self.states: dict[str, TypeState] = {}
         self._wake = asyncio.Event()
@@ -62,16 +78,16 @@ class BaseStream(ABC):
     def wake(self) -> None:
         if not self._queued:
             self._queued = True
-            self.hub.queued += 1
+            self.delivery.queued += 1
         self._wake.set()
 
     def _dequeue(self) -> None:
         if self._queued:
             self._queued = False
-            self.hub.queued -= 1
+            self.delivery.queued -= 1
 
     def next_nonce(self) -> str:
-        return self.hub.next_nonce()
+        return self.delivery.next_nonce()
 
     def _encoded(
         self,
@@ -83,11 +99,11 @@ class BaseStream(ABC):
         """The nonce and bytes of a response: shared with every stream sent the same
         response (``key`` names its ``resources`` by identity), unless this stream already
         holds that nonce."""
-        responses = self.hub.responses
+        responses = self.delivery.responses
         key = (*key, *map(id, resources))
         found = responses.get(key)
         if found is not None and found[0] != state.sent_nonce and found[0] not in state.pending:
-            self.hub.metrics.shared_responses.inc(short(state.type_url))
+            self.delivery.metrics.shared_responses.inc(short(state.type_url))
             return found
         nonce = self.next_nonce()
         response = encode(nonce)
@@ -112,18 +128,20 @@ class BaseStream(ABC):
         finally:
             reader.cancel()
             self._dequeue()
-            self.hub.unregister(self)
+            if self.watch is not None:
+                self.watch.cancel()
+            self.delivery.unregister(self)
 
     async def _push(self) -> None:
-        hub = self.hub
-        await hub.push_slots.acquire()
+        delivery = self.delivery
+        await delivery.push_slots.acquire()
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                hub.push_slots.release()
+                delivery.push_slots.release()
 
         timer: asyncio.TimerHandle | None = None
         try:
@@ -139,9 +157,9 @@ class BaseStream(ABC):
                 return
             # A write still waiting after slow_write_after gives the slot back; a timer is
             # far cheaper per push than a task and asyncio.wait.
-            timer = asyncio.get_running_loop().call_later(hub.slow_write_after, release)
+            timer = asyncio.get_running_loop().call_later(delivery.limits.slow_write_after, release)
             await self._write(responses)
-            hub.metrics.push_time.observe(time.perf_counter() - started)
+            delivery.metrics.push_time.observe(time.perf_counter() - started)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -178,12 +196,13 @@ class BaseStream(ABC):
             return False
         try:
             claimed = proxy_from_request_node(request.node)
-            self.proxy = self.hub.authenticator(claimed, self.info)
+            self.proxy = self.delivery.authenticator(claimed, self.info)
         except (InvalidNode, IdentityRejected) as exc:
             log.warning("stream %s from %s: %s; closing", self.id, self.peer, exc)
             return False
         self.node = request.node
-        self.hub.register(self)
+        self.watch = self.delivery.cache.watch(self.proxy, self.wake)
+        self.delivery.register(self)
         log.info("proxy %s connected (%s, %s)", self.proxy.node_id, self.protocol, self.peer)
         return True
 
@@ -209,15 +228,16 @@ class BaseStream(ABC):
     def _responses(self) -> list[bytes]:
         """Encoded responses to write now (see ``wire``)."""
 
-    def _current_resources(self) -> ProxyResources:
-        assert self.proxy is not None
-        shape = self.hub.shape_for(self.proxy)
-        self.shape_key = shape.key
-        return self.hub.with_providers(self.proxy, shape.resources)
+    def _current_resources(self) -> dict[str, ResourceMap]:
+        """What the proxy should have now of each type it subscribed to, asked of the cache
+        before any state moves (a cache that fails leaves the stream as it was)."""
+        watch = self.watch
+        assert watch is not None
+        return {t: watch.resources(t) for t, s in self.states.items() if s.subscribed}
 
     def _change_seen_at(self) -> float:
         """When the change behind a push now was seen (0: the push is the initial one)."""
-        seen = self.hub.change_seen_at
+        seen = self.delivery.cache.change_seen_at
         return seen if seen > self.connected_at else 0.0
 
     def _acked(self, state: TypeState, version: str, change_seen_at: float) -> None:
@@ -225,7 +245,7 @@ class BaseStream(ABC):
         state.acked_version = version
         state.acked_at = now
         if change_seen_at:
-            self.hub.metrics.convergence.observe(
+            self.delivery.metrics.convergence.observe(
                 max(0.0, now - change_seen_at), short(state.type_url)
             )
 
@@ -234,7 +254,7 @@ class BaseStream(ABC):
         misbehaving one may do in a loop, is logged at debug level only)."""
         previous = state.nack
         state.nack = nack
-        self.hub.metrics.nacks.inc(short(state.type_url))
+        self.delivery.metrics.nacks.inc(short(state.type_url))
         repeated = (
             previous is not None
             and previous.version == nack.version
@@ -255,12 +275,12 @@ class BaseStream(ABC):
         )
 
     def _count(self, type_url: str, resources: int, size: int) -> None:
-        metrics = self.hub.metrics
+        metrics = self.delivery.metrics
         kind = short(type_url)
         metrics.pushes.inc(kind, self.protocol)
         metrics.sent_resources.inc(kind, amount=resources)
         metrics.sent_bytes.inc(kind, amount=size)
-        self.hub.pushes += 1
+        self.delivery.pushes += 1
 
     # ---- introspection --------------------------------------------------------------------
 

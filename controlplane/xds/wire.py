@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from controlplane.compile.resources import CompiledResource
+from controlplane.cache.interface import CompiledResource
 
 # Field numbers of envoy.service.discovery.v3.DiscoveryResponse / DeltaDiscoveryResponse.
 _SOTW_VERSION, _SOTW_RESOURCES, _SOTW_TYPE, _SOTW_NONCE = 1, 2, 4, 5

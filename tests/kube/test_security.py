@@ -14,8 +14,9 @@ from controlplane.ca import CertificateAuthority, InvalidToken
 from controlplane.ca.root import create_root_bundle
 from controlplane.ca.secret_keystore import SecretKeyStore
 from controlplane.compile.proxy import Proxy
-from controlplane.xds.hub import IdentityRejected, StreamInfo
 from controlplane.xds.identity import (
+    IdentityRejected,
+    StreamInfo,
     TokenAuthenticator,
     TokenReviewVerifier,
     kubernetes_token_review,
@@ -117,19 +118,25 @@ async def test_a_proxy_with_its_projected_token_gets_its_certificate_over_sds(
     kube_cluster: LocalCluster, kube_namespace: str
 ) -> None:
     from controlplane.app import enable_cluster_security
+    from controlplane.cache import CacheMux, CompiledCache
+    from controlplane.cache.interface import SECRET
     from controlplane.store import Store
-    from controlplane.xds.hub import Hub
     from controlplane.xds.server import XdsServer
     from tests.unit.xds.test_sds import AdsClient, leaf, node, secrets, uris
 
     token = service_account_token(kube_cluster, kube_namespace, "payment", AUDIENCE)
     other = service_account_token(kube_cluster, kube_namespace, "web", AUDIENCE)
     with kube_cluster.api_client() as api:
-        hub = Hub(Store(), debounce=0.01)
-        xds = XdsServer(hub)
-        security = enable_cluster_security(hub, xds.server, api, namespace=kube_namespace)
+        hub = CompiledCache(Store(), debounce=0.01)
+        security = enable_cluster_security(api, namespace=kube_namespace)
+        xds = XdsServer(
+            CacheMux(hub, {SECRET: security.provider}),
+            authenticator=security.authenticator,
+            services=[security.certificates],
+        )
+        hub.start()
         port = await xds.start("127.0.0.1", 0)
-        security.start(hub)
+        security.start()
         try:
             proxy = AdsClient(port, token)
             await proxy.subscribe(node("payment", kube_namespace))

@@ -1,19 +1,20 @@
-"""An in-process control plane (store, hub, ADS + CSDS server, debug port) on loopback, driven
-by a Python ADS client: fast protocol tests of the real grpc.aio server."""
+"""An in-process control plane (store, compiled-config cache, ADS + CSDS server, debug port) on
+loopback, driven by a Python ADS client: fast protocol tests of the real grpc.aio server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from controlplane.api.resources import key_of
+from controlplane.cache import CacheMux, CompiledCache, ConfigCache, XdsMetrics
 from controlplane.store import Store
 from controlplane.testing.ports import free_port
 from controlplane.xds.debug import DebugServer
-from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
 from tests.documents import submissions
 
@@ -21,9 +22,10 @@ from tests.documents import submissions
 @dataclass
 class ControlPlane:
     store: Store
-    hub: Hub
+    hub: CompiledCache
     xds: XdsServer
     debug: DebugServer
+    cache: CacheMux
 
     @property
     def target(self) -> str:
@@ -39,22 +41,36 @@ class ControlPlane:
         self.hub.flush()
 
     def stream_of(self, node_id: str) -> Any:
-        for stream in self.hub.streams.values():
+        for stream in self.xds.streams.values():
             if stream.proxy is not None and stream.proxy.node_id == node_id:
                 return stream
         raise KeyError(node_id)
 
 
-@pytest.fixture
-async def control_plane() -> AsyncIterator[ControlPlane]:
+@asynccontextmanager
+async def serving(
+    by_type: Mapping[str, ConfigCache] | None = None, **server: Any
+) -> AsyncIterator[ControlPlane]:
+    """A control plane on loopback; ``by_type`` adds caches for some types (as the mesh CA
+    adds its secrets), ``server`` goes to the XdsServer (authenticator, limits)."""
     store = Store()
-    hub = Hub(store, debounce=0.02, max_delay=1.0)
-    xds = XdsServer(hub)
-    debug = DebugServer(hub)
+    metrics = XdsMetrics()
+    hub = CompiledCache(store, debounce=0.02, max_delay=1.0, metrics=metrics)
+    cache = CacheMux(hub, by_type)
+    xds = XdsServer(cache, metrics=metrics, **server)
+    debug = DebugServer(xds, hub)
+    hub.start()
     await xds.start("127.0.0.1", free_port())
     await debug.start("127.0.0.1", free_port())
     try:
-        yield ControlPlane(store, hub, xds, debug)
+        yield ControlPlane(store, hub, xds, debug, cache)
     finally:
         await debug.stop()
         await xds.stop(grace=0.1)
+        await hub.stop()
+
+
+@pytest.fixture
+async def control_plane() -> AsyncIterator[ControlPlane]:
+    async with serving() as served:
+        yield served

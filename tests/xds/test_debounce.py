@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from controlplane.cache import CompiledCache
 from controlplane.store import Store
-from controlplane.xds.hub import Hub
 from tests.documents import submissions
 from tests.xds.mesh import MESH, canary, ratings_pod
 
@@ -23,7 +23,7 @@ async def changes_for(seconds: float, every: float, make) -> int:  # type: ignor
 
 async def test_a_burst_is_published_once_after_the_quiet_period() -> None:
     store = Store()
-    hub = Hub(store, debounce=0.1, max_delay=5.0)
+    hub = CompiledCache(store, debounce=0.1, max_delay=5.0)
     hub.start()
     try:
         store.apply(upserts=submissions(MESH))
@@ -45,7 +45,7 @@ async def test_a_burst_is_published_once_after_the_quiet_period() -> None:
 
 async def test_continuous_changes_are_published_at_the_maximum_delay() -> None:
     store = Store()
-    hub = Hub(store, debounce=0.1, max_delay=0.3, endpoint_max_delay=0.3)
+    hub = CompiledCache(store, debounce=0.1, max_delay=0.3, endpoint_max_delay=0.3)
     hub.start()
     try:
         store.apply(upserts=submissions(MESH))
@@ -62,7 +62,7 @@ async def test_continuous_changes_are_published_at_the_maximum_delay() -> None:
 
 async def test_endpoint_changes_alone_wait_at_most_the_endpoint_delay() -> None:
     store = Store()
-    hub = Hub(store, debounce=0.1, max_delay=10.0, endpoint_max_delay=0.25)
+    hub = CompiledCache(store, debounce=0.1, max_delay=10.0, endpoint_max_delay=0.25)
     hub.start()
     try:
         store.apply(upserts=submissions(MESH))

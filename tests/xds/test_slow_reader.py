@@ -7,11 +7,12 @@ import time
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from controlplane.cache import CompiledCache
 from controlplane.compile.resources import ROUTE
 from controlplane.store import Store
 from controlplane.testing.ads_client import AdsConnection, delta_request
 from controlplane.testing.ports import free_port
-from controlplane.xds.hub import Hub
+from controlplane.xds.delivery import PushLimits
 from controlplane.xds.server import XdsServer
 from tests.documents import submissions
 from tests.xds.mesh import local_node
@@ -43,8 +44,9 @@ async def test_a_proxy_that_never_reads_does_not_delay_pushes_to_the_others() ->
     store = Store()
     store.apply(upserts=submissions(services() + "---\n" + canary(50)))
     # One push slot: if the stuck proxy kept it, nobody else would ever be pushed.
-    hub = Hub(store, debounce=0.01, max_concurrent_pushes=1, slow_write_after=0.2)
-    server = XdsServer(hub)
+    hub = CompiledCache(store, debounce=0.01)
+    server = XdsServer(hub, limits=PushLimits(max_concurrent_pushes=1, slow_write_after=0.2))
+    hub.start()
     await server.start("127.0.0.1", free_port())
     target = f"127.0.0.1:{server.port}"
     try:
@@ -57,7 +59,7 @@ async def test_a_proxy_that_never_reads_does_not_delay_pushes_to_the_others() ->
             await good.send(delta_request(ROUTE, ["local_15001"], node_message=local_node("good")))
             await ack(good, await good.recv())
             stuck_stream = next(
-                s for s in hub.streams.values() if s.proxy and "stuck" in s.proxy.node_id
+                s for s in server.streams.values() if s.proxy and "stuck" in s.proxy.node_id
             )
             # Push until gRPC's buffers for the stuck stream are full and its write blocks
             # (a few MB); the good proxy reads and ACKs each push meanwhile.
@@ -84,3 +86,4 @@ async def test_a_proxy_that_never_reads_does_not_delay_pushes_to_the_others() ->
         await channel.close()
     finally:
         await server.stop(grace=0.1)
+        await hub.stop()

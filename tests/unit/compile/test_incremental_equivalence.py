@@ -20,10 +20,10 @@ import pytest
 
 from controlplane.api import load
 from controlplane.api.resources import key_of
+from controlplane.cache.shapes import ShapeCache
 from controlplane.compile import ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy, proxy_from_node
 from controlplane.store import ChangeSet, Store, Submission
-from controlplane.xds.cache import ShapeCache
 from tests.corpus import load_corpus
 
 Edit = Callable[[dict[str, Any]], dict[str, Any] | None]

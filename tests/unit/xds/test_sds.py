@@ -21,10 +21,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
 from controlplane.app import MeshSecurity, enable_security, obtain_token
+from controlplane.cache import CacheMux, CompiledCache
 from controlplane.compile.resources import SECRET
 from controlplane.protos_gen.ca.v1 import ca_pb2, ca_pb2_grpc
 from controlplane.store import Store
-from controlplane.xds.hub import Hub
 from controlplane.xds.server import XdsServer
 from tests.support.pki import uri_sans
 
@@ -36,7 +36,7 @@ class Served:
     port: int
     security: MeshSecurity
     ca_dir: Path
-    hub: Hub
+    hub: CompiledCache
 
     def token(self, service_account: str, namespace: str = "default") -> str:
         return obtain_token(self.ca_dir, namespace, service_account)
@@ -46,19 +46,23 @@ class Served:
 async def serving(
     tmp_path: Path, *, ttl: float = 3600.0, require_token: bool = False
 ) -> AsyncIterator[Served]:
-    hub = Hub(Store(), debounce=0.01)
-    xds = XdsServer(hub)
+    hub = CompiledCache(Store(), debounce=0.01)
     ca_dir = tmp_path / "ca"
-    security = enable_security(
-        hub, xds.server, ca_dir=ca_dir, workload_ttl=ttl, require_token=require_token
+    security = enable_security(ca_dir=ca_dir, workload_ttl=ttl, require_token=require_token)
+    xds = XdsServer(
+        CacheMux(hub, {SECRET: security.provider}),
+        authenticator=security.authenticator,
+        services=[security.certificates],
     )
+    hub.start()
     port = await xds.start("127.0.0.1", 0)
-    security.start(hub)
+    security.start()
     try:
         yield Served(port, security, ca_dir, hub)
     finally:
         await security.stop()
         await xds.stop(grace=0)
+        await hub.stop()
 
 
 def node(service_account: str, namespace: str = "default") -> base_pb2.Node:

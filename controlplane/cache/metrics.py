@@ -1,4 +1,6 @@
-"""Prometheus metrics of xDS delivery, in the text exposition format (no client library).
+"""Prometheus metrics of the caches and of xDS delivery, in the text exposition format (no
+client library). One ``XdsMetrics`` is shared: the compiled-config cache counts store changes
+and publishes into it, the xDS server pushes, bytes and ACKs; the debug port renders it.
 
 Names follow Prometheus conventions: a ``controlplane_`` prefix, base units (seconds, bytes),
 ``_total`` on counters.
@@ -153,7 +155,8 @@ class Histogram(_Metric):
 
 
 class XdsMetrics:
-    """Every metric the xDS side exports; one instance per hub."""
+    """Every metric the control plane exports; one instance, given to the compiled-config
+    cache and the xDS server at construction."""
 
     def __init__(self) -> None:
         self.pushes = Counter(

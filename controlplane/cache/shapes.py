@@ -13,6 +13,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.cache.interface import NOTHING, set_version
 from controlplane.compile import (
     SHAPE_DERIVED,
     CompiledResource,
@@ -23,7 +24,6 @@ from controlplane.compile import (
 from controlplane.compile.proxy import Proxy
 from controlplane.store.dependencies import Token
 from controlplane.store.snapshot import Snapshot
-from controlplane.xds.state import NOTHING, set_version
 
 ResourceMap = Mapping[str, CompiledResource]
 _EMPTY: ResourceMap = NOTHING

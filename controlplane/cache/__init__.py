@@ -1,0 +1,35 @@
+"""What each proxy should have, per type URL, versioned and shared between proxies of one
+shape: the line between compiling (``controlplane.compile``) and delivering
+(``controlplane.xds``).
+
+- ``interface.py``: the ``ConfigCache`` Protocol the xDS server asks (resources for a proxy
+  and a type URL, and a ``Watch`` that wakes the proxy's stream when they may have changed),
+  and the compile names the server needs;
+- ``compiled.py``: ``CompiledCache``, the compiler's output kept current with the store
+  (debounced by ``debounce.py``), shared by proxy shape (``shapes.py``);
+- ``secrets.py``: ``SecretCache``, SDS certificates per authenticated identity, renewed
+  before they expire;
+- ``mux.py``: ``CacheMux``, one cache made of several, routed by type URL;
+- ``shapes.py`` also holds the memos that streams share (subscription views, their versions
+  and diffs; encoded responses); ``metrics.py`` the Prometheus metrics of caches and server.
+
+Imports ``compile``, ``store`` and ``ca``; imported by ``xds`` and the composition root.
+"""
+
+from controlplane.cache.compiled import CompiledCache
+from controlplane.cache.debounce import Debouncer
+from controlplane.cache.interface import ConfigCache, ResourceMap, Watch
+from controlplane.cache.metrics import XdsMetrics
+from controlplane.cache.mux import CacheMux
+from controlplane.cache.secrets import SecretCache
+
+__all__ = [
+    "CacheMux",
+    "CompiledCache",
+    "ConfigCache",
+    "Debouncer",
+    "ResourceMap",
+    "SecretCache",
+    "Watch",
+    "XdsMetrics",
+]
