@@ -299,8 +299,9 @@ class XdsSide:
 async def _xds_side(
     options: Options, store: Store, ca: MeshCa | None, ready: Callable[[], bool]
 ) -> XdsSide:
-    """Hub, ADS server and debug server over ``store``, with the mesh CA of ``ca`` wired in
-    (certificates over SDS, proxies authenticated, CertificateService, optional TLS)."""
+    """The compiled-config cache, the ADS server and the debug server over ``store``, with
+    the mesh CA of ``ca`` wired in (certificates over SDS, proxies authenticated,
+    CertificateService, optional TLS)."""
     metrics = XdsMetrics()
     hub = CompiledCache(
         store,
