@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.cluster.cluster import KubectlError, LocalCluster
 from tests.kube.operator import OperatorProcess
@@ -308,8 +309,11 @@ def test_webhook_configurations_overwritten_with_the_manifests_copy_are_put_back
     # The manifests' copy points at the in-cluster Service and has no CA bundle: written
     # over ours it would break admission. The operator notices and writes its own back.
     static = Path(__file__).resolve().parents[2] / "manifests" / "webhooks.yaml"
-    kube_cluster.kubectl("replace", "-f", str(static))
-    hooks = kube_cluster.get_json("validatingwebhookconfiguration", "controlplane-validation")
+    # What the apiserver stored for the replace, read from its answer: a read-back afterwards
+    # can race the operator, which may already have put its own copy back.
+    replaced = kube_cluster.kubectl("replace", "-f", str(static), "-o", "yaml").stdout
+    stored = {item["kind"]: item for item in yaml.safe_load_all(replaced) if item}
+    hooks = stored["ValidatingWebhookConfiguration"]
     assert "service" in hooks["webhooks"][0]["clientConfig"]
 
     def restored() -> bool:

@@ -122,7 +122,8 @@ async def test_a_proxy_with_its_projected_token_gets_its_certificate_over_sds(
     from controlplane.cache.interface import SECRET
     from controlplane.store import Store
     from controlplane.xds.server import XdsServer
-    from tests.unit.xds.test_sds import AdsClient, leaf, node, secrets, uris
+    from tests.support.pki import uri_sans
+    from tests.unit.xds.test_sds import AdsClient, leaf, node, secrets
 
     token = service_account_token(kube_cluster, kube_namespace, "payment", AUDIENCE)
     other = service_account_token(kube_cluster, kube_namespace, "web", AUDIENCE)
@@ -143,7 +144,7 @@ async def test_a_proxy_with_its_projected_token_gets_its_certificate_over_sds(
             response = await proxy.read()
             assert response is not None
             cert = leaf(secrets(response)["default"])
-            assert uris(cert) == [f"spiffe://cluster.local/ns/{kube_namespace}/sa/payment"]
+            assert uri_sans(cert) == [f"spiffe://cluster.local/ns/{kube_namespace}/sa/payment"]
             await proxy.close()
             impostor = AdsClient(port, other)
             await impostor.subscribe(node("payment", kube_namespace))
