@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controlplane.compile.sds import root_secret
-
 from controlplane.cache.interface import CLUSTER, NOTHING, SECRET, ResourceMap, Wake
 from controlplane.cache.mux import CacheMux
 from controlplane.compile import CompiledResource
 from controlplane.compile.proxy import Proxy
+from controlplane.compile.sds import root_secret
 
 PROXY = Proxy(node_id="a", namespace="default")
 
