@@ -87,6 +87,11 @@ class _Probe:
             self.tokens  # noqa: B018 (computes and inherits)
 
     @property
+    def computed_tokens(self) -> frozenset[Token] | None:
+        """The tokens, if something already needed them."""
+        return self._tokens
+
+    @property
     def tokens(self) -> frozenset[Token]:
         if self._tokens is None:
             self._tokens = change_tokens(self.old, self.snapshot, self.delta)
@@ -180,6 +185,8 @@ class Store:
             return ChangeSet()
         previous = self._snapshot
         keys = frozenset(changed | status_changed)
+        if previous.change is not None:
+            previous.change.release()  # uncomputed by now: nobody compiled against it
         tokens = ChangeTokens(previous.version, keys, self._change_tokens(previous, changed, keys))
         self._snapshot = Snapshot(
             version=previous.version + 1,
@@ -199,18 +206,21 @@ class Store:
 
     def _change_tokens(
         self, previous: Snapshot, changed: set[ResourceKey], keys: frozenset[ResourceKey]
-    ) -> frozenset[Token]:
+    ) -> frozenset[Token] | Callable[[], frozenset[Token]]:
         """The tokens the change of ``keys`` from ``previous`` to the effective resources
-        now touched. When settling took one round, its probe already computed them for the
-        effective changes (that probe went from ``previous``'s resources to today's): only
-        the keys whose status alone changed are added."""
+        now touched, or how to compute them on first need. When settling took one round and
+        its probe already computed them for the effective changes (that probe went from
+        ``previous``'s resources to today's), only the keys whose status alone changed are
+        added."""
         probe = self._probe
-        if self._rounds == 1 and probe.delta == changed:
+        after = probe.snapshot
+        known = probe.computed_tokens
+        if self._rounds == 1 and probe.delta == changed and known is not None:
             status_only = keys - changed
             if not status_only:
-                return probe.tokens
-            return probe.tokens | change_tokens(previous, probe.snapshot, status_only)
-        return change_tokens(previous, probe.snapshot, keys)
+                return known
+            return lambda: known | change_tokens(previous, after, status_only)
+        return lambda: change_tokens(previous, after, keys)
 
     def _settle_istio(
         self, touched: set[ResourceKey], changed: set[ResourceKey]

@@ -13,8 +13,7 @@ can all depend on it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable
 
 from controlplane.api.issues import ResourceKey
 
@@ -71,18 +70,46 @@ def targets_token(address: str) -> Token:
     return ("targets", address)
 
 
-@dataclass(frozen=True)
 class ChangeTokens:
-    """The tokens ``touched`` by the change of ``keys`` from the snapshot of version
-    ``since`` to the next one the store published."""
+    """The tokens touched by the change of ``keys`` from the snapshot of version ``since`` to
+    the next one the store published.
 
-    since: int
-    keys: frozenset[ResourceKey]
-    touched: frozenset[Token]
+    Computed on first need, at most once: a change nobody compiles against (a cold load, a
+    burst the debounce coalesces) costs nothing. The store calls ``release`` when it publishes
+    the next change, so an unused computation does not keep older snapshots alive.
+    """
+
+    __slots__ = ("since", "keys", "_touched", "_compute")
+
+    def __init__(
+        self,
+        since: int,
+        keys: frozenset[ResourceKey],
+        touched: frozenset[Token] | Callable[[], frozenset[Token]],
+    ) -> None:
+        self.since = since
+        self.keys = keys
+        self._touched: frozenset[Token] | None = None
+        self._compute: Callable[[], frozenset[Token]] | None = None
+        if isinstance(touched, frozenset):
+            self._touched = touched
+        else:
+            self._compute = touched
+
+    @property
+    def touched(self) -> frozenset[Token] | None:
+        """The tokens (computed now if needed), or None once released uncomputed."""
+        if self._touched is None and self._compute is not None:
+            self._touched, self._compute = self._compute(), None
+        return self._touched
+
+    def release(self) -> None:
+        """Forget how to compute the tokens (what has been computed stays)."""
+        self._compute = None
 
     def between(self, version: int, keys: Iterable[ResourceKey]) -> frozenset[Token] | None:
         """The touched tokens, if they are those of a change of exactly ``keys`` from the
         snapshot of ``version`` (else None: the caller computes them)."""
-        if version != self.since:
+        if version != self.since or self.keys != frozenset(keys):
             return None
-        return self.touched if self.keys == frozenset(keys) else None
+        return self.touched
