@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.loadgen import worker_main
 from bench.registry import Registry
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.envoy import EnvoyProcess
 from controlplane.testing.ports import free_port

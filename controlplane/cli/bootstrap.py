@@ -1,178 +1,18 @@
-"""The Envoy bootstrap for one sidecar: who it is, where the control plane is, its admin port;
-and `controlplane bootstrap`, which prints it (with a token signed by the file-mode CA)."""
+"""`controlplane bootstrap`: print the Envoy bootstrap of one sidecar
+(``controlplane.inject.bootstrap``), with a token signed by the file-mode CA."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from controlplane.cli import command
+from controlplane.inject.bootstrap import bootstrap_yaml, parse_labels
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
-
-ISTIO_VERSION = "1.24.0"  # what we tell tools that read node metadata; we speak its API
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """``app=reviews,version=v1`` -> dict; raises ValueError naming the bad entry."""
-    labels: dict[str, str] = {}
-    for item in (x.strip() for x in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"label {item!r} is not of the form key=value")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-def render_bootstrap(
-    *,
-    node_id: str,
-    namespace: str,
-    labels: Mapping[str, str],
-    service_account: str,
-    xds_port: int,
-    xds_address: str = "127.0.0.1",
-    outbound_port: int | None = None,
-    admin_port: int = 15000,
-    delta: bool = False,
-    workload_name: str = "",
-    instance_ips: str = "",
-    app_address: str = "",
-    tcp_ports: str = "",
-    extra_metadata: Mapping[str, Any] | None = None,
-    xds_token: str | None = None,
-    xds_root_cert: str | None = None,
-    xds_san: str | None = None,
-) -> dict[str, Any]:
-    """The bootstrap as a dict (dump it as YAML or JSON).
-
-    ``xds_token`` proves the proxy's identity (a token from ``controlplane bootstrap
-    --ca-dir`` or a service-account token): Envoy sends it on the ADS stream as
-    ``authorization: Bearer ...``. ``xds_root_cert`` (a PEM file) makes the xDS connection
-    TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
-    An ``xds_address`` that is not an IP address (a Service name in a cluster) is resolved
-    by DNS.
-    """
-    metadata: dict[str, Any] = {
-        "NAMESPACE": namespace,
-        "LABELS": dict(labels),
-        "SERVICE_ACCOUNT": service_account,
-        "ISTIO_VERSION": ISTIO_VERSION,
-        "CLUSTER_ID": "Kubernetes",
-        "INTERCEPTION_MODE": "NONE" if outbound_port else "REDIRECT",
-    }
-    if workload_name:
-        metadata["WORKLOAD_NAME"] = workload_name
-    if instance_ips:
-        metadata["INSTANCE_IPS"] = instance_ips
-    if outbound_port:
-        metadata["LOCAL_OUTBOUND_PORT"] = str(outbound_port)
-    if app_address:
-        metadata["LOCAL_APP_ADDRESS"] = app_address
-    if tcp_ports:
-        metadata["LOCAL_TCP_PORTS"] = tcp_ports
-        metadata["INTERCEPTION_MODE"] = "NONE"
-    metadata.update(extra_metadata or {})
-    app = labels.get("app") or workload_name or service_account
-    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": "xds-grpc"}}
-    if xds_token:
-        grpc_service["initial_metadata"] = [
-            {"key": "authorization", "value": f"Bearer {xds_token}"}
-        ]
-    bootstrap: dict[str, Any] = {
-        "node": {
-            "id": node_id,
-            "cluster": f"{app}.{namespace}",
-            "metadata": metadata,
-        },
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},
-        },
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "DELTA_GRPC" if delta else "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [grpc_service],
-                "set_node_on_first_message_only": True,
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds-grpc",
-                    "type": "STATIC" if _is_ip(xds_address) else "STRICT_DNS",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "xds-grpc",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": xds_address,
-                                                    "port_value": xds_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                }
-            ]
-        },
-    }
-
-    if xds_root_cert:
-        validation: dict[str, Any] = {"trusted_ca": {"filename": xds_root_cert}}
-        if xds_san:
-            validation["match_typed_subject_alt_names"] = [
-                {"san_type": "URI", "matcher": {"exact": xds_san}}
-            ]
-        xds_cluster = bootstrap["static_resources"]["clusters"][0]
-        xds_cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "common_tls_context": {
-                    "alpn_protocols": ["h2"],
-                    "validation_context": validation,
-                },
-            },
-        }
-    return bootstrap
-
-
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
-def bootstrap_yaml(**kwargs: Any) -> str:
-    return yaml.safe_dump(render_bootstrap(**kwargs), sort_keys=False)
 
 
 def add(commands: Commands) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from controlplane.cli import command
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.backends import Backend
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.envoy import EnvoyProcess

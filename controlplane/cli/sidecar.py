@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from controlplane.cli import command
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.backends import Backend, Behaviour
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.envoy import EnvoyProcess

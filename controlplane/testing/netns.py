@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.envoy import envoy_binary
 
 PREFIX = "mesh"

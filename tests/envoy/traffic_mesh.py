@@ -100,7 +100,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
 def located_sidecar(mesh: LocalMesh, node_id: str, region: str, zone: str) -> Sidecar:
     """A client sidecar whose Envoy node reports a locality (the harness has no option for
     it, so the bootstrap is amended here)."""
-    from controlplane.cli.bootstrap import render_bootstrap
+    from controlplane.inject.bootstrap import render_bootstrap
     from controlplane.testing.envoy import EnvoyProcess
 
     outbound, admin = free_port(), free_port()

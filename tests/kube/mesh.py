@@ -8,7 +8,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.cli.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.backends import Backend
 from controlplane.testing.envoy import EnvoyProcess
 from controlplane.testing.ports import free_port

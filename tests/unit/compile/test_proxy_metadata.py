@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.cli.bootstrap import render_bootstrap
 from controlplane.compile.proxy import LOCAL, TRANSPARENT, InvalidNode, proxy_from_node
+from controlplane.inject.bootstrap import render_bootstrap
 
 
 def test_bootstrap_metadata_round_trips_into_the_proxy() -> None:
