@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
-from controlplane.api.policy_scope import describe, refused_policy
+from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
 from controlplane.store.dependencies import change_tokens
@@ -342,22 +342,7 @@ class Store:
     def _status_of(self, key: ResourceKey) -> ResourceStatus | None:
         rejection = self._rejected.get(key)
         if rejection is not None:
-            issues = rejection.issues
-            refused = None
-            if key not in self._effective.get(key.kind, {}):
-                # No good version in effect: a security policy fails closed for its scope.
-                refused = refused_policy(key, rejection.content)
-                if refused is not None:
-                    text, affects_traffic = describe(refused)
-                    note = Issue(
-                        Codes.POLICY_FAILS_CLOSED,
-                        "",
-                        text,
-                        key,
-                        rejection.origin,
-                        None if affects_traffic else Level.WARNING,
-                    )
-                    issues = (*issues, note)
+            issues, refused = self._fails_closed(key, rejection.issues, rejection.content)
             return ResourceStatus(
                 accepted=False,
                 reconciled=False,
@@ -372,10 +357,37 @@ class Store:
         context = tuple(self._context_issues.get(key, ()))
         accepted = not errors(list(sub.issues))
         effective = self._effective.get(key.kind, {}).get(key)
+        issues, refused = tuple(sub.issues) + context, None
+        if not accepted:
+            content = sub.resource.model_dump(by_alias=True, exclude_none=True)
+            issues, refused = self._fails_closed(key, issues, content)
         return ResourceStatus(
             accepted=accepted,
             reconciled=accepted and not blocking(list(context)) and effective == sub.resource,
-            issues=tuple(sub.issues) + context,
+            issues=issues,
             generation=sub.resource.metadata.generation,
             origin=sub.origin,
+            refused=refused,
         )
+
+    def _fails_closed(
+        self, key: ResourceKey, issues: tuple[Issue, ...], content: Any
+    ) -> tuple[tuple[Issue, ...], RefusedPolicy | None]:
+        """For a refused security policy with no good version in effect: the scope it fails
+        closed for, and the findings with a note saying how (``api/policy_scope.py``)."""
+        if key in self._effective.get(key.kind, {}):
+            return issues, None  # the last good version keeps serving
+        refused = refused_policy(key, content)
+        if refused is None:
+            return issues, None
+        text, affects_traffic = describe(refused)
+        origin = next((i.origin for i in issues if i.origin), self._origins.get(key))
+        note = Issue(
+            Codes.POLICY_FAILS_CLOSED,
+            "",
+            text,
+            key,
+            origin,
+            None if affects_traffic else Level.WARNING,
+        )
+        return (*issues, note), refused
