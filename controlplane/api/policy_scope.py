@@ -92,13 +92,13 @@ def workloads(refused: RefusedPolicy, root_namespace: str = ROOT_NAMESPACE) -> s
     namespace = refused.key.namespace
     if refused.selector is None:
         where = "the mesh" if namespace == root_namespace else f"namespace {namespace}"
-        return f"every workload of {where} (its selector cannot be read)"
+        return f"all workloads of {where} (its selector cannot be read)"
     if not refused.selector:
         if namespace == root_namespace and refused.key.kind == "AuthorizationPolicy":
-            return "every workload of the mesh"
+            return "all workloads of the mesh"
         if namespace == root_namespace:
-            return "every workload of the mesh"
-        return f"every workload of namespace {namespace}"
+            return "all workloads of the mesh"
+        return f"all workloads of namespace {namespace}"
     labels = ",".join(f"{k}={v}" for k, v in refused.selector)
     where = (
         "of every namespace"

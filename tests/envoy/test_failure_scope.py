@@ -187,13 +187,18 @@ def test_a_refused_deny_with_a_selector_denies_only_its_workloads(clean: ScopeMe
 def test_a_refused_namespace_wide_policy_denies_its_namespace_only(clean: ScopeMesh) -> None:
     clean.apply("policy-prod.yaml", policy("prod-deny", f"action: DENY\n{BAD_RULES}", "prod"))
     assert clean.statuses() == {"reviews": 200, "ratings": 200, "cart": 403}
+    assert any(
+        "CP0203" in i
+        and "DENY policy refused: until it is fixed all workloads of namespace prod deny all" in i
+        for i in clean.issues("AuthorizationPolicy prod/prod-deny")
+    )
 
 
 def test_a_refused_policy_in_the_root_namespace_denies_the_whole_mesh(clean: ScopeMesh) -> None:
     clean.apply("policy-root.yaml", policy("mesh-allow", BAD_RULES, "istio-system"))
     assert clean.statuses() == {"reviews": 403, "ratings": 403, "cart": 403}
     assert any(
-        "every workload of the mesh deny all requests" in i
+        "all workloads of the mesh deny all requests" in i
         for i in clean.issues("AuthorizationPolicy istio-system/mesh-allow")
     )
 

@@ -277,11 +277,11 @@ def test_a_refused_policy_says_that_it_fails_closed() -> None:
         return note.field_message
 
     assert status_note(policy("[{when: [{key: nope, values: [x]}]}]")) == (
-        "ALLOW policy refused: until it is fixed every workload of namespace default deny "
+        "ALLOW policy refused: until it is fixed all workloads of namespace default deny "
         "all requests that no other ALLOW policy allows (nothing is allowed by this one: "
         "fail closed)"
     )
-    assert "every workload of the mesh accept mTLS only (STRICT" in status_note(
+    assert "all workloads of the mesh accept mTLS only (STRICT" in status_note(
         "{apiVersion: security.istio.io/v1, kind: PeerAuthentication, metadata: "
         "{name: pa, namespace: istio-system}, spec: {portLevelMtls: {80: {mode: STRICT}}}}"
     )

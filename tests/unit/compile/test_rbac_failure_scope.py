@@ -153,14 +153,14 @@ def test_a_refused_namespace_wide_policy_denies_its_namespace_only(tmp_path: Pat
     assert not decide(store, "default", REVIEWS, REQUEST)
     assert not decide(store, "default", RATINGS, REQUEST)
     assert decide(store, "prod", REVIEWS, REQUEST)
-    assert "every workload of namespace default deny all requests" in note(store, "all").reason
+    assert "all workloads of namespace default deny all requests" in note(store, "all").reason
 
 
 def test_a_refused_policy_in_the_root_namespace_denies_the_whole_mesh(tmp_path: Path) -> None:
     store = store_of(tmp_path, policy("mesh", BAD_RULES, namespace="istio-system"))
     assert not decide(store, "default", REVIEWS, REQUEST)
     assert not decide(store, "prod", RATINGS, REQUEST)
-    assert "every workload of the mesh" in note(store, "mesh", "istio-system").reason
+    assert "all workloads of the mesh" in note(store, "mesh", "istio-system").reason
 
 
 def test_a_refused_root_policy_with_a_selector_denies_those_workloads_everywhere(
@@ -317,5 +317,5 @@ def test_analyze_says_which_workloads_a_refused_policy_affects_and_how(tmp_path:
         "workloads app=reviews in namespace default deny all requests",
         f"Warning [CP0203 BrokenPolicyFailsClosed] {tmp_path / 'p.yaml'}:9: "
         "AuthorizationPolicy default/audit: AUDIT policy refused: no effect on traffic; until "
-        "it is fixed every request to every workload of namespace default is marked for audit",
+        "it is fixed every request to all workloads of namespace default is marked for audit",
     ]
