@@ -263,7 +263,7 @@ def test_an_unknown_mode_is_a_schema_error_with_its_path() -> None:
 def test_a_refused_policy_says_that_it_fails_closed() -> None:
     """The note comes from the store, which knows the policy's scope and whether an earlier
     version is in effect (more in tests/unit/compile/test_rbac_failure_scope.py)."""
-    from controlplane.sources.files import _read_document, ReadResult
+    from controlplane.sources.files import ReadResult, _read_document
     from controlplane.store import Store
 
     def status_note(text: str) -> str:
