@@ -4,8 +4,9 @@ The findings come from the same places as the running control plane's: each docu
 through the file source's reader (``controlplane.api`` parsing and validation), and the
 accepted resources through a ``Store``, whose in-context checks (``controlplane.store.context``:
 missing subsets, hosts and ports, conflicting VirtualServices, ineffective matches, subsets
-that select no pod) feed the logs and status. A message therefore reads the same here, in the
-log and in status.
+that select no pod) feed the logs and status, as does the note on what a refused security
+policy does meanwhile (CP0203: which workloads it fails closed for, and how). A message
+therefore reads the same here, in the log and in status.
 """
 
 from __future__ import annotations

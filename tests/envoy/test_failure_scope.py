@@ -219,3 +219,21 @@ def test_a_refused_peer_authentication_closes_only_its_workloads_to_plaintext(
     found = clean.statuses()
     assert found["reviews"] != 200  # refused before any byte reaches the app
     assert found == {"reviews": found["reviews"], "ratings": 200, "cart": 200}
+
+
+def test_an_earlier_good_version_keeps_serving(clean: ScopeMesh) -> None:
+    # Already true before issue 11 (a regression guard): the last good version stays.
+    good = "selector: {matchLabels: {app: reviews}}\nrules: [{to: [{operation: {methods: [GET]}}]}]"
+    clean.apply("policy-good.yaml", policy("reviews-get", good))
+    host = "reviews:9080"
+    assert send(clean.client.outbound_port, host, "/", method="POST")[0] == 403
+    assert clean.statuses() == {"reviews": 200, "ratings": 200, "cart": 200}
+    clean.apply(
+        "policy-good.yaml",
+        policy("reviews-get", f"selector: {{matchLabels: {{app: reviews}}}}\n{BAD_RULES}"),
+    )
+    assert clean.statuses() == {"reviews": 200, "ratings": 200, "cart": 200}
+    assert send(clean.client.outbound_port, host, "/", method="POST")[0] == 403
+    issues = clean.issues("AuthorizationPolicy default/reviews-get")
+    assert any("unknown key 'source.ipaddress'" in i for i in issues)
+    assert not any("CP0203" in i for i in issues)

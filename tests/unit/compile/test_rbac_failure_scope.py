@@ -319,3 +319,22 @@ def test_analyze_says_which_workloads_a_refused_policy_affects_and_how(tmp_path:
         "AuthorizationPolicy default/audit: AUDIT policy refused: no effect on traffic; until "
         "it is fixed every request to all workloads of namespace default is marked for audit",
     ]
+
+
+def test_in_cluster_mode_a_refused_policy_has_the_same_scope() -> None:
+    import yaml
+
+    from controlplane.sources.kube.watch import translate
+
+    raw = yaml.safe_load(
+        policy(
+            "no-admin", f"selector: {{matchLabels: {{app: reviews}}}}\naction: DENY\n{BAD_RULES}"
+        )
+    )
+    update = translate("ADDED", raw)
+    assert update is not None and update.rejection is not None
+    store = Store()
+    store.apply(rejections=[update.rejection])
+    assert not decide(store, "default", REVIEWS, REQUEST)
+    assert decide(store, "default", RATINGS, REQUEST)
+    assert "workloads app=reviews in namespace default deny all" in note(store, "no-admin").reason
