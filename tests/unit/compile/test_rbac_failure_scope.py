@@ -338,3 +338,26 @@ def test_in_cluster_mode_a_refused_policy_has_the_same_scope() -> None:
     assert not decide(store, "default", REVIEWS, REQUEST)
     assert decide(store, "default", RATINGS, REQUEST)
     assert "workloads app=reviews in namespace default deny all" in note(store, "no-admin").reason
+
+
+def test_the_status_conditions_say_what_a_refused_policy_does_meanwhile(tmp_path: Path) -> None:
+    from controlplane.status.conditions import conditions
+
+    store = store_of(
+        tmp_path,
+        policy(
+            "no-admin", f"selector: {{matchLabels: {{app: reviews}}}}\naction: DENY\n{BAD_RULES}"
+        ),
+    )
+    (status,) = store.snapshot.status.values()
+    accepted, reconciled = conditions(status)
+    assert accepted["status"] == "False"
+    assert accepted["message"].startswith("spec.rules[0].when[0].key: unknown key")
+    assert "refused" not in accepted["message"]
+    assert reconciled == {
+        "type": "Reconciled",
+        "status": "False",
+        "reason": "NotAccepted",
+        "message": "DENY policy refused: until it is fixed workloads app=reviews in namespace "
+        "default deny all requests",
+    }
