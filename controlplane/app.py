@@ -48,7 +48,7 @@ from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
 from controlplane.cache.interface import SECRET
 from controlplane.sources import MeshCa
 from controlplane.status.writer import StatusClient, StatusWriter
-from controlplane.store import ChangeSet, Snapshot, Store
+from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.identity import (
     DEFAULT_AUDIENCE,
@@ -215,9 +215,7 @@ class ContextIssueLogger:
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
         for key in change.status_changed | change.changed:
             status = snapshot.status.get(key)
-            issues = frozenset(
-                i for i in (status.issues if status else ()) if i.code.id.startswith("CP03")
-            )
+            issues = frozenset(i for i in (status.issues if status else ()) if found_by_store(i))
             before = self._seen.get(key, frozenset())
             for issue in sorted(issues - before, key=str):
                 located = issue.with_context(None, status.origin if status else None)

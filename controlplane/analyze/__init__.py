@@ -4,8 +4,9 @@ The findings come from the same places as the running control plane's: each docu
 through the file source's reader (``controlplane.api`` parsing and validation), and the
 accepted resources through a ``Store``, whose in-context checks (``controlplane.store.context``:
 missing subsets, hosts and ports, conflicting VirtualServices, ineffective matches, subsets
-that select no pod) feed the logs and status. A message therefore reads the same here, in the
-log and in status.
+that select no pod) feed the logs and status, as does the note on what a refused security
+policy does meanwhile (CP0203: which workloads it fails closed for, and how). A message
+therefore reads the same here, in the log and in status.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.sources.files import read_file
-from controlplane.store import Store, Submission
+from controlplane.store import Rejection, Store, Submission, found_by_store
 
 SUFFIXES = (".yaml", ".yml", ".json")
 _LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
@@ -77,6 +78,7 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
     """Read, validate and cross-check every resource under ``paths``."""
     report = Report()
     submissions: list[Submission] = []
+    rejections: list[Rejection] = []
     for path, display in collect_files(paths):
         if not path.exists():
             report.issues.append(
@@ -87,13 +89,14 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
         result = read_file(path, display, default_namespace)
         report.issues += [i for i in result.issues if not _foreign_kind(i)]
         submissions += result.submissions
+        rejections += result.rejections
     report.resources = len(submissions)
     store = Store()
-    store.apply(upserts=_first_definition_wins(submissions, report))
+    store.apply(upserts=_first_definition_wins(submissions, report), rejections=rejections)
     snapshot = store.snapshot
     for key, status in snapshot.status.items():
         for issue in status.issues:
-            if issue.code.id.startswith("CP03"):
+            if found_by_store(issue):
                 report.issues.append(issue.with_context(key, status.origin))
     report.issues.sort(key=_order)
     return report

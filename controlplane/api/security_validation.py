@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
-from typing import Any
 
-from controlplane.api.issues import Codes, Issue, Level, errors
+from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.networking import WorkloadSelector
 from controlplane.api.security import (
     AuthorizationPolicy,
@@ -23,7 +21,6 @@ from controlplane.api.security import (
 )
 from controlplane.api.validation import register_validator
 
-ROOT_NAMESPACE = "istio-system"  # as controlplane.store.snapshot (api imports nothing of ours)
 # ``request.headers[x-user]`` and ``request.auth.claims[groups]`` carry a name in brackets.
 _BRACKETED_KEYS = ("request.headers", "request.auth.claims")
 # Condition keys and the kind of value each takes (Istio's "conditions" reference).
@@ -300,45 +297,10 @@ def _alias(model: type[Source] | type[Operation], field: str) -> str:
     return model.model_fields[field].alias or field
 
 
-# ---- failing closed -------------------------------------------------------------------------
+# ---- registration ---------------------------------------------------------------------------
+# What a refused policy does meanwhile (it fails closed for the workloads it would have
+# selected) is said by the store, which knows whether an earlier version is in effect
+# (``api/policy_scope.py``).
 
-
-def _scope(namespace: str) -> str:
-    return "the mesh" if namespace == ROOT_NAMESPACE else f"namespace {namespace}"
-
-
-def _with_fail_closed_note(
-    validate: Callable[[Any], list[Issue]], consequence: str
-) -> Callable[[Any], list[Issue]]:
-    """Say in the status what a refused security policy does meanwhile (see compile/rbac.py
-    and compile/authn.py: they fail closed on refused policies with no good version)."""
-
-    def validate_and_note(resource: Any) -> list[Issue]:
-        found = validate(resource)
-        if errors(found):
-            scope = _scope(resource.metadata.namespace)
-            found.append(
-                Issue(
-                    Codes.POLICY_FAILS_CLOSED,
-                    "",
-                    f"not applied; until it is fixed {consequence.format(scope=scope)} "
-                    "(fail closed), unless an earlier accepted version of it is in effect",
-                )
-            )
-        return found
-
-    return validate_and_note
-
-
-register_validator(
-    "PeerAuthentication",
-    _with_fail_closed_note(
-        validate_peer_authentication, "every workload of {scope} accepts mTLS only (STRICT)"
-    ),
-)
-register_validator(
-    "AuthorizationPolicy",
-    _with_fail_closed_note(
-        validate_authorization_policy, "every workload of {scope} denies all requests"
-    ),
-)
+register_validator("PeerAuthentication", validate_peer_authentication)
+register_validator("AuthorizationPolicy", validate_authorization_policy)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import VirtualService
+from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
 from controlplane.compile.inbound import InboundPort
@@ -120,8 +120,9 @@ class CompileContext:
 
         return self.memo.cached(key, build)
 
-    def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
-        """Refused policies of ``kind`` with no good version (security fails closed on them)."""
+    def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
+        """Refused policies of ``kind`` with no good version, each with the scope it would
+        have had (security fails closed for exactly that scope)."""
         return self.memo.cached((Family.REJECTED, kind), lambda: self.reads.rejected(kind))
 
     def inbound_security(self, proxy: Proxy, port: InboundPort | None) -> InboundSecurity:

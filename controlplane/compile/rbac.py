@@ -15,6 +15,14 @@ Fail closed. CUSTOM (external authorization) is not supported yet: its rules den
 match. For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
 (narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
 the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
+
+A refused policy with no good version in effect (``WorkloadPolicies.rejected``) applies to the
+workloads it would have selected, with the effect istiod gives a policy whose rules it cannot
+translate (``builder.go``, ``model.go``): a refused ALLOW is an ALLOW that allows nothing (the
+workload denies what no other ALLOW policy allows); a refused DENY, or CUSTOM (istiod denies
+what a CUSTOM policy it cannot serve would have sent to its authorizer), or one whose action
+cannot be read, denies every request; a refused AUDIT only marks every request for audit
+(RBAC ``LOG``, never a denial). A policy that attaches by ``targetRef`` selects no sidecar.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from controlplane.api.issues import ResourceKey
+from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
 from controlplane.compile.filters import HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER
 from controlplane.compile.protos import packed
@@ -82,12 +91,16 @@ class WorkloadPolicies:
     """The AuthorizationPolicies that apply to one workload, by action, in a stable order."""
 
     by_action: Mapping[str, tuple[AuthorizationPolicy, ...]]
-    # Policies in scope that were refused and have no good version in effect: what they would
-    # have said is unknown, so the workload denies everything until they are fixed.
-    rejected: tuple[ResourceKey, ...] = ()
+    # Refused policies with no good version in effect that would have selected the workload:
+    # what their rules said is unknown, so each fails closed as its action does (module doc).
+    rejected: tuple[RefusedPolicy, ...] = ()
 
     def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
         return self.by_action.get(action, ())
+
+    def rejected_of(self, action: str) -> tuple[ResourceKey, ...]:
+        """The refused policies that act as ``action`` (an unreadable action acts as DENY)."""
+        return tuple(r.key for r in self.rejected if r.effective_action == action)
 
     @cached_property
     def key(self) -> tuple[tuple[str, str, str], ...]:
@@ -98,7 +111,9 @@ class WorkloadPolicies:
             (action, f"{p.metadata.namespace}/{p.metadata.name}", _fingerprint(p))
             for action in ACTIONS
             for p in self.of(action)
-        ) + tuple(("REJECTED", k.namespace, k.name) for k in self.rejected)
+        ) + tuple(
+            (f"REJECTED-{r.effective_action}", r.key.namespace, r.key.name) for r in self.rejected
+        )
 
     def __bool__(self) -> bool:
         return any(self.by_action.values()) or bool(self.rejected)
@@ -115,19 +130,22 @@ def policies_for(
     namespace: str,
     labels: Mapping[str, str],
     root_namespace: str = ROOT_NAMESPACE,
-    rejected: Iterable[ResourceKey] = (),
+    rejected: Iterable[RefusedPolicy] = (),
 ) -> WorkloadPolicies:
     """The policies that select a workload with ``labels`` in ``namespace``.
 
-    ``rejected`` (refused policies with no good version, whose selectors are therefore
-    unknown) count for every workload of their namespace, or of the mesh for the root one.
+    ``rejected``: refused policies with no good version; each counts where it would have
+    applied (``selects``), an unreadable selector counting as its whole namespace.
     """
     found: dict[str, list[AuthorizationPolicy]] = {a: [] for a in ACTIONS}
     for policy in policies:
         meta = policy.metadata
         if meta.namespace not in (namespace, root_namespace):
             continue
-        selector = policy.spec.selector
+        spec = policy.spec
+        if spec.selector is None and (spec.target_ref is not None or spec.target_refs):
+            continue  # attached by targetRef: gateways and waypoints only, as in istiod
+        selector = spec.selector
         if selector is not None and selector.match_labels:
             if not selects(selector.match_labels, labels):
                 continue
@@ -138,8 +156,24 @@ def policies_for(
             for a, p in found.items()
             if p
         },
-        tuple(k for k in rejected if k.namespace in (namespace, root_namespace)),
+        tuple(r for r in rejected if refused_selects(r, namespace, labels, root_namespace)),
     )
+
+
+def refused_selects(
+    refused: RefusedPolicy,
+    namespace: str,
+    labels: Mapping[str, str],
+    root_namespace: str = ROOT_NAMESPACE,
+) -> bool:
+    """Whether a refused AuthorizationPolicy would have applied to a workload: the same rule
+    as for a good one, a selector that cannot be read counting as its whole namespace (the
+    mesh in the root namespace)."""
+    if refused.key.namespace not in (namespace, root_namespace) or refused.targeted:
+        return False
+    if refused.selector is None or not refused.selector:
+        return True
+    return selects(dict(refused.selector), labels)
 
 
 def rejected_policy_name(key: ResourceKey) -> str:
@@ -180,14 +214,18 @@ def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2
     out: list[rbac_pb2.RBAC] = []
     for action in ACTIONS:
         selected = policies.of(action)
-        if not selected and not (action == "DENY" and policies.rejected):
+        refused = policies.rejected_of(action)
+        if not selected and not refused:
             continue
         rbac = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
         for policy in selected:
             for name, built in _policy_rules(policy, action, for_tcp):
                 rbac.policies[name].CopyFrom(built)
-        if action == "DENY":
-            for key in policies.rejected:
+        if action != "ALLOW":
+            # DENY, CUSTOM (denied here) and AUDIT (logged): a refused one matches every
+            # request. A refused ALLOW adds no rule: it allows nothing, but its presence
+            # makes the workload deny what no other ALLOW policy allows.
+            for key in refused:
                 rbac.policies[rejected_policy_name(key)].CopyFrom(_MATCH_ALL)
         if action != "ALLOW" and not rbac.policies:
             continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out

@@ -146,7 +146,7 @@ def _read_document(content: Any, origin: str, default_namespace: str, result: Re
         generation = None
         if isinstance(content, dict) and isinstance(content.get("metadata"), dict):
             generation = content["metadata"].get("generation")
-        result.rejections.append(Rejection(key, tuple(issues), origin, generation))
+        result.rejections.append(Rejection(key, tuple(issues), origin, generation, content))
         return
     key = key_of(resource)
     issues = [i.with_context(key, origin) for i in found]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.api.issues import Issue, Level, ResourceKey
+from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.store import ResourceStatus
 
 ACCEPTED = "Accepted"
@@ -37,9 +37,14 @@ def _message(issues: list[Issue]) -> str:
 
 
 def _errors(issues: tuple[Issue, ...], context: bool) -> list[Issue]:
-    """Errors of one stage: validation alone (CP01xx/CP02xx) or in context (CP03xx)."""
+    """Errors of one stage: validation alone (CP01xx/CP02xx) or in context (CP03xx); the
+    note on what a refused policy does meanwhile (CP0203) is neither (``conditions``)."""
     return [
-        i for i in issues if i.severity is Level.ERROR and i.code.id.startswith("CP03") == context
+        i
+        for i in issues
+        if i.severity is Level.ERROR
+        and i.code.id.startswith("CP03") == context
+        and i.code is not Codes.POLICY_FAILS_CLOSED
     ]
 
 
@@ -63,10 +68,13 @@ def conditions(status: ResourceStatus) -> list[dict[str, Any]]:
             "message": "proxies are configured with this generation",
         }
     elif not status.accepted:
+        # A refused security policy with no good version says what it does meanwhile.
+        fails_closed = [i for i in status.issues if i.code is Codes.POLICY_FAILS_CLOSED]
         reconciled = {
             "status": "False",
             "reason": "NotAccepted",
-            "message": "the resource was rejected; proxies keep the last accepted version",
+            "message": _message(fails_closed)
+            or "the resource was rejected; proxies keep the last accepted version",
         }
     else:
         reason = in_context[0].code.title if in_context else "NotReconciled"

@@ -6,7 +6,7 @@ from controlplane.store.snapshot import (
     Snapshot,
     resolve_host,
 )
-from controlplane.store.store import ChangeSet, Rejection, Store, Submission
+from controlplane.store.store import ChangeSet, Rejection, Store, Submission, found_by_store
 
 __all__ = [
     "ChangeSet",
@@ -16,5 +16,6 @@ __all__ = [
     "Snapshot",
     "Store",
     "Submission",
+    "found_by_store",
     "resolve_host",
 ]

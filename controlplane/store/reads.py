@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import VirtualService
+from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.store.registry import MeshEndpoint, MeshService
 from controlplane.store.snapshot import MergedDestinationRule, Snapshot
 from controlplane.store.tokens import (
@@ -62,7 +63,7 @@ class SnapshotReader(Protocol):
 
     def get(self, key: ResourceKey) -> Any | None: ...
 
-    def rejected(self, kind: str) -> tuple[ResourceKey, ...]: ...
+    def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]: ...
 
     def endpoints(self, hostname: str) -> tuple[MeshEndpoint, ...]: ...
 
@@ -111,7 +112,7 @@ class ReportingView:
         self._report(key_token(key))
         return self.snapshot.get(key)
 
-    def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+    def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         self._report(kind_token(kind))
         return self.snapshot.rejected(kind)
 

@@ -21,6 +21,7 @@ from controlplane.api.base import ObjectMeta
 from controlplane.api.issues import Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Pod, Service
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
+from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -111,6 +112,9 @@ class ResourceStatus:
     issues: tuple[Issue, ...] = ()
     generation: int | None = None
     origin: str | None = None
+    # A refused security policy with no good version in effect: the workloads it would have
+    # selected, for which it fails closed (compile/rbac.py, compile/authn.py).
+    refused: RefusedPolicy | None = None
 
 
 class _Index(cached_property[_T]):
@@ -254,16 +258,17 @@ class Snapshot:
     def get(self, key: ResourceKey) -> Any | None:
         return self.of_kind(key.kind).get(key)
 
-    def rejected(self, kind: str) -> tuple[ResourceKey, ...]:
+    def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         """Resources of ``kind`` whose latest version was refused and that have no good
-        version in effect: nothing of them reaches proxies (security fails closed on these)."""
+        version in effect, with the scope each would have had: nothing of them reaches
+        proxies, and security fails closed for exactly that scope."""
         effective = self.of_kind(kind)
         found = (
-            k
+            s.refused or RefusedPolicy(k)
             for k, s in self.status.items()
             if k.kind == kind and not s.accepted and k not in effective
         )
-        return tuple(sorted(found, key=str))
+        return tuple(sorted(found, key=lambda r: str(r.key)))
 
     # ---- services and endpoints -----------------------------------------------------------
 

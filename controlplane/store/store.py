@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from controlplane.api.issues import Issue, ResourceKey, errors
+from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
+from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
 from controlplane.store.dependencies import change_tokens
@@ -45,6 +46,9 @@ class Rejection:
     issues: tuple[Issue, ...]
     origin: str | None = None
     generation: int | None = None
+    # The document as read (a mapping, or whatever YAML gave): a refused security policy's
+    # scope is read from it (``api/policy_scope.py``). None: nothing readable.
+    content: Any = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,12 @@ class _Probe:
             self._tokens = change_tokens(self.old, self.snapshot, self.delta)
             self.snapshot.take_over_lookups(self.old, self._tokens)
         return self._tokens
+
+
+def found_by_store(issue: Issue) -> bool:
+    """Findings the store adds to a status (the sources report the rest): in-context
+    problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
+    return issue.code.id.startswith("CP03") or issue.code is Codes.POLICY_FAILS_CLOSED
 
 
 class Store:
@@ -332,12 +342,14 @@ class Store:
     def _status_of(self, key: ResourceKey) -> ResourceStatus | None:
         rejection = self._rejected.get(key)
         if rejection is not None:
+            issues, refused = self._fails_closed(key, rejection.issues, rejection.content)
             return ResourceStatus(
                 accepted=False,
                 reconciled=False,
-                issues=rejection.issues,
+                issues=issues,
                 generation=rejection.generation,
                 origin=rejection.origin,
+                refused=refused,
             )
         sub = self._desired.get(key)
         if sub is None:
@@ -345,10 +357,37 @@ class Store:
         context = tuple(self._context_issues.get(key, ()))
         accepted = not errors(list(sub.issues))
         effective = self._effective.get(key.kind, {}).get(key)
+        issues, refused = tuple(sub.issues) + context, None
+        if not accepted:
+            content = sub.resource.model_dump(by_alias=True, exclude_none=True)
+            issues, refused = self._fails_closed(key, issues, content)
         return ResourceStatus(
             accepted=accepted,
             reconciled=accepted and not blocking(list(context)) and effective == sub.resource,
-            issues=tuple(sub.issues) + context,
+            issues=issues,
             generation=sub.resource.metadata.generation,
             origin=sub.origin,
+            refused=refused,
         )
+
+    def _fails_closed(
+        self, key: ResourceKey, issues: tuple[Issue, ...], content: Any
+    ) -> tuple[tuple[Issue, ...], RefusedPolicy | None]:
+        """For a refused security policy with no good version in effect: the scope it fails
+        closed for, and the findings with a note saying how (``api/policy_scope.py``)."""
+        if key in self._effective.get(key.kind, {}):
+            return issues, None  # the last good version keeps serving
+        refused = refused_policy(key, content)
+        if refused is None:
+            return issues, None
+        text, affects_traffic = describe(refused)
+        origin = next((i.origin for i in issues if i.origin), self._origins.get(key))
+        note = Issue(
+            Codes.POLICY_FAILS_CLOSED,
+            "",
+            text,
+            key,
+            origin,
+            None if affects_traffic else Level.WARNING,
+        )
+        return (*issues, note), refused

@@ -142,7 +142,13 @@ def test_a_broken_policy_denies_rather_than_allows_and_says_so(zt: ZeroTrustMesh
         assert any(
             "spec.rules[0].when[0].key: unknown key 'source.ipaddress'" in i for i in typo["issues"]
         )
-        assert any("CP0203" in i and "denies all requests" in i for i in typo["issues"])
+        assert any(
+            "CP0203" in i
+            and "DENY policy refused: until it is fixed all workloads of namespace default "
+            "deny all requests"
+            in i
+            for i in typo["issues"]
+        )
     finally:
         zt.remove("typo.yaml")
     assert zt.call("order-service", "POST", "/api/v1/charge")[0] == 200

@@ -78,7 +78,7 @@ def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
     except InvalidResource as exc:
         generation = doc.get("metadata", {}).get("generation")
         refused = tuple(i.with_context(key, None) for i in exc.issues)
-        return Update(key, rejection=Rejection(key, refused, None, generation))
+        return Update(key, rejection=Rejection(key, refused, None, generation, doc))
     return Update(key, submission=Submission(resource, tuple(issues), None))
 
 
