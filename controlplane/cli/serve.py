@@ -34,7 +34,9 @@ def add(commands: Commands) -> None:
         "served at start for a file that is broken then (default: CONFIG_DIR/.controlplane-state)",
     )
     parser.add_argument(
-        "--no-state", action="store_true", help="keep no state: a broken file at start serves nothing"
+        "--no-state",
+        action="store_true",
+        help="keep no state: a broken file at start serves nothing",
     )
     parser.add_argument("--trust-domain", default="cluster.local")
     parser.add_argument(

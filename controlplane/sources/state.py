@@ -141,7 +141,12 @@ class LastGoodState:
                 log.warning("state %s: unreadable entry skipped: %s", path, exc)
                 continue
             entry = Entry(
-                key, str(raw.get("file") or ""), raw.get("origin"), first_seen, accepted_at, document
+                key,
+                str(raw.get("file") or ""),
+                raw.get("origin"),
+                first_seen,
+                accepted_at,
+                document,
             )
             self.entries[key] = entry
             self._first_seen[key] = first_seen

@@ -241,7 +241,6 @@ def test_equal_creation_times_go_to_the_name_then_the_namespace(tmp_path: Path) 
     assert winner(run) == "alpha"
     loser = ResourceKey("VirtualService", "aa", "zeta")
     assert any(
-        "older VirtualService zz/alpha" in i.reason
-        for i in run.store.snapshot.status[loser].issues
+        "older VirtualService zz/alpha" in i.reason for i in run.store.snapshot.status[loser].issues
     )
     run.stop()
