@@ -29,7 +29,7 @@ import yaml
 from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
 from controlplane.api.issues import Codes, Level
 from controlplane.sources import MeshCa
-from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, served_message
+from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, now, served_message
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.files")
@@ -174,6 +174,7 @@ class FileSource:
         # versions a previous run accepted, served at the first scan where a file is broken.
         self.state = state if state is not None else LastGoodState(None)
         self._first_scan = True
+        self._seen_at = now()
         self.default_namespace = default_namespace
         self.report = report
         self._files: dict[Path, _FileState] = {}
@@ -236,6 +237,7 @@ class FileSource:
         deletes: set[ResourceKey] = set()
         restoring = self._first_scan
         self._first_scan = False
+        self._seen_at = now()
         for path in sorted(gone):
             state = self._files.pop(path)
             for key in state.keys:
@@ -311,7 +313,9 @@ class FileSource:
         meta = sub.resource.metadata
         if meta.creation_timestamp is not None:
             return sub
-        stamped = meta.model_copy(update={"creation_timestamp": self.state.first_seen(key)})
+        stamped = meta.model_copy(
+            update={"creation_timestamp": self.state.first_seen(key, self._seen_at)}
+        )
         return Submission(
             sub.resource.model_copy(update={"metadata": stamped}), sub.issues, sub.origin
         )

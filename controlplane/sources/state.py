@@ -40,7 +40,7 @@ _FORMAT = 1
 STATE_DIR_NAME = ".controlplane-state"  # the default, inside the config directory
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -133,7 +133,7 @@ class LastGoodState:
                 raw = json.loads(path.read_text(encoding="utf-8"))
                 key = ResourceKey(raw["kind"], raw["namespace"], raw["name"])
                 document = raw["document"]
-                first_seen = _parse_time(raw.get("firstSeen")) or _now()
+                first_seen = _parse_time(raw.get("firstSeen")) or now()
                 accepted_at = _parse_time(raw.get("acceptedAt")) or first_seen
                 if path.name != entry_name(key) or not isinstance(document, dict):
                     raise ValueError("entry does not match its name")
@@ -153,11 +153,13 @@ class LastGoodState:
             self._files[key] = entry.file
             self._on_disk[key] = _OnDisk(_digest(_canonical(document)), accepted_at, first_seen)
 
-    def first_seen(self, key: ResourceKey) -> datetime:
-        """When the resource was first seen (kept across restarts once it was accepted)."""
+    def first_seen(self, key: ResourceKey, now: datetime | None = None) -> datetime:
+        """When the resource was first seen (kept across restarts once it was accepted);
+        ``now`` is the time of the scan that sees it (one time for everything one scan
+        finds, so that resources seen together tie, and the tie goes by name as in istiod)."""
         seen = self._first_seen.get(key)
         if seen is None:
-            seen = self._first_seen[key] = _now()
+            seen = self._first_seen[key] = now or now()
         return seen
 
     def forget(self, key: ResourceKey) -> None:
@@ -271,8 +273,8 @@ class LastGoodState:
             known = self._on_disk.get(key)
             if known is not None and known.digest == digest:
                 continue
-            first_seen = known.first_seen if known else self._first_seen.get(key, _now())
-            accepted_at = _now()
+            first_seen = known.first_seen if known else self._first_seen.get(key, now())
+            accepted_at = now()
             body = {
                 "format": _FORMAT,
                 "kind": key.kind,

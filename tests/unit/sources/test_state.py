@@ -244,3 +244,15 @@ def test_equal_creation_times_go_to_the_name_then_the_namespace(tmp_path: Path) 
         "older VirtualService zz/alpha" in i.reason for i in run.store.snapshot.status[loser].issues
     )
     run.stop()
+
+
+def test_resources_first_seen_in_one_scan_tie_and_the_name_decides(tmp_path: Path) -> None:
+    """Everything found at start was seen at one time: the order of the files does not
+    decide (a.yaml holds zeta, z.yaml holds alpha), the name does, as in istiod."""
+    config, state = dirs(tmp_path)
+    write(config, "dr.yaml", meshes.subsets("reviews"))
+    write(config, "a.yaml", claim("zeta", "v1"))
+    write(config, "z.yaml", claim("alpha", "v2"))
+    run = Run(config, state)
+    assert winner(run) == "alpha"
+    run.stop()
