@@ -252,7 +252,12 @@ class LastGoodState:
                 ignore.write_text("*\n")
         except OSError as exc:
             if not self._failed:
-                log.error("state directory %s cannot be written: %s", self.directory, exc)
+                log.error(
+                    "state directory %s cannot be written (%s): the last good versions will not "
+                    "survive a restart; use --state-dir to put it elsewhere, or --no-state",
+                    self.directory,
+                    exc,
+                )
                 self._failed = True
             return
         touched = False
