@@ -26,6 +26,18 @@ def add(commands: Commands) -> None:
     parser.add_argument(
         "--ca-dir", type=Path, default=None, help="mesh CA (cacerts layout; created if empty)"
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the last accepted version of every resource is kept across restarts, "
+        "served at start for a file that is broken then (default: CONFIG_DIR/.controlplane-state)",
+    )
+    parser.add_argument(
+        "--no-state",
+        action="store_true",
+        help="keep no state: a broken file at start serves nothing",
+    )
     parser.add_argument("--trust-domain", default="cluster.local")
     parser.add_argument(
         "--workload-cert-ttl", type=float, default=86400.0, help="workload cert lifetime (s)"
@@ -63,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
         token_audience=args.token_audience,
         xds_tls=args.xds_tls,
     )
-    control_plane = ControlPlane(options, DirectorySource(args.config_dir, args.ca_dir))
+    source = DirectorySource(
+        args.config_dir, args.ca_dir, state_dir=args.state_dir, keep_state=not args.no_state
+    )
+    control_plane = ControlPlane(options, source)
     try:
         asyncio.run(control_plane.run())
     except KeyboardInterrupt:

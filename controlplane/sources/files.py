@@ -13,6 +13,7 @@ that `controlplane serve` hands the composition root (``controlplane.app``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ import yaml
 from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
 from controlplane.api.issues import Codes, Level
 from controlplane.sources import MeshCa
+from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, now, served_message
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.files")
@@ -165,9 +167,15 @@ class FileSource:
         *,
         default_namespace: str = "default",
         report: Reporter = _default_report,
+        state: LastGoodState | None = None,
     ) -> None:
         self.root = Path(root).absolute()  # watchers report absolute paths
         self.store = store
+        # First-seen times (file mode's creation time) and, with a directory, the last good
+        # versions a previous run accepted, served at the first scan where a file is broken.
+        self.state = state if state is not None else LastGoodState(None)
+        self._first_scan = True
+        self._seen_at = now()
         self.default_namespace = default_namespace
         self.report = report
         self._files: dict[Path, _FileState] = {}
@@ -228,6 +236,9 @@ class FileSource:
         upserts: list[Submission] = []
         rejections: list[Rejection] = []
         deletes: set[ResourceKey] = set()
+        restoring = self._first_scan
+        self._first_scan = False
+        self._seen_at = now()
         for path in sorted(gone):
             state = self._files.pop(path)
             for key in state.keys:
@@ -246,6 +257,8 @@ class FileSource:
             keys = set(result.keys)
             if result.unreadable:
                 keys |= old_keys  # unknown content: keep everything the file had
+                if restoring:
+                    result.rejections += self._unreadable_restores(path, result, keys)
             for key in old_keys - keys:
                 if self._owner.get(key) == path:
                     del self._owner[key]
@@ -270,15 +283,115 @@ class FileSource:
                     continue
                 self._owner[key] = path
             upserts += [
-                s for s in result.submissions if self._owner.get(key_of(s.resource)) == path
+                self._stamped(s)
+                for s in result.submissions
+                if self._owner.get(key_of(s.resource)) == path
             ]
             rejections += [r for r in result.rejections if self._owner.get(r.key) == path]
             self._files[path] = _FileState(stamp, keys)
         deletes -= {key_of(s.resource) for s in upserts} | {r.key for r in rejections}
+        for key in deletes:
+            self.state.forget(key)
+        restored = self._restores(rejections, upserts) if restoring else []
         if not (upserts or rejections or deletes):
+            if restoring:
+                self._settle_state()
             return False
-        change = self.store.apply(upserts=upserts, deletes=deletes, rejections=rejections)
+        change = self.store.apply(
+            upserts=upserts, deletes=deletes, rejections=rejections, restored=restored
+        )
+        if restoring:
+            self._settle_state()
         return bool(change)
+
+    # ---- last good versions and first-seen times (sources/state.py) ------------------------
+
+    def _stamped(self, sub: Submission) -> Submission:
+        """File mode's creation time: the time the resource was first seen (istiod orders
+        conflicting resources by creation time), unless the document says it."""
+        key = key_of(sub.resource)
+        self.state.set_file(key, self._display(self._owner[key]))
+        meta = sub.resource.metadata
+        if meta.creation_timestamp is not None:
+            return sub
+        stamped = meta.model_copy(
+            update={"creation_timestamp": self.state.first_seen(key, self._seen_at)}
+        )
+        return Submission(
+            sub.resource.model_copy(update={"metadata": stamped}), sub.issues, sub.origin
+        )
+
+    def _unreadable_restores(
+        self, path: Path, result: ReadResult, keys: set[ResourceKey]
+    ) -> list[Rejection]:
+        """At start, a file that does not parse: what it defined last time is what the
+        state directory says it defined; each of those resources is refused with the file's
+        error (and served from its last good version)."""
+        found: list[Rejection] = []
+        errors = tuple(i for i in result.issues if i.severity is Level.ERROR)
+        rejected = {r.key for r in result.rejections} | {
+            key_of(s.resource) for s in result.submissions
+        }
+        for entry in self.state.entries_of_file(self._display(path)):
+            if entry.key in rejected:
+                continue
+            keys.add(entry.key)
+            found.append(
+                Rejection(
+                    entry.key,
+                    tuple(i.with_context(entry.key, i.origin) for i in errors),
+                    entry.origin or self._display(path),
+                )
+            )
+        return found
+
+    def _restores(self, rejections: list[Rejection], upserts: list[Submission]) -> list[Any]:
+        """The last good versions to hand the store with the first scan: for every refused
+        resource (served instead of nothing, and said so), and for every VirtualService (the
+        version to keep if the new one is broken in context)."""
+        restored: list[Any] = []
+        for i, rejection in enumerate(rejections):
+            entry = self.state.entries.get(rejection.key)
+            resource = self._entry_resource(entry)
+            if entry is None or resource is None:
+                continue
+            restored.append(resource)
+            served = Issue(
+                Codes.LAST_GOOD_SERVED,
+                "",
+                served_message(entry),
+                rejection.key,
+                rejection.origin,
+            )
+            self.report(served)
+            rejections[i] = dataclasses.replace(rejection, issues=(*rejection.issues, served))
+        for sub in upserts:
+            key = key_of(sub.resource)
+            if key.kind == "VirtualService":
+                resource = self._entry_resource(self.state.entries.get(key))
+                if resource is not None:
+                    restored.append(resource)
+        return restored
+
+    def _entry_resource(self, entry: Any) -> Any:
+        if entry is None or entry.document is None:
+            return None
+        try:
+            resource, _ = load(entry.document, self.default_namespace)
+        except InvalidResource as exc:
+            log.warning("the last good version of %s no longer reads: %s", entry.key, exc)
+            return None
+        return resource
+
+    def _settle_state(self) -> None:
+        """After the first scan: entries of resources that exist no more are removed (a
+        deleted file never comes back), and the documents read at start are let go."""
+        effective = self.store.snapshot.resources
+        gone = [k for k in self.state.entries if k not in effective.get(k.kind, {})]
+        self.state.remove(gone)
+        for key in gone:
+            self.state.forget(key)
+        self.state.release()
 
     def _display(self, path: Path) -> str:
         try:
@@ -324,10 +437,23 @@ class DirectorySource:
     ``ca_dir`` (optional) holds the mesh CA in the cacerts layout, created if empty; a CA
     that cannot be loaded stops the start."""
 
-    def __init__(self, config_dir: Path, ca_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        ca_dir: Path | None = None,
+        state_dir: Path | None = None,
+        keep_state: bool = True,
+    ) -> None:
         self.config_dir = config_dir
         self.ca_dir = ca_dir
+        # The last good versions, kept across restarts (default: a hidden directory inside
+        # the config directory, which the watcher ignores); keep_state=False keeps none.
+        if keep_state:
+            self.state_dir: Path | None = state_dir or config_dir / STATE_DIR_NAME
+        else:
+            self.state_dir = None
         self._files: FileSource | None = None
+        self._state: LastGoodState | None = None
 
     @property
     def files(self) -> FileSource:
@@ -336,7 +462,10 @@ class DirectorySource:
         return self._files
 
     async def open(self, store: Store) -> None:
-        self._files = FileSource(self.config_dir, store)
+        state = self._state = LastGoodState(self.state_dir)
+        state.load()
+        store.subscribe(state.on_change)
+        self._files = FileSource(self.config_dir, store, state=state)
         self._files.scan()
 
     def ready(self) -> bool:
@@ -369,6 +498,8 @@ class DirectorySource:
             yield
         finally:
             watcher.cancel()
+            if self._state is not None:
+                await asyncio.to_thread(self._state.close)  # what is queued reaches the disk
 
     def announce(self, host: str, xds_port: int, debug_port: int) -> None:
         snapshot = self.files.store.snapshot

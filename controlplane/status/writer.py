@@ -12,6 +12,7 @@ per generation and message.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,32 @@ from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 log = logging.getLogger("controlplane.status")
 
 _PLURALS = {k.kind: (k.group, k.versions[0], k.plural) for k in KINDS}
+
+
+# The last accepted generation, kept on the resource itself so that a restarted operator (any
+# replica) serves it while the current generation is refused (see the README, "Last good").
+LAST_ACCEPTED = "lastAccepted"
+# Kubernetes stores an object of about 1.5 MiB at most; a spec this large is not copied.
+LAST_ACCEPTED_MAX_BYTES = 512 * 1024
+
+
+def last_accepted(
+    key: ResourceKey, status: ResourceStatus, effective: Any
+) -> dict[str, Any] | None:
+    """``{generation, spec}`` of the generation proxies are configured with, when that is
+    the current one (reconciled); None otherwise (the one written before stays)."""
+    if not status.reconciled or effective is None or status.generation is None:
+        return None
+    spec = effective.model_dump(mode="json", by_alias=True, exclude_unset=True).get("spec")
+    if len(json.dumps(spec, separators=(",", ":"))) > LAST_ACCEPTED_MAX_BYTES:
+        log.warning(
+            "%s: the spec is larger than %d bytes: its last accepted generation is not kept "
+            "across restarts",
+            key,
+            LAST_ACCEPTED_MAX_BYTES,
+        )
+        return None
+    return {"generation": status.generation, "spec": spec}
 
 
 class StatusClient(Protocol):
@@ -144,6 +171,11 @@ class StatusWriter:
     async def _write(self, key: ResourceKey, status: ResourceStatus) -> None:
         previous = self.written.get(key)
         body = status_body(status, previous)
+        kept = last_accepted(key, status, self.store.snapshot.get(key))
+        if kept is not None:
+            body[LAST_ACCEPTED] = kept
+        elif previous is not None and LAST_ACCEPTED in previous:
+            body[LAST_ACCEPTED] = previous[LAST_ACCEPTED]  # a merge patch keeps it as well
         if previous is not None and same_verdict(previous, body):
             return
         group, version, plural = _PLURALS[key.kind]

@@ -115,11 +115,20 @@ def _check_conflicts(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue
                     Codes.CONFLICTING_VIRTUAL_SERVICES,
                     f"spec.hosts[{i}]",
                     f"host {hostname} is also claimed by the older VirtualService "
-                    f"{first.namespace}/{first.name}; a client that sees both gets only one "
-                    "(one private to its namespace first, else the oldest)",
+                    f"{first.namespace}/{first.name} (created {_when(older[0])}; "
+                    f"{vs.metadata.namespace}/{vs.metadata.name} was created {_when(vs)}); "
+                    "a client that sees both gets only one (one private to its namespace "
+                    f"first, else the oldest: {first.namespace}/{first.name})",
                 )
             )
     return found
+
+
+def _when(vs: VirtualService) -> str:
+    ts = vs.metadata.creation_timestamp
+    if ts is None:
+        return "at an unknown time"
+    return ts.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _seen_together(a: VirtualService, b: VirtualService) -> bool:

@@ -78,12 +78,14 @@ class _HasMetadata(Protocol):
 
 
 def created(resource: _HasMetadata) -> tuple[datetime, str, str]:
-    """Ordering used for precedence: oldest first, then namespace/name."""
+    """Ordering used for precedence, as istiod sorts configs (pilot/pkg/model): oldest
+    creation time first; a tie (Kubernetes keeps seconds) goes to the name, then the
+    namespace. File mode's creation time is the time a resource was first seen."""
     meta = resource.metadata
     ts = meta.creation_timestamp or _EPOCH
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return (ts, meta.namespace, meta.name)
+    return (ts, meta.name, meta.namespace)
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,14 @@ class Store:
         upserts: Iterable[Submission] = (),
         deletes: Iterable[ResourceKey] = (),
         rejections: Iterable[Rejection] = (),
+        restored: Iterable[Any] = (),
     ) -> ChangeSet:
-        """Apply one batch from a source; notify listeners if anything changed."""
+        """Apply one batch from a source; notify listeners if anything changed.
+
+        ``restored``: last good versions a source kept from an earlier run (file mode's state
+        directory). Each is the last good version of its key; it is served when the key's
+        latest version in this batch is refused (or broken in context), never over a good
+        one and never for a key no longer in the batch."""
         changed: set[ResourceKey] = set()
         touched: set[ResourceKey] = set()
         for key in deletes:
@@ -187,6 +193,14 @@ class Store:
             self._rejected[rej.key] = rej
             if rej.origin:
                 self._origins[rej.key] = rej.origin
+        for resource in restored:
+            key = key_of(resource)
+            if key not in touched or self._effective.get(key.kind, {}).get(key) is not None:
+                continue
+            self._last_good[key] = resource
+            if key in self._rejected:
+                self._effective.setdefault(key.kind, {})[key] = resource
+                changed.add(key)
         moved, rechecked = self._settle_istio(touched, changed)
         changed |= moved
         # A status reads the resource's own submission, findings and effective version.

@@ -135,3 +135,50 @@ spec:
         "spec.http[0].route[0].weight: must not be negative"
     )
     assert operator.log_text().count(line) == 1  # logged once, however many events follow
+
+
+def test_a_restarted_operator_keeps_serving_the_last_accepted_generation_of_a_refused_resource(
+    kube_cluster: LocalCluster, operator: OperatorProcess, reviews
+):
+    """Generation 1 (100/0) serves; generation 2 (a negative weight, stored because no
+    webhook guards the door here) is refused; the operator restarts and, with nothing in
+    memory, still serves generation 1, from the resource's status.lastAccepted."""
+    ns, sidecar = reviews
+    v1 = f"outbound|9080|v1|reviews.{ns}.svc.cluster.local"
+    kube_cluster.apply(virtual_service(ns, 100, 0))
+    operator.wait_for(lambda: route_clusters(sidecar, "reviews") == [v1], what="100/0")
+
+    def kept():
+        status = kube_cluster.get_json("vs", "reviews", "-n", ns).get("status") or {}
+        last = status.get("lastAccepted") or {}
+        return last if last.get("generation") == 1 else None
+
+    assert operator.wait_for(kept, what="lastAccepted generation 1")["spec"]["http"]
+    kube_cluster.apply(virtual_service(ns, 100, -5))
+
+    def refused():
+        status = kube_cluster.get_json("vs", "reviews", "-n", ns).get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        accepted = conds.get("Accepted", {})
+        return status if accepted.get("observedGeneration") == 2 else None
+
+    assert (
+        operator.wait_for(refused, what="generation 2 refused")["lastAccepted"]["generation"] == 1
+    )
+    assert count_backends(sidecar.outbound_port, "reviews", 100) == {"reviews-v1": 100}
+
+    operator.stop()
+    operator.start()
+    operator.debug.wait_synced(sidecar.node_id, timeout=30)
+    assert route_clusters(sidecar, "reviews") == [v1]  # before: no VirtualService, both versions
+    assert count_backends(sidecar.outbound_port, "reviews", 200) == {"reviews-v1": 200}
+    line = (
+        f"[CP0110 LastGoodVersionServed] VirtualService {ns}/reviews: "
+        "the last accepted generation 1 is served"
+    )
+    assert line in operator.log_text()
+    status = operator.wait_for(refused, what="status after the restart")
+    assert status["conditions"][0]["status"] == "False"
+    messages = [m["description"] for m in status["validationMessages"]]
+    assert "the last accepted generation 1 is served" in messages, messages
+    assert status["lastAccepted"]["generation"] == 1

@@ -60,6 +60,9 @@ class Update:
     submission: Submission | None = None
     rejection: Rejection | None = None
     delete: bool = False
+    # The last accepted generation (the resource's ``status.lastAccepted``), for the store to
+    # serve when this one is refused and it has no good version of its own (after a restart).
+    restored: Any = None
 
 
 def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
@@ -73,13 +76,46 @@ def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
         return None
     if event_type == "DELETED":
         return Update(key, delete=True)
+    generation = doc.get("metadata", {}).get("generation")
+    kept = _last_accepted(doc, generation)
     try:
         resource, issues = load(doc)
     except InvalidResource as exc:
-        generation = doc.get("metadata", {}).get("generation")
         refused = tuple(i.with_context(key, None) for i in exc.issues)
-        return Update(key, rejection=Rejection(key, refused, None, generation, doc))
-    return Update(key, submission=Submission(resource, tuple(issues), None))
+        if kept is not None:
+            refused += (
+                Issue(
+                    Codes.LAST_GOOD_SERVED,
+                    "",
+                    f"the last accepted generation {kept.metadata.generation} is served",
+                    key,
+                ),
+            )
+        return Update(key, rejection=Rejection(key, refused, None, generation, doc), restored=kept)
+    return Update(key, submission=Submission(resource, tuple(issues), None), restored=kept)
+
+
+def _last_accepted(doc: Mapping[str, Any], generation: Any) -> Any:
+    """The resource as of its last accepted generation (kept in ``status.lastAccepted`` by
+    the status writer), if that is an older generation and still reads; else None."""
+    status = doc.get("status")
+    kept = status.get("lastAccepted") if isinstance(status, Mapping) else None
+    if not isinstance(kept, Mapping) or not isinstance(kept.get("spec"), Mapping):
+        return None
+    kept_generation = kept.get("generation")
+    if not isinstance(kept_generation, int) or kept_generation == generation:
+        return None
+    meta = doc.get("metadata")
+    old = {
+        **doc,
+        "metadata": {**(meta if isinstance(meta, Mapping) else {}), "generation": kept_generation},
+        "spec": dict(kept["spec"]),
+    }
+    try:
+        resource, _ = load(old)
+    except InvalidResource:
+        return None
+    return resource
 
 
 def _normalized(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,6 +162,7 @@ class StoreBridge:
                 upserts=[u.submission for u in latest.values() if u.submission is not None],
                 deletes=[u.key for u in latest.values() if u.delete],
                 rejections=[u.rejection for u in latest.values() if u.rejection is not None],
+                restored=[u.restored for u in latest.values() if u.restored is not None],
             )
         except Exception:  # a listener's bug must not stop the watch; the resync repairs
             log.exception("applying %d watch events failed", len(latest))
