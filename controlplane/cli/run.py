@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,7 @@ def add(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from controlplane.app import ControlPlane, Options
     from controlplane.sources.kube.cluster import ClusterOptions, ClusterSource
+    from controlplane.xds.server import PortInUse
 
     options = Options(
         host=args.host,
@@ -103,3 +105,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(ControlPlane(options, ClusterSource(cluster)).run())
     except KeyboardInterrupt:
         return 0
+    except PortInUse as exc:  # another control plane on the port: one line, no traceback
+        print(f"controlplane run: {exc}", file=sys.stderr)
+        return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ def add(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from controlplane.app import ControlPlane, Options
     from controlplane.sources.files import DirectorySource
+    from controlplane.xds.server import PortInUse
 
     if not args.config_dir.is_dir():
         raise SystemExit(f"controlplane serve: {args.config_dir} is not a directory")
@@ -68,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(control_plane.run())
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:  # another control plane on the port: one line, no traceback
+        print(f"controlplane serve: {exc}", file=sys.stderr)
+        return 1
     return 0

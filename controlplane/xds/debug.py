@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from google.protobuf import json_format
 
 from controlplane.cache.compiled import CompiledCache
 from controlplane.cache.interface import BY_SHORT_NAME, SECRET, SHORT_NAMES, redacted
-from controlplane.xds.server import XdsServer
+from controlplane.xds.server import PortInUse, XdsServer
 
 log = logging.getLogger("controlplane.debug")
 
@@ -58,8 +59,14 @@ class DebugServer:
     async def start(self, host: str = "127.0.0.1", port: int = 15014) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        site = web.TCPSite(self._runner, host, port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise PortInUse(f"cannot listen for debug on {host}:{port}: {reason}") from None
         server = site._server  # aiohttp keeps the bound socket here
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port

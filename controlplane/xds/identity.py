@@ -25,6 +25,7 @@ from typing import Any
 
 from controlplane.ca import CAError, Identity, InvalidToken, verify_token
 from controlplane.cache.interface import Proxy
+from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.identity")
 
@@ -138,7 +139,7 @@ class TokenAuthenticator:
             if last is not None and now - last < 60:
                 return
             self._warned[key] = now
-        log.log(level, "proxy %s %s", proxy.node_id, message)
+        log.log(level, "proxy %s %s", printable(proxy.node_id), printable(message, 2 * LOG_LIMIT))
 
 
 class TokenReviewVerifier:
