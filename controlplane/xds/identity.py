@@ -31,7 +31,7 @@ log = logging.getLogger("controlplane.identity")
 
 TOKEN_METADATA = "authorization"
 DEFAULT_AUDIENCE = "controlplane-xds"
-DEFAULT_TOKEN_TTL = timedelta(days=365)
+DEFAULT_TOKEN_TTL = timedelta(hours=1)  # as Kubernetes rotates projected tokens
 
 # Token -> the identity it proves (raises InvalidToken or another CAError).
 TokenVerifier = Callable[[str], Identity]
