@@ -138,6 +138,8 @@ class TokenAuthenticator:
             last = self._warned.get(key)
             if last is not None and now - last < 60:
                 return
+            if len(self._warned) >= 10_000:  # node ids are the client's: keep this bounded
+                self._warned = {k: t for k, t in self._warned.items() if now - t < 60}
             self._warned[key] = now
         log.log(level, "proxy %s %s", printable(proxy.node_id), printable(message, 2 * LOG_LIMIT))
 
