@@ -118,11 +118,13 @@ def test_a_slow_writer_is_never_half_applied(tmp_path: Path) -> None:
             time.sleep(0.1)
             out.write(text[len(first) + 4 : cut])  # does not parse
             out.flush()
-            time.sleep(0.5)  # longer than the settle time: retried, not reported
+            time.sleep(0.8)  # longer than the settle time: retried, not reported
             out.write(text[cut:])
 
     async def main() -> None:
-        watcher = asyncio.create_task(source.run())
+        # Twice the default settle time: the writer's 0.1 s pauses stay well inside it on a
+        # busy machine.
+        watcher = asyncio.create_task(source.run(settle=0.4))
         await asyncio.sleep(0.5)
         assert store.snapshot.get(key("b")) is not None
         writer = threading.Thread(target=write_slowly)
