@@ -106,7 +106,7 @@ class Source(Protocol):
     def running(self) -> AbstractAsyncContextManager[None]:
         """The source's extras, started on entry and stopped on exit."""
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         """Log the one line that says the control plane serves."""
 
     async def wait(self) -> None:
@@ -152,7 +152,9 @@ class ControlPlane:
             for part in self._parts(side):
                 await stack.enter_async_context(part())
             self._stack = stack.pop_all()  # started: stop() unwinds it
-        self.source.announce(self.options.host, side.xds_port, side.debug_port)
+        self.source.announce(
+            self.options.host, side.xds_port, side.debug_port, self.options.debug_host
+        )
 
     async def stop(self) -> None:
         stack, self._stack = self._stack, None

@@ -454,7 +454,7 @@ class DirectorySource:
         finally:
             watcher.cancel()
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         snapshot = self.files.store.snapshot
         _control_plane_log.info(
             "serving %d resources from %s: xDS on %s:%d, debug on http://%s:%d",
@@ -462,7 +462,7 @@ class DirectorySource:
             self.config_dir,
             host,
             xds_port,
-            host,
+            debug_host,
             debug_port,
         )
 
