@@ -83,12 +83,18 @@ async def test_debug_endpoints_answer_loopback_or_the_token_only(
         await debug.stop()
 
 
-def test_run_and_serve_bind_the_debug_port_to_loopback_by_default() -> None:
+def test_run_and_serve_bind_the_debug_port_to_loopback_by_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     top = parser()
     for argv in (["run"], ["serve", "--config-dir", "."]):
         args = top.parse_args(argv)
         assert args.debug_host == "127.0.0.1", argv
         assert args.debug_token_file is None
+        with pytest.raises(SystemExit):
+            top.parse_args([argv[0], "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "--debug-host" in shown and "loopback clients only" in shown
 
 
 def test_serve_debug_port_is_not_reachable_from_elsewhere(tmp_path: Path) -> None:
