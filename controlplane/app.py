@@ -70,6 +70,10 @@ class Options:
     host: str = "127.0.0.1"
     xds_port: int = 15010
     debug_port: int = 15014
+    # The debug port binds loopback unless told otherwise (in a pod: the probes and
+    # Prometheus need it; /debug/* still answers loopback clients or the token only).
+    debug_host: str = "127.0.0.1"
+    debug_token: str | None = None  # lets a remote client read /debug/* (Bearer)
     debounce: float = 0.1  # quiet period before a push (s)
     max_delay: float = 10.0  # longest a push may wait (s)
     endpoint_max_delay: float = 1.0  # longest a push of endpoint changes alone may wait (s)
@@ -102,7 +106,7 @@ class Source(Protocol):
     def running(self) -> AbstractAsyncContextManager[None]:
         """The source's extras, started on entry and stopped on exit."""
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         """Log the one line that says the control plane serves."""
 
     async def wait(self) -> None:
@@ -148,7 +152,9 @@ class ControlPlane:
             for part in self._parts(side):
                 await stack.enter_async_context(part())
             self._stack = stack.pop_all()  # started: stop() unwinds it
-        self.source.announce(self.options.host, side.xds_port, side.debug_port)
+        self.source.announce(
+            self.options.host, side.xds_port, side.debug_port, self.options.debug_host
+        )
 
     async def stop(self) -> None:
         stack, self._stack = self._stack, None
@@ -275,7 +281,7 @@ class XdsSide:
 
     @asynccontextmanager
     async def serving_debug(self) -> AsyncIterator[None]:
-        self.debug_port = await self.debug.start(self.options.host, self.options.debug_port)
+        self.debug_port = await self.debug.start(self.options.debug_host, self.options.debug_port)
         try:
             yield
         finally:
@@ -318,7 +324,8 @@ async def _xds_side(
             metrics=metrics,
             services=[security.certificates],
         )
-    side = XdsSide(options, hub, server, DebugServer(server, hub, ready=ready), security)
+    debug = DebugServer(server, hub, ready=ready, debug_token=options.debug_token)
+    side = XdsSide(options, hub, server, debug, security)
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()
     return side

@@ -35,6 +35,7 @@ class Codes:
     UNKNOWN_KIND = Code("CP0103", Level.INFO, "UnknownKind")
     # A refused resource served from the last version accepted (before a restart)
     LAST_GOOD_SERVED = Code("CP0110", Level.WARNING, "LastGoodVersionServed")
+    TOO_LARGE = Code("CP0104", Level.ERROR, "ResourceTooLarge")
     # 02xx: a resource that reads but breaks a validation rule on its own
     INVALID_FIELD = Code("CP0201", Level.ERROR, "InvalidField")
     UNSUPPORTED_FIELD = Code("CP0202", Level.WARNING, "UnsupportedField")

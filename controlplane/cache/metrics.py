@@ -205,6 +205,12 @@ class XdsMetrics:
             "Responses written from an encoding another stream was sent first, by type.",
             ("type",),
         )
+        self.unknown_types = Counter(
+            "controlplane_xds_unknown_type_requests_total",
+            "Requests for a type URL this control plane does not serve (answered with no "
+            "resources), by protocol.",
+            ("protocol",),
+        )
         self.gauges: list[Gauge] = []
 
     def gauge(
@@ -224,6 +230,7 @@ class XdsMetrics:
             self.sent_bytes,
             self.sent_resources,
             self.nacks,
+            self.unknown_types,
             self.push_time,
             self.convergence,
             self.compile_time,

@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controlplane.cli import command
-from controlplane.inject.bootstrap import bootstrap_yaml, parse_labels
+from controlplane.inject.bootstrap import bootstrap_yaml, parse_labels, write_private
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
+
+# A bootstrap token is a bearer credential written into a file and into Envoy's bootstrap
+# (Envoy's ADS client takes the header value literally: its /config_dump shows it), so it is
+# kept as short-lived as the service-account tokens Kubernetes projects into pods.
+MAX_TOKEN_TTL = 3600.0
 
 
 def add(commands: Commands) -> None:
@@ -46,7 +51,14 @@ def add(commands: Commands) -> None:
     parser.add_argument("--ca-dir", type=Path, default=None, help="sign a token with this CA")
     parser.add_argument("--trust-domain", default="cluster.local")
     parser.add_argument("--token-audience", default="controlplane-xds")
-    parser.add_argument("--token-ttl", type=float, default=365 * 86400.0, help="token lifetime (s)")
+    parser.add_argument(
+        "--token-ttl",
+        type=float,
+        default=MAX_TOKEN_TTL,
+        help=f"token lifetime (s), at most {MAX_TOKEN_TTL:.0f} (Kubernetes' projected tokens "
+        "rotate hourly); a proxy connected keeps its stream, one that reconnects later needs "
+        "a new token",
+    )
     parser.add_argument("--xds-tls", action="store_true", help="TLS to the xDS port (mesh root)")
     parser.add_argument("--xds-root-cert", type=Path, default=None, help="root for --xds-tls")
     parser.set_defaults(run=run)
@@ -74,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         **_security(args),
     )
     if args.output:
-        args.output.write_text(text)
+        write_private(args.output, text)  # it may carry the token: 0600
     else:
         sys.stdout.write(text)
     return 0
@@ -85,6 +97,12 @@ def _security(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.ca_dir is not None:
         from datetime import timedelta
+
+        if not 0 < args.token_ttl <= MAX_TOKEN_TTL:
+            raise SystemExit(
+                f"controlplane bootstrap: --token-ttl {args.token_ttl:g}: must be more than 0 "
+                f"and at most {MAX_TOKEN_TTL:.0f} s (tokens are bearer credentials)"
+            )
 
         from controlplane.app import obtain_token
 
@@ -97,8 +115,7 @@ def _security(args: argparse.Namespace) -> dict[str, Any]:
             ttl=timedelta(seconds=args.token_ttl),
         )
         if args.token_file is not None:
-            args.token_file.write_text(token + "\n")
-            args.token_file.chmod(0o600)
+            write_private(args.token_file, token + "\n")
         out["xds_token"] = token
     elif args.token_file is not None:
         out["xds_token"] = args.token_file.read_text().strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,18 @@ def add(commands: Commands) -> None:
     parser.add_argument("--xds-port", type=int, default=15010)
     parser.add_argument("--debug-port", type=int, default=15014)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--debug-host",
+        default="127.0.0.1",
+        help="address of the debug port (/healthz, /ready, /metrics, /debug/*); /debug/* "
+        "answers loopback clients only, or --debug-token-file holders",
+    )
+    parser.add_argument(
+        "--debug-token-file",
+        type=Path,
+        default=None,
+        help="a token that lets remote clients read /debug/* (Authorization: Bearer)",
+    )
     parser.add_argument(
         "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
     )
@@ -57,6 +70,7 @@ def add(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from controlplane.app import ControlPlane, Options
     from controlplane.sources.files import DirectorySource
+    from controlplane.xds.server import PortInUse
 
     if not args.config_dir.is_dir():
         raise SystemExit(f"controlplane serve: {args.config_dir} is not a directory")
@@ -66,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         xds_port=args.xds_port,
         debug_port=args.debug_port,
+        debug_host=args.debug_host,
+        debug_token=_debug_token(args.debug_token_file),
         debounce=args.debounce,
         max_delay=args.max_delay,
         endpoint_max_delay=args.endpoint_max_delay,
@@ -83,4 +99,19 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(control_plane.run())
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:  # another control plane on the port: one line, no traceback
+        print(f"controlplane serve: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _debug_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"controlplane: --debug-token-file {path}: {exc.strerror}") from None
+    if not token:
+        raise SystemExit(f"controlplane: --debug-token-file {path} is empty")
+    return token

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from controlplane.cli import command
-from controlplane.inject.bootstrap import render_bootstrap
+from controlplane.inject.bootstrap import render_bootstrap, write_private
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
@@ -100,9 +100,7 @@ def write_bootstrap(
         admin_port=admin_port,
     )
     bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = bootstrap_path.with_name(f".{bootstrap_path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-    os.replace(tmp, bootstrap_path)
+    write_private(bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))  # has the token
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

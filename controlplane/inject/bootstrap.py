@@ -8,7 +8,9 @@ from the downward API) and the test and demo harnesses (``controlplane.testing``
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -169,3 +171,22 @@ def _is_ip(address: str) -> bool:
 
 def bootstrap_yaml(**kwargs: Any) -> str:
     return yaml.safe_dump(render_bootstrap(**kwargs), sort_keys=False)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, whatever the umask), and
+    atomically: a bootstrap carries the proxy's bearer token, and Envoy or a watcher must
+    never read half of it. An existing file is replaced, with the new mode."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

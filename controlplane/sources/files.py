@@ -43,6 +43,23 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Reporter = Callable[[Issue], None]
 
+# Kubernetes stores an object in one etcd value, and etcd refuses requests over 1.5 MiB
+# (its --max-request-bytes default, 1572864): a larger object cannot exist in a cluster, so
+# a larger document is refused here too, before YAML parses it.
+MAX_OBJECT_BYTES = 1_572_864
+# A file is a batch of objects, like `kubectl apply -f`; this bounds what one file can cost
+# (its text is held while it is read), checked from its size before it is read.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+# How long a file must hold still (same size and mtime) before a watcher reads it, and how
+# long a file that does not parse is taken to be still being written (retried, not
+# reported). An atomic rename is always complete; see the README, "Writing files safely".
+SETTLE = 0.2
+UNREADABLE_GRACE = 2.0
+
+
+def _too_large(what: str, size: int, limit: int, why: str) -> str:
+    return f"{what} is {size:,} bytes, more than the {limit:,} bytes {why}; not read"
+
 
 def _default_report(issue: Issue) -> None:
     if issue.severity is Level.ERROR:
@@ -60,6 +77,7 @@ class Document:
     line: int  # 1-based
     content: Any = None
     error: str | None = None
+    too_large: bool = False  # not parsed: larger than Kubernetes stores (MAX_OBJECT_BYTES)
 
 
 def split_documents(text: str) -> list[Document]:
@@ -73,6 +91,12 @@ def split_documents(text: str) -> list[Document]:
     docs: list[Document] = []
     for start, lines in chunks:
         body = "\n".join(lines)
+        # Characters first (cheap); bytes only when the characters alone may be too many.
+        if len(body) > MAX_OBJECT_BYTES // 4 and (size := len(body.encode())) > MAX_OBJECT_BYTES:
+            why = "Kubernetes stores in one object (etcd's request limit)"
+            message = _too_large("this document", size, MAX_OBJECT_BYTES, why)
+            docs.append(Document(line=start, error=message, too_large=True))
+            continue
         if not body.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in lines):
             continue
         try:
@@ -108,6 +132,13 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
     """Parse and validate every document of one file (pure apart from reading it)."""
     result = ReadResult()
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            result.unreadable = True
+            why = "a file may hold (each object at most 1.5 MiB, as in Kubernetes)"
+            message = _too_large("the file", size, MAX_FILE_BYTES, why)
+            result.issues.append(Issue(Codes.TOO_LARGE, "", message, origin=display))
+            return result
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         result.unreadable = True
@@ -119,7 +150,8 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
         origin = f"{display}:{doc.line}"
         if doc.error is not None:
             result.unreadable = True
-            result.issues.append(Issue(Codes.YAML_ERROR, "", doc.error, origin=origin))
+            code = Codes.TOO_LARGE if doc.too_large else Codes.YAML_ERROR
+            result.issues.append(Issue(code, "", doc.error, origin=origin))
             continue
         items = (
             doc.content.get("items")
@@ -180,6 +212,8 @@ class FileSource:
         self.report = report
         self._files: dict[Path, _FileState] = {}
         self._owner: dict[ResourceKey, Path] = {}
+        # Files seen changing and not read yet (still being written?): looked at again soon.
+        self.unsettled: set[Path] = set()
 
     def _candidates(self) -> dict[Path, tuple[int, int]]:
         found: dict[Path, tuple[int, int]] = {}
@@ -221,12 +255,47 @@ class FileSource:
                 current[path] = (st.st_mtime_ns, st.st_size)
         return current, gone
 
-    def scan(self, paths: Iterable[Path] | None = None) -> bool:
+    def _settled(self, path: Path, stamp: tuple[int, int], settle: float) -> bool:
+        """Whether a changed file has held still for ``settle`` seconds (its mtime is that
+        old); if not, it is left for a later look (``unsettled``)."""
+        if settle <= 0 or time.time() - stamp[0] / 1e9 >= settle:
+            return True
+        self.unsettled.add(path)
+        return False
+
+    def _complete(
+        self, path: Path, stamp: tuple[int, int], result: ReadResult, settle: float
+    ) -> bool:
+        """Whether what was read is the whole file: it did not change while being read, and
+        (when it does not parse) it has not changed for ``UNREADABLE_GRACE`` seconds, since
+        a half-written file rarely parses. Otherwise it is left for a later look."""
+        if settle <= 0:
+            return True
+        try:
+            st = path.stat()
+        except OSError:
+            return True  # gone: the next scan removes it
+        if (st.st_mtime_ns, st.st_size) != stamp or (
+            result.unreadable and time.time() - stamp[0] / 1e9 < UNREADABLE_GRACE
+        ):
+            self.unsettled.add(path)
+            return False
+        return True
+
+    def scan(self, paths: Iterable[Path] | None = None, settle: float = 0.0) -> bool:
         """Read what changed since the last scan and apply it to the store in one batch:
         everything below the directory, or only ``paths`` when a watcher said which.
 
+        With ``settle`` (the watcher's), a file is read only once it has held still that
+        long, and what was read is applied only if the file did not change meanwhile and
+        parses (or has stopped changing): a file being written is never half applied.
         Returns True when the store changed.
         """
+        if paths is None:
+            self.unsettled.clear()  # everything is looked at again
+        else:
+            paths = set(paths)
+            self.unsettled -= paths  # looked at again now (put back if still unsettled)
         partial = self._changed_paths(paths) if paths is not None else None
         if partial is None:
             current = self._candidates()
@@ -240,7 +309,10 @@ class FileSource:
         self._first_scan = False
         self._seen_at = now()
         for path in sorted(gone):
-            state = self._files.pop(path)
+            self.unsettled.discard(path)
+            state = self._files.pop(path, None)
+            if state is None:
+                continue
             for key in state.keys:
                 if self._owner.get(key) == path:
                     del self._owner[key]
@@ -248,9 +320,14 @@ class FileSource:
             log.info("file %s removed", self._display(path))
         for path, stamp in sorted(current.items()):
             previous = self._files.get(path)
+            self.unsettled.discard(path)
             if previous is not None and previous.stamp == stamp:
                 continue
+            if not self._settled(path, stamp, settle):
+                continue
             result = read_file(path, self._display(path), self.default_namespace)
+            if not self._complete(path, stamp, result, settle):
+                continue
             for issue in result.issues:
                 self.report(issue)
             old_keys = previous.keys if previous else set()
@@ -399,14 +476,19 @@ class FileSource:
         except ValueError:
             return str(path)
 
-    async def run(self, poll_interval: float = 1.0, rescan_every: float = 10.0) -> None:
+    async def run(
+        self, poll_interval: float = 1.0, rescan_every: float = 10.0, settle: float = SETTLE
+    ) -> None:
         """Scan now, then on every filesystem event; when events are quiet, rescan everything
         every ``rescan_every`` seconds (checked every ``poll_interval``), as a safety net for
         events a filesystem does not deliver. A full scan of a large directory costs tens of
-        milliseconds, so it is not done every second."""
+        milliseconds, so it is not done every second. Files still being written (see
+        ``scan``'s ``settle``) are looked at again every ``settle / 2`` seconds."""
         from watchfiles import awatch
 
-        self.scan()
+        self.scan(settle=settle)
+        if settle > 0:
+            poll_interval = min(poll_interval, settle / 2)
         last_full = time.monotonic()
         stop = asyncio.Event()
         try:
@@ -420,11 +502,13 @@ class FileSource:
                 recursive=True,
             ):
                 try:
-                    if changes:
-                        self.scan({Path(p) for _, p in changes})  # only the reported paths
+                    if changes or self.unsettled:
+                        # only the reported paths, and those still being written
+                        paths = {Path(p) for _, p in changes} | self.unsettled
+                        self.scan(paths, settle=settle)
                     elif time.monotonic() - last_full >= rescan_every:
                         last_full = time.monotonic()
-                        self.scan()
+                        self.scan(settle=settle)
                 except Exception:  # never let one bad file stop the watcher
                     log.exception("scanning %s failed", self.root)
         finally:
@@ -501,7 +585,7 @@ class DirectorySource:
             if self._state is not None:
                 await asyncio.to_thread(self._state.close)  # what is queued reaches the disk
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         snapshot = self.files.store.snapshot
         _control_plane_log.info(
             "serving %d resources from %s: xDS on %s:%d, debug on http://%s:%d",
@@ -509,7 +593,7 @@ class DirectorySource:
             self.config_dir,
             host,
             xds_port,
-            host,
+            debug_host,
             debug_port,
         )
 

@@ -6,9 +6,12 @@ publish did, the snapshot and its statuses); it only reads them."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +19,8 @@ from google.protobuf import json_format
 
 from controlplane.cache.compiled import CompiledCache
 from controlplane.cache.interface import BY_SHORT_NAME, SECRET, SHORT_NAMES, redacted
-from controlplane.xds.server import XdsServer
+from controlplane.xds.server import PortInUse, XdsServer
+from controlplane.xds.text import printable
 
 log = logging.getLogger("controlplane.debug")
 
@@ -29,17 +33,38 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
+# What anyone who reaches the port may read: kubelet's probes and Prometheus. Everything else
+# (what every proxy was sent, its identity, every resource's status) is answered only to a
+# client on the same host (or in the same pod: `kubectl port-forward` arrives on loopback),
+# or one that presents the debug token.
+PUBLIC_PATHS = frozenset({"/healthz", "/ready", "/metrics"})
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class DebugServer:
+    """``debug_token`` (optional): a client elsewhere may read the debug endpoints with
+    ``Authorization: Bearer <token>``; without it only loopback clients can."""
+
     def __init__(
         self,
         xds: XdsServer,
         compiled: CompiledCache,
         ready: Callable[[], bool] = lambda: True,
+        debug_token: str | None = None,
     ) -> None:
         self.delivery = xds.delivery
         self.compiled = compiled
         self.ready = ready
-        self.app = web.Application()
+        self.debug_token = debug_token
+        self.app = web.Application(middlewares=[self._guard])
         self.app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -58,13 +83,44 @@ class DebugServer:
     async def start(self, host: str = "127.0.0.1", port: int = 15014) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        site = web.TCPSite(self._runner, host, port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise PortInUse(f"cannot listen for debug on {host}:{port}: {reason}") from None
         server = site._server  # aiohttp keeps the bound socket here
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         log.info("debug endpoints on http://%s:%d", host, self.port)
         return self.port
+
+    @web.middleware
+    async def _guard(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS or _is_loopback(request.remote):
+            return await handler(request)
+        token = self.debug_token
+        given = request.headers.get("Authorization", "")
+        if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return await handler(request)
+        log.warning(
+            "debug port: %s from %s refused (not loopback, no valid debug token)",
+            printable(request.path),
+            request.remote,
+        )
+        return _json(
+            {
+                "error": "the debug endpoints answer loopback clients only (use kubectl "
+                "port-forward or exec) or a client presenting the debug token"
+            },
+            status=403,
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:

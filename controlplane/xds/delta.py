@@ -35,7 +35,7 @@ class DeltaStream(BaseStream):
 
     def _handle(self, request: discovery_pb2.DeltaDiscoveryRequest) -> bool:
         type_url = request.type_url
-        found = self._type_state(type_url)
+        found = self._type_state(type_url, request.response_nonce)
         if found is None:
             return False
         state, first = found
@@ -77,6 +77,9 @@ class DeltaStream(BaseStream):
                 state.overrides[name] = None
                 state.nacked.pop(name, None)
         return True
+
+    def _empty_response(self, type_url: str, nonce: str) -> bytes:
+        return wire.delta_response("", type_url, nonce, resources=[], removed=())
 
     def _nacked(
         self,

@@ -25,12 +25,13 @@ from typing import Any
 
 from controlplane.ca import CAError, Identity, InvalidToken, verify_token
 from controlplane.cache.interface import Proxy
+from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.identity")
 
 TOKEN_METADATA = "authorization"
 DEFAULT_AUDIENCE = "controlplane-xds"
-DEFAULT_TOKEN_TTL = timedelta(days=365)
+DEFAULT_TOKEN_TTL = timedelta(hours=1)  # as Kubernetes rotates projected tokens
 
 # Token -> the identity it proves (raises InvalidToken or another CAError).
 TokenVerifier = Callable[[str], Identity]
@@ -137,8 +138,10 @@ class TokenAuthenticator:
             last = self._warned.get(key)
             if last is not None and now - last < 60:
                 return
+            if len(self._warned) >= 10_000:  # node ids are the client's: keep this bounded
+                self._warned = {k: t for k, t in self._warned.items() if now - t < 60}
             self._warned[key] = now
-        log.log(level, "proxy %s %s", proxy.node_id, message)
+        log.log(level, "proxy %s %s", printable(proxy.node_id), printable(message, 2 * LOG_LIMIT))
 
 
 class TokenReviewVerifier:

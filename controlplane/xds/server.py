@@ -13,6 +13,7 @@ stops it last.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
@@ -38,6 +39,22 @@ def stream_info(context: Any) -> StreamInfo:
         for k, v in (context.auth_context() or {}).items()
     }
     return StreamInfo(peer=context.peer(), metadata=metadata, auth_context=auth)
+
+
+class PortInUse(OSError):
+    """A port this control plane must own cannot be bound (another process holds it)."""
+
+
+def _why_not(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound, or None when it can (grpc only logs why)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 class GrpcService(Protocol):
@@ -111,6 +128,9 @@ class XdsServer:
                 ("grpc.http2.bdp_probe", 0),
                 ("grpc.experimental.tcp_read_chunk_size", 8192),
                 ("grpc.experimental.tcp_max_read_chunk_size", 16384),
+                # grpc sets SO_REUSEPORT by default: a second control plane would bind the
+                # same port and the kernel would split proxies between two configurations.
+                ("grpc.so_reuseport", 0),
             ]
         )
         self.server.add_generic_rpc_handlers(
@@ -140,12 +160,19 @@ class XdsServer:
     ) -> int:
         """Listen (with TLS when ``credentials`` are given) and start serving."""
         address = f"{host}:{port}"
-        if credentials is not None:
-            self.port = self.server.add_secure_port(address, credentials)
-        else:
-            self.port = self.server.add_insecure_port(address)
+        taken = _why_not(host, port) if port else None
+        if taken is not None:  # said in one line, before grpc logs its own
+            raise PortInUse(f"cannot listen for xDS on {host}:{port}: {taken}")
+        try:
+            if credentials is not None:
+                self.port = self.server.add_secure_port(address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc's "Failed to bind": the port is taken, or no such address
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen on {host}:{port}")
+            reason = _why_not(host, port) or "grpc could not bind it"
+            raise PortInUse(f"cannot listen for xDS on {host}:{port}: {reason}")
         self.delivery.start()
         await self.server.start()
         log.info("xDS (ADS) listening on %s:%d", host, self.port)

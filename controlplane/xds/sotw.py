@@ -28,7 +28,7 @@ class SotwStream(BaseStream):
     protocol = "sotw"
 
     def _handle(self, request: discovery_pb2.DiscoveryRequest) -> bool:
-        found = self._type_state(request.type_url)
+        found = self._type_state(request.type_url, request.response_nonce)
         if found is None:
             return False
         state, _ = found
@@ -55,6 +55,9 @@ class SotwStream(BaseStream):
             state.names = self.delivery.canonical_names(state.names)
             return True
         return False
+
+    def _empty_response(self, type_url: str, nonce: str) -> bytes:
+        return wire.sotw_response("", type_url, nonce, resources=[])
 
     def _nacked(self, state: TypeState, nonce: str, message: str) -> None:
         nack = Nack(

@@ -41,11 +41,13 @@ from controlplane.cache.interface import (
 from controlplane.xds.delivery import Delivery
 from controlplane.xds.identity import IdentityRejected, StreamInfo
 from controlplane.xds.state import Nack, TypeState, short
+from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.xds")
 _stream_ids = itertools.count(1)
 KNOWN_TYPES = frozenset(PUSH_ORDER)
 _NAMES_IN_LOG = 5
+_MAX_TYPE_URL = 512  # longer than any real type URL: counted, not echoed back
 
 
 def proxy_from_request_node(node: Any) -> Proxy:
@@ -74,6 +76,8 @@ class BaseStream(ABC):
         self._queued = False
         self.writing = False  # a write is waiting for the proxy to read
         self._closed = False
+        self._unknown_seen = 0  # requests for types we do not serve
+        self._unknown_answers: list[str] = []  # their type URLs, to answer on the next push
 
     def wake(self) -> None:
         if not self._queued:
@@ -147,11 +151,11 @@ class BaseStream(ABC):
         try:
             started = time.perf_counter()
             try:
-                responses = self._responses()
+                responses = self._answer_unknown() + self._responses()
             except Exception:
                 # A compiler bug must not cut the proxy off: it keeps its last config and
                 # gets the next snapshot.
-                log.exception("compiling for proxy %s failed", self.node_id)
+                log.exception("compiling for proxy %s failed", printable(self.node_id))
                 return
             if not responses:
                 return
@@ -183,7 +187,7 @@ class BaseStream(ABC):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken client must not take the server down
-            log.debug("stream %s: read ended: %s", self.id, exc)
+            log.debug("stream %s: read ended: %s", self.id, printable(exc))
         finally:
             self._closed = True
             self._wake.set()
@@ -198,27 +202,64 @@ class BaseStream(ABC):
             claimed = proxy_from_request_node(request.node)
             self.proxy = self.delivery.authenticator(claimed, self.info)
         except (InvalidNode, IdentityRejected) as exc:
-            log.warning("stream %s from %s: %s; closing", self.id, self.peer, exc)
+            log.warning(
+                "stream %s from %s: %s; closing", self.id, self.peer, printable(exc, 2 * LOG_LIMIT)
+            )
             return False
         self.node = request.node
         self.watch = self.delivery.cache.watch(self.proxy, self.wake)
         self.delivery.register(self)
-        log.info("proxy %s connected (%s, %s)", self.proxy.node_id, self.protocol, self.peer)
+        log.info(
+            "proxy %s connected (%s, %s)", printable(self.proxy.node_id), self.protocol, self.peer
+        )
         return True
 
     # ---- for subclasses --------------------------------------------------------------------
 
-    def _type_state(self, type_url: str) -> tuple[TypeState, bool] | None:
-        """The state of ``type_url`` on this stream and whether it is new; None (and the
-        request ignored) for a type this server does not serve."""
+    def _type_state(self, type_url: str, nonce: str = "") -> tuple[TypeState, bool] | None:
+        """The state of ``type_url`` on this stream and whether it is new; None for a type
+        this server does not serve (answered by ``_unknown_type``)."""
         if type_url not in KNOWN_TYPES:
-            log.debug("proxy %s asked for unknown type %r; ignored", self.node_id, type_url)
+            self._unknown_type(type_url, nonce)
             return None
         state = self.states.get(type_url)
         if state is None:
             state = self.states[type_url] = TypeState(type_url)
             return state, True
         return state, False
+
+    def _unknown_type(self, type_url: str, nonce: str) -> None:
+        """A request for a type this server does not serve is counted and answered, as
+        istiod answers it (its default generator finds no resource of that type): with an
+        empty response of that type, so the client stops waiting. Its ACK (a request with
+        our nonce) is not answered again; nor is a type URL too long to be one."""
+        metrics = self.delivery.metrics
+        metrics.unknown_types.inc(self.protocol)
+        first = not self._unknown_seen
+        self._unknown_seen += 1
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "proxy %s asked for type %s, which this control plane does not serve; "
+            "answered with no resources",
+            printable(self.node_id),
+            printable(type_url),
+        )
+        if nonce or len(type_url) > _MAX_TYPE_URL or len(self._unknown_answers) >= 16:
+            return
+        self._unknown_answers.append(type_url)
+        self.wake()
+
+    def _answer_unknown(self) -> list[bytes]:
+        """The empty responses owed to requests for unknown types (see ``_unknown_type``)."""
+        out = []
+        for type_url in self._unknown_answers:
+            out.append(self._empty_response(type_url, self.next_nonce()))
+        self._unknown_answers.clear()
+        return out
+
+    @abstractmethod
+    def _empty_response(self, type_url: str, nonce: str) -> bytes:
+        """An encoded response of ``type_url`` with no resources."""
 
     @abstractmethod
     def _handle(self, request: Any) -> bool:
@@ -261,17 +302,17 @@ class BaseStream(ABC):
             and previous.message == nack.message
         )
         names = sorted(nack.resource_names)
-        shown = ", ".join(names[:_NAMES_IN_LOG]) or "none"
+        shown = ", ".join(printable(n) for n in names[:_NAMES_IN_LOG]) or "none"
         if len(names) > _NAMES_IN_LOG:
             shown += f" and {len(names) - _NAMES_IN_LOG} more"
         log.log(
             logging.DEBUG if repeated else logging.ERROR,
             "NACK from proxy %s for %s version %s (resources: %s): %s",
-            self.node_id,
+            printable(self.node_id),
             short(state.type_url),
             nack.version,
             shown,
-            nack.message,
+            printable(nack.message, 4 * LOG_LIMIT),
         )
 
     def _count(self, type_url: str, resources: int, size: int) -> None:

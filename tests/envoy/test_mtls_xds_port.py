@@ -87,6 +87,9 @@ def test_envoy_reaches_a_tls_xds_port_with_its_token(tmp_path: Path) -> None:
             check=True,
             timeout=30,
         )
+        # Both carry the bearer token: owner-only (the Envoy below reads them as we run it).
+        assert out.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "reviews.token").stat().st_mode & 0o777 == 0o600
         bootstrap = yaml.safe_load(out.read_text())
         xds = bootstrap["static_resources"]["clusters"][0]
         assert xds["transport_socket"]["name"] == "envoy.transport_sockets.tls"

@@ -62,7 +62,7 @@ class RecordingSource:
             self.xds_port_open_at_stop = accepts(self.control_plane.xds.xds_port)
             self.events.append("stopped")
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         self.events.append("announce")
 
     async def wait(self) -> None:

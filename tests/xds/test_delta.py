@@ -221,12 +221,16 @@ async def test_changed_cluster_is_followed_by_its_endpoints_again(
         assert eds.type_url == ENDPOINT and names(eds) == changed
 
 
-async def test_garbage_type_urls_and_unknown_names_get_no_answer_and_no_harm(
+async def test_garbage_type_urls_and_unknown_names_get_an_empty_answer_and_no_harm(
     control_plane: ControlPlane,
 ) -> None:
     control_plane.apply(MESH)
     async with AdsConnection(control_plane.target, delta=True) as conn:
         await conn.send(delta_request("garbage", ["x"], node_message=local_node()))
+        # Answered with nothing, as istiod answers a type it has no resources of (issue 11:
+        # this was ignored in silence).
+        garbage = await conn.recv()
+        assert garbage.type_url == "garbage" and not garbage.resources
         await conn.send(delta_request(ENDPOINT, ["outbound|1||no-such.example"]))
         empty = await conn.recv()
         assert empty.type_url == ENDPOINT and not empty.resources

@@ -209,12 +209,15 @@ async def test_reconnect_gets_the_full_current_state(control_plane: ControlPlane
     assert again[CLUSTER].version_info == first[CLUSTER].version_info
 
 
-async def test_unknown_type_is_ignored_and_the_stream_keeps_working(
+async def test_unknown_type_is_answered_empty_and_the_stream_keeps_working(
     control_plane: ControlPlane,
 ) -> None:
     control_plane.apply(MESH)
     async with AdsConnection(control_plane.target) as conn:
         await conn.send(sotw_request("type.googleapis.com/no.such.Type", node_message=local_node()))
+        # An empty answer, as istiod's (issue 11: this was ignored in silence), and no more.
+        empty = await conn.recv()
+        assert empty.type_url == "type.googleapis.com/no.such.Type" and not empty.resources
         await conn.expect_nothing(0.2)
         await conn.send(sotw_request(LISTENER))
         lds = await conn.recv()

@@ -181,13 +181,13 @@ class ClusterSource:
             thread.stop_flag.set()
             await asyncio.to_thread(thread.join, 15)
 
-    def announce(self, host: str, xds_port: int, debug_port: int) -> None:
+    def announce(self, host: str, xds_port: int, debug_port: int, debug_host: str) -> None:
         log.info(
             "operator %s: xDS on %s:%d, debug on %s:%d, native sidecars %s",
             self.options.identity,
             host,
             xds_port,
-            host,
+            debug_host,
             debug_port,
             "on" if self.native else "off",
         )
