@@ -18,6 +18,7 @@ from pathlib import Path
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.sources.files import read_file
+from controlplane.compile.check import check_resource
 from controlplane.store import Store, Submission
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -88,7 +89,8 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
         report.issues += [i for i in result.issues if not _foreign_kind(i)]
         submissions += result.submissions
     report.resources = len(submissions)
-    store = Store()
+    # The compiler's own check too: what it fails on is refused as it is when serving.
+    store = Store(compile_check=check_resource)
     store.apply(upserts=_first_definition_wins(submissions, report))
     snapshot = store.snapshot
     for key, status in snapshot.status.items():
