@@ -17,8 +17,8 @@ from pathlib import Path
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
-from controlplane.sources.files import read_file
 from controlplane.compile.check import check_resource
+from controlplane.sources.files import read_file
 from controlplane.store import Store, Submission
 
 SUFFIXES = (".yaml", ".yml", ".json")

@@ -62,7 +62,9 @@ _Compile = Callable[[SnapshotReader, Any], None]
 _Parts = Callable[[Any], Iterator[tuple[str, Any]]]
 
 
-def _check(snapshot: SnapshotReader, resource: Any, compile_: _Compile, parts: _Parts) -> list[Issue]:
+def _check(
+    snapshot: SnapshotReader, resource: Any, compile_: _Compile, parts: _Parts
+) -> list[Issue]:
     try:
         compile_(snapshot, resource)
     except Exception as exc:  # noqa: BLE001 (any failure refuses the resource, never the mesh)
@@ -80,8 +82,11 @@ def _check(snapshot: SnapshotReader, resource: Any, compile_: _Compile, parts: _
 
 
 def _sidecar(namespace: str) -> Proxy:
-    return Proxy(node_id=f"compile-check~0.0.0.0~check.{namespace}~{namespace}.svc.cluster.local",
-                 namespace=namespace, mode=TRANSPARENT)
+    return Proxy(
+        node_id=f"compile-check~0.0.0.0~check.{namespace}~{namespace}.svc.cluster.local",
+        namespace=namespace,
+        mode=TRANSPARENT,
+    )
 
 
 def _services_for(snapshot: SnapshotReader, hosts: list[str], namespace: str) -> list[MeshService]:

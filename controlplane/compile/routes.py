@@ -70,7 +70,11 @@ def build_virtual_host(
             # failure for one proxy only: this VirtualService is passed over here.
             log.exception(
                 "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
-                vs.metadata.namespace, vs.metadata.name, service.hostname, port, proxy.node_id,
+                vs.metadata.namespace,
+                vs.metadata.name,
+                service.hostname,
+                port,
+                proxy.node_id,
             )
             routes = []
         if routes:

@@ -9,9 +9,8 @@ default cluster.
 
 from __future__ import annotations
 
-import logging
-
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import address_pb2
@@ -52,7 +51,11 @@ def outbound_tcp_chains(
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
             log.exception(
                 "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
-                vs.metadata.namespace, vs.metadata.name, service.hostname, port, proxy.node_id,
+                vs.metadata.namespace,
+                vs.metadata.name,
+                service.hostname,
+                port,
+                proxy.node_id,
             )
             chains.clear()
             seen.clear()

@@ -260,7 +260,9 @@ class Store:
                 # A DestinationRule's own findings are warnings: only a compile failure
                 # holds its version back.
                 check = (
-                    check_destination_rule if key.kind == "DestinationRule" else check_virtual_service
+                    check_destination_rule
+                    if key.kind == "DestinationRule"
+                    else check_virtual_service
                 )
                 found = self._check(probe.snapshot, key, check)
                 rechecked.add(key)

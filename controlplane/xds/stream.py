@@ -153,8 +153,11 @@ class BaseStream(ABC):
                 # gets the next snapshot. Until then it is not being updated, and
                 # proxy-status and CSDS say so (ERROR, with the reason), never SYNCED.
                 log.exception("compiling for proxy %s failed", self.node_id)
-                error = PushError(f"compiling this proxy's configuration failed: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}", time.time())
+                error = PushError(
+                    f"compiling this proxy's configuration failed: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}",
+                    time.time(),
+                )
                 for state in self.states.values():
                     if state.subscribed:
                         state.push_error = error

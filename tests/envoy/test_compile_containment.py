@@ -95,9 +95,11 @@ def test_a_resource_that_fails_to_compile_is_refused_alone(
     # The compiler raises on the new ratings VirtualService: refused, with the reason.
     mesh.write("ratings-vs.yaml", ratings_vs("explode", "second"))
     status = _wait(
-        lambda: (s := _status(mesh, "VirtualService default/ratings"))
-        and any("CP0307" in str(i) for i in s.get("issues", []))
-        and s
+        lambda: (
+            (s := _status(mesh, "VirtualService default/ratings"))
+            and any("CP0307" in str(i) for i in s.get("issues", []))
+            and s
+        )
     )
     assert status, _status(mesh, "VirtualService default/ratings")
     assert status["reconciled"] is False
@@ -129,8 +131,7 @@ def test_a_proxy_whose_push_cannot_be_built_is_not_reported_synced(
     # A Service no per-resource guard contains: every proxy that sees it fails to compile.
     mesh.write("boom.yaml", meshes.service("boom", 9080))
     state = _wait(
-        lambda: (s := mesh.debug.type_state(sidecar.node_id, "rds")).get("status") == "ERROR"
-        and s
+        lambda: (s := mesh.debug.type_state(sidecar.node_id, "rds")).get("status") == "ERROR" and s
     )
     assert state, mesh.debug.type_state(sidecar.node_id, "rds")
     assert "injected compile fault: service boom" in state["error"]["message"]

@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from controlplane.api import networking as net
 from controlplane.api.base import Duration
 from controlplane.api.issues import Codes, errors
-from controlplane.api import networking as net
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.resources import parse_resource
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
@@ -61,16 +61,83 @@ HOSTS = [
     "ratings.other.svc.cluster.local",
 ]
 STRINGS = [
-    "", "a", "v1", "v2", "reviews", "app", "x-user", "/", "/api", "/api/v1", "GET", "POST",
-    "10.0.0.0/8", "127.0.0.1", "1.2.3.4/32", "::1", "cluster.local/ns/default/sa/reviews",
-    "default", "*", "*.com", "a*", ".*", "^/a$", "[a-z]+", "request.headers[x-user]",
-    "source.ip", "destination.port", "9080", "80", "reviews.default.svc.cluster.local:9080",
-    "h2", "http/1.1", "ROUND_ROBIN", "user", "true", "0", "x" * 64,
+    "",
+    "a",
+    "v1",
+    "v2",
+    "reviews",
+    "app",
+    "x-user",
+    "/",
+    "/api",
+    "/api/v1",
+    "GET",
+    "POST",
+    "10.0.0.0/8",
+    "127.0.0.1",
+    "1.2.3.4/32",
+    "::1",
+    "cluster.local/ns/default/sa/reviews",
+    "default",
+    "*",
+    "*.com",
+    "a*",
+    ".*",
+    "^/a$",
+    "[a-z]+",
+    "request.headers[x-user]",
+    "source.ip",
+    "destination.port",
+    "9080",
+    "80",
+    "reviews.default.svc.cluster.local:9080",
+    "h2",
+    "http/1.1",
+    "ROUND_ROBIN",
+    "user",
+    "true",
+    "0",
+    "x" * 64,
 ]
-DURATIONS = ["0s", "1ms", "0.5ms", "1s", "1.5s", "100ms", "10s", "1h", "1m", "-1s",
-             "315576000000s", "315576000001s", "0.000001s"]
-INTS = [0, 1, 2, 3, 9, 10, 80, 100, 101, 443, 599, 600, 3306, 9000, 9080, 65535, 65536,
-        2**31 - 1, 2**31, 2**32 - 1, 2**32, -1]
+DURATIONS = [
+    "0s",
+    "1ms",
+    "0.5ms",
+    "1s",
+    "1.5s",
+    "100ms",
+    "10s",
+    "1h",
+    "1m",
+    "-1s",
+    "315576000000s",
+    "315576000001s",
+    "0.000001s",
+]
+INTS = [
+    0,
+    1,
+    2,
+    3,
+    9,
+    10,
+    80,
+    100,
+    101,
+    443,
+    599,
+    600,
+    3306,
+    9000,
+    9080,
+    65535,
+    65536,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+    2**32,
+    -1,
+]
 FLOATS = [0.0, 0.001, 0.5, 1.0, 50.0, 99.9, 100.0, 100.1, -1.0, 1e-9, 1e12]
 NAME_FIELDS = {"subset": ["v1", "v2", "v3"], "name": ["v1", "v2", "a", "http", "explode"]}
 
@@ -222,6 +289,7 @@ MESH_YAML = meshes.join(
 )
 MESH = [parse_resource(doc) for doc in yaml.safe_load_all(MESH_YAML) if doc]
 
+
 def _with_identity(proxy: Proxy, account: str) -> Proxy:
     """As the xDS server identifies a proxy with a certificate (mTLS, SANs, RBAC)."""
     return dataclasses.replace(
@@ -335,7 +403,9 @@ def test_accepted_resources_compile_and_envoy_accepts_them(kind: str) -> None:
     before = (Stats.cases, Stats.compiled, Stats.validated)
     _run(kind, DEFAULT_EXAMPLES)()
     cases, compiled, validated = (
-        Stats.cases - before[0], Stats.compiled - before[1], Stats.validated - before[2]
+        Stats.cases - before[0],
+        Stats.compiled - before[1],
+        Stats.validated - before[2],
     )
     print(f"{kind}: {cases} cases, {compiled} accepted and compiled, {validated} Envoy runs")
     assert compiled > 0, f"{kind}: no generated case was accepted: the generator is too wild"
