@@ -17,9 +17,12 @@ from typing import Any
 
 from controlplane.api.issues import Codes, Issue, ResourceKey
 from controlplane.api.networking import DestinationRule, VirtualService
+from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.compile.authn import resolve_mtls
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.http_routes import routes_from_virtual_service
 from controlplane.compile.proxy import TRANSPARENT, Proxy
+from controlplane.compile.rbac import WorkloadPolicies, http_rbac_filters, network_rbac_filters
 from controlplane.compile.tcp import virtual_service_chains
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster
 from controlplane.store.reads import SnapshotReader
@@ -37,6 +40,10 @@ def check_resource(snapshot: SnapshotReader, resource: Any) -> list[Issue]:
         return _check(snapshot, resource, _compile_virtual_service, _virtual_service_parts)
     if isinstance(resource, DestinationRule):
         return _check(snapshot, resource, _compile_destination_rule, _destination_rule_parts)
+    if isinstance(resource, AuthorizationPolicy):
+        return _check(snapshot, resource, _compile_authorization_policy, _policy_rule_parts)
+    if isinstance(resource, PeerAuthentication):
+        return _check(snapshot, resource, _compile_peer_authentication, _no_parts)
     return []
 
 
@@ -140,3 +147,30 @@ def _destination_rule_parts(dr: DestinationRule) -> Iterator[tuple[str, Destinat
     for i, subset in enumerate(dr.spec.subsets):
         spec = dr.spec.model_copy(update={"traffic_policy": None, "subsets": [subset]})
         yield f"spec.subsets[{i}]", dr.model_copy(update={"spec": spec})
+
+
+def _compile_authorization_policy(snapshot: SnapshotReader, policy: AuthorizationPolicy) -> None:
+    policies = WorkloadPolicies({policy.spec.action: (policy,)})
+    http_rbac_filters(policies)
+    network_rbac_filters(policies)
+
+
+def _policy_rule_parts(
+    policy: AuthorizationPolicy,
+) -> Iterator[tuple[str, AuthorizationPolicy]]:
+    for i, rule in enumerate(policy.spec.rules or ()):
+        spec = policy.spec.model_copy(update={"rules": [rule]})
+        yield f"spec.rules[{i}]", policy.model_copy(update={"spec": spec})
+
+
+def _compile_peer_authentication(snapshot: SnapshotReader, pa: PeerAuthentication) -> None:
+    namespace = pa.metadata.namespace
+    selector = pa.spec.selector
+    labels = dict(selector.match_labels) if selector is not None else {}
+    mtls = resolve_mtls([pa], namespace, labels)
+    for port in pa.spec.port_level_mtls:
+        mtls.for_port(port)
+
+
+def _no_parts(resource: Any) -> Iterator[tuple[str, Any]]:
+    return iter(())

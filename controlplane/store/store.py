@@ -72,6 +72,8 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
 _CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+# Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
+_POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
 
 class _Probe:
@@ -241,8 +243,17 @@ class Store:
             sub = self._desired.get(key)
             if not is_istio_kind(key.kind) or key in self._rejected or sub is None:
                 continue
+            if key.kind in _POLICY_KINDS:
+                self._context_issues.pop(key, None)
             if errors(list(sub.issues)):
                 continue
+            if key.kind in _POLICY_KINDS and self._compile_check is not None:
+                # A security policy the compiler fails on is refused like an invalid one
+                # (fails closed for its scope until it is fixed, or its last good stays).
+                view, _ = collecting(self._snapshot)
+                self._context_issues[key] = self._compile_check(view, sub.resource)
+                if blocking(self._context_issues[key]):
+                    continue
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
@@ -355,6 +366,8 @@ class Store:
             return None
         context = tuple(self._context_issues.get(key, ()))
         accepted = not errors(list(sub.issues))
+        if key.kind in _POLICY_KINDS and blocking(list(context)):
+            accepted = False  # the compiler failed on it: refused, as security fails closed
         effective = self._effective.get(key.kind, {}).get(key)
         return ResourceStatus(
             accepted=accepted,

@@ -155,3 +155,41 @@ def test_analyze_reports_the_same_finding(tmp_path: Path) -> None:
     assert len(found) == 1, report.issues
     assert str(found[0].resource) == "VirtualService default/ratings"
     assert found[0].path == "spec.http[0]" and found[0].origin == f"{tmp_path}/vs.yaml:1"
+
+
+def _policy(name: str, action: str = "DENY", path: str = "/admin") -> str:
+    return meshes.resource(
+        "AuthorizationPolicy",
+        name,
+        {"action": action, "rules": [{"to": [{"operation": {"paths": [path]}}]}]},
+        api_version="security.istio.io/v1",
+    )
+
+
+def test_an_authorization_policy_that_fails_to_compile_is_refused_and_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from controlplane.compile import rbac
+
+    translate = rbac.translate_rule
+
+    def exploding(rule: Any, *args: Any, **kwargs: Any) -> Any:
+        if rule.to and "/explode" in rule.to[0].operation.paths:
+            raise OverflowError("injected")
+        return translate(rule, *args, **kwargs)
+
+    monkeypatch.setattr(rbac, "translate_rule", exploding)
+    store = _store()
+    _apply(store, _policy("guard"))
+    _apply(store, _policy("guard", path="/explode"))
+    snapshot = store.snapshot
+    (policy,) = snapshot.of_kind("AuthorizationPolicy").values()
+    assert policy.spec.rules[0].to[0].operation.paths == ["/admin"]  # last good serves
+    (status,) = [s for k, s in snapshot.status.items() if k.kind == "AuthorizationPolicy"]
+    assert not status.accepted
+    assert [(i.code.id, i.path) for i in status.issues] == [("CP0307", "spec.rules[0]")]
+    # A new policy the compiler fails on has no good version: refused, so it fails closed.
+    _apply(store, _policy("other", path="/explode"))
+    assert [k.name for k in store.snapshot.rejected("AuthorizationPolicy")] == ["other"]
+    # Every proxy still compiles.
+    assert SnapshotCompiler(store.snapshot).compile(PROXY).of(ROUTE)
