@@ -415,3 +415,27 @@ def test_accepted_resources_compile_and_envoy_accepts_them(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_accepted_resources_compile_and_envoy_accepts_them_long(kind: str) -> None:
     _run(kind, SLOW_EXAMPLES)()
+
+
+# ---- findings of the property test, kept as cases ----------------------------------------------
+
+FINDINGS = {
+    # Istio accepts durations up to protobuf's limit (315576000000 s); Envoy refuses more
+    # than 9223372035 s ("Duration out-of-range"): compile sends Envoy's longest instead.
+    "timeout at protobuf's limit": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "reviews"}}], "timeout": "315576000000s"}],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(FINDINGS))
+def test_property_findings_stay_fixed(case: str) -> None:
+    before = Stats.compiled
+    check_document(FINDINGS[case])
+    assert Stats.compiled == before + 1, "the case must be accepted and compiled"

@@ -193,3 +193,14 @@ def test_an_authorization_policy_that_fails_to_compile_is_refused_and_fails_clos
     assert [k.name for k in store.snapshot.rejected("AuthorizationPolicy")] == ["other"]
     # Every proxy still compiles.
     assert SnapshotCompiler(store.snapshot).compile(PROXY).of(ROUTE)
+
+
+def test_durations_stay_within_what_envoy_accepts() -> None:
+    from controlplane.compile.protos import ENVOY_MAX_DURATION_SECONDS, duration
+
+    assert ENVOY_MAX_DURATION_SECONDS == 9223372035
+    longest = duration(315576000000)  # protobuf's (and Istio's) limit
+    assert (longest.seconds, longest.nanos) == (9223372035, 0)
+    rounded = duration(0.9999999999)
+    assert (rounded.seconds, rounded.nanos) == (1, 0)  # nanos never reach 10^9
+    assert (duration(1.5).seconds, duration(1.5).nanos) == (1, 500_000_000)
