@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import types
 import typing
@@ -46,7 +47,8 @@ from tests.envoy.validate import envoy_validate, static_bootstrap
 from tests.support import meshes
 
 DEFAULT_EXAMPLES = 60  # per kind: 240 cases in the default tier
-SLOW_EXAMPLES = 400  # per kind
+# per kind; COMPILE_PROPERTY_EXAMPLES runs a longer search
+SLOW_EXAMPLES = int(os.environ.get("COMPILE_PROPERTY_EXAMPLES", "400"))
 
 # ---- strategies from the models ----------------------------------------------------------------
 
