@@ -46,6 +46,7 @@ from controlplane.ca.authority import CLOCK_SKEW
 from controlplane.ca.service import CertificateServicer
 from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
 from controlplane.cache.interface import SECRET
+from controlplane.compile.check import check_resource
 from controlplane.sources import MeshCa
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
@@ -127,7 +128,7 @@ class ControlPlane:
     def __init__(self, options: Options, source: Source) -> None:
         self.options = options
         self.source = source
-        self.store = Store()
+        self.store = Store(compile_check=check_resource)
         self.xds: XdsSide | None = None  # once started
         self._stack: AsyncExitStack | None = None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
+from controlplane.compile.check import check_resource
 from controlplane.sources.files import read_file
 from controlplane.store import Rejection, Store, Submission, found_by_store
 
@@ -91,7 +92,8 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
         submissions += result.submissions
         rejections += result.rejections
     report.resources = len(submissions)
-    store = Store()
+    # The compiler's own check too: what it fails on is refused as it is when serving.
+    store = Store(compile_check=check_resource)
     store.apply(upserts=_first_definition_wins(submissions, report), rejections=rejections)
     snapshot = store.snapshot
     for key, status in snapshot.status.items():

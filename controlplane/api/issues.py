@@ -47,6 +47,9 @@ class Codes:
     DESTINATION_RULE_NO_PODS = Code("CP0304", Level.WARNING, "DestinationRuleSubsetWithoutPods")
     PORT_NOT_FOUND = Code("CP0305", Level.ERROR, "ReferencedPortNotFound")
     INEFFECTIVE_MATCH = Code("CP0306", Level.WARNING, "VirtualServiceIneffectiveMatch")
+    # Valid alone and in context, but the compiler failed on it: refused (its last good
+    # version keeps serving), never allowed to stop other resources or proxies updating.
+    COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,16 @@ class CompiledCache:
         try:
             self.publish(snapshot, seen_at, keys)
         except Exception:
-            log.exception("publishing snapshot %d failed", snapshot.version)
+            # The incremental path failed: recompile everything rather than leave every
+            # proxy on the previous snapshot.
+            log.exception(
+                "publishing snapshot %d incrementally failed; recompiling it whole",
+                snapshot.version,
+            )
+            try:
+                self.publish(snapshot, seen_at)
+            except Exception:
+                log.exception("publishing snapshot %d failed", snapshot.version)
 
     def publish(
         self,

@@ -49,7 +49,8 @@ def fetch(address: str, path: str) -> Any:
 
 
 def _cell(state: dict[str, Any] | None) -> str:
-    """``SYNCED:<version>``, ``STALE:<acked>><sent>``, ``NACKED:<sent>`` (versions shortened)."""
+    """``SYNCED:<version>``, ``STALE:<acked>><sent>``, ``NACKED:<sent>``, ``ERROR:<acked>``
+    (versions shortened)."""
     if not state:
         return "-"
     status = str(state.get("status", "?"))
@@ -61,6 +62,8 @@ def _cell(state: dict[str, Any] | None) -> str:
         return f"STALE:{acked}>{sent}"
     if status == "NACKED":
         return f"NACKED:{sent}"
+    if status == "ERROR":
+        return f"ERROR:{acked}"
     return status.replace(" ", "-")
 
 
@@ -97,6 +100,9 @@ def render_status(proxies: list[dict[str, Any]]) -> str:
             if state.get("status") == "NACKED" and nack:
                 names = ", ".join(nack.get("resources", [])[:5]) or "-"
                 line += f"; rejected [{names}]: {nack.get('message', '').strip()}"
+            error = state.get("error")
+            if error:
+                line += f"; not being updated: {error.get('message', '').strip()}"
             details.append(line)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [

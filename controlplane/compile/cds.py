@@ -9,6 +9,8 @@ BlackHole, Passthrough and InboundPassthrough clusters. The cluster bodies are b
 
 from __future__ import annotations
 
+import logging
+
 from controlplane.api.security import PeerAuthentication
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
@@ -25,6 +27,9 @@ from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
 from controlplane.store.registry import MeshService
+from controlplane.store.snapshot import MergedDestinationRule
+
+log = logging.getLogger("controlplane.compile")
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
@@ -59,12 +64,30 @@ def service_cluster_resources(
     key: MemoKey = (Family.CLUSTERS, service.hostname, rule.sources if rule else (), security)
 
     def build() -> list[CompiledResource]:
-        return [
-            CompiledResource(c.name, secure_cluster(c, rule, security))
-            for c in service_clusters(service, rule)
-        ]
+        try:
+            return _clusters(service, rule, security)
+        except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
+            if rule is None:
+                raise
+            # What the store's compile check (compile/check.py) could not see: the
+            # DestinationRule is passed over for this service, which keeps its clusters.
+            log.exception(
+                "DestinationRule %s failed to compile for %s: passed over",
+                ", ".join(map(str, rule.sources)),
+                service.hostname,
+            )
+            return _clusters(service, None, security)
 
     return context.memo.cached(key, build)
+
+
+def _clusters(
+    service: MeshService, rule: MergedDestinationRule | None, security: UpstreamSecurity
+) -> list[CompiledResource]:
+    return [
+        CompiledResource(c.name, secure_cluster(c, rule, security))
+        for c in service_clusters(service, rule)
+    ]
 
 
 def upstream_security_of(

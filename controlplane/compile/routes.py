@@ -3,6 +3,7 @@ domains; the routes inside come from ``http_routes`` (a VirtualService) or a def
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -21,6 +22,8 @@ from controlplane.compile.naming import (
 from controlplane.compile.proxy import Proxy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService
+
+log = logging.getLogger("controlplane.compile")
 
 
 def domains_for(
@@ -60,7 +63,20 @@ def build_virtual_host(
     # service no VirtualService routes gets the default route.
     routes: list[rc.Route] = []
     for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
-        routes = routes_from_virtual_service(snapshot, vs, port, proxy)
+        try:
+            routes = routes_from_virtual_service(snapshot, vs, port, proxy)
+        except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
+            # What the store's compile check (compile/check.py) could not see, e.g. a
+            # failure for one proxy only: this VirtualService is passed over here.
+            log.exception(
+                "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
+                vs.metadata.namespace,
+                vs.metadata.name,
+                service.hostname,
+                port,
+                proxy.node_id,
+            )
+            routes = []
         if routes:
             break
     if not routes:

@@ -10,6 +10,7 @@ default cluster.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import address_pb2
@@ -29,6 +30,8 @@ from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import resolve_host
 
+log = logging.getLogger("controlplane.compile")
+
 
 def outbound_tcp_chains(
     snapshot: SnapshotReader, service: MeshService, port: int, protocol: str, proxy: Proxy
@@ -43,7 +46,20 @@ def outbound_tcp_chains(
     seen: set[bytes] = set()
     catch_all = False
     for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
-        catch_all = _virtual_service_chains(snapshot, vs, port, protocol, proxy, chains, seen)
+        try:
+            catch_all = virtual_service_chains(snapshot, vs, port, protocol, proxy, chains, seen)
+        except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
+            log.exception(
+                "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
+                vs.metadata.namespace,
+                vs.metadata.name,
+                service.hostname,
+                port,
+                proxy.node_id,
+            )
+            chains.clear()
+            seen.clear()
+            catch_all = False
         if chains:
             break
     if not catch_all:
@@ -52,7 +68,7 @@ def outbound_tcp_chains(
     return chains
 
 
-def _virtual_service_chains(
+def virtual_service_chains(
     snapshot: SnapshotReader,
     vs: VirtualService,
     port: int,

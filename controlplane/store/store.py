@@ -71,8 +71,13 @@ class ChangeSet:
 
 
 Listener = Callable[[Snapshot, ChangeSet], None]
+# The compiler's own check of one resource in context (compile/check.py, given by whoever
+# builds the store, since the store is below the compiler): findings, never an exception.
+CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
 _CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+# Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
+_POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
 
 class _Probe:
@@ -120,10 +125,15 @@ class Store:
     thread-safe: one caller at a time (sources serialize their batches).
     """
 
-    def __init__(self, recheck_everything: bool = False) -> None:
+    def __init__(
+        self, recheck_everything: bool = False, compile_check: CompileCheck | None = None
+    ) -> None:
         # True: every change re-checks every resource in context (the reference behaviour
         # the incremental checks are tested against).
         self._recheck_everything = recheck_everything
+        # A VirtualService or DestinationRule the compiler fails on is held back like one
+        # broken in context: its last good version stays.
+        self._compile_check = compile_check
         self._desired: dict[ResourceKey, Submission] = {}
         self._rejected: dict[ResourceKey, Rejection] = {}
         self._effective: dict[str, dict[ResourceKey, Any]] = {}
@@ -257,14 +267,22 @@ class Store:
             sub = self._desired.get(key)
             if not is_istio_kind(key.kind) or key in self._rejected or sub is None:
                 continue
+            if key.kind in _POLICY_KINDS:
+                self._context_issues.pop(key, None)
             if errors(list(sub.issues)):
                 continue
+            if key.kind in _POLICY_KINDS and self._compile_check is not None:
+                # A security policy the compiler fails on is refused like an invalid one
+                # (fails closed for its scope until it is fixed, or its last good stays).
+                view, _ = collecting(self._snapshot)
+                self._context_issues[key] = self._compile_check(view, sub.resource)
+                if blocking(self._context_issues[key]):
+                    continue
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
         rechecked: set[ResourceKey] = set()
         delta = changed | moved
-        effective = self._effective.setdefault("VirtualService", {})
         checked = [(k, sub) for k, sub in self._desired.items() if k.kind in _CHECKED_KINDS]
         # A rollback changes the context of other resources, so settle until nothing moves.
         # Each round re-checks only what read something the round's changes touched.
@@ -274,14 +292,14 @@ class Store:
             for key, sub in checked:
                 if key in self._rejected or not self._needs_check(key, touched, probe):
                     continue
-                if key.kind == "DestinationRule":
-                    # Warnings only: they never hold a version back.
-                    self._context_issues[key] = self._check(
-                        probe.snapshot, key, check_destination_rule
-                    )
-                    rechecked.add(key)
-                    continue
-                found = self._check(probe.snapshot, key, check_virtual_service)
+                # A DestinationRule's own findings are warnings: only a compile failure
+                # holds its version back.
+                check = (
+                    check_destination_rule
+                    if key.kind == "DestinationRule"
+                    else check_virtual_service
+                )
+                found = self._check(probe.snapshot, key, check)
                 rechecked.add(key)
                 self._context_issues[key] = found
                 if blocking(found):
@@ -291,6 +309,7 @@ class Store:
                 else:
                     target = sub.resource
                     self._last_good[key] = sub.resource
+                effective = self._effective.setdefault(key.kind, {})
                 if effective.get(key) != target:
                     if target is None:
                         effective.pop(key, None)
@@ -325,7 +344,10 @@ class Store:
     ) -> list[Issue]:
         """Check the desired version of ``key`` in context, recording what the check read."""
         view, tokens = collecting(probe)
-        found = check(view, self._desired[key].resource)
+        resource = self._desired[key].resource
+        found = check(view, resource)
+        if self._compile_check is not None and not blocking(found):
+            found = found + self._compile_check(view, resource)
         self._check_reads[key] = frozenset(tokens)
         return found
 
@@ -370,6 +392,8 @@ class Store:
             return None
         context = tuple(self._context_issues.get(key, ()))
         accepted = not errors(list(sub.issues))
+        if key.kind in _POLICY_KINDS and blocking(list(context)):
+            accepted = False  # the compiler failed on it: refused, as security fails closed
         effective = self._effective.get(key.kind, {}).get(key)
         issues, refused = tuple(sub.issues) + context, None
         if not accepted:

@@ -22,6 +22,7 @@ _CONFIG_STATUS = {
     "STALE": csds_pb2.STALE,
     "NACKED": csds_pb2.ERROR,
     "NOT SENT": csds_pb2.NOT_SENT,
+    "ERROR": csds_pb2.ERROR,  # the control plane cannot build this proxy's updates
 }
 
 
@@ -78,6 +79,14 @@ def _type_configs(
                     details=nack.message,
                     version_info=nack.version,
                     last_update_attempt=_timestamp(nack.at),
+                )
+            )
+        elif state.push_error is not None:
+            config.client_status = dump.REQUESTED
+            config.error_state.CopyFrom(
+                dump.UpdateFailureState(
+                    details=state.push_error.message,
+                    last_update_attempt=_timestamp(state.push_error.at),
                 )
             )
         elif status == "SYNCED":

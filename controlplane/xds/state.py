@@ -34,6 +34,15 @@ class Nack:
 
 
 @dataclass
+class PushError:
+    """The control plane could not build this proxy's next response: it keeps what it has
+    and is not being updated until a later change compiles."""
+
+    message: str
+    at: float
+
+
+@dataclass
 class Pending:
     """A response not yet ACKed: its version, and (Delta) what it carried and what the proxy
     had before it, by reference to shared views rather than per-proxy copies."""
@@ -68,6 +77,7 @@ class TypeState:
     acked_version: str = ""
     acked_at: float = 0.0
     nack: Nack | None = None
+    push_error: PushError | None = None  # the last push could not be built
     force: bool = False  # send the whole view even if nothing changed
     force_names: set[str] = field(default_factory=set)  # send these even if unchanged
     change_seen_at: float = 0.0  # when the change behind the last send was seen
@@ -103,6 +113,9 @@ class TypeState:
 
     @property
     def synced(self) -> str:
+        if self.push_error is not None:
+            # Never SYNCED while updates cannot be built, whatever the proxy ACKed before.
+            return "ERROR"
         if not self.sent_version:
             return "NOT SENT"
         if self.nack is not None and self.nack.version == self.sent_version:
@@ -129,6 +142,8 @@ class TypeState:
                 "at": self.nack.at,
                 "resources": list(self.nack.resource_names),
             }
+        if self.push_error is not None:
+            out["error"] = {"message": self.push_error.message, "at": self.push_error.at}
         return out
 
 

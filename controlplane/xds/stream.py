@@ -40,7 +40,7 @@ from controlplane.cache.interface import (
 )
 from controlplane.xds.delivery import Delivery
 from controlplane.xds.identity import IdentityRejected, StreamInfo
-from controlplane.xds.state import Nack, TypeState, short
+from controlplane.xds.state import Nack, PushError, TypeState, short
 from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.xds")
@@ -152,11 +152,22 @@ class BaseStream(ABC):
             started = time.perf_counter()
             try:
                 responses = self._answer_unknown() + self._responses()
-            except Exception:
+            except Exception as exc:
                 # A compiler bug must not cut the proxy off: it keeps its last config and
-                # gets the next snapshot.
+                # gets the next snapshot. Until then it is not being updated, and
+                # proxy-status and CSDS say so (ERROR, with the reason), never SYNCED.
                 log.exception("compiling for proxy %s failed", printable(self.node_id))
+                error = PushError(
+                    f"compiling this proxy's configuration failed: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}",
+                    time.time(),
+                )
+                for state in self.states.values():
+                    if state.subscribed:
+                        state.push_error = error
                 return
+            for state in self.states.values():
+                state.push_error = None
             if not responses:
                 return
             # A write still waiting after slow_write_after gives the slot back; a timer is
