@@ -33,6 +33,7 @@ class Codes:
     YAML_ERROR = Code("CP0101", Level.ERROR, "InvalidYAML")
     SCHEMA_ERROR = Code("CP0102", Level.ERROR, "SchemaValidationError")
     UNKNOWN_KIND = Code("CP0103", Level.INFO, "UnknownKind")
+    UNKNOWN_FIELD = Code("CP0104", Level.ERROR, "UnknownField")
     # 02xx: a resource that reads but breaks a validation rule on its own
     INVALID_FIELD = Code("CP0201", Level.ERROR, "InvalidField")
     UNSUPPORTED_FIELD = Code("CP0202", Level.WARNING, "UnsupportedField")

@@ -226,6 +226,16 @@ def _validate_source(path: str, source: Source) -> list[Issue]:
     for field in ("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"):
         for k, value in enumerate(getattr(source, field)):
             found += check_cidr(f"{path}.{_alias(Source, field)}[{k}]", value)
+    for field in ("trust_domains", "not_trust_domains"):
+        if getattr(source, field):
+            # Compiling the rest of the source without it would widen an ALLOW or narrow a
+            # DENY: refuse (and fail closed) rather than guess.
+            found.append(
+                _error(
+                    f"{path}.{_alias(Source, field)}",
+                    "not supported yet: the policy is refused rather than applied without it",
+                )
+            )
     uses_accounts = source.service_accounts or source.not_service_accounts
     if uses_accounts and (
         source.principals or source.not_principals or source.namespaces or source.not_namespaces

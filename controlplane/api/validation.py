@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import re2
 from pydantic import BaseModel
 
 from controlplane.api.issues import Codes, Issue, Level
@@ -34,6 +35,7 @@ from controlplane.api.traffic_rules import (
     check_connection_pool,
     check_cors,
     check_fault,
+    check_header_name,
     check_header_operations,
     check_load_balancer,
     check_mirror_percentage,
@@ -56,7 +58,8 @@ def validate(resource: Any) -> list[Issue]:
     """Every finding about ``resource`` on its own: errors, then unsupported-field warnings."""
     key = key_of(resource)
     validator = _VALIDATORS.get(resource.kind)
-    found = validator(resource) if validator else []
+    found = check_object_meta(resource.kind, resource.metadata.name, resource.metadata.namespace)
+    found += validator(resource) if validator else []
     if isinstance(resource.spec if hasattr(resource, "spec") else None, BaseModel):
         found += unsupported_fields(resource.kind, resource.spec, "spec")
     return [issue.with_context(key, None) for issue in found]
@@ -85,14 +88,6 @@ def _walk(kind: str, model: BaseModel, concrete: str, generic: str, found: list[
             continue
         alias = fields[name].alias or name
         _walk_value(kind, value, f"{concrete}.{alias}", f"{generic}.{alias}", found)
-    for name in model.model_extra or {}:
-        found.append(
-            Issue(
-                Codes.UNSUPPORTED_FIELD,
-                f"{concrete}.{name}",
-                "unknown field; kept but not supported yet",
-            )
-        )
 
 
 def _walk_value(kind: str, value: Any, concrete: str, generic: str, found: list[Issue]) -> None:
@@ -114,8 +109,52 @@ def _walk_value(kind: str, value: Any, concrete: str, generic: str, found: list[
 # ---- shared rules -------------------------------------------------------------------------
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+# Kubernetes' name rules per kind (apimachinery's validation): a Service name is a DNS-1035
+# label, a Namespace a DNS-1123 label, everything else we read (custom resources included) a
+# DNS-1123 subdomain. A namespace is always a DNS-1123 label.
+_NAME_RULES: dict[str, tuple[str, re.Pattern[str], int]] = {
+    "Service": (
+        "a DNS-1035 label (lower case letters, digits and '-', starting with a letter)",
+        _DNS1035_LABEL,
+        63,
+    ),
+    "Namespace": ("a DNS-1123 label (lower case letters, digits and '-')", _DNS1123_LABEL, 63),
+}
+_SUBDOMAIN_RULE = (
+    "a DNS-1123 subdomain (lower case letters, digits, '-' and '.')",
+    _DNS1123_SUBDOMAIN,
+    253,
+)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def check_object_meta(kind: str, name: str, namespace: str) -> list[Issue]:
+    """metadata.name and metadata.namespace as the Kubernetes apiserver validates them."""
+    found: list[Issue] = []
+    what, pattern, limit = _NAME_RULES.get(kind, _SUBDOMAIN_RULE)
+    if not name:
+        found.append(_error("metadata.name", "name is required"))
+    elif len(name) > limit or not pattern.match(name):
+        found.append(
+            _error("metadata.name", f"{name!r} is not {what} of at most {limit} characters")
+        )
+    if namespace and (len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)):
+        found.append(
+            _error(
+                "metadata.namespace",
+                f"{namespace!r} is not a DNS-1123 label (lower case letters, digits and '-', "
+                "at most 63 characters)",
+            )
+        )
+    return found
+
+
 _HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.?)*$")
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=|\\[zZ](?![a-z])")
 _RETRY_ON = frozenset(
     {
         "5xx",
@@ -143,19 +182,19 @@ def _error(path: str, reason: str) -> Issue:
 
 
 def check_regex(path: str, pattern: str) -> list[Issue]:
-    """Envoy uses RE2: no look-around or back-references; at most 1,024 characters."""
+    """Envoy compiles regexes with RE2 (so does istiod's check): RE2's own parser decides.
+    At most 1,024 characters, as istiod allows."""
     if pattern == "":
         return [_error(path, "regex must not be empty")]
     if len(pattern) > 1024:
         return [_error(path, "regex must be at most 1024 characters")]
-    if _RE2_UNSUPPORTED.search(pattern):
-        return [
-            _error(path, f"invalid regex {pattern!r}: look-around and back-references are not RE2")
-        ]
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        return [_error(path, f"invalid regex {pattern!r}: {exc}")]
+        re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        return [
+            _error(path, f"invalid regex {pattern!r}: {detail} (not RE2 syntax, which Envoy uses)")
+        ]
     return []
 
 
@@ -287,11 +326,23 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
     return found
 
 
+_ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1  # Envoy sums weighted clusters into a uint32
+
+
 def _validate_weights(path: str, weights: list[int | None]) -> list[Issue]:
     found: list[Issue] = []
     for j, weight in enumerate(weights):
         if weight is not None and weight < 0:
             found.append(_error(f"{path}.route[{j}].weight", "must not be negative"))
+    total = sum(w or 0 for w in weights)
+    if total > _ENVOY_MAX_TOTAL_WEIGHT:
+        found.append(
+            _error(
+                f"{path}.route",
+                f"the weights add up to {total}, more than Envoy's limit of "
+                f"{_ENVOY_MAX_TOTAL_WEIGHT}",
+            )
+        )
     if len(weights) > 1 and sum(w or 0 for w in weights) == 0 and not found:
         found.append(
             _error(
@@ -340,6 +391,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
                     found.append(
                         _error(f"{mpath}.{alias}.{name}", "header names must be lowercase")
                     )
+                elif group != "query_params" and not _is_pseudo_or_claim(name):
+                    found += check_header_name(f"{mpath}.{alias}.{name}", name)
         found += check_port(f"{mpath}.port", match.port)
         if match.source_namespace is not None and not _DNS1123_LABEL.match(match.source_namespace):
             found.append(
@@ -422,6 +475,14 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
             )
         found += check_cors(f"{path}.corsPolicy", route.cors_policy, check_duration)
     return found
+
+
+_PSEUDO_HEADERS = frozenset({":method", ":scheme", ":authority", ":path", ":status"})
+
+
+def _is_pseudo_or_claim(name: str) -> bool:
+    """Match keys istiod allows beyond tokens: pseudo-headers and JWT claim routes."""
+    return name in _PSEUDO_HEADERS or name.startswith("@request.auth.claims")
 
 
 def _check_percentage(path: str, value: float) -> list[Issue]:
