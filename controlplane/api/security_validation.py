@@ -40,7 +40,7 @@ WHEN_KEYS: dict[str, str] = {
     "destination.port": "port",
     "connection.sni": "text",
 }
-_HTTP_METHOD = re.compile(r"^[A-Z]+$")
+_HTTP_METHOD = re.compile(r"^[A-Z-]+$")
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -98,24 +98,18 @@ def _check_wildcard(path: str, value: str, what: str) -> list[Issue]:
 
 
 def check_principal(path: str, value: str) -> list[Issue]:
-    """A principal is ``<trust-domain>/ns/<ns>/sa/<sa>`` (no ``spiffe://``), or a wildcard."""
+    """A principal is any string istiod matches as ``spiffe://<value>`` (usually
+    ``<trust-domain>/ns/<ns>/sa/<sa>``), with ``*`` as a prefix or suffix; istiod accepts any
+    such string, and so do we. One that can never match is a warning."""
     found = _check_wildcard(path, value, "principal")
     if found:
         return found
     if value.startswith("spiffe://"):
         return [
-            _error(
+            _warning(
                 path,
-                f"principal {value!r} must be written without 'spiffe://' "
-                f"(e.g. {value.removeprefix('spiffe://')!r})",
-            )
-        ]
-    if "*" not in value and not re.fullmatch(r"[^/]+/ns/[^/]+/sa/[^/]+", value):
-        return [
-            _error(
-                path,
-                f"principal {value!r} is not of the form '<trust-domain>/ns/<namespace>/sa/"
-                "<service-account>' (use '*' as a prefix or suffix to match several)",
+                f"principal {value!r} is matched as 'spiffe://{value}' and never matches; "
+                f"write it without 'spiffe://' (e.g. {value.removeprefix('spiffe://')!r})",
             )
         ]
     return []
@@ -266,8 +260,12 @@ def _validate_operation(path: str, operation: Operation) -> list[Issue]:
     for field in ("methods", "not_methods"):
         for k, value in enumerate(getattr(operation, field)):
             mpath = f"{path}.{_alias(Operation, field)}[{k}]"
-            if value != "*" and not _HTTP_METHOD.match(value):
-                found.append(_error(mpath, f"{value!r} is not an HTTP method in upper case"))
+            wrong = _check_wildcard(mpath, value, "method")
+            if wrong:
+                found += wrong
+            elif not _HTTP_METHOD.match(value.strip("*") or "GET"):
+                # istiod accepts any method; HTTP methods are case-sensitive tokens
+                found.append(_warning(mpath, f"{value!r} matches no standard HTTP method"))
     for field in ("paths", "not_paths"):
         for k, value in enumerate(getattr(operation, field)):
             ppath = f"{path}.{_alias(Operation, field)}[{k}]"
