@@ -281,7 +281,25 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
         found.append(_error("spec", "a VirtualService needs at least one of http, tcp or tls"))
     mesh_bound = not spec.gateways or "mesh" in spec.gateways
     if not spec.hosts:
-        found.append(_error("spec.hosts", "at least one host is required"))
+        # A VirtualService without hosts is a delegate (reached by http[].delegate), as in
+        # istiod: it may carry HTTP routes only, and no gateways.
+        for field, present in (("gateways", spec.gateways), ("tls", spec.tls), ("tcp", spec.tcp)):
+            if present:
+                found.append(
+                    _error(f"spec.{field}", f"a delegate VirtualService (no hosts) has no {field}")
+                )
+    if not spec.gateways or "mesh" in spec.gateways:
+        for i, route in enumerate(spec.http):
+            for j, match in enumerate(route.match):
+                for group, alias in (("headers", "headers"), ("without_headers", "withoutHeaders")):
+                    for name in getattr(match, group):
+                        if name.startswith("@request.auth.claims"):
+                            found.append(
+                                _error(
+                                    f"spec.http[{i}].match[{j}].{alias}.{name}",
+                                    "JWT claim based routing is only supported for gateways",
+                                )
+                            )
     seen: set[str] = set()
     for i, host in enumerate(spec.hosts):
         path = f"spec.hosts[{i}]"
@@ -291,6 +309,12 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
         found += check_host(path, host)
         if host in seen:
             found.append(_error(path, f"duplicate host {host!r}"))
+        else:
+            # as istiod: one host covered by another (``*.bar`` covers ``*.foo.bar``)
+            for other in sorted(seen):
+                if _host_covers(other, host) or _host_covers(host, other):
+                    found.append(_error(path, f"duplicate hosts: {other!r} and {host!r} overlap"))
+                    break
         seen.add(host)
     found += check_export_to("spec.exportTo", spec.export_to)
     for i, route in enumerate(spec.http):
@@ -327,6 +351,12 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
 
 
 _ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1  # Envoy sums weighted clusters into a uint32
+
+
+def _host_covers(wide: str, narrow: str) -> bool:
+    if wide == narrow or wide == "*":
+        return True
+    return wide.startswith("*") and narrow.endswith(wide[1:]) and len(narrow) > len(wide) - 1
 
 
 def _validate_weights(path: str, weights: list[int | None]) -> list[Issue]:
@@ -625,6 +655,22 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
     if lb is not None and lb.simple is not None and lb.consistent_hash is not None:
         found.append(
             _error(f"{path}.loadBalancer", "simple and consistentHash are mutually exclusive")
+        )
+    if lb is not None and lb.warmup is not None:
+        wpath = f"{path}.loadBalancer.warmup"
+        if lb.warmup.duration is None:
+            found.append(_error(f"{wpath}.duration", "duration is required"))
+        found += check_duration(f"{wpath}.duration", lb.warmup.duration)
+        if (lb.warmup.minimum_percent or 0) > 100 or (lb.warmup.minimum_percent or 0) < 0:
+            found.append(_error(f"{wpath}.minimumPercent", "must be between 0 and 100"))
+        if lb.warmup.aggression is not None and lb.warmup.aggression <= 0:
+            found.append(_error(f"{wpath}.aggression", "must be greater than 0"))
+    if lb is not None and lb.locality_lb_setting is not None and lb.zone_aware_lb_setting:
+        found.append(
+            _error(
+                f"{path}.loadBalancer",
+                "only one of localityLbSetting and zoneAwareLbSetting can be set",
+            )
         )
     if lb is not None:
         found += check_load_balancer(f"{path}.loadBalancer", lb, outlier)
