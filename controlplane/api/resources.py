@@ -62,6 +62,8 @@ def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """``('spec', 'http', 0, 'route')`` -> ``spec.http[0].route``."""
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad map key: the key is the path
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

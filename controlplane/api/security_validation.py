@@ -139,6 +139,8 @@ def validate_peer_authentication(pa: PeerAuthentication) -> list[Issue]:
     spec = pa.spec
     found = _check_selector("spec.selector", spec.selector)
     has_selector = spec.selector is not None and bool(spec.selector.match_labels)
+    if "port_level_mtls" in spec.model_fields_set and not spec.port_level_mtls:
+        found.append(_error("spec.portLevelMtls", "must have at least one port when set"))
     if spec.port_level_mtls and not has_selector:
         found.append(
             _error(

@@ -155,6 +155,9 @@ def check_object_meta(kind: str, name: str, namespace: str) -> list[Issue]:
 
 
 _HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.?)*$")
+# A VirtualService bound to gateways with TLS routes may name SNI hosts such as Envoy's
+# ``outbound_.15010_._.istiod...`` cluster names (istiod allows '_' there).
+_SNI_HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?\.?)*$")
 _RETRY_ON = frozenset(
     {
         "5xx",
@@ -229,12 +232,15 @@ def check_port(path: str, port: int | None) -> list[Issue]:
     return []
 
 
-def check_host(path: str, host: str, allow_wildcard: bool = True) -> list[Issue]:
+def check_host(
+    path: str, host: str, allow_wildcard: bool = True, allow_underscore: bool = False
+) -> list[Issue]:
     if not host:
         return [_error(path, "host is required")]
     if host == "*" and not allow_wildcard:
         return [_error(path, "host must not be '*'")]
-    if not _HOST.match(host) or ".." in host or len(host) > 253:
+    pattern = _SNI_HOST if allow_underscore else _HOST
+    if not pattern.match(host) or ".." in host or len(host) > 253:
         return [_error(path, f"{host!r} is not a valid host name")]
     if "*" in host.lstrip("*"):
         return [_error(path, f"{host!r}: a wildcard is only allowed as the first label")]
@@ -306,7 +312,7 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
         if host == "*" and mesh_bound:
             found.append(_error(path, "'*' is not allowed for a VirtualService bound to the mesh"))
             continue
-        found += check_host(path, host)
+        found += check_host(path, host, allow_underscore=not mesh_bound and bool(spec.tls))
         if host in seen:
             found.append(_error(path, f"duplicate host {host!r}"))
         else:
