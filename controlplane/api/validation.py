@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 from pydantic import BaseModel
 
 from controlplane.api.issues import Codes, Issue, Level
