@@ -178,7 +178,13 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
         found.append(_error("spec.provider", "provider is only allowed with action CUSTOM"))
     if spec.rules is None:
         if spec.action == "DENY":
-            found.append(_warning("spec.rules", "a DENY policy without rules matches nothing"))
+            found.append(
+                _error(
+                    "spec.rules",
+                    "a DENY policy without rules never triggers; add an empty rule {} to "
+                    "deny every request",
+                )
+            )
         elif spec.action == "AUDIT":
             found.append(_warning("spec.rules", "an AUDIT policy without rules matches nothing"))
         return found

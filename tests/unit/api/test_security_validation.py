@@ -201,8 +201,10 @@ def test_custom_is_accepted_with_a_warning_that_it_denies() -> None:
     ]
 
 
-def test_a_deny_without_rules_is_accepted_with_a_warning() -> None:
-    found = _load(
+def test_a_deny_without_rules_is_refused_as_istiod_refuses_it() -> None:
+    # istiod refuses it (a DENY that never triggers); so does the webhook now, which also
+    # catches a misspelt `rules:` that the apiserver pruned before admission (issue 11).
+    found = _errors(
         """
         apiVersion: security.istio.io/v1beta1
         kind: AuthorizationPolicy
@@ -210,7 +212,10 @@ def test_a_deny_without_rules_is_accepted_with_a_warning() -> None:
         spec: {action: DENY}
         """
     )
-    assert found == ["spec.rules: a DENY policy without rules matches nothing"]
+    assert found == [
+        "spec.rules: a DENY policy without rules never triggers; add an empty rule {} to "
+        "deny every request"
+    ]
 
 
 def test_a_wildcard_in_the_selector_is_rejected() -> None:
