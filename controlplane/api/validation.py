@@ -481,6 +481,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     found += check_authority_set_once(path, route)
     if route.direct_response is not None and not 200 <= route.direct_response.status <= 599:
         found.append(_error(f"{path}.directResponse.status", "must be between 200 and 599"))
+    if route.mirror is not None and route.mirrors:
+        found.append(_error(path, "an HTTP route cannot have both mirror and mirrors"))
     if route.mirror is not None:
         found += check_destination(f"{path}.mirror", route.mirror)
     for j, mirror in enumerate(route.mirrors):
@@ -592,6 +594,44 @@ def _validate_traffic_policy(path: str, policy: TrafficPolicy) -> list[Issue]:
     return found
 
 
+def _check_client_tls(path: str, tls: Any) -> list[Issue]:
+    """istiod's rules: skipping verification excludes what only verification uses, and a
+    credentialName excludes inline certificates."""
+    found: list[Issue] = []
+    if tls.insecure_skip_verify and tls.mode in ("SIMPLE", "MUTUAL"):
+        verifying = ["caCertificates"] if tls.ca_certificates else []
+        if tls.subject_alt_names:
+            verifying.append("subjectAltNames")
+        if tls.mode == "SIMPLE" and tls.credential_name:
+            verifying.append("credentialName")
+        if verifying:
+            found.append(
+                _error(
+                    f"{path}.insecureSkipVerify",
+                    f"cannot be true with {', '.join(verifying)} (nothing would verify them)",
+                )
+            )
+    if tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name:
+        inline = [
+            alias
+            for field, alias in (
+                ("client_certificate", "clientCertificate"),
+                ("private_key", "privateKey"),
+                ("ca_certificates", "caCertificates"),
+                ("ca_crl", "caCrl"),
+            )
+            if getattr(tls, field)
+        ]
+        if inline:
+            found.append(
+                _error(
+                    f"{path}.credentialName",
+                    f"cannot be combined with {', '.join(inline)}: the credential provides them",
+                )
+            )
+    return found
+
+
 def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
     found: list[Issue] = []
     pool = policy.connection_pool
@@ -652,6 +692,8 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
         found += check_duration(f"{opath}.baseEjectionTime", outlier.base_ejection_time)
         found += check_outlier_detection(opath, outlier)
     tls = policy.tls
+    if tls is not None:
+        found += _check_client_tls(f"{path}.tls", tls)
     if tls is not None and tls.mode == "MUTUAL" and not tls.credential_name:
         if not tls.client_certificate:
             found.append(_error(f"{path}.tls.clientCertificate", "MUTUAL needs clientCertificate"))
