@@ -668,6 +668,14 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
             found += check_duration(
                 f"{path}.connectionPool.http.idleTimeout", pool.http.idle_timeout
             )
+            keepalive = pool.http.http2_keep_alive
+            if keepalive is not None:
+                kpath = f"{path}.connectionPool.http.http2KeepAlive"
+                for field in ("interval", "timeout"):
+                    value = getattr(keepalive, field)
+                    if value is None:
+                        found.append(_error(f"{kpath}.{field}", f"{field} is required"))
+                    found += check_duration(f"{kpath}.{field}", value)
     outlier = policy.outlier_detection
     if outlier is not None:
         opath = f"{path}.outlierDetection"
