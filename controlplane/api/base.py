@@ -133,3 +133,11 @@ def _in_range(name: str, low: int, high: int) -> Callable[[int], int]:
 Int32 = Annotated[int, AfterValidator(_in_range("int32", -(2**31), 2**31 - 1))]
 UInt32 = Annotated[int, AfterValidator(_in_range("uint32", 0, 2**32 - 1))]
 UInt64 = Annotated[int, AfterValidator(_in_range("uint64", 0, 2**64 - 1))]
+
+
+def _zero_is_unset(value: int | None) -> int | None:
+    return value or None
+
+
+# A proto3 uint32 that is 0 is not set: a match on port 0 is a match on any port, as in istiod.
+OptionalPort = Annotated[UInt32 | None, AfterValidator(_zero_is_unset)]

@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from controlplane.api.base import Duration, Int32, IstioModel, ObjectMeta, UInt32, UInt64
+from controlplane.api.base import (
+    Duration,
+    Int32,
+    IstioModel,
+    ObjectMeta,
+    OptionalPort,
+    UInt32,
+    UInt64,
+)
 
 # ---- shared -------------------------------------------------------------------------------
 
@@ -52,7 +60,7 @@ class HTTPMatchRequest(IstioModel):
     method: StringMatch | None = None
     authority: StringMatch | None = None
     headers: dict[str, StringMatch] = Field(default_factory=dict)
-    port: UInt32 | None = None
+    port: OptionalPort = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
     query_params: dict[str, StringMatch] = Field(default_factory=dict)
@@ -185,7 +193,7 @@ class RouteDestination(IstioModel):
 
 class L4MatchAttributes(IstioModel):
     destination_subnets: list[str] = Field(default_factory=list)
-    port: UInt32 | None = None
+    port: OptionalPort = None
     source_subnet: str | None = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
@@ -195,7 +203,7 @@ class L4MatchAttributes(IstioModel):
 class TLSMatchAttributes(IstioModel):
     sni_hosts: list[str] = Field(default_factory=list)
     destination_subnets: list[str] = Field(default_factory=list)
-    port: UInt32 | None = None
+    port: OptionalPort = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
     source_namespace: str | None = None

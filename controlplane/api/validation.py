@@ -587,7 +587,11 @@ def _validate_traffic_policy(path: str, policy: TrafficPolicy) -> list[Issue]:
         if port_policy.port is None or port_policy.port.number is None:
             found.append(_error(f"{ppath}.port", "port is required"))
         else:
-            found += check_port(f"{ppath}.port.number", port_policy.port.number)
+            # istiod accepts any uint32 here; a port beyond 65535 never matches
+            found += [
+                Issue(i.code, i.path, i.reason + "; the settings never apply", level=Level.WARNING)
+                for i in check_port(f"{ppath}.port.number", port_policy.port.number)
+            ]
         if port_policy_is_empty(port_policy):
             found.append(_error(ppath, "port traffic policy must have at least one field"))
         found += _validate_policy_parts(ppath, port_policy)
