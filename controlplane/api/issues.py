@@ -33,9 +33,10 @@ class Codes:
     YAML_ERROR = Code("CP0101", Level.ERROR, "InvalidYAML")
     SCHEMA_ERROR = Code("CP0102", Level.ERROR, "SchemaValidationError")
     UNKNOWN_KIND = Code("CP0103", Level.INFO, "UnknownKind")
+    UNKNOWN_FIELD = Code("CP0104", Level.ERROR, "UnknownField")
+    TOO_LARGE = Code("CP0105", Level.ERROR, "ResourceTooLarge")
     # A refused resource served from the last version accepted (before a restart)
     LAST_GOOD_SERVED = Code("CP0110", Level.WARNING, "LastGoodVersionServed")
-    TOO_LARGE = Code("CP0104", Level.ERROR, "ResourceTooLarge")
     # 02xx: a resource that reads but breaks a validation rule on its own
     INVALID_FIELD = Code("CP0201", Level.ERROR, "InvalidField")
     UNSUPPORTED_FIELD = Code("CP0202", Level.WARNING, "UnsupportedField")

@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from controlplane.api.base import Duration, IstioModel, ObjectMeta
+from controlplane.api.base import (
+    Duration,
+    Int32,
+    IstioModel,
+    ObjectMeta,
+    OptionalPort,
+    UInt32,
+    UInt64,
+)
 
 # ---- shared -------------------------------------------------------------------------------
 
@@ -25,7 +33,7 @@ class StringMatch(IstioModel):
 
 
 class PortSelector(IstioModel):
-    number: int | None = None
+    number: UInt32 | None = None
 
 
 class Percent(IstioModel):
@@ -52,7 +60,7 @@ class HTTPMatchRequest(IstioModel):
     method: StringMatch | None = None
     authority: StringMatch | None = None
     headers: dict[str, StringMatch] = Field(default_factory=dict)
-    port: int | None = None
+    port: OptionalPort = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
     query_params: dict[str, StringMatch] = Field(default_factory=dict)
@@ -75,17 +83,18 @@ class Headers(IstioModel):
 
 class HTTPRouteDestination(IstioModel):
     destination: Destination
-    weight: int | None = None
+    weight: Int32 | None = None
     headers: Headers | None = None
 
 
 class HTTPRedirect(IstioModel):
     uri: str | None = None
     authority: str | None = None
-    port: int | None = None
+    port: UInt32 | None = None
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
-    redirect_code: int | None = None
+    redirect_code: UInt32 | None = None
+    prefix_rewrite: str | None = None
 
 
 class HTTPBody(IstioModel):
@@ -94,7 +103,7 @@ class HTTPBody(IstioModel):
 
 
 class HTTPDirectResponse(IstioModel):
-    status: int
+    status: UInt32
     body: HTTPBody | None = None
 
 
@@ -115,10 +124,11 @@ class HTTPRewrite(IstioModel):
 
 
 class HTTPRetry(IstioModel):
-    attempts: int = 0
+    attempts: Int32 = 0
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
     backoff: Duration | None = None
 
 
@@ -126,11 +136,11 @@ class FaultDelay(IstioModel):
     fixed_delay: Duration | None = None
     exponential_delay: Duration | None = None
     percentage: Percent | None = None
-    percent: int | None = None
+    percent: Int32 | None = None
 
 
 class FaultAbort(IstioModel):
-    http_status: int | None = None
+    http_status: Int32 | None = None
     grpc_status: str | None = None
     http2_error: str | None = None
     percentage: Percent | None = None
@@ -171,19 +181,19 @@ class HTTPRoute(IstioModel):
     mirror: Destination | None = None
     mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
     mirror_percentage: Percent | None = None
-    mirror_percent: int | None = None
+    mirror_percent: UInt32 | None = None
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
 
 class RouteDestination(IstioModel):
     destination: Destination
-    weight: int | None = None
+    weight: Int32 | None = None
 
 
 class L4MatchAttributes(IstioModel):
     destination_subnets: list[str] = Field(default_factory=list)
-    port: int | None = None
+    port: OptionalPort = None
     source_subnet: str | None = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
@@ -193,7 +203,7 @@ class L4MatchAttributes(IstioModel):
 class TLSMatchAttributes(IstioModel):
     sni_hosts: list[str] = Field(default_factory=list)
     destination_subnets: list[str] = Field(default_factory=list)
-    port: int | None = None
+    port: OptionalPort = None
     source_labels: dict[str, str] = Field(default_factory=dict)
     gateways: list[str] = Field(default_factory=list)
     source_namespace: str | None = None
@@ -221,18 +231,24 @@ class VirtualServiceSpec(IstioModel):
 # ---- DestinationRule ----------------------------------------------------------------------
 
 
+class HTTPCookieAttribute(IstioModel):
+    name: str = ""
+    value: str | None = None
+
+
 class HTTPCookie(IstioModel):
     name: str = ""
     path: str | None = None
     ttl: Duration | None = None
+    attributes: list[HTTPCookieAttribute] = Field(default_factory=list)
 
 
 class RingHash(IstioModel):
-    minimum_ring_size: int | None = None
+    minimum_ring_size: UInt64 | None = None
 
 
 class MagLev(IstioModel):
-    table_size: int | None = None
+    table_size: UInt64 | None = None
 
 
 class ConsistentHashLB(IstioModel):
@@ -242,7 +258,7 @@ class ConsistentHashLB(IstioModel):
     http_query_parameter_name: str | None = None
     ring_hash: RingHash | None = None
     maglev: MagLev | None = None
-    minimum_ring_size: int | None = None
+    minimum_ring_size: UInt64 | None = None
 
 
 class LocalityDistribute(IstioModel):
@@ -267,36 +283,57 @@ SimpleLB = Literal[
 ]
 
 
+class ZoneAwareLoadBalancerSetting(IstioModel):
+    enabled: bool | None = None
+    failover: list[LocalityFailover] = Field(default_factory=list)
+    failover_priority: list[str] = Field(default_factory=list)
+    min_cluster_size: UInt64 | None = None
+
+
+class WarmupConfiguration(IstioModel):
+    duration: Duration | None = None
+    minimum_percent: float | None = None
+    aggression: float | None = None
+
+
 class LoadBalancerSettings(IstioModel):
     simple: SimpleLB | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    zone_aware_lb_setting: ZoneAwareLoadBalancerSetting | None = None
     warmup_duration_secs: Duration | None = None
+    warmup: WarmupConfiguration | None = None
 
 
 class TcpKeepalive(IstioModel):
-    probes: int | None = None
+    probes: UInt32 | None = None
     time: Duration | None = None
     interval: Duration | None = None
 
 
 class TCPSettings(IstioModel):
-    max_connections: int | None = None
+    max_connections: Int32 | None = None
     connect_timeout: Duration | None = None
     tcp_keepalive: TcpKeepalive | None = None
     max_connection_duration: Duration | None = None
     idle_timeout: Duration | None = None
 
 
+class ConnectionKeepalive(IstioModel):
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
 class HTTPSettings(IstioModel):
-    http1_max_pending_requests: int | None = None
-    http2_max_requests: int | None = None
-    max_requests_per_connection: int | None = None
-    max_retries: int | None = None
+    http1_max_pending_requests: Int32 | None = None
+    http2_max_requests: Int32 | None = None
+    max_requests_per_connection: Int32 | None = None
+    max_retries: Int32 | None = None
     idle_timeout: Duration | None = None
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     use_client_protocol: bool | None = None
-    max_concurrent_streams: int | None = None
+    max_concurrent_streams: Int32 | None = None
+    http2_keep_alive: ConnectionKeepalive | None = None
 
 
 class ConnectionPoolSettings(IstioModel):
@@ -306,14 +343,15 @@ class ConnectionPoolSettings(IstioModel):
 
 class OutlierDetection(IstioModel):
     split_external_local_origin_errors: bool | None = None
-    consecutive_local_origin_failures: int | None = None
-    consecutive_gateway_errors: int | None = None
-    consecutive_5xx_errors: int | None = Field(default=None, alias="consecutive5xxErrors")
-    consecutive_errors: int | None = None
+    consecutive_local_origin_failures: UInt32 | None = None
+    consecutive_gateway_errors: UInt32 | None = None
+    consecutive_5xx_errors: UInt32 | None = Field(default=None, alias="consecutive5xxErrors")
+    consecutive_errors: Int32 | None = None
     interval: Duration | None = None
     base_ejection_time: Duration | None = None
-    max_ejection_percent: int | None = None
-    min_health_percent: int | None = None
+    max_ejection_percent: Int32 | None = None
+    min_health_percent: Int32 | None = None
+    outlier_detection_http_error_codes: list[UInt32] = Field(default_factory=list)
 
 
 TLSMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
@@ -339,12 +377,31 @@ class PortTrafficPolicy(IstioModel):
     tls: ClientTLSSettings | None = None
 
 
+class TunnelSettings(IstioModel):
+    protocol: str | None = None
+    target_host: str = ""
+    target_port: UInt32 | None = None
+
+
+class ProxyProtocol(IstioModel):
+    version: Literal["V1", "V2"] | None = None
+
+
+class RetryBudget(IstioModel):
+    percent: float | None = None
+    min_retry_concurrency: UInt32 | None = None
+    budget_interval: Duration | None = None
+
+
 class TrafficPolicy(IstioModel):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+    tunnel: TunnelSettings | None = None
+    proxy_protocol: ProxyProtocol | None = None
+    retry_budget: RetryBudget | None = None
 
 
 class Subset(IstioModel):

@@ -62,6 +62,8 @@ def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """``('spec', 'http', 0, 'route')`` -> ``spec.http[0].route``."""
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad map key: the key is the path
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -144,7 +146,12 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
         return model.model_validate(body)  # type: ignore[return-value]
     except ValidationError as exc:
         issues = [
-            Issue(Codes.SCHEMA_ERROR, format_path(err["loc"]), _pydantic_reason(err), key)
+            Issue(
+                Codes.UNKNOWN_FIELD if err["type"] == "extra_forbidden" else Codes.SCHEMA_ERROR,
+                format_path(err["loc"]),
+                _pydantic_reason(err),
+                key,
+            )
             for err in exc.errors(include_url=False)
         ]
         raise InvalidResource(key, issues) from None
@@ -153,5 +160,12 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
 def _pydantic_reason(err: Any) -> str:
     if err["type"] == "missing":
         return "is required"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {str(err['loc'][-1])!r}: {_kind_of(err['loc'])} does not define it"
     message = str(err["msg"])
     return message.removeprefix("Value error, ")
+
+
+def _kind_of(loc: tuple[Any, ...] | list[Any]) -> str:
+    named = [part for part in loc[:-1] if isinstance(part, str)]
+    return f"{named[-1]!r}" if named else "the resource"

@@ -53,6 +53,8 @@ class Source(IstioModel):
     not_ip_blocks: list[str] = Field(default_factory=list)
     remote_ip_blocks: list[str] = Field(default_factory=list)
     not_remote_ip_blocks: list[str] = Field(default_factory=list)
+    trust_domains: list[str] = Field(default_factory=list)
+    not_trust_domains: list[str] = Field(default_factory=list)
 
 
 class Operation(IstioModel):

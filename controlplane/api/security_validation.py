@@ -37,7 +37,7 @@ WHEN_KEYS: dict[str, str] = {
     "destination.port": "port",
     "connection.sni": "text",
 }
-_HTTP_METHOD = re.compile(r"^[A-Z]+$")
+_HTTP_METHOD = re.compile(r"^[A-Z-]+$")
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -95,24 +95,18 @@ def _check_wildcard(path: str, value: str, what: str) -> list[Issue]:
 
 
 def check_principal(path: str, value: str) -> list[Issue]:
-    """A principal is ``<trust-domain>/ns/<ns>/sa/<sa>`` (no ``spiffe://``), or a wildcard."""
+    """A principal is any string istiod matches as ``spiffe://<value>`` (usually
+    ``<trust-domain>/ns/<ns>/sa/<sa>``), with ``*`` as a prefix or suffix; istiod accepts any
+    such string, and so do we. One that can never match is a warning."""
     found = _check_wildcard(path, value, "principal")
     if found:
         return found
     if value.startswith("spiffe://"):
         return [
-            _error(
+            _warning(
                 path,
-                f"principal {value!r} must be written without 'spiffe://' "
-                f"(e.g. {value.removeprefix('spiffe://')!r})",
-            )
-        ]
-    if "*" not in value and not re.fullmatch(r"[^/]+/ns/[^/]+/sa/[^/]+", value):
-        return [
-            _error(
-                path,
-                f"principal {value!r} is not of the form '<trust-domain>/ns/<namespace>/sa/"
-                "<service-account>' (use '*' as a prefix or suffix to match several)",
+                f"principal {value!r} is matched as 'spiffe://{value}' and never matches; "
+                f"write it without 'spiffe://' (e.g. {value.removeprefix('spiffe://')!r})",
             )
         ]
     return []
@@ -142,6 +136,8 @@ def validate_peer_authentication(pa: PeerAuthentication) -> list[Issue]:
     spec = pa.spec
     found = _check_selector("spec.selector", spec.selector)
     has_selector = spec.selector is not None and bool(spec.selector.match_labels)
+    if "port_level_mtls" in spec.model_fields_set and not spec.port_level_mtls:
+        found.append(_error("spec.portLevelMtls", "must have at least one port when set"))
     if spec.port_level_mtls and not has_selector:
         found.append(
             _error(
@@ -179,7 +175,13 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
         found.append(_error("spec.provider", "provider is only allowed with action CUSTOM"))
     if spec.rules is None:
         if spec.action == "DENY":
-            found.append(_warning("spec.rules", "a DENY policy without rules matches nothing"))
+            found.append(
+                _error(
+                    "spec.rules",
+                    "a DENY policy without rules never triggers; add an empty rule {} to "
+                    "deny every request",
+                )
+            )
         elif spec.action == "AUDIT":
             found.append(_warning("spec.rules", "an AUDIT policy without rules matches nothing"))
         return found
@@ -223,6 +225,16 @@ def _validate_source(path: str, source: Source) -> list[Issue]:
     for field in ("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"):
         for k, value in enumerate(getattr(source, field)):
             found += check_cidr(f"{path}.{_alias(Source, field)}[{k}]", value)
+    for field in ("trust_domains", "not_trust_domains"):
+        if getattr(source, field):
+            # Compiling the rest of the source without it would widen an ALLOW or narrow a
+            # DENY: refuse (and fail closed) rather than guess.
+            found.append(
+                _error(
+                    f"{path}.{_alias(Source, field)}",
+                    "not supported yet: the policy is refused rather than applied without it",
+                )
+            )
     uses_accounts = source.service_accounts or source.not_service_accounts
     if uses_accounts and (
         source.principals or source.not_principals or source.namespaces or source.not_namespaces
@@ -253,8 +265,12 @@ def _validate_operation(path: str, operation: Operation) -> list[Issue]:
     for field in ("methods", "not_methods"):
         for k, value in enumerate(getattr(operation, field)):
             mpath = f"{path}.{_alias(Operation, field)}[{k}]"
-            if value != "*" and not _HTTP_METHOD.match(value):
-                found.append(_error(mpath, f"{value!r} is not an HTTP method in upper case"))
+            wrong = _check_wildcard(mpath, value, "method")
+            if wrong:
+                found += wrong
+            elif not _HTTP_METHOD.match(value.strip("*") or "GET"):
+                # istiod accepts any method; HTTP methods are case-sensitive tokens
+                found.append(_warning(mpath, f"{value!r} matches no standard HTTP method"))
     for field in ("paths", "not_paths"):
         for k, value in enumerate(getattr(operation, field)):
             ppath = f"{path}.{_alias(Operation, field)}[{k}]"

@@ -41,7 +41,10 @@ REDIRECT_CODES_ENVOY_SENDS = frozenset({301, 302, 303, 307, 308})
 TOPOLOGY_LABELS = frozenset(
     {"topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"}
 )
+# RFC 9110 token characters: what an HTTP header name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Control characters other than horizontal tab (protoc-gen-validate's header-value rule).
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAGLEV_MAX = 5000011
 
 
@@ -60,6 +63,50 @@ def _is_authority(name: str) -> bool:
 # ---- headers ------------------------------------------------------------------------------
 
 
+def check_header_name(path: str, name: str) -> list[Issue]:
+    """An HTTP header name is a token (RFC 9110): no spaces, colons or control characters.
+    Envoy accepts other names in its config and then fails every request that carries one."""
+    if not _HEADER_NAME.match(name):
+        return [_error(path, f"{name!r} is not a valid HTTP header name (RFC 9110 token)")]
+    return []
+
+
+def check_header_value(path: str, value: str) -> list[Issue]:
+    """No control characters but tab (CR, LF and NUL split or cut a header), and Envoy's
+    ``%VARIABLE%`` syntax well formed (a literal percent sign is written ``%%``)."""
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        return [_error(path, f"header value {value!r} contains a control character (CR, LF, NUL)")]
+    problem = _header_value_format_problem(value)
+    if problem:
+        return [_error(path, f"header value {value!r}: {problem}")]
+    return []
+
+
+def _header_value_format_problem(value: str) -> str | None:
+    pos = 0
+    while pos < len(value):
+        if value[pos] != "%":
+            pos += 1
+            continue
+        if pos + 1 == len(value):
+            return "un-escaped '%' (write '%%' for a percent sign)"
+        if value[pos + 1] == "%":
+            pos += 2
+            continue
+        end = pos + 1
+        depth = 0
+        while end < len(value) and (value[end] != "%" or depth):
+            if value[end] == "(":
+                depth += 1
+            elif value[end] == ")":
+                depth -= 1
+            end += 1
+        if end >= len(value):
+            return "a '%VARIABLE%' is not closed (write '%%' for a percent sign)"
+        pos = end + 1
+    return None
+
+
 def check_header_operations(path: str, headers: Headers) -> list[Issue]:
     """Requests may set or add Host/:authority (it becomes a host rewrite); nothing else may
     touch pseudo-headers, and responses and removals may not touch Host."""
@@ -69,9 +116,10 @@ def check_header_operations(path: str, headers: Headers) -> list[Issue]:
         if ops is None:
             continue
         for op in ("set", "add"):
-            for name in getattr(ops, op):
+            for name, value in getattr(ops, op).items():
                 hpath = f"{path}.{direction}.{op}.{name}"
                 found += _check_name(hpath, name, allow_authority=direction == "request")
+                found += check_header_value(hpath, value)
         for j, name in enumerate(ops.remove):
             found += _check_name(f"{path}.{direction}.remove[{j}]", name, allow_authority=False)
     return found
@@ -86,7 +134,7 @@ def _check_name(path: str, name: str, allow_authority: bool) -> list[Issue]:
         return [_error(path, f"invalid header {name!r}: cannot set Host header")]
     if name.startswith(":"):
         return [_error(path, f"invalid header {name!r}: header cannot have ':' prefix")]
-    return []
+    return check_header_name(path, name)
 
 
 def check_authority_set_once(path: str, route: HTTPRoute) -> list[Issue]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 from pydantic import BaseModel
 
 from controlplane.api.issues import Codes, Issue, Level
@@ -34,6 +35,7 @@ from controlplane.api.traffic_rules import (
     check_connection_pool,
     check_cors,
     check_fault,
+    check_header_name,
     check_header_operations,
     check_load_balancer,
     check_mirror_percentage,
@@ -56,7 +58,8 @@ def validate(resource: Any) -> list[Issue]:
     """Every finding about ``resource`` on its own: errors, then unsupported-field warnings."""
     key = key_of(resource)
     validator = _VALIDATORS.get(resource.kind)
-    found = validator(resource) if validator else []
+    found = check_object_meta(resource.kind, resource.metadata.name, resource.metadata.namespace)
+    found += validator(resource) if validator else []
     if isinstance(resource.spec if hasattr(resource, "spec") else None, BaseModel):
         found += unsupported_fields(resource.kind, resource.spec, "spec")
     return [issue.with_context(key, None) for issue in found]
@@ -85,14 +88,6 @@ def _walk(kind: str, model: BaseModel, concrete: str, generic: str, found: list[
             continue
         alias = fields[name].alias or name
         _walk_value(kind, value, f"{concrete}.{alias}", f"{generic}.{alias}", found)
-    for name in model.model_extra or {}:
-        found.append(
-            Issue(
-                Codes.UNSUPPORTED_FIELD,
-                f"{concrete}.{name}",
-                "unknown field; kept but not supported yet",
-            )
-        )
 
 
 def _walk_value(kind: str, value: Any, concrete: str, generic: str, found: list[Issue]) -> None:
@@ -114,8 +109,55 @@ def _walk_value(kind: str, value: Any, concrete: str, generic: str, found: list[
 # ---- shared rules -------------------------------------------------------------------------
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+# Kubernetes' name rules per kind (apimachinery's validation): a Service name is a DNS-1035
+# label, a Namespace a DNS-1123 label, everything else we read (custom resources included) a
+# DNS-1123 subdomain. A namespace is always a DNS-1123 label.
+_NAME_RULES: dict[str, tuple[str, re.Pattern[str], int]] = {
+    "Service": (
+        "a DNS-1035 label (lower case letters, digits and '-', starting with a letter)",
+        _DNS1035_LABEL,
+        63,
+    ),
+    "Namespace": ("a DNS-1123 label (lower case letters, digits and '-')", _DNS1123_LABEL, 63),
+}
+_SUBDOMAIN_RULE = (
+    "a DNS-1123 subdomain (lower case letters, digits, '-' and '.')",
+    _DNS1123_SUBDOMAIN,
+    253,
+)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def check_object_meta(kind: str, name: str, namespace: str) -> list[Issue]:
+    """metadata.name and metadata.namespace as the Kubernetes apiserver validates them."""
+    found: list[Issue] = []
+    what, pattern, limit = _NAME_RULES.get(kind, _SUBDOMAIN_RULE)
+    if not name:
+        found.append(_error("metadata.name", "name is required"))
+    elif len(name) > limit or not pattern.match(name):
+        found.append(
+            _error("metadata.name", f"{name!r} is not {what} of at most {limit} characters")
+        )
+    if namespace and (len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)):
+        found.append(
+            _error(
+                "metadata.namespace",
+                f"{namespace!r} is not a DNS-1123 label (lower case letters, digits and '-', "
+                "at most 63 characters)",
+            )
+        )
+    return found
+
+
 _HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9])?\.?)*$")
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=|\\[zZ](?![a-z])")
+# A VirtualService bound to gateways with TLS routes may name SNI hosts such as Envoy's
+# ``outbound_.15010_._.istiod...`` cluster names (istiod allows '_' there).
+_SNI_HOST = re.compile(r"^(\*|\*\.)?([a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?\.?)*$")
 _RETRY_ON = frozenset(
     {
         "5xx",
@@ -143,19 +185,19 @@ def _error(path: str, reason: str) -> Issue:
 
 
 def check_regex(path: str, pattern: str) -> list[Issue]:
-    """Envoy uses RE2: no look-around or back-references; at most 1,024 characters."""
+    """Envoy compiles regexes with RE2 (so does istiod's check): RE2's own parser decides.
+    At most 1,024 characters, as istiod allows."""
     if pattern == "":
         return [_error(path, "regex must not be empty")]
     if len(pattern) > 1024:
         return [_error(path, "regex must be at most 1024 characters")]
-    if _RE2_UNSUPPORTED.search(pattern):
-        return [
-            _error(path, f"invalid regex {pattern!r}: look-around and back-references are not RE2")
-        ]
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        return [_error(path, f"invalid regex {pattern!r}: {exc}")]
+        re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        return [
+            _error(path, f"invalid regex {pattern!r}: {detail} (not RE2 syntax, which Envoy uses)")
+        ]
     return []
 
 
@@ -190,12 +232,15 @@ def check_port(path: str, port: int | None) -> list[Issue]:
     return []
 
 
-def check_host(path: str, host: str, allow_wildcard: bool = True) -> list[Issue]:
+def check_host(
+    path: str, host: str, allow_wildcard: bool = True, allow_underscore: bool = False
+) -> list[Issue]:
     if not host:
         return [_error(path, "host is required")]
     if host == "*" and not allow_wildcard:
         return [_error(path, "host must not be '*'")]
-    if not _HOST.match(host) or ".." in host or len(host) > 253:
+    pattern = _SNI_HOST if allow_underscore else _HOST
+    if not pattern.match(host) or ".." in host or len(host) > 253:
         return [_error(path, f"{host!r} is not a valid host name")]
     if "*" in host.lstrip("*"):
         return [_error(path, f"{host!r}: a wildcard is only allowed as the first label")]
@@ -242,16 +287,40 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
         found.append(_error("spec", "a VirtualService needs at least one of http, tcp or tls"))
     mesh_bound = not spec.gateways or "mesh" in spec.gateways
     if not spec.hosts:
-        found.append(_error("spec.hosts", "at least one host is required"))
+        # A VirtualService without hosts is a delegate (reached by http[].delegate), as in
+        # istiod: it may carry HTTP routes only, and no gateways.
+        for field, present in (("gateways", spec.gateways), ("tls", spec.tls), ("tcp", spec.tcp)):
+            if present:
+                found.append(
+                    _error(f"spec.{field}", f"a delegate VirtualService (no hosts) has no {field}")
+                )
+    if not spec.gateways or "mesh" in spec.gateways:
+        for i, route in enumerate(spec.http):
+            for j, match in enumerate(route.match):
+                for group, alias in (("headers", "headers"), ("without_headers", "withoutHeaders")):
+                    for name in getattr(match, group):
+                        if name.startswith("@request.auth.claims"):
+                            found.append(
+                                _error(
+                                    f"spec.http[{i}].match[{j}].{alias}.{name}",
+                                    "JWT claim based routing is only supported for gateways",
+                                )
+                            )
     seen: set[str] = set()
     for i, host in enumerate(spec.hosts):
         path = f"spec.hosts[{i}]"
         if host == "*" and mesh_bound:
             found.append(_error(path, "'*' is not allowed for a VirtualService bound to the mesh"))
             continue
-        found += check_host(path, host)
+        found += check_host(path, host, allow_underscore=not mesh_bound and bool(spec.tls))
         if host in seen:
             found.append(_error(path, f"duplicate host {host!r}"))
+        else:
+            # as istiod: one host covered by another (``*.bar`` covers ``*.foo.bar``)
+            for other in sorted(seen):
+                if _host_covers(other, host) or _host_covers(host, other):
+                    found.append(_error(path, f"duplicate hosts: {other!r} and {host!r} overlap"))
+                    break
         seen.add(host)
     found += check_export_to("spec.exportTo", spec.export_to)
     for i, route in enumerate(spec.http):
@@ -287,11 +356,29 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
     return found
 
 
+_ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1  # Envoy sums weighted clusters into a uint32
+
+
+def _host_covers(wide: str, narrow: str) -> bool:
+    if wide == narrow or wide == "*":
+        return True
+    return wide.startswith("*") and narrow.endswith(wide[1:]) and len(narrow) > len(wide) - 1
+
+
 def _validate_weights(path: str, weights: list[int | None]) -> list[Issue]:
     found: list[Issue] = []
     for j, weight in enumerate(weights):
         if weight is not None and weight < 0:
             found.append(_error(f"{path}.route[{j}].weight", "must not be negative"))
+    total = sum(w or 0 for w in weights)
+    if total > _ENVOY_MAX_TOTAL_WEIGHT:
+        found.append(
+            _error(
+                f"{path}.route",
+                f"the weights add up to {total}, more than Envoy's limit of "
+                f"{_ENVOY_MAX_TOTAL_WEIGHT}",
+            )
+        )
     if len(weights) > 1 and sum(w or 0 for w in weights) == 0 and not found:
         found.append(
             _error(
@@ -340,6 +427,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
                     found.append(
                         _error(f"{mpath}.{alias}.{name}", "header names must be lowercase")
                     )
+                elif group != "query_params" and not _is_pseudo_or_claim(name):
+                    found += check_header_name(f"{mpath}.{alias}.{name}", name)
         found += check_port(f"{mpath}.port", match.port)
         if match.source_namespace is not None and not _DNS1123_LABEL.match(match.source_namespace):
             found.append(
@@ -392,6 +481,8 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
     found += check_authority_set_once(path, route)
     if route.direct_response is not None and not 200 <= route.direct_response.status <= 599:
         found.append(_error(f"{path}.directResponse.status", "must be between 200 and 599"))
+    if route.mirror is not None and route.mirrors:
+        found.append(_error(path, "an HTTP route cannot have both mirror and mirrors"))
     if route.mirror is not None:
         found += check_destination(f"{path}.mirror", route.mirror)
     for j, mirror in enumerate(route.mirrors):
@@ -422,6 +513,14 @@ def _validate_http_route(path: str, route: HTTPRoute) -> list[Issue]:
             )
         found += check_cors(f"{path}.corsPolicy", route.cors_policy, check_duration)
     return found
+
+
+_PSEUDO_HEADERS = frozenset({":method", ":scheme", ":authority", ":path", ":status"})
+
+
+def _is_pseudo_or_claim(name: str) -> bool:
+    """Match keys istiod allows beyond tokens: pseudo-headers and JWT claim routes."""
+    return name in _PSEUDO_HEADERS or name.startswith("@request.auth.claims")
 
 
 def _check_percentage(path: str, value: float) -> list[Issue]:
@@ -488,10 +587,52 @@ def _validate_traffic_policy(path: str, policy: TrafficPolicy) -> list[Issue]:
         if port_policy.port is None or port_policy.port.number is None:
             found.append(_error(f"{ppath}.port", "port is required"))
         else:
-            found += check_port(f"{ppath}.port.number", port_policy.port.number)
+            # istiod accepts any uint32 here; a port beyond 65535 never matches
+            found += [
+                Issue(i.code, i.path, i.reason + "; the settings never apply", level=Level.WARNING)
+                for i in check_port(f"{ppath}.port.number", port_policy.port.number)
+            ]
         if port_policy_is_empty(port_policy):
             found.append(_error(ppath, "port traffic policy must have at least one field"))
         found += _validate_policy_parts(ppath, port_policy)
+    return found
+
+
+def _check_client_tls(path: str, tls: Any) -> list[Issue]:
+    """istiod's rules: skipping verification excludes what only verification uses, and a
+    credentialName excludes inline certificates."""
+    found: list[Issue] = []
+    if tls.insecure_skip_verify and tls.mode in ("SIMPLE", "MUTUAL"):
+        verifying = ["caCertificates"] if tls.ca_certificates else []
+        if tls.subject_alt_names:
+            verifying.append("subjectAltNames")
+        if tls.mode == "SIMPLE" and tls.credential_name:
+            verifying.append("credentialName")
+        if verifying:
+            found.append(
+                _error(
+                    f"{path}.insecureSkipVerify",
+                    f"cannot be true with {', '.join(verifying)} (nothing would verify them)",
+                )
+            )
+    if tls.mode in ("SIMPLE", "MUTUAL") and tls.credential_name:
+        inline = [
+            alias
+            for field, alias in (
+                ("client_certificate", "clientCertificate"),
+                ("private_key", "privateKey"),
+                ("ca_certificates", "caCertificates"),
+                ("ca_crl", "caCrl"),
+            )
+            if getattr(tls, field)
+        ]
+        if inline:
+            found.append(
+                _error(
+                    f"{path}.credentialName",
+                    f"cannot be combined with {', '.join(inline)}: the credential provides them",
+                )
+            )
     return found
 
 
@@ -531,6 +672,14 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
             found += check_duration(
                 f"{path}.connectionPool.http.idleTimeout", pool.http.idle_timeout
             )
+            keepalive = pool.http.http2_keep_alive
+            if keepalive is not None:
+                kpath = f"{path}.connectionPool.http.http2KeepAlive"
+                for field in ("interval", "timeout"):
+                    value = getattr(keepalive, field)
+                    if value is None:
+                        found.append(_error(f"{kpath}.{field}", f"{field} is required"))
+                    found += check_duration(f"{kpath}.{field}", value)
     outlier = policy.outlier_detection
     if outlier is not None:
         opath = f"{path}.outlierDetection"
@@ -555,6 +704,8 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
         found += check_duration(f"{opath}.baseEjectionTime", outlier.base_ejection_time)
         found += check_outlier_detection(opath, outlier)
     tls = policy.tls
+    if tls is not None:
+        found += _check_client_tls(f"{path}.tls", tls)
     if tls is not None and tls.mode == "MUTUAL" and not tls.credential_name:
         if not tls.client_certificate:
             found.append(_error(f"{path}.tls.clientCertificate", "MUTUAL needs clientCertificate"))
@@ -564,6 +715,22 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
     if lb is not None and lb.simple is not None and lb.consistent_hash is not None:
         found.append(
             _error(f"{path}.loadBalancer", "simple and consistentHash are mutually exclusive")
+        )
+    if lb is not None and lb.warmup is not None:
+        wpath = f"{path}.loadBalancer.warmup"
+        if lb.warmup.duration is None:
+            found.append(_error(f"{wpath}.duration", "duration is required"))
+        found += check_duration(f"{wpath}.duration", lb.warmup.duration)
+        if (lb.warmup.minimum_percent or 0) > 100 or (lb.warmup.minimum_percent or 0) < 0:
+            found.append(_error(f"{wpath}.minimumPercent", "must be between 0 and 100"))
+        if lb.warmup.aggression is not None and lb.warmup.aggression <= 0:
+            found.append(_error(f"{wpath}.aggression", "must be greater than 0"))
+    if lb is not None and lb.locality_lb_setting is not None and lb.zone_aware_lb_setting:
+        found.append(
+            _error(
+                f"{path}.loadBalancer",
+                "only one of localityLbSetting and zoneAwareLbSetting can be set",
+            )
         )
     if lb is not None:
         found += check_load_balancer(f"{path}.loadBalancer", lb, outlier)

@@ -338,3 +338,59 @@ def test_webhook_configurations_overwritten_with_the_manifests_copy_are_put_back
     with pytest.raises(KubectlError) as refused:
         kube_cluster.apply(INVALID_WEIGHT.format(ns=kube_namespace))
     assert "spec.http[0].route[1].weight: must not be negative" in refused.value.stderr
+
+
+HEADER_WITH_SPACE = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-headers, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{{destination: {{host: reviews}}}}]
+    headers: {{request: {{set: {{"x canary": "on"}}}}}}
+"""
+RULEZ_DENY = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-admin, namespace: {ns}}}
+spec:
+  action: DENY
+  rulez: [{{to: [{{operation: {{paths: [/admin]}}}}]}}]
+"""
+
+
+def test_a_header_name_with_a_space_is_refused_by_the_webhook(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+):
+    # issue 11: Envoy would take it and then fail every request on the route (503)
+    with pytest.raises(KubectlError) as refused:
+        kube_cluster.apply(HEADER_WITH_SPACE.format(ns=kube_namespace))
+    message = refused.value.stderr
+    assert 'admission webhook "virtualservices.validation.controlplane.istio.io" denied' in message
+    assert (
+        "spec.http[0].headers.request.set.x canary: 'x canary' is not a valid HTTP header name"
+        in message
+    )
+
+
+@pytest.mark.parametrize("validate", ["strict", "false"])
+def test_a_deny_policy_with_a_misspelt_rules_field_is_refused(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess, validate: str
+):
+    """Refused either way: kubectl's strict field validation names the unknown field; with it
+    off, the apiserver prunes ``rulez`` and the webhook refuses a DENY without rules (as
+    istiod does), so the DENY meant for /admin never becomes one that lets everything in."""
+    doc = RULEZ_DENY.format(ns=kube_namespace)
+    proc = kube_cluster.kubectl(
+        "apply", f"--validate={validate}", "-f", "-", input=doc, check=False
+    )
+    assert proc.returncode != 0
+    if validate == "strict":
+        assert "rulez" in proc.stderr
+    else:
+        assert "spec.rules: a DENY policy without rules never triggers" in proc.stderr
+    gone = kube_cluster.kubectl(
+        "get", "authorizationpolicy", "deny-admin", "-n", kube_namespace, check=False
+    )
+    assert gone.returncode != 0 and "NotFound" in gone.stderr

@@ -58,9 +58,7 @@ def test_the_mesh_docs_payment_policy_is_valid_and_fully_supported() -> None:
 @pytest.mark.parametrize(
     ("principal", "reason"),
     [
-        ("spiffe://cluster.local/ns/a/sa/b", "must be written without 'spiffe://'"),
         ("cluster.local/ns/*/sa/b", "'*' is allowed only alone"),
-        ("cluster.local/sa/b", "is not of the form"),
         ("", "must not be empty"),
         ("cluster.local/ns/a/sa/b c", "must not contain whitespace"),
     ],
@@ -70,6 +68,21 @@ def test_an_invalid_principal_is_rejected_with_its_path(principal: str, reason: 
     assert len(found) == 1
     assert found[0].startswith("spec.rules[0].from[0].source.principals[0]: ")
     assert reason in found[0]
+
+
+def test_principals_istiod_accepts_are_accepted_and_one_that_never_matches_is_a_warning() -> None:
+    # istiod accepts any principal string (it matches spiffe://<value>); issue 11: where
+    # istiod accepts, accept. These were refused before.
+    assert (
+        _load(policy("[{from: [{source: {principals: [principal, cluster.local/sa/b]}}]}]")) == []
+    )
+    assert _load(
+        policy("[{from: [{source: {principals: ['spiffe://cluster.local/ns/a/sa/b']}}]}]")
+    ) == [
+        "spec.rules[0].from[0].source.principals[0]: principal 'spiffe://cluster.local/ns/a/sa/b'"
+        " is matched as 'spiffe://spiffe://cluster.local/ns/a/sa/b' and never matches; write it"
+        " without 'spiffe://' (e.g. 'cluster.local/ns/a/sa/b')"
+    ]
 
 
 @pytest.mark.parametrize("principal", ["*", "cluster.local/ns/default/*", "*/sa/order"])
@@ -100,7 +113,7 @@ def test_an_unknown_when_key_is_rejected_naming_the_known_ones() -> None:
     [
         ("{key: source.ip, values: [10.0.0.0/40]}", "values[0]", "not an IP address"),
         ("{key: destination.port, values: ['0']}", "values[0]", "between 1 and 65535"),
-        ("{key: source.principal, notValues: ['spiffe://x/ns/a/sa/b']}", "notValues[0]", "spiffe"),
+        ("{key: source.principal, notValues: ['x/ns/*/sa/b']}", "notValues[0]", "'*'"),
         ("{key: 'request.headers[x-user]'}", "", "needs values or notValues"),
         ("{key: 'request.headers[]', values: [a]}", "key", "unknown key"),
         ("{values: [a]}", "key", "key is required"),
@@ -147,13 +160,16 @@ def test_empty_source_operation_and_ports_out_of_range_are_rejected() -> None:
     ]
 
 
-def test_lower_case_methods_and_middle_wildcard_paths_are_rejected() -> None:
-    found = _errors(policy("[{to: [{operation: {methods: [get], paths: ['/api/*/charge']}}]}]"))
-    assert (
-        found[0]
-        == "spec.rules[0].to[0].operation.methods[0]: 'get' is not an HTTP method in upper case"
-    )
-    assert found[1].startswith("spec.rules[0].to[0].operation.paths[0]: path '/api/*/charge'")
+def test_lower_case_methods_warn_and_middle_wildcard_paths_are_rejected() -> None:
+    # istiod accepts any method string (issue 11: accept it); one that matches no standard
+    # method is a warning, since HTTP methods are case-sensitive.
+    assert _load(policy("[{to: [{operation: {methods: [get, 'method-prefix-*']}}]}]")) == [
+        "spec.rules[0].to[0].operation.methods[0]: 'get' matches no standard HTTP method",
+        "spec.rules[0].to[0].operation.methods[1]: 'method-prefix-*' matches no standard HTTP"
+        " method",
+    ]
+    found = _errors(policy("[{to: [{operation: {methods: [GET], paths: ['/api/*/charge']}}]}]"))
+    assert found[0].startswith("spec.rules[0].to[0].operation.paths[0]: path '/api/*/charge'")
 
 
 def test_service_accounts_cannot_be_mixed_with_principals() -> None:
@@ -186,8 +202,10 @@ def test_custom_is_accepted_with_a_warning_that_it_denies() -> None:
     ]
 
 
-def test_a_deny_without_rules_is_accepted_with_a_warning() -> None:
-    found = _load(
+def test_a_deny_without_rules_is_refused_as_istiod_refuses_it() -> None:
+    # istiod refuses it (a DENY that never triggers); so does the webhook now, which also
+    # catches a misspelt `rules:` that the apiserver pruned before admission (issue 11).
+    found = _errors(
         """
         apiVersion: security.istio.io/v1beta1
         kind: AuthorizationPolicy
@@ -195,7 +213,10 @@ def test_a_deny_without_rules_is_accepted_with_a_warning() -> None:
         spec: {action: DENY}
         """
     )
-    assert found == ["spec.rules: a DENY policy without rules matches nothing"]
+    assert found == [
+        "spec.rules: a DENY policy without rules never triggers; add an empty rule {} to "
+        "deny every request"
+    ]
 
 
 def test_a_wildcard_in_the_selector_is_rejected() -> None:

@@ -221,11 +221,14 @@ def test_grpc_abort_uses_the_status_code_number() -> None:
 def test_mirror_and_mirrors_become_request_mirror_policies_and_zero_percent_mirrors_nothing() -> (
     None
 ):
-    [first, second] = routes_of(
+    # mirror and mirrors in separate routes: istiod refuses a route with both (issue 11)
+    [first, second, third] = routes_of(
         vs("""
 - match: [{uri: {prefix: /a}}]
   mirror: {host: reviews, subset: v2}
   mirrorPercentage: {value: 25.5}
+  route: [{destination: {host: reviews, subset: v1}}]
+- match: [{uri: {prefix: /b}}]
   mirrors:
   - destination: {host: reviews, subset: v1}
   - destination: {host: reviews, subset: v2}
@@ -242,13 +245,15 @@ def test_mirror_and_mirrors_become_request_mirror_policies_and_zero_percent_mirr
             "runtimeFraction": {"defaultValue": {"numerator": 255000, "denominator": "MILLION"}},
             "traceSampled": False,
         },
+    ]
+    assert second["route"]["requestMirrorPolicies"] == [
         {
             "cluster": V1,
             "runtimeFraction": {"defaultValue": {"numerator": 100}},
             "traceSampled": False,
         },
     ]
-    assert "requestMirrorPolicies" not in second["route"]
+    assert "requestMirrorPolicies" not in third["route"]
 
 
 def test_cors_policy_is_per_route_config_of_the_cors_filter() -> None:

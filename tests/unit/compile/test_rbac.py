@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 import yaml
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
-from controlplane.api import load
+from controlplane.api import InvalidResource, load, parse_resource
 from controlplane.compile.rbac import (
     HTTP_RBAC_FILTER,
     NETWORK_RBAC_FILTER,
@@ -130,8 +131,20 @@ def test_an_allow_policy_without_rules_denies_everything() -> None:
     assert not allowed(rbac, Request(principal=ORDER))
 
 
-def test_a_deny_policy_without_rules_matches_nothing() -> None:
-    assert configs(policy("action: DENY")) == []
+def test_a_deny_policy_without_rules_is_refused_and_would_match_nothing() -> None:
+    # Validation refuses it as istiod does (issue 11); the compiler still gives it Istio's
+    # meaning (it matches nothing) if handed one, e.g. a version accepted before.
+    with pytest.raises(InvalidResource):
+        policy("action: DENY")
+    unvalidated = parse_resource(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"action": "DENY", "selector": {"matchLabels": PAYMENT_LABELS}},
+        }
+    )
+    assert configs(unvalidated) == []
 
 
 def test_one_empty_rule_matches_everything() -> None:
