@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries venv demo test test-fast lint lock crds bench clean
+.PHONY: kube-binaries venv demo test test-slow test-fast lint lock crds bench clean
 
 venv: $(STAMP)
 
@@ -38,8 +38,13 @@ demo: venv
 # The kube tier needs kube-apiserver, kubectl and etcd: the first run builds them from the
 # Kubernetes Go modules (about 10 minutes on two cores, progress below) into
 # $$CONTROLPLANE_K8S_CACHE or ~/.cache/controlplane-k8s; later runs find them there.
+# `make test` is every tier but the slow one (property tests at depth, large meshes);
+# `make test-slow` runs that; .ci/run runs both.
 test: venv kube-binaries
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+test-slow: venv kube-binaries
+	$(PY) -m pytest -m slow
 
 kube-binaries:
 	@bash tests/cluster/build.sh 2> >(grep --line-buffered -v '^go: downloading' >&2) >/dev/null
