@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,3 +40,38 @@ def _worth_showing(default: object) -> bool:
 def command(commands: Commands, name: str, help: str) -> argparse.ArgumentParser:
     """A parser for the command ``name`` (its ``run`` is set by the caller)."""
     return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+
+def add_serving_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `serve` and `run` share: the xDS and debug ports, and the debounce."""
+    parser.add_argument("--xds-port", type=int, default=15010)
+    parser.add_argument("--debug-port", type=int, default=15014)
+    parser.add_argument(
+        "--debug-host",
+        default="127.0.0.1",
+        help="address of the debug port (/healthz, /ready, /metrics, /debug/*); /debug/* "
+        "answers loopback clients only, or --debug-token-file holders",
+    )
+    parser.add_argument(
+        "--debug-token-file",
+        type=Path,
+        default=None,
+        help="a token that lets remote clients read /debug/* (Authorization: Bearer)",
+    )
+    parser.add_argument(
+        "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
+    )
+    parser.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+
+
+def debug_token(path: Path | None) -> str | None:
+    """The token of ``--debug-token-file`` (exits with one line if it cannot be read)."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"controlplane: --debug-token-file {path}: {exc.strerror}") from None
+    if not token:
+        raise SystemExit(f"controlplane: --debug-token-file {path} is empty")
+    return token

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.cli import command
+from controlplane.cli import add_serving_flags, command, debug_token
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
@@ -20,24 +20,7 @@ def add(commands: Commands) -> None:
     parser = command(commands, "run", "the operator: watch a cluster, serve xDS (kube mode)")
     parser.add_argument("--kubeconfig", type=Path, default=None, help="default: in-cluster")
     parser.add_argument("--host", default="0.0.0.0", help="address for xDS")
-    parser.add_argument("--xds-port", type=int, default=15010)
-    parser.add_argument("--debug-port", type=int, default=15014)
-    parser.add_argument(
-        "--debug-host",
-        default="127.0.0.1",
-        help="address of the debug port (/healthz, /ready, /metrics, /debug/*); /debug/* "
-        "answers loopback clients only, or --debug-token-file holders",
-    )
-    parser.add_argument(
-        "--debug-token-file",
-        type=Path,
-        default=None,
-        help="a token that lets remote clients read /debug/* (Authorization: Bearer)",
-    )
-    parser.add_argument(
-        "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
-    )
-    parser.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    add_serving_flags(parser)
     parser.add_argument("--webhook-port", type=int, default=9443)
     parser.add_argument("--webhook-address", default="0.0.0.0", help="address to listen on")
     parser.add_argument(
@@ -84,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         debug_port=args.debug_port,
         debug_host=args.debug_host,
-        debug_token=_debug_token(args.debug_token_file),
+        debug_token=debug_token(args.debug_token_file),
         debounce=args.debounce,
         max_delay=args.max_delay,
         trust_domain=args.trust_domain,
@@ -122,15 +105,3 @@ def run(args: argparse.Namespace) -> int:
     except PortInUse as exc:  # another control plane on the port: one line, no traceback
         print(f"controlplane run: {exc}", file=sys.stderr)
         return 1
-
-
-def _debug_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise SystemExit(f"controlplane: --debug-token-file {path}: {exc.strerror}") from None
-    if not token:
-        raise SystemExit(f"controlplane: --debug-token-file {path} is empty")
-    return token

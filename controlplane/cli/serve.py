@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.cli import command
+from controlplane.cli import add_serving_flags, command, debug_token
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
@@ -17,25 +17,8 @@ if TYPE_CHECKING:
 def add(commands: Commands) -> None:
     parser = command(commands, "serve", "serve xDS from a directory of YAML (file mode)")
     parser.add_argument("--config-dir", type=Path, required=True, help="directory to watch")
-    parser.add_argument("--xds-port", type=int, default=15010)
-    parser.add_argument("--debug-port", type=int, default=15014)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument(
-        "--debug-host",
-        default="127.0.0.1",
-        help="address of the debug port (/healthz, /ready, /metrics, /debug/*); /debug/* "
-        "answers loopback clients only, or --debug-token-file holders",
-    )
-    parser.add_argument(
-        "--debug-token-file",
-        type=Path,
-        default=None,
-        help="a token that lets remote clients read /debug/* (Authorization: Bearer)",
-    )
-    parser.add_argument(
-        "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
-    )
-    parser.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    add_serving_flags(parser)
     parser.add_argument(
         "--ca-dir", type=Path, default=None, help="mesh CA (cacerts layout; created if empty)"
     )
@@ -81,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         debug_port=args.debug_port,
         debug_host=args.debug_host,
-        debug_token=_debug_token(args.debug_token_file),
+        debug_token=debug_token(args.debug_token_file),
         debounce=args.debounce,
         max_delay=args.max_delay,
         endpoint_max_delay=args.endpoint_max_delay,
@@ -103,15 +86,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"controlplane serve: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _debug_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise SystemExit(f"controlplane: --debug-token-file {path}: {exc.strerror}") from None
-    if not token:
-        raise SystemExit(f"controlplane: --debug-token-file {path} is empty")
-    return token
