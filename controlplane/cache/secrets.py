@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from controlplane.api.text import printable
 from controlplane.ca import CertificateAuthority, Identity, InvalidIdentity, WorkloadCertCache
 from controlplane.cache.interface import NOTHING, ResourceMap, Wake
 from controlplane.compile.proxy import Proxy
@@ -84,7 +85,11 @@ class SecretCache:
         try:
             return Identity.parse(proxy.identity)
         except InvalidIdentity:
-            log.error("proxy %s: identity %r is not a SPIFFE id", proxy.node_id, proxy.identity)
+            log.error(
+                "proxy %s: identity %s is not a SPIFFE id",
+                printable(proxy.node_id),
+                printable(repr(proxy.identity)),
+            )
             return None
 
     def secrets(self, identity: Identity) -> ResourceMap:

@@ -3,7 +3,6 @@ domains; the routes inside come from ``http_routes`` (a VirtualService) or a def
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -11,6 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from controlplane.compile import http_routes
+from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
 from controlplane.compile.naming import (
     ALLOW_ANY_VHOST,
@@ -22,8 +22,6 @@ from controlplane.compile.naming import (
 from controlplane.compile.proxy import Proxy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService
-
-log = logging.getLogger("controlplane.compile")
 
 
 def domains_for(
@@ -68,14 +66,7 @@ def build_virtual_host(
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
             # What the store's compile check (compile/check.py) could not see, e.g. a
             # failure for one proxy only: this VirtualService is passed over here.
-            log.exception(
-                "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
-                vs.metadata.namespace,
-                vs.metadata.name,
-                service.hostname,
-                port,
-                proxy.node_id,
-            )
+            log_passed_over(vs, service.hostname, port, proxy)
             routes = []
         if routes:
             break

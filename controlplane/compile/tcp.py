@@ -10,7 +10,6 @@ default cluster.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import address_pb2
@@ -22,6 +21,7 @@ from controlplane.api.networking import (
     TLSMatchAttributes,
     VirtualService,
 )
+from controlplane.compile.guard import log_passed_over
 from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
 from controlplane.compile.protos import uint32
@@ -29,8 +29,6 @@ from controlplane.compile.proxy import Proxy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import resolve_host
-
-log = logging.getLogger("controlplane.compile")
 
 
 def outbound_tcp_chains(
@@ -49,14 +47,7 @@ def outbound_tcp_chains(
         try:
             catch_all = virtual_service_chains(snapshot, vs, port, protocol, proxy, chains, seen)
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
-            log.exception(
-                "VirtualService %s/%s failed to compile for %s port %d (proxy %s): passed over",
-                vs.metadata.namespace,
-                vs.metadata.name,
-                service.hostname,
-                port,
-                proxy.node_id,
-            )
+            log_passed_over(vs, service.hostname, port, proxy)
             chains.clear()
             seen.clear()
             catch_all = False

@@ -17,10 +17,10 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from controlplane.api.text import printable
 from controlplane.cache.compiled import CompiledCache
 from controlplane.cache.interface import BY_SHORT_NAME, SECRET, SHORT_NAMES, redacted
 from controlplane.xds.server import PortInUse, XdsServer
-from controlplane.xds.text import printable
 
 log = logging.getLogger("controlplane.debug")
 

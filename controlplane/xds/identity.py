@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from controlplane.api.text import LOG_LIMIT, printable
 from controlplane.ca import CAError, Identity, InvalidToken, verify_token
 from controlplane.cache.interface import Proxy
-from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.identity")
 

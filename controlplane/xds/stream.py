@@ -29,6 +29,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from controlplane.api.text import LOG_LIMIT, printable
 from controlplane.cache.interface import (
     PUSH_ORDER,
     CompiledResource,
@@ -41,7 +42,6 @@ from controlplane.cache.interface import (
 from controlplane.xds.delivery import Delivery
 from controlplane.xds.identity import IdentityRejected, StreamInfo
 from controlplane.xds.state import Nack, PushError, TypeState, short
-from controlplane.xds.text import LOG_LIMIT, printable
 
 log = logging.getLogger("controlplane.xds")
 _stream_ids = itertools.count(1)
