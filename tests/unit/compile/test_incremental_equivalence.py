@@ -169,7 +169,10 @@ def _versions(resources: ProxyResources) -> dict[str, dict[str, str]]:
 
 def _corpus_documents() -> list[dict[str, Any]]:
     corpus = load_corpus()
-    return [s.resource.model_dump(by_alias=True, exclude_none=True) for s in corpus.submissions]
+    return [
+        s.resource.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
+        for s in corpus.submissions
+    ]
 
 
 DOCUMENTS = _corpus_documents()
