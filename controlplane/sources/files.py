@@ -214,6 +214,9 @@ class FileSource:
         self._owner: dict[ResourceKey, Path] = {}
         # Files seen changing and not read yet (still being written?): looked at again soon.
         self.unsettled: set[Path] = set()
+        # The inode of the version of each file last read: a file renamed over it (an atomic
+        # write) has another, and is read at once, with no settle wait.
+        self._inodes: dict[Path, int] = {}
 
     def _candidates(self) -> dict[Path, tuple[int, int]]:
         found: dict[Path, tuple[int, int]] = {}
@@ -287,7 +290,8 @@ class FileSource:
         everything below the directory, or only ``paths`` when a watcher said which.
 
         With ``settle`` (the watcher's), a file is read only once it has held still that
-        long, and what was read is applied only if the file did not change meanwhile and
+        long (one renamed over a file already read is whole, and read at once), and what was
+        read is applied only if the file did not change meanwhile and
         parses (or has stopped changing): a file being written is never half applied.
         Returns True when the store changed.
         """
@@ -310,6 +314,7 @@ class FileSource:
         self._seen_at = now()
         for path in sorted(gone):
             self.unsettled.discard(path)
+            self._inodes.pop(path, None)
             state = self._files.pop(path, None)
             if state is None:
                 continue
@@ -323,11 +328,15 @@ class FileSource:
             self.unsettled.discard(path)
             if previous is not None and previous.stamp == stamp:
                 continue
-            if not self._settled(path, stamp, settle):
+            inode = _inode(path)
+            replaced = previous is not None and inode != self._inodes.get(path)
+            if not replaced and not self._settled(path, stamp, settle):
                 continue
             result = read_file(path, self._display(path), self.default_namespace)
             if not self._complete(path, stamp, result, settle):
                 continue
+            if inode is not None:
+                self._inodes[path] = inode
             for issue in result.issues:
                 self.report(issue)
             old_keys = previous.keys if previous else set()
@@ -602,3 +611,10 @@ class DirectorySource:
 
     def exit_code(self) -> int:
         return 0
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None

@@ -4,6 +4,7 @@ are parsed; a file being written is never half applied; reading is linear in the
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -140,3 +141,36 @@ def test_a_slow_writer_is_never_half_applied(tmp_path: Path) -> None:
     assert seen[-1] == (True, True, 8080)  # the whole new file, once written
     assert all(a and b for a, b, _ in seen), seen  # never a half without Service b
     assert not [i for i in reported if i.code is Codes.YAML_ERROR], reported
+
+
+def test_a_file_renamed_into_place_is_applied_without_the_settle_wait(tmp_path: Path) -> None:
+    """A rename is atomic: the new version is whole, so it is read at once, while an in-place
+    edit of the same file would wait for the settle time (here far longer than the test)."""
+    path = tmp_path / "mesh.yaml"
+    path.write_text(service("b", 80))
+    store = Store()
+    source = FileSource(tmp_path, store)
+    source.scan()  # the start-up read, as the control plane does before watching
+
+    async def main() -> float:
+        watcher = asyncio.create_task(source.run(settle=30.0))
+        await asyncio.sleep(0.3)
+        assert store.snapshot.get(key("b")).spec.ports[0].port == 80
+        staged = tmp_path / ".mesh.yaml.tmp"
+        staged.write_text(service("b", 8080))
+        started = time.monotonic()
+        os.replace(staged, path)
+        deadline = started + 10
+        while time.monotonic() < deadline:
+            if store.snapshot.get(key("b")).spec.ports[0].port == 8080:
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - started
+        # An in-place edit of the same file is still held back by the settle time.
+        path.write_text(service("b", 9090))
+        await asyncio.sleep(1.0)
+        assert store.snapshot.get(key("b")).spec.ports[0].port == 8080
+        watcher.cancel()
+        return elapsed
+
+    assert asyncio.run(main()) < 5.0
