@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -75,3 +75,16 @@ def debug_token(path: Path | None) -> str | None:
     if not token:
         raise SystemExit(f"controlplane: --debug-token-file {path} is empty")
     return token
+
+
+def serving_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``controlplane.app.Options`` fields from ``--host`` and the ``add_serving_flags`` flags."""
+    return {
+        "host": args.host,
+        "xds_port": args.xds_port,
+        "debug_port": args.debug_port,
+        "debug_host": args.debug_host,
+        "debug_token": debug_token(args.debug_token_file),
+        "debounce": args.debounce,
+        "max_delay": args.max_delay,
+    }

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.cli import add_serving_flags, command, debug_token
+from controlplane.cli import add_serving_flags, command, serving_options
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
@@ -63,13 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from controlplane.xds.server import PortInUse
 
     options = Options(
-        host=args.host,
-        xds_port=args.xds_port,
-        debug_port=args.debug_port,
-        debug_host=args.debug_host,
-        debug_token=debug_token(args.debug_token_file),
-        debounce=args.debounce,
-        max_delay=args.max_delay,
+        **serving_options(args),
         trust_domain=args.trust_domain,
         workload_cert_ttl=args.workload_cert_ttl,
         require_token=args.require_token,
