@@ -49,15 +49,21 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     import sys
     import time
 
+    command = [sys.executable, "-m", "controlplane", "demo", "--requests", "100000"]
+    command += ["--workdir", str(tmp_path)]
+    # As from a terminal: a test run started in the background inherits SIGINT ignored, and
+    # Python then never turns Ctrl-C into KeyboardInterrupt. A small launcher restores the
+    # default and execs the demo (a preexec_fn would run Python in a forked copy of this
+    # process, whose gRPC threads make that unsafe).
+    launcher = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     demo = subprocess.Popen(
-        [sys.executable, "-m", "controlplane", "demo", "--requests", "100000"]
-        + ["--workdir", str(tmp_path)],
+        [sys.executable, "-c", launcher, *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # As from a terminal: a test run started in the background inherits SIGINT ignored,
-        # and Python then never turns Ctrl-C into KeyboardInterrupt.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert demo.stdout is not None
