@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar, overload
 from controlplane.api.base import ObjectMeta
 from controlplane.api.issues import Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Pod, Service
+from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, MeshConfigSpec
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.store.registry import (
@@ -259,6 +260,12 @@ class Snapshot:
 
     def get(self, key: ResourceKey) -> Any | None:
         return self.of_kind(key.kind).get(key)
+
+    @property
+    def mesh(self) -> MeshConfigSpec:
+        """The mesh config in effect (its last good version), or Istio's defaults."""
+        found: MeshConfig | None = self.of_kind(MeshConfig).get(MESH_CONFIG_KEY)
+        return (found or DEFAULT_MESH).spec
 
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         """Resources of ``kind`` whose latest version was refused and that have no good
