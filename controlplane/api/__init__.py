@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Registers RequestAuthentication (kind and validator).
+from controlplane.api import request_authn as _request_authn  # noqa: F401
+
 # Registers the security.istio.io validators with `validate`.
 from controlplane.api import security_validation as _security_validation  # noqa: F401
 from controlplane.api.issues import Codes, InvalidResource, Issue, Level, ResourceKey, errors

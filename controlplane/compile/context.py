@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig
 from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
+from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
 from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
+from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
 from controlplane.compile.memo import Family, Memo, MemoKey
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.rbac import WorkloadPolicies, policies_for
@@ -120,6 +123,26 @@ class CompileContext:
 
         return self.memo.cached(key, build)
 
+    def request_authentication(self, namespace: str, labels: Mapping[str, str]) -> WorkloadJwt:
+        """The JWT rules (and key sets) that apply to the workload (compile/jwt.py)."""
+        key: MemoKey = (Family.REQUEST_AUTHENTICATION, namespace, tuple(sorted(labels.items())))
+
+        def build() -> WorkloadJwt:
+            return resolve_jwt(
+                self.reads,
+                self.reads.of_kind(RequestAuthentication).values(),
+                namespace,
+                labels,
+                self.root_namespace(),
+            )
+
+        return self.memo.cached(key, build)
+
+    def root_namespace(self) -> str:
+        """The mesh config's rootNamespace (read, so that a change of it is seen)."""
+        found: MeshConfig | None = self.reads.get(MESH_CONFIG_KEY)
+        return (found or DEFAULT_MESH).spec.root_namespace
+
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         """Refused policies of ``kind`` with no good version, each with the scope it would
         have had (security fails closed for exactly that scope)."""
@@ -130,4 +153,5 @@ class CompileContext:
         mtls = self.peer_authentication(proxy.namespace, proxy.labels)
         policies = self.authorization_policies(proxy.namespace, proxy.labels)
         mode = mtls.mode if port is None else mtls.for_port(port.target_port)
-        return InboundSecurity.of(mode, bool(proxy.identity), policies)
+        jwt = self.request_authentication(proxy.namespace, proxy.labels)
+        return InboundSecurity.of(mode, bool(proxy.identity), policies, jwt)

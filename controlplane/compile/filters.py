@@ -16,6 +16,7 @@ ROUTER_FILTER = "envoy.filters.http.router"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 
 # Transport sockets
 TLS_SOCKET = "envoy.transport_sockets.tls"

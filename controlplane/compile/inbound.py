@@ -41,6 +41,7 @@ from controlplane.compile.inbound_security import (
     plaintext_only_chains,
     secure_port_chains,
 )
+from controlplane.compile.jwt import jwt_filters
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE_PORT,
@@ -167,10 +168,12 @@ def inbound_filter_chains(
 def inbound_http_filters(
     proxy: Proxy, port: InboundPort, security: InboundSecurity | None = None
 ) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filters of an inbound chain, in order: RBAC (CUSTOM, AUDIT, DENY, ALLOW),
-    then the router, always last."""
+    """The HTTP filters of an inbound chain, in order: JWT authentication
+    (RequestAuthentication), RBAC (CUSTOM, AUDIT, DENY, ALLOW), then the router, always last."""
     rbac = http_rbac_filters(security.policies) if security is not None else []
+    jwt = jwt_filters(security.jwt) if security is not None else []
     return [
+        *jwt,
         *rbac,
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())),
     ]

@@ -26,6 +26,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 
 from controlplane.compile.authn import DISABLE, PERMISSIVE, STRICT
 from controlplane.compile.filters import NETWORK_RBAC_FILTER
+from controlplane.compile.jwt import WorkloadJwt
 from controlplane.compile.protos import packed
 from controlplane.compile.rbac import WorkloadPolicies
 from controlplane.compile.tls import ALPN_HTTP_INBOUND, inbound_tls_context, transport_socket
@@ -46,10 +47,17 @@ class InboundSecurity:
         default_factory=lambda: WorkloadPolicies({}), compare=False, hash=False
     )
     policies_key: tuple[tuple[str, str, str], ...] = ()  # identifies ``policies``
+    jwt: WorkloadJwt = field(default_factory=WorkloadJwt)  # RequestAuthentication (HTTP)
 
     @classmethod
-    def of(cls, mode: str, has_identity: bool, policies: WorkloadPolicies) -> InboundSecurity:
-        return cls(mode, has_identity, policies, policies.key)
+    def of(
+        cls,
+        mode: str,
+        has_identity: bool,
+        policies: WorkloadPolicies,
+        jwt: WorkloadJwt | None = None,
+    ) -> InboundSecurity:
+        return cls(mode, has_identity, policies, policies.key, jwt or WorkloadJwt())
 
 
 def deny_all_network_filter() -> lc.Filter:

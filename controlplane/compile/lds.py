@@ -228,6 +228,8 @@ LDS = Generator(
             "DestinationRule",
             "PeerAuthentication",
             "AuthorizationPolicy",
+            "RequestAuthentication",
+            "JwksKeySet",
         }
     ),
     generate,

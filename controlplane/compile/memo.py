@@ -46,11 +46,19 @@ class Family(StrEnum):
     PEER_AUTHENTICATION = "authn"
     AUTHORIZATION = "authz"
     REJECTED = "rejected"
+    REQUEST_AUTHENTICATION = "jwt"
 
 
 # Builds that are functions of their key and the snapshot alone: the reads of whichever
 # build first asked for them are not their inputs (see ``Tracker.push``).
-_UNSEEDED = frozenset({Family.PEER_AUTHENTICATION, Family.AUTHORIZATION, Family.REJECTED})
+_UNSEEDED = frozenset(
+    {
+        Family.PEER_AUTHENTICATION,
+        Family.AUTHORIZATION,
+        Family.REJECTED,
+        Family.REQUEST_AUTHENTICATION,
+    }
+)
 
 # A family, then the inputs of the build.
 MemoKey = tuple[Family, *tuple[Hashable, ...]]

@@ -17,9 +17,13 @@ from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2,
 
 from controlplane.compile.protos import uint32
 
-# Where Istio's authn filter would put the JWT identity (no RequestAuthentication here yet, so
-# these never match, which is what Istio does for a request without a JWT).
-AUTHN_FILTER = "istio_authn"
+# Where Envoy's jwt_authn filter puts a verified token's payload (compile/jwt.py): the
+# filter's dynamic metadata, key ``payload``, as istiod's upstream-Envoy mode reads it. A
+# request without a token (or a workload without a RequestAuthentication) has none, so these
+# matchers never match it.
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD = "payload"
+_ANY = ".+"
 
 
 class Untranslatable(Exception):
@@ -101,18 +105,92 @@ def remote_ip_principal(value: str) -> rbac_pb2.Principal:
     return rbac_pb2.Principal(remote_ip=cidr_range(value))
 
 
+def _claim(claims: list[str], value: value_pb2.ValueMatcher) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(
+        metadata=metadata_pb2.MetadataMatcher(
+            filter=JWT_FILTER,
+            path=[
+                metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in [JWT_PAYLOAD, *claims]
+            ],
+            value=value,
+        )
+    )
+
+
 def request_principal_matcher(value: str) -> rbac_pb2.Principal:
-    return authn_metadata_principal(["request.auth.principal"], value)
+    """``<iss>/<sub>`` as istiod reads it: split at the last ``/`` (an issuer is often a URL),
+    the issuer and the subject each matched in the token's payload; ``*`` as a prefix or
+    suffix applies to the side it is on, ``*`` alone to a token with both."""
+    cut = value.rfind("/")
+    found = cut >= 0
+    iss, sub = (value[:cut], value[cut + 1 :]) if found else (value, "")
+    match_iss: string_pb2.StringMatcher
+    match_sub: string_pb2.StringMatcher
+    if value == "*":
+        match_iss, match_sub = regex(_ANY), regex(_ANY)
+    elif value.startswith("*"):
+        if found:
+            match_iss = regex(_ANY) if iss == "*" else _suffix(iss[1:])
+            match_sub = string_pb2.StringMatcher(exact=sub)
+        else:
+            match_iss, match_sub = regex(_ANY), _suffix(value[1:])
+    elif value.endswith("*"):
+        if found:
+            match_iss = string_pb2.StringMatcher(exact=iss)
+            match_sub = regex(_ANY) if sub == "*" else _prefix(sub[:-1])
+        else:
+            match_iss, match_sub = _prefix(value[:-1]), regex(_ANY)
+    else:
+        match_iss = string_pb2.StringMatcher(exact=iss)
+        match_sub = string_pb2.StringMatcher(exact=sub)
+    return rbac_pb2.Principal(
+        and_ids=rbac_pb2.Principal.Set(
+            ids=[
+                _claim(["iss"], value_pb2.ValueMatcher(string_match=match_iss)),
+                _claim(["sub"], value_pb2.ValueMatcher(string_match=match_sub)),
+            ]
+        )
+    )
+
+
+def _prefix(text: str) -> string_pb2.StringMatcher:
+    # Envoy refuses an empty prefix; an empty one matches anything, even an empty string.
+    return string_pb2.StringMatcher(prefix=text) if text else regex(".*")
+
+
+def _suffix(text: str) -> string_pb2.StringMatcher:
+    return string_pb2.StringMatcher(suffix=text) if text else regex(".*")
+
+
+def claim_principal(claims: list[str], value: str) -> rbac_pb2.Principal:
+    """A payload claim (nested: ``[a, b]`` for ``request.auth.claims[a][b]``) equal to
+    ``value`` (Istio's ``*``/prefix/suffix forms), or a list claim containing such a value."""
+    one = value_matcher(value)
+    either = value_pb2.ValueMatcher(
+        or_match=value_pb2.OrMatcher(
+            value_matchers=[
+                value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one)),
+                one,
+            ]
+        )
+    )
+    return _claim(claims, either)
 
 
 def authn_metadata_principal(path: list[str], value: str) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(
-        metadata=metadata_pb2.MetadataMatcher(
-            filter=AUTHN_FILTER,
-            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
-            value=value_matcher(value),
-        )
-    )
+    """A ``request.auth.*`` attribute (``path``: the key, then claim names for
+    ``request.auth.claims``) matched in the verified token's payload, as istiod does:
+    principal -> ``iss`` and ``sub``, audiences -> ``aud``, presenter -> ``azp``."""
+    head, rest = path[0], path[1:]
+    if head == "request.auth.principal":
+        return request_principal_matcher(value)
+    if head == "request.auth.audiences":
+        return claim_principal(["aud"], value)
+    if head == "request.auth.presenter":
+        return claim_principal(["azp"], value)
+    if head == "request.auth.claims" and rest:
+        return claim_principal(rest, value)
+    raise Untranslatable(f"unknown request.auth attribute {head!r}")
 
 
 def value_matcher(value: str) -> value_pb2.ValueMatcher:
