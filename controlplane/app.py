@@ -48,6 +48,7 @@ from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
 from controlplane.cache.interface import SECRET
 from controlplane.compile.check import check_resource
 from controlplane.sources import MeshCa
+from controlplane.sources.jwks import DEFAULT_REFRESH_INTERVAL, DEFAULT_RETRY_INTERVAL, JwksFetcher
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
@@ -84,6 +85,10 @@ class Options:
     require_token: bool = False
     token_audience: str = DEFAULT_AUDIENCE
     xds_tls: bool = False  # serve xDS over TLS with a certificate of the mesh CA
+    # RequestAuthentication jwksUri key sets: how often a good one is fetched again, and the
+    # first wait before retrying a failed fetch (doubling up to the refresh interval).
+    jwks_refresh_interval: float = DEFAULT_REFRESH_INTERVAL
+    jwks_retry_interval: float = DEFAULT_RETRY_INTERVAL
 
 
 class Source(Protocol):
@@ -140,6 +145,7 @@ class ControlPlane:
             side.serving_debug,
             side.rotating_certificates,
             self._writing_status,
+            self._fetching_jwks,
             self.source.running,
         ]
 
@@ -186,6 +192,13 @@ class ControlPlane:
             finally:
                 log.info("shutting down")
         return self.source.exit_code()
+
+    def _fetching_jwks(self) -> AbstractAsyncContextManager[None]:
+        """The key sets RequestAuthentications name by jwksUri, fetched and kept fresh."""
+        fetcher = JwksFetcher(
+            self.store, self.options.jwks_refresh_interval, self.options.jwks_retry_interval
+        )
+        return fetcher.running()
 
     @asynccontextmanager
     async def _writing_status(self) -> AsyncIterator[None]:

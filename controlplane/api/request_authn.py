@@ -106,6 +106,28 @@ class JwksKeySet(KubeModel):
     spec: JwksKeySetSpec
 
 
+DEFAULT_FETCH_TIMEOUT = 5.0  # istiod's default for ``timeout``
+DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
+
+
+def discovery_uri(issuer: str) -> str:
+    """Where an issuer-only rule's keys are found: OpenID discovery, as istiod does."""
+    return issuer.rstrip("/") + DISCOVERY_SUFFIX
+
+
+def key_source(rule: JWTRule) -> str | None:
+    """The URI the control plane fetches for ``rule`` (its jwksUri, or the issuer's OpenID
+    discovery document), or None when the keys are inline."""
+    if rule.jwks:
+        return None
+    return rule.uri or (discovery_uri(rule.issuer) if rule.issuer else None)
+
+
+def fetch_timeout(rule: JWTRule) -> float:
+    """How long the control plane waits for this rule's key set (``timeout``, 5 s)."""
+    return rule.timeout if rule.timeout is not None else DEFAULT_FETCH_TIMEOUT
+
+
 def jwks_key(uri: str) -> ResourceKey:
     """The store key of the key set fetched from ``uri``."""
     return ResourceKey(JWKS_KEY_SET_KIND, "", uri)

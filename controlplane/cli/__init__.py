@@ -62,6 +62,12 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
         "--debounce", type=float, default=0.1, help="quiet period before a push (s)"
     )
     parser.add_argument("--max-delay", type=float, default=10.0, help="longest a push may wait (s)")
+    parser.add_argument(
+        "--jwks-refresh-interval",
+        type=float,
+        default=20 * 60.0,
+        help="how often the key set of a RequestAuthentication's jwksUri is fetched again (s)",
+    )
 
 
 def debug_token(path: Path | None) -> str | None:
@@ -87,4 +93,5 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         "debug_token": debug_token(args.debug_token_file),
         "debounce": args.debounce,
         "max_delay": args.max_delay,
+        "jwks_refresh_interval": args.jwks_refresh_interval,
     }

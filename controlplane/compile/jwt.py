@@ -41,6 +41,7 @@ from controlplane.api.request_authn import (
     JWTRule,
     RequestAuthentication,
     jwks_key,
+    key_source,
     parse_jwks,
 )
 from controlplane.compile.filters import JWT_AUTHN_FILTER
@@ -73,20 +74,6 @@ PUBLIC_ONLY_JWKS = json.dumps(
     },
     separators=(",", ":"),
 )
-DEFAULT_FETCH_TIMEOUT = 5.0
-
-
-def discovery_uri(issuer: str) -> str:
-    """Where an issuer-only rule's keys are found: OpenID discovery, as istiod does."""
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
-def key_source(rule: JWTRule) -> str | None:
-    """The URI the control plane fetches for ``rule`` (its jwksUri, or the issuer's OpenID
-    discovery document), or None when the keys are inline."""
-    if rule.jwks:
-        return None
-    return rule.uri or (discovery_uri(rule.issuer) if rule.issuer else None)
 
 
 @dataclass(frozen=True)
@@ -235,8 +222,3 @@ def jwt_filters(jwt: WorkloadJwt | None) -> list[hcm_pb2.HttpFilter]:
     if not jwt:
         return []
     return [hcm_pb2.HttpFilter(name=JWT_AUTHN_FILTER, typed_config=packed(jwt_authentication(jwt)))]
-
-
-def fetch_timeout(rule: JWTRule) -> float:
-    """How long the control plane waits for this rule's key set (``timeout``, 5 s)."""
-    return rule.timeout if rule.timeout is not None else DEFAULT_FETCH_TIMEOUT

@@ -109,9 +109,7 @@ def _claim(claims: list[str], value: value_pb2.ValueMatcher) -> rbac_pb2.Princip
     return rbac_pb2.Principal(
         metadata=metadata_pb2.MetadataMatcher(
             filter=JWT_FILTER,
-            path=[
-                metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in [JWT_PAYLOAD, *claims]
-            ],
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in [JWT_PAYLOAD, *claims]],
             value=value,
         )
     )
