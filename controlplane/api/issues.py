@@ -51,6 +51,16 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # 044x: part "jwt" (RequestAuthentication, JWKS, request principals)
+    # requestPrincipals / request.auth.* on workloads no RequestAuthentication applies to:
+    # no token is ever verified there, so the condition never holds.
+    JWT_CONDITION_WITHOUT_REQUEST_AUTHENTICATION = Code(
+        "CP0440", Level.WARNING, "RequestPrincipalWithoutRequestAuthentication"
+    )
+    # A jwksUri that fails now: the key set fetched before stays in effect.
+    JWKS_REFRESH_FAILING = Code("CP0441", Level.WARNING, "JwksRefreshFailing")
+    # A jwksUri never fetched: tokens of its issuer are refused (fail closed).
+    JWKS_NEVER_FETCHED = Code("CP0442", Level.WARNING, "JwksNeverFetched")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.api.request_authn import (
+    JwksKeySet,
+    RequestAuthentication,
+    jwks_key,
+    key_source,
+)
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
@@ -230,6 +237,53 @@ def _check_destination(
                 )
             )
     return found
+
+
+def check_request_authentication(
+    snapshot: SnapshotReader, ra: RequestAuthentication
+) -> list[Issue]:
+    """What the control plane's fetches of the rules' key sets (``sources/jwks.py``) came to:
+    a key set that cannot be fetched now (the last good one stays in effect), or that was
+    never fetched (tokens of that issuer are refused). Silent until a fetch was tried."""
+    key = ResourceKey("RequestAuthentication", ra.metadata.namespace, ra.metadata.name)
+    found: list[Issue] = []
+    for i, rule in enumerate(ra.spec.jwt_rules):
+        source = key_source(rule)
+        if source is None:
+            continue
+        fetched: JwksKeySet | None = snapshot.get(jwks_key(source))
+        if fetched is None or not fetched.spec.error:
+            continue
+        spec = fetched.spec
+        path = f"spec.jwtRules[{i}]." + ("jwksUri" if rule.uri else "issuer")
+        since = _utc(spec.failing_since)
+        if spec.jwks is None:
+            found.append(
+                Issue(
+                    Codes.JWKS_NEVER_FETCHED,
+                    path,
+                    f"the key set at {source} could not be fetched (failing since {since}: "
+                    f"{spec.error}); tokens of issuer {rule.issuer!r} are refused (401) until "
+                    "it is",
+                )
+            )
+        else:
+            found.append(
+                Issue(
+                    Codes.JWKS_REFRESH_FAILING,
+                    path,
+                    f"the key set at {source} could not be refreshed (failing since {since}: "
+                    f"{spec.error}); the key set fetched at {_utc(spec.fetched_at)} stays in "
+                    "effect",
+                )
+            )
+    return [i.with_context(key, None) for i in found]
+
+
+def _utc(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 def blocking(issues: list[Issue]) -> list[Issue]:
