@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel
 
 from controlplane.api.networking import DestinationRule, VirtualService
+from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 
 
@@ -96,6 +97,16 @@ KINDS: tuple[KindInfo, ...] = (
         (Column("Action", "string", ".spec.action", "The action of the policy"), _AGE),
         ("istio-io", "security-istio-io"),
     ),
+    KindInfo(
+        "security.istio.io",
+        "RequestAuthentication",
+        "requestauthentications",
+        ("ra",),
+        RequestAuthentication,
+        _SECURITY,
+        (_AGE,),
+        ("istio-io", "security-istio-io"),
+    ),
 )
 
 # What `kubectl explain` shows for the fields users meet first (schema paths without
@@ -133,6 +144,11 @@ DESCRIPTIONS: dict[str, str] = {
     "AuthorizationPolicy.spec.rules": "Requests matching any rule get the action.",
     "AuthorizationPolicy.spec.selector": "The workloads the policy applies to; none means the "
     "whole namespace.",
+    "RequestAuthentication.spec": "Which JSON Web Tokens the selected workloads accept.",
+    "RequestAuthentication.spec.jwtRules": "Issuers, audiences, keys (jwks or jwksUri) and "
+    "where the token is found; an invalid token is refused (401), a missing one passes.",
+    "RequestAuthentication.spec.selector": "The workloads the policy applies to; none means "
+    "the whole namespace (the mesh, in the root namespace).",
 }
 
 _STATUS_SCHEMA: dict[str, Any] = {

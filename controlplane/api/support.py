@@ -207,6 +207,32 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.rules.when.**",
         }
     ),
+    # Every field but ``presence`` (istiod does not compile it either: a token stays
+    # optional) and ``targetRef(s)`` (gateways and waypoints only: selects no sidecar).
+    "RequestAuthentication": frozenset(
+        {
+            "spec.selector.**",
+            "spec.jwtRules",
+            *(
+                f"spec.jwtRules.{name}"
+                for name in (
+                    "issuer",
+                    "audiences",
+                    "jwksUri",
+                    "jwks_uri",
+                    "jwks",
+                    "fromHeaders.**",
+                    "fromParams",
+                    "fromCookies",
+                    "outputPayloadToHeader",
+                    "forwardOriginalToken",
+                    "outputClaimToHeaders.**",
+                    "spaceDelimitedClaims",
+                    "timeout",
+                )
+            ),
+        }
+    ),
 }
 
 

@@ -29,6 +29,7 @@ VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "destinationrules"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
+    ("security.istio.io", "requestauthentications"),
 )
 INJECT_ID = "inject-sidecar"
 
