@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
+from controlplane.api.kube import Pod
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.api.request_authn import (
     JwksKeySet,
@@ -13,6 +14,7 @@ from controlplane.api.request_authn import (
     jwks_key,
     key_source,
 )
+from controlplane.api.security import AuthorizationPolicy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
@@ -278,6 +280,90 @@ def check_request_authentication(
                 )
             )
     return [i.with_context(key, None) for i in found]
+
+
+def request_auth_paths(policy: AuthorizationPolicy) -> list[str]:
+    """Where an AuthorizationPolicy reads the verified JWT: ``requestPrincipals``,
+    ``notRequestPrincipals`` and ``request.auth.*`` conditions."""
+    found: list[str] = []
+    for i, rule in enumerate(policy.spec.rules or ()):
+        for j, entry in enumerate(rule.from_):
+            source = entry.source
+            if source is None:
+                continue
+            base = f"spec.rules[{i}].from[{j}].source"
+            if source.request_principals:
+                found.append(f"{base}.requestPrincipals")
+            if source.not_request_principals:
+                found.append(f"{base}.notRequestPrincipals")
+        for j, condition in enumerate(rule.when):
+            if condition.key.startswith("request.auth."):
+                found.append(f"spec.rules[{i}].when[{j}]")
+    return found
+
+
+def check_request_principals(
+    snapshot: SnapshotReader, policy: AuthorizationPolicy, root_namespace: str
+) -> list[Issue]:
+    """An AuthorizationPolicy that reads the verified JWT where no RequestAuthentication
+    applies: no token is ever verified there, so those conditions never hold (an ALLOW rule
+    that needs a principal allows nothing; a DENY on ``notRequestPrincipals`` denies
+    everything). Reported once, at the first such field, naming the workloads concerned."""
+    paths = request_auth_paths(policy)
+    if not paths:
+        return []
+    key = ResourceKey("AuthorizationPolicy", policy.metadata.namespace, policy.metadata.name)
+    namespace = policy.metadata.namespace
+    candidates = [
+        ra
+        for ra in snapshot.of_kind(RequestAuthentication).values()
+        if ra.metadata.namespace in (namespace, root_namespace)
+        and not (ra.spec.selector is None and (ra.spec.target_ref or ra.spec.target_refs))
+    ]
+    selector = policy.spec.selector.match_labels if policy.spec.selector is not None else {}
+    if policy.spec.selector is None and (policy.spec.target_ref or policy.spec.target_refs):
+        return []  # gateways and waypoints: not checked here
+    if not candidates:
+        reason = (
+            "no RequestAuthentication applies to the workloads this policy selects (none in "
+            f"namespace {namespace!r} or the root namespace {root_namespace!r}): no token is "
+            "verified there, so this condition never holds"
+        )
+        return [Issue(Codes.JWT_CONDITION_WITHOUT_REQUEST_AUTHENTICATION, paths[0], reason, key)]
+    pods = [
+        pod
+        for pod in snapshot.of_kind(Pod).values()
+        if (namespace == root_namespace or pod.metadata.namespace == namespace)
+        and selects(dict(selector), pod.metadata.labels)
+    ]
+    uncovered = sorted(
+        f"{pod.metadata.namespace}/{pod.metadata.name}"
+        for pod in pods
+        if not any(
+            _ra_applies(ra, pod.metadata.namespace, pod.metadata.labels, root_namespace)
+            for ra in candidates
+        )
+    )
+    if not uncovered:
+        return []
+    shown = ", ".join(uncovered[:3]) + (
+        f" and {len(uncovered) - 3} more" if len(uncovered) > 3 else ""
+    )
+    reason = (
+        f"no RequestAuthentication applies to {shown}: no token is verified there, so this "
+        "condition never holds for them"
+    )
+    return [Issue(Codes.JWT_CONDITION_WITHOUT_REQUEST_AUTHENTICATION, paths[0], reason, key)]
+
+
+def _ra_applies(
+    ra: RequestAuthentication, namespace: str, labels: dict[str, str], root_namespace: str
+) -> bool:
+    if ra.metadata.namespace not in (namespace, root_namespace):
+        return False
+    if ra.spec.selector is not None and ra.spec.selector.match_labels:
+        return selects(ra.spec.selector.match_labels, labels)
+    return True
 
 
 def _utc(moment: float | None) -> str:

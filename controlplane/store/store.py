@@ -26,7 +26,9 @@ from controlplane.store.context import (
     blocking,
     check_destination_rule,
     check_request_authentication,
+    check_request_principals,
     check_virtual_service,
+    request_auth_paths,
 )
 from controlplane.store.dependencies import change_tokens
 from controlplane.store.reads import SnapshotReader, collecting
@@ -87,7 +89,18 @@ _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "RequestAuthentication": check_request_authentication,
 }
 # Findings of the store's own (besides CP03xx and CP0203): what JWKS fetches came to.
-_STORE_CODES = frozenset({Codes.JWKS_REFRESH_FAILING.id, Codes.JWKS_NEVER_FETCHED.id})
+_STORE_CODES = frozenset(
+    {
+        Codes.JWKS_REFRESH_FAILING.id,
+        Codes.JWKS_NEVER_FETCHED.id,
+        Codes.JWT_CONDITION_WITHOUT_REQUEST_AUTHENTICATION.id,
+    }
+)
+# Advice on AuthorizationPolicies that read the verified JWT (never blocking): looked at
+# again when one of these kinds changes.
+_REQUEST_AUTH_ADVICE_KINDS = frozenset(
+    {"AuthorizationPolicy", "RequestAuthentication", "Pod", "MeshConfig"}
+)
 # Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
 _POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
@@ -155,6 +168,7 @@ class Store:
         self._effective: dict[str, dict[ResourceKey, Any]] = {}
         self._last_good: dict[ResourceKey, Any] = {}
         self._context_issues: dict[ResourceKey, list[Issue]] = {}
+        self._advice: dict[ResourceKey, list[Issue]] = {}  # see _advise
         # What each in-context check read (dependency tokens), and the effective resources
         # as of the last check: a change re-checks only what read something it touched.
         self._check_reads: dict[ResourceKey, frozenset[Token]] = {}
@@ -230,7 +244,8 @@ class Store:
         moved, rechecked = self._settle_istio(touched, changed)
         changed |= moved
         # A status reads the resource's own submission, findings and effective version.
-        status_changed = self._update_status(touched | moved | rechecked)
+        advised = self._advise(touched | changed | moved)
+        status_changed = self._update_status(touched | moved | rechecked | advised)
         if not changed and not status_changed:
             return ChangeSet()
         previous = self._snapshot
@@ -342,6 +357,36 @@ class Store:
                     del self._check_reads[key]
         return moved, rechecked
 
+    def _advise(self, keys: set[ResourceKey]) -> set[ResourceKey]:
+        """Non-blocking advice on AuthorizationPolicies that read the verified JWT where no
+        RequestAuthentication applies (CP0440); returns the keys whose advice changed."""
+        if not any(k.kind in _REQUEST_AUTH_ADVICE_KINDS for k in keys):
+            return set()
+        out: set[ResourceKey] = set()
+        for key in [k for k in self._advice if k not in self._desired]:
+            del self._advice[key]
+        policies = [
+            (key, policy)
+            for key, policy in self._effective.get("AuthorizationPolicy", {}).items()
+            if key not in self._rejected and request_auth_paths(policy)
+        ]
+        for key in [k for k in self._advice if k not in dict(policies)]:
+            del self._advice[key]
+            out.add(key)
+        if not policies:
+            return out
+        snapshot = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        root = snapshot.mesh.root_namespace
+        for key, policy in policies:
+            found = check_request_principals(snapshot, policy, root)
+            if found != self._advice.get(key, []):
+                out.add(key)
+            if found:
+                self._advice[key] = found
+            else:
+                self._advice.pop(key, None)
+        return out
+
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
         if key in touched or self._recheck_everything:
             return True
@@ -402,7 +447,7 @@ class Store:
         sub = self._desired.get(key)
         if sub is None:
             return None
-        context = tuple(self._context_issues.get(key, ()))
+        context = tuple(self._context_issues.get(key, ())) + tuple(self._advice.get(key, ()))
         accepted = not errors(list(sub.issues))
         if key.kind in _POLICY_KINDS and blocking(list(context)):
             accepted = False  # the compiler failed on it: refused, as security fails closed
