@@ -21,6 +21,7 @@ import json
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import Field
 
 from controlplane.api.base import Duration, IstioModel, KubeModel, ObjectMeta
@@ -139,55 +140,122 @@ def jwks_key_set(spec: JwksKeySetSpec) -> JwksKeySet:
 
 # ---- JSON Web Key Sets ------------------------------------------------------------------------
 
-_KEY_TYPES = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "oct": ("k",)}
+_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+_EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
 
 
-def _b64url(value: Any) -> bool:
+def _b64url(value: Any) -> bytes | None:
     if not isinstance(value, str) or not value:
-        return False
+        return None
     try:
-        base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
-        return False
-    return True
+        return None
 
 
-def parse_jwks(text: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The keys of a JSON Web Key Set (a single JWK counts as a set of one), or the reason
-    it is not one."""
+def _int(value: Any) -> int | None:
+    raw = _b64url(value)
+    return int.from_bytes(raw, "big") if raw else None
+
+
+def key_problem(key: Any) -> str | None:
+    """Why Envoy's jwt_authn would not use this JWK (None: it would). Envoy refuses a key
+    set in which no key is usable, and with it the whole listener: these checks are Envoy's
+    (key types RSA, EC P-256/384/521, OKP Ed25519, oct; ``alg`` consistent with the key),
+    with the key material itself loaded to be sure it is one."""
+    if not isinstance(key, dict):
+        return "is not an object"
+    kty, alg = key.get("kty"), key.get("alg")
+    if alg is not None and not isinstance(alg, str):
+        return "alg must be a string"
+    try:
+        if kty == "RSA":
+            n, e = _int(key.get("n")), _int(key.get("e"))
+            if n is None or e is None:
+                return "an RSA key needs 'n' and 'e' in base64url"
+            if n.bit_length() < 512 or n % 2 == 0 or e < 3 or e % 2 == 0:
+                return "'n' and 'e' do not make an RSA public key"
+            rsa.RSAPublicNumbers(e, n).public_key()
+            if alg is not None and not alg.startswith(("RS", "PS")):
+                return f"alg {alg!r} is not an RSA algorithm (RS* or PS*)"
+        elif kty == "EC":
+            crv = key.get("crv")
+            if crv not in _CURVES:
+                return f"curve {crv!r} is not supported (P-256, P-384, P-521)"
+            x, y = _int(key.get("x")), _int(key.get("y"))
+            if x is None or y is None:
+                return "an EC key needs 'x' and 'y' in base64url"
+            ec.EllipticCurvePublicNumbers(x, y, _CURVES[crv]).public_key()
+            if alg is not None and alg != _EC_ALG[crv]:
+                return f"alg {alg!r} does not match curve {crv} ({_EC_ALG[crv]})"
+        elif kty == "OKP":
+            if key.get("crv") != "Ed25519":
+                return f"curve {key.get('crv')!r} is not supported (Ed25519)"
+            x_bytes = _b64url(key.get("x"))
+            if x_bytes is None or len(x_bytes) != 32:
+                return "an Ed25519 key needs 'x' of 32 bytes in base64url"
+            ed25519.Ed25519PublicKey.from_public_bytes(x_bytes)
+            if alg is not None and alg != "EdDSA":
+                return f"alg {alg!r} is not EdDSA"
+        elif kty == "oct":
+            if _b64url(key.get("k")) is None:
+                return "a symmetric key needs 'k' in base64url"
+            if alg is not None and alg not in ("HS256", "HS384", "HS512"):
+                return f"alg {alg!r} is not an HMAC algorithm (HS256, HS384, HS512)"
+        else:
+            return f"key type {kty!r} is not supported (RSA, EC, OKP, oct)"
+    except (ValueError, TypeError) as exc:
+        return f"not a valid {kty} public key ({exc})"
+    return None
+
+
+def jwks_problems(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The usable keys of a JSON Web Key Set and what is wrong with the rest (a document
+    that is not a key set at all: no keys, one problem)."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
-        return [], f"not JSON ({exc})"
-    if not isinstance(doc, dict):
-        return [], "a JWKS is a JSON object"
-    keys = doc.get("keys") if "keys" in doc else [doc]
+        return [], [f"not JSON ({exc})"]
+    if not isinstance(doc, dict) or "keys" not in doc:
+        return [], ["a JWKS is a JSON object with a 'keys' array"]
+    keys = doc["keys"]
     if not isinstance(keys, list):
-        return [], "'keys' must be an array"
-    out: list[dict[str, Any]] = []
+        return [], ["'keys' must be an array"]
+    usable: list[dict[str, Any]] = []
+    problems: list[str] = []
     for i, key in enumerate(keys):
-        if not isinstance(key, dict):
-            return [], f"keys[{i}] is not an object"
-        kty = key.get("kty")
-        if kty not in _KEY_TYPES:
-            return [], f"keys[{i}]: unknown or missing kty {kty!r}"
-        for member in _KEY_TYPES[kty]:
-            if member == "crv":
-                if not isinstance(key.get("crv"), str):
-                    return [], f"keys[{i}]: {kty} key needs 'crv'"
-            elif not _b64url(key.get(member)):
-                return [], f"keys[{i}]: {kty} key needs '{member}' in base64url"
-        out.append(key)
-    return out, None
+        problem = key_problem(key)
+        if problem is None:
+            usable.append(key)
+        else:
+            problems.append(f"keys[{i}]: {problem}")
+    if not keys:
+        problems.append("'keys' is empty (Envoy refuses a key set without a usable key)")
+    return usable, problems
 
 
-def private_key_indexes(keys: list[dict[str, Any]]) -> list[int]:
+def parse_jwks(text: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The usable keys of a key set, or why there is none (Envoy would refuse it)."""
+    usable, problems = jwks_problems(text)
+    if not usable:
+        return [], "; ".join(problems) or "no usable key"
+    return usable, None
+
+
+def private_key_indexes(text: str) -> list[int]:
     """Keys that carry private material (or are symmetric): verification needs none."""
+    try:
+        keys = json.loads(text).get("keys")
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(keys, list):
+        return []
     return [
         i
         for i, key in enumerate(keys)
-        if key.get("kty") == "oct" or any(m in key for m in _PRIVATE_MEMBERS)
+        if isinstance(key, dict)
+        and (key.get("kty") == "oct" or any(m in key for m in _PRIVATE_MEMBERS))
     ]
 
 
@@ -266,10 +334,10 @@ def _validate_rule(path: str, rule: JWTRule) -> list[Issue]:
         field = "jwksUri" if rule.jwks_uri_camel else "jwks_uri"
         found += check_jwks_uri(f"{path}.{field}", rule.uri)
     if rule.jwks:
-        keys, reason = parse_jwks(rule.jwks)
-        if reason is not None:
-            found.append(_error(f"{path}.jwks", f"jwks parse error: {reason}"))
-        for k in private_key_indexes(keys):
+        _, problems = jwks_problems(rule.jwks)
+        for problem in problems:
+            found.append(_error(f"{path}.jwks", f"jwks parse error: {problem}"))
+        for k in private_key_indexes(rule.jwks):
             found.append(
                 Issue(
                     Codes.INVALID_FIELD,

@@ -26,6 +26,7 @@ from controlplane.compile.rbac_matchers import (
     request_principal_matcher,
 )
 from controlplane.store import Snapshot, Store, Submission
+from tests.support.jwt import rsa_jwk
 from tests.unit.compile.helpers import as_dict, snapshot_of
 
 SERVICE = """
@@ -41,7 +42,7 @@ kind: Pod
 metadata: {name: api-1, namespace: default, labels: {app: api}}
 status: {podIP: 127.0.5.30}
 """
-KEYS = json.dumps({"keys": [{"kty": "RSA", "kid": "a", "n": "AQAB", "e": "AQAB"}]})
+KEYS = json.dumps({"keys": [rsa_jwk("a")]})
 
 
 def ra(name: str, spec: str, namespace: str = "default") -> str:
@@ -304,7 +305,7 @@ status: {podIP: 127.0.5.31}
     )
     compiler = SnapshotCompiler(store.snapshot)
     before = {p.node_id: compiler.compile(p) for p in (api_proxy(), web_proxy)}
-    rotated = json.dumps({"keys": [{"kty": "RSA", "kid": "b", "n": "AQAB", "e": "AQAB"}]})
+    rotated = json.dumps({"keys": [rsa_jwk("b")]})
     change = store.apply(upserts=[Submission(jwks_key_set(JwksKeySetSpec(uri=URI, jwks=rotated)))])
     compiler, _ = SnapshotCompiler.following(compiler, store.snapshot, change.changed)
     after = {p.node_id: compiler.compile(p) for p in (api_proxy(), web_proxy)}

@@ -18,9 +18,10 @@ from controlplane.api.issues import ResourceKey
 from controlplane.api.request_authn import JwksKeySet, jwks_key
 from controlplane.sources.jwks import JwksFetcher
 from controlplane.store import Store, Submission
+from tests.support.jwt import rsa_jwk
 
-KEYS_1 = json.dumps({"keys": [{"kty": "RSA", "kid": "1", "n": "AQAB", "e": "AQAB"}]})
-KEYS_2 = json.dumps({"keys": [{"kty": "RSA", "kid": "2", "n": "AQAB", "e": "AQAB"}]})
+KEYS_1 = json.dumps({"keys": [rsa_jwk("1")]})
+KEYS_2 = json.dumps({"keys": [rsa_jwk("2")]})
 RA_KEY = ResourceKey("RequestAuthentication", "default", "api-jwt")
 
 
