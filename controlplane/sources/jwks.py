@@ -106,8 +106,14 @@ class JwksFetcher:
     # ---- which URIs -------------------------------------------------------------------------
 
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
+        # Never apply to the store from inside its own listener call (other listeners have
+        # yet to see this snapshot): look again once it returned.
         if "RequestAuthentication" in change.kinds:
-            self._sync(snapshot)
+            asyncio.get_running_loop().call_soon(self._resync)
+
+    def _resync(self) -> None:
+        if self._session is not None and not self._session.closed:
+            self._sync(self.store.snapshot)
 
     def _sync(self, snapshot: Snapshot) -> None:
         wanted: dict[str, float] = {}
