@@ -17,6 +17,9 @@ and only proxies whose rules name that URI are recompiled when it changes.
   RequestAuthentication's status and ``analyze`` report, and retries back off as above.
 - A response that is not a JSON Web Key Set is a failure like any other: it never replaces
   a good key set.
+- As istiod does (``jwksBlockedIP``), no connection is made to a link-local address or a
+  well-known cloud metadata address, whatever the URI's host resolves to (redirects
+  included): the check is made on the address of each socket before it connects.
 
 The store is touched only from the event loop that runs the fetcher (as every source does)
 and only when what it would hold changes: the key set, or whether the issuer is failing.
@@ -25,12 +28,15 @@ and only when what it would hold changes: the key set, or whether the issuer is 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -54,6 +60,34 @@ log = logging.getLogger("controlplane.jwks")
 DEFAULT_REFRESH_INTERVAL = 20 * 60.0  # istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL
 DEFAULT_RETRY_INTERVAL = 1.0
 _MAX_BODY = 1 << 20  # a key set larger than 1 MiB is not one
+# Cloud metadata services outside the link-local ranges (Alibaba, AWS IPv6, Oracle).
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "192.0.0.192")
+)
+
+
+def blocked_address(address: str) -> str | None:
+    """Why the control plane refuses to fetch a key set from ``address``, or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local:
+        return f"{ip} is link-local"
+    if ip in _METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address"
+    return None
+
+
+def _guarded_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory, refusing blocked addresses (see the module docstring)."""
+    family, kind, proto, _, sockaddr = addr_info
+    reason = blocked_address(str(sockaddr[0]))
+    if reason is not None:
+        raise OSError(f"connection blocked: {reason}")
+    return socket.socket(family=family, type=kind, proto=proto)
 
 
 class FetchError(Exception):
@@ -87,7 +121,9 @@ class JwksFetcher:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self._session = aiohttp.ClientSession(
-            headers={"Accept": "application/json"}, trust_env=False
+            connector=aiohttp.TCPConnector(socket_factory=_guarded_socket),
+            headers={"Accept": "application/json"},
+            trust_env=False,
         )
         self.store.subscribe(self._on_change)
         self._sync(self.store.snapshot)
@@ -182,6 +218,11 @@ class JwksFetcher:
                 if response.status != 200:
                     raise FetchError(f"GET {uri}: HTTP {response.status}")
                 body = await response.content.read(_MAX_BODY + 1)
+        except aiohttp.ClientConnectorError as exc:
+            # A blocked address is refused by our socket factory: say why, not "[None]".
+            blocked = exc.os_error.errno is None and str(exc.os_error).startswith("connection")
+            text = str(exc.os_error) if blocked else f"{type(exc).__name__}: {exc}"
+            raise FetchError(f"GET {uri}: {text}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise FetchError(f"GET {uri}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
         if len(body) > _MAX_BODY:

@@ -39,6 +39,8 @@ class Issuer:
             doc = {"issuer": f"http://127.0.0.1:{self.port}", "jwks_uri": self.uri("/keys")}
             return web.json_response(doc)
         status, body, delay = self.reply()
+        if status in (301, 302):
+            raise web.HTTPFound(location=body)
         if delay:
             await asyncio.sleep(delay)
         return web.Response(status=status, text=body, content_type="application/json")
@@ -200,3 +202,24 @@ async def test_a_uri_no_rule_names_any_more_is_dropped(issuer: Issuer) -> None:
         hits = len(issuer.hits)
         await asyncio.sleep(0.2)
         assert len(issuer.hits) == hits  # no longer fetched
+
+
+@pytest.mark.parametrize(
+    "target", ["http://169.254.169.254/latest/meta-data", "http://[fe80::1]/keys"]
+)
+async def test_link_local_and_metadata_addresses_are_never_fetched(
+    issuer: Issuer, target: str
+) -> None:
+    """As istiod's jwksBlockedIP: directly, or through a redirect from an allowed issuer."""
+    issuer.reply = lambda: (302, target, 0.0)
+    store = Store()
+    rules = [{"issuer": "a", "jwksUri": target}, {"issuer": "b", "jwksUri": issuer.uri()}]
+    for rule in rules:
+        store.apply(upserts=[request_authentication(json.dumps(rule))])
+        async with JwksFetcher(store, refresh_interval=60, retry_interval=30).running():
+            uri = rule["jwksUri"]
+            await until(lambda u=uri: key_set(store, u) is not None, timeout=3)  # type: ignore[misc]
+        spec = key_set(store, uri).spec  # type: ignore[union-attr]
+        assert (
+            spec.jwks is None and "connection blocked" in spec.error and "link-local" in spec.error
+        )
