@@ -48,7 +48,12 @@ from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
 from controlplane.cache.interface import SECRET
 from controlplane.compile.check import check_resource
 from controlplane.sources import MeshCa
-from controlplane.sources.jwks import DEFAULT_REFRESH_INTERVAL, DEFAULT_RETRY_INTERVAL, JwksFetcher
+from controlplane.sources.jwks import (
+    DEFAULT_EVICTION,
+    DEFAULT_REFRESH_INTERVAL,
+    DEFAULT_RETRY_INTERVAL,
+    JwksFetcher,
+)
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
@@ -89,6 +94,7 @@ class Options:
     # first wait before retrying a failed fetch (doubling up to the refresh interval).
     jwks_refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     jwks_retry_interval: float = DEFAULT_RETRY_INTERVAL
+    jwks_eviction: float = DEFAULT_EVICTION  # a key set not refreshed this long is dropped
 
 
 class Source(Protocol):
@@ -196,7 +202,10 @@ class ControlPlane:
     def _fetching_jwks(self) -> AbstractAsyncContextManager[None]:
         """The key sets RequestAuthentications name by jwksUri, fetched and kept fresh."""
         fetcher = JwksFetcher(
-            self.store, self.options.jwks_refresh_interval, self.options.jwks_retry_interval
+            self.store,
+            self.options.jwks_refresh_interval,
+            self.options.jwks_retry_interval,
+            self.options.jwks_eviction,
         )
         return fetcher.running()
 

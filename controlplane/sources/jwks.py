@@ -15,6 +15,8 @@ and only proxies whose rules name that URI are recompiled when it changes.
   fails, the last good key set stays in effect (tokens signed by its keys keep passing), the
   failure is logged once and recorded on the key set (``error``, ``failing_since``), which the
   RequestAuthentication's status and ``analyze`` report, and retries back off as above.
+- A key set not refreshed successfully for ``eviction`` (istiod: 7 days) is dropped: tokens
+  of its issuer are refused from then on, as istiod does when it evicts a cached key set.
 - A response that is not a JSON Web Key Set is a failure like any other: it never replaces
   a good key set.
 - As istiod does (``jwksBlockedIP``), no connection is made to a link-local address or a
@@ -59,6 +61,9 @@ log = logging.getLogger("controlplane.jwks")
 
 DEFAULT_REFRESH_INTERVAL = 20 * 60.0  # istiod's PILOT_JWT_PUB_KEY_REFRESH_INTERVAL
 DEFAULT_RETRY_INTERVAL = 1.0
+# A key set not refreshed successfully for this long is dropped (istiod's
+# JwtPubKeyEvictionDuration): tokens of its issuer are refused from then on.
+DEFAULT_EVICTION = 7 * 24 * 3600.0
 _MAX_BODY = 1 << 20  # a key set larger than 1 MiB is not one
 # Cloud metadata services outside the link-local ranges (Alibaba, AWS IPv6, Oracle).
 _METADATA_ADDRESSES = frozenset(
@@ -100,6 +105,7 @@ class _Uri:
     timeout: float
     spec: JwksKeySetSpec
     task: asyncio.Task[None] | None = None
+    refreshed_at: float = 0.0  # the last successful fetch (monotonic)
 
 
 class JwksFetcher:
@@ -110,9 +116,11 @@ class JwksFetcher:
         store: Store,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        eviction: float = DEFAULT_EVICTION,
     ) -> None:
         self.store = store
         self.refresh_interval = refresh_interval
+        self.eviction = eviction
         self.retry_interval = min(retry_interval, refresh_interval)
         self._uris: dict[str, _Uri] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -232,6 +240,7 @@ class JwksFetcher:
     # ---- what the store holds ---------------------------------------------------------------
 
     def _fetched(self, entry: _Uri, text: str) -> None:
+        entry.refreshed_at = time.monotonic()
         old = entry.spec
         if old.error:
             log.info("JWKS from %s fetched again after failing since %s", entry.uri, _at(old))
@@ -244,6 +253,17 @@ class JwksFetcher:
 
     def _failed(self, entry: _Uri, reason: str) -> None:
         old = entry.spec
+        if old.jwks is not None and time.monotonic() - entry.refreshed_at >= self.eviction:
+            log.warning(
+                "JWKS from %s not refreshed for %.0f s (%s): the key set is dropped, tokens of "
+                "its issuer are refused until it is fetched again",
+                entry.uri,
+                self.eviction,
+                reason,
+            )
+            since = old.failing_since or time.time()
+            self._publish(entry, JwksKeySetSpec(uri=entry.uri, error=reason, failing_since=since))
+            return
         if old.error == reason:
             return
         if not old.error:

@@ -223,3 +223,18 @@ async def test_link_local_and_metadata_addresses_are_never_fetched(
         assert (
             spec.jwks is None and "connection blocked" in spec.error and "link-local" in spec.error
         )
+
+
+async def test_a_key_set_not_refreshed_for_the_eviction_time_is_dropped(issuer: Issuer) -> None:
+    """istiod evicts a key set it could not refresh for 7 days; then tokens are refused."""
+    store = Store()
+    store.apply(
+        upserts=[request_authentication(json.dumps({"issuer": "a", "jwksUri": issuer.uri()}))]
+    )
+    async with JwksFetcher(store, refresh_interval=0.05, eviction=0.5).running():
+        await until(lambda: key_set(store, issuer.uri()) is not None)
+        issuer.reply = lambda: (503, "down", 0.0)
+        await until(lambda: "CP0441" in codes(store))  # first: the last good set stays
+        assert key_set(store, issuer.uri()).spec.jwks == KEYS_1  # type: ignore[union-attr]
+        await until(lambda: "CP0442" in codes(store))  # then: dropped, fails closed
+        assert key_set(store, issuer.uri()).spec.jwks is None  # type: ignore[union-attr]
