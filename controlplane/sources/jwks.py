@@ -261,8 +261,8 @@ class JwksFetcher:
                 self.eviction,
                 reason,
             )
-            since = old.failing_since or time.time()
-            self._publish(entry, JwksKeySetSpec(uri=entry.uri, error=reason, failing_since=since))
+            began = old.failing_since or time.time()
+            self._publish(entry, JwksKeySetSpec(uri=entry.uri, error=reason, failing_since=began))
             return
         if old.error == reason:
             return
