@@ -403,3 +403,35 @@ def test_claims_audiences_and_presenter_match_strings_and_lists() -> None:
     for path, value, expected in cases:
         assert matches(authn_metadata_principal(path, value), payload) is expected, (path, value)
         assert matches(authn_metadata_principal(path, value), None) is False
+
+
+def test_transparent_sidecars_authenticate_on_every_inbound_http_chain() -> None:
+    """virtualInbound: the service's HTTP port and the pass-through HTTP chain get the JWT
+    filter; TCP chains (no HTTP to read a token from) do not."""
+    tcp_service = """
+apiVersion: v1
+kind: Service
+metadata: {name: api-db, namespace: default}
+spec:
+  selector: {app: api}
+  ports: [{name: tcp-db, port: 5432, targetPort: 5432}]
+"""
+    rule = ra("r", f"  jwtRules: [{{issuer: a.test, jwks: '{KEYS}'}}]")
+    proxy = proxy_from_node(
+        "sidecar~127.0.5.30~api-1.default~default.svc.cluster.local",
+        {"NAMESPACE": "default", "LABELS": {"app": "api"}, "INTERCEPTION_MODE": "REDIRECT"},
+    )
+    out = SnapshotCompiler(snapshot_of(SERVICE, tcp_service, rule)).compile(proxy)
+    listeners = {n: as_dict(r.message) for rs in out.by_type.values() for n, r in rs.items()}
+    with_jwt, without = [], []
+    for chain in listeners["virtualInbound"]["filterChains"]:
+        filters = chain["filters"]
+        hcm = [f for f in filters if f["name"].endswith("http_connection_manager")]
+        if not hcm:
+            without.append(chain.get("name", ""))
+            continue
+        names = [f["name"] for f in hcm[0]["typedConfig"]["httpFilters"]]
+        assert names[0] == "envoy.filters.http.jwt_authn", chain.get("name")
+        with_jwt.append(chain.get("name", ""))
+    assert "0.0.0.0_8080" in with_jwt and "virtualInbound-catchall-http" in with_jwt
+    assert "0.0.0.0_5432" in without
