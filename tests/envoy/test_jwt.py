@@ -145,6 +145,7 @@ spec:
     jwks: '{inline_jwks}'
     fromHeaders: [{{name: x-token}}]
     fromParams: [token]
+    fromCookies: [session]
     forwardOriginalToken: true
 """
 
@@ -286,12 +287,13 @@ def test_a_claim_condition_matches_the_token_claim(jm: JwtMesh) -> None:
     assert jm.call("/admin")[0] == 403
 
 
-def test_inline_jwks_with_token_in_a_header_or_a_query_parameter(jm: JwtMesh) -> None:
+def test_inline_jwks_with_token_in_a_header_a_query_parameter_or_a_cookie(jm: JwtMesh) -> None:
     token = jm.inline_key.token(issuer=INLINE_ISSUER)
     status, body = jm.call("/secure", headers={"x-token": token})
     assert status == 200
     assert json.loads(body)["headers"]["x-token"] == token  # forwardOriginalToken
     assert jm.call(f"/secure?token={token}")[0] == 200
+    assert jm.call("/secure", headers={"Cookie": f"theme=dark; session={token}"})[0] == 200
     assert jm.call("/secure", headers={"x-token": "not-a-jwt"})[0] == 401
 
 
