@@ -15,13 +15,14 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
+from controlplane.compile.filters import JWT_AUTHN_FILTER
 from controlplane.compile.protos import uint32
 
 # Where Envoy's jwt_authn filter puts a verified token's payload (compile/jwt.py): the
 # filter's dynamic metadata, key ``payload``, as istiod's upstream-Envoy mode reads it. A
 # request without a token (or a workload without a RequestAuthentication) has none, so these
 # matchers never match it.
-JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_FILTER = JWT_AUTHN_FILTER
 JWT_PAYLOAD = "payload"
 _ANY = ".+"
 
