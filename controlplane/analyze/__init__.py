@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
+from controlplane.api.mesh import MESH_FILE_NAME
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.compile.check import check_resource
 from controlplane.sources.files import read_file
@@ -87,7 +88,8 @@ def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report
             )
             continue
         report.files.append(display)
-        result = read_file(path, display, default_namespace)
+        # mesh.yaml is the mesh config (Istio's MeshConfig YAML), as in file mode.
+        result = read_file(path, display, default_namespace, mesh=path.name == MESH_FILE_NAME)
         report.issues += [i for i in result.issues if not _foreign_kind(i)]
         submissions += result.submissions
         rejections += result.rejections

@@ -51,6 +51,13 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # 0420-0439, part "meshcfg": the mesh config and external authorization (CUSTOM).
+    # An extension provider istiod would refuse when a CUSTOM policy uses it (a warning on
+    # the mesh config, as istiod logs it; the policies that use it fail closed).
+    INVALID_EXTENSION_PROVIDER = Code("CP0420", Level.WARNING, "InvalidExtensionProvider")
+    # A CUSTOM policy naming a provider the mesh config does not define (or one that is
+    # invalid or not an ext_authz provider): what its rules match is denied.
+    UNKNOWN_EXTENSION_PROVIDER = Code("CP0421", Level.ERROR, "UnknownExtensionProvider")
 
 
 @dataclass(frozen=True)

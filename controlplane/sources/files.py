@@ -27,8 +27,23 @@ from typing import Any
 
 import yaml
 
-from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
+from controlplane.api import (
+    InvalidResource,
+    Issue,
+    ResourceKey,
+    document_key,
+    key_of,
+    load,
+    load_mesh_config,
+)
 from controlplane.api.issues import Codes, Level
+from controlplane.api.mesh import (
+    DEFAULT_ROOT_NAMESPACE,
+    MESH_CONFIG_KEY,
+    MESH_CONFIG_NAME,
+    MESH_CONFIGMAP_DATA_KEY,
+    MESH_FILE_NAME,
+)
 from controlplane.sources import MeshCa
 from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, now, served_message
 from controlplane.store import Rejection, Store, Submission
@@ -128,8 +143,12 @@ class ReadResult:
     unreadable: bool = False  # some document could not be parsed: keep what the file had
 
 
-def read_file(path: Path, display: str, default_namespace: str = "default") -> ReadResult:
-    """Parse and validate every document of one file (pure apart from reading it)."""
+def read_file(
+    path: Path, display: str, default_namespace: str = "default", *, mesh: bool = False
+) -> ReadResult:
+    """Parse and validate every document of one file (pure apart from reading it).
+
+    ``mesh``: the file is Istio's MeshConfig YAML (``mesh.yaml``), not resources."""
     result = ReadResult()
     try:
         size = path.stat().st_size
@@ -158,12 +177,76 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
             if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List")
             else None
         )
+        if mesh:
+            read_mesh_config(doc.content, origin, "", result)
+            continue
         for content in items if isinstance(items, list) else [doc.content]:
             _read_document(content, origin, default_namespace, result)
     return result
 
 
+def is_mesh_configmap(content: Any, default_namespace: str = "default") -> bool:
+    """The ``istio`` ConfigMap of the root namespace: its ``mesh`` key is the mesh config."""
+    if not isinstance(content, dict) or content.get("kind") != "ConfigMap":
+        return False
+    if content.get("apiVersion") != "v1":
+        return False
+    meta = content.get("metadata")
+    if not isinstance(meta, dict) or meta.get("name") != MESH_CONFIG_NAME:
+        return False
+    return (meta.get("namespace") or default_namespace) == DEFAULT_ROOT_NAMESPACE
+
+
+def mesh_of_configmap(content: dict[str, Any], origin: str, result: ReadResult) -> None:
+    """The mesh config from the istio ConfigMap's ``data.mesh`` (a YAML string)."""
+    data = content.get("data")
+    text = data.get(MESH_CONFIGMAP_DATA_KEY) if isinstance(data, dict) else None
+    if text is None:
+        return  # istiod falls back to its defaults: so does Snapshot.mesh
+    prefix = f"data.{MESH_CONFIGMAP_DATA_KEY}"
+    if not isinstance(text, str):
+        _refuse_mesh(Issue(Codes.SCHEMA_ERROR, prefix, "must be a string of YAML"), origin, result)
+        return
+    try:
+        mesh = yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        _refuse_mesh(Issue(Codes.YAML_ERROR, prefix, f"invalid YAML: {problem}"), origin, result)
+        return
+    read_mesh_config(mesh, origin, prefix + ".", result)
+
+
+def read_mesh_config(mesh: Any, origin: str, prefix: str, result: ReadResult) -> None:
+    """One MeshConfig (parsed YAML) as the ``MeshConfig`` resource, or its refusal."""
+    try:
+        resource, found = load_mesh_config(mesh, prefix)
+    except InvalidResource as exc:
+        for issue in exc.issues:
+            _refuse_mesh(issue, origin, result)
+        return
+    issues = [i.with_context(MESH_CONFIG_KEY, origin) for i in found]
+    result.issues.extend(issues)
+    result.keys.add(MESH_CONFIG_KEY)
+    result.submissions.append(Submission(resource, tuple(issues), origin))
+
+
+def _refuse_mesh(issue: Issue, origin: str, result: ReadResult) -> None:
+    issue = issue.with_context(MESH_CONFIG_KEY, origin)
+    result.issues.append(issue)
+    result.keys.add(MESH_CONFIG_KEY)
+    for i, rejection in enumerate(result.rejections):
+        if rejection.key == MESH_CONFIG_KEY and rejection.origin == origin:
+            result.rejections[i] = Rejection(
+                MESH_CONFIG_KEY, (*rejection.issues, issue), origin, None, None
+            )
+            return
+    result.rejections.append(Rejection(MESH_CONFIG_KEY, (issue,), origin, None, None))
+
+
 def _read_document(content: Any, origin: str, default_namespace: str, result: ReadResult) -> None:
+    if is_mesh_configmap(content, default_namespace):
+        mesh_of_configmap(content, origin, result)
+        return
     key = document_key(content, default_namespace)
     try:
         resource, found = load(content, default_namespace)
@@ -332,7 +415,12 @@ class FileSource:
             replaced = previous is not None and inode != self._inodes.get(path)
             if not replaced and not self._settled(path, stamp, settle):
                 continue
-            result = read_file(path, self._display(path), self.default_namespace)
+            result = read_file(
+                path,
+                self._display(path),
+                self.default_namespace,
+                mesh=path == self.root / MESH_FILE_NAME,
+            )
             if not self._complete(path, stamp, result, settle):
                 continue
             if inode is not None:
