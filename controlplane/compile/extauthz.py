@@ -266,7 +266,7 @@ def _timeout(config: EnvoyExtAuthzHttp | EnvoyExtAuthzGrpc) -> float:
 def _status(config: EnvoyExtAuthzHttp | EnvoyExtAuthzGrpc) -> http_status_pb2.HttpStatus | None:
     if not config.status_on_error:
         return None
-    return http_status_pb2.HttpStatus(code=int(config.status_on_error))  # type: ignore[arg-type]
+    return http_status_pb2.HttpStatus(code=int(config.status_on_error))
 
 
 def _body(body: ExtAuthzBody | None) -> http_ext_authz_pb2.BufferSettings | None:
