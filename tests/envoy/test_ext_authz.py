@@ -321,3 +321,22 @@ def test_an_unknown_provider_denies_what_the_policy_matches(world: World) -> Non
     assert status == 403 and body == b"RBAC: access denied"
     assert world.call("/public/x")[0] == 200
     assert world.http.checked == []
+
+
+def test_a_mesh_config_change_reaches_the_sidecar(world: World) -> None:
+    """Editing mesh.yaml alone (the policy unchanged) recompiles what depends on it."""
+    world.use("authz-down")
+    assert world.call("/protected/x")[0] == 403
+    text = mesh_yaml(0, 0)
+    opened = text.replace(
+        "envoyExtAuthzHttp: {service: authz-down.foo.svc.cluster.local, port: 8000, timeout: 1s}",
+        "envoyExtAuthzHttp: {service: authz-down.foo.svc.cluster.local, port: 8000, "
+        "timeout: 1s, failOpen: true}",
+    )
+    assert opened != text
+    world.mesh.write("mesh.yaml", opened)
+    try:
+        assert wait_until(lambda: world.call("/protected/x")[0] == 200, timeout=15)
+    finally:
+        world.mesh.write("mesh.yaml", text)
+    assert wait_until(lambda: world.call("/protected/x")[0] == 403, timeout=15)
