@@ -148,7 +148,8 @@ def read_file(
 ) -> ReadResult:
     """Parse and validate every document of one file (pure apart from reading it).
 
-    ``mesh``: the file is Istio's MeshConfig YAML (``mesh.yaml``), not resources."""
+    ``mesh``: the file is ``mesh.yaml``: its documents without a ``kind`` are Istio's
+    MeshConfig YAML (the mesh config), the others resources as in any file."""
     result = ReadResult()
     try:
         size = path.stat().st_size
@@ -177,7 +178,8 @@ def read_file(
             if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List")
             else None
         )
-        if mesh:
+        if mesh and not (isinstance(doc.content, dict) and "kind" in doc.content):
+            # MeshConfig has no ``kind``: a document with one is a resource, as elsewhere.
             read_mesh_config(doc.content, origin, "", result)
             continue
         for content in items if isinstance(items, list) else [doc.content]:
