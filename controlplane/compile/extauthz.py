@@ -49,7 +49,6 @@ from controlplane.api.mesh import (
     ExtAuthzBody,
     MeshConfigSpec,
 )
-from controlplane.api.mesh_validation import provider_problems
 from controlplane.api.security import AuthorizationPolicy
 from controlplane.compile.filters import (
     HTTP_EXT_AUTHZ_FILTER,
@@ -59,6 +58,7 @@ from controlplane.compile.filters import (
 )
 from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.protos import duration, packed
+from controlplane.store.context import resolve_ext_authz
 from controlplane.store.registry import MeshService
 
 EXT_AUTHZ_PREFIX = "istio-ext-authz"
@@ -108,45 +108,12 @@ def provider_names(policies: Iterable[AuthorizationPolicy]) -> list[str]:
 def resolve_provider(
     mesh: MeshConfigSpec, services: Mapping[str, MeshService], name: str
 ) -> ExtAuthzProvider:
-    """``name`` looked up as istiod does (``getExtAuthz``, ``LookupCluster``)."""
-    if not name:
-        return ExtAuthzProvider(name, error="no provider specified in authorization policy")
-    found = [p for p in mesh.extension_providers if p.name == name]
-    if not found:
-        available = ", ".join(sorted(p.name for p in mesh.extension_providers)) or "none"
-        return ExtAuthzProvider(
-            name,
-            error=f"the mesh config defines no extension provider {name!r} "
-            f"(extensionProviders: {available})",
-        )
-    provider = found[0]
-    config = provider.envoy_ext_authz_http or provider.envoy_ext_authz_grpc
-    if config is None:
-        return ExtAuthzProvider(name, error=f"extension provider {name!r} is not envoyExtAuthz")
-    problems = provider_problems(provider)
-    if len(found) > 1:
-        problems.append(("name", f"extension provider name must be unique: {name!r}"))
-    if problems:
-        reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
-        return ExtAuthzProvider(name, config, error=f"extension provider {name!r}: {reasons}")
-    service = _lookup(services, config.service)
-    if service is None:
-        return ExtAuthzProvider(
-            name,
-            config,
-            error=f"extension provider {name!r}: could not find service {config.service} "
-            "in the service registry",
-        )
+    """``name`` looked up as istiod does (``store/context.py``, ``resolve_ext_authz``)."""
+    config, service, error = resolve_ext_authz(mesh, services, name)
+    if error is not None or service is None or config is None:
+        return ExtAuthzProvider(name, config, error=error or "unresolved")
     cluster = outbound_cluster_name(config.port, None, service.hostname)
     return ExtAuthzProvider(name, config, cluster, service.hostname)
-
-
-def _lookup(services: Mapping[str, MeshService], service: str) -> MeshService | None:
-    namespace, _, hostname = service.rpartition("/")
-    found = services.get(hostname)
-    if found is None or (namespace and found.namespace != namespace):
-        return None
-    return found
 
 
 def resolve_providers(

@@ -20,9 +20,15 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
+from controlplane.api.mesh import MESH_CONFIG_KIND
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
-from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
+from controlplane.store.context import (
+    blocking,
+    check_custom_provider,
+    check_destination_rule,
+    check_virtual_service,
+)
 from controlplane.store.dependencies import change_tokens
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
@@ -110,8 +116,13 @@ class _Probe:
 
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
-    problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
-    return issue.code.id.startswith("CP03") or issue.code is Codes.POLICY_FAILS_CLOSED
+    problems (CP03xx), what a refused security policy does meanwhile (CP0203) and a CUSTOM
+    policy's unusable provider (CP0421)."""
+    return (
+        issue.code.id.startswith("CP03")
+        or issue.code is Codes.POLICY_FAILS_CLOSED
+        or issue.code is Codes.UNKNOWN_EXTENSION_PROVIDER
+    )
 
 
 class Store:
@@ -281,7 +292,7 @@ class Store:
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
-        rechecked: set[ResourceKey] = set()
+        rechecked = self._check_custom_providers(touched, changed | moved)
         delta = changed | moved
         checked = [(k, sub) for k, sub in self._desired.items() if k.kind in _CHECKED_KINDS]
         # A rollback changes the context of other resources, so settle until nothing moves.
@@ -329,6 +340,33 @@ class Store:
                 if read is not None and not read.isdisjoint(probe.tokens):
                     del self._check_reads[key]
         return moved, rechecked
+
+    def _check_custom_providers(
+        self, touched: set[ResourceKey], moved: set[ResourceKey]
+    ) -> set[ResourceKey]:
+        """The provider of each CUSTOM AuthorizationPolicy (CP0421, not blocking: the policy
+        applies and denies what it matches), checked when the policy, the mesh config or a
+        Service changed. Returns the policies whose findings were checked."""
+        context_changed = any(k.kind in (MESH_CONFIG_KIND, "Service") for k in moved)
+        custom = [
+            (key, sub)
+            for key, sub in self._desired.items()
+            if key.kind == "AuthorizationPolicy"
+            and key not in self._rejected
+            and (key in touched or context_changed)
+            and sub.resource.spec.action == "CUSTOM"
+        ]
+        if not custom:
+            return set()
+        current = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        for key, sub in custom:
+            kept = [
+                i
+                for i in self._context_issues.get(key, ())
+                if i.code is not Codes.UNKNOWN_EXTENSION_PROVIDER
+            ]
+            self._context_issues[key] = kept + check_custom_provider(current, sub.resource)
+        return {key for key, _ in custom}
 
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
         if key in touched or self._recheck_everything:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controlplane.analyze import analyze
-from controlplane.api import Issue, Level
+from controlplane.api import Issue, Level, ResourceKey
 from controlplane.api.mesh import MESH_CONFIG_KEY
 from controlplane.sources.files import FileSource
 from controlplane.sources.state import LastGoodState
@@ -146,3 +146,53 @@ def test_analyze_reports_the_mesh_config(tmp_path: Path) -> None:
     [error] = report.errors
     assert error.code.id == "CP0104" and error.path == "bogus"
     assert error.origin is not None and error.origin.endswith("mesh.yaml:1")
+
+
+CUSTOM_POLICY = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  action: CUSTOM
+  provider: {name: authz-http}
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+"""
+AUTHZ_SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: authz, namespace: foo}
+spec:
+  ports: [{name: http, port: 8000}]
+"""
+
+
+def test_a_custom_policy_naming_an_unknown_provider_is_reported_and_applied(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "policy.yaml").write_text(CUSTOM_POLICY)
+    (tmp_path / "authz.yaml").write_text(AUTHZ_SERVICE)
+    run = Run(tmp_path)
+    key = ResourceKey("AuthorizationPolicy", "default", "ext")
+    status = run.store.snapshot.status[key]
+    [issue] = [i for i in status.issues if i.code.id == "CP0421"]
+    assert issue.path == "spec.provider.name"
+    assert "no extension provider 'authz-http'" in issue.reason and "denied" in issue.reason
+    assert status.accepted and key in run.store.snapshot.of_kind("AuthorizationPolicy")
+    # Defining the provider in mesh.yaml (the policy untouched) resolves the finding.
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    run.files.scan()
+    status = run.store.snapshot.status[key]
+    assert [i for i in status.issues if i.code.id == "CP0421"] == []
+
+
+def test_analyze_reports_an_unknown_provider_and_one_whose_service_is_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "policy.yaml").write_text(CUSTOM_POLICY)
+    report = analyze([tmp_path])
+    [unknown] = [i for i in report.issues if i.code.id == "CP0421"]
+    assert "no extension provider 'authz-http'" in unknown.reason
+    assert unknown.origin is not None and unknown.origin.endswith("policy.yaml:1")
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    [missing] = [i for i in analyze([tmp_path]).issues if i.code.id == "CP0421"]
+    assert "could not find service authz.foo.svc.cluster.local" in missing.reason
