@@ -29,6 +29,8 @@ import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load
 from controlplane.api.issues import Codes, Issue, Level
+from controlplane.api.mesh import MESH_CONFIG_KEY
+from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.kube")
@@ -63,6 +65,30 @@ class Update:
     # The last accepted generation (the resource's ``status.lastAccepted``), for the store to
     # serve when this one is refused and it has no good version of its own (after a restart).
     restored: Any = None
+
+
+# The mesh config: the ``istio`` ConfigMap of the root namespace (its ``mesh`` key), as istiod
+# reads it. Watched on its own (every ConfigMap event is filtered down to that one).
+MESH_CONFIGMAP: tuple[str, str, str] = ("", "v1", "configmaps")
+
+
+def translate_mesh_configmap(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
+    """An event of the istio ConfigMap -> the ``MeshConfig`` resource's Update (None for any
+    other ConfigMap). Its findings name the ConfigMap and ``data.mesh.<field>``."""
+    doc = _normalized(raw)
+    if not is_mesh_configmap(doc, default_namespace=""):
+        return None
+    if event_type == "DELETED":
+        return Update(MESH_CONFIG_KEY, delete=True)  # istiod's defaults apply again
+    meta = doc.get("metadata") or {}
+    origin = f"ConfigMap {meta.get('namespace')}/{meta.get('name')}"
+    result = ReadResult()
+    mesh_of_configmap(doc, origin, result)
+    if result.rejections:
+        return Update(MESH_CONFIG_KEY, rejection=result.rejections[-1])
+    if result.submissions:
+        return Update(MESH_CONFIG_KEY, submission=result.submissions[-1])
+    return Update(MESH_CONFIG_KEY, delete=True)  # no ``mesh`` key: the defaults
 
 
 def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
@@ -340,6 +366,32 @@ def register_watch_handlers(
 
     for group, version, plural in WATCHED:
         kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(feed)
+
+    def mesh_config(event: Mapping[str, Any], **_: Any) -> None:
+        raw = event.get("object")
+        if not isinstance(raw, Mapping):
+            return
+        update = translate_mesh_configmap(event.get("type"), raw)
+        if update is None:
+            return
+        report(update)
+        submit(update)
+
+    group, version, plural = MESH_CONFIGMAP
+    kopf.on.event(
+        group,
+        version,
+        plural,
+        id="watch-mesh-config",
+        registry=registry,
+        when=lambda name, namespace, **_: is_mesh_configmap(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+        ),
+    )(mesh_config)
 
     if on_peering is not None:
         callback = on_peering
