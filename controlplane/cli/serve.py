@@ -34,7 +34,12 @@ def add(commands: Commands) -> None:
         action="store_true",
         help="keep no state: a broken file at start serves nothing",
     )
-    parser.add_argument("--trust-domain", default="cluster.local")
+    parser.add_argument(
+        "--trust-domain",
+        default=None,
+        help="the mesh CA's SPIFFE trust domain (default: trustDomain of the mesh config (mesh.yaml) "
+        "at start, else cluster.local)",
+    )
     parser.add_argument(
         "--workload-cert-ttl", type=float, default=86400.0, help="workload cert lifetime (s)"
     )
