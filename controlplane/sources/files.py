@@ -285,8 +285,11 @@ class FileSource:
         default_namespace: str = "default",
         report: Reporter = _default_report,
         state: LastGoodState | None = None,
+        mesh_file: Path | None = None,
     ) -> None:
         self.root = Path(root).absolute()  # watchers report absolute paths
+        # The mesh config (Istio's MeshConfig YAML): ROOT/mesh.yaml unless named elsewhere.
+        self.mesh_file = Path(mesh_file).absolute() if mesh_file else self.root / MESH_FILE_NAME
         self.store = store
         # First-seen times (file mode's creation time) and, with a directory, the last good
         # versions a previous run accepted, served at the first scan where a file is broken.
@@ -316,6 +319,12 @@ class FileSource:
                 except OSError:
                     continue
                 found[path] = (st.st_mtime_ns, st.st_size)
+        if not self.mesh_file.is_relative_to(self.root):
+            try:
+                st = self.mesh_file.stat()
+            except OSError:
+                return found
+            found[self.mesh_file] = (st.st_mtime_ns, st.st_size)
         return found
 
     def _changed_paths(
@@ -421,7 +430,7 @@ class FileSource:
                 path,
                 self._display(path),
                 self.default_namespace,
-                mesh=path == self.root / MESH_FILE_NAME,
+                mesh=path == self.mesh_file,
             )
             if not self._complete(path, stamp, result, settle):
                 continue
@@ -591,8 +600,10 @@ class FileSource:
         last_full = time.monotonic()
         stop = asyncio.Event()
         try:
+            outside = [] if self.mesh_file.is_relative_to(self.root) else [self.mesh_file.parent]
             async for changes in awatch(
                 self.root,
+                *outside,
                 debounce=30,
                 step=10,
                 stop_event=stop,
@@ -626,8 +637,10 @@ class DirectorySource:
         ca_dir: Path | None = None,
         state_dir: Path | None = None,
         keep_state: bool = True,
+        mesh_config: Path | None = None,
     ) -> None:
         self.config_dir = config_dir
+        self.mesh_config = mesh_config  # None: CONFIG_DIR/mesh.yaml
         self.ca_dir = ca_dir
         # The last good versions, kept across restarts (default: a hidden directory inside
         # the config directory, which the watcher ignores); keep_state=False keeps none.
@@ -648,7 +661,7 @@ class DirectorySource:
         state = self._state = LastGoodState(self.state_dir)
         state.load()
         store.subscribe(state.on_change)
-        self._files = FileSource(self.config_dir, store, state=state)
+        self._files = FileSource(self.config_dir, store, state=state, mesh_file=self.mesh_config)
         self._files.scan()
 
     def ready(self) -> bool:

@@ -196,3 +196,36 @@ def test_analyze_reports_an_unknown_provider_and_one_whose_service_is_missing(
     (tmp_path / "mesh.yaml").write_text(MESH)
     [missing] = [i for i in analyze([tmp_path]).issues if i.code.id == "CP0421"]
     assert "could not find service authz.foo.svc.cluster.local" in missing.reason
+
+
+def test_a_mesh_config_file_outside_the_directory_is_read_and_rescanned(tmp_path: Path) -> None:
+    config, elsewhere = tmp_path / "config", tmp_path / "etc" / "istio-mesh.yaml"
+    config.mkdir()
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(MESH)
+    (config / "mesh.yaml").write_text(CUSTOM_POLICY)  # an ordinary file then
+    store = Store()
+    reported: list[Issue] = []
+    files = FileSource(config, store, report=reported.append, mesh_file=elsewhere)
+    files.scan()
+    assert store.snapshot.mesh.trust_domain == "example.org"
+    assert ResourceKey("AuthorizationPolicy", "default", "ext") in store.snapshot.of_kind(
+        "AuthorizationPolicy"
+    )
+    elsewhere.write_text(MESH.replace("example.org", "changed.example.org", 1))
+    files.scan()
+    assert store.snapshot.mesh.trust_domain == "changed.example.org"
+    elsewhere.unlink()
+    files.scan()
+    assert store.snapshot.mesh.trust_domain == "cluster.local"  # removed: Istio's defaults
+
+
+def test_analyze_takes_the_mesh_config_from_an_option(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(CUSTOM_POLICY)
+    (tmp_path / "authz.yaml").write_text(AUTHZ_SERVICE)
+    mesh = tmp_path.parent / f"{tmp_path.name}-istio-mesh.yaml"
+    mesh.write_text(MESH)
+    assert [i for i in analyze([tmp_path]).issues if i.code.id == "CP0421"]  # no provider
+    report = analyze([tmp_path], mesh_config=mesh)
+    assert [i for i in report.issues if i.code.id == "CP0421"] == []
+    assert report.errors == []
