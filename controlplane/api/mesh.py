@@ -129,6 +129,9 @@ DEFAULT_MESH = MeshConfig(
 MESH_CONFIG_API_VERSION = "controlplane/v1"
 MESH_FILE_NAME = "mesh.yaml"  # file mode: the mesh config, at the top of the config directory
 MESH_CONFIGMAP_DATA_KEY = "mesh"  # the ``istio`` ConfigMap's key holding the MeshConfig YAML
+# Cluster mode: the last accepted mesh config (JSON), kept on the istio ConfigMap by the
+# status writer and served after a restart while the ConfigMap holds a refused one.
+LAST_ACCEPTED_MESH = "controlplane.dev/last-accepted-mesh"
 
 # MeshConfig fields Istio defines (istio/api mesh/v1alpha1/config.proto) that this control
 # plane does not read: accepted and reported as unsupported (a warning), never as unknown.

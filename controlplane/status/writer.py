@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from controlplane.api.crds import KINDS
 from controlplane.api.issues import ResourceKey
-from controlplane.api.mesh import MESH_CONFIG_KIND
+from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KIND
 from controlplane.status.conditions import rejection_event, same_verdict, status_body
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 
@@ -96,6 +96,16 @@ class KubernetesStatusClient:
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self._core.create_namespaced_event(namespace, event)
+
+    def annotate_configmap(self, key: ResourceKey, name: str, value: str) -> None:
+        """Set one annotation of a ConfigMap (the mesh config's last accepted version)."""
+        try:
+            self._core.patch_namespaced_config_map(
+                key.name, key.namespace, {"metadata": {"annotations": {name: value}}}
+            )
+        except self._exceptions.ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to keep
+                raise
 
 
 class StatusWriter:
@@ -214,8 +224,21 @@ class StatusWriter:
 
     async def _mesh_config_event(self, key: ResourceKey, status: ResourceStatus) -> None:
         """The mesh config has no status of its own: a refused one (its last good version
-        serving) gets a Warning Event on the istio ConfigMap it was read from."""
+        serving) gets a Warning Event on the istio ConfigMap it was read from; a good one is
+        kept on the ConfigMap (annotation ``LAST_ACCEPTED_MESH``), for a restarted replica
+        to serve while the ConfigMap holds a refused one."""
         configmap = ResourceKey("ConfigMap", key.namespace, key.name)
+        effective = self.store.snapshot.get(key)
+        annotate = getattr(self.client, "annotate_configmap", None)
+        if status.accepted and status.reconciled and effective is not None and annotate:
+            spec = effective.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+            if self.written.get(key, {}).get(LAST_ACCEPTED_MESH) != text:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(
+                    self._executor, annotate, configmap, LAST_ACCEPTED_MESH, text
+                )
+                self.written[key] = {LAST_ACCEPTED_MESH: text}
         event = rejection_event(configmap, status, "v1", None, component=self.component)
         if event is None:
             return

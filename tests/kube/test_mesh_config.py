@@ -66,6 +66,14 @@ def test_the_istio_configmap_is_the_mesh_config_and_its_last_good_version_stays(
     operator.wait_for(lambda: not custom_finding(operator, ns), what="the provider resolved")
     status = mesh_status(operator)
     assert status is not None and status["accepted"]
+    # The accepted version is kept on the ConfigMap, for a restarted replica.
+    operator.wait_for(
+        lambda: "authz"
+        in kube_cluster.get_json("configmap", "istio", "-n", "istio-system")["metadata"]
+        .get("annotations", {})
+        .get("controlplane.dev/last-accepted-mesh", ""),
+        what="the last accepted mesh config on the ConfigMap",
+    )
 
     # A misspelt field: refused, the last good version (with the provider) keeps serving.
     kube_cluster.apply(configmap(good.replace("extensionProviders", "extensionProvider")))
@@ -88,6 +96,21 @@ def test_the_istio_configmap_is_the_mesh_config_and_its_last_good_version_stays(
         what="a Warning Event on the ConfigMap",
     )
     assert "extensionProvider" in events[-1]["message"]
+
+    # A restart while the ConfigMap holds the refused version: the last accepted is served.
+    operator.stop()
+    operator.start()
+    status = operator.wait_for(
+        lambda: (s := mesh_status(operator)) is not None and s,
+        what="the mesh config after the restart",
+    )
+    assert not status["accepted"]
+    assert any("CP0110" in i for i in status["issues"]), status
+    operator.wait_for(
+        lambda: any(s["resource"] == f"AuthorizationPolicy {ns}/ext" for s in operator.status()),
+        what="the policy after the restart",
+    )
+    assert not custom_finding(operator, ns)  # the provider of the last accepted version
 
     # Deleting the ConfigMap: istiod's defaults again (no providers).
     kube_cluster.kubectl("delete", "configmap", "istio", "-n", "istio-system")

@@ -125,7 +125,8 @@ class ClusterSource:
         if update is not None and update.submission is not None:
             store.apply(upserts=[update.submission])
         elif update is not None and update.rejection is not None:
-            store.apply(rejections=[update.rejection])
+            restored = [update.restored] if update.restored is not None else []
+            store.apply(rejections=[update.rejection], restored=restored)
         native = {"on": True, "off": False}.get(options.native_sidecar)
         if native is None:
             native = await asyncio.to_thread(supports_native_sidecars, self._api)

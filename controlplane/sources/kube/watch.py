@@ -18,6 +18,7 @@ that the composition root (``controlplane.app``) starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -27,9 +28,9 @@ from typing import Any
 
 import kopf
 
-from controlplane.api import InvalidResource, ResourceKey, document_key, load
+from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
 from controlplane.api.issues import Codes, Issue, Level
-from controlplane.api.mesh import MESH_CONFIG_KEY
+from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 
@@ -85,10 +86,33 @@ def translate_mesh_configmap(event_type: str | None, raw: Mapping[str, Any]) -> 
     result = ReadResult()
     mesh_of_configmap(doc, origin, result)
     if result.rejections:
-        return Update(MESH_CONFIG_KEY, rejection=result.rejections[-1])
+        rejection = result.rejections[-1]
+        kept = _last_accepted_mesh(meta.get("annotations"))
+        if kept is not None:
+            served = Issue(
+                Codes.LAST_GOOD_SERVED,
+                "",
+                f"the last accepted mesh config (annotation {LAST_ACCEPTED_MESH}) is served",
+                MESH_CONFIG_KEY,
+                origin,
+            )
+            rejection = Rejection(MESH_CONFIG_KEY, (*rejection.issues, served), origin, None, None)
+        return Update(MESH_CONFIG_KEY, rejection=rejection, restored=kept)
     if result.submissions:
         return Update(MESH_CONFIG_KEY, submission=result.submissions[-1])
     return Update(MESH_CONFIG_KEY, delete=True)  # no ``mesh`` key: the defaults
+
+
+def _last_accepted_mesh(annotations: Any) -> Any:
+    """The mesh config the status writer kept on the ConfigMap, if it still reads."""
+    text = annotations.get(LAST_ACCEPTED_MESH) if isinstance(annotations, Mapping) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        resource, _ = load_mesh_config(json.loads(text))
+    except (InvalidResource, ValueError):
+        return None
+    return resource
 
 
 def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
