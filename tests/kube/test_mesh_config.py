@@ -68,10 +68,12 @@ def test_the_istio_configmap_is_the_mesh_config_and_its_last_good_version_stays(
     assert status is not None and status["accepted"]
     # The accepted version is kept on the ConfigMap, for a restarted replica.
     operator.wait_for(
-        lambda: "authz"
-        in kube_cluster.get_json("configmap", "istio", "-n", "istio-system")["metadata"]
-        .get("annotations", {})
-        .get("controlplane.dev/last-accepted-mesh", ""),
+        lambda: (
+            "authz"
+            in kube_cluster.get_json("configmap", "istio", "-n", "istio-system")["metadata"]
+            .get("annotations", {})
+            .get("controlplane.dev/last-accepted-mesh", "")
+        ),
         what="the last accepted mesh config on the ConfigMap",
     )
 
