@@ -228,6 +228,7 @@ LDS = Generator(
             "DestinationRule",
             "PeerAuthentication",
             "AuthorizationPolicy",
+            "MeshConfig",  # CUSTOM's providers (compile/extauthz.py)
         }
     ),
     generate,

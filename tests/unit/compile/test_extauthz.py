@@ -395,3 +395,67 @@ def test_a_dry_run_custom_policy_sends_nothing_to_the_authorizer() -> None:
     meta = policy.metadata.model_copy(update={"annotations": {"istio.io/dry-run": "true"}})
     dry = policy.model_copy(update={"metadata": meta})
     assert http_rbac_filters(workload([dry], MESH_GRPC)) == []
+
+
+def test_an_incremental_compile_after_a_mesh_config_change_rebuilds_the_ext_authz_filter() -> None:
+    """The memo keeps builds whose tokens a change did not touch: the authorization build
+    read the mesh config, so a change of the mesh config alone must rebuild it."""
+    from controlplane.compile import SnapshotCompiler
+    from controlplane.compile.proxy import Proxy
+    from controlplane.compile.resources import LISTENER
+    from controlplane.store import Store, Submission
+
+    def submit(doc: dict[str, Any]) -> Submission:
+        resource, found = load(doc)
+        return Submission(resource, tuple(found))
+
+    store = Store()
+    policy = simple_http_in()[0]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "my-custom-ext-authz", "namespace": "foo"},
+        "spec": {"ports": [{"name": "grpc", "port": 9000}]},
+    }
+    workload = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "httpbin", "namespace": "foo"},
+        "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000}]},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "httpbin-1", "namespace": "foo", "labels": LABELS},
+        "status": {"podIP": "10.0.0.5"},
+    }
+    mesh, _ = load_mesh_config(yaml.safe_load(MESH_GRPC))
+    store.apply(
+        upserts=[
+            submit(service),
+            submit(workload),
+            submit(pod),
+            Submission(policy),
+            Submission(mesh),
+        ]
+    )
+    proxy = Proxy(
+        node_id="sidecar~10.0.0.5~httpbin-1.foo~foo.svc.cluster.local",
+        namespace="foo",
+        labels=LABELS,
+        ips=("10.0.0.5",),
+        mode="transparent",
+    )
+    first = SnapshotCompiler(store.snapshot)
+
+    def ext_authz_timeouts(compiler: SnapshotCompiler) -> list[str]:
+        listeners = compiler.compile(proxy).of(LISTENER)
+        text = json_format.MessageToJson(listeners["virtualInbound"].message)
+        return [line.strip() for line in text.splitlines() if '"timeout"' in line]
+
+    assert '"timeout": "0.002s"' in ext_authz_timeouts(first)
+    changed, _ = load_mesh_config(yaml.safe_load(MESH_GRPC.replace("0.002s", "3s")))
+    change = store.apply(upserts=[Submission(changed)])
+    second, touched = SnapshotCompiler.following(first, store.snapshot, change.changed)
+    assert ("kind", "MeshConfig") in touched
+    assert '"timeout": "3s"' in ext_authz_timeouts(second)
