@@ -22,6 +22,7 @@ from google.rpc import code_pb2, status_pb2
 
 from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, echo_once
 from tests.envoy.traffic_mesh import wait_until
 
 POD, APP = "127.0.6.10", "127.0.6.110"
@@ -75,6 +76,8 @@ class GrpcAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):
 
     def __init__(self, host: str, port: int) -> None:
         self.checked: list[dict[str, str]] = []
+        self.tcp_checked = 0
+        self.allow_tcp = False
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self, self.server)
         self.server.add_insecure_port(f"{host}:{port}")
@@ -83,6 +86,10 @@ class GrpcAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):
     def Check(  # noqa: N802 (the gRPC method's name)
         self, request: external_auth_pb2.CheckRequest, context: object
     ) -> external_auth_pb2.CheckResponse:
+        if not request.attributes.request.HasField("http"):  # a TCP connection
+            self.tcp_checked += 1
+            code = code_pb2.OK if self.allow_tcp else code_pb2.PERMISSION_DENIED
+            return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code))
         headers = dict(request.attributes.request.http.headers)
         self.checked.append(headers)
         if headers.get("x-user") == "alice":
@@ -142,7 +149,9 @@ def mesh_yaml(http_port: int, grpc_port: int) -> str:
     """
 
 
-def services_yaml(app_port: int, http_port: int, grpc_port: int, down_port: int) -> str:
+def services_yaml(
+    app_port: int, http_port: int, grpc_port: int, down_port: int, tcp_port: int
+) -> str:
     def service(name: str, port: int, target: int, ip: str, port_name: str = "http") -> str:
         return f"""
     apiVersion: v1
@@ -168,7 +177,9 @@ def services_yaml(app_port: int, http_port: int, grpc_port: int, down_port: int)
     metadata: {{name: reviews, namespace: default}}
     spec:
       selector: {{app: reviews}}
-      ports: [{{name: http, port: 9080, targetPort: {app_port}}}]
+      ports:
+      - {{name: http, port: 9080, targetPort: {app_port}}}
+      - {{name: tcp-echo, port: 9090, targetPort: {tcp_port}}}
     ---
     apiVersion: v1
     kind: Pod
@@ -198,10 +209,15 @@ class World:
         self.app_port = free_port()
         http_port, grpc_port, down_port = free_port(), free_port(), free_port()
         self.app = mesh.backend("reviews-app", APP, self.app_port)
+        self.tcp_port = free_port()
+        self.echo = TcpEchoBackend("reviews-tcp", APP, self.tcp_port).start()
         self.http = HttpAuthorizer(HTTP_AUTHZ, http_port)
         self.grpc = GrpcAuthorizer(GRPC_AUTHZ, grpc_port)
         mesh.write("mesh.yaml", mesh_yaml(http_port, grpc_port))
-        mesh.write("services.yaml", services_yaml(self.app_port, http_port, grpc_port, down_port))
+        mesh.write(
+            "services.yaml",
+            services_yaml(self.app_port, http_port, grpc_port, down_port, self.tcp_port),
+        )
         mesh.write("policy.yaml", custom_policy("authz-http"))
         mesh.start()
         self.sidecar: Sidecar = mesh.sidecar(
@@ -245,6 +261,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         if found is not None:
             found.http.stop()
             found.grpc.stop()
+            found.echo.stop()
 
 
 def test_http_provider_allows_and_the_app_sees_the_authorizers_header(world: World) -> None:
@@ -340,3 +357,31 @@ def test_a_mesh_config_change_reaches_the_sidecar(world: World) -> None:
     finally:
         world.mesh.write("mesh.yaml", text)
     assert wait_until(lambda: world.call("/protected/x")[0] == 403, timeout=15)
+
+
+def tcp_echo(world: World) -> str:
+    try:
+        return echo_once(POD, world.tcp_port, "hello", timeout=5)
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+def test_a_grpc_provider_checks_tcp_connections(world: World) -> None:
+    """On a TCP port the CUSTOM rule's HTTP conditions are dropped (broader, as istiod does
+    for CUSTOM), so every connection is checked by the gRPC authorizer."""
+    world.use("authz-grpc")
+    world.grpc.allow_tcp = False
+    checked = world.grpc.tcp_checked
+    # Envoy's tcp_proxy may open the upstream connection before the check answers, but no
+    # byte reaches the app: the client gets no echo and the connection is closed.
+    assert not tcp_echo(world).startswith("reviews-tcp")
+    assert world.grpc.tcp_checked == checked + 1
+    world.grpc.allow_tcp = True
+    assert tcp_echo(world) == "reviews-tcp hello"
+    assert world.grpc.tcp_checked == checked + 2
+
+
+def test_an_http_provider_leaves_tcp_ports_alone(world: World) -> None:
+    world.use("authz-http")
+    world.grpc.allow_tcp = False
+    assert tcp_echo(world) == "reviews-tcp hello"
