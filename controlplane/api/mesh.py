@@ -88,7 +88,7 @@ class MeshExtensionProvider(IstioModel):
 
 class MeshConfigSpec(IstioModel):
     """The MeshConfig fields read here. Istio defines many more; a field not declared here
-    is refused as unknown unless the parser (``parse_mesh_config``) knows it as an Istio
+    is refused as unknown unless the reader (``mesh_config_document``) knows it as an Istio
     field this project does not use, which it reports as a warning instead."""
 
     trust_domain: str = DEFAULT_TRUST_DOMAIN

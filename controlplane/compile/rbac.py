@@ -11,8 +11,9 @@ Inside a rule: ``from`` entries are alternatives, so are ``to`` entries; the fie
 entry and the ``when`` conditions must all hold; the values of one field are alternatives and
 a ``not`` field holds when none of its values match.
 
-CUSTOM (external authorization) is built by ``compile/extauthz.py``: its filters go first,
-and a CUSTOM policy whose provider cannot be used denies what it matches. Fail closed. For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
+Fail closed. CUSTOM (external authorization) is built by ``compile/extauthz.py`` (its filters
+go first; a CUSTOM policy whose provider cannot be used denies what it matches). For TCP
+ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
 (narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
 the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
 
