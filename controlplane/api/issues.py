@@ -58,6 +58,10 @@ class Codes:
     # A CUSTOM policy naming a provider the mesh config does not define (or one that is
     # invalid or not an ext_authz provider): what its rules match is denied.
     UNKNOWN_EXTENSION_PROVIDER = Code("CP0421", Level.ERROR, "UnknownExtensionProvider")
+    # CUSTOM policies naming different providers for one workload: istiod allows one
+    # provider per workload (unless PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS) and denies
+    # what all of them match.
+    MULTIPLE_EXTENSION_PROVIDERS = Code("CP0422", Level.ERROR, "MultipleExtensionProviders")
 
 
 @dataclass(frozen=True)

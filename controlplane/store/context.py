@@ -22,7 +22,11 @@ from controlplane.store.snapshot import (
 # that loses a host to an older one still applies to its other hosts, as in istiod.
 # A CUSTOM policy whose provider cannot be used is applied (it denies what it matches).
 _NOT_BLOCKING = frozenset(
-    {Codes.CONFLICTING_VIRTUAL_SERVICES.id, Codes.UNKNOWN_EXTENSION_PROVIDER.id}
+    {
+        Codes.CONFLICTING_VIRTUAL_SERVICES.id,
+        Codes.UNKNOWN_EXTENSION_PROVIDER.id,
+        Codes.MULTIPLE_EXTENSION_PROVIDERS.id,
+    }
 )
 
 
@@ -306,3 +310,52 @@ def check_custom_provider(snapshot: SnapshotReader, policy: Any) -> list[Issue]:
             key,
         )
     ]
+
+
+def check_provider_conflicts(
+    snapshot: SnapshotReader, policies: list[Any]
+) -> dict[ResourceKey, list[Issue]]:
+    """CP0422 for each enforced CUSTOM policy that selects a Pod which another CUSTOM policy
+    naming a different provider also selects (istiod: one provider per workload)."""
+    root = snapshot.mesh.root_namespace
+    enforced = [p for p in policies if not _dry_run(p) and p.spec.provider is not None]
+    found: dict[ResourceKey, list[Issue]] = {}
+    if len({p.spec.provider.name for p in enforced}) < 2:
+        return found
+    for pod in snapshot.of_kind("Pod").values():
+        meta = pod.metadata
+        selecting = [p for p in enforced if _selects(p, meta.namespace, meta.labels, root)]
+        providers = sorted({p.spec.provider.name for p in selecting})
+        if len(providers) < 2:
+            continue
+        for policy in selecting:
+            key = ResourceKey(
+                "AuthorizationPolicy", policy.metadata.namespace, policy.metadata.name
+            )
+            if key in found:
+                continue
+            found[key] = [
+                Issue(
+                    Codes.MULTIPLE_EXTENSION_PROVIDERS,
+                    "spec.provider.name",
+                    f"Pod {meta.namespace}/{meta.name} is selected by CUSTOM policies naming "
+                    f"{len(providers)} providers ({', '.join(providers)}); istiod allows one "
+                    "provider per workload: requests they match are denied there",
+                    key,
+                )
+            ]
+    return found
+
+
+def _dry_run(policy: Any) -> bool:
+    value = policy.metadata.annotations.get("istio.io/dry-run", "")
+    return str(value).strip() in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _selects(policy: Any, namespace: str, labels: Mapping[str, str], root: str) -> bool:
+    spec = policy.spec
+    if policy.metadata.namespace not in (namespace, root):
+        return False
+    if spec.selector is None:
+        return not (spec.target_ref is not None or spec.target_refs)
+    return selects(spec.selector.match_labels, labels)

@@ -27,6 +27,7 @@ from controlplane.store.context import (
     blocking,
     check_custom_provider,
     check_destination_rule,
+    check_provider_conflicts,
     check_virtual_service,
 )
 from controlplane.store.dependencies import change_tokens
@@ -117,11 +118,12 @@ class _Probe:
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
     problems (CP03xx), what a refused security policy does meanwhile (CP0203) and a CUSTOM
-    policy's unusable provider (CP0421)."""
+    policy's unusable provider or a workload's several providers (CP0421, CP0422)."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
         or issue.code is Codes.UNKNOWN_EXTENSION_PROVIDER
+        or issue.code is Codes.MULTIPLE_EXTENSION_PROVIDERS
     )
 
 
@@ -149,6 +151,7 @@ class Store:
         self._rejected: dict[ResourceKey, Rejection] = {}
         self._effective: dict[str, dict[ResourceKey, Any]] = {}
         self._last_good: dict[ResourceKey, Any] = {}
+        self._custom: set[ResourceKey] = set()  # CUSTOM AuthorizationPolicies (desired, read)
         self._context_issues: dict[ResourceKey, list[Issue]] = {}
         # What each in-context check read (dependency tokens), and the effective resources
         # as of the last check: a change re-checks only what read something it touched.
@@ -347,25 +350,28 @@ class Store:
         """The provider of each CUSTOM AuthorizationPolicy (CP0421, not blocking: the policy
         applies and denies what it matches), checked when the policy, the mesh config or a
         Service changed. Returns the policies whose findings were checked."""
-        context_changed = any(k.kind in (MESH_CONFIG_KIND, "Service") for k in moved)
-        custom = [
-            (key, sub)
-            for key, sub in self._desired.items()
-            if key.kind == "AuthorizationPolicy"
-            and key not in self._rejected
-            and (key in touched or context_changed)
-            and sub.resource.spec.action == "CUSTOM"
-        ]
-        if not custom:
+        for key in touched:
+            if key.kind == "AuthorizationPolicy":
+                sub = self._desired.get(key)
+                if (
+                    sub is not None
+                    and key not in self._rejected
+                    and sub.resource.spec.action == "CUSTOM"
+                ):
+                    self._custom.add(key)
+                else:
+                    self._custom.discard(key)
+        relevant = (MESH_CONFIG_KIND, "Service", "Pod", "AuthorizationPolicy")
+        if not self._custom or not any(k.kind in relevant for k in touched | moved):
             return set()
+        custom = [(key, self._desired[key]) for key in sorted(self._custom, key=str)]
         current = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        conflicts = check_provider_conflicts(current, [sub.resource for _, sub in custom])
+        ours = (Codes.UNKNOWN_EXTENSION_PROVIDER, Codes.MULTIPLE_EXTENSION_PROVIDERS)
         for key, sub in custom:
-            kept = [
-                i
-                for i in self._context_issues.get(key, ())
-                if i.code is not Codes.UNKNOWN_EXTENSION_PROVIDER
-            ]
-            self._context_issues[key] = kept + check_custom_provider(current, sub.resource)
+            kept = [i for i in self._context_issues.get(key, ()) if i.code not in ours]
+            found = check_custom_provider(current, sub.resource) + conflicts.get(key, [])
+            self._context_issues[key] = kept + found
         return {key for key, _ in custom}
 
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:

@@ -229,3 +229,33 @@ def test_analyze_takes_the_mesh_config_from_an_option(tmp_path: Path) -> None:
     report = analyze([tmp_path], mesh_config=mesh)
     assert [i for i in report.issues if i.code.id == "CP0421"] == []
     assert report.errors == []
+
+
+def test_two_providers_for_one_workload_are_reported_as_istiod_refuses_them(
+    tmp_path: Path,
+) -> None:
+    two = (
+        MESH
+        + "- name: authz-grpc\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 8000}\n"
+    )
+    (tmp_path / "mesh.yaml").write_text(two)
+    (tmp_path / "authz.yaml").write_text(AUTHZ_SERVICE)
+    (tmp_path / "policy.yaml").write_text(CUSTOM_POLICY)
+    (tmp_path / "other.yaml").write_text(
+        CUSTOM_POLICY.replace("name: ext,", "name: ext-grpc,").replace("authz-http", "authz-grpc")
+    )
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default, labels: {app: web}}\n"
+        "status: {podIP: 10.0.0.9}\n"
+    )
+    report = analyze([tmp_path])
+    found = sorted(str(i.resource) for i in report.issues if i.code.id == "CP0422")
+    assert found == [
+        "AuthorizationPolicy default/ext",
+        "AuthorizationPolicy default/ext-grpc",
+    ]
+    [one] = [i for i in report.issues if i.code.id == "CP0422"][:1]
+    assert "Pod default/web" in one.reason and "authz-grpc, authz-http" in one.reason
+    # One provider again: nothing to report.
+    (tmp_path / "other.yaml").write_text(CUSTOM_POLICY.replace("name: ext,", "name: ext-2,"))
+    assert [i for i in analyze([tmp_path]).issues if i.code.id == "CP0422"] == []
