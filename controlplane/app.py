@@ -21,6 +21,7 @@ only builds ``Options`` and a source and calls ``ControlPlane.run``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 import grpc
 
 from controlplane.api.issues import Issue, Level, ResourceKey
+from controlplane.api.mesh import DEFAULT_TRUST_DOMAIN, MESH_CONFIG_KEY, MESH_CONFIG_KIND
 from controlplane.ca import (
     CAError,
     CertificateAuthority,
@@ -84,8 +86,9 @@ class Options:
     debounce: float = 0.1  # quiet period before a push (s)
     max_delay: float = 10.0  # longest a push may wait (s)
     endpoint_max_delay: float = 1.0  # longest a push of endpoint changes alone may wait (s)
-    # The mesh CA, when the source names one.
-    trust_domain: str = "cluster.local"
+    # The mesh CA, when the source names one. Its trust domain: this, or (None) the mesh
+    # config's ``trustDomain`` as the source read it at start (istiod's), else cluster.local.
+    trust_domain: str | None = None
     workload_cert_ttl: float = 24 * 3600.0
     require_token: bool = False
     token_audience: str = DEFAULT_AUDIENCE
@@ -158,6 +161,9 @@ class ControlPlane:
     async def start(self) -> None:
         ContextIssueLogger(self.store)
         await self.source.open(self.store)
+        self.options = dataclasses.replace(
+            self.options, trust_domain=_trust_domain(self.options, self.store)
+        )
         side = self.xds = await _xds_side(
             self.options, self.store, self.source.mesh_ca(), self.source.ready
         )
@@ -222,6 +228,34 @@ class ControlPlane:
             yield
         finally:
             await writer.stop()
+
+
+def _trust_domain(options: Options, store: Store) -> str:
+    """The mesh CA's trust domain, decided once at start (certificates carry it): the
+    ``--trust-domain`` option when given, else the mesh config's ``trustDomain``. A later
+    change of the mesh config's is logged, not applied: it takes a restart (and new
+    certificates), as the CA's root names it. Authorization reads ``snapshot.mesh`` (the
+    trust domain and its aliases) and follows the mesh config at once."""
+    mesh = store.snapshot.mesh
+    chosen = options.trust_domain or mesh.trust_domain
+    if options.trust_domain and MESH_CONFIG_KEY in store.snapshot.of_kind(MESH_CONFIG_KIND):
+        if options.trust_domain != mesh.trust_domain:
+            log.warning(
+                "--trust-domain %s overrides the mesh config's trustDomain %s for the mesh CA",
+                options.trust_domain,
+                mesh.trust_domain,
+            )
+
+    def changed(snapshot: Snapshot, change: ChangeSet) -> None:
+        if MESH_CONFIG_KEY in change.changed and snapshot.mesh.trust_domain != chosen:
+            log.warning(
+                "the mesh config's trustDomain is now %s; the mesh CA keeps %s until a restart",
+                snapshot.mesh.trust_domain,
+                chosen,
+            )
+
+    store.subscribe(changed)
+    return chosen
 
 
 async def _first_of(*waits: Awaitable[object]) -> None:
@@ -362,14 +396,14 @@ async def _mesh_security(options: Options, ca: MeshCa | None) -> MeshSecurity | 
     verify = None
     if ca.token_review is not None:
         verify = _token_review_verifier(
-            ca.token_review, options.token_audience, options.trust_domain
+            ca.token_review, options.token_audience, options.trust_domain or DEFAULT_TRUST_DOMAIN
         )
     try:
         # Loading the CA may call the apiserver (its Secrets): off the loop.
         return await asyncio.to_thread(
             enable_security,
             ca_dir=ca.keystore,
-            trust_domain=options.trust_domain,
+            trust_domain=options.trust_domain or DEFAULT_TRUST_DOMAIN,
             workload_ttl=options.workload_cert_ttl,
             require_token=options.require_token,
             audience=options.token_audience,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
+from controlplane.api.mesh import MESH_FILE_NAME
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.compile.check import check_resource
 from controlplane.sources.files import read_file
@@ -75,19 +76,28 @@ def collect_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
     return out
 
 
-def analyze(paths: Sequence[Path], default_namespace: str = "default") -> Report:
-    """Read, validate and cross-check every resource under ``paths``."""
+def analyze(
+    paths: Sequence[Path], default_namespace: str = "default", mesh_config: Path | None = None
+) -> Report:
+    """Read, validate and cross-check every resource under ``paths``; the mesh config is
+    ``mesh_config``, else a ``mesh.yaml`` among them."""
     report = Report()
     submissions: list[Submission] = []
     rejections: list[Rejection] = []
-    for path, display in collect_files(paths):
+    files = collect_files(paths)
+    if mesh_config is not None:
+        files = [f for f in files if f[0].resolve() != mesh_config.resolve()]
+        files.append((mesh_config, str(mesh_config)))
+    for path, display in files:
         if not path.exists():
             report.issues.append(
                 Issue(Codes.YAML_ERROR, "", "no such file or directory", origin=display)
             )
             continue
         report.files.append(display)
-        result = read_file(path, display, default_namespace)
+        # mesh.yaml is the mesh config (Istio's MeshConfig YAML), as in file mode.
+        is_mesh = path == mesh_config if mesh_config is not None else path.name == MESH_FILE_NAME
+        result = read_file(path, display, default_namespace, mesh=is_mesh)
         report.issues += [i for i in result.issues if not _foreign_kind(i)]
         submissions += result.submissions
         rejections += result.rejections

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+# Registers the mesh config's validator.
+from controlplane.api import mesh_validation as _mesh_validation  # noqa: F401
+
 # Registers RequestAuthentication (kind and validator).
 from controlplane.api import request_authn as _request_authn  # noqa: F401
 
 # Registers the security.istio.io validators with `validate`.
 from controlplane.api import security_validation as _security_validation  # noqa: F401
 from controlplane.api.issues import Codes, InvalidResource, Issue, Level, ResourceKey, errors
+from controlplane.api.mesh import MESH_CONFIG_KEY, MeshConfig, mesh_config_document
 from controlplane.api.resources import Resource, document_key, is_istio_kind, key_of, parse_resource
 from controlplane.api.validation import validate
 
@@ -29,6 +33,7 @@ __all__ = [
     "is_istio_kind",
     "key_of",
     "load",
+    "load_mesh_config",
     "parse_resource",
     "validate",
 ]
@@ -42,3 +47,29 @@ def load(doc: Any, default_namespace: str = "default") -> tuple[Resource, list[I
     if bad:
         raise InvalidResource(key_of(resource), bad)
     return resource, found
+
+
+def load_mesh_config(mesh: Any, prefix: str = "") -> tuple[MeshConfig, list[Issue]]:
+    """Parse and validate Istio's MeshConfig YAML (already parsed: a mapping) as the
+    ``MeshConfig`` resource; raise InvalidResource if it has any error. Field paths are
+    given as the user wrote them: below ``prefix`` (``data.mesh.`` in the istio ConfigMap,
+    nothing in ``mesh.yaml``)."""
+    document, unused = mesh_config_document(mesh, prefix)
+    try:
+        resource, found = load(document)
+    except InvalidResource as exc:
+        raise InvalidResource(
+            MESH_CONFIG_KEY, [_mesh_path(i, prefix) for i in exc.issues] + unused
+        ) from None
+    assert isinstance(resource, MeshConfig)
+    return resource, [_mesh_path(i, prefix) for i in found] + unused
+
+
+def _mesh_path(issue: Issue, prefix: str) -> Issue:
+    path = issue.path
+    if path == "spec":
+        path = prefix.rstrip(".")
+    elif path.startswith("spec."):
+        path = prefix + path.removeprefix("spec.")
+    reason = issue.reason.replace("'spec' does not define it", "MeshConfig does not define it")
+    return Issue(issue.code, path, reason, MESH_CONFIG_KEY, issue.origin, issue.level)

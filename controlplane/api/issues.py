@@ -61,6 +61,17 @@ class Codes:
     JWKS_REFRESH_FAILING = Code("CP0441", Level.WARNING, "JwksRefreshFailing")
     # A jwksUri never fetched: tokens of its issuer are refused (fail closed).
     JWKS_NEVER_FETCHED = Code("CP0442", Level.WARNING, "JwksNeverFetched")
+    # 0420-0439, part "meshcfg": the mesh config and external authorization (CUSTOM).
+    # An extension provider istiod would refuse when a CUSTOM policy uses it (a warning on
+    # the mesh config, as istiod logs it; the policies that use it fail closed).
+    INVALID_EXTENSION_PROVIDER = Code("CP0420", Level.WARNING, "InvalidExtensionProvider")
+    # A CUSTOM policy naming a provider the mesh config does not define (or one that is
+    # invalid or not an ext_authz provider): what its rules match is denied.
+    UNKNOWN_EXTENSION_PROVIDER = Code("CP0421", Level.ERROR, "UnknownExtensionProvider")
+    # CUSTOM policies naming different providers for one workload: istiod allows one
+    # provider per workload (unless PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS) and denies
+    # what all of them match.
+    MULTIPLE_EXTENSION_PROVIDERS = Code("CP0422", Level.ERROR, "MultipleExtensionProviders")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controlplane.api.base import Duration, IstioModel, ObjectMeta
-from controlplane.api.issues import ResourceKey
+from controlplane.api.issues import Codes, Issue, ResourceKey
 
 MESH_CONFIG_KIND = "MeshConfig"
 MESH_CONFIG_NAME = "istio"  # the ConfigMap's name, as istiod reads it
@@ -25,6 +25,7 @@ MESH_CONFIG_KEY = ResourceKey(MESH_CONFIG_KIND, DEFAULT_ROOT_NAMESPACE, MESH_CON
 
 class OutboundTrafficPolicy(IstioModel):
     mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = "ALLOW_ANY"
+    tls: dict[str, Any] | None = None  # egress TLS origination settings: not used here
 
 
 class ExtAuthzBody(IstioModel):
@@ -34,11 +35,14 @@ class ExtAuthzBody(IstioModel):
 
 
 class EnvoyExtAuthzHttp(IstioModel):
-    service: str
-    port: int
+    # istiod reads a provider without service or port and refuses it only when a CUSTOM
+    # policy uses it: empty here, reported by the mesh config's validation (a warning).
+    service: str = ""
+    port: int = 0
     timeout: Duration | None = None
     path_prefix: str = ""
     fail_open: bool = False
+    clear_route_cache: bool = False
     status_on_error: str = ""
     include_request_headers_in_check: list[str] = Field(default_factory=list)
     include_additional_headers_in_check: dict[str, str] = Field(default_factory=dict)
@@ -50,10 +54,11 @@ class EnvoyExtAuthzHttp(IstioModel):
 
 
 class EnvoyExtAuthzGrpc(IstioModel):
-    service: str
-    port: int
+    service: str = ""
+    port: int = 0
     timeout: Duration | None = None
     fail_open: bool = False
+    clear_route_cache: bool = False
     status_on_error: str = ""
     include_request_body_in_check: ExtAuthzBody | None = None
 
@@ -63,7 +68,7 @@ class MeshExtensionProvider(IstioModel):
     does not declare as typed fields (tracing and logging providers, used by Telemetry) are
     kept as raw mappings until they are implemented."""
 
-    name: str
+    name: str = ""
     envoy_ext_authz_http: EnvoyExtAuthzHttp | None = None
     envoy_ext_authz_grpc: EnvoyExtAuthzGrpc | None = None
     zipkin: dict[str, Any] | None = None
@@ -83,7 +88,7 @@ class MeshExtensionProvider(IstioModel):
 
 class MeshConfigSpec(IstioModel):
     """The MeshConfig fields read here. Istio defines many more; a field not declared here
-    is refused as unknown unless the parser (``parse_mesh_config``) knows it as an Istio
+    is refused as unknown unless the reader (``mesh_config_document``) knows it as an Istio
     field this project does not use, which it reports as a warning instead."""
 
     trust_domain: str = DEFAULT_TRUST_DOMAIN
@@ -117,3 +122,93 @@ class MeshConfig(IstioModel):
 DEFAULT_MESH = MeshConfig(
     metadata=ObjectMeta(name=MESH_CONFIG_NAME, namespace=DEFAULT_ROOT_NAMESPACE),
 )
+
+
+# ---- reading Istio's MeshConfig YAML ---------------------------------------------------------
+
+MESH_CONFIG_API_VERSION = "controlplane/v1"
+MESH_FILE_NAME = "mesh.yaml"  # file mode: the mesh config, at the top of the config directory
+MESH_CONFIGMAP_DATA_KEY = "mesh"  # the ``istio`` ConfigMap's key holding the MeshConfig YAML
+# Cluster mode: the last accepted mesh config (JSON), kept on the istio ConfigMap by the
+# status writer and served after a restart while the ConfigMap holds a refused one.
+LAST_ACCEPTED_MESH = "controlplane.dev/last-accepted-mesh"
+
+# MeshConfig fields Istio defines (istio/api mesh/v1alpha1/config.proto) that this control
+# plane does not read: accepted and reported as unsupported (a warning), never as unknown.
+UNUSED_MESH_FIELDS = frozenset(
+    {
+        "proxyListenPort",
+        "proxyInboundListenPort",
+        "proxyHttpPort",
+        "connectTimeout",
+        "hboneIdleTimeout",
+        "protocolDetectionTimeout",
+        "tcpKeepalive",
+        "ingressClass",
+        "ingressService",
+        "ingressControllerMode",
+        "ingressSelector",
+        "enableEnvoyAccessLogService",
+        "disableEnvoyListenerLog",
+        "inboundTrafficPolicy",
+        "configSources",
+        "enableAutoMtls",
+        "caCertificates",
+        "defaultServiceExportTo",
+        "defaultVirtualServiceExportTo",
+        "defaultDestinationRuleExportTo",
+        "localityLbSetting",
+        "zoneAwareLbSetting",
+        "dnsRefreshRate",
+        "h2UpgradePolicy",
+        "inboundClusterStatName",
+        "outboundClusterStatName",
+        "certificates",
+        "serviceSettings",
+        "serviceScopeConfigs",
+        "enablePrometheusMerge",
+        "verifyCertificateAtClient",
+        "ca",
+        "discoverySelectors",
+        "pathNormalization",
+        "defaultHttpRetryPolicy",
+        "meshMtls",
+        "tlsDefaults",
+        "defaultTrafficPolicy",
+        "serviceEntryVisibility",
+        "thriftConfig",  # reserved in the proto, still written by older installs
+    }
+)
+
+
+def mesh_config_document(mesh: Any, prefix: str = "") -> tuple[dict[str, Any], list[Issue]]:
+    """Istio's MeshConfig YAML (``mesh.yaml``, or the ConfigMap's ``mesh`` key) as the
+    document of the ``MeshConfig`` resource, and a warning for each Istio field set in it
+    that this control plane does not use. ``prefix`` is where the YAML sits in what the user
+    wrote (``data.mesh.`` in a ConfigMap), for the warnings' paths.
+
+    Anything but a mapping is handed on unchanged as ``spec``, for the resource's
+    validation to refuse with its path."""
+    issues: list[Issue] = []
+    spec: Any = {} if mesh is None else mesh
+    if isinstance(mesh, dict):
+        spec = {}
+        for name, value in mesh.items():
+            if name in UNUSED_MESH_FIELDS:
+                issues.append(
+                    Issue(
+                        Codes.UNSUPPORTED_FIELD,
+                        f"{prefix}{name}",
+                        "an Istio MeshConfig field this control plane does not use; ignored",
+                        MESH_CONFIG_KEY,
+                    )
+                )
+            else:
+                spec[name] = value
+    document = {
+        "apiVersion": MESH_CONFIG_API_VERSION,
+        "kind": MESH_CONFIG_KIND,
+        "metadata": {"name": MESH_CONFIG_NAME, "namespace": DEFAULT_ROOT_NAMESPACE},
+        "spec": spec,
+    }
+    return document, issues

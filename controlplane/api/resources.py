@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
+from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 
@@ -21,12 +22,16 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("", "Pod"): Pod,
     ("", "Namespace"): Namespace,
     ("discovery.k8s.io", "EndpointSlice"): EndpointSlice,
+    # The mesh config (api/mesh.py): never written as such by users (mesh.yaml or the istio
+    # ConfigMap is), but this is the document it is kept as (file mode's state directory).
+    ("controlplane", MESH_CONFIG_KIND): MeshConfig,
 }
 GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "networking.istio.io": frozenset({"v1", "v1beta1", "v1alpha3"}),
     "security.istio.io": frozenset({"v1", "v1beta1"}),
     "": frozenset({"v1"}),
     "discovery.k8s.io": frozenset({"v1"}),
+    "controlplane": frozenset({"v1"}),
 }
 ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
 CLUSTER_SCOPED = frozenset({"Namespace"})
@@ -40,6 +45,7 @@ Resource = (
     | Pod
     | EndpointSlice
     | Namespace
+    | MeshConfig
 )
 
 
@@ -55,7 +61,10 @@ def key_of(resource: Any) -> ResourceKey:
 
 
 def is_istio_kind(kind: str) -> bool:
-    return any(group in ISTIO_GROUPS and k == kind for group, k in MODELS)
+    """Kinds the store keeps a last good version of (Istio's, and the mesh config)."""
+    return kind == MESH_CONFIG_KIND or any(
+        group in ISTIO_GROUPS and k == kind for group, k in MODELS
+    )
 
 
 def format_path(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -161,16 +161,9 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
     if spec.selector is not None and (spec.target_ref is not None or spec.target_refs):
         found.append(_error("spec.selector", "selector and targetRef are mutually exclusive"))
     if spec.action == "CUSTOM":
+        # The provider is looked up in the mesh config when compiling (compile/extauthz.py).
         if spec.provider is None or not spec.provider.name:
             found.append(_error("spec.provider.name", "a CUSTOM policy needs a provider"))
-        else:
-            found.append(
-                _warning(
-                    "spec.action",
-                    "CUSTOM (external authorization) is not supported yet: requests its "
-                    "rules match are denied",
-                )
-            )
     elif spec.provider is not None:
         found.append(_error("spec.provider", "provider is only allowed with action CUSTOM"))
     if spec.rules is None:

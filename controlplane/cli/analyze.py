@@ -20,6 +20,14 @@ def add(commands: Commands) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE")
     parser.add_argument("-n", "--namespace", default="default", help="for resources without one")
+    parser.add_argument(
+        "--mesh-config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="Istio's MeshConfig YAML (default: any mesh.yaml among the paths; istioctl's "
+        "--meshConfigFile)",
+    )
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument(
         "--failure-threshold",
@@ -34,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from controlplane.analyze import analyze, render_text
     from controlplane.api.issues import Level
 
-    report = analyze(args.paths, default_namespace=args.namespace)
+    report = analyze(args.paths, default_namespace=args.namespace, mesh_config=args.mesh_config)
     if args.output == "json":
         print(json.dumps(report.as_json(), indent=2))
     else:

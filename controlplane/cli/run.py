@@ -47,7 +47,12 @@ def add(commands: Commands) -> None:
     parser.add_argument("--native-sidecar", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--no-mesh-ca", action="store_true", help="no CA, SDS or mTLS certificates")
     parser.add_argument("--ca-namespace", default="istio-system", help="where the CA Secret lives")
-    parser.add_argument("--trust-domain", default="cluster.local")
+    parser.add_argument(
+        "--trust-domain",
+        default=None,
+        help="the mesh CA's SPIFFE trust domain (default: trustDomain of the istio ConfigMap's mesh key "
+        "at start, else cluster.local)",
+    )
     parser.add_argument(
         "--workload-cert-ttl", type=float, default=24 * 3600.0, help="certificate lifetime (s)"
     )

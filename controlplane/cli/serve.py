@@ -34,7 +34,20 @@ def add(commands: Commands) -> None:
         action="store_true",
         help="keep no state: a broken file at start serves nothing",
     )
-    parser.add_argument("--trust-domain", default="cluster.local")
+    parser.add_argument(
+        "--mesh-config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="Istio's MeshConfig YAML, watched (default: CONFIG_DIR/mesh.yaml; istioctl's "
+        "--meshConfigFile)",
+    )
+    parser.add_argument(
+        "--trust-domain",
+        default=None,
+        help="the mesh CA's SPIFFE trust domain (default: trustDomain of the mesh config (mesh.yaml) "
+        "at start, else cluster.local)",
+    )
     parser.add_argument(
         "--workload-cert-ttl", type=float, default=86400.0, help="workload cert lifetime (s)"
     )
@@ -69,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         xds_tls=args.xds_tls,
     )
     source = DirectorySource(
-        args.config_dir, args.ca_dir, state_dir=args.state_dir, keep_state=not args.no_state
+        args.config_dir,
+        args.ca_dir,
+        state_dir=args.state_dir,
+        keep_state=not args.no_state,
+        mesh_config=args.mesh_config,
     )
     control_plane = ControlPlane(options, source)
     try:

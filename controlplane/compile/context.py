@@ -9,6 +9,7 @@ import nothing of each other or of the compiler.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
+from controlplane.compile.extauthz import provider_names, resolve_providers
 from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
@@ -114,12 +116,18 @@ class CompileContext:
         key: MemoKey = (Family.AUTHORIZATION, namespace, tuple(sorted(labels.items())))
 
         def build() -> WorkloadPolicies:
-            return policies_for(
+            found = policies_for(
                 self.reads.of_kind(AuthorizationPolicy).values(),
                 namespace,
                 labels,
                 rejected=self.rejected("AuthorizationPolicy"),
             )
+            names = provider_names(found.of("CUSTOM"))
+            if not names:
+                return found
+            # CUSTOM: the providers they name, from the mesh config and the registry.
+            providers = resolve_providers(self.reads.mesh, self.reads.services, names)
+            return dataclasses.replace(found, providers=providers)
 
         return self.memo.cached(key, build)
 

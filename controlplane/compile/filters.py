@@ -10,6 +10,7 @@ HTTP_INSPECTOR_FILTER = "envoy.filters.listener.http_inspector"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
+NETWORK_EXT_AUTHZ_FILTER = "envoy.filters.network.ext_authz"
 
 # HTTP filters
 ROUTER_FILTER = "envoy.filters.http.router"
@@ -17,6 +18,7 @@ FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
+HTTP_EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 
 # Transport sockets
 TLS_SOCKET = "envoy.transport_sockets.tls"

@@ -230,6 +230,7 @@ LDS = Generator(
             "AuthorizationPolicy",
             "RequestAuthentication",
             "JwksKeySet",
+            "MeshConfig",  # CUSTOM's providers (compile/extauthz.py)
         }
     ),
     generate,

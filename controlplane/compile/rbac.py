@@ -11,8 +11,9 @@ Inside a rule: ``from`` entries are alternatives, so are ``to`` entries; the fie
 entry and the ``when`` conditions must all hold; the values of one field are alternatives and
 a ``not`` field holds when none of its values match.
 
-Fail closed. CUSTOM (external authorization) is not supported yet: its rules deny what they
-match. For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
+Fail closed. CUSTOM (external authorization) is built by ``compile/extauthz.py`` (its filters
+go first; a CUSTOM policy whose provider cannot be used denies what it matches). For TCP
+ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
 (narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
 the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
 
@@ -43,6 +44,11 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from controlplane.api.issues import ResourceKey
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
+from controlplane.compile.extauthz import (
+    ExtAuthzProvider,
+    http_ext_authz_filters,
+    network_ext_authz_filters,
+)
 from controlplane.compile.filters import HTTP_RBAC_FILTER, NETWORK_RBAC_FILTER
 from controlplane.compile.protos import packed
 from controlplane.compile.rbac_matchers import (
@@ -67,7 +73,7 @@ from controlplane.store.snapshot import ROOT_NAMESPACE
 
 ACTIONS = ("CUSTOM", "AUDIT", "DENY", "ALLOW")  # Istio's filter order
 _ENVOY_ACTION = {
-    "CUSTOM": rbac_pb2.RBAC.DENY,  # not supported yet: fail closed
+    "CUSTOM": rbac_pb2.RBAC.DENY,  # refused CUSTOM policies only (compile/extauthz.py)
     "AUDIT": rbac_pb2.RBAC.LOG,
     "DENY": rbac_pb2.RBAC.DENY,
     "ALLOW": rbac_pb2.RBAC.ALLOW,
@@ -94,6 +100,8 @@ class WorkloadPolicies:
     # Refused policies with no good version in effect that would have selected the workload:
     # what their rules said is unknown, so each fails closed as its action does (module doc).
     rejected: tuple[RefusedPolicy, ...] = ()
+    # The providers the CUSTOM policies name, resolved against the mesh config.
+    providers: tuple[ExtAuthzProvider, ...] = ()
 
     def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
         return self.by_action.get(action, ())
@@ -107,12 +115,17 @@ class WorkloadPolicies:
         """Identifies the set and its content, for memoizing the filters built from it: memo
         entries outlive a snapshot (incremental recompiles), so a policy edited under the
         same name must give another key."""
-        return tuple(
-            (action, f"{p.metadata.namespace}/{p.metadata.name}", _fingerprint(p))
-            for action in ACTIONS
-            for p in self.of(action)
-        ) + tuple(
-            (f"REJECTED-{r.effective_action}", r.key.namespace, r.key.name) for r in self.rejected
+        return (
+            tuple(
+                (action, f"{p.metadata.namespace}/{p.metadata.name}", _fingerprint(p))
+                for action in ACTIONS
+                for p in self.of(action)
+            )
+            + tuple(
+                (f"REJECTED-{r.effective_action}", r.key.namespace, r.key.name)
+                for r in self.rejected
+            )
+            + tuple(("PROVIDER", p.name, "/".join(p.key)) for p in self.providers)
         )
 
     def __bool__(self) -> bool:
@@ -191,7 +204,8 @@ def policy_name(namespace: str, name: str, index: int) -> str:
 
 def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
     """The HTTP RBAC filters for an HTTP port, to go before the router, in Istio's order."""
-    return [
+    custom = http_ext_authz_filters(policies.of("CUSTOM"), policies.providers, _custom_rules)
+    return custom + [
         hcm_pb2.HttpFilter(
             name=HTTP_RBAC_FILTER, typed_config=packed(http_rbac_pb2.RBAC(rules=rules))
         )
@@ -201,7 +215,8 @@ def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
 
 def network_rbac_filters(policies: WorkloadPolicies) -> list[listener_components_pb2.Filter]:
     """The network RBAC filters for a TCP port, to go before tcp_proxy."""
-    return [
+    custom = network_ext_authz_filters(policies.of("CUSTOM"), policies.providers, _custom_rules)
+    return custom + [
         listener_components_pb2.Filter(
             name=NETWORK_RBAC_FILTER,
             typed_config=packed(network_rbac_pb2.RBAC(rules=rules, stat_prefix="tcp.")),
@@ -213,7 +228,8 @@ def network_rbac_filters(policies: WorkloadPolicies) -> list[listener_components
 def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2.RBAC]:
     out: list[rbac_pb2.RBAC] = []
     for action in ACTIONS:
-        selected = policies.of(action)
+        # CUSTOM policies go to compile/extauthz.py; only refused ones are denied here.
+        selected = policies.of(action) if action != "CUSTOM" else ()
         refused = policies.rejected_of(action)
         if not selected and not refused:
             continue
@@ -231,6 +247,10 @@ def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2
             continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out
         out.append(rbac)
     return out
+
+
+def _custom_rules(policy: AuthorizationPolicy, for_tcp: bool) -> list[tuple[str, rbac_pb2.Policy]]:
+    return _policy_rules(policy, "CUSTOM", for_tcp)
 
 
 def _policy_rules(

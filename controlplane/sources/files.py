@@ -27,8 +27,23 @@ from typing import Any
 
 import yaml
 
-from controlplane.api import InvalidResource, Issue, ResourceKey, document_key, key_of, load
+from controlplane.api import (
+    InvalidResource,
+    Issue,
+    ResourceKey,
+    document_key,
+    key_of,
+    load,
+    load_mesh_config,
+)
 from controlplane.api.issues import Codes, Level
+from controlplane.api.mesh import (
+    DEFAULT_ROOT_NAMESPACE,
+    MESH_CONFIG_KEY,
+    MESH_CONFIG_NAME,
+    MESH_CONFIGMAP_DATA_KEY,
+    MESH_FILE_NAME,
+)
 from controlplane.sources import MeshCa
 from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, now, served_message
 from controlplane.store import Rejection, Store, Submission
@@ -128,8 +143,13 @@ class ReadResult:
     unreadable: bool = False  # some document could not be parsed: keep what the file had
 
 
-def read_file(path: Path, display: str, default_namespace: str = "default") -> ReadResult:
-    """Parse and validate every document of one file (pure apart from reading it)."""
+def read_file(
+    path: Path, display: str, default_namespace: str = "default", *, mesh: bool = False
+) -> ReadResult:
+    """Parse and validate every document of one file (pure apart from reading it).
+
+    ``mesh``: the file is ``mesh.yaml``: its documents without a ``kind`` are Istio's
+    MeshConfig YAML (the mesh config), the others resources as in any file."""
     result = ReadResult()
     try:
         size = path.stat().st_size
@@ -158,12 +178,77 @@ def read_file(path: Path, display: str, default_namespace: str = "default") -> R
             if isinstance(doc.content, dict) and doc.content.get("kind", "").endswith("List")
             else None
         )
+        if mesh and not (isinstance(doc.content, dict) and "kind" in doc.content):
+            # MeshConfig has no ``kind``: a document with one is a resource, as elsewhere.
+            read_mesh_config(doc.content, origin, "", result)
+            continue
         for content in items if isinstance(items, list) else [doc.content]:
             _read_document(content, origin, default_namespace, result)
     return result
 
 
+def is_mesh_configmap(content: Any, default_namespace: str = "default") -> bool:
+    """The ``istio`` ConfigMap of the root namespace: its ``mesh`` key is the mesh config."""
+    if not isinstance(content, dict) or content.get("kind") != "ConfigMap":
+        return False
+    if content.get("apiVersion") != "v1":
+        return False
+    meta = content.get("metadata")
+    if not isinstance(meta, dict) or meta.get("name") != MESH_CONFIG_NAME:
+        return False
+    return (meta.get("namespace") or default_namespace) == DEFAULT_ROOT_NAMESPACE
+
+
+def mesh_of_configmap(content: dict[str, Any], origin: str, result: ReadResult) -> None:
+    """The mesh config from the istio ConfigMap's ``data.mesh`` (a YAML string)."""
+    data = content.get("data")
+    text = data.get(MESH_CONFIGMAP_DATA_KEY) if isinstance(data, dict) else None
+    if text is None:
+        return  # istiod falls back to its defaults: so does Snapshot.mesh
+    prefix = f"data.{MESH_CONFIGMAP_DATA_KEY}"
+    if not isinstance(text, str):
+        _refuse_mesh(Issue(Codes.SCHEMA_ERROR, prefix, "must be a string of YAML"), origin, result)
+        return
+    try:
+        mesh = yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        _refuse_mesh(Issue(Codes.YAML_ERROR, prefix, f"invalid YAML: {problem}"), origin, result)
+        return
+    read_mesh_config(mesh, origin, prefix + ".", result)
+
+
+def read_mesh_config(mesh: Any, origin: str, prefix: str, result: ReadResult) -> None:
+    """One MeshConfig (parsed YAML) as the ``MeshConfig`` resource, or its refusal."""
+    try:
+        resource, found = load_mesh_config(mesh, prefix)
+    except InvalidResource as exc:
+        for issue in exc.issues:
+            _refuse_mesh(issue, origin, result)
+        return
+    issues = [i.with_context(MESH_CONFIG_KEY, origin) for i in found]
+    result.issues.extend(issues)
+    result.keys.add(MESH_CONFIG_KEY)
+    result.submissions.append(Submission(resource, tuple(issues), origin))
+
+
+def _refuse_mesh(issue: Issue, origin: str, result: ReadResult) -> None:
+    issue = issue.with_context(MESH_CONFIG_KEY, origin)
+    result.issues.append(issue)
+    result.keys.add(MESH_CONFIG_KEY)
+    for i, rejection in enumerate(result.rejections):
+        if rejection.key == MESH_CONFIG_KEY and rejection.origin == origin:
+            result.rejections[i] = Rejection(
+                MESH_CONFIG_KEY, (*rejection.issues, issue), origin, None, None
+            )
+            return
+    result.rejections.append(Rejection(MESH_CONFIG_KEY, (issue,), origin, None, None))
+
+
 def _read_document(content: Any, origin: str, default_namespace: str, result: ReadResult) -> None:
+    if is_mesh_configmap(content, default_namespace):
+        mesh_of_configmap(content, origin, result)
+        return
     key = document_key(content, default_namespace)
     try:
         resource, found = load(content, default_namespace)
@@ -200,8 +285,11 @@ class FileSource:
         default_namespace: str = "default",
         report: Reporter = _default_report,
         state: LastGoodState | None = None,
+        mesh_file: Path | None = None,
     ) -> None:
         self.root = Path(root).absolute()  # watchers report absolute paths
+        # The mesh config (Istio's MeshConfig YAML): ROOT/mesh.yaml unless named elsewhere.
+        self.mesh_file = Path(mesh_file).absolute() if mesh_file else self.root / MESH_FILE_NAME
         self.store = store
         # First-seen times (file mode's creation time) and, with a directory, the last good
         # versions a previous run accepted, served at the first scan where a file is broken.
@@ -231,6 +319,12 @@ class FileSource:
                 except OSError:
                     continue
                 found[path] = (st.st_mtime_ns, st.st_size)
+        if not self.mesh_file.is_relative_to(self.root):
+            try:
+                st = self.mesh_file.stat()
+            except OSError:
+                return found
+            found[self.mesh_file] = (st.st_mtime_ns, st.st_size)
         return found
 
     def _changed_paths(
@@ -332,7 +426,12 @@ class FileSource:
             replaced = previous is not None and inode != self._inodes.get(path)
             if not replaced and not self._settled(path, stamp, settle):
                 continue
-            result = read_file(path, self._display(path), self.default_namespace)
+            result = read_file(
+                path,
+                self._display(path),
+                self.default_namespace,
+                mesh=path == self.mesh_file,
+            )
             if not self._complete(path, stamp, result, settle):
                 continue
             if inode is not None:
@@ -501,8 +600,10 @@ class FileSource:
         last_full = time.monotonic()
         stop = asyncio.Event()
         try:
+            outside = [] if self.mesh_file.is_relative_to(self.root) else [self.mesh_file.parent]
             async for changes in awatch(
                 self.root,
+                *outside,
                 debounce=30,
                 step=10,
                 stop_event=stop,
@@ -536,8 +637,10 @@ class DirectorySource:
         ca_dir: Path | None = None,
         state_dir: Path | None = None,
         keep_state: bool = True,
+        mesh_config: Path | None = None,
     ) -> None:
         self.config_dir = config_dir
+        self.mesh_config = mesh_config  # None: CONFIG_DIR/mesh.yaml
         self.ca_dir = ca_dir
         # The last good versions, kept across restarts (default: a hidden directory inside
         # the config directory, which the watcher ignores); keep_state=False keeps none.
@@ -558,7 +661,7 @@ class DirectorySource:
         state = self._state = LastGoodState(self.state_dir)
         state.load()
         store.subscribe(state.on_change)
-        self._files = FileSource(self.config_dir, store, state=state)
+        self._files = FileSource(self.config_dir, store, state=state, mesh_file=self.mesh_config)
         self._files.scan()
 
     def ready(self) -> bool:

@@ -20,12 +20,19 @@ from typing import Any, Protocol
 
 from controlplane.api.crds import KINDS
 from controlplane.api.issues import ResourceKey
+from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KIND
 from controlplane.status.conditions import rejection_event, same_verdict, status_body
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 
 log = logging.getLogger("controlplane.status")
 
 _PLURALS = {k.kind: (k.group, k.versions[0], k.plural) for k in KINDS}
+
+
+def _written(kind: str) -> bool:
+    """Kinds whose verdict reaches the cluster: Istio's (status), the mesh config (Events on
+    the istio ConfigMap it is read from)."""
+    return kind in _PLURALS or kind == MESH_CONFIG_KIND
 
 
 # The last accepted generation, kept on the resource itself so that a restarted operator (any
@@ -90,6 +97,16 @@ class KubernetesStatusClient:
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         self._core.create_namespaced_event(namespace, event)
 
+    def annotate_configmap(self, key: ResourceKey, name: str, value: str) -> None:
+        """Set one annotation of a ConfigMap (the mesh config's last accepted version)."""
+        try:
+            self._core.patch_namespaced_config_map(
+                key.name, key.namespace, {"metadata": {"annotations": {name: value}}}
+            )
+        except self._exceptions.ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to keep
+                raise
+
 
 class StatusWriter:
     def __init__(
@@ -117,7 +134,7 @@ class StatusWriter:
         store.subscribe(self._on_change)
 
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
-        keys = {k for k in change.status_changed | change.changed if k.kind in _PLURALS}
+        keys = {k for k in change.status_changed | change.changed if _written(k.kind)}
         if keys:
             self._dirty |= keys
             self._wake.set()
@@ -145,7 +162,7 @@ class StatusWriter:
             if leading and not self._leading:
                 log.info("this replica now writes status")
                 self.written.clear()  # another leader may have written since
-                self._dirty |= {k for k in self.store.snapshot.status if k.kind in _PLURALS}
+                self._dirty |= {k for k in self.store.snapshot.status if _written(k.kind)}
             elif self._leading and not leading:
                 log.info("another replica writes status now")
             self._leading = leading
@@ -169,6 +186,9 @@ class StatusWriter:
                 self._wake.set()
 
     async def _write(self, key: ResourceKey, status: ResourceStatus) -> None:
+        if key.kind == MESH_CONFIG_KIND:
+            await self._mesh_config_event(key, status)
+            return
         previous = self.written.get(key)
         body = status_body(status, previous)
         kept = last_accepted(key, status, self.store.snapshot.get(key))
@@ -200,4 +220,31 @@ class StatusWriter:
         if marker in self.events:
             return
         self.events.add(marker)
+        await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)
+
+    async def _mesh_config_event(self, key: ResourceKey, status: ResourceStatus) -> None:
+        """The mesh config has no status of its own: a refused one (its last good version
+        serving) gets a Warning Event on the istio ConfigMap it was read from; a good one is
+        kept on the ConfigMap (annotation ``LAST_ACCEPTED_MESH``), for a restarted replica
+        to serve while the ConfigMap holds a refused one."""
+        configmap = ResourceKey("ConfigMap", key.namespace, key.name)
+        effective = self.store.snapshot.get(key)
+        annotate = getattr(self.client, "annotate_configmap", None)
+        if status.accepted and status.reconciled and effective is not None and annotate:
+            spec = effective.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+            if self.written.get(key, {}).get(LAST_ACCEPTED_MESH) != text:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(
+                    self._executor, annotate, configmap, LAST_ACCEPTED_MESH, text
+                )
+                self.written[key] = {LAST_ACCEPTED_MESH: text}
+        event = rejection_event(configmap, status, "v1", None, component=self.component)
+        if event is None:
+            return
+        marker = (key, None, event["message"])
+        if marker in self.events:
+            return
+        self.events.add(marker)
+        loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)

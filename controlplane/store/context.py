@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.kube import Pod
+from controlplane.api.mesh import EnvoyExtAuthzGrpc, EnvoyExtAuthzHttp, MeshConfigSpec
+from controlplane.api.mesh_validation import provider_problems
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.api.request_authn import (
     JwksKeySet,
@@ -16,7 +19,7 @@ from controlplane.api.request_authn import (
 )
 from controlplane.api.security import AuthorizationPolicy
 from controlplane.store.reads import SnapshotReader
-from controlplane.store.registry import selects
+from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import (
     created,
     exported_to,
@@ -26,7 +29,14 @@ from controlplane.store.snapshot import (
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
-_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
+# A CUSTOM policy whose provider cannot be used is applied (it denies what it matches).
+_NOT_BLOCKING = frozenset(
+    {
+        Codes.CONFLICTING_VIRTUAL_SERVICES.id,
+        Codes.UNKNOWN_EXTENSION_PROVIDER.id,
+        Codes.MULTIPLE_EXTENSION_PROVIDERS.id,
+    }
+)
 
 
 def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue]:
@@ -375,3 +385,117 @@ def _utc(moment: float | None) -> str:
 def blocking(issues: list[Issue]) -> list[Issue]:
     """The in-context findings that keep a new version from replacing the last good one."""
     return [i for i in issues if i.severity is Level.ERROR and i.code.id not in _NOT_BLOCKING]
+
+
+# ---- CUSTOM AuthorizationPolicy: its extension provider (part "meshcfg") -------------------
+
+
+def resolve_ext_authz(
+    mesh: MeshConfigSpec, services: Mapping[str, MeshService], name: str
+) -> tuple[EnvoyExtAuthzHttp | EnvoyExtAuthzGrpc | None, MeshService | None, str | None]:
+    """The ext_authz provider ``name`` as istiod looks it up (``getExtAuthz``,
+    ``LookupCluster``): its config and service, or why a CUSTOM policy cannot use it."""
+    if not name:
+        return None, None, "no provider specified in authorization policy"
+    found = [p for p in mesh.extension_providers if p.name == name]
+    if not found:
+        available = ", ".join(sorted(p.name for p in mesh.extension_providers)) or "none"
+        return (
+            None,
+            None,
+            (
+                f"the mesh config defines no extension provider {name!r} (extensionProviders: "
+                f"{available})"
+            ),
+        )
+    provider = found[0]
+    config = provider.envoy_ext_authz_http or provider.envoy_ext_authz_grpc
+    if config is None:
+        return None, None, f"extension provider {name!r} is not envoyExtAuthzHttp/Grpc"
+    problems = provider_problems(provider)
+    if len(found) > 1:
+        problems.append(("name", f"extension provider name must be unique: {name!r}"))
+    if problems:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in problems)
+        return config, None, f"extension provider {name!r} is invalid: {reasons}"
+    namespace, _, hostname = config.service.rpartition("/")
+    service = services.get(hostname)
+    if service is None or (namespace and service.namespace != namespace):
+        return (
+            config,
+            None,
+            (
+                f"extension provider {name!r}: could not find service {config.service} in the "
+                "service registry"
+            ),
+        )
+    return config, service, None
+
+
+def check_custom_provider(snapshot: SnapshotReader, policy: Any) -> list[Issue]:
+    """CP0421 for a CUSTOM AuthorizationPolicy whose provider cannot be used (it then denies
+    what its rules match, as istiod does); nothing for other policies."""
+    spec = policy.spec
+    if spec.action != "CUSTOM" or spec.provider is None or not spec.provider.name:
+        return []
+    _, _, error = resolve_ext_authz(snapshot.mesh, snapshot.services, spec.provider.name)
+    if error is None:
+        return []
+    key = ResourceKey("AuthorizationPolicy", policy.metadata.namespace, policy.metadata.name)
+    return [
+        Issue(
+            Codes.UNKNOWN_EXTENSION_PROVIDER,
+            "spec.provider.name",
+            f"{error}; requests its rules match are denied (fail closed, as istiod does)",
+            key,
+        )
+    ]
+
+
+def check_provider_conflicts(
+    snapshot: SnapshotReader, policies: list[Any]
+) -> dict[ResourceKey, list[Issue]]:
+    """CP0422 for each enforced CUSTOM policy that selects a Pod which another CUSTOM policy
+    naming a different provider also selects (istiod: one provider per workload)."""
+    root = snapshot.mesh.root_namespace
+    enforced = [p for p in policies if not _dry_run(p) and p.spec.provider is not None]
+    found: dict[ResourceKey, list[Issue]] = {}
+    if len({p.spec.provider.name for p in enforced}) < 2:
+        return found
+    for pod in snapshot.of_kind("Pod").values():
+        meta = pod.metadata
+        selecting = [p for p in enforced if _selects(p, meta.namespace, meta.labels, root)]
+        providers = sorted({p.spec.provider.name for p in selecting})
+        if len(providers) < 2:
+            continue
+        for policy in selecting:
+            key = ResourceKey(
+                "AuthorizationPolicy", policy.metadata.namespace, policy.metadata.name
+            )
+            if key in found:
+                continue
+            found[key] = [
+                Issue(
+                    Codes.MULTIPLE_EXTENSION_PROVIDERS,
+                    "spec.provider.name",
+                    f"Pod {meta.namespace}/{meta.name} is selected by CUSTOM policies naming "
+                    f"{len(providers)} providers ({', '.join(providers)}); istiod allows one "
+                    "provider per workload: requests they match are denied there",
+                    key,
+                )
+            ]
+    return found
+
+
+def _dry_run(policy: Any) -> bool:
+    value = policy.metadata.annotations.get("istio.io/dry-run", "")
+    return str(value).strip() in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _selects(policy: Any, namespace: str, labels: Mapping[str, str], root: str) -> bool:
+    spec = policy.spec
+    if policy.metadata.namespace not in (namespace, root):
+        return False
+    if spec.selector is None:
+        return not (spec.target_ref is not None or spec.target_refs)
+    return selects(spec.selector.match_labels, labels)

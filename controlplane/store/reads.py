@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from controlplane.api.issues import ResourceKey
+from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfigSpec
 from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.store.registry import MeshEndpoint, MeshService
@@ -41,6 +42,7 @@ Report = Callable[..., None]  # called with the tokens of one read
 
 # Tokens every read of their accessor reports (built once: reads are the compiler's hot path).
 _SERVICES = kind_token("Service")
+_MESH = kind_token(MESH_CONFIG_KIND)
 _ANY_TARGETS = targets_token(ANY_ADDRESS)
 _WILDCARD_VIRTUAL_SERVICES = virtual_services_token(WILDCARD_HOST)
 _WILDCARD_DESTINATION_RULES = destination_rules_token(WILDCARD_HOST)
@@ -54,6 +56,9 @@ class SnapshotReader(Protocol):
 
     @property
     def services(self) -> Mapping[str, MeshService]: ...
+
+    @property
+    def mesh(self) -> MeshConfigSpec: ...
 
     @overload
     def of_kind(self, kind: type[_M]) -> Mapping[ResourceKey, _M]: ...
@@ -97,6 +102,12 @@ class ReportingView:
     def services(self) -> Mapping[str, MeshService]:
         self._report(_SERVICES)
         return self.snapshot.services
+
+    @property
+    def mesh(self) -> MeshConfigSpec:
+        """The mesh config in effect: a change of it touches ``kind_token("MeshConfig")``."""
+        self._report(_MESH)
+        return self.snapshot.mesh
 
     @overload
     def of_kind(self, kind: type[_M]) -> Mapping[ResourceKey, _M]: ...

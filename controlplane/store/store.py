@@ -20,11 +20,14 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
+from controlplane.api.mesh import MESH_CONFIG_KIND
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import (
     blocking,
+    check_custom_provider,
     check_destination_rule,
+    check_provider_conflicts,
     check_request_authentication,
     check_request_principals,
     check_virtual_service,
@@ -135,11 +138,15 @@ class _Probe:
 
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
-    problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
+    problems (CP03xx), what a refused security policy does meanwhile (CP0203), a CUSTOM
+    policy's unusable provider or a workload's several providers (CP0421, CP0422), and the
+    JWT findings (CP0440-0442)."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
         or issue.code.id in _STORE_CODES
+        or issue.code is Codes.UNKNOWN_EXTENSION_PROVIDER
+        or issue.code is Codes.MULTIPLE_EXTENSION_PROVIDERS
     )
 
 
@@ -167,6 +174,7 @@ class Store:
         self._rejected: dict[ResourceKey, Rejection] = {}
         self._effective: dict[str, dict[ResourceKey, Any]] = {}
         self._last_good: dict[ResourceKey, Any] = {}
+        self._custom: set[ResourceKey] = set()  # CUSTOM AuthorizationPolicies (desired, read)
         self._context_issues: dict[ResourceKey, list[Issue]] = {}
         self._advice: dict[ResourceKey, list[Issue]] = {}  # see _advise
         # What each in-context check read (dependency tokens), and the effective resources
@@ -312,7 +320,7 @@ class Store:
             if self._effective.get(key.kind, {}).get(key) != sub.resource:
                 self._effective.setdefault(key.kind, {})[key] = sub.resource
                 moved.add(key)
-        rechecked: set[ResourceKey] = set()
+        rechecked = self._check_custom_providers(touched, changed | moved)
         delta = changed | moved
         checked = [(k, sub) for k, sub in self._desired.items() if k.kind in _CHECKED_KINDS]
         # A rollback changes the context of other resources, so settle until nothing moves.
@@ -386,6 +394,36 @@ class Store:
             else:
                 self._advice.pop(key, None)
         return out
+
+    def _check_custom_providers(
+        self, touched: set[ResourceKey], moved: set[ResourceKey]
+    ) -> set[ResourceKey]:
+        """The provider of each CUSTOM AuthorizationPolicy (CP0421, not blocking: the policy
+        applies and denies what it matches), checked when the policy, the mesh config or a
+        Service changed. Returns the policies whose findings were checked."""
+        for key in touched:
+            if key.kind == "AuthorizationPolicy":
+                sub = self._desired.get(key)
+                if (
+                    sub is not None
+                    and key not in self._rejected
+                    and sub.resource.spec.action == "CUSTOM"
+                ):
+                    self._custom.add(key)
+                else:
+                    self._custom.discard(key)
+        relevant = (MESH_CONFIG_KIND, "Service", "Pod", "AuthorizationPolicy")
+        if not self._custom or not any(k.kind in relevant for k in touched | moved):
+            return set()
+        custom = [(key, self._desired[key]) for key in sorted(self._custom, key=str)]
+        current = Snapshot(version=-1, resources={k: dict(v) for k, v in self._effective.items()})
+        conflicts = check_provider_conflicts(current, [sub.resource for _, sub in custom])
+        ours = (Codes.UNKNOWN_EXTENSION_PROVIDER, Codes.MULTIPLE_EXTENSION_PROVIDERS)
+        for key, sub in custom:
+            kept = [i for i in self._context_issues.get(key, ()) if i.code not in ours]
+            found = check_custom_provider(current, sub.resource) + conflicts.get(key, [])
+            self._context_issues[key] = kept + found
+        return {key for key, _ in custom}
 
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
         if key in touched or self._recheck_everything:

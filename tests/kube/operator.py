@@ -24,7 +24,17 @@ PEERING_CRD = REPO / "manifests" / "kopf-peering.yaml"
 def install_crds(cluster: LocalCluster) -> None:
     """The Istio CRDs and kopf's peering CRD, established (idempotent)."""
     cluster.kubectl("apply", "-f", str(CRDS), "-f", str(PEERING_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    # Right after creation a CRD may have no status.conditions yet, which `kubectl wait`
+    # reports as an error rather than waiting on (seen on a loaded machine): try again.
+    for attempt in range(20):
+        proc = cluster.kubectl(
+            "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=False
+        )
+        if proc.returncode == 0:
+            return
+        if attempt == 19 or "accessor error" not in proc.stderr:
+            raise RuntimeError(f"CRDs not established: {proc.stderr}")
+        time.sleep(0.25)
 
 
 class OperatorProcess:

@@ -132,3 +132,25 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--xds-port XDS_PORT (default: 15010)" in text
     assert "check them every N s (default: 30.0)" in text
+
+
+async def test_the_mesh_ca_takes_its_trust_domain_from_the_mesh_config(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text("trustDomain: example.org\n")
+    control_plane = ControlPlane(options(), DirectorySource(config, tmp_path / "ca"))
+    async with control_plane:
+        assert control_plane.xds is not None and control_plane.xds.security is not None
+        assert control_plane.xds.security.ca.trust_domain == "example.org"
+        assert control_plane.options.trust_domain == "example.org"
+
+
+async def test_the_trust_domain_option_overrides_the_mesh_config(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text("trustDomain: example.org\n")
+    chosen = Options(xds_port=0, debug_port=0, trust_domain="other.example")
+    control_plane = ControlPlane(chosen, DirectorySource(config, tmp_path / "ca2"))
+    async with control_plane:
+        assert control_plane.xds is not None and control_plane.xds.security is not None
+        assert control_plane.xds.security.ca.trust_domain == "other.example"

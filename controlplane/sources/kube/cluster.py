@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_NAME
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources import MeshCa
 from controlplane.sources.kube.operator import KopfThread
 from controlplane.sources.kube.peering import ensure_peering_object
-from controlplane.sources.kube.watch import StoreBridge
+from controlplane.sources.kube.watch import StoreBridge, translate_mesh_configmap
 from controlplane.status.leader import Leadership
 from controlplane.status.writer import KubernetesStatusClient
 from controlplane.store import Store
@@ -117,6 +118,15 @@ class ClusterSource:
             # kopf's kubeconfig login and the kubernetes client both read it from here.
             os.environ["KUBECONFIG"] = str(options.kubeconfig)
         self._api = api_client(options.kubeconfig)
+        # The mesh config before anything serves (the mesh CA's trust domain is decided from
+        # it at start); the watch keeps it current afterwards.
+        found = await asyncio.to_thread(read_mesh_configmap, self._api)
+        update = translate_mesh_configmap("ADDED", found) if found is not None else None
+        if update is not None and update.submission is not None:
+            store.apply(upserts=[update.submission])
+        elif update is not None and update.rejection is not None:
+            restored = [update.restored] if update.restored is not None else []
+            store.apply(rejections=[update.rejection], restored=restored)
         native = {"on": True, "off": False}.get(options.native_sidecar)
         if native is None:
             native = await asyncio.to_thread(supports_native_sidecars, self._api)
@@ -198,3 +208,20 @@ class ClusterSource:
 
     def exit_code(self) -> int:
         return 1 if self._thread is not None and self._thread.failed is not None else 0
+
+
+def read_mesh_configmap(api: Any) -> dict[str, Any] | None:
+    """The istio ConfigMap as a document, or None (absent, or not readable: the watch will
+    bring it if it appears)."""
+    from kubernetes import client
+
+    try:
+        found = client.CoreV1Api(api).read_namespaced_config_map(
+            MESH_CONFIG_NAME, DEFAULT_ROOT_NAMESPACE
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status not in (403, 404):
+            log.warning("reading the mesh config (ConfigMap %s): %s", MESH_CONFIG_NAME, exc)
+        return None
+    doc: dict[str, Any] = api.sanitize_for_serialization(found)
+    return {"apiVersion": "v1", "kind": "ConfigMap", **doc}

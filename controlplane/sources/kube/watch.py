@@ -18,6 +18,7 @@ that the composition root (``controlplane.app``) starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -27,8 +28,10 @@ from typing import Any
 
 import kopf
 
-from controlplane.api import InvalidResource, ResourceKey, document_key, load
+from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
 from controlplane.api.issues import Codes, Issue, Level
+from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
+from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.kube")
@@ -64,6 +67,53 @@ class Update:
     # The last accepted generation (the resource's ``status.lastAccepted``), for the store to
     # serve when this one is refused and it has no good version of its own (after a restart).
     restored: Any = None
+
+
+# The mesh config: the ``istio`` ConfigMap of the root namespace (its ``mesh`` key), as istiod
+# reads it. Watched on its own (every ConfigMap event is filtered down to that one).
+MESH_CONFIGMAP: tuple[str, str, str] = ("", "v1", "configmaps")
+
+
+def translate_mesh_configmap(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
+    """An event of the istio ConfigMap -> the ``MeshConfig`` resource's Update (None for any
+    other ConfigMap). Its findings name the ConfigMap and ``data.mesh.<field>``."""
+    doc = _normalized(raw)
+    if not is_mesh_configmap(doc, default_namespace=""):
+        return None
+    if event_type == "DELETED":
+        return Update(MESH_CONFIG_KEY, delete=True)  # istiod's defaults apply again
+    meta = doc.get("metadata") or {}
+    origin = f"ConfigMap {meta.get('namespace')}/{meta.get('name')}"
+    result = ReadResult()
+    mesh_of_configmap(doc, origin, result)
+    if result.rejections:
+        rejection = result.rejections[-1]
+        kept = _last_accepted_mesh(meta.get("annotations"))
+        if kept is not None:
+            served = Issue(
+                Codes.LAST_GOOD_SERVED,
+                "",
+                f"the last accepted mesh config (annotation {LAST_ACCEPTED_MESH}) is served",
+                MESH_CONFIG_KEY,
+                origin,
+            )
+            rejection = Rejection(MESH_CONFIG_KEY, (*rejection.issues, served), origin, None, None)
+        return Update(MESH_CONFIG_KEY, rejection=rejection, restored=kept)
+    if result.submissions:
+        return Update(MESH_CONFIG_KEY, submission=result.submissions[-1])
+    return Update(MESH_CONFIG_KEY, delete=True)  # no ``mesh`` key: the defaults
+
+
+def _last_accepted_mesh(annotations: Any) -> Any:
+    """The mesh config the status writer kept on the ConfigMap, if it still reads."""
+    text = annotations.get(LAST_ACCEPTED_MESH) if isinstance(annotations, Mapping) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        resource, _ = load_mesh_config(json.loads(text))
+    except (InvalidResource, ValueError):
+        return None
+    return resource
 
 
 def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
@@ -342,6 +392,32 @@ def register_watch_handlers(
 
     for group, version, plural in WATCHED:
         kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(feed)
+
+    def mesh_config(event: Mapping[str, Any], **_: Any) -> None:
+        raw = event.get("object")
+        if not isinstance(raw, Mapping):
+            return
+        update = translate_mesh_configmap(event.get("type"), raw)
+        if update is None:
+            return
+        report(update)
+        submit(update)
+
+    group, version, plural = MESH_CONFIGMAP
+    kopf.on.event(
+        group,
+        version,
+        plural,
+        id="watch-mesh-config",
+        registry=registry,
+        when=lambda name, namespace, **_: is_mesh_configmap(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+        ),
+    )(mesh_config)
 
     if on_peering is not None:
         callback = on_peering

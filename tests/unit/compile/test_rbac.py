@@ -178,12 +178,16 @@ def test_filters_come_in_istio_order_custom_audit_deny_allow() -> None:
         ),
     )
     assert [r.action for r in rbac] == [
-        rbac_pb2.RBAC.DENY,  # CUSTOM, not supported yet: denies what it matches
+        # CUSTOM whose provider "ext" the (default) mesh config does not define: denies what
+        # it matches, as istiod does (a defined provider: tests/unit/compile/test_extauthz.py)
+        rbac_pb2.RBAC.DENY,
         rbac_pb2.RBAC.LOG,
         rbac_pb2.RBAC.DENY,
         rbac_pb2.RBAC.ALLOW,
     ]
-    assert list(rbac[0].policies) == ["ns[default]-policy[custom]-rule[0]"]
+    assert list(rbac[0].policies) == [
+        "istio-ext-authz-ext-ns[default]-policy[custom]-rule[0]-deny-due-to-bad-CUSTOM-action"
+    ]
     assert not allowed(rbac, Request(path="/c"))
     assert not allowed(rbac, Request(path="/x"))
     assert allowed(rbac, Request(path="/y"))
