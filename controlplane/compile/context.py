@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, MeshConfigSpec
 from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
@@ -111,14 +112,23 @@ class CompileContext:
         key: MemoKey = (Family.AUTHORIZATION, namespace, tuple(sorted(labels.items())))
 
         def build() -> WorkloadPolicies:
+            mesh = self.mesh()
             return policies_for(
                 self.reads.of_kind(AuthorizationPolicy).values(),
                 namespace,
                 labels,
+                root_namespace=mesh.root_namespace,
                 rejected=self.rejected("AuthorizationPolicy"),
+                trust_domains=(mesh.trust_domain, *mesh.trust_domain_aliases),
             )
 
         return self.memo.cached(key, build)
+
+    def mesh(self) -> MeshConfigSpec:
+        """The mesh config in effect, read through the tracking view (a change to it
+        rebuilds what read it)."""
+        found: MeshConfig | None = self.reads.get(MESH_CONFIG_KEY)
+        return (found or DEFAULT_MESH).spec
 
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         """Refused policies of ``kind`` with no good version, each with the scope it would
