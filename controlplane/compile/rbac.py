@@ -256,7 +256,12 @@ def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
     """The HTTP RBAC filters for an HTTP port, to go before the router, in Istio's order."""
     out: list[hcm_pb2.HttpFilter] = []
     for built in rbac_rules(policies, for_tcp=False):
-        config = http_rbac_pb2.RBAC(shadow_rules_stat_prefix=built.shadow_stat_prefix)
+        # AUDIT never decides; counting per rule is what makes an audit visible in metrics
+        # (besides the access-log hint). Stats only: the decision is istiod's.
+        config = http_rbac_pb2.RBAC(
+            shadow_rules_stat_prefix=built.shadow_stat_prefix,
+            track_per_rule_stats=built.action == "AUDIT",
+        )
         if built.rules is not None:
             config.rules.CopyFrom(built.rules)
         if built.shadow_rules is not None:
