@@ -54,6 +54,8 @@ _SERVICE_ACCOUNT_MAX_LENGTH = 320
 _DRY_RUN_ANNOTATION = "istio.io/dry-run"
 # What Go's strconv.ParseBool reads (istiod reads the annotation with it).
 _GO_BOOLS = frozenset("1 t T TRUE true True 0 f F FALSE false False".split())
+_SHADOW_STATS = {"ALLOW": "istio_dry_run_allow_.", "DENY": "istio_dry_run_deny_."}
+_DRY_RUN_TRUE = frozenset("1 t T TRUE true True".split())
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -292,6 +294,16 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
 def _check_dry_run(policy: AuthorizationPolicy) -> list[Issue]:
     value = (policy.metadata.annotations or {}).get(_DRY_RUN_ANNOTATION)
     if value is None or value in _GO_BOOLS:
+        if value in _DRY_RUN_TRUE and policy.spec.action != "CUSTOM":
+            return [
+                Issue(
+                    Codes.AUTHZ_DRY_RUN,
+                    f"metadata.annotations[{_DRY_RUN_ANNOTATION}]",
+                    "dry-run: installed as shadow rules only, never enforced; Envoy counts "
+                    f"what it would have done (rbac.{_SHADOW_STATS.get(policy.spec.action, '')}"
+                    "shadow_allowed / shadow_denied)",
+                )
+            ]
         return []
     return [
         _warning(
