@@ -356,6 +356,10 @@ def policy_rules(
     return out
 
 
+# The name part extauthz's CUSTOM translation calls (compile/extauthz.py on its branch).
+_policy_rules = policy_rules
+
+
 # ---- one rule -------------------------------------------------------------------------------
 
 
