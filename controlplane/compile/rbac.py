@@ -221,6 +221,8 @@ def refused_selects(
     mesh in the root namespace)."""
     if refused.key.namespace not in (namespace, root_namespace) or refused.targeted:
         return False
+    if refused.dry_run:
+        return False  # never enforced in istiod, broken or not
     if refused.selector is None or not refused.selector:
         return True
     return selects(dict(refused.selector), labels)
