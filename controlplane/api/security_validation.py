@@ -226,6 +226,8 @@ def validate_authorization_policy(policy: AuthorizationPolicy) -> list[Issue]:
     found = _check_selector("spec.selector", spec.selector)
     if spec.selector is not None and (spec.target_ref is not None or spec.target_refs):
         found.append(_error("spec.selector", "selector and targetRef are mutually exclusive"))
+    if spec.target_ref is not None and spec.target_refs:
+        found.append(_error("spec.targetRefs", "targetRef and targetRefs are mutually exclusive"))
     found += _check_dry_run(policy)
     if spec.action == "CUSTOM":
         found += _custom_refusals(spec.rules or [])

@@ -433,3 +433,13 @@ def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> 
         )
     )
     assert found == ["spec.trafficPolicy.tls.credentialName: not supported yet; ignored"]
+
+
+def test_only_one_of_selector_target_ref_and_target_refs_as_istiod_checks() -> None:
+    found = _errors(
+        policy(
+            "[{}]",
+            extra="targetRef: {kind: Service, name: a}\n      targetRefs: [{kind: Service, name: b}]",
+        )
+    )
+    assert found == ["spec.targetRefs: targetRef and targetRefs are mutually exclusive"]
