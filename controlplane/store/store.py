@@ -454,7 +454,11 @@ class Store:
         refused = refused_policy(key, content)
         if refused is None:
             return issues, None
-        text, affects_traffic = describe(refused)
+        if key.kind == "AuthorizationPolicy":  # part authz: the mesh config's root namespace
+            mesh = mesh_of(self._effective.get(MESH_CONFIG_KEY.kind, {}).get(MESH_CONFIG_KEY))
+            text, affects_traffic = describe(refused, mesh.root_namespace)
+        else:
+            text, affects_traffic = describe(refused)
         origin = next((i.origin for i in issues if i.origin), self._origins.get(key))
         note = Issue(
             Codes.POLICY_FAILS_CLOSED,

@@ -382,3 +382,25 @@ def test_a_refused_dry_run_policy_changes_nothing_and_says_so(tmp_path: Path) ->
     assert filters(store, "default", REVIEWS) == []
     issue = note(store, "try-deny")
     assert issue.reason.startswith("dry-run DENY policy refused: no effect on traffic")
+
+
+def test_a_refused_policy_in_the_mesh_config_root_namespace_fails_closed_mesh_wide(
+    tmp_path: Path,
+) -> None:
+    from controlplane.api.base import ObjectMeta
+    from controlplane.api.mesh import MeshConfig, MeshConfigSpec
+    from controlplane.store import Submission
+
+    store = Store()
+    mesh = MeshConfig(
+        metadata=ObjectMeta(name="istio", namespace="istio-system"),
+        spec=MeshConfigSpec(root_namespace="mesh-root"),
+    )
+    store.apply(upserts=[Submission(mesh, ())])
+    store = store_of(
+        tmp_path, policy("typo", "action: DENY\n" + BAD_RULES, namespace="mesh-root"), store=store
+    )
+    assert not decide(store, "prod", REVIEWS, REQUEST)  # every namespace
+    assert note(store, "typo", namespace="mesh-root").reason == (
+        "DENY policy refused: until it is fixed all workloads of the mesh deny all requests"
+    )
