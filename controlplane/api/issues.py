@@ -51,6 +51,9 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # 0400-0419, part authz (issue 12): AuthorizationPolicy findings
+    AUTHZ_SELECTS_NOTHING = Code("CP0400", Level.WARNING, "NoMatchingWorkloadsFound")
+    AUTHZ_DRY_RUN = Code("CP0401", Level.INFO, "AuthorizationPolicyDryRun")
     # 044x: part "jwt" (RequestAuthentication, JWKS, request principals)
     # requestPrincipals / request.auth.* on workloads no RequestAuthentication applies to:
     # no token is ever verified there, so the condition never holds.

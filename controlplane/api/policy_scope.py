@@ -32,13 +32,15 @@ class RefusedPolicy:
     counts as the whole namespace. ``action``: the AuthorizationPolicy action as written
     (ALLOW by default), None when unreadable (treated as DENY). ``targeted``: the policy
     attaches by ``targetRef``/``targetRefs`` and no selector, so it applies to no sidecar
-    (gateways and waypoints only, as in istiod).
+    (gateways and waypoints only, as in istiod). ``dry_run``: an AuthorizationPolicy annotated
+    ``istio.io/dry-run: "true"`` (not CUSTOM), which istiod never enforces, broken or not.
     """
 
     key: ResourceKey
     selector: tuple[tuple[str, str], ...] | None = None
     action: str | None = None
     targeted: bool = False
+    dry_run: bool = False
 
     @property
     def effective_action(self) -> str:
@@ -69,7 +71,18 @@ def refused_policy(key: ResourceKey, content: Any) -> RefusedPolicy | None:
         and "selector" not in spec
         and bool(spec.get("targetRef") or spec.get("targetRefs"))
     )
-    return RefusedPolicy(key, selector, action, targeted)
+    return RefusedPolicy(key, selector, action, targeted, _dry_run(content, action))
+
+
+_DRY_RUN_TRUE = frozenset("1 t T TRUE true True".split())  # Go's ParseBool, as istiod reads it
+
+
+def _dry_run(content: Any, action: str | None) -> bool:
+    metadata = content.get("metadata") if isinstance(content, Mapping) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping) or action not in ("ALLOW", "DENY", "AUDIT"):
+        return False
+    return annotations.get("istio.io/dry-run") in _DRY_RUN_TRUE
 
 
 def _selector(raw: Any) -> tuple[tuple[str, str], ...] | None:
@@ -118,6 +131,12 @@ def describe(refused: RefusedPolicy, root_namespace: str = ROOT_NAMESPACE) -> tu
             "fail closed; a more specific PeerAuthentication still overrides it): plaintext "
             "connections to them are refused",
             True,
+        )
+    if refused.dry_run:
+        return (
+            f"dry-run {refused.action} policy refused: no effect on traffic (a dry-run policy "
+            "is never enforced, only counted as shadow rules, and this one not even that)",
+            False,
         )
     if refused.targeted:
         return (

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig
+from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, MeshConfigSpec
 from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.request_authn import RequestAuthentication
@@ -116,11 +116,14 @@ class CompileContext:
         key: MemoKey = (Family.AUTHORIZATION, namespace, tuple(sorted(labels.items())))
 
         def build() -> WorkloadPolicies:
+            mesh = self.mesh()
             found = policies_for(
                 self.reads.of_kind(AuthorizationPolicy).values(),
                 namespace,
                 labels,
+                root_namespace=mesh.root_namespace,
                 rejected=self.rejected("AuthorizationPolicy"),
+                trust_domains=(mesh.trust_domain, *mesh.trust_domain_aliases),
             )
             names = provider_names(found.of("CUSTOM"))
             if not names:
@@ -150,6 +153,12 @@ class CompileContext:
         """The mesh config's rootNamespace (read, so that a change of it is seen)."""
         found: MeshConfig | None = self.reads.get(MESH_CONFIG_KEY)
         return (found or DEFAULT_MESH).spec.root_namespace
+
+    def mesh(self) -> MeshConfigSpec:
+        """The mesh config in effect, read through the tracking view (a change to it
+        rebuilds what read it)."""
+        found: MeshConfig | None = self.reads.get(MESH_CONFIG_KEY)
+        return (found or DEFAULT_MESH).spec
 
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         """Refused policies of ``kind`` with no good version, each with the scope it would

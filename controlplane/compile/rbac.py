@@ -12,10 +12,18 @@ entry and the ``when`` conditions must all hold; the values of one field are alt
 a ``not`` field holds when none of its values match.
 
 Fail closed. CUSTOM (external authorization) is built by ``compile/extauthz.py`` (its filters
-go first; a CUSTOM policy whose provider cannot be used denies what it matches). For TCP
-ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
-(narrower) while a DENY rule only loses its HTTP conditions (broader), as in Istio. Anything
-the translator cannot express makes an ALLOW rule vanish and a DENY rule match everything.
+go first; a CUSTOM policy whose provider cannot be used denies what it matches). For TCP ports (network RBAC) an ALLOW rule that needs HTTP attributes is dropped
+(narrower) while a DENY or AUDIT rule only loses its HTTP conditions (broader), as in Istio
+(``authz/model/model.go``, ``checkError``). Anything the translator cannot express makes an
+ALLOW rule vanish and a DENY or AUDIT rule match everything.
+
+Dry-run: a policy annotated ``istio.io/dry-run: "true"`` goes into the filter's
+``shadow_rules`` only, never its enforced ``rules``, with istiod's shadow stat prefixes
+(``istio_dry_run_allow_`` / ``istio_dry_run_deny_``), so Envoy counts what it would have done
+(``...rbac.istio_dry_run_allow_shadow_denied``) and decides as if it were absent.
+
+Principals are expanded over the mesh's trust domain and ``trustDomainAliases``
+(``rbac_trust_domains.py``); ``source.trustDomains`` and the ``source.trustDomain`` key too.
 
 A refused policy with no good version in effect (``WorkloadPolicies.rejected``) applies to the
 workloads it would have selected, with the effect istiod gives a policy whose rules it cannot
@@ -42,6 +50,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 
 from controlplane.api.issues import ResourceKey
+from controlplane.api.mesh import DEFAULT_TRUST_DOMAIN
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
 from controlplane.compile.extauthz import (
@@ -56,6 +65,7 @@ from controlplane.compile.rbac_matchers import (
     authn_metadata_principal,
     destination_ip_permission,
     direct_remote_ip_principal,
+    envoy_filter_metadata_permission,
     header_principal,
     host_permission,
     method_permission,
@@ -67,7 +77,9 @@ from controlplane.compile.rbac_matchers import (
     request_principal_matcher,
     service_account_matcher,
     sni_permission,
+    trust_domain_matcher,
 )
+from controlplane.compile.rbac_trust_domains import expand_principals, expand_trust_domains
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import ROOT_NAMESPACE
 
@@ -78,6 +90,33 @@ _ENVOY_ACTION = {
     "DENY": rbac_pb2.RBAC.DENY,
     "ALLOW": rbac_pb2.RBAC.ALLOW,
 }
+
+
+# Istio's annotation that turns a policy into shadow rules, and the stat prefixes of those.
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+SHADOW_STAT_PREFIX = {
+    "ALLOW": "istio_dry_run_allow_",
+    "DENY": "istio_dry_run_deny_",
+}
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def dry_run_value(policy: AuthorizationPolicy) -> bool | None:
+    """The policy's dry-run annotation read as istiod reads it (Go's ``ParseBool``): True,
+    False, or None when absent or unreadable (istiod then enforces the policy)."""
+    value = (policy.metadata.annotations or {}).get(DRY_RUN_ANNOTATION)
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
+
+
+def is_dry_run(policy: AuthorizationPolicy) -> bool:
+    """Whether the policy is installed as shadow rules only (never for CUSTOM here: what a
+    dry-run CUSTOM does belongs to the external authorization translation)."""
+    return policy.spec.action != "CUSTOM" and dry_run_value(policy) is True
 
 
 _MATCH_ALL = rbac_pb2.Policy(
@@ -102,6 +141,8 @@ class WorkloadPolicies:
     rejected: tuple[RefusedPolicy, ...] = ()
     # The providers the CUSTOM policies name, resolved against the mesh config.
     providers: tuple[ExtAuthzProvider, ...] = ()
+    # The mesh's trust domain first, then its aliases: principals are matched under each.
+    trust_domains: tuple[str, ...] = (DEFAULT_TRUST_DOMAIN,)
 
     def of(self, action: str) -> tuple[AuthorizationPolicy, ...]:
         return self.by_action.get(action, ())
@@ -126,6 +167,7 @@ class WorkloadPolicies:
                 for r in self.rejected
             )
             + tuple(("PROVIDER", p.name, "/".join(p.key)) for p in self.providers)
+            + (("TRUST-DOMAINS", ",".join(self.trust_domains), ""),)
         )
 
     def __bool__(self) -> bool:
@@ -134,7 +176,7 @@ class WorkloadPolicies:
 
 def _fingerprint(policy: AuthorizationPolicy) -> str:
     """A digest of what a policy says (its spec)."""
-    text = policy.spec.model_dump_json(by_alias=True, exclude_none=True)
+    text = policy.spec.model_dump_json(by_alias=True, exclude_none=True) + repr(is_dry_run(policy))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -144,11 +186,13 @@ def policies_for(
     labels: Mapping[str, str],
     root_namespace: str = ROOT_NAMESPACE,
     rejected: Iterable[RefusedPolicy] = (),
+    trust_domains: tuple[str, ...] = (DEFAULT_TRUST_DOMAIN,),
 ) -> WorkloadPolicies:
     """The policies that select a workload with ``labels`` in ``namespace``.
 
     ``rejected``: refused policies with no good version; each counts where it would have
     applied (``selects``), an unreadable selector counting as its whole namespace.
+    ``trust_domains``: the mesh's trust domain, then its aliases.
     """
     found: dict[str, list[AuthorizationPolicy]] = {a: [] for a in ACTIONS}
     for policy in policies:
@@ -170,6 +214,7 @@ def policies_for(
             if p
         },
         tuple(r for r in rejected if refused_selects(r, namespace, labels, root_namespace)),
+        trust_domains=trust_domains,
     )
 
 
@@ -184,6 +229,8 @@ def refused_selects(
     mesh in the root namespace)."""
     if refused.key.namespace not in (namespace, root_namespace) or refused.targeted:
         return False
+    if refused.dry_run:
+        return False  # never enforced in istiod, broken or not
     if refused.selector is None or not refused.selector:
         return True
     return selects(dict(refused.selector), labels)
@@ -202,68 +249,131 @@ def policy_name(namespace: str, name: str, index: int) -> str:
 # ---- filters ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ActionRules:
+    """One RBAC filter's content: enforced rules (None: nothing enforced) and dry-run ones."""
+
+    action: str
+    rules: rbac_pb2.RBAC | None
+    shadow_rules: rbac_pb2.RBAC | None
+
+    @property
+    def shadow_stat_prefix(self) -> str:
+        return SHADOW_STAT_PREFIX.get(self.action, "") if self.shadow_rules is not None else ""
+
+
 def http_rbac_filters(policies: WorkloadPolicies) -> list[hcm_pb2.HttpFilter]:
     """The HTTP RBAC filters for an HTTP port, to go before the router, in Istio's order."""
-    custom = http_ext_authz_filters(policies.of("CUSTOM"), policies.providers, _custom_rules)
-    return custom + [
-        hcm_pb2.HttpFilter(
-            name=HTTP_RBAC_FILTER, typed_config=packed(http_rbac_pb2.RBAC(rules=rules))
+    custom = http_ext_authz_filters(
+        policies.of("CUSTOM"), policies.providers, _custom_rules(policies.trust_domains)
+    )
+    out: list[hcm_pb2.HttpFilter] = [*custom]
+    for built in rbac_rules(policies, for_tcp=False):
+        # AUDIT never decides; counting per rule is what makes an audit visible in metrics
+        # (besides the access-log hint). Stats only: the decision is istiod's.
+        config = http_rbac_pb2.RBAC(
+            shadow_rules_stat_prefix=built.shadow_stat_prefix,
+            track_per_rule_stats=built.action == "AUDIT",
         )
-        for rules in _rbac_configs(policies, for_tcp=False)
-    ]
+        if built.rules is not None:
+            config.rules.CopyFrom(built.rules)
+        if built.shadow_rules is not None:
+            config.shadow_rules.CopyFrom(built.shadow_rules)
+        out.append(hcm_pb2.HttpFilter(name=HTTP_RBAC_FILTER, typed_config=packed(config)))
+    return out
 
 
 def network_rbac_filters(policies: WorkloadPolicies) -> list[listener_components_pb2.Filter]:
     """The network RBAC filters for a TCP port, to go before tcp_proxy."""
-    custom = network_ext_authz_filters(policies.of("CUSTOM"), policies.providers, _custom_rules)
-    return custom + [
-        listener_components_pb2.Filter(
-            name=NETWORK_RBAC_FILTER,
-            typed_config=packed(network_rbac_pb2.RBAC(rules=rules, stat_prefix="tcp.")),
+    custom = network_ext_authz_filters(
+        policies.of("CUSTOM"), policies.providers, _custom_rules(policies.trust_domains)
+    )
+    out: list[listener_components_pb2.Filter] = [*custom]
+    for built in rbac_rules(policies, for_tcp=True):
+        config = network_rbac_pb2.RBAC(
+            stat_prefix="tcp.", shadow_rules_stat_prefix=built.shadow_stat_prefix
         )
-        for rules in _rbac_configs(policies, for_tcp=True)
-    ]
+        if built.rules is not None:
+            config.rules.CopyFrom(built.rules)
+        if built.shadow_rules is not None:
+            config.shadow_rules.CopyFrom(built.shadow_rules)
+        out.append(
+            listener_components_pb2.Filter(name=NETWORK_RBAC_FILTER, typed_config=packed(config))
+        )
+    return out
 
 
-def _rbac_configs(policies: WorkloadPolicies, *, for_tcp: bool) -> list[rbac_pb2.RBAC]:
-    out: list[rbac_pb2.RBAC] = []
+def rbac_rules(policies: WorkloadPolicies, *, for_tcp: bool) -> list[ActionRules]:
+    """The RBAC filter contents for one workload, in Istio's order (CUSTOM, AUDIT, DENY,
+    ALLOW), each action's enforced and dry-run policies apart."""
+    out: list[ActionRules] = []
     for action in ACTIONS:
         # CUSTOM policies go to compile/extauthz.py; only refused ones are denied here.
         selected = policies.of(action) if action != "CUSTOM" else ()
         refused = policies.rejected_of(action)
         if not selected and not refused:
             continue
-        rbac = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
-        for policy in selected:
-            for name, built in _policy_rules(policy, action, for_tcp):
-                rbac.policies[name].CopyFrom(built)
-        if action != "ALLOW":
-            # DENY, CUSTOM (denied here) and AUDIT (logged): a refused one matches every
-            # request. A refused ALLOW adds no rule: it allows nothing, but its presence
-            # makes the workload deny what no other ALLOW policy allows.
-            for key in refused:
-                rbac.policies[rejected_policy_name(key)].CopyFrom(_MATCH_ALL)
-        if action != "ALLOW" and not rbac.policies:
-            continue  # a DENY/AUDIT/CUSTOM filter that matches nothing is left out
-        out.append(rbac)
+        enforced = [p for p in selected if not is_dry_run(p)]
+        dry_run = [p for p in selected if is_dry_run(p)]
+        rules: rbac_pb2.RBAC | None = None
+        if enforced or refused:
+            rules = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
+            for policy in enforced:
+                for name, built in policy_rules(policy, action, for_tcp, policies.trust_domains):
+                    rules.policies[name].CopyFrom(built)
+            if action != "ALLOW":
+                # DENY, CUSTOM (denied here) and AUDIT (logged): a refused one matches every
+                # request. A refused ALLOW adds no rule: it allows nothing, but its presence
+                # makes the workload deny what no other ALLOW policy allows.
+                for key in refused:
+                    rules.policies[rejected_policy_name(key)].CopyFrom(_MATCH_ALL)
+            if action != "ALLOW" and not rules.policies:
+                rules = None  # a DENY/AUDIT/CUSTOM filter that matches nothing enforces nothing
+        shadow: rbac_pb2.RBAC | None = None
+        if dry_run:
+            shadow = rbac_pb2.RBAC(action=_ENVOY_ACTION[action])
+            for policy in dry_run:
+                for name, built in policy_rules(policy, action, for_tcp, policies.trust_domains):
+                    shadow.policies[name].CopyFrom(built)
+        if rules is None and shadow is None:
+            continue
+        out.append(ActionRules(action, rules, shadow))
     return out
 
 
-def _custom_rules(policy: AuthorizationPolicy, for_tcp: bool) -> list[tuple[str, rbac_pb2.Policy]]:
-    return _policy_rules(policy, "CUSTOM", for_tcp)
+def _custom_rules(
+    trust_domains: tuple[str, ...],
+) -> Callable[[AuthorizationPolicy, bool], list[tuple[str, rbac_pb2.Policy]]]:
+    """CUSTOM rules translated under the workload's trust domains (for compile/extauthz.py)."""
+
+    def translate(policy: AuthorizationPolicy, for_tcp: bool) -> list[tuple[str, rbac_pb2.Policy]]:
+        return policy_rules(policy, "CUSTOM", for_tcp, trust_domains)
+
+    return translate
 
 
-def _policy_rules(
-    policy: AuthorizationPolicy, action: str, for_tcp: bool
+def policy_rules(
+    policy: AuthorizationPolicy,
+    action: str,
+    for_tcp: bool,
+    trust_domains: tuple[str, ...] = (DEFAULT_TRUST_DOMAIN,),
 ) -> list[tuple[str, rbac_pb2.Policy]]:
+    """One policy's rules as named RBAC policies, translated with the narrowing of ``action``
+    (ALLOW narrows when in doubt; DENY, AUDIT and CUSTOM broaden). Usable for any action:
+    the caller puts them into whichever RBAC config it builds."""
     meta = policy.metadata
     out: list[tuple[str, rbac_pb2.Policy]] = []
     for i, rule in enumerate(policy.spec.rules or ()):
         name = policy_name(meta.namespace, meta.name, i)
-        # ALLOW narrows when in doubt; DENY (and CUSTOM, denied here) broadens.
-        strict = action in ("ALLOW", "AUDIT")
+        strict = action == "ALLOW"
         try:
-            built = translate_rule(rule, meta.namespace, for_tcp=for_tcp, drop_http=not strict)
+            built = translate_rule(
+                rule,
+                meta.namespace,
+                for_tcp=for_tcp,
+                drop_http=not strict,
+                trust_domains=trust_domains,
+            )
         except HttpOnly:
             continue  # an ALLOW rule a TCP port cannot check allows nothing there
         except Untranslatable:
@@ -274,17 +384,26 @@ def _policy_rules(
     return out
 
 
+# The name part extauthz's CUSTOM translation calls (compile/extauthz.py on its branch).
+_policy_rules = policy_rules
+
+
 # ---- one rule -------------------------------------------------------------------------------
 
 
 def translate_rule(
-    rule: Rule, namespace: str, *, for_tcp: bool = False, drop_http: bool = False
+    rule: Rule,
+    namespace: str,
+    *,
+    for_tcp: bool = False,
+    drop_http: bool = False,
+    trust_domains: tuple[str, ...] = (DEFAULT_TRUST_DOMAIN,),
 ) -> rbac_pb2.Policy:
     """One Istio rule as an Envoy RBAC policy.
 
     For TCP, HTTP-only conditions raise HttpOnly, or are left out when ``drop_http``.
     """
-    ctx = _Context(namespace, for_tcp, drop_http)
+    ctx = _Context(namespace, for_tcp, drop_http, trust_domains)
     permission_parts: list[rbac_pb2.Permission] = []
     principal_parts: list[rbac_pb2.Principal] = []
     if rule.to:
@@ -302,10 +421,13 @@ def translate_rule(
 
 
 class _Context:
-    def __init__(self, namespace: str, for_tcp: bool, drop_http: bool) -> None:
+    def __init__(
+        self, namespace: str, for_tcp: bool, drop_http: bool, trust_domains: tuple[str, ...]
+    ) -> None:
         self.namespace = namespace
         self.for_tcp = for_tcp
         self.drop_http = drop_http
+        self.trust_domains = trust_domains
 
     def http_only(self) -> bool:
         """True when an HTTP condition must be skipped (TCP, DENY); raises for TCP ALLOW."""
@@ -315,11 +437,22 @@ class _Context:
             return True
         raise HttpOnly()
 
+    def principals(self, values: list[str]) -> list[str]:
+        return expand_principals(values, self.trust_domains)
+
+    def domains(self, values: list[str]) -> list[str]:
+        return expand_trust_domains(values, self.trust_domains)
+
     # -- from.source
     def source(self, source: Source) -> rbac_pb2.Principal | None:
         parts: list[rbac_pb2.Principal] = []
         fields: list[tuple[list[str], list[str], Callable[[str], rbac_pb2.Principal], bool]] = [
-            (source.principals, source.not_principals, principal_matcher, False),
+            (
+                self.principals(source.principals),
+                self.principals(source.not_principals),
+                principal_matcher,
+                False,
+            ),
             (
                 source.request_principals,
                 source.not_request_principals,
@@ -331,6 +464,12 @@ class _Context:
                 source.service_accounts,
                 source.not_service_accounts,
                 lambda v: service_account_matcher(v, self.namespace),
+                False,
+            ),
+            (
+                self.domains(source.trust_domains),
+                self.domains(source.not_trust_domains),
+                trust_domain_matcher,
                 False,
             ),
             (source.ip_blocks, source.not_ip_blocks, direct_remote_ip_principal, False),
@@ -375,6 +514,7 @@ class _Context:
         principals: list[rbac_pb2.Principal],
     ) -> None:
         key = condition.key
+        values, not_values = condition.values, condition.not_values
         principal_build: Callable[[str], rbac_pb2.Principal] | None = None
         permission_build: Callable[[str], rbac_pb2.Permission] | None = None
         http = False
@@ -399,6 +539,10 @@ class _Context:
             principal_build = namespace_matcher
         elif key == "source.principal":
             principal_build = principal_matcher
+            values, not_values = self.principals(values), self.principals(not_values)
+        elif key == "source.trustDomain":
+            principal_build = trust_domain_matcher
+            values, not_values = self.domains(values), self.domains(not_values)
         elif key == "source.serviceAccount":
             principal_build = lambda v: service_account_matcher(v, self.namespace)  # noqa: E731
         elif key == "destination.ip":
@@ -407,28 +551,35 @@ class _Context:
             permission_build = port_permission
         elif key == "connection.sni":
             permission_build = sni_permission
+        elif key.startswith("experimental.envoy.filters."):
+            # The values together make one matcher (istiod's "extended" generator).
+            if values:
+                permissions.append(envoy_filter_metadata_permission(key, values))
+            if not_values:
+                permissions.append(
+                    rbac_pb2.Permission(not_rule=envoy_filter_metadata_permission(key, not_values))
+                )
+            return
         else:
             raise Untranslatable(f"unknown condition key {key!r}")
         if http and self.http_only():
             return
         if principal_build is not None:
-            if condition.values:
-                principals.append(_or_principals([principal_build(v) for v in condition.values]))
-            if condition.not_values:
+            if values:
+                principals.append(_or_principals([principal_build(v) for v in values]))
+            if not_values:
                 principals.append(
                     rbac_pb2.Principal(
-                        not_id=_or_principals([principal_build(v) for v in condition.not_values])
+                        not_id=_or_principals([principal_build(v) for v in not_values])
                     )
                 )
         elif permission_build is not None:
-            if condition.values:
-                permissions.append(_or_permissions([permission_build(v) for v in condition.values]))
-            if condition.not_values:
+            if values:
+                permissions.append(_or_permissions([permission_build(v) for v in values]))
+            if not_values:
                 permissions.append(
                     rbac_pb2.Permission(
-                        not_rule=_or_permissions(
-                            [permission_build(v) for v in condition.not_values]
-                        )
+                        not_rule=_or_permissions([permission_build(v) for v in not_values])
                     )
                 )
 

@@ -1,8 +1,11 @@
 """Matchers of Envoy's RBAC config for Istio's policy values: principals with the SPIFFE
-scheme, namespaces inside SPIFFE ids, CIDR blocks, headers, paths, ports, JWT metadata.
+scheme, namespaces, service accounts and trust domains inside SPIFFE ids, CIDR blocks,
+headers, paths (with URI templates), ports, Envoy filter metadata, JWT metadata.
 
 Istio's value forms: ``*`` matches any non-empty value, ``foo*`` a prefix, ``*foo`` a suffix,
-anything else exactly.
+anything else exactly (a ``*`` elsewhere is a literal character, as in istiod). Each matcher
+gives the same Envoy matcher istiod's ``pilot/pkg/security/authz/model/generator.go`` and
+``authz/matcher`` give, so that a value means what it means there.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, extension_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
 from controlplane.compile.filters import JWT_AUTHN_FILTER
-from controlplane.compile.protos import uint32
+from controlplane.compile.protos import packed, uint32
 
 # Where Envoy's jwt_authn filter puts a verified token's payload (compile/jwt.py): the
 # filter's dynamic metadata, key ``payload``, as istiod's upstream-Envoy mode reads it. A
@@ -44,10 +48,10 @@ def string_matcher(
     """
     if value == "*":
         matcher = regex(".+")
-    elif value.endswith("*"):
-        matcher = string_pb2.StringMatcher(prefix=prefix + value[:-1])
     elif value.startswith("*"):
         matcher = string_pb2.StringMatcher(suffix=value[1:])
+    elif value.endswith("*"):
+        matcher = string_pb2.StringMatcher(prefix=prefix + value[:-1])
     else:
         matcher = string_pb2.StringMatcher(exact=prefix + value)
     if ignore_case and not value == "*":
@@ -55,37 +59,49 @@ def string_matcher(
     return matcher
 
 
+def _authenticated(name: string_pb2.StringMatcher) -> rbac_pb2.Principal:
+    return rbac_pb2.Principal(authenticated=rbac_pb2.Principal.Authenticated(principal_name=name))
+
+
 def principal_matcher(value: str) -> rbac_pb2.Principal:
-    """``cluster.local/ns/default/sa/order`` -> the peer certificate's URI SAN, ``spiffe://`` added."""
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(
-            principal_name=string_matcher(value, prefix="spiffe://")
-        )
-    )
+    """``cluster.local/ns/default/sa/order`` -> the peer certificate's URI SAN, ``spiffe://``
+    added. Any string is a principal: ``*`` is any authenticated peer, ``*foo`` a suffix of a
+    SPIFFE id, ``foo*`` a prefix."""
+    if value == "*":
+        return _authenticated(regex(".+"))
+    if value.startswith("*"):
+        return _authenticated(regex("spiffe://.*" + re.escape(value[1:])))
+    if value.endswith("*"):
+        return _authenticated(string_pb2.StringMatcher(prefix="spiffe://" + value[:-1]))
+    return _authenticated(string_pb2.StringMatcher(exact="spiffe://" + value))
 
 
 def namespace_matcher(value: str) -> rbac_pb2.Principal:
-    """A namespace is matched inside the peer's SPIFFE id: ``.*/ns/<ns>/.*``."""
-    if value == "*":
-        pattern = ".*/ns/[^/]+/.*"
-    elif value.endswith("*"):
-        pattern = f".*/ns/{re.escape(value[:-1])}[^/]*/.*"
-    elif value.startswith("*"):
-        pattern = f".*/ns/[^/]*{re.escape(value[1:])}/.*"
-    else:
-        pattern = f".*/ns/{re.escape(value)}/.*"
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(principal_name=regex(pattern))
-    )
+    """A namespace is matched inside the peer's SPIFFE id: ``.*/ns/<ns>/.*``, each ``*`` any
+    run of characters."""
+    pattern = ".*".join(re.escape(part) for part in value.split("*"))
+    return _authenticated(regex(f".*/ns/{pattern}/.*"))
 
 
 def service_account_matcher(value: str, namespace: str) -> rbac_pb2.Principal:
-    """``sa`` (in the policy's namespace) or ``ns/sa``, in any trust domain."""
-    ns, _, sa = value.rpartition("/")
-    pattern = f"spiffe://[^/]+/ns/{re.escape(ns or namespace)}/sa/{re.escape(sa)}"
-    return rbac_pb2.Principal(
-        authenticated=rbac_pb2.Principal.Authenticated(principal_name=regex(pattern))
-    )
+    """``sa`` (in the policy's namespace) or ``ns/sa``, in any trust domain; key/value
+    segments may come between and after, as in istiod's SPIFFE id forms."""
+    ns, found, sa = value.partition("/")
+    if not found:
+        ns, sa = namespace, value
+    pattern = f"spiffe://.+/ns/{re.escape(ns)}/(.+/|)sa/{re.escape(sa)}(/.+)?"
+    return _authenticated(regex(pattern))
+
+
+def trust_domain_matcher(value: str) -> rbac_pb2.Principal:
+    """The trust domain of the peer's SPIFFE id: ``*`` any, ``td`` exactly, ``*td``/``td*``
+    a suffix or prefix of it."""
+    if value == "*":
+        return _authenticated(string_pb2.StringMatcher(prefix="spiffe://"))
+    if "*" not in value:
+        return _authenticated(string_pb2.StringMatcher(prefix=f"spiffe://{value}/"))
+    before, _, after = value.partition("*")
+    return _authenticated(regex(f"spiffe://{re.escape(before)}[^/]*{re.escape(after)}/.*"))
 
 
 def cidr_range(value: str) -> address_pb2.CidrRange:
@@ -216,14 +232,61 @@ def method_permission(value: str) -> rbac_pb2.Permission:
     return rbac_pb2.Permission(header=header(":method", value))
 
 
+MATCH_ONE_TEMPLATE = "{*}"
+MATCH_ANY_TEMPLATE = "{**}"
+URI_TEMPLATE_EXTENSION = "uri-template"
+
+
+def has_path_template(value: str) -> bool:
+    return MATCH_ONE_TEMPLATE in value or MATCH_ANY_TEMPLATE in value
+
+
 def path_permission(value: str) -> rbac_pb2.Permission:
+    """Exact, ``/prefix/*``, ``*/suffix`` or ``*`` on the path without its query; a path with
+    ``{*}`` (one segment) or ``{**}`` (any segments) uses Envoy's URI-template matcher."""
+    if has_path_template(value):
+        template = value.replace(MATCH_ANY_TEMPLATE, "**").replace(MATCH_ONE_TEMPLATE, "*")
+        config = uri_template_match_pb2.UriTemplateMatchConfig(path_template=template)
+        return rbac_pb2.Permission(
+            uri_template=extension_pb2.TypedExtensionConfig(
+                name=URI_TEMPLATE_EXTENSION, typed_config=packed(config)
+            )
+        )
     return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=string_matcher(value)))
 
 
 def port_permission(value: str) -> rbac_pb2.Permission:
-    if not value.isdigit():
-        raise Untranslatable(f"port {value!r} is not a number")
+    if not value.isdigit() or int(value) > 65535:
+        raise Untranslatable(f"port {value!r} is not a number between 0 and 65535")
     return rbac_pb2.Permission(destination_port=int(value))
+
+
+def envoy_filter_metadata_permission(key: str, values: list[str]) -> rbac_pb2.Permission:
+    """``experimental.envoy.filters.<filter>[<key>]``: the dynamic metadata ``<key>`` that
+    the Envoy filter ``envoy.filters.<filter>`` set; a value ``[v]`` matches a list holding
+    ``v``, any other value the string itself; the values are alternatives."""
+    name, bracket, rest = key.removeprefix("experimental.").partition("[")
+    if not bracket or not rest.endswith("]") or not rest[:-1]:
+        raise Untranslatable(f"{key!r} is not experimental.envoy.filters.<filter>[<key>]")
+    matchers: list[value_pb2.ValueMatcher] = []
+    for value in values:
+        if value.startswith("[") and value.endswith("]"):
+            one = value_pb2.ValueMatcher(string_match=string_matcher(value.strip("[]")))
+            matchers.append(value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one)))
+        else:
+            matchers.append(value_pb2.ValueMatcher(string_match=string_matcher(value)))
+    combined = (
+        matchers[0]
+        if len(matchers) == 1
+        else value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=matchers))
+    )
+    return rbac_pb2.Permission(
+        metadata=metadata_pb2.MetadataMatcher(
+            filter=name,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=rest[:-1])],
+            value=combined,
+        )
+    )
 
 
 def destination_ip_permission(value: str) -> rbac_pb2.Permission:

@@ -23,6 +23,13 @@ from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
 from controlplane.api.mesh import MESH_CONFIG_KIND
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
+from controlplane.store.authz_context import (
+    ADVICE_CODES,
+    MESH_CONFIG_KEY,
+    SELECTION_KINDS,
+    check_authorization_policy,
+    mesh_of,
+)
 from controlplane.store.context import (
     blocking,
     check_custom_provider,
@@ -146,6 +153,7 @@ def found_by_store(issue: Issue) -> bool:
         or issue.code is Codes.POLICY_FAILS_CLOSED
         or issue.code.id in _STORE_CODES
         or issue.code is Codes.UNKNOWN_EXTENSION_PROVIDER
+        or issue.code.id in ADVICE_CODES  # part authz: policies that select no workload
         or issue.code is Codes.MULTIPLE_EXTENSION_PROVIDERS
     )
 
@@ -302,6 +310,7 @@ class Store:
         effective version moved and the keys whose findings in context were re-checked."""
         moved: set[ResourceKey] = set()
         self._rounds = 0
+        batch = touched | changed  # ``touched`` is reused by the rounds below
         for key in touched:
             sub = self._desired.get(key)
             if not is_istio_kind(key.kind) or key in self._rejected or sub is None:
@@ -363,6 +372,7 @@ class Store:
                 read = self._check_reads.get(key)
                 if read is not None and not read.isdisjoint(probe.tokens):
                     del self._check_reads[key]
+        rechecked |= self._advise_authorization_policies(batch | moved)
         return moved, rechecked
 
     def _advise(self, keys: set[ResourceKey]) -> set[ResourceKey]:
@@ -424,6 +434,29 @@ class Store:
             found = check_custom_provider(current, sub.resource) + conflicts.get(key, [])
             self._context_issues[key] = kept + found
         return {key for key, _ in custom}
+
+    def _advise_authorization_policies(self, keys: set[ResourceKey]) -> set[ResourceKey]:
+        """Part authz: warn about AuthorizationPolicies that select no workload, again for
+        every policy when pods or the mesh config changed. Never blocking."""
+        kinds = {k.kind for k in keys}
+        if not kinds & SELECTION_KINDS:
+            return set()
+        everything = bool(kinds & (SELECTION_KINDS - {"AuthorizationPolicy"}))
+        snapshot = self._probe.snapshot
+        pods = tuple(snapshot.of_kind("Pod").values())
+        mesh = mesh_of(snapshot.get(MESH_CONFIG_KEY))
+        out: set[ResourceKey] = set()
+        for key in list(self._effective.get("AuthorizationPolicy", {})):
+            sub = self._desired.get(key)
+            if sub is None or key in self._rejected or (not everything and key not in keys):
+                continue
+            before = list(self._context_issues.get(key, ()))
+            kept = [i for i in before if i.code.id not in ADVICE_CODES]
+            after = kept + check_authorization_policy(sub.resource, pods, mesh)
+            if after != before:
+                self._context_issues[key] = after
+                out.add(key)
+        return out
 
     def _needs_check(self, key: ResourceKey, touched: set[ResourceKey], probe: _Probe) -> bool:
         if key in touched or self._recheck_everything:
@@ -513,7 +546,11 @@ class Store:
         refused = refused_policy(key, content)
         if refused is None:
             return issues, None
-        text, affects_traffic = describe(refused)
+        if key.kind == "AuthorizationPolicy":  # part authz: the mesh config's root namespace
+            mesh = mesh_of(self._effective.get(MESH_CONFIG_KEY.kind, {}).get(MESH_CONFIG_KEY))
+            text, affects_traffic = describe(refused, mesh.root_namespace)
+        else:
+            text, affects_traffic = describe(refused)
         origin = next((i.origin for i in issues if i.origin), self._origins.get(key))
         note = Issue(
             Codes.POLICY_FAILS_CLOSED,

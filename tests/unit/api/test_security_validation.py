@@ -55,16 +55,24 @@ def test_the_mesh_docs_payment_policy_is_valid_and_fully_supported() -> None:
     )
 
 
+def test_an_empty_principal_is_rejected_with_its_path() -> None:
+    found = _errors(policy("[{from: [{source: {principals: ['']}}]}]"))
+    assert found == ["spec.rules[0].from[0].source.principals[0]: principal must not be empty"]
+
+
 @pytest.mark.parametrize(
     ("principal", "reason"),
     [
-        ("cluster.local/ns/*/sa/b", "'*' is allowed only alone"),
-        ("", "must not be empty"),
-        ("cluster.local/ns/a/sa/b c", "must not contain whitespace"),
+        ("cluster.local/ns/*/sa/b", "matched as the character '*'"),
+        ("cluster.local/ns/a/sa/b c", "contains whitespace, matched literally"),
     ],
 )
-def test_an_invalid_principal_is_rejected_with_its_path(principal: str, reason: str) -> None:
-    found = _errors(policy(f"[{{from: [{{source: {{principals: ['{principal}']}}}}]}}]"))
+def test_principals_istiod_matches_literally_are_accepted_with_a_warning(
+    principal: str, reason: str
+) -> None:
+    # istiod refuses only empty values (pkg/config/validation ValidateAuthorizationPolicy,
+    # CheckEmptyValues) and matches a '*' inside a value as that character (issue 12).
+    found = _load(policy(f"[{{from: [{{source: {{principals: ['{principal}']}}}}]}}]"))
     assert len(found) == 1
     assert found[0].startswith("spec.rules[0].from[0].source.principals[0]: ")
     assert reason in found[0]
@@ -112,8 +120,11 @@ def test_an_unknown_when_key_is_rejected_naming_the_known_ones() -> None:
     ("condition", "path", "reason"),
     [
         ("{key: source.ip, values: [10.0.0.0/40]}", "values[0]", "not an IP address"),
-        ("{key: destination.port, values: ['0']}", "values[0]", "between 1 and 65535"),
-        ("{key: source.principal, notValues: ['x/ns/*/sa/b']}", "notValues[0]", "'*'"),
+        ("{key: destination.port, values: ['65536']}", "values[0]", "between 0 and 65535"),
+        ("{key: source.trustDomain, notValues: ['a*b']}", "notValues[0]", "one '*' at most"),
+        ("{key: destination.namespace, values: [a]}", "key", "metadata.namespace"),
+        ("{key: 'destination.labels[app]', values: [a]}", "key", "workload selector"),
+        ("{key: 'experimental.envoy.filters.a.b[]', values: [a]}", "key", "unknown key"),
         ("{key: 'request.headers[x-user]'}", "", "needs values or notValues"),
         ("{key: 'request.headers[]', values: [a]}", "key", "unknown key"),
         ("{values: [a]}", "key", "key is required"),
@@ -139,10 +150,15 @@ def test_when_values_are_checked_by_their_key(condition: str, path: str, reason:
         ("connection.sni", "*.example.com"),
         ("request.auth.principal", "issuer/subject"),
         ("source.serviceAccount", "default/order"),
+        ("source.trustDomain", "*.local"),
+        ("source.principal", "x/ns/*/sa/b"),  # literal '*': a warning, below
+        ("destination.port", "0"),
+        ("experimental.envoy.filters.network.mysql_proxy[db.table]", "[update]"),
     ],
 )
 def test_known_when_keys_are_accepted(key: str, value: str) -> None:
-    assert _load(policy(f"[{{when: [{{key: '{key}', values: ['{value}']}}]}}]")) == []
+    found = _load(policy(f"[{{when: [{{key: '{key}', values: ['{value}']}}]}}]"))
+    assert all("matched as the character" in f for f in found), found
 
 
 def test_empty_source_operation_and_ports_out_of_range_are_rejected() -> None:
@@ -154,13 +170,13 @@ def test_empty_source_operation_and_ports_out_of_range_are_rejected() -> None:
     )
     assert found == [
         "spec.rules[0].from[0].source: a from entry needs a source with at least one field",
-        "spec.rules[0].to[0].operation.ports[1]: port '70000' must be a number between 1 and 65535",
-        "spec.rules[0].to[0].operation.ports[2]: port 'http' must be a number between 1 and 65535",
+        "spec.rules[0].to[0].operation.ports[1]: port '70000' must be a number between 0 and 65535",
+        "spec.rules[0].to[0].operation.ports[2]: port 'http' must be a number between 0 and 65535",
         "spec.rules[0].to[1].operation: a to entry needs an operation with at least one field",
     ]
 
 
-def test_lower_case_methods_warn_and_middle_wildcard_paths_are_rejected() -> None:
+def test_lower_case_methods_warn_and_middle_wildcard_paths_warn_they_are_literal() -> None:
     # istiod accepts any method string (issue 11: accept it); one that matches no standard
     # method is a warning, since HTTP methods are case-sensitive.
     assert _load(policy("[{to: [{operation: {methods: [get, 'method-prefix-*']}}]}]")) == [
@@ -168,8 +184,98 @@ def test_lower_case_methods_warn_and_middle_wildcard_paths_are_rejected() -> Non
         "spec.rules[0].to[0].operation.methods[1]: 'method-prefix-*' matches no standard HTTP"
         " method",
     ]
-    found = _errors(policy("[{to: [{operation: {methods: [GET], paths: ['/api/*/charge']}}]}]"))
-    assert found[0].startswith("spec.rules[0].to[0].operation.paths[0]: path '/api/*/charge'")
+    found = _load(policy("[{to: [{operation: {methods: [GET], paths: ['/api/*/charge']}}]}]"))
+    assert found == [
+        "spec.rules[0].to[0].operation.paths[0]: path '/api/*/charge': a '*' inside a value is"
+        " matched as the character '*' (it is a wildcard only alone, as a prefix '*foo' or as a"
+        " suffix 'foo*')"
+    ]
+
+
+@pytest.mark.parametrize("path", ["/path/template/{*}", "/{**}/path/template", "/a/{*}/b/{**}"])
+def test_path_templates_istiod_accepts_are_accepted(path: str) -> None:
+    assert _load(policy(f"[{{to: [{{operation: {{paths: ['{path}']}}}}]}}]")) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/a/{**}/{*}", "{**} must be the last operator"),
+        ("/a/{x}", "outside a {*} or {**} segment"),
+        ("/a/b*/{*}", "not a valid template literal"),
+    ],
+)
+def test_path_templates_istiod_refuses_are_refused(path: str, reason: str) -> None:
+    found = _errors(policy(f"[{{to: [{{operation: {{notPaths: ['{path}']}}}}]}}]"))
+    assert len(found) == 1 and found[0].startswith("spec.rules[0].to[0].operation.notPaths[0]: "), (
+        found
+    )
+    assert reason in found[0]
+
+
+def test_trust_domains_are_accepted_and_checked_as_istiod_checks_them() -> None:
+    assert (
+        _load(
+            policy(
+                "[{from: [{source: {trustDomains: [cluster.local, '*.td'], notTrustDomains: ['bad*']}}]}]"
+            )
+        )
+        == []
+    )
+    assert _errors(policy("[{from: [{source: {trustDomains: ['a/b', 'x*y*']}}]}]")) == [
+        "spec.rules[0].from[0].source.trustDomains[0]: trust domain 'a/b' must not contain '/'",
+        "spec.rules[0].from[0].source.trustDomains[1]: trust domain 'x*y*': one '*' at most,"
+        " alone, at the start or at the end",
+    ]
+
+
+def test_empty_from_or_to_lists_are_refused_as_istiod_refuses_them() -> None:
+    assert _errors(policy("[{from: [], to: []}]")) == [
+        "spec.rules[0].from: `from` must not be empty when set",
+        "spec.rules[0].to: `to` must not be empty when set",
+    ]
+
+
+def test_an_unreadable_dry_run_annotation_is_a_warning_and_the_policy_is_enforced() -> None:
+    found = _load(
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default, annotations: {istio.io/dry-run: "yes"}}
+        spec: {rules: [{}]}
+        """
+    )
+    assert found == [
+        "metadata.annotations[istio.io/dry-run]: 'yes' is not a boolean ('true' or 'false');"
+        " the policy is enforced, as istiod does"
+    ]
+
+
+def test_a_deny_rule_with_only_http_attributes_warns_it_denies_every_tcp_connection() -> None:
+    found = _load(policy("[{to: [{operation: {methods: [DELETE]}}]}]", action="DENY"))
+    assert found == [
+        "spec.rules[0]: this DENY rule uses only HTTP attributes, so it denies every connection"
+        " to the TCP ports it covers (as in istiod); name the ports to narrow it"
+    ]
+    assert (
+        _load(policy("[{to: [{operation: {methods: [DELETE], ports: ['80']}}]}]", action="DENY"))
+        == []
+    )
+
+
+def test_custom_refuses_the_identity_fields_istiod_refuses() -> None:
+    found = _errors(
+        policy(
+            "[{from: [{source: {principals: [a]}}], when: [{key: source.namespace, values: [x]}]}]",
+            action="CUSTOM",
+            extra="provider: {name: ext}",
+        )
+    )
+    assert found == [
+        "spec.rules[0].from[0].source.principals: not supported with action CUSTOM (as in istiod)",
+        "spec.rules[0].when[0].key: 'source.namespace' is not supported with action CUSTOM"
+        " (as in istiod)",
+    ]
 
 
 def test_service_accounts_cannot_be_mixed_with_principals() -> None:
@@ -326,3 +432,13 @@ def test_destination_rule_tls_is_supported_but_credential_name_is_reported() -> 
         )
     )
     assert found == ["spec.trafficPolicy.tls.credentialName: not supported yet; ignored"]
+
+
+def test_only_one_of_selector_target_ref_and_target_refs_as_istiod_checks() -> None:
+    found = _errors(
+        policy(
+            "[{}]",
+            extra="targetRef: {kind: Service, name: a}\n      targetRefs: [{kind: Service, name: b}]",
+        )
+    )
+    assert found == ["spec.targetRefs: targetRef and targetRefs are mutually exclusive"]

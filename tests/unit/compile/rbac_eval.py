@@ -9,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
+from envoy.type.matcher.v3 import string_pb2, value_pb2
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class Request:
     destination_ip: str = "127.0.7.10"
     destination_port: int = 9080
     sni: str = ""
+    # Dynamic metadata by filter name (e.g. {"envoy.filters.a.b": {"c": "v"}}).
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         if name == ":method":
@@ -101,8 +106,52 @@ def permission_matches(permission: rbac_pb2.Permission, request: Request) -> boo
     if kind == "requested_server_name":
         return string_matches(permission.requested_server_name, request.sni)
     if kind == "metadata":
-        return permission.metadata.invert  # no dynamic metadata in these requests
+        return metadata_matches(permission.metadata, request)
+    if kind == "uri_template":
+        config = uri_template_match_pb2.UriTemplateMatchConfig()
+        permission.uri_template.typed_config.Unpack(config)
+        return uri_template_matches(config.path_template, request.path.split("?", 1)[0])
     raise AssertionError(f"unexpected permission {kind}")
+
+
+# Envoy's URI-template literal characters (RFC 6570 unreserved, pct-encoded, some sub-delims).
+_TEMPLATE_LITERAL = "a-zA-Z0-9\\-._~%!$&'()+,;:@="
+
+
+def uri_template_matches(template: str, path: str) -> bool:
+    """``*`` one path segment, ``**`` zero or more segments (Envoy's uri_template matcher)."""
+    pattern = ""
+    for token in re.split(r"(\*\*|\*)", template):
+        if token == "**":
+            pattern += f"[{_TEMPLATE_LITERAL}/]*"
+        elif token == "*":
+            pattern += f"[{_TEMPLATE_LITERAL}]+"
+        else:
+            pattern += re.escape(token)
+    return re.fullmatch(pattern, path) is not None
+
+
+def value_matches(matcher: value_pb2.ValueMatcher, value: Any) -> bool:
+    kind = matcher.WhichOneof("match_pattern")
+    if kind == "present_match":
+        return value is not None
+    if kind == "string_match":
+        return isinstance(value, str) and string_matches(matcher.string_match, value)
+    if kind == "list_match":
+        return isinstance(value, list) and any(
+            value_matches(matcher.list_match.one_of, v) for v in value
+        )
+    if kind == "or_match":
+        return any(value_matches(m, value) for m in matcher.or_match.value_matchers)
+    raise AssertionError(f"unexpected value matcher {kind}")
+
+
+def metadata_matches(matcher: Any, request: Request) -> bool:
+    value: Any = request.metadata.get(matcher.filter)
+    for segment in matcher.path:
+        value = value.get(segment.key) if isinstance(value, dict) else None
+    result = value is not None and value_matches(matcher.value, value)
+    return result != matcher.invert
 
 
 def principal_matches(principal: rbac_pb2.Principal, request: Request) -> bool:
@@ -126,7 +175,7 @@ def principal_matches(principal: rbac_pb2.Principal, request: Request) -> bool:
     if kind == "header":
         return _header_matches(principal.header, request)
     if kind == "metadata":
-        return principal.metadata.invert  # no JWT: istio_authn metadata is absent
+        return metadata_matches(principal.metadata, request)  # no JWT: absent
     raise AssertionError(f"unexpected principal {kind}")
 
 
@@ -151,3 +200,60 @@ def rbac_of(http_filter: object) -> rbac_pb2.RBAC:
     config = http_rbac_pb2.RBAC()
     http_filter.typed_config.Unpack(config)  # type: ignore[attr-defined]
     return config.rules
+
+
+# ---- whole filters: enforced rules, dry-run (shadow) rules, audit ------------------------------
+
+
+@dataclass
+class Outcome:
+    """What Envoy's RBAC filters decide for one request: allowed or not, whether an AUDIT
+    (LOG) rule marked it, and each shadow engine's verdict by its stat prefix."""
+
+    allowed: bool = True
+    audited: bool = False
+    shadow: dict[str, str] = field(default_factory=dict)  # prefix -> "allowed" | "denied"
+    ext_authz: bool = False  # sent to the CUSTOM policy's external authorizer
+
+
+def _engine_allows(rules: rbac_pb2.RBAC, request: Request) -> tuple[bool, bool]:
+    """(allowed, matched) for one RBAC engine."""
+    matched = any(policy_matches(p, request) for p in rules.policies.values())
+    if rules.action == rbac_pb2.RBAC.ALLOW:
+        return matched, matched
+    if rules.action == rbac_pb2.RBAC.DENY:
+        return not matched, matched
+    return True, matched  # LOG
+
+
+FilterConfig = http_rbac_pb2.RBAC | network_rbac_pb2.RBAC
+
+
+def evaluate(filters: list[FilterConfig], request: Request) -> Outcome:
+    """Run the RBAC filters in order, as Envoy's filter chain does: the first enforced
+    denial stops the request; shadow engines only record their verdict."""
+    out = Outcome()
+    for config in filters:
+        if config.HasField("shadow_rules"):
+            allows, _ = _engine_allows(config.shadow_rules, request)
+            out.shadow[config.shadow_rules_stat_prefix] = "allowed" if allows else "denied"
+        if config.HasField("rules"):
+            allows, matched = _engine_allows(config.rules, request)
+            if config.rules.action == rbac_pb2.RBAC.LOG and matched:
+                out.audited = True
+            if not allows:
+                out.allowed = False
+                return out
+    return out
+
+
+def http_config_of(http_filter: object) -> http_rbac_pb2.RBAC:
+    config = http_rbac_pb2.RBAC()
+    http_filter.typed_config.Unpack(config)  # type: ignore[attr-defined]
+    return config
+
+
+def network_config_of(network_filter: object) -> network_rbac_pb2.RBAC:
+    config = network_rbac_pb2.RBAC()
+    network_filter.typed_config.Unpack(config)  # type: ignore[attr-defined]
+    return config

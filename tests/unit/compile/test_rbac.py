@@ -472,3 +472,64 @@ def test_a_refused_policy_without_a_good_version_makes_its_namespace_deny_everyt
     selected = SnapshotCompiler(store.snapshot).authorization_policies("default", {})
     assert selected.rejected == ()
     assert allowed([rbac_of(f) for f in http_rbac_filters(selected)], Request(principal=ORDER))
+
+
+# ---- the mesh config: root namespace and trust-domain aliases ---------------------------------
+
+
+def _compiler_with(mesh_spec: object, *resources: object) -> object:
+    from controlplane.api.base import ObjectMeta
+    from controlplane.api.mesh import MeshConfig
+    from controlplane.compile import SnapshotCompiler
+    from controlplane.store import Store, Submission
+
+    store = Store()
+    mesh = MeshConfig(metadata=ObjectMeta(name="istio", namespace="istio-system"), spec=mesh_spec)
+    store.apply(upserts=[Submission(mesh, ()), *(Submission(r, ()) for r in resources)])
+    return SnapshotCompiler(store.snapshot)
+
+
+def test_the_root_namespace_is_the_mesh_configs() -> None:
+    from controlplane.api.mesh import MeshConfigSpec
+
+    mesh_wide = policy("rules: [{from: [{source: {principals: [nobody]}}]}]", namespace="mesh-root")
+    compiler = _compiler_with(MeshConfigSpec(root_namespace="mesh-root"), mesh_wide)
+    selected = compiler.authorization_policies("prod", PAYMENT_LABELS)  # type: ignore[attr-defined]
+    assert [p.metadata.name for p in selected.of("ALLOW")] == ["p"]
+    # istio-system is no longer the root: its policies stay in istio-system.
+    in_old_root = policy("rules: [{}]", name="old", namespace="istio-system")
+    compiler = _compiler_with(MeshConfigSpec(root_namespace="mesh-root"), in_old_root)
+    assert not compiler.authorization_policies("prod", PAYMENT_LABELS)  # type: ignore[attr-defined]
+
+
+def test_principals_are_expanded_over_the_mesh_trust_domain_aliases() -> None:
+    from controlplane.api.mesh import MeshConfigSpec
+
+    allow = policy(
+        "rules: [{from: [{source: {principals: [td-new/ns/default/sa/order-service]}}]}]"
+    )
+    spec = MeshConfigSpec(trust_domain="td-new", trust_domain_aliases=["cluster.local", "td-old"])
+    compiler = _compiler_with(spec, allow)
+    selected = compiler.authorization_policies("default", PAYMENT_LABELS)  # type: ignore[attr-defined]
+    rbac = [rbac_of(f) for f in http_rbac_filters(selected)]
+    for td in ("td-new", "cluster.local", "td-old"):
+        assert allowed(rbac, Request(principal=f"spiffe://{td}/ns/default/sa/order-service"))
+    assert not allowed(rbac, Request(principal="spiffe://td-x/ns/default/sa/order-service"))
+    # Without aliases only the trust domain written matches.
+    compiler = _compiler_with(MeshConfigSpec(trust_domain="td-new"), allow)
+    selected = compiler.authorization_policies("default", PAYMENT_LABELS)  # type: ignore[attr-defined]
+    rbac = [rbac_of(f) for f in http_rbac_filters(selected)]
+    assert not allowed(rbac, Request(principal=ORDER))
+
+
+def test_a_cluster_local_principal_means_the_local_trust_domain() -> None:
+    # istiod: "cluster.local" in a principal stands for the mesh's trust domain and aliases.
+    from controlplane.api.mesh import MeshConfigSpec
+
+    compiler = _compiler_with(MeshConfigSpec(trust_domain="td-new"), policy(PAYMENT))
+    selected = compiler.authorization_policies("default", PAYMENT_LABELS)  # type: ignore[attr-defined]
+    rbac = [rbac_of(f) for f in http_rbac_filters(selected)]
+    request = Request(
+        "POST", "/api/v1/charge", principal="spiffe://td-new/ns/default/sa/order-service"
+    )
+    assert allowed(rbac, request)

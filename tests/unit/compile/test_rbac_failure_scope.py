@@ -361,3 +361,46 @@ def test_the_status_conditions_say_what_a_refused_policy_does_meanwhile(tmp_path
         "message": "DENY policy refused: until it is fixed workloads app=reviews in namespace "
         "default deny all requests",
     }
+
+
+def test_a_refused_dry_run_policy_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    # istiod never enforces a dry-run policy, broken or not: failing closed for it would
+    # enforce what its author said must not be enforced.
+    broken = policy(
+        "try-deny",
+        """
+        action: DENY
+        rules: [{when: [{key: source.ipaddr, values: [10.0.0.1]}]}]
+        """,
+    ).replace(
+        "metadata: {name: try-deny, namespace: default}",
+        "metadata: {name: try-deny, namespace: default, annotations: {istio.io/dry-run: 'true'}}",
+    )
+    assert "dry-run" in broken
+    store = store_of(tmp_path, broken)
+    assert decide(store, "default", REVIEWS, Request(principal=ORDER))
+    assert filters(store, "default", REVIEWS) == []
+    issue = note(store, "try-deny")
+    assert issue.reason.startswith("dry-run DENY policy refused: no effect on traffic")
+
+
+def test_a_refused_policy_in_the_mesh_config_root_namespace_fails_closed_mesh_wide(
+    tmp_path: Path,
+) -> None:
+    from controlplane.api.base import ObjectMeta
+    from controlplane.api.mesh import MeshConfig, MeshConfigSpec
+    from controlplane.store import Submission
+
+    store = Store()
+    mesh = MeshConfig(
+        metadata=ObjectMeta(name="istio", namespace="istio-system"),
+        spec=MeshConfigSpec(root_namespace="mesh-root"),
+    )
+    store.apply(upserts=[Submission(mesh, ())])
+    store = store_of(
+        tmp_path, policy("typo", "action: DENY\n" + BAD_RULES, namespace="mesh-root"), store=store
+    )
+    assert not decide(store, "prod", REVIEWS, REQUEST)  # every namespace
+    assert note(store, "typo", namespace="mesh-root").reason == (
+        "DENY policy refused: until it is fixed all workloads of the mesh deny all requests"
+    )
