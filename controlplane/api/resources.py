@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from controlplane.api.credentials import Secret
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
@@ -21,6 +22,7 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("", "Pod"): Pod,
     ("", "Namespace"): Namespace,
     ("discovery.k8s.io", "EndpointSlice"): EndpointSlice,
+    ("", "Secret"): Secret,  # gateway credentials (credentialName): api/credentials.py
 }
 GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "networking.istio.io": frozenset({"v1", "v1beta1", "v1alpha3"}),
@@ -40,6 +42,7 @@ Resource = (
     | Pod
     | EndpointSlice
     | Namespace
+    | Secret
 )
 
 

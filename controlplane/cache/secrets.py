@@ -12,6 +12,10 @@ renewed and only the watches of that identity are woken; each stream asks again,
 ``default`` secret's version has moved, and only that secret is sent. Envoy swaps the
 certificate for new handshakes while established connections carry on. Certificates of
 identities no longer watched are forgotten at the next renewal.
+
+Gateway credentials (``credentials.GatewayCredentials``, the Secrets that Gateway servers name
+by ``credentialName``) are served beside them, from the namespace of the proved identity
+only; a change of those Secrets wakes the watches of identities in that namespace.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from controlplane.api.text import printable
 from controlplane.ca import CertificateAuthority, Identity, InvalidIdentity, WorkloadCertCache
+from controlplane.cache.credentials import GatewayCredentials
 from controlplane.cache.interface import NOTHING, ResourceMap, Wake
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import SECRET, CompiledResource
@@ -48,6 +54,24 @@ class SecretCache:
         self._watches: dict[Identity, dict[_SecretWatch, None]] = {}
         self.issued = 0
         self.issued_event = asyncio.Event()
+        self.credentials: GatewayCredentials | None = None
+        # identity -> (its own map, its namespace's credentials, the two merged)
+        self._merged: dict[Identity, tuple[ResourceMap, ResourceMap, ResourceMap]] = {}
+
+    def serve_credentials(self, credentials: GatewayCredentials) -> None:
+        """Serve ``credentials`` to proxies whose proved identity is in their namespace."""
+        self.credentials = credentials
+        credentials.subscribe(self._credentials_changed)
+
+    def _credentials_changed(self, namespaces: frozenset[str]) -> None:
+        holders = [
+            watch
+            for identity, watches in list(self._watches.items())
+            if identity.namespace in namespaces
+            for watch in watches
+        ]
+        for watch in holders:
+            watch.wake()
 
     # ---- ConfigCache ----------------------------------------------------------------------
 
@@ -57,7 +81,7 @@ class SecretCache:
 
     def fetch(self, proxy: Proxy, type_url: str) -> ResourceMap:
         identity = self._identity(proxy) if type_url == SECRET else None
-        return NOTHING if identity is None else self.secrets(identity)
+        return NOTHING if identity is None else self.served(identity)
 
     def watch(self, proxy: Proxy, wake: Wake) -> _SecretWatch:
         watch = _SecretWatch(self, self._identity(proxy), wake)
@@ -91,6 +115,24 @@ class SecretCache:
                 printable(repr(proxy.identity)),
             )
             return None
+
+    def served(self, identity: Identity) -> ResourceMap:
+        """What a proxy proved as ``identity`` may have: its own secrets and the gateway
+        credentials of its namespace (one shared map while neither changes)."""
+        own = self.secrets(identity)
+        credentials = (
+            self.credentials.for_namespace(identity.namespace)
+            if self.credentials is not None
+            else NOTHING
+        )
+        if not credentials:
+            return own
+        cached = self._merged.get(identity)
+        if cached is not None and cached[0] is own and cached[1] is credentials:
+            return cached[2]
+        merged: ResourceMap = MappingProxyType({**credentials, **own})
+        self._merged[identity] = (own, credentials, merged)
+        return merged
 
     def secrets(self, identity: Identity) -> ResourceMap:
         """``default`` and ``ROOTCA`` for ``identity``: one map per certificate."""
@@ -130,6 +172,7 @@ class SecretCache:
                 self.certs.discard(identity)
                 with self._lock:
                     self._compiled.pop(identity, None)
+                self._merged.pop(identity, None)
                 continue
             before = self._compiled.get(identity)
             if self.certificate(identity) is not (before[1] if before else None):
@@ -185,7 +228,7 @@ class _SecretWatch:
     def resources(self, type_url: str) -> ResourceMap:
         if type_url != SECRET or self.identity is None:
             return NOTHING
-        return self._cache.secrets(self.identity)
+        return self._cache.served(self.identity)
 
     def cancel(self) -> None:
         self._cache._forget(self)

@@ -28,6 +28,7 @@ from typing import Any
 import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load
+from controlplane.api.credentials import Secret
 from controlplane.api.issues import Codes, Issue, Level
 from controlplane.store import Rejection, Store, Submission
 
@@ -45,6 +46,8 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("discovery.k8s.io", "v1", "endpointslices"),
     ("", "v1", "pods"),
     ("", "v1", "namespaces"),
+    # Gateway credentials (credentialName); only credential-shaped ones are kept, see translate.
+    ("", "v1", "secrets"),
 )
 
 # Metadata that changes on every write (a status update included) without changing what
@@ -91,7 +94,15 @@ def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
                     key,
                 ),
             )
-        return Update(key, rejection=Rejection(key, refused, None, generation, doc), restored=kept)
+        # A Secret's content is never kept beyond what the credential model decoded.
+        content = None if key.kind == Secret.__name__ else doc
+        return Update(
+            key, rejection=Rejection(key, refused, None, generation, content), restored=kept
+        )
+    if isinstance(resource, Secret) and not resource.is_credential:
+        # Not a credential (a token, a registry login...): the store need not hold it; a
+        # deletion forgets one that used to be a credential.
+        return Update(key, delete=True)
     return Update(key, submission=Submission(resource, tuple(issues), None), restored=kept)
 
 
@@ -260,6 +271,7 @@ _KIND_OF_PLURAL = {
     "endpointslices": "EndpointSlice",
     "pods": "Pod",
     "namespaces": "Namespace",
+    "secrets": "Secret",
 }
 
 
