@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from controlplane.api.credentials import Secret
+from controlplane.api.gateway import Gateway
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
@@ -16,6 +17,7 @@ from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("networking.istio.io", "Gateway"): Gateway,  # part "gateway" (issue 13)
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -36,6 +38,7 @@ CLUSTER_SCOPED = frozenset({"Namespace"})
 Resource = (
     VirtualService
     | DestinationRule
+    | Gateway
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

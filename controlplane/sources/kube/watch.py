@@ -40,6 +40,7 @@ log = logging.getLogger("controlplane.kube")
 WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "virtualservices"),
     ("networking.istio.io", "v1", "destinationrules"),
+    ("networking.istio.io", "v1", "gateways"),
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("", "v1", "services"),
@@ -265,6 +266,7 @@ class Resync:
 _KIND_OF_PLURAL = {
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
+    "gateways": "Gateway",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "services": "Service",
