@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -181,3 +181,30 @@ def parse_sds_name(resource_name: str, proxy_namespace: str) -> CredentialRef | 
     if not name or "/" in namespace:
         return None
     return CredentialRef(namespace or proxy_namespace, name)
+
+
+class CredentialSettings(Protocol):
+    """The credential fields of a Gateway server's ``tls`` (``api/gateway.ServerTLSSettings``)."""
+
+    @property
+    def credential_name(self) -> str | None: ...
+    @property
+    def credential_names(self) -> list[str]: ...
+    @property
+    def ca_cert_credential_name(self) -> str | None: ...
+
+
+def credential_names(settings: CredentialSettings) -> list[str]:
+    """The credential Secrets a server's TLS names (``credentialNames`` wins, as in istiod)."""
+    if settings.credential_names:
+        return list(settings.credential_names)
+    return [settings.credential_name] if settings.credential_name else []
+
+
+def ca_credential_name(settings: CredentialSettings) -> str | None:
+    """The Secret name whose CA checks client certificates: ``caCertCredentialName``, else the
+    ``-cacert`` of the (first) credential."""
+    if settings.ca_cert_credential_name:
+        return settings.ca_cert_credential_name
+    names = credential_names(settings)
+    return names[0] + CA_SUFFIX if names else None

@@ -232,6 +232,14 @@ def validate_server_tls(path: str, tls: ServerTLSSettings) -> list[Issue]:
                     _error(f"{path}.{field}", f"ISTIO_MUTUAL TLS cannot have associated {what}")
                 )
         return found
+    if tls.mode == "AUTO_PASSTHROUGH":  # part "gwtls": not implemented yet, say so
+        found.append(
+            Issue(
+                Codes.UNSUPPORTED_FIELD,
+                f"{path}.mode",
+                "AUTO_PASSTHROUGH is not supported yet: this server gets no filter chain",
+            )
+        )
     if tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and (
         tls.ca_crl
         or tls.server_certificate

@@ -51,6 +51,11 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # gateway-tls (CP0520-0539): a Gateway server's TLS credentials (credentialName Secrets).
+    # Found in context but never blocking: the Gateway applies, that server's TLS waits for
+    # its Secret (as in istiod, where the listener waits for the SDS secret).
+    GATEWAY_CREDENTIAL_NOT_FOUND = Code("CP0520", Level.ERROR, "GatewayCredentialNotFound")
+    GATEWAY_CREDENTIAL_INVALID = Code("CP0521", Level.ERROR, "InvalidGatewayCredential")
 
 
 @dataclass(frozen=True)

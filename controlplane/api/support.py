@@ -201,6 +201,26 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.servers.bind",
             "spec.servers.hosts",
             "spec.servers.name",
+            # part "gwtls" (compile/gateway_tls.py); AUTO_PASSTHROUGH is reported by
+            # gateway_validation as not supported yet.
+            "spec.servers.tls",
+            "spec.servers.tls.httpsRedirect",
+            "spec.servers.tls.mode",
+            "spec.servers.tls.serverCertificate",
+            "spec.servers.tls.privateKey",
+            "spec.servers.tls.caCertificates",
+            "spec.servers.tls.caCrl",
+            "spec.servers.tls.credentialName",
+            "spec.servers.tls.credentialNames",
+            "spec.servers.tls.caCertCredentialName",
+            "spec.servers.tls.tlsCertificates.**",
+            "spec.servers.tls.subjectAltNames",
+            "spec.servers.tls.verifyCertificateSpki",
+            "spec.servers.tls.verifyCertificateHash",
+            "spec.servers.tls.minProtocolVersion",
+            "spec.servers.tls.maxProtocolVersion",
+            "spec.servers.tls.cipherSuites",
+            "spec.servers.tls.insecureSkipVerify",
         }
     ),
     # security.istio.io: compiled by compile/authn.py, compile/tls.py and compile/rbac.py.

@@ -17,14 +17,16 @@ intersected with the server's ``hosts`` (``ns/host`` only for VirtualServices of
 the table is ``blackhole:<port>`` and every request gets 404.
 
 Where TLS plugs in: ``server_filter_chains`` builds the filter chains of one merged server.
-Plain HTTP servers (and ``httpsRedirect``-only ones) are built here; a server with TLS
-settings on an HTTPS/TLS port is handed to ``TLS_CHAINS`` (None until the TLS part provides
-it), which returns its chains (SNI match, DownstreamTlsContext, the HCM or tcp_proxy).
+Plain HTTP servers are built here; a server with TLS settings on an HTTPS/TLS port gets its
+chains from ``compile/gateway_tls.py`` (SNI match, DownstreamTlsContext with the
+``credentialName`` SDS secrets, the HCM; or, for PASSTHROUGH, a tcp_proxy per SNI route of
+the bound VirtualServices). ``tls.httpsRedirect`` marks the server's virtual hosts
+``require_tls: ALL`` (Envoy answers 301 to https).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -46,10 +48,12 @@ from controlplane.api.gateway import (
 from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import VirtualService
 from controlplane.compile.filters import HCM_FILTER
+from controlplane.compile.gateway_tls import passthrough_chains, secure_chain
 from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import routes_from_virtual_service
 from controlplane.compile.inbound import inbound_ports
 from controlplane.compile.naming import WILDCARD_ADDRESS, listener_name, virtual_host_name
+from controlplane.compile.network import listener_filters
 from controlplane.compile.outbound import http_connection_manager
 from controlplane.compile.protos import packed, socket_address
 from controlplane.compile.proxy import ROUTER, Proxy
@@ -306,22 +310,22 @@ def sanitize_hosts(hosts: Iterable[str], namespace: str) -> tuple[str, ...]:
 
 # ---- listeners ----------------------------------------------------------------------------
 
-# The TLS part's filter chains for a server with TLS settings on an HTTPS/TLS port.
-TlsChains = Callable[[ListenerPort, GatewayServer], list[lc.FilterChain]]
-TLS_CHAINS: TlsChains | None = None
 
-
-def gateway_listener(listener: ListenerPort) -> listener_pb2.Listener | None:
+def gateway_listener(
+    listener: ListenerPort, snapshot: SnapshotReader, proxy: Proxy
+) -> listener_pb2.Listener | None:
     """``0.0.0.0_<port>``: one filter chain per server (plain HTTP servers share one);
-    None when no server yields a chain."""
+    None when no server yields a chain. TLS chains (terminated or passed through) match
+    ``transport_protocol: tls`` and SNI, so the listener gets the TLS inspector."""
     chains: list[lc.FilterChain] = []
     plain_http_done = False
+    known_sni: dict[str, str] = {}  # passthrough SNI name -> bind, for duplicates
     for entry in listener.servers:
         if not is_tls_server(entry.server) and is_http_server(entry.server):
             if plain_http_done:
                 continue  # plain HTTP servers of one port share http.<port>
             plain_http_done = True
-        chains.extend(server_filter_chains(listener, entry))
+        chains.extend(server_filter_chains(listener, entry, snapshot, proxy, known_sni))
     if not chains:
         return None
     return listener_pb2.Listener(
@@ -329,14 +333,36 @@ def gateway_listener(listener: ListenerPort) -> listener_pb2.Listener | None:
         address=socket_address(listener.bind or WILDCARD_ADDRESS, listener.port),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=chains,
+        listener_filters=listener_filters(chains, with_original_dst=False),
     )
 
 
-def server_filter_chains(listener: ListenerPort, entry: GatewayServer) -> list[lc.FilterChain]:
-    """The filter chains one server contributes to its listener. TLS plugs in here."""
+def server_filter_chains(
+    listener: ListenerPort,
+    entry: GatewayServer,
+    snapshot: SnapshotReader,
+    proxy: Proxy,
+    known_sni: dict[str, str],
+) -> list[lc.FilterChain]:
+    """The filter chains one server contributes to its listener (TLS: compile/gateway_tls.py).
+    AUTO_PASSTHROUGH is not implemented (api/support.py reports it): no chain."""
     server = entry.server
     if is_tls_server(server):
-        return TLS_CHAINS(listener, entry) if TLS_CHAINS is not None else []
+        assert server.tls is not None
+        if server.tls.mode == "AUTO_PASSTHROUGH":
+            return []
+        if is_passthrough(server):
+            bound = [
+                (vs, shared)
+                for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
+                if (shared := intersect_hosts(entry.hosts, vs))
+            ]
+            return passthrough_chains(
+                snapshot, server, entry.gateway, entry.number, bound, known_sni
+            )
+        if is_http_server(server):
+            return [secure_chain(http_filter_chain(listener, entry.route_name), server)]
+        return []  # TCP routes behind TLS termination (protocol TLS): not yet
     if is_http_server(server):
         return [http_filter_chain(listener, entry.route_name)]
     return []  # TCP servers (VirtualService tcp routes through a gateway): not yet
@@ -352,6 +378,11 @@ def http_filter_chain(listener: ListenerPort, route_config: str) -> lc.FilterCha
 
 
 # ---- routes -------------------------------------------------------------------------------
+
+
+def _https_redirect(entry: GatewayServer) -> bool:
+    """``tls.httpsRedirect``: Envoy answers 301 to https:// for every request (require_tls)."""
+    return entry.server.tls is not None and bool(entry.server.tls.https_redirect)
 
 
 def bound_virtual_services(
@@ -432,13 +463,26 @@ def gateway_route_configuration(
             for host in shared:
                 vhost = hosts.get(host)
                 if vhost is None:
-                    hosts[host] = rc.VirtualHost(
+                    hosts[host] = vhost = rc.VirtualHost(
                         name=virtual_host_name(host, entry.number),
                         domains=[host],
                         routes=list(found),
                     )
                 else:
                     vhost.routes.extend(found)
+                if _https_redirect(entry):
+                    vhost.require_tls = rc.VirtualHost.ALL
+        if _https_redirect(entry):
+            # Every host of the server redirects, with or without a VirtualService (istiod).
+            for host in entry.hosts:
+                name = host.partition("/")[2] if "/" in host else host
+                name = name.lower()
+                redirect = hosts.get(name)
+                if redirect is None:
+                    hosts[name] = redirect = rc.VirtualHost(
+                        name=virtual_host_name(name, entry.number), domains=[name]
+                    )
+                redirect.require_tls = rc.VirtualHost.ALL
     if hosts:
         virtual_hosts = sorted(hosts.values(), key=lambda v: v.name)
     else:

@@ -17,7 +17,15 @@ from controlplane.store.snapshot import (
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
-_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
+# A Gateway whose credential Secret is missing or unusable applies too: that server's TLS
+# waits for the Secret, as Envoy waits for the SDS secret (part "gwtls").
+_NOT_BLOCKING = frozenset(
+    {
+        Codes.CONFLICTING_VIRTUAL_SERVICES.id,
+        Codes.GATEWAY_CREDENTIAL_NOT_FOUND.id,
+        Codes.GATEWAY_CREDENTIAL_INVALID.id,
+    }
+)
 
 
 def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue]:

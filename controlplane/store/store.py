@@ -24,6 +24,7 @@ from controlplane.api.policy_scope import RefusedPolicy, describe, refused_polic
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
 from controlplane.store.dependencies import change_tokens
+from controlplane.store.gateway_credentials import check_gateway_credentials
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -75,7 +76,7 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 # builds the store, since the store is below the compiler): findings, never an exception.
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
-_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway"})
 # Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
 _POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
@@ -297,6 +298,8 @@ class Store:
                 check = (
                     check_destination_rule
                     if key.kind == "DestinationRule"
+                    else check_gateway_credentials  # part "gwtls"; never blocking
+                    if key.kind == "Gateway"
                     else check_virtual_service
                 )
                 found = self._check(probe.snapshot, key, check)
