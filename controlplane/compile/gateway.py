@@ -475,12 +475,11 @@ def gateway_route_configuration(
         if _https_redirect(entry):
             # Every host of the server redirects, with or without a VirtualService (istiod).
             for host in entry.hosts:
-                name = host.partition("/")[2] if "/" in host else host
-                name = name.lower()
-                redirect = hosts.get(name)
+                domain = (host.partition("/")[2] if "/" in host else host).lower()
+                redirect = hosts.get(domain)
                 if redirect is None:
-                    hosts[name] = redirect = rc.VirtualHost(
-                        name=virtual_host_name(name, entry.number), domains=[name]
+                    hosts[domain] = redirect = rc.VirtualHost(
+                        name=virtual_host_name(domain, entry.number), domains=[domain]
                     )
                 redirect.require_tls = rc.VirtualHost.ALL
     if hosts:
