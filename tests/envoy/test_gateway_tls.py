@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -251,15 +250,7 @@ def wait_until(check, what: str, timeout: float = 20.0) -> None:  # type: ignore
 def served_subject(gw: GatewayMesh, port: int, host: str) -> str | None:
     """The subject of the certificate the gateway presents for SNI ``host`` (verified
     against the gateway CA), or None when no TLS handshake completes."""
-    context = ssl.create_default_context(cafile=str(gw.dir / "ca.pem"))
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
-    assert der is not None
-    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    return pki.served_subject(port, host, gw.dir / "ca.pem")
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -193,3 +193,24 @@ def tls_secret_yaml(
         f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
         f"type: {kind_type}\ndata:\n{body}\n"
     )
+
+
+def served_subject(
+    port: int, server_name: str, cafile: Path, host: str = "127.0.0.1"
+) -> str | None:
+    """The subject of the certificate a TLS server on ``host:port`` presents for SNI
+    ``server_name``, verified against ``cafile``; None when no verified handshake completes
+    (nothing listening, no matching filter chain, an untrusted or wrong certificate)."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with socket.create_connection((host, port), timeout=2) as raw:
+            with context.wrap_socket(raw, server_hostname=server_name) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    if der is None:
+        return None
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
