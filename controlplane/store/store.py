@@ -112,7 +112,17 @@ class _Probe:
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
     problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
-    return issue.code.id.startswith("CP03") or issue.code is Codes.POLICY_FAILS_CLOSED
+    return (
+        issue.code.id.startswith("CP03")
+        or issue.code is Codes.POLICY_FAILS_CLOSED
+        or issue.code in _GATEWAY_CREDENTIAL_CODES
+    )
+
+
+# In-context findings about a Gateway's credential Secrets (part "gwtls", gateway_credentials).
+_GATEWAY_CREDENTIAL_CODES = frozenset(
+    {Codes.GATEWAY_CREDENTIAL_NOT_FOUND, Codes.GATEWAY_CREDENTIAL_INVALID}
+)
 
 
 class Store:
