@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import ssl
 import subprocess
 import threading
@@ -23,6 +24,7 @@ import pytest
 from cryptography import x509
 
 from controlplane.app import obtain_token
+from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
 from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port
 from tests.support import meshes, pki
@@ -42,6 +44,7 @@ class Ports:
     mtls: int
     passthrough: int
     other: int
+    mesh: int
     app: int
     tls_app: int
 
@@ -49,6 +52,7 @@ class Ports:
 @dataclass
 class GatewayMesh:
     mesh: LocalMesh
+    ca_dir: Path
     dir: Path
     ports: Ports
     gateway: Sidecar
@@ -80,6 +84,9 @@ def gateway_yaml(p: Ports) -> str:
             - port: {{number: {p.mtls}, name: https-mtls, protocol: HTTPS}}
               hosts: ["{MTLS_HOST}"]
               tls: {{mode: MUTUAL, credentialName: mtls-cred}}
+            - port: {{number: {p.mesh}, name: https-mesh, protocol: HTTPS}}
+              hosts: ["{HOST}"]
+              tls: {{mode: ISTIO_MUTUAL}}
             - port: {{number: {p.passthrough}, name: tls-passthrough, protocol: TLS}}
               hosts: ["{SECURE_HOST}"]
               tls: {{mode: PASSTHROUGH}}
@@ -185,7 +192,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayMesh]:
     ca_dir = workdir / "ca"
     mesh = LocalMesh(workdir, control_plane_args=["--ca-dir", str(ca_dir)]).start()
     ports = Ports(
-        *(free_port() for _ in range(5)), free_port("127.0.9.10"), free_port("127.0.9.11")
+        *(free_port() for _ in range(6)), free_port("127.0.9.10"), free_port("127.0.9.11")
     )
     ca, client_ca, backend_ca = (
         pki.current_ca(n) for n in ("gateway root", "clients root", "backend root")
@@ -227,7 +234,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayMesh]:
     for proxy in (gateway, other):
         mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds", "rds"), timeout=30)
         proxy.envoy.wait_live()
-    result = GatewayMesh(mesh, pems, ports, gateway, other, ca, client_ca, backend_ca)
+    result = GatewayMesh(mesh, ca_dir, pems, ports, gateway, other, ca, client_ca, backend_ca)
     result.write_pem("ca.pem", pki.pem(ca[0]))
     result.write_pem("backend-ca.pem", pki.pem(backend_ca[0]))
     wait_until(lambda: served_subject(result, ports.https, HOST) is not None, "the HTTPS listener")
@@ -332,6 +339,40 @@ def test_mutual_tls_needs_a_client_certificate_signed_by_the_credentials_ca(
         url,
     )
     assert wrong.returncode != 0 or not wrong.stdout.endswith("200")
+
+
+def mesh_get(gw: GatewayMesh, port: int, client: tuple[Path, Path] | None) -> str:
+    """GET / over TLS to an ISTIO_MUTUAL server, trusting the mesh root (the gateway's
+    certificate is its SPIFFE workload certificate, which names no host); the status line,
+    or the error when the handshake or the request fails."""
+    context = ssl.create_default_context(cafile=str(gw.ca_dir / "root-cert.pem"))
+    context.check_hostname = False
+    if client is not None:
+        context.load_cert_chain(*client)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST) as tls:
+                peer = tls.getpeercert()
+                tls.sendall(f"GET /productpage HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+                line = tls.recv(4096).split(b"\r\n", 1)[0].decode()
+    except (OSError, ssl.SSLError) as exc:
+        return f"refused: {exc}"
+    sans = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+    assert sans == ["spiffe://cluster.local/ns/istio-system/sa/ingressgateway"], sans
+    return line
+
+
+def test_istio_mutual_admits_a_mesh_workload_certificate_and_refuses_a_client_without_one(
+    gw: GatewayMesh, tmp_path: Path
+) -> None:
+    bundle = DirectoryKeyStore(gw.ca_dir).load()
+    assert bundle is not None
+    cert = CertificateAuthority(bundle).issue(Identity("cluster.local", "default", "sleep"))
+    chain, key = tmp_path / "sleep.pem", tmp_path / "sleep-key.pem"
+    chain.write_text(cert.cert_chain_pem)
+    key.write_text(cert.private_key_pem)
+    assert mesh_get(gw, gw.ports.mesh, (chain, key)) == "HTTP/1.1 200 OK"
+    assert not mesh_get(gw, gw.ports.mesh, None).startswith("HTTP/1.1 200")
 
 
 def test_passthrough_forwards_tls_by_sni_to_the_backend_that_terminates_it(gw: GatewayMesh) -> None:
