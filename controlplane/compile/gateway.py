@@ -18,13 +18,16 @@ the table is ``blackhole:<port>`` and every request gets 404.
 
 Where TLS plugs in: ``server_filter_chains`` builds the filter chains of one merged server.
 Plain HTTP servers (and ``httpsRedirect``-only ones) are built here; a server with TLS
-settings on an HTTPS/TLS port is handed to ``TLS_CHAINS`` (None until the TLS part provides
-it), which returns its chains (SNI match, DownstreamTlsContext, the HCM or tcp_proxy).
+settings on an HTTPS/TLS port is handed to ``compile/gateway_tls.py``
+(``tls_server_chains``: SNI match, DownstreamTlsContext, the HCM on the server's
+``https....`` routes, or tcp_proxy for PASSTHROUGH). ``gateway_route_configuration`` builds
+the routes of every HTTP route name, ``https....`` included; ``httpsRedirect``
+(``require_tls`` on the virtual hosts) is the TLS part's too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -37,10 +40,13 @@ from google.protobuf import wrappers_pb2
 from controlplane.api.gateway import (
     Gateway,
     Server,
+    hosts_for_namespace,
+    intersect_hosts,
     is_http_server,
     is_passthrough,
     is_tls_server,
     resolve_gateway_name,
+    sanitize_hosts,
     server_protocol,
 )
 from controlplane.api.issues import ResourceKey
@@ -55,7 +61,7 @@ from controlplane.compile.protos import packed, socket_address
 from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import created, exported_to, host_matches, resolve_host
+from controlplane.store.snapshot import created, exported_to, resolve_host
 
 
 @dataclass(frozen=True)
@@ -286,29 +292,7 @@ def route_name(server: Server, port: int, name: str, namespace: str) -> str:
     return ""
 
 
-def sanitize_hosts(hosts: Iterable[str], namespace: str) -> tuple[str, ...]:
-    """``./host`` -> ``<namespace>/host``; ``*/host`` -> ``host``; ``*/*`` -> ``*``."""
-    out: list[str] = []
-    for host in hosts:
-        ns, slash, name = host.partition("/")
-        if not slash:
-            out.append(host)
-        elif ns == ".":
-            out.append(f"{namespace}/{name}")
-        elif ns == "*":
-            if name == "*":
-                return ("*",)
-            out.append(name)
-        else:
-            out.append(host)
-    return tuple(out)
-
-
 # ---- listeners ----------------------------------------------------------------------------
-
-# The TLS part's filter chains for a server with TLS settings on an HTTPS/TLS port.
-TlsChains = Callable[[ListenerPort, GatewayServer], list[lc.FilterChain]]
-TLS_CHAINS: TlsChains | None = None
 
 
 def gateway_listener(listener: ListenerPort) -> listener_pb2.Listener | None:
@@ -336,7 +320,9 @@ def server_filter_chains(listener: ListenerPort, entry: GatewayServer) -> list[l
     """The filter chains one server contributes to its listener. TLS plugs in here."""
     server = entry.server
     if is_tls_server(server):
-        return TLS_CHAINS(listener, entry) if TLS_CHAINS is not None else []
+        from controlplane.compile.gateway_tls import tls_server_chains  # noqa: PLC0415
+
+        return tls_server_chains(listener, entry)
     if is_http_server(server):
         return [http_filter_chain(listener, entry.route_name)]
     return []  # TCP servers (VirtualService tcp routes through a gateway): not yet
@@ -375,31 +361,12 @@ def bound_gateways(vs: VirtualService) -> frozenset[str]:
     return frozenset(resolve_gateway_name(g, vs.metadata.namespace) for g in vs.spec.gateways)
 
 
-def intersect_hosts(server_hosts: Iterable[str], vs: VirtualService) -> list[str]:
-    """The hosts a server and a VirtualService share, the more specific of each pair
-    (istiod's ``NamesForNamespace`` then ``Intersection``)."""
+def shared_hosts(server_hosts: Iterable[str], vs: VirtualService) -> list[str]:
+    """The hosts a server and a VirtualService share (short names resolved in the
+    VirtualService's namespace, lower case)."""
     namespace = vs.metadata.namespace
-    wanted: list[str] = []
-    for host in server_hosts:
-        ns, slash, name = host.partition("/")
-        if slash:
-            if ns != namespace:
-                continue
-            host = name
-        wanted.append(host.lower())
-    out: list[str] = []
-    for vs_host in vs.spec.hosts:
-        resolved = resolve_host(vs_host, namespace).lower()
-        for host in wanted:
-            if host_matches(host, resolved):
-                picked = resolved
-            elif host_matches(resolved, host):
-                picked = host
-            else:
-                continue
-            if picked not in out:
-                out.append(picked)
-    return out
+    resolved = [resolve_host(h, namespace).lower() for h in vs.spec.hosts]
+    return intersect_hosts(hosts_for_namespace(server_hosts, namespace), resolved)
 
 
 def gateway_route_configuration(
@@ -415,7 +382,7 @@ def gateway_route_configuration(
     for entry in servers:
         bound = bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
         for vs in bound:
-            shared = intersect_hosts(entry.hosts, vs)
+            shared = shared_hosts(entry.hosts, vs)
             if not shared:
                 continue
             vs_key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
