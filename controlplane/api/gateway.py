@@ -8,6 +8,7 @@ implements is listed in ``controlplane.api.support``. Validation (istiod's rules
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field
@@ -129,3 +130,65 @@ def resolve_gateway_name(name: str, namespace: str) -> str:
         return f"{namespace}/{name}"
     short, _, rest = name.partition(".")
     return f"{rest.split('.', 1)[0]}/{short}"
+
+
+# ---- server hosts ---------------------------------------------------------------------------
+
+
+def sanitize_hosts(hosts: Iterable[str], namespace: str) -> tuple[str, ...]:
+    """A server's hosts as istiod merges them (``sanitizeServerHostNamespace``): ``./host``
+    -> ``<namespace>/host``; ``*/host`` -> ``host``; ``*/*`` -> ``*`` alone."""
+    out: list[str] = []
+    for host in hosts:
+        ns, slash, name = host.partition("/")
+        if not slash:
+            out.append(host)
+        elif ns == ".":
+            out.append(f"{namespace}/{name}")
+        elif ns == "*":
+            if name == "*":
+                return ("*",)
+            out.append(name)
+        else:
+            out.append(host)
+    return tuple(out)
+
+
+def hosts_for_namespace(server_hosts: Iterable[str], namespace: str) -> list[str]:
+    """The sanitized server hosts a VirtualService of ``namespace`` may use: ``ns/host``
+    only when ``ns`` is its namespace; a host without namespace for everyone."""
+    out: list[str] = []
+    for host in server_hosts:
+        ns, slash, name = host.partition("/")
+        if slash:
+            if ns != namespace:
+                continue
+            host = name
+        out.append(host.lower())
+    return out
+
+
+def host_covers(pattern: str, host: str) -> bool:
+    """``pattern`` (``*``, ``*.suffix`` or a name) matches ``host`` (itself possibly a
+    wildcard: ``*.example.com`` covers ``*.a.example.com``)."""
+    if pattern == host or pattern == "*":
+        return True
+    return pattern.startswith("*.") and host.endswith(pattern[1:])
+
+
+def intersect_hosts(server_hosts: Iterable[str], vs_hosts: Iterable[str]) -> list[str]:
+    """The hosts both sides name, the more specific of each matching pair (istiod's
+    ``Names.Intersection``): ``*.example.com`` and ``a.example.com`` share ``a.example.com``."""
+    wanted = list(server_hosts)
+    out: list[str] = []
+    for vs_host in vs_hosts:
+        for host in wanted:
+            if host_covers(host, vs_host):
+                picked = vs_host
+            elif host_covers(vs_host, host):
+                picked = host
+            else:
+                continue
+            if picked not in out:
+                out.append(picked)
+    return out

@@ -51,6 +51,11 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # 0500-0519: part "gateway" (issue 13): Gateways and the VirtualServices bound to them
+    # (istioctl's IST0101 ReferencedResourceNotFound, IST0132, IST0145 ConflictingGateways).
+    GATEWAY_NOT_FOUND = Code("CP0501", Level.ERROR, "ReferencedGatewayNotFound")
+    HOST_NOT_IN_GATEWAY = Code("CP0502", Level.WARNING, "VirtualServiceHostNotFoundInGateway")
+    CONFLICTING_GATEWAYS = Code("CP0503", Level.ERROR, "ConflictingGateways")
     # gateway-tls (CP0520-0539): a Gateway server's TLS credentials (credentialName Secrets).
     # Found in context but never blocking: the Gateway applies, that server's TLS waits for
     # its Secret (as in istiod, where the listener waits for the SDS secret).

@@ -39,10 +39,13 @@ from google.protobuf import wrappers_pb2
 from controlplane.api.gateway import (
     Gateway,
     Server,
+    hosts_for_namespace,
+    intersect_hosts,
     is_http_server,
     is_passthrough,
     is_tls_server,
     resolve_gateway_name,
+    sanitize_hosts,
     server_protocol,
 )
 from controlplane.api.issues import ResourceKey
@@ -59,7 +62,7 @@ from controlplane.compile.protos import packed, socket_address
 from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
-from controlplane.store.snapshot import created, exported_to, host_matches, resolve_host
+from controlplane.store.snapshot import created, exported_to, resolve_host
 
 
 @dataclass(frozen=True)
@@ -290,24 +293,6 @@ def route_name(server: Server, port: int, name: str, namespace: str) -> str:
     return ""
 
 
-def sanitize_hosts(hosts: Iterable[str], namespace: str) -> tuple[str, ...]:
-    """``./host`` -> ``<namespace>/host``; ``*/host`` -> ``host``; ``*/*`` -> ``*``."""
-    out: list[str] = []
-    for host in hosts:
-        ns, slash, name = host.partition("/")
-        if not slash:
-            out.append(host)
-        elif ns == ".":
-            out.append(f"{namespace}/{name}")
-        elif ns == "*":
-            if name == "*":
-                return ("*",)
-            out.append(name)
-        else:
-            out.append(host)
-    return tuple(out)
-
-
 # ---- listeners ----------------------------------------------------------------------------
 
 
@@ -355,7 +340,7 @@ def server_filter_chains(
             bound = [
                 (vs, shared)
                 for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
-                if (shared := intersect_hosts(entry.hosts, vs))
+                if (shared := shared_hosts(entry.hosts, vs))
             ]
             return passthrough_chains(
                 snapshot, server, entry.gateway, entry.number, bound, known_sni
@@ -406,31 +391,12 @@ def bound_gateways(vs: VirtualService) -> frozenset[str]:
     return frozenset(resolve_gateway_name(g, vs.metadata.namespace) for g in vs.spec.gateways)
 
 
-def intersect_hosts(server_hosts: Iterable[str], vs: VirtualService) -> list[str]:
-    """The hosts a server and a VirtualService share, the more specific of each pair
-    (istiod's ``NamesForNamespace`` then ``Intersection``)."""
+def shared_hosts(server_hosts: Iterable[str], vs: VirtualService) -> list[str]:
+    """The hosts a server and a VirtualService share (short names resolved in the
+    VirtualService's namespace, lower case)."""
     namespace = vs.metadata.namespace
-    wanted: list[str] = []
-    for host in server_hosts:
-        ns, slash, name = host.partition("/")
-        if slash:
-            if ns != namespace:
-                continue
-            host = name
-        wanted.append(host.lower())
-    out: list[str] = []
-    for vs_host in vs.spec.hosts:
-        resolved = resolve_host(vs_host, namespace).lower()
-        for host in wanted:
-            if host_matches(host, resolved):
-                picked = resolved
-            elif host_matches(resolved, host):
-                picked = host
-            else:
-                continue
-            if picked not in out:
-                out.append(picked)
-    return out
+    resolved = [resolve_host(h, namespace).lower() for h in vs.spec.hosts]
+    return intersect_hosts(hosts_for_namespace(server_hosts, namespace), resolved)
 
 
 def gateway_route_configuration(
@@ -446,7 +412,7 @@ def gateway_route_configuration(
     for entry in servers:
         bound = bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
         for vs in bound:
-            shared = intersect_hosts(entry.hosts, vs)
+            shared = shared_hosts(entry.hosts, vs)
             if not shared:
                 continue
             vs_key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)

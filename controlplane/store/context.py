@@ -6,6 +6,8 @@ from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_NOT_BLOCKING
+from controlplane.store.gateway_checks import check_gateway_bindings
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
@@ -19,12 +21,15 @@ from controlplane.store.snapshot import (
 # that loses a host to an older one still applies to its other hosts, as in istiod.
 # A Gateway whose credential Secret is missing or unusable applies too: that server's TLS
 # waits for the Secret, as Envoy waits for the SDS secret (part "gwtls").
-_NOT_BLOCKING = frozenset(
-    {
-        Codes.CONFLICTING_VIRTUAL_SERVICES.id,
-        Codes.GATEWAY_CREDENTIAL_NOT_FOUND.id,
-        Codes.GATEWAY_CREDENTIAL_INVALID.id,
-    }
+_NOT_BLOCKING = (
+    frozenset(
+        {
+            Codes.CONFLICTING_VIRTUAL_SERVICES.id,
+            Codes.GATEWAY_CREDENTIAL_NOT_FOUND.id,
+            Codes.GATEWAY_CREDENTIAL_INVALID.id,
+        }
+    )
+    | GATEWAY_NOT_BLOCKING
 )
 
 
@@ -36,6 +41,7 @@ def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
     found += _check_conflicts(snapshot, vs)
+    found += check_gateway_bindings(snapshot, vs)
     found += _check_ineffective_matches(vs)
     return [i.with_context(key, None) for i in found]
 

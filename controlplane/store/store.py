@@ -24,6 +24,8 @@ from controlplane.api.policy_scope import RefusedPolicy, describe, refused_polic
 from controlplane.api.resources import is_istio_kind, key_of
 from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
 from controlplane.store.dependencies import change_tokens
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_CONTEXT_CODES
+from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.gateway_credentials import check_gateway_credentials
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
@@ -77,6 +79,14 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
 _CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway"})
+_CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
+    "VirtualService": check_virtual_service,
+    "DestinationRule": check_destination_rule,
+    # part "gateway" (store/gateway_checks.py) and part "gwtls" (store/gateway_credentials.py)
+    "Gateway": lambda snapshot, gateway: (
+        check_gateway(snapshot, gateway) + check_gateway_credentials(snapshot, gateway)
+    ),
+}
 # Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
 _POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
@@ -111,10 +121,12 @@ class _Probe:
 
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
-    problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
+    problems (CP03xx, and the Gateway ones of ``gateway_checks`` and ``gateway_credentials``)
+    and what a refused security policy does meanwhile (CP0203)."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
+        or issue.code.id in GATEWAY_CONTEXT_CODES
         or issue.code in _GATEWAY_CREDENTIAL_CODES
     )
 
@@ -305,13 +317,7 @@ class Store:
                     continue
                 # A DestinationRule's own findings are warnings: only a compile failure
                 # holds its version back.
-                check = (
-                    check_destination_rule
-                    if key.kind == "DestinationRule"
-                    else check_gateway_credentials  # part "gwtls"; never blocking
-                    if key.kind == "Gateway"
-                    else check_virtual_service
-                )
+                check = _CONTEXT_CHECKS[key.kind]
                 found = self._check(probe.snapshot, key, check)
                 rechecked.add(key)
                 self._context_issues[key] = found
