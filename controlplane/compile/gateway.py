@@ -51,7 +51,11 @@ from controlplane.api.gateway import (
 from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import VirtualService
 from controlplane.compile.filters import HCM_FILTER
-from controlplane.compile.gateway_tls import passthrough_chains, secure_chain
+from controlplane.compile.gateway_tls import (
+    passthrough_chains,
+    secure_chain,
+    terminated_tcp_chain,
+)
 from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import routes_from_virtual_service
 from controlplane.compile.inbound import inbound_ports
@@ -336,18 +340,19 @@ def server_filter_chains(
         assert server.tls is not None
         if server.tls.mode == "AUTO_PASSTHROUGH":
             return []
+        if is_http_server(server):
+            return [secure_chain(http_filter_chain(listener, entry.route_name), server)]
+        bound = [
+            (vs, shared)
+            for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
+            if (shared := shared_hosts(entry.hosts, vs))
+        ]
         if is_passthrough(server):
-            bound = [
-                (vs, shared)
-                for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
-                if (shared := shared_hosts(entry.hosts, vs))
-            ]
             return passthrough_chains(
                 snapshot, server, entry.gateway, entry.number, bound, known_sni
             )
-        if is_http_server(server):
-            return [secure_chain(http_filter_chain(listener, entry.route_name), server)]
-        return []  # TCP routes behind TLS termination (protocol TLS): not yet
+        chain = terminated_tcp_chain(snapshot, server, entry.gateway, entry.number, bound)
+        return [chain] if chain is not None else []
     if is_http_server(server):
         return [http_filter_chain(listener, entry.route_name)]
     return []  # TCP servers (VirtualService tcp routes through a gateway): not yet

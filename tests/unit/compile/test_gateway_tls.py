@@ -224,3 +224,31 @@ def test_https_redirect_marks_every_server_host_require_tls() -> None:
         ("bookinfo.example.com:80", "ALL"),
         ("shop.example.com:80", "ALL"),
     }
+
+
+def test_a_tls_server_that_terminates_forwards_the_plaintext_by_its_tcp_route() -> None:
+    chain = listener(
+        """
+    - port: {number: 31400, name: tls-db, protocol: TLS}
+      hosts: [db.example.com]
+      tls: {mode: SIMPLE, credentialName: db-cred}
+    """,
+        meshes.virtual_service(
+            "db.example.com",
+            """
+            gateways: [default/gw]
+            tcp:
+            - match: [{port: 31400}]
+              route: [{destination: {host: db.default.svc.cluster.local, port: {number: 5432}}}]
+            """,
+        ),
+    )["filterChains"][0]
+    assert chain["filterChainMatch"] == {
+        "serverNames": ["db.example.com"],
+        "transportProtocol": "tls",
+    }
+    assert chain["filters"][0]["typedConfig"]["cluster"] == (
+        "outbound|5432||db.default.svc.cluster.local"
+    )
+    sds = tls_context(chain)["commonTlsContext"]["tlsCertificateSdsSecretConfigs"]
+    assert [s["name"] for s in sds] == ["kubernetes://db-cred"]
