@@ -103,3 +103,15 @@ def test_a_refused_secret_keeps_no_content_and_logs_no_value(
     assert update.rejection.content is None
     assert "TOP-SECRET" not in caplog.text
     assert all("TOP-SECRET" not in str(i) for i in update.rejection.issues)
+
+
+def test_debug_output_of_a_credential_secret_shows_no_private_key() -> None:
+    from controlplane.compile.sds import credential_secret, redacted
+
+    secret, _ = load(secret_doc({"tls.crt": "CERT", "tls.key": PRIVATE}))
+    assert isinstance(secret, Secret)
+    shown = redacted(credential_secret("kubernetes://cred", certificate_of(secret)))
+    assert shown["tlsCertificate"]["privateKey"] == {"inlineBytes": "[redacted]"}
+    assert "TOP-SECRET" not in str(shown) and base64.b64encode(
+        PRIVATE.encode()
+    ).decode() not in str(shown)
