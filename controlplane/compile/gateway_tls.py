@@ -18,8 +18,14 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 
 if TYPE_CHECKING:
     from controlplane.compile.gateway import GatewayServer, ListenerPort
+    from controlplane.compile.proxy import Proxy
+    from controlplane.store.reads import SnapshotReader
 
 
-def tls_server_chains(listener: ListenerPort, server: GatewayServer) -> list[lc.FilterChain]:
-    """The filter chains of one server with TLS settings on ``listener``."""
+def tls_server_chains(
+    snapshot: SnapshotReader, proxy: Proxy, listener: ListenerPort, server: GatewayServer
+) -> list[lc.FilterChain]:
+    """The filter chains of one server with TLS settings on ``listener`` (reads through
+    ``snapshot``: VirtualService ``tls`` routes for PASSTHROUGH, ``tcp`` routes for a
+    terminated TLS server, see ``gateway.tcp_route_filter``)."""
     return []

@@ -12,6 +12,7 @@ import pytest
 
 from controlplane.testing.mesh import GatewayProxy, LocalMesh
 from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
 from controlplane.testing.traffic import count_backends, send
 from tests.support import meshes
 
@@ -149,3 +150,50 @@ def test_moving_the_server_port_moves_the_listener(edge: Edge) -> None:
         time.sleep(0.1)
     assert active == [f"0.0.0.0_{moved}"]
     assert send(moved, HOST, "/productpage")[0] == 200
+
+
+def test_a_tcp_server_carries_connections_by_the_bound_tcp_route(tmp_path: Path) -> None:
+    # The shape of Istio's samples/tcp-echo/tcp-echo-all-v1.yaml (written here): a TCP server
+    # on the gateway and a VirtualService tcp route bound to it.
+    mesh = LocalMesh(tmp_path)
+    try:
+        target, port = free_port(), free_port()
+        for name, address in (("tcp-echo-v1", "127.0.0.44"), ("tcp-echo-v2", "127.0.0.45")):
+            mesh.backends.append(TcpEchoBackend(name, address, target).start())  # type: ignore[arg-type]
+        mesh.write(
+            "tcp-echo.yaml",
+            meshes.join(
+                meshes.service("tcp-echo", 9000, target_port=target, port_name="tcp"),
+                meshes.pod("tcp-echo-v1", "127.0.0.44", app="tcp-echo", version="v1"),
+                meshes.pod("tcp-echo-v2", "127.0.0.45", app="tcp-echo", version="v2"),
+                meshes.subsets("tcp-echo"),
+                meshes.resource(
+                    "Gateway",
+                    "tcp-echo-gateway",
+                    f"""
+                    selector: {{istio: ingressgateway}}
+                    servers:
+                    - port: {{number: {port}, name: tcp, protocol: TCP}}
+                      hosts: ["*"]
+                    """,
+                ),
+                meshes.resource(
+                    "VirtualService",
+                    "tcp-echo",
+                    f"""
+                    hosts: ["*"]
+                    gateways: [tcp-echo-gateway]
+                    tcp:
+                    - match: [{{port: {port}}}]
+                      route: [{{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}}}]
+                    """,
+                ),
+            ),
+        )
+        mesh.start()
+        proxy = mesh.gateway(wait=False)
+        mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds"), timeout=30)
+        proxy.envoy.wait_live()
+        assert count_echo_backends("127.0.0.1", port, 20) == {"tcp-echo-v1": 20}
+    finally:
+        mesh.stop()
