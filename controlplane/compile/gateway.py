@@ -49,21 +49,18 @@ from controlplane.api.gateway import (
     server_protocol,
 )
 from controlplane.api.issues import ResourceKey
-from controlplane.api.networking import VirtualService
+from controlplane.api.networking import L4MatchAttributes, TLSMatchAttributes, VirtualService
 from controlplane.compile.filters import HCM_FILTER
-from controlplane.compile.gateway_tls import (
-    passthrough_chains,
-    secure_chain,
-    terminated_tcp_chain,
-)
+from controlplane.compile.gateway_tls import passthrough_chains, secure_chain
 from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import routes_from_virtual_service
 from controlplane.compile.inbound import inbound_ports
 from controlplane.compile.naming import WILDCARD_ADDRESS, listener_name, virtual_host_name
-from controlplane.compile.network import listener_filters
+from controlplane.compile.network import listener_filters, tcp_proxy
 from controlplane.compile.outbound import http_connection_manager
 from controlplane.compile.protos import packed, socket_address
 from controlplane.compile.proxy import ROUTER, Proxy
+from controlplane.compile.tcp import weighted_destinations
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import created, exported_to, resolve_host
@@ -301,7 +298,7 @@ def route_name(server: Server, port: int, name: str, namespace: str) -> str:
 
 
 def gateway_listener(
-    listener: ListenerPort, snapshot: SnapshotReader, proxy: Proxy
+    snapshot: SnapshotReader, proxy: Proxy, listener: ListenerPort
 ) -> listener_pb2.Listener | None:
     """``0.0.0.0_<port>``: one filter chain per server (plain HTTP servers share one);
     None when no server yields a chain. TLS chains (terminated or passed through) match
@@ -314,7 +311,7 @@ def gateway_listener(
             if plain_http_done:
                 continue  # plain HTTP servers of one port share http.<port>
             plain_http_done = True
-        chains.extend(server_filter_chains(listener, entry, snapshot, proxy, known_sni))
+        chains.extend(server_filter_chains(snapshot, proxy, listener, entry, known_sni))
     if not chains:
         return None
     return listener_pb2.Listener(
@@ -327,14 +324,17 @@ def gateway_listener(
 
 
 def server_filter_chains(
-    listener: ListenerPort,
-    entry: GatewayServer,
     snapshot: SnapshotReader,
     proxy: Proxy,
-    known_sni: dict[str, str],
+    listener: ListenerPort,
+    entry: GatewayServer,
+    known_sni: dict[str, str] | None = None,
 ) -> list[lc.FilterChain]:
-    """The filter chains one server contributes to its listener (TLS: compile/gateway_tls.py).
-    AUTO_PASSTHROUGH is not implemented (api/support.py reports it): no chain."""
+    """The filter chains one server contributes to its listener. TLS (compile/gateway_tls.py):
+    terminated HTTPS gets the HTTP chain behind its TLS context, a terminated TLS server its
+    TCP route behind it, PASSTHROUGH one SNI chain per bound ``tls`` route (``known_sni``: the
+    SNI names already taken on the listener). AUTO_PASSTHROUGH is not implemented
+    (reported by validation): no chain."""
     server = entry.server
     if is_tls_server(server):
         assert server.tls is not None
@@ -342,20 +342,60 @@ def server_filter_chains(
             return []
         if is_http_server(server):
             return [secure_chain(http_filter_chain(listener, entry.route_name), server)]
-        bound = [
-            (vs, shared)
-            for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
-            if (shared := shared_hosts(entry.hosts, vs))
-        ]
         if is_passthrough(server):
+            bound = [
+                (vs, shared)
+                for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
+                if (shared := shared_hosts(entry.hosts, vs))
+            ]
             return passthrough_chains(
-                snapshot, server, entry.gateway, entry.number, bound, known_sni
+                snapshot,
+                server,
+                entry.gateway,
+                entry.number,
+                bound,
+                {} if known_sni is None else known_sni,
             )
-        chain = terminated_tcp_chain(snapshot, server, entry.gateway, entry.number, bound)
-        return [chain] if chain is not None else []
+        terminated = tcp_route_filter(snapshot, proxy, entry)
+        if terminated is None:
+            return []
+        return [secure_chain(lc.FilterChain(filters=[terminated]), server)]
     if is_http_server(server):
         return [http_filter_chain(listener, entry.route_name)]
-    return []  # TCP servers (VirtualService tcp routes through a gateway): not yet
+    proxy_filter = tcp_route_filter(snapshot, proxy, entry)
+    return [lc.FilterChain(filters=[proxy_filter])] if proxy_filter is not None else []
+
+
+def tcp_route_filter(
+    snapshot: SnapshotReader, proxy: Proxy, entry: GatewayServer
+) -> lc.Filter | None:
+    """A TCP server (or a terminated TLS one): the first ``tcp`` route of a bound
+    VirtualService sharing a host with the server whose match fits the server's port and
+    gateway, as a TCP proxy (istiod's buildGatewayNetworkFiltersFromTCPRoutes); None if none."""
+    for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace):
+        if not shared_hosts(entry.hosts, vs):
+            continue
+        for tcp in vs.spec.tcp:
+            if tcp.route and l4_match(tcp.match, entry):
+                clusters = weighted_destinations(snapshot, vs, tcp.route, entry.number)
+                single = clusters[0][0] if len(clusters) == 1 else None
+                return tcp_proxy(single or f"outbound|{entry.number}||", clusters)
+    return None
+
+
+def l4_match(
+    matches: Sequence[L4MatchAttributes | TLSMatchAttributes], entry: GatewayServer
+) -> bool:
+    """No match, or one whose ``port`` (if any) is the server's and whose ``gateways`` (if
+    any) name the server's Gateway."""
+    if not matches:
+        return True
+    for match in matches:
+        port_ok = match.port is None or match.port == entry.number
+        names = {resolve_gateway_name(g, entry.namespace) for g in match.gateways}
+        if port_ok and (not match.gateways or entry.gateway in names):
+            return True
+    return False
 
 
 def http_filter_chain(listener: ListenerPort, route_config: str) -> lc.FilterChain:

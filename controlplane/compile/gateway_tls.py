@@ -242,39 +242,6 @@ def passthrough_chains(
     return chains
 
 
-def terminated_tcp_chain(
-    snapshot: SnapshotReader,
-    server: Server,
-    gateway: str,
-    number: int,
-    bound: Sequence[tuple[VirtualService, list[str]]],
-) -> lc.FilterChain | None:
-    """A TLS server (protocol TLS) that terminates: the first ``tcp`` route of a bound
-    VirtualService whose match applies, behind the server's TLS context (istiod's
-    ``buildGatewayNetworkFiltersFromTCPRoutes``); None when no route applies."""
-    for vs, _shared in bound:
-        for route in vs.spec.tcp:
-            if not route.route:
-                continue
-            if route.match and not any(
-                _l4_match_applies(m.port, m.gateways, number, gateway, vs.metadata.namespace)
-                for m in route.match
-            ):
-                continue
-            clusters = weighted_destinations(snapshot, vs, route.route, number)
-            stat = clusters[0][0] if len(clusters) == 1 else f"outbound|{number}||"
-            return secure_chain(lc.FilterChain(filters=[tcp_proxy(stat, clusters)]), server)
-    return None
-
-
-def _l4_match_applies(
-    port: int | None, gateways: Sequence[str], number: int, gateway: str, namespace: str
-) -> bool:
-    if port is not None and port != number:
-        return False
-    return not gateways or gateway in {resolve_gateway_name(g, namespace) for g in gateways}
-
-
 def _tls_match_applies(
     match: TLSMatchAttributes, number: int, gateway: str, namespace: str
 ) -> bool:
@@ -297,7 +264,6 @@ __all__ = [
     "is_https_terminated",
     "passthrough_chains",
     "secure_chain",
-    "terminated_tcp_chain",
     "sni_hosts",
     "terminates_tls",
 ]

@@ -92,7 +92,7 @@ def _gateway_listeners(context: CompileContext, proxy: Proxy) -> dict[str, Compi
         merged = context.merged_gateway(proxy)
         out: dict[str, CompiledResource] = {}
         for port in merged.listeners:
-            listener = gateway_listener(port, context.reads, proxy)
+            listener = gateway_listener(context.reads, proxy, port)
             if listener is not None:
                 out.setdefault(listener.name, CompiledResource(listener.name, listener))
         return out

@@ -12,6 +12,7 @@ import pytest
 
 from controlplane.testing.mesh import GatewayProxy, LocalMesh
 from controlplane.testing.ports import free_port
+from controlplane.testing.tcp_echo import TcpEchoBackend, count_echo_backends
 from controlplane.testing.traffic import count_backends, send
 from tests.support import meshes
 
@@ -149,3 +150,136 @@ def test_moving_the_server_port_moves_the_listener(edge: Edge) -> None:
         time.sleep(0.1)
     assert active == [f"0.0.0.0_{moved}"]
     assert send(moved, HOST, "/productpage")[0] == 200
+
+
+def test_a_tcp_server_carries_connections_by_the_bound_tcp_route(tmp_path: Path) -> None:
+    # The shape of Istio's samples/tcp-echo/tcp-echo-all-v1.yaml (written here): a TCP server
+    # on the gateway and a VirtualService tcp route bound to it.
+    mesh = LocalMesh(tmp_path)
+    try:
+        target, port = free_port(), free_port()
+        for name, address in (("tcp-echo-v1", "127.0.0.44"), ("tcp-echo-v2", "127.0.0.45")):
+            mesh.backends.append(TcpEchoBackend(name, address, target).start())  # type: ignore[arg-type]
+        mesh.write(
+            "tcp-echo.yaml",
+            meshes.join(
+                meshes.service("tcp-echo", 9000, target_port=target, port_name="tcp"),
+                meshes.pod("tcp-echo-v1", "127.0.0.44", app="tcp-echo", version="v1"),
+                meshes.pod("tcp-echo-v2", "127.0.0.45", app="tcp-echo", version="v2"),
+                meshes.subsets("tcp-echo"),
+                meshes.resource(
+                    "Gateway",
+                    "tcp-echo-gateway",
+                    f"""
+                    selector: {{istio: ingressgateway}}
+                    servers:
+                    - port: {{number: {port}, name: tcp, protocol: TCP}}
+                      hosts: ["*"]
+                    """,
+                ),
+                meshes.resource(
+                    "VirtualService",
+                    "tcp-echo",
+                    f"""
+                    hosts: ["*"]
+                    gateways: [tcp-echo-gateway]
+                    tcp:
+                    - match: [{{port: {port}}}]
+                      route: [{{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}}}]
+                    """,
+                ),
+            ),
+        )
+        mesh.start()
+        proxy = mesh.gateway(wait=False)
+        mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds"), timeout=30)
+        proxy.envoy.wait_live()
+        assert count_echo_backends("127.0.0.1", port, 20) == {"tcp-echo-v1": 20}
+    finally:
+        mesh.stop()
+
+
+def test_the_egress_gateway_pattern_sends_mesh_traffic_out_through_the_gateway(
+    tmp_path: Path,
+) -> None:
+    # The pattern of Istio's egress-gateway task (written here, plain HTTP): one
+    # VirtualService bound to the mesh and to the egress Gateway; from sidecars it routes to
+    # the egress gateway's Service, at the gateway on to the destination. The Service maps
+    # port 80 to the port the gateway Envoy binds (istiod's port translation).
+    mesh = LocalMesh(tmp_path)
+    try:
+        external, egress = "127.0.0.47", "127.0.0.46"
+        target, gateway_port = free_port(), free_port()
+        mesh.backend("external-v1", external, target)
+        mesh.write(
+            "external.yaml",
+            meshes.join(
+                meshes.service("external", 80, target_port=target, namespace="outside"),
+                meshes.pod("external-v1", external, app="external", namespace="outside"),
+            ),
+        )
+        mesh.write(
+            "egress.yaml",
+            meshes.join(
+                meshes.service(
+                    "istio-egressgateway",
+                    80,
+                    target_port=gateway_port,
+                    port_name="http2",
+                    app="istio-egressgateway",
+                    namespace="istio-system",
+                ),
+                meshes.pod(
+                    "istio-egressgateway-0",
+                    egress,
+                    app="istio-egressgateway",
+                    labels={"istio": "egressgateway"},
+                    namespace="istio-system",
+                ),
+                meshes.resource(
+                    "Gateway",
+                    "istio-egressgateway",
+                    """
+                    selector: {istio: egressgateway}
+                    servers:
+                    - port: {number: 80, name: http, protocol: HTTP}
+                      hosts: [external.outside.svc.cluster.local]
+                    """,
+                ),
+                meshes.resource(
+                    "VirtualService",
+                    "direct-external-through-egress-gateway",
+                    """
+                    hosts: [external.outside.svc.cluster.local]
+                    gateways: [istio-egressgateway, mesh]
+                    http:
+                    - match: [{gateways: [mesh], port: 80}]
+                      route:
+                      - destination:
+                          host: istio-egressgateway.istio-system.svc.cluster.local
+                          port: {number: 80}
+                    - match: [{gateways: [istio-egressgateway], port: 80}]
+                      route:
+                      - destination: {host: external.outside.svc.cluster.local, port: {number: 80}}
+                    """,
+                ),
+            ),
+        )
+        mesh.start()
+        gateway = mesh.gateway(
+            "istio-egressgateway",
+            labels={"istio": "egressgateway", "app": "istio-egressgateway"},
+            address=egress,
+        )
+        listeners = gateway.envoy.admin("/listeners")
+        assert f"0.0.0.0_{gateway_port}::0.0.0.0:{gateway_port}" in listeners
+        sidecar = mesh.sidecar(
+            "sidecar~127.0.0.1~sleep.default~default.svc.cluster.local", labels={"app": "sleep"}
+        )
+        counts = count_backends(sidecar.outbound_port, "external.outside.svc.cluster.local", 20)
+        assert counts == {"external-v1": 20}
+        # Every request passed the egress gateway's listener.
+        stat = f"http.outbound_0.0.0.0_{gateway_port}.downstream_rq_2xx"
+        assert gateway.envoy.stat(stat) == 20
+    finally:
+        mesh.stop()

@@ -311,3 +311,38 @@ def test_https_route_names_follow_istiod() -> None:
     )
     merged = merge_gateways([d.resource for d in docs])  # type: ignore[misc]
     assert list(merged.routes) == ["https.443.https-shop.bookinfo-gateway.default"]
+
+
+def test_a_tcp_server_forwards_by_the_first_matching_tcp_route_of_a_bound_service() -> None:
+    echo = meshes.join(
+        meshes.service("tcp-echo", 9000, port_name="tcp"),
+        meshes.pod("tcp-echo-v1", "10.1.0.7", app="tcp-echo", version="v1"),
+        meshes.subsets("tcp-echo", ["v1"]),
+    )
+    tcp_gateway = gateway(port=31400, protocol="TCP", port_name="tcp")
+    vs = meshes.resource(
+        "VirtualService",
+        "tcp-echo",
+        """
+        hosts: ["*"]
+        gateways: [bookinfo-gateway]
+        tcp:
+        - match: [{port: 9999}]
+          route: [{destination: {host: nowhere}}]
+        - match: [{port: 31400}]
+          route:
+          - {destination: {host: tcp-echo, port: {number: 9000}}, weight: 3}
+          - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 1}
+        """,
+    )
+    config = gateway_config(echo, tcp_gateway, vs)
+    assert config["rds"] == {}
+    [chain] = config["lds"]["0.0.0.0_31400"]["filterChains"]
+    proxy = chain["filters"][0]["typedConfig"]
+    assert proxy["@type"].endswith("TcpProxy")
+    assert [(c["name"], c["weight"]) for c in proxy["weightedClusters"]["clusters"]] == [
+        ("outbound|9000||tcp-echo.default.svc.cluster.local", 3),
+        ("outbound|9000|v1|tcp-echo.default.svc.cluster.local", 1),
+    ]
+    # With no tcp route for the server, the listener has no chain and is left out.
+    assert gateway_config(echo, tcp_gateway)["lds"] == {}
