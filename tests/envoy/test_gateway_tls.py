@@ -445,6 +445,10 @@ def test_a_rotated_secret_is_served_without_restarting_the_gateway(gw: GatewayMe
     assert gw.gateway.envoy.process.pid == pid and gw.gateway.envoy.process.poll() is None
     # The rotation was a secret push, not a listener change: no listener was drained.
     assert gw.gateway.envoy.stat("listener_manager.listener_modified") == 0
+    # The control plane said what changed, and never what the Secret holds.
+    log = gw.mesh.control_plane.log_text()
+    assert "credentials changed in namespace(s) istio-system" in log
+    assert "PRIVATE KEY" not in log and "BEGIN CERTIFICATE" not in log
 
 
 def test_the_gateways_tls_listeners_pass_envoy_validate(tmp_path: Path) -> None:
