@@ -283,3 +283,26 @@ def test_the_egress_gateway_pattern_sends_mesh_traffic_out_through_the_gateway(
         assert gateway.envoy.stat(stat) == 20
     finally:
         mesh.stop()
+
+
+def test_an_authorization_policy_selecting_the_gateway_is_enforced_at_the_gateway(
+    edge: Edge,
+) -> None:
+    before = edge.mesh.debug.type_state(edge.gateway.node_id, "lds")["acked_version"]
+    edge.mesh.write(
+        "deny.yaml",
+        meshes.resource(
+            "AuthorizationPolicy",
+            "deny-productpage-at-the-edge",
+            """
+            selector: {matchLabels: {istio: ingressgateway}}
+            action: DENY
+            rules: [{to: [{operation: {paths: [/productpage]}}]}]
+            """,
+            namespace="istio-system",
+        ),
+    )
+    edge.mesh.debug.wait_synced(edge.gateway.node_id, timeout=10, newer_than={"lds": before})
+    status, _, body = send(edge.port, HOST, "/productpage")
+    assert status == 403 and b"RBAC" in body
+    assert send(edge.port, HOST, "/reviews")[0] == 200
