@@ -5,7 +5,6 @@ clients outside speak plain HTTP to it (tests/envoy/zero_trust.py's mesh)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
