@@ -124,6 +124,8 @@ class LocalMesh:
         labels: dict[str, str] | None = None,
         address: str = "127.0.0.1",
         wait: bool = True,
+        service_account: str | None = None,
+        **bootstrap_args: Any,
     ) -> GatewayProxy:
         """A gateway Envoy (node id ``router~...``) with ``labels`` (Istio's ingress gateway
         labels by default): it serves the listeners of the Gateways that select it."""
@@ -133,10 +135,11 @@ class LocalMesh:
             node_id=node_id,
             namespace=namespace,
             labels=labels if labels is not None else INGRESS_GATEWAY_LABELS,
-            service_account=f"{name}-service-account",
+            service_account=service_account or f"{name}-service-account",
             xds_port=self.xds_port,
             admin_port=admin,
             workload_name=name,
+            **bootstrap_args,
         )
         envoy = EnvoyProcess(bootstrap, self.workdir, name=f"gateway-{len(self.gateways)}")
         proxy = GatewayProxy(node_id, envoy, admin)

@@ -59,9 +59,8 @@ class Edge:
     port: int
 
 
-@pytest.fixture
-def edge(tmp_path: Path) -> Iterator[Edge]:
-    mesh = LocalMesh(tmp_path)
+def _start_edge(workdir: Path) -> Iterator[Edge]:
+    mesh = LocalMesh(workdir)
     try:
         target = free_port()
         mesh.backend("reviews-v1", V1, target)
@@ -84,6 +83,18 @@ def edge(tmp_path: Path) -> Iterator[Edge]:
         mesh.stop()
 
 
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """One mesh for the tests that leave it as they found it."""
+    yield from _start_edge(tmp_path_factory.mktemp("edge"))
+
+
+@pytest.fixture
+def fresh_edge(tmp_path: Path) -> Iterator[Edge]:
+    """A mesh of its own, for a test that removes or moves the Gateway."""
+    yield from _start_edge(tmp_path)
+
+
 def test_requests_enter_through_the_gateway_and_follow_the_canary_split(edge: Edge) -> None:
     status, _, body = send(edge.port, HOST, "/productpage")
     assert status == 200 and b"productpage-v1" in body
@@ -96,8 +107,16 @@ def test_requests_enter_through_the_gateway_and_follow_the_canary_split(edge: Ed
 def test_a_weight_edit_reaches_the_gateway(edge: Edge) -> None:
     before = edge.mesh.debug.type_state(edge.gateway.node_id, "rds")["acked_version"]
     edge.mesh.write("bookinfo.yaml", bookinfo(0, 100))
-    edge.mesh.debug.wait_synced(edge.gateway.node_id, timeout=10, newer_than={"rds": before})
-    assert count_backends(edge.port, HOST, 100, path="/reviews") == {"reviews-v2": 100}
+    states = edge.mesh.debug.wait_synced(
+        edge.gateway.node_id, timeout=10, newer_than={"rds": before}
+    )
+    try:
+        assert count_backends(edge.port, HOST, 100, path="/reviews") == {"reviews-v2": 100}
+    finally:
+        edge.mesh.write("bookinfo.yaml", bookinfo(75, 25))
+        edge.mesh.debug.wait_synced(
+            edge.gateway.node_id, timeout=10, newer_than={"rds": states["rds"]["acked_version"]}
+        )
 
 
 def test_a_host_the_server_does_not_list_gets_404(edge: Edge) -> None:
@@ -118,7 +137,8 @@ def test_a_gateway_proxy_the_selector_does_not_match_gets_no_listener(edge: Edge
     assert listeners.get("listener_statuses", []) == []
 
 
-def test_removing_the_only_gateway_removes_the_listener(edge: Edge) -> None:
+def test_removing_the_only_gateway_removes_the_listener(fresh_edge: Edge) -> None:
+    edge = fresh_edge
     before = edge.mesh.debug.type_state(edge.gateway.node_id, "lds")["acked_version"]
     edge.mesh.remove("gateway.yaml")
     states = edge.mesh.debug.wait_synced(
@@ -136,7 +156,8 @@ def test_removing_the_only_gateway_removes_the_listener(edge: Edge) -> None:
     assert active == [], active
 
 
-def test_moving_the_server_port_moves_the_listener(edge: Edge) -> None:
+def test_moving_the_server_port_moves_the_listener(fresh_edge: Edge) -> None:
+    edge = fresh_edge
     before = edge.mesh.debug.type_state(edge.gateway.node_id, "lds")["acked_version"]
     moved = free_port()
     edge.mesh.write("gateway.yaml", gateway(moved))
@@ -283,3 +304,34 @@ def test_the_egress_gateway_pattern_sends_mesh_traffic_out_through_the_gateway(
         assert gateway.envoy.stat(stat) == 20
     finally:
         mesh.stop()
+
+
+def test_an_authorization_policy_selecting_the_gateway_is_enforced_at_the_gateway(
+    edge: Edge,
+) -> None:
+    before = edge.mesh.debug.type_state(edge.gateway.node_id, "lds")["acked_version"]
+    edge.mesh.write(
+        "deny.yaml",
+        meshes.resource(
+            "AuthorizationPolicy",
+            "deny-productpage-at-the-edge",
+            """
+            selector: {matchLabels: {istio: ingressgateway}}
+            action: DENY
+            rules: [{to: [{operation: {paths: [/productpage]}}]}]
+            """,
+            namespace="istio-system",
+        ),
+    )
+    states = edge.mesh.debug.wait_synced(
+        edge.gateway.node_id, timeout=10, newer_than={"lds": before}
+    )
+    try:
+        status, _, body = send(edge.port, HOST, "/productpage")
+        assert status == 403 and b"RBAC" in body
+        assert send(edge.port, HOST, "/reviews")[0] == 200
+    finally:
+        edge.mesh.remove("deny.yaml")
+        edge.mesh.debug.wait_synced(
+            edge.gateway.node_id, timeout=10, newer_than={"lds": states["lds"]["acked_version"]}
+        )

@@ -252,3 +252,34 @@ def test_a_tls_server_that_terminates_forwards_the_plaintext_by_its_tcp_route() 
     )
     sds = tls_context(chain)["commonTlsContext"]["tlsCertificateSdsSecretConfigs"]
     assert [s["name"] for s in sds] == ["kubernetes://db-cred"]
+
+
+def test_authorization_policies_of_the_gateway_guard_its_tls_chains() -> None:
+    """As on plain chains (istiod applies a gateway's policies to every chain): HTTP RBAC in
+    the terminated HTTPS chain's connection manager, network RBAC before a passthrough's
+    TCP proxy."""
+    policy = meshes.resource(
+        "AuthorizationPolicy",
+        "deny-blocked",
+        """
+        selector: {matchLabels: {istio: ingressgateway}}
+        action: DENY
+        rules: [{from: [{source: {ipBlocks: [203.0.113.0/24]}}]}]
+        """,
+        namespace="istio-system",
+    )
+    https = listener(
+        """
+    - port: {number: 443, name: https, protocol: HTTPS}
+      hosts: ["*"]
+      tls: {mode: SIMPLE, credentialName: cred}
+    """,
+        policy,
+    )["filterChains"][0]
+    http_filters = https["filters"][0]["typedConfig"]["httpFilters"]
+    assert http_filters[0]["name"] == "envoy.filters.http.rbac"
+    passthrough = listener(PASSTHROUGH_SERVER, tls_route("a", "a.example.com", "alpha"), policy)[
+        "filterChains"
+    ][0]
+    names = [f["name"] for f in passthrough["filters"]]
+    assert names == ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
