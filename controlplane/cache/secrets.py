@@ -14,8 +14,11 @@ certificate for new handshakes while established connections carry on. Certifica
 identities no longer watched are forgotten at the next renewal.
 
 Gateway credentials (``credentials.GatewayCredentials``, the Secrets that Gateway servers name
-by ``credentialName``) are served beside them, from the namespace of the proved identity
-only; a change of those Secrets wakes the watches of identities in that namespace.
+by ``credentialName``) are served beside them to gateway proxies (router mode) only, and only
+from the namespace of the proved identity; a change of those Secrets wakes the gateways'
+watches in that namespace. (istiod asks the apiserver whether the proxy's service account
+may read Secrets there, which Istio's charts grant to gateways; sidecars of the namespace
+get no credentials here.)
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from controlplane.api.text import printable
 from controlplane.ca import CertificateAuthority, Identity, InvalidIdentity, WorkloadCertCache
 from controlplane.cache.credentials import GatewayCredentials
 from controlplane.cache.interface import NOTHING, ResourceMap, Wake
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.compile.resources import SECRET, CompiledResource
 from controlplane.compile.sds import certificate_secret, root_secret
 from controlplane.compile.tls import SDS_DEFAULT, SDS_ROOT
@@ -69,6 +72,7 @@ class SecretCache:
             for identity, watches in list(self._watches.items())
             if identity.namespace in namespaces
             for watch in watches
+            if watch.gateway
         ]
         for watch in holders:
             watch.wake()
@@ -81,10 +85,10 @@ class SecretCache:
 
     def fetch(self, proxy: Proxy, type_url: str) -> ResourceMap:
         identity = self._identity(proxy) if type_url == SECRET else None
-        return NOTHING if identity is None else self.served(identity)
+        return NOTHING if identity is None else self.served(identity, _is_gateway(proxy))
 
     def watch(self, proxy: Proxy, wake: Wake) -> _SecretWatch:
-        watch = _SecretWatch(self, self._identity(proxy), wake)
+        watch = _SecretWatch(self, self._identity(proxy), wake, _is_gateway(proxy))
         if watch.identity is not None:
             self._watches.setdefault(watch.identity, {})[watch] = None
         return watch
@@ -116,13 +120,13 @@ class SecretCache:
             )
             return None
 
-    def served(self, identity: Identity) -> ResourceMap:
-        """What a proxy proved as ``identity`` may have: its own secrets and the gateway
-        credentials of its namespace (one shared map while neither changes)."""
+    def served(self, identity: Identity, gateway: bool = False) -> ResourceMap:
+        """What a proxy proved as ``identity`` may have: its own secrets and, for a gateway,
+        the credentials of its namespace (one shared map while neither changes)."""
         own = self.secrets(identity)
         credentials = (
             self.credentials.for_namespace(identity.namespace)
-            if self.credentials is not None
+            if self.credentials is not None and gateway
             else NOTHING
         )
         if not credentials:
@@ -215,20 +219,27 @@ class SecretCache:
         return renewed
 
 
+def _is_gateway(proxy: Proxy) -> bool:
+    return proxy.proxy_type == ROUTER
+
+
 class _SecretWatch:
     """A proxy's watch on the secrets of the identity it proved (None: it proved none)."""
 
-    __slots__ = ("_cache", "identity", "wake")
+    __slots__ = ("_cache", "gateway", "identity", "wake")
 
-    def __init__(self, cache: SecretCache, identity: Identity | None, wake: Wake) -> None:
+    def __init__(
+        self, cache: SecretCache, identity: Identity | None, wake: Wake, gateway: bool = False
+    ) -> None:
         self._cache = cache
         self.identity = identity
+        self.gateway = gateway
         self.wake = wake
 
     def resources(self, type_url: str) -> ResourceMap:
         if type_url != SECRET or self.identity is None:
             return NOTHING
-        return self._cache.served(self.identity)
+        return self._cache.served(self.identity, self.gateway)
 
     def cancel(self) -> None:
         self._cache._forget(self)

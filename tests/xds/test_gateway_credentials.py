@@ -142,3 +142,17 @@ async def test_a_proxy_without_a_proved_identity_gets_no_credential(tmp_path: Pa
             except TimeoutError:
                 return
             assert names(response) == []
+
+
+async def test_a_sidecar_in_the_secrets_namespace_gets_no_credential(
+    secured: ControlPlane,
+) -> None:
+    sidecar = node(
+        "sidecar~127.0.6.121~app-1.ingress~ingress.svc.cluster.local",
+        {"NAMESPACE": "ingress", "SERVICE_ACCOUNT": "app"},
+    )
+    async with AdsConnection(secured.target, delta=True) as conn:
+        await conn.send(
+            delta_request(SECRET, ["kubernetes://bookinfo-cred", "default"], node_message=sidecar)
+        )
+        assert names(await conn.recv()) == ["default"]
