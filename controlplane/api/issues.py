@@ -56,6 +56,8 @@ class Codes:
     GATEWAY_NOT_FOUND = Code("CP0501", Level.ERROR, "ReferencedGatewayNotFound")
     HOST_NOT_IN_GATEWAY = Code("CP0502", Level.WARNING, "VirtualServiceHostNotFoundInGateway")
     CONFLICTING_GATEWAYS = Code("CP0503", Level.ERROR, "ConflictingGateways")
+    GATEWAY_SELECTS_NO_POD = Code("CP0504", Level.WARNING, "GatewaySelectorMatchesNoPod")
+    GATEWAY_PORT_NOT_ON_SERVICE = Code("CP0505", Level.WARNING, "GatewayPortNotDefinedOnService")
     # gateway-tls (CP0520-0539): a Gateway server's TLS credentials (credentialName Secrets).
     # Found in context but never blocking: the Gateway applies, that server's TLS waits for
     # its Secret (as in istiod, where the listener waits for the SDS secret).

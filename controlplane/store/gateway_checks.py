@@ -30,6 +30,8 @@ NOT_BLOCKING = frozenset(
         Codes.GATEWAY_NOT_FOUND.id,
         Codes.HOST_NOT_IN_GATEWAY.id,
         Codes.CONFLICTING_GATEWAYS.id,
+        Codes.GATEWAY_SELECTS_NO_POD.id,
+        Codes.GATEWAY_PORT_NOT_ON_SERVICE.id,
     }
 )
 
@@ -114,7 +116,54 @@ def check_gateway(snapshot: SnapshotReader, gateway: Gateway) -> list[Issue]:
                     "workloads (istioctl IST0145 ConflictingGateways)",
                 )
             )
+    found += _check_workloads(snapshot, gateway)
     return [issue.with_context(key, None) for issue in found]
+
+
+def _check_workloads(snapshot: SnapshotReader, gateway: Gateway) -> list[Issue]:
+    """Where the mesh knows its Pods: a selector no Pod matches (istioctl IST0101), and a
+    server port that no Service of the selected Pods declares, as a port or a target port
+    (IST0162). Warnings: in file mode a gateway Envoy need not be a Pod the files declare,
+    so a mesh without Pods is not checked at all."""
+    pods = list(snapshot.of_kind(Pod).values())
+    if not pods:
+        return []
+    selector = gateway.spec.selector
+    selected = [p for p in pods if selects(selector, p.metadata.labels)]
+    shown = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "(none)"
+    if not selected:
+        return [
+            Issue(
+                Codes.GATEWAY_SELECTS_NO_POD,
+                "spec.selector",
+                f"no pod matches the selector {shown}: no gateway serves these servers "
+                "(istioctl IST0101 ReferencedResourceNotFound)",
+            )
+        ]
+    ports: set[int] = set()
+    for pod in selected:
+        for service in snapshot.services.values():
+            if service.namespace != pod.metadata.namespace or not service.selector:
+                continue
+            if not selects(service.selector, pod.metadata.labels):
+                continue
+            for port in service.ports:
+                ports.add(port.port)
+                if isinstance(port.target_port, int):
+                    ports.add(port.target_port)
+    found: list[Issue] = []
+    for i, server in enumerate(gateway.spec.servers):
+        if server.port is not None and server.port.number not in ports:
+            found.append(
+                Issue(
+                    Codes.GATEWAY_PORT_NOT_ON_SERVICE,
+                    f"spec.servers[{i}].port.number",
+                    f"port {server.port.number} is not a port (or target port) of any Service "
+                    f"of the pods the selector {shown} matches: clients cannot reach it "
+                    "(istioctl IST0162 GatewayPortNotDefinedOnService)",
+                )
+            )
+    return found
 
 
 def _same_workloads(snapshot: SnapshotReader, a: Gateway, b: Gateway) -> bool:
