@@ -46,7 +46,13 @@ from controlplane.ca import (
 )
 from controlplane.ca.authority import CLOCK_SKEW
 from controlplane.ca.service import CertificateServicer
-from controlplane.cache import CacheMux, CompiledCache, SecretCache, XdsMetrics
+from controlplane.cache import (
+    CacheMux,
+    CompiledCache,
+    GatewayCredentials,
+    SecretCache,
+    XdsMetrics,
+)
 from controlplane.cache.interface import SECRET
 from controlplane.compile.check import check_resource
 from controlplane.sources import MeshCa
@@ -375,6 +381,9 @@ async def _xds_side(
     if security is None:
         server = XdsServer(CacheMux(hub), metrics=metrics)
     else:
+        # Gateway credentials (credentialName Secrets) need a proved identity: served only
+        # with the mesh CA on, as istiod serves them only to verified proxies.
+        security.provider.serve_credentials(GatewayCredentials(store))
         server = XdsServer(
             CacheMux(hub, {SECRET: security.provider}),
             authenticator=security.authenticator,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# Registers the security.istio.io validators with `validate`.
+from controlplane.api import gateway_validation as _gateway_validation  # noqa: F401
+
 # Registers the mesh config's validator.
 from controlplane.api import mesh_validation as _mesh_validation  # noqa: F401
 
 # Registers RequestAuthentication (kind and validator).
 from controlplane.api import request_authn as _request_authn  # noqa: F401
-
-# Registers the security.istio.io validators with `validate`.
 from controlplane.api import security_validation as _security_validation  # noqa: F401
 from controlplane.api.issues import Codes, InvalidResource, Issue, Level, ResourceKey, errors
 from controlplane.api.mesh import MESH_CONFIG_KEY, MeshConfig, mesh_config_document

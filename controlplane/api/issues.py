@@ -75,6 +75,18 @@ class Codes:
     # provider per workload (unless PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS) and denies
     # what all of them match.
     MULTIPLE_EXTENSION_PROVIDERS = Code("CP0422", Level.ERROR, "MultipleExtensionProviders")
+    # 0500-0519: part "gateway" (issue 13): Gateways and the VirtualServices bound to them
+    # (istioctl's IST0101 ReferencedResourceNotFound, IST0132, IST0145 ConflictingGateways).
+    GATEWAY_NOT_FOUND = Code("CP0501", Level.ERROR, "ReferencedGatewayNotFound")
+    HOST_NOT_IN_GATEWAY = Code("CP0502", Level.WARNING, "VirtualServiceHostNotFoundInGateway")
+    CONFLICTING_GATEWAYS = Code("CP0503", Level.ERROR, "ConflictingGateways")
+    GATEWAY_SELECTS_NO_POD = Code("CP0504", Level.WARNING, "GatewaySelectorMatchesNoPod")
+    GATEWAY_PORT_NOT_ON_SERVICE = Code("CP0505", Level.WARNING, "GatewayPortNotDefinedOnService")
+    # gateway-tls (CP0520-0539): a Gateway server's TLS credentials (credentialName Secrets).
+    # Found in context but never blocking: the Gateway applies, that server's TLS waits for
+    # its Secret (as in istiod, where the listener waits for the SDS secret).
+    GATEWAY_CREDENTIAL_NOT_FOUND = Code("CP0520", Level.ERROR, "GatewayCredentialNotFound")
+    GATEWAY_CREDENTIAL_INVALID = Code("CP0521", Level.ERROR, "InvalidGatewayCredential")
 
 
 @dataclass(frozen=True)

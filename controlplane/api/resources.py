@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from controlplane.api.credentials import Secret
+from controlplane.api.gateway import Gateway
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
@@ -16,6 +18,7 @@ from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("networking.istio.io", "Gateway"): Gateway,  # part "gateway" (issue 13)
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -25,6 +28,7 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     # The mesh config (api/mesh.py): never written as such by users (mesh.yaml or the istio
     # ConfigMap is), but this is the document it is kept as (file mode's state directory).
     ("controlplane", MESH_CONFIG_KIND): MeshConfig,
+    ("", "Secret"): Secret,  # gateway credentials (credentialName): api/credentials.py
 }
 GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "networking.istio.io": frozenset({"v1", "v1beta1", "v1alpha3"}),
@@ -39,6 +43,7 @@ CLUSTER_SCOPED = frozenset({"Namespace"})
 Resource = (
     VirtualService
     | DestinationRule
+    | Gateway
     | PeerAuthentication
     | AuthorizationPolicy
     | Service
@@ -46,6 +51,7 @@ Resource = (
     | EndpointSlice
     | Namespace
     | MeshConfig
+    | Secret
 )
 
 

@@ -188,6 +188,41 @@ SUPPORTED: dict[str, frozenset[str]] = {
             ),
         }
     ),
+    # Gateway (part "gateway", compile/gateway.py). The servers' ``tls`` is the TLS part's
+    # (it adds its fields here as it implements them); defaultEndpoint is for sidecars only.
+    "Gateway": frozenset(
+        {
+            "spec.selector.**",
+            "spec.servers",
+            "spec.servers.port",
+            "spec.servers.port.number",
+            "spec.servers.port.protocol",
+            "spec.servers.port.name",
+            "spec.servers.bind",
+            "spec.servers.hosts",
+            "spec.servers.name",
+            # part "gwtls" (compile/gateway_tls.py); AUTO_PASSTHROUGH is reported by
+            # gateway_validation as not supported yet.
+            "spec.servers.tls",
+            "spec.servers.tls.httpsRedirect",
+            "spec.servers.tls.mode",
+            "spec.servers.tls.serverCertificate",
+            "spec.servers.tls.privateKey",
+            "spec.servers.tls.caCertificates",
+            "spec.servers.tls.caCrl",
+            "spec.servers.tls.credentialName",
+            "spec.servers.tls.credentialNames",
+            "spec.servers.tls.caCertCredentialName",
+            "spec.servers.tls.tlsCertificates.**",
+            "spec.servers.tls.subjectAltNames",
+            "spec.servers.tls.verifyCertificateSpki",
+            "spec.servers.tls.verifyCertificateHash",
+            "spec.servers.tls.minProtocolVersion",
+            "spec.servers.tls.maxProtocolVersion",
+            "spec.servers.tls.cipherSuites",
+            "spec.servers.tls.insecureSkipVerify",
+        }
+    ),
     # security.istio.io: compiled by compile/authn.py, compile/tls.py and compile/rbac.py.
     "PeerAuthentication": frozenset(
         {

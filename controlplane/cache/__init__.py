@@ -9,6 +9,8 @@ shape: the line between compiling (``controlplane.compile``) and delivering
   (debounced by ``debounce.py``), shared by proxy shape (``shapes.py``);
 - ``secrets.py``: ``SecretCache``, SDS certificates per authenticated identity, renewed
   before they expire;
+- ``credentials.py``: ``GatewayCredentials``, the Secrets Gateway servers name by
+  ``credentialName``, per namespace, served by ``SecretCache`` beside the workload's own;
 - ``mux.py``: ``CacheMux``, one cache made of several, routed by type URL;
 - ``shapes.py`` also holds the memos that streams share (subscription views, their versions
   and diffs; encoded responses); ``metrics.py`` the Prometheus metrics of caches and server.
@@ -17,6 +19,7 @@ Imports ``compile``, ``store`` and ``ca``; imported by ``xds`` and the compositi
 """
 
 from controlplane.cache.compiled import CompiledCache
+from controlplane.cache.credentials import GatewayCredentials
 from controlplane.cache.debounce import Debouncer
 from controlplane.cache.interface import ConfigCache, ResourceMap, Watch
 from controlplane.cache.metrics import XdsMetrics
@@ -28,6 +31,7 @@ __all__ = [
     "CompiledCache",
     "ConfigCache",
     "Debouncer",
+    "GatewayCredentials",
     "ResourceMap",
     "SecretCache",
     "Watch",

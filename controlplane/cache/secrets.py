@@ -12,6 +12,13 @@ renewed and only the watches of that identity are woken; each stream asks again,
 ``default`` secret's version has moved, and only that secret is sent. Envoy swaps the
 certificate for new handshakes while established connections carry on. Certificates of
 identities no longer watched are forgotten at the next renewal.
+
+Gateway credentials (``credentials.GatewayCredentials``, the Secrets that Gateway servers name
+by ``credentialName``) are served beside them to gateway proxies (router mode) only, and only
+from the namespace of the proved identity; a change of those Secrets wakes the gateways'
+watches in that namespace. (istiod asks the apiserver whether the proxy's service account
+may read Secrets there, which Istio's charts grant to gateways; sidecars of the namespace
+get no credentials here.)
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from controlplane.api.text import printable
 from controlplane.ca import CertificateAuthority, Identity, InvalidIdentity, WorkloadCertCache
+from controlplane.cache.credentials import GatewayCredentials
 from controlplane.cache.interface import NOTHING, ResourceMap, Wake
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.compile.resources import SECRET, CompiledResource
 from controlplane.compile.sds import certificate_secret, root_secret
 from controlplane.compile.tls import SDS_DEFAULT, SDS_ROOT
@@ -48,6 +57,25 @@ class SecretCache:
         self._watches: dict[Identity, dict[_SecretWatch, None]] = {}
         self.issued = 0
         self.issued_event = asyncio.Event()
+        self.credentials: GatewayCredentials | None = None
+        # identity -> (its own map, its namespace's credentials, the two merged)
+        self._merged: dict[Identity, tuple[ResourceMap, ResourceMap, ResourceMap]] = {}
+
+    def serve_credentials(self, credentials: GatewayCredentials) -> None:
+        """Serve ``credentials`` to proxies whose proved identity is in their namespace."""
+        self.credentials = credentials
+        credentials.subscribe(self._credentials_changed)
+
+    def _credentials_changed(self, namespaces: frozenset[str]) -> None:
+        holders = [
+            watch
+            for identity, watches in list(self._watches.items())
+            if identity.namespace in namespaces
+            for watch in watches
+            if watch.gateway
+        ]
+        for watch in holders:
+            watch.wake()
 
     # ---- ConfigCache ----------------------------------------------------------------------
 
@@ -57,10 +85,10 @@ class SecretCache:
 
     def fetch(self, proxy: Proxy, type_url: str) -> ResourceMap:
         identity = self._identity(proxy) if type_url == SECRET else None
-        return NOTHING if identity is None else self.secrets(identity)
+        return NOTHING if identity is None else self.served(identity, _is_gateway(proxy))
 
     def watch(self, proxy: Proxy, wake: Wake) -> _SecretWatch:
-        watch = _SecretWatch(self, self._identity(proxy), wake)
+        watch = _SecretWatch(self, self._identity(proxy), wake, _is_gateway(proxy))
         if watch.identity is not None:
             self._watches.setdefault(watch.identity, {})[watch] = None
         return watch
@@ -91,6 +119,24 @@ class SecretCache:
                 printable(repr(proxy.identity)),
             )
             return None
+
+    def served(self, identity: Identity, gateway: bool = False) -> ResourceMap:
+        """What a proxy proved as ``identity`` may have: its own secrets and, for a gateway,
+        the credentials of its namespace (one shared map while neither changes)."""
+        own = self.secrets(identity)
+        credentials = (
+            self.credentials.for_namespace(identity.namespace)
+            if self.credentials is not None and gateway
+            else NOTHING
+        )
+        if not credentials:
+            return own
+        cached = self._merged.get(identity)
+        if cached is not None and cached[0] is own and cached[1] is credentials:
+            return cached[2]
+        merged: ResourceMap = MappingProxyType({**credentials, **own})
+        self._merged[identity] = (own, credentials, merged)
+        return merged
 
     def secrets(self, identity: Identity) -> ResourceMap:
         """``default`` and ``ROOTCA`` for ``identity``: one map per certificate."""
@@ -130,6 +176,7 @@ class SecretCache:
                 self.certs.discard(identity)
                 with self._lock:
                     self._compiled.pop(identity, None)
+                self._merged.pop(identity, None)
                 continue
             before = self._compiled.get(identity)
             if self.certificate(identity) is not (before[1] if before else None):
@@ -172,20 +219,27 @@ class SecretCache:
         return renewed
 
 
+def _is_gateway(proxy: Proxy) -> bool:
+    return proxy.proxy_type == ROUTER
+
+
 class _SecretWatch:
     """A proxy's watch on the secrets of the identity it proved (None: it proved none)."""
 
-    __slots__ = ("_cache", "identity", "wake")
+    __slots__ = ("_cache", "gateway", "identity", "wake")
 
-    def __init__(self, cache: SecretCache, identity: Identity | None, wake: Wake) -> None:
+    def __init__(
+        self, cache: SecretCache, identity: Identity | None, wake: Wake, gateway: bool = False
+    ) -> None:
         self._cache = cache
         self.identity = identity
+        self.gateway = gateway
         self.wake = wake
 
     def resources(self, type_url: str) -> ResourceMap:
         if type_url != SECRET or self.identity is None:
             return NOTHING
-        return self._cache.secrets(self.identity)
+        return self._cache.served(self.identity, self.gateway)
 
     def cancel(self) -> None:
         self._cache._forget(self)

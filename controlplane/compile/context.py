@@ -10,7 +10,7 @@ import nothing of each other or of the compiler.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
 from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, MeshConfigSpec
@@ -20,6 +20,12 @@ from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
 from controlplane.compile.extauthz import provider_names, resolve_providers
+from controlplane.compile.gateway import (
+    MergedGateway,
+    gateways_for,
+    merge_gateways,
+    port_translation,
+)
 from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
@@ -94,6 +100,24 @@ class CompileContext:
             )
 
         return self.memo.cached((Family.SERVICES, namespace), build)
+
+    # ---- gateways ---------------------------------------------------------------------------
+
+    def gateway_key(self, proxy: Proxy) -> tuple[Hashable, ...]:
+        """What a router proxy's gateway config depends on besides the snapshot: its labels
+        (which Gateways select it) and its Services' port translation."""
+        return (proxy.labels_key, port_translation(self.reads, proxy), proxy.namespace)
+
+    def merged_gateway(self, proxy: Proxy) -> MergedGateway:
+        """The Gateways that select a router proxy, merged by port (compile/gateway.py)."""
+        key: MemoKey = (Family.GATEWAY_MERGE, *self.gateway_key(proxy))
+
+        def build() -> MergedGateway:
+            return merge_gateways(
+                gateways_for(self.reads, proxy), port_translation(self.reads, proxy)
+            )
+
+        return self.memo.cached(key, build)
 
     # ---- security: PeerAuthentication, AuthorizationPolicy --------------------------------
 

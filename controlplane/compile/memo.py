@@ -47,6 +47,9 @@ class Family(StrEnum):
     AUTHORIZATION = "authz"
     REJECTED = "rejected"
     REQUEST_AUTHENTICATION = "jwt"
+    GATEWAY_MERGE = "gateway-merge"  # the Gateways a router proxy gets, merged
+    GATEWAY_LISTENERS = "lds-gateway"
+    GATEWAY_ROUTES = "rds-gateway"
 
 
 # Builds that are functions of their key and the snapshot alone: the reads of whichever

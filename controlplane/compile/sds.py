@@ -1,4 +1,6 @@
-"""SDS: the secrets a sidecar's TLS contexts name, ``default`` and ``ROOTCA``.
+"""SDS: the secrets a sidecar's TLS contexts name, ``default`` and ``ROOTCA``, and the
+credentials a gateway's TLS servers name (``kubernetes://<credentialName>`` and
+``kubernetes://<credentialName>-cacert``, from Kubernetes Secrets).
 
 Pure builders from PEM text. Unlike the other xDS types, secrets are not generated from a
 snapshot: they are per workload identity, so no ``Generator`` is registered for them. The
@@ -14,6 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from google.protobuf import json_format
 
+from controlplane.api.credentials import CertInfo
 from controlplane.compile.tls import SDS_DEFAULT, SDS_ROOT
 
 
@@ -38,6 +41,27 @@ def root_secret(root_certs_pem: str, name: str = SDS_ROOT) -> secret_pb2.Secret:
             trusted_ca=base_pb2.DataSource(inline_bytes=root_certs_pem.encode())
         ),
     )
+
+
+def credential_secret(name: str, info: CertInfo) -> secret_pb2.Secret:
+    """A credential's certificate chain and key, as a gateway's server certificate."""
+    return secret_pb2.Secret(
+        name=name,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=info.cert),
+            private_key=base_pb2.DataSource(inline_bytes=info.key),
+        ),
+    )
+
+
+def credential_ca_secret(name: str, info: CertInfo) -> secret_pb2.Secret:
+    """A credential's CA bundle (and CRL), checking client certificates (MUTUAL)."""
+    context = common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=info.cert)
+    )
+    if info.crl:
+        context.crl.CopyFrom(base_pb2.DataSource(inline_bytes=info.crl))
+    return secret_pb2.Secret(name=name, validation_context=context)
 
 
 def redacted(secret: secret_pb2.Secret) -> dict[str, Any]:

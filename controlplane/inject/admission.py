@@ -27,6 +27,7 @@ log = logging.getLogger("controlplane.admission")
 VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "virtualservices"),
     ("networking.istio.io", "destinationrules"),
+    ("networking.istio.io", "gateways"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
     ("security.istio.io", "requestauthentications"),

@@ -18,6 +18,8 @@ from controlplane.api.request_authn import (
     key_source,
 )
 from controlplane.api.security import AuthorizationPolicy
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_NOT_BLOCKING
+from controlplane.store.gateway_checks import check_gateway_bindings
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import (
@@ -30,12 +32,19 @@ from controlplane.store.snapshot import (
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
 # A CUSTOM policy whose provider cannot be used is applied (it denies what it matches).
-_NOT_BLOCKING = frozenset(
-    {
-        Codes.CONFLICTING_VIRTUAL_SERVICES.id,
-        Codes.UNKNOWN_EXTENSION_PROVIDER.id,
-        Codes.MULTIPLE_EXTENSION_PROVIDERS.id,
-    }
+# A Gateway whose credential Secret is missing or unusable applies too: that server's TLS
+# waits for the Secret, as Envoy waits for the SDS secret (part "gwtls").
+_NOT_BLOCKING = (
+    frozenset(
+        {
+            Codes.CONFLICTING_VIRTUAL_SERVICES.id,
+            Codes.UNKNOWN_EXTENSION_PROVIDER.id,
+            Codes.MULTIPLE_EXTENSION_PROVIDERS.id,
+            Codes.GATEWAY_CREDENTIAL_NOT_FOUND.id,
+            Codes.GATEWAY_CREDENTIAL_INVALID.id,
+        }
+    )
+    | GATEWAY_NOT_BLOCKING
 )
 
 
@@ -47,6 +56,7 @@ def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
     found += _check_conflicts(snapshot, vs)
+    found += check_gateway_bindings(snapshot, vs)
     found += _check_ineffective_matches(vs)
     return [i.with_context(key, None) for i in found]
 

@@ -41,6 +41,9 @@ from controlplane.store.context import (
     request_auth_paths,
 )
 from controlplane.store.dependencies import change_tokens
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_CONTEXT_CODES
+from controlplane.store.gateway_checks import check_gateway
+from controlplane.store.gateway_credentials import check_gateway_credentials
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -92,11 +95,17 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 # builds the store, since the store is below the compiler): findings, never an exception.
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
-_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "RequestAuthentication"})
+_CHECKED_KINDS = frozenset(
+    {"VirtualService", "DestinationRule", "RequestAuthentication", "Gateway"}
+)
 _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "VirtualService": check_virtual_service,
     "DestinationRule": check_destination_rule,
     "RequestAuthentication": check_request_authentication,
+    # part "gateway" (store/gateway_checks.py) and part "gwtls" (store/gateway_credentials.py)
+    "Gateway": lambda snapshot, gateway: (
+        check_gateway(snapshot, gateway) + check_gateway_credentials(snapshot, gateway)
+    ),
 }
 # Findings of the store's own (besides CP03xx and CP0203): what JWKS fetches came to.
 _STORE_CODES = frozenset(
@@ -145,17 +154,26 @@ class _Probe:
 
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
-    problems (CP03xx), what a refused security policy does meanwhile (CP0203), a CUSTOM
-    policy's unusable provider or a workload's several providers (CP0421, CP0422), and the
-    JWT findings (CP0440-0442)."""
+    problems (CP03xx, and the Gateway ones of ``gateway_checks`` and ``gateway_credentials``),
+    what a refused security policy does meanwhile (CP0203), a CUSTOM policy's unusable
+    provider or a workload's several providers (CP0421, CP0422), the AuthorizationPolicy
+    advice (CP0400, CP0401) and the JWT findings (CP0440-0442)."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
         or issue.code.id in _STORE_CODES
         or issue.code is Codes.UNKNOWN_EXTENSION_PROVIDER
-        or issue.code.id in ADVICE_CODES  # part authz: policies that select no workload
         or issue.code is Codes.MULTIPLE_EXTENSION_PROVIDERS
+        or issue.code.id in ADVICE_CODES
+        or issue.code.id in GATEWAY_CONTEXT_CODES
+        or issue.code in _GATEWAY_CREDENTIAL_CODES
     )
+
+
+# In-context findings about a Gateway's credential Secrets (part "gwtls", gateway_credentials).
+_GATEWAY_CREDENTIAL_CODES = frozenset(
+    {Codes.GATEWAY_CREDENTIAL_NOT_FOUND, Codes.GATEWAY_CREDENTIAL_INVALID}
+)
 
 
 class Store:

@@ -73,7 +73,8 @@ def _stand_in_secrets(names: set[str], compiled: dict[str, dict[str, Any]]) -> l
         ca = CertificateAuthority(create_root_bundle(now), now=now)
         cert = ca.issue(Identity("cluster.local", "default", "validate"), now=now)
         for name in missing:
-            if name == SDS_ROOT:
+            # A gateway credential's CA (``kubernetes://<name>-cacert``) is a root too.
+            if name == SDS_ROOT or name.endswith("-cacert"):
                 message = root_secret(ca.root_certs_pem, name)
             else:
                 message = certificate_secret(cert.cert_chain_pem, cert.private_key_pem, name)

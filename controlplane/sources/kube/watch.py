@@ -29,6 +29,7 @@ from typing import Any
 import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
+from controlplane.api.credentials import Secret
 from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
@@ -42,6 +43,7 @@ log = logging.getLogger("controlplane.kube")
 WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "virtualservices"),
     ("networking.istio.io", "v1", "destinationrules"),
+    ("networking.istio.io", "v1", "gateways"),
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("security.istio.io", "v1", "requestauthentications"),
@@ -49,6 +51,8 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("discovery.k8s.io", "v1", "endpointslices"),
     ("", "v1", "pods"),
     ("", "v1", "namespaces"),
+    # Gateway credentials (credentialName); only credential-shaped ones are kept, see translate.
+    ("", "v1", "secrets"),
 )
 
 # Metadata that changes on every write (a status update included) without changing what
@@ -142,7 +146,15 @@ def translate(event_type: str | None, raw: Mapping[str, Any]) -> Update | None:
                     key,
                 ),
             )
-        return Update(key, rejection=Rejection(key, refused, None, generation, doc), restored=kept)
+        # A Secret's content is never kept beyond what the credential model decoded.
+        content = None if key.kind == Secret.__name__ else doc
+        return Update(
+            key, rejection=Rejection(key, refused, None, generation, content), restored=kept
+        )
+    if isinstance(resource, Secret) and not resource.is_credential:
+        # Not a credential (a token, a registry login...): the store need not hold it; a
+        # deletion forgets one that used to be a credential.
+        return Update(key, delete=True)
     return Update(key, submission=Submission(resource, tuple(issues), None), restored=kept)
 
 
@@ -305,6 +317,7 @@ class Resync:
 _KIND_OF_PLURAL = {
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
+    "gateways": "Gateway",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "requestauthentications": "RequestAuthentication",
@@ -312,6 +325,7 @@ _KIND_OF_PLURAL = {
     "endpointslices": "EndpointSlice",
     "pods": "Pod",
     "namespaces": "Namespace",
+    "secrets": "Secret",
 }
 
 
