@@ -10,11 +10,14 @@ from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("networking.istio.io", "ServiceEntry"): ServiceEntry,
+    ("networking.istio.io", "WorkloadEntry"): WorkloadEntry,
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -34,6 +37,8 @@ CLUSTER_SCOPED = frozenset({"Namespace"})
 Resource = (
     VirtualService
     | DestinationRule
+    | ServiceEntry
+    | WorkloadEntry
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

@@ -39,6 +39,8 @@ log = logging.getLogger("controlplane.kube")
 WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "virtualservices"),
     ("networking.istio.io", "v1", "destinationrules"),
+    ("networking.istio.io", "v1", "serviceentries"),
+    ("networking.istio.io", "v1", "workloadentries"),
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("", "v1", "services"),
@@ -254,6 +256,8 @@ class Resync:
 _KIND_OF_PLURAL = {
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
+    "serviceentries": "ServiceEntry",
+    "workloadentries": "WorkloadEntry",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "services": "Service",
