@@ -112,7 +112,12 @@ KINDS: tuple[KindInfo, ...] = (
         _NETWORKING,
         (
             _AGE,
-            Column("Address", "string", ".spec.address", "Address associated with the network endpoint."),
+            Column(
+                "Address",
+                "string",
+                ".spec.address",
+                "Address associated with the network endpoint.",
+            ),
         ),
         ("istio-io", "networking-istio-io"),
     ),

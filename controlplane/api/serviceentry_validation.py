@@ -71,7 +71,9 @@ def _check_endpoint(
     if not address:
         if not entry.network:
             return [_error(f"{path}.address", "address is required")]
-        found.append(_warning(f"{path}.address", f"address is unset with network {entry.network!r}"))
+        found.append(
+            _warning(f"{path}.address", f"address is unset with network {entry.network!r}")
+        )
     if address.startswith(_UNIX_PREFIX):
         if not address[len(_UNIX_PREFIX) :]:
             found.append(_error(f"{path}.address", "unix address must not be empty"))
@@ -144,9 +146,13 @@ def validate_service_entry(entry: ServiceEntry) -> list[Issue]:
     for i, port in enumerate(spec.ports):
         path = f"spec.ports[{i}]"
         if port.name in names:
-            found.append(_error(f"{path}.name", f"service entry port name {port.name!r} already defined"))
+            found.append(
+                _error(f"{path}.name", f"service entry port name {port.name!r} already defined")
+            )
         if port.number in numbers:
-            found.append(_error(f"{path}.number", f"service entry port {port.number} already defined"))
+            found.append(
+                _error(f"{path}.number", f"service entry port {port.number} already defined")
+            )
         names.add(port.name)
         numbers.add(port.number)
         if port.target_port:
@@ -168,7 +174,9 @@ def validate_service_entry(entry: ServiceEntry) -> list[Issue]:
             protocol = port.protocol.upper()
             if protocol not in _HTTP_PROTOCOLS and protocol not in _TLS_PROTOCOLS:
                 found.append(
-                    _error(f"spec.ports[{i}]", "multiple hosts provided with non-HTTP, non-TLS ports")
+                    _error(
+                        f"spec.ports[{i}]", "multiple hosts provided with non-HTTP, non-TLS ports"
+                    )
                 )
                 break
     found += check_export_to("spec.exportTo", spec.export_to)
@@ -181,10 +189,15 @@ def _check_resolution(entry: ServiceEntry, port_names: set[str]) -> list[Issue]:
     found: list[Issue] = []
     if spec.resolution == "NONE":
         if endpoints:
-            found.append(_error("spec.endpoints", "no endpoints should be provided for resolution NONE"))
+            found.append(
+                _error("spec.endpoints", "no endpoints should be provided for resolution NONE")
+            )
         if spec.workload_selector is not None:
             found.append(
-                _warning("spec.workloadSelector", "workloadSelector should not be set when resolution is NONE")
+                _warning(
+                    "spec.workloadSelector",
+                    "workloadSelector should not be set when resolution is NONE",
+                )
             )
     elif spec.resolution == "STATIC":
         for i, ep in enumerate(endpoints):
@@ -203,7 +216,10 @@ def _check_resolution(entry: ServiceEntry, port_names: set[str]) -> list[Issue]:
                     break
         if spec.resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
             found.append(
-                _error("spec.endpoints", "there must only be 0 or 1 endpoint for resolution DNS_ROUND_ROBIN")
+                _error(
+                    "spec.endpoints",
+                    "there must only be 0 or 1 endpoint for resolution DNS_ROUND_ROBIN",
+                )
             )
         for i, ep in enumerate(endpoints):
             found += _check_endpoint(f"spec.endpoints[{i}]", ep, port_names, allow_fqdn=True)

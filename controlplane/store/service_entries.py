@@ -174,8 +174,10 @@ def entry_endpoints(
         selector = spec.workload_selector.match_labels
         for pod in pods:
             address = pod_ip(pod)
-            if pod.metadata.namespace == namespace and address and selects(
-                selector, pod.metadata.labels
+            if (
+                pod.metadata.namespace == namespace
+                and address
+                and selects(selector, pod.metadata.labels)
             ):
                 found += _pod_endpoints(service, pod, address)
         for we in workload_entries:
