@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import Field
 
 from controlplane.api.base import IstioModel, ObjectMeta, UInt32
-from controlplane.api.networking import WorkloadSelector
 
 LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
 RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
@@ -37,6 +36,12 @@ PROTOCOLS = frozenset(
         "UNSUPPORTED",
     }
 )
+
+
+class WorkloadSelector(IstioModel):
+    """networking's own selector (``labels``; not the ``matchLabels`` of type.v1beta1)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class WorkloadEntrySpec(IstioModel):

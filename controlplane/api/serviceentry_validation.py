@@ -112,7 +112,7 @@ def validate_service_entry(entry: ServiceEntry) -> list[Issue]:
     spec = entry.spec
     found: list[Issue] = []
     selector = spec.workload_selector
-    if selector is not None and not selector.match_labels:
+    if selector is not None and not selector.labels:
         found.append(
             _warning(
                 "spec.workloadSelector",
@@ -159,10 +159,11 @@ def validate_service_entry(entry: ServiceEntry) -> list[Issue]:
             found += check_port(f"{path}.targetPort", port.target_port)
         if not spec.addresses and port.protocol.upper() in ("", "TCP"):
             found.append(
-                _warning(
-                    path,
+                Issue(
+                    Codes.SERVICE_ENTRY_ADDRESSES_REQUIRED,
+                    f"{path}.protocol",
                     "addresses are required for ports serving TCP (or unset) protocol when IP "
-                    "autoallocation is not enabled",
+                    "autoallocation is not enabled (istioctl IST0134)",
                 )
             )
         found += check_port_name(f"{path}.name", port.name)

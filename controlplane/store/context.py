@@ -6,6 +6,7 @@ from typing import Any
 
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
+from controlplane.api.serviceentry import ServiceEntry
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
@@ -230,6 +231,55 @@ def _check_destination(
                 )
             )
     return found
+
+
+def check_service_entry(snapshot: SnapshotReader, entry: ServiceEntry) -> list[Issue]:
+    """Hosts this entry does not define after all: a Kubernetes Service's host (the Service
+    wins), or a host an older entry already defines (the older one wins). Warnings: the
+    entry's other hosts still apply."""
+    key = ResourceKey("ServiceEntry", entry.metadata.namespace, entry.metadata.name)
+    mine = (entry.metadata.namespace, entry.metadata.name)
+    found: list[Issue] = []
+    for i, host in enumerate(entry.spec.hosts):
+        service = snapshot.services.get(host)
+        if service is None or service.source == mine:
+            continue
+        path = f"spec.hosts[{i}]"
+        if not service.from_service_entry:
+            found.append(
+                Issue(
+                    Codes.SERVICE_ENTRY_HOST_COLLIDES,
+                    path,
+                    f"host {host} is the Kubernetes Service {service.namespace}/{service.name}: "
+                    "the Service defines it, this entry's ports and endpoints for it are not used",
+                )
+            )
+            continue
+        other = snapshot.get(ResourceKey("ServiceEntry", *(service.source or ("", ""))))
+        detail = ""
+        if isinstance(other, ServiceEntry):
+            theirs = {p.number: p.protocol.upper() for p in other.spec.ports}
+            clashes = sorted(
+                f"port {p.number}: {p.protocol.upper() or 'unset'} here, "
+                f"{theirs[p.number] or 'unset'} there"
+                for p in entry.spec.ports
+                if p.number in theirs and theirs[p.number] != p.protocol.upper()
+            )
+            if clashes:
+                detail = (
+                    f"; conflicting protocols ({', '.join(clashes)}, "
+                    "istioctl IST0177 ConflictingServiceEntryProtocol)"
+                )
+        found.append(
+            Issue(
+                Codes.CONFLICTING_SERVICE_ENTRIES,
+                path,
+                f"host {host} is already defined by the older ServiceEntry "
+                f"{service.namespace}/{service.source[1] if service.source else ''}: "
+                f"that one applies{detail}",
+            )
+        )
+    return [i.with_context(key, None) for i in found]
 
 
 def blocking(issues: list[Issue]) -> list[Issue]:

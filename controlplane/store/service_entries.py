@@ -68,7 +68,7 @@ def entry_services(entry: ServiceEntry) -> list[MeshService]:
     """One service per host of ``entry``."""
     spec = entry.spec
     meta = entry.metadata
-    selector = spec.workload_selector.match_labels if spec.workload_selector else None
+    selector = spec.workload_selector.labels if spec.workload_selector else None
     ports = tuple(entry_port(p) for p in spec.ports)
     return [
         MeshService(
@@ -171,7 +171,7 @@ def entry_endpoints(
     if spec.resolution == "NONE":
         return ()
     if spec.workload_selector is not None:
-        selector = spec.workload_selector.match_labels
+        selector = spec.workload_selector.labels
         for pod in pods:
             address = pod_ip(pod)
             if (
