@@ -53,11 +53,15 @@ class Codes:
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
     # 054x, part "serviceentry": ServiceEntry and WorkloadEntry in the registry
     # A ServiceEntry host that is also a Kubernetes Service's: the Service defines it.
-    SERVICE_ENTRY_HOST_COLLIDES = Code("CP0540", Level.WARNING, "ServiceEntryHostCollidesWithService")
+    SERVICE_ENTRY_HOST_COLLIDES = Code(
+        "CP0540", Level.WARNING, "ServiceEntryHostCollidesWithService"
+    )
     # A host an older ServiceEntry already defines (istioctl IST0177 when protocols differ).
     CONFLICTING_SERVICE_ENTRIES = Code("CP0541", Level.WARNING, "ConflictingServiceEntries")
     # istioctl IST0134: a TCP (or unset protocol) port with no addresses.
-    SERVICE_ENTRY_ADDRESSES_REQUIRED = Code("CP0542", Level.WARNING, "ServiceEntryAddressesRequired")
+    SERVICE_ENTRY_ADDRESSES_REQUIRED = Code(
+        "CP0542", Level.WARNING, "ServiceEntryAddressesRequired"
+    )
 
 
 @dataclass(frozen=True)
