@@ -50,6 +50,25 @@ def _is_fqdn(value: str) -> bool:
     )
 
 
+# Kubernetes label keys (an optional DNS-subdomain prefix and '/', then a name of at most 63
+# characters) and values (at most 63 characters, same alphabet, or empty), as istiod checks
+# labels (pkg/config/labels).
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^{_LABEL_NAME}?$")
+
+
+def check_labels(path: str, labels: dict[str, str]) -> list[Issue]:
+    found: list[Issue] = []
+    for key, value in labels.items():
+        where = f"{path}.{key}"
+        if not _LABEL_KEY.match(key):
+            found.append(_error(where, f"{key!r} is not a valid label key"))
+        elif not _LABEL_VALUE.match(value):
+            found.append(_error(where, f"{value!r} is not a valid label value"))
+    return found
+
+
 def check_port_name(path: str, name: str) -> list[Issue]:
     if not _DNS1123_LABEL.match(name):
         return [_error(path, f"invalid port name {name!r}: must be a DNS-1123 label")]
@@ -57,13 +76,18 @@ def check_port_name(path: str, name: str) -> list[Issue]:
 
 
 def check_protocol(path: str, protocol: str) -> list[Issue]:
-    if protocol.upper() not in PROTOCOLS or protocol.upper() == "UNSUPPORTED":
+    """A known protocol, or none (the proxy then detects it)."""
+    if protocol and protocol.upper() not in PROTOCOLS or protocol.upper() == "UNSUPPORTED":
         return [_error(path, f"unrecognized protocol {protocol!r}")]
     return []
 
 
 def _check_endpoint(
-    path: str, entry: WorkloadEntrySpec, ports: set[str] | None, allow_fqdn: bool
+    path: str,
+    entry: WorkloadEntrySpec,
+    ports: set[str] | None,
+    allow_fqdn: bool,
+    allow_unix: bool = True,
 ) -> list[Issue]:
     """A WorkloadEntry, or an inline endpoint of a ServiceEntry (``ports``: its port names)."""
     found: list[Issue] = []
@@ -75,8 +99,18 @@ def _check_endpoint(
             _warning(f"{path}.address", f"address is unset with network {entry.network!r}")
         )
     if address.startswith(_UNIX_PREFIX):
-        if not address[len(_UNIX_PREFIX) :]:
-            found.append(_error(f"{path}.address", "unix address must not be empty"))
+        socket_path = address[len(_UNIX_PREFIX) :]
+        if not allow_unix:
+            found.append(
+                _error(
+                    f"{path}.address",
+                    f"endpoint address {address!r} is not a valid FQDN or an IP address",
+                )
+            )
+        elif not socket_path.startswith("/") and not socket_path.startswith("@"):
+            found.append(
+                _error(f"{path}.address", f"{address!r}: a unix socket path must be absolute")
+            )
         if entry.ports:
             found.append(_error(f"{path}.ports", f"unix endpoint {address} must not include ports"))
         if ports is not None and len(ports) != 1:
@@ -101,6 +135,7 @@ def _check_endpoint(
             )
         found += check_port_name(where, name)
         found += check_port(where, number)
+    found += check_labels(f"{path}.labels", entry.labels)
     return found
 
 
@@ -119,6 +154,8 @@ def validate_service_entry(entry: ServiceEntry) -> list[Issue]:
                 "workload selector has no labels: will be applied to all services in namespace",
             )
         )
+    if selector is not None:
+        found += check_labels("spec.workloadSelector.labels", selector.labels)
     if selector is not None and spec.endpoints is not None:
         found.append(
             _error("spec", "only one of workloadSelector or endpoints is allowed in a ServiceEntry")
@@ -223,7 +260,9 @@ def _check_resolution(entry: ServiceEntry, port_names: set[str]) -> list[Issue]:
                 )
             )
         for i, ep in enumerate(endpoints):
-            found += _check_endpoint(f"spec.endpoints[{i}]", ep, port_names, allow_fqdn=True)
+            found += _check_endpoint(
+                f"spec.endpoints[{i}]", ep, port_names, allow_fqdn=True, allow_unix=False
+            )
         tcp = any(p.protocol.upper() in ("", "TCP") for p in spec.ports)
         if spec.addresses and tcp and len(spec.hosts) > 1:
             found.append(
