@@ -243,7 +243,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
         if sport is None:
             continue
         protocol = "TCP" if sport.is_http else sport.protocol
-        if protocol == "TLS" and not service.cluster_ip:
+        if protocol == "TLS" and service.from_service_entry and not service.cluster_ip:
             out.append(_local_sni_listener(context, proxy, port, local_port))
             continue
         key: MemoKey = (
@@ -269,13 +269,16 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
 def _local_sni_listener(
     context: CompileContext, proxy: Proxy, port: int, local_port: int
 ) -> CompiledResource:
-    """Local mode, a TLS host without an address: the local port routes by SNI over every
-    such host of ``port``, as ``0.0.0.0_<port>`` does with interception; a name no host
+    """Local mode, a TLS ServiceEntry host without an address: the local port routes by SNI
+    over every such host of ``port``, as ``0.0.0.0_<port>`` does with interception; a name no host
     claims is refused."""
     services = tuple(
         s
         for s in context.visible_services(proxy.namespace)
-        if not s.cluster_ip and (p := s.port(port)) is not None and p.protocol == "TLS"
+        if s.from_service_entry
+        and not s.cluster_ip
+        and (p := s.port(port)) is not None
+        and p.protocol == "TLS"
     )
     hosts = tuple(s.hostname for s in services)
     labels = context.source_labels(proxy)
