@@ -191,3 +191,59 @@ def test_outbound_traffic_policy_decides_where_unknown_destinations_go(
     # Registered hosts route as before.
     names = [vh["name"] for vh in out["rds"]["80"]["virtualHosts"]]
     assert "api.example.com:80" in names
+
+
+def test_export_to_hides_an_entry_from_other_namespaces() -> None:
+    private = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private, namespace: team-a}
+spec:
+  hosts: [private.example.com]
+  exportTo: ["."]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+"""
+    inside = compiled(snapshot(private), local_proxy(namespace="team-a"))
+    outside = compiled(snapshot(private), local_proxy(namespace="team-b"))
+    assert "outbound|80||private.example.com" in inside["cds"]
+    assert "outbound|80||private.example.com" not in outside["cds"]
+
+
+def test_workload_selector_picks_pods_of_the_entry_namespace() -> None:
+    pods = """
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: default, labels: {app: vm}}
+status: {podIP: 10.0.0.9}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-elsewhere, namespace: other, labels: {app: vm}}
+status: {podIP: 10.0.0.10}
+"""
+    out = compiled(snapshot(ENTRIES, pods), local_proxy())
+    endpoints = out["eds"]["outbound|8080||vm.internal"]["endpoints"]
+    addresses = {
+        lb["endpoint"]["address"]["socketAddress"]["address"]
+        for group in endpoints
+        for lb in group["lbEndpoints"]
+    }
+    assert addresses == {"10.5.0.1", "10.0.0.9"}
+
+
+def test_a_virtual_service_tls_route_on_an_entry_host_picks_its_sni_chain() -> None:
+    route = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-tls, namespace: default}
+spec:
+  hosts: [api.example.com]
+  tls:
+  - match: [{port: 443, sniHosts: [api.example.com]}]
+    route: [{destination: {host: rr.example.com, port: {number: 80}}}]
+"""
+    out = compiled(snapshot(ENTRIES, route), transparent())
+    chains = out["lds"]["0.0.0.0_443"]["filterChains"]
+    sni = next(c for c in chains if c.get("filterChainMatch", {}).get("serverNames"))
+    assert sni["filters"][0]["typedConfig"]["cluster"] == "outbound|80||rr.example.com"
