@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries venv demo test test-slow test-fast lint lock crds bench clean
+.PHONY: kube-binaries venv demo demo-ingress test test-slow test-fast lint lock crds bench clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,9 @@ lock:
 
 demo: venv
 	$(PY) -m controlplane demo
+
+demo-ingress: venv
+	$(PY) -m controlplane demo --ingress
 
 # The kube tier needs kube-apiserver, kubectl and etcd: the first run builds them from the
 # Kubernetes Go modules (about 10 minutes on two cores, progress below) into

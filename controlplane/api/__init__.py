@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 # Registers the security.istio.io validators with `validate`.
+from controlplane.api import gateway_validation as _gateway_validation  # noqa: F401
 from controlplane.api import security_validation as _security_validation  # noqa: F401
 
 # Registers the ServiceEntry and WorkloadEntry validators.

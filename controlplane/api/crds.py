@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from controlplane.api.gateway import Gateway
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
@@ -75,6 +76,16 @@ KINDS: tuple[KindInfo, ...] = (
         DestinationRule,
         _NETWORKING,
         (Column("Host", "string", ".spec.host", "The service the rule applies to"), _AGE),
+        ("istio-io", "networking-istio-io"),
+    ),
+    KindInfo(  # part "gateway" (issue 13)
+        "networking.istio.io",
+        "Gateway",
+        "gateways",
+        ("gw",),
+        Gateway,
+        _NETWORKING,
+        (_AGE,),
         ("istio-io", "networking-istio-io"),
     ),
     KindInfo(

@@ -62,6 +62,11 @@ class Codes:
     SERVICE_ENTRY_ADDRESSES_REQUIRED = Code(
         "CP0542", Level.WARNING, "ServiceEntryAddressesRequired"
     )
+    # 0500-0519: part "gateway" (issue 13): Gateways and the VirtualServices bound to them
+    # (istioctl's IST0101 ReferencedResourceNotFound, IST0132, IST0145 ConflictingGateways).
+    GATEWAY_NOT_FOUND = Code("CP0501", Level.ERROR, "ReferencedGatewayNotFound")
+    HOST_NOT_IN_GATEWAY = Code("CP0502", Level.WARNING, "VirtualServiceHostNotFoundInGateway")
+    CONFLICTING_GATEWAYS = Code("CP0503", Level.ERROR, "ConflictingGateways")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from controlplane.api.gateway import Gateway
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
@@ -18,6 +19,7 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "DestinationRule"): DestinationRule,
     ("networking.istio.io", "ServiceEntry"): ServiceEntry,
     ("networking.istio.io", "WorkloadEntry"): WorkloadEntry,
+    ("networking.istio.io", "Gateway"): Gateway,  # part "gateway" (issue 13)
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -39,6 +41,7 @@ Resource = (
     | DestinationRule
     | ServiceEntry
     | WorkloadEntry
+    | Gateway
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

@@ -219,6 +219,21 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.serviceAccount",
         }
     ),
+    # Gateway (part "gateway", compile/gateway.py). The servers' ``tls`` is the TLS part's
+    # (it adds its fields here as it implements them); defaultEndpoint is for sidecars only.
+    "Gateway": frozenset(
+        {
+            "spec.selector.**",
+            "spec.servers",
+            "spec.servers.port",
+            "spec.servers.port.number",
+            "spec.servers.port.protocol",
+            "spec.servers.port.name",
+            "spec.servers.bind",
+            "spec.servers.hosts",
+            "spec.servers.name",
+        }
+    ),
     # security.istio.io: compiled by compile/authn.py, compile/tls.py and compile/rbac.py.
     "PeerAuthentication": frozenset(
         {

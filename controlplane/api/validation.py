@@ -323,6 +323,7 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
                     break
         seen.add(host)
     found += check_export_to("spec.exportTo", spec.export_to)
+    found += validate_virtual_service_gateways(vs)
     for i, route in enumerate(spec.http):
         found += _validate_http_route(f"spec.http[{i}]", route)
     l4_routes: tuple[tuple[str, Sequence[TCPRoute | TLSRoute]], ...] = (
@@ -354,6 +355,64 @@ def validate_virtual_service(vs: VirtualService) -> list[Issue]:
                     _error(f"spec.{proto}[{i}].route", "at least one route destination is required")
                 )
     return found
+
+
+# ---- VirtualService gateway names -----------------------------------------------------------
+
+
+def check_gateway_names(path: str, names: list[str]) -> list[Issue]:
+    """istiod's validateGatewayNames: ``mesh``, ``ns/name``, a bare name, or the legacy
+    ``name.ns...`` form (accepted with a warning)."""
+    found: list[Issue] = []
+    for i, name in enumerate(names):
+        where = f"{path}[{i}]"
+        namespace, slash, short = name.partition("/")
+        if not slash:
+            if "." in name:
+                parts = name.split(".")
+                found.append(
+                    _gateway_warning(
+                        where,
+                        f"using legacy gatewayName format {name!r}; prefer the "
+                        f"<namespace>/<name> format: '{parts[1]}/{parts[0]}'",
+                    )
+                )
+            if not _is_fqdn(name):
+                found.append(_error(where, f"{name!r} is not a valid gateway name"))
+            continue
+        if not namespace or not short:
+            found.append(_error(where, "config namespace and gateway name cannot be empty"))
+            continue
+        if not _DNS1123_LABEL.match(namespace):
+            found.append(_error(where, f"invalid value for namespace: {namespace!r}"))
+        if not _DNS1123_LABEL.match(short):
+            found.append(_error(where, f"invalid value for gateway name: {short!r}"))
+    return found
+
+
+def _is_fqdn(name: str) -> bool:
+    if not name or len(name) > 255:
+        return False
+    return all(_DNS1123_LABEL.match(label) for label in name.rstrip(".").split("."))
+
+
+def validate_virtual_service_gateways(vs: VirtualService) -> list[Issue]:
+    """The gateway names of ``spec.gateways`` and of each match's ``gateways``."""
+    found = check_gateway_names("spec.gateways", vs.spec.gateways)
+    for i, http in enumerate(vs.spec.http):
+        for j, match in enumerate(http.match):
+            found += check_gateway_names(f"spec.http[{i}].match[{j}].gateways", match.gateways)
+    for i, tcp in enumerate(vs.spec.tcp):
+        for j, l4 in enumerate(tcp.match):
+            found += check_gateway_names(f"spec.tcp[{i}].match[{j}].gateways", l4.gateways)
+    for i, tls in enumerate(vs.spec.tls):
+        for j, sni in enumerate(tls.match):
+            found += check_gateway_names(f"spec.tls[{i}].match[{j}].gateways", sni.gateways)
+    return found
+
+
+def _gateway_warning(path: str, reason: str) -> Issue:
+    return Issue(Codes.INVALID_FIELD, path, reason, level=Level.WARNING)
 
 
 _ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1  # Envoy sums weighted clusters into a uint32

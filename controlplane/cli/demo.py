@@ -5,6 +5,11 @@ backends (v1 on 127.0.0.11, v2 on 127.0.0.12), one Envoy sidecar for a client, t
 the VirtualService's weights step by step. After each step it sends requests through the
 sidecar and prints the intended and observed split, and how long the change took from the
 file write until Envoy ACKed it.
+
+With ``--ingress`` the requests enter the mesh through an ingress gateway instead: a gateway
+Envoy (router mode, labelled ``istio: ingressgateway``) serves the Gateway of
+``examples/ingress`` and the canary VirtualService, bound to the gateway as well as to the
+mesh, splits what arrives with ``Host: reviews.example.com``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ STEPS: tuple[tuple[int, int], ...] = ((100, 0), (90, 10), (50, 50), (0, 100))
 BACKENDS = (("reviews-v1", "127.0.0.11"), ("reviews-v2", "127.0.0.12"))
 BACKEND_PORT = 9080
 NODE_ID = "sidecar~127.0.0.1~productpage-demo.default~default.svc.cluster.local"
+GATEWAY_NODE_ID = (
+    "router~127.0.0.1~istio-ingressgateway-demo.istio-system~istio-system.svc.cluster.local"
+)
+INGRESS_HOST = "reviews.example.com"
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,8 @@ class DemoResult:
         return statistics.median(latencies) if latencies else 0.0
 
 
-def examples_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "examples" / "canary"
+def examples_dir(name: str = "canary") -> Path:
+    here = Path(__file__).resolve().parents[2] / "examples" / name
     if not here.is_dir():
         raise FileNotFoundError(f"the demo's example configuration is missing: {here}")
     return here
@@ -86,7 +95,22 @@ def write_weights(path: Path, v1: int, v2: int) -> None:
     os.replace(tmp, path)
 
 
-def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) -> DemoResult:
+def bind_to_gateway(config: Path, port: int) -> None:
+    """``--ingress``: the Gateway of ``examples/ingress`` on ``port``, and the canary
+    VirtualService bound to it and to the mesh, with the gateway's host."""
+    gateway = yaml.safe_load((examples_dir("ingress") / "gateway.yaml").read_text())
+    gateway["spec"]["servers"][0]["port"]["number"] = port
+    (config / "gateway.yaml").write_text(yaml.safe_dump(gateway, sort_keys=False))
+    path = config / "virtual-service.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["hosts"].append(INGRESS_HOST)
+    doc["spec"]["gateways"] = ["mesh", gateway["metadata"]["name"]]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def run_canary_demo(
+    requests: int = 400, workdir: Path | None = None, say=_say, ingress: bool = False
+) -> DemoResult:
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="controlplane-demo-")) if workdir is None else workdir
     config = root / "config"
@@ -94,6 +118,9 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
         shutil.rmtree(config)
     shutil.copytree(examples_dir(), config)
     vs_path = config / "virtual-service.yaml"
+    gateway_port = free_port()
+    if ingress:
+        bind_to_gateway(config, gateway_port)
     write_weights(vs_path, *STEPS[0])
     for _, address in BACKENDS:
         if not port_is_free(address, BACKEND_PORT):
@@ -132,7 +159,31 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
         say(
             f"envoy: sidecar outbound on 127.0.0.1:{outbound_port}, all four types ACKed {start_to_ack:.0f} ms after start"
         )
-        say(f"sending {requests} requests per step with Host: reviews:9080")
+        node, port, host = NODE_ID, outbound_port, "reviews:9080"
+        if ingress:
+            gateway = EnvoyProcess(
+                render_bootstrap(
+                    node_id=GATEWAY_NODE_ID,
+                    namespace="istio-system",
+                    labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
+                    service_account="istio-ingressgateway",
+                    xds_port=xds_port,
+                    admin_port=free_port(),
+                    extra_metadata={"INTERCEPTION_MODE": "NONE"},
+                ),
+                root,
+                name="envoy-ingressgateway",
+            )
+            started.append(gateway)
+            gateway.start()
+            states = cp.debug.wait_synced(GATEWAY_NODE_ID, timeout=30)
+            gateway.wait_live()
+            node, port, host = GATEWAY_NODE_ID, gateway_port, INGRESS_HOST
+            say(
+                f"envoy: ingress gateway (router) on 0.0.0.0:{gateway_port}, serving Gateway "
+                f"reviews-gateway for {INGRESS_HOST}"
+            )
+        say(f"sending {requests} requests per step with Host: {host} to 127.0.0.1:{port}")
         results: list[StepResult] = []
         for i, (v1, v2) in enumerate(STEPS):
             latency: float | None = None
@@ -141,11 +192,11 @@ def run_canary_demo(requests: int = 400, workdir: Path | None = None, say=_say) 
                 written = time.time()
                 write_weights(vs_path, v1, v2)
                 say(f"step {i + 1}/{len(STEPS)}: wrote weights {v1}/{v2} to {vs_path.name}")
-                states = cp.debug.wait_synced(NODE_ID, timeout=20, newer_than={"rds": before})
+                states = cp.debug.wait_synced(node, timeout=20, newer_than={"rds": before})
                 latency = (states["rds"]["acked_at"] - written) * 1000
             else:
                 say(f"step 1/{len(STEPS)}: initial weights {v1}/{v2}")
-            counts = count_backends(outbound_port, "reviews:9080", requests)
+            counts = count_backends(port, host, requests)
             other = sum(n for name, n in counts.items() if name not in ("reviews-v1", "reviews-v2"))
             result = StepResult(
                 (v1, v2), (counts["reviews-v1"], counts["reviews-v2"]), other, latency
@@ -184,9 +235,9 @@ def format_table(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
-def run_demo(requests: int = 400, workdir: Path | None = None) -> int:
+def run_demo(requests: int = 400, workdir: Path | None = None, ingress: bool = False) -> int:
     try:
-        result = run_canary_demo(requests=requests, workdir=workdir)
+        result = run_canary_demo(requests=requests, workdir=workdir, ingress=ingress)
     except KeyboardInterrupt:
         print("\ninterrupted; every process the demo started has been stopped", file=sys.stderr)
         return 130
@@ -198,8 +249,11 @@ def add(commands: Commands) -> None:
     parser = command(commands, "demo", "run the canary demo with a real Envoy")
     parser.add_argument("--requests", type=int, default=400, help="requests per step")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument(
+        "--ingress", action="store_true", help="send the traffic in through an ingress gateway"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_demo(requests=args.requests, workdir=args.workdir)
+    return run_demo(requests=args.requests, workdir=args.workdir, ingress=args.ingress)

@@ -13,6 +13,7 @@ from controlplane.cli import (
     bootstrap,
     crds,
     demo,
+    gateway,
     proxy_config,
     proxy_status,
     redirect,
@@ -35,6 +36,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     run,
     webhook_cert,
     sidecar,
+    gateway,
 )
 
 

@@ -58,14 +58,18 @@ def sidecar_bootstrap(
     token: str | None,
     token_path: str | None,
     admin_port: int = 15000,
+    proxy_type: str = "sidecar",
 ) -> dict[str, Any]:
-    """The bootstrap for the Pod described by ``env`` (pure)."""
+    """The bootstrap for the Pod described by ``env`` (pure). ``proxy_type`` is the node id's
+    first field: ``sidecar``, or ``router`` for a gateway (``controlplane gateway``)."""
     pod = env.get("POD_NAME", "")
     namespace = env.get("POD_NAMESPACE", "default")
     ip = env.get("INSTANCE_IP", "")
-    extra = {"SA_TOKEN_PATH": token_path} if token_path else {}
+    extra: dict[str, Any] = {"SA_TOKEN_PATH": token_path} if token_path else {}
+    if proxy_type != "sidecar":
+        extra["INTERCEPTION_MODE"] = "NONE"  # a gateway captures nothing: its ports are its own
     return render_bootstrap(
-        node_id=f"sidecar~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
+        node_id=f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
         namespace=namespace,
         labels=dict(labels),
         service_account=env.get("SERVICE_ACCOUNT") or "default",
@@ -87,6 +91,7 @@ def write_bootstrap(
     labels_path: Path,
     bootstrap_path: Path,
     admin_port: int,
+    proxy_type: str = "sidecar",
 ) -> None:
     token = token_path.read_text().strip() if token_path.is_file() else None
     labels = parse_downward_labels(labels_path.read_text()) if labels_path.is_file() else {}
@@ -98,6 +103,7 @@ def write_bootstrap(
         token=token,
         token_path=str(token_path),
         admin_port=admin_port,
+        proxy_type=proxy_type,
     )
     bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
     write_private(bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))  # has the token
@@ -195,6 +201,7 @@ def run_sidecar(
     admin_port: int = 15000,
     exec_envoy: bool = True,
     poll: float = 5.0,
+    proxy_type: str = "sidecar",
 ) -> int:
     """Write the bootstrap; then run Envoy under the supervisor (unless ``exec_envoy`` is off)."""
 
@@ -206,6 +213,7 @@ def run_sidecar(
             labels_path=labels_path,
             bootstrap_path=bootstrap_path,
             admin_port=admin_port,
+            proxy_type=proxy_type,
         )
 
     render()

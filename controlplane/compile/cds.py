@@ -16,6 +16,7 @@ from controlplane.api.security import PeerAuthentication
 from controlplane.compile import resources as types
 from controlplane.compile.clusters import blackhole_cluster, passthrough_cluster, service_clusters
 from controlplane.compile.context import CompileContext
+from controlplane.compile.gateway import is_router
 from controlplane.compile.generator import Built, Generator
 from controlplane.compile.inbound import (
     InboundPort,
@@ -24,6 +25,7 @@ from controlplane.compile.inbound import (
     inbound_ports,
 )
 from controlplane.compile.memo import Family, MemoKey
+from controlplane.compile.naming import BLACKHOLE_CLUSTER
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.service_entry_clusters import uses_eds
@@ -37,6 +39,12 @@ log = logging.getLogger("controlplane.compile")
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
     """Every cluster ``proxy`` should have: outbound, then inbound, then (transparent) static."""
     out = outbound_clusters(context, proxy)
+    if is_router(proxy):
+        # A gateway reaches every service its namespace sees; it serves no inbound port.
+        for found in _static_clusters(context):
+            if found.name == BLACKHOLE_CLUSTER:
+                out[found.name] = found
+        return out
     for port in inbound_ports(context.reads, proxy):
         found = _inbound_cluster(context, proxy, port)
         out[found.name] = found

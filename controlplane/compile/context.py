@@ -9,13 +9,19 @@ import nothing of each other or of the compiler.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
 from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
+from controlplane.compile.gateway import (
+    MergedGateway,
+    gateways_for,
+    merge_gateways,
+    port_translation,
+)
 from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.memo import Family, Memo, MemoKey
@@ -89,6 +95,24 @@ class CompileContext:
             )
 
         return self.memo.cached((Family.SERVICES, namespace), build)
+
+    # ---- gateways ---------------------------------------------------------------------------
+
+    def gateway_key(self, proxy: Proxy) -> tuple[Hashable, ...]:
+        """What a router proxy's gateway config depends on besides the snapshot: its labels
+        (which Gateways select it) and its Services' port translation."""
+        return (proxy.labels_key, port_translation(self.reads, proxy), proxy.namespace)
+
+    def merged_gateway(self, proxy: Proxy) -> MergedGateway:
+        """The Gateways that select a router proxy, merged by port (compile/gateway.py)."""
+        key: MemoKey = (Family.GATEWAY_MERGE, *self.gateway_key(proxy))
+
+        def build() -> MergedGateway:
+            return merge_gateways(
+                gateways_for(self.reads, proxy), port_translation(self.reads, proxy)
+            )
+
+        return self.memo.cached(key, build)
 
     # ---- security: PeerAuthentication, AuthorizationPolicy --------------------------------
 

@@ -15,6 +15,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (
 )
 from envoy.type.matcher.v3 import regex_pb2
 
+from controlplane.api.gateway import MESH, resolve_gateway_name
 from controlplane.api.networking import (
     Destination,
     HTTPMatchRequest,
@@ -50,10 +51,15 @@ _HTTP_STATUS = range(100, 600)
 
 
 def routes_from_virtual_service(
-    snapshot: SnapshotReader, vs: VirtualService, port: int, proxy: Proxy
+    snapshot: SnapshotReader,
+    vs: VirtualService,
+    port: int,
+    proxy: Proxy,
+    gateway: str | None = None,
 ) -> list[rc.Route]:
     """Envoy routes for one port of a host: first match wins, one route per match entry,
-    and nothing after the first catch-all."""
+    and nothing after the first catch-all. ``gateway`` ("ns/name"): the routes as that
+    Gateway's server on ``port`` sees them (None: a sidecar, bound as ``mesh``)."""
     out: list[rc.Route] = []
     namespace = vs.metadata.namespace
     for http in vs.spec.http:
@@ -63,7 +69,7 @@ def routes_from_virtual_service(
                 out.append(route)
             return out  # a route without match conditions catches everything
         for match in http.match:
-            if not _match_applies(match, port, proxy):
+            if not _match_applies(match, port, proxy, namespace, gateway):
                 continue
             route = _build_route(snapshot, http, match, namespace, port, proxy)
             if route is None:
@@ -74,12 +80,15 @@ def routes_from_virtual_service(
     return out
 
 
-def _match_applies(match: HTTPMatchRequest, port: int, proxy: Proxy) -> bool:
+def _match_applies(
+    match: HTTPMatchRequest, port: int, proxy: Proxy, namespace: str, gateway: str | None
+) -> bool:
     if match.port is not None and match.port != port:
         return False
     if match.gateways:
         # Gateway names in a match replace the source conditions; sidecars are "mesh".
-        return "mesh" in match.gateways
+        names = {resolve_gateway_name(g, namespace) for g in match.gateways}
+        return (gateway or MESH) in names
     if match.source_labels and not selects(match.source_labels, proxy.labels):
         return False
     if match.source_namespace and match.source_namespace != proxy.namespace:

@@ -19,6 +19,7 @@ from envoy.config.listener.v3 import listener_pb2
 
 from controlplane.compile import resources as types
 from controlplane.compile.context import CompileContext
+from controlplane.compile.gateway import gateway_listener, is_router
 from controlplane.compile.generator import Built, Generator
 from controlplane.compile.inbound import (
     RESERVED_PORTS,
@@ -51,7 +52,10 @@ from controlplane.store.snapshot import exported_to, resolve_host
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
-    """Every listener ``proxy`` should have (transparent or local mode)."""
+    """Every listener ``proxy`` should have (a gateway's, or a sidecar's in transparent or
+    local mode)."""
+    if is_router(proxy):
+        return _gateway_listeners(context, proxy)
     ports = inbound_ports(context.reads, proxy)
     listeners: dict[str, CompiledResource] = {}
     if proxy.mode == TRANSPARENT:
@@ -80,6 +84,25 @@ def _message(
         return CompiledResource(message.name, message)
 
     return context.memo.cached(key, build)
+
+
+# ---- gateways (router mode) ------------------------------------------------------------------
+
+
+def _gateway_listeners(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
+    """One listener per merged server port (compile/gateway.py)."""
+    key: MemoKey = (Family.GATEWAY_LISTENERS, *context.gateway_key(proxy))
+
+    def build() -> dict[str, CompiledResource]:
+        merged = context.merged_gateway(proxy)
+        out: dict[str, CompiledResource] = {}
+        for port in merged.listeners:
+            listener = gateway_listener(context.reads, proxy, port)
+            if listener is not None:
+                out.setdefault(listener.name, CompiledResource(listener.name, listener))
+        return out
+
+    return dict(context.memo.cached(key, build))
 
 
 # ---- transparent mode: outbound -------------------------------------------------------------
@@ -306,6 +329,7 @@ LDS = Generator(
             "ServiceEntry",
             "WorkloadEntry",
             "MeshConfig",
+            "Gateway",
         }
     ),
     generate,

@@ -46,6 +46,9 @@ class Family(StrEnum):
     PEER_AUTHENTICATION = "authn"
     AUTHORIZATION = "authz"
     REJECTED = "rejected"
+    GATEWAY_MERGE = "gateway-merge"  # the Gateways a router proxy gets, merged
+    GATEWAY_LISTENERS = "lds-gateway"
+    GATEWAY_ROUTES = "rds-gateway"
 
 
 # Builds that are functions of their key and the snapshot alone: the reads of whichever

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+SIDECAR = "sidecar"
+ROUTER = "router"  # a gateway: Envoy in router mode (compile/gateway.py)
 LOCAL = "local"
 TRANSPARENT = "transparent"
 DEFAULT_APP_ADDRESS = "127.0.0.1"
@@ -37,6 +39,8 @@ class Proxy:
     # The SPIFFE id the xDS connection proved (set by the server's authenticator; "" when
     # unproven). Only a proxy with an identity gets certificates, so only it speaks mTLS.
     identity: str = ""
+    # The node id's first field, as istiod reads it: "sidecar" or "router" (a gateway).
+    proxy_type: str = SIDECAR
 
     @property
     def labels_key(self) -> tuple[tuple[str, str], ...]:
@@ -51,6 +55,7 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
     """Build a Proxy from an Envoy node id (``sidecar~IP~pod.ns~ns.svc.cluster.local``) and
     its metadata (already converted from protobuf Struct to plain Python)."""
     parts = node_id.split("~")
+    proxy_type = ROUTER if len(parts) == 4 and parts[0] == ROUTER else SIDECAR
     id_ip = parts[1] if len(parts) == 4 else ""
     id_namespace = ""
     if len(parts) == 4 and "." in parts[2]:
@@ -90,6 +95,7 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
         app_address=str(metadata.get("LOCAL_APP_ADDRESS") or DEFAULT_APP_ADDRESS),
         local_tcp_ports=local_tcp,
         metadata=dict(metadata),
+        proxy_type=proxy_type,
     )
 
 

@@ -14,6 +14,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 
 from controlplane.compile import resources as types
 from controlplane.compile.context import CompileContext
+from controlplane.compile.gateway import gateway_route_configuration, is_router
 from controlplane.compile.generator import Built, Generator
 from controlplane.compile.inbound import RESERVED_PORTS
 from controlplane.compile.memo import Family, MemoKey
@@ -33,6 +34,8 @@ from controlplane.store.registry import MeshService
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
     """Every route configuration the listeners of ``proxy`` name."""
     routes: dict[str, CompiledResource] = {}
+    if is_router(proxy):
+        return _gateway_routes(context, proxy)
     if proxy.mode == TRANSPARENT:
         for port in http_ports(context.visible_services(proxy.namespace)):
             found = port_routes(context, proxy, port)
@@ -41,6 +44,21 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
         found = local_routes(context, proxy)
         routes[found.name] = found
     return routes
+
+
+def _gateway_routes(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
+    """One route configuration per route name of the merged Gateways (``http.8080``)."""
+    key: MemoKey = (Family.GATEWAY_ROUTES, *context.gateway_key(proxy))
+
+    def build() -> dict[str, CompiledResource]:
+        merged = context.merged_gateway(proxy)
+        out: dict[str, CompiledResource] = {}
+        for name, servers in merged.routes.items():
+            config = gateway_route_configuration(context.reads, proxy, name, servers)
+            out[name] = CompiledResource(name, config)
+        return out
+
+    return dict(context.memo.cached(key, build))
 
 
 def http_ports(services: tuple[MeshService, ...]) -> list[int]:
@@ -121,6 +139,17 @@ def _virtual_host(
 
 RDS = Generator(
     types.ROUTE,
-    frozenset({"Service", "VirtualService", "DestinationRule", "ServiceEntry", "MeshConfig"}),
+    frozenset(
+        {
+            "Service",
+            "VirtualService",
+            "DestinationRule",
+            "ServiceEntry",
+            "MeshConfig",
+            "Gateway",
+            "Pod",
+            "EndpointSlice",
+        }
+    ),
     generate,
 )

@@ -29,6 +29,7 @@ VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "destinationrules"),
     ("networking.istio.io", "serviceentries"),
     ("networking.istio.io", "workloadentries"),
+    ("networking.istio.io", "gateways"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
 )

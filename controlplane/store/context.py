@@ -7,6 +7,8 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.networking import Destination, DestinationRule, VirtualService
 from controlplane.api.serviceentry import ServiceEntry
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_NOT_BLOCKING
+from controlplane.store.gateway_checks import check_gateway_bindings
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import (
@@ -18,7 +20,7 @@ from controlplane.store.snapshot import (
 
 # Findings that are errors for `analyze` but must not hold a version back: a VirtualService
 # that loses a host to an older one still applies to its other hosts, as in istiod.
-_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id})
+_NOT_BLOCKING = frozenset({Codes.CONFLICTING_VIRTUAL_SERVICES.id}) | GATEWAY_NOT_BLOCKING
 
 
 def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[Issue]:
@@ -29,6 +31,7 @@ def check_virtual_service(snapshot: SnapshotReader, vs: VirtualService) -> list[
     for path, dest in _destinations(vs):
         found += _check_destination(snapshot, vs.metadata.namespace, path, dest)
     found += _check_conflicts(snapshot, vs)
+    found += check_gateway_bindings(snapshot, vs)
     found += _check_ineffective_matches(vs)
     return [i.with_context(key, None) for i in found]
 

@@ -29,6 +29,8 @@ from controlplane.store.context import (
     check_virtual_service,
 )
 from controlplane.store.dependencies import change_tokens
+from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_CONTEXT_CODES
+from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -80,11 +82,12 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 # builds the store, since the store is below the compiler): findings, never an exception.
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
-_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "ServiceEntry"})
+_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "ServiceEntry", "Gateway"})
 _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "VirtualService": check_virtual_service,
     "DestinationRule": check_destination_rule,
     "ServiceEntry": check_service_entry,
+    "Gateway": check_gateway,  # part "gateway" (store/gateway_checks.py)
 }
 # Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
 _POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
@@ -120,10 +123,12 @@ class _Probe:
 
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
-    problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
+    problems (CP03xx, the Gateway ones of ``gateway_checks``, the ServiceEntry ones) and what
+    a refused security policy does meanwhile (CP0203)."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
+        or issue.code.id in GATEWAY_CONTEXT_CODES
         or issue.code in _CONTEXT_CODES
     )
 

@@ -25,6 +25,19 @@ class Sidecar:
     admin_port: int
 
 
+@dataclass
+class GatewayProxy:
+    """An Envoy in router mode (a gateway): its listeners are the Gateways' server ports."""
+
+    node_id: str
+    envoy: EnvoyProcess
+    admin_port: int
+
+
+# The labels of Istio's default ingress gateway pods (what bookinfo-gateway.yaml selects).
+INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+
+
 class LocalMesh:
     def __init__(self, workdir: Path, control_plane_args: list[str] | None = None) -> None:
         self.workdir = Path(workdir)
@@ -41,6 +54,7 @@ class LocalMesh:
         )
         self.debug = self.control_plane.debug
         self.sidecars: list[Sidecar] = []
+        self.gateways: list[GatewayProxy] = []
         self.backends: list[Backend] = []
 
     # ---- configuration --------------------------------------------------------------------
@@ -103,7 +117,39 @@ class LocalMesh:
             envoy.wait_live()
         return sidecar
 
+    def gateway(
+        self,
+        name: str = "istio-ingressgateway",
+        namespace: str = "istio-system",
+        labels: dict[str, str] | None = None,
+        address: str = "127.0.0.1",
+        wait: bool = True,
+    ) -> GatewayProxy:
+        """A gateway Envoy (node id ``router~...``) with ``labels`` (Istio's ingress gateway
+        labels by default): it serves the listeners of the Gateways that select it."""
+        admin = free_port()
+        node_id = f"router~{address}~{name}-0.{namespace}~{namespace}.svc.cluster.local"
+        bootstrap = render_bootstrap(
+            node_id=node_id,
+            namespace=namespace,
+            labels=labels if labels is not None else INGRESS_GATEWAY_LABELS,
+            service_account=f"{name}-service-account",
+            xds_port=self.xds_port,
+            admin_port=admin,
+            workload_name=name,
+        )
+        envoy = EnvoyProcess(bootstrap, self.workdir, name=f"gateway-{len(self.gateways)}")
+        proxy = GatewayProxy(node_id, envoy, admin)
+        self.gateways.append(proxy)
+        envoy.start()
+        if wait:
+            self.debug.wait_synced(node_id, timeout=30)
+            envoy.wait_live()
+        return proxy
+
     def stop(self) -> None:
+        for gateway in self.gateways:
+            gateway.envoy.stop()
         for sidecar in self.sidecars:
             sidecar.envoy.stop()
         for backend in self.backends:

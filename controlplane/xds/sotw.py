@@ -98,9 +98,11 @@ class SotwStream(BaseStream):
                 if eds is not None and eds.subscribed:
                     changed = views.diff(state.sent_view, view).changed
                     eds.force_names.update(n for n in changed if n in state.sent_view)
-            if not names and not state.force and not first:
+            if not names and not state.force and not first and type_url not in WILDCARD_TYPES:
                 # Only removals, which SotW does not signal for these types: the proxy
-                # drops them when their cluster or listener goes.
+                # drops them when their cluster or listener goes. (Listeners and clusters
+                # are the whole state each time: an empty list removes the last of them, as
+                # when a gateway loses its only Gateway.)
                 if state.acked_version == state.sent_version:
                     state.acked_version = version
                 state.sent_version, state.sent_view = version, view

@@ -84,3 +84,18 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     assert demo.returncode == 130, rest
     assert "interrupted" in rest
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_the_ingress_demo_sends_the_canary_in_through_a_gateway(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_canary_demo(requests=200, workdir=tmp_path, say=lines.append, ingress=True)
+    table = format_table(result)
+    for step in result.steps:
+        assert step.other == 0, table
+        assert abs(step.observed_percent[1] - step.intended[1]) <= 10, table
+    assert all(s.ack_latency_ms is not None for s in result.steps[1:]), table
+    assert any("ingress gateway (router)" in line for line in lines), lines
+    assert any("Host: reviews.example.com" in line for line in lines), lines
+    # The gateway (a router node) is what the requests went through: it was served.
+    log = (tmp_path / "controlplane.log").read_text()
+    assert "router~127.0.0.1~istio-ingressgateway-demo" in log

@@ -45,6 +45,7 @@ def test_the_broken_corpus_covers_every_validation_and_context_code() -> None:
     assert {"CP0101", "CP0102", "CP0201", "CP0202"} <= codes
     assert {"CP0301", "CP0302", "CP0303", "CP0304", "CP0305", "CP0306"} <= codes
     assert {"CP0540", "CP0541", "CP0542"} <= codes  # ServiceEntry
+    assert {"CP0501", "CP0502", "CP0503"} <= codes  # Gateway findings (issue 13)
 
 
 def test_the_valid_corpus_has_no_errors_unsupported_fields_or_context_findings() -> None:
@@ -81,6 +82,9 @@ def test_a_directory_is_read_recursively_and_other_kubernetes_kinds_are_ignored(
     nested.mkdir(parents=True)
     (nested / "deploy.yaml").write_text(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: reviews}\nspec: {}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Frobnicator\nmetadata: {name: gw}\n"
+        "spec: {}\n"
+        # Gateway is read since issue 13: one without servers is refused, as istiod does.
         "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n"
     )
     (nested / "vs.yaml").write_text((CORPUS / "broken" / "vs-negative-weight.yaml").read_text())
@@ -89,8 +93,10 @@ def test_a_directory_is_read_recursively_and_other_kubernetes_kinds_are_ignored(
     assert sorted(Path(f).name for f in report.files) == ["deploy.yaml", "vs.yaml"]
     assert [(i.code.id, i.severity) for i in report.issues] == [
         ("CP0103", Level.INFO),  # an Istio kind the mesh does not read: said, not an error
+        ("CP0201", Level.ERROR),  # the Gateway: "gateway must have at least one server"
         ("CP0201", Level.ERROR),
     ]
+    assert "gateway must have at least one server" in str(report.issues[1])
 
 
 def test_messages_read_the_same_as_the_control_planes_log(tmp_path: Path) -> None:

@@ -34,7 +34,12 @@ def _proxies(pods: list[Any]) -> list[Proxy]:
         proxy_from_node(
             "sidecar~127.0.0.1~client.default~default.svc.cluster.local",
             {"NAMESPACE": "default", "LOCAL_OUTBOUND_PORT": "15001", "LABELS": {"app": "client"}},
-        )
+        ),
+        # A gateway (router mode) selected by the corpus's Gateways (issue 13).
+        proxy_from_node(
+            "router~10.1.0.90~ingress-1.istio-system~istio-system.svc.cluster.local",
+            {"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}},
+        ),
     ]
     for i, pod in enumerate(pods):
         meta = pod.metadata
@@ -92,6 +97,11 @@ def _mutations(kind: str) -> list[Edit]:
         for port in spec.get("ports") or []:
             port["targetPort"] = 31000 + int(port["port"]) % 1000
 
+    def move_server(spec: dict[str, Any]) -> None:
+        for server in spec.get("servers") or []:
+            server["port"]["number"] = int(server["port"]["number"]) + 1
+            server["hosts"] = ["*"]
+
     def relabel(doc: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(doc)
         out["metadata"].setdefault("labels", {})["version"] = "edited"
@@ -118,6 +128,7 @@ def _mutations(kind: str) -> list[Edit]:
         "PeerAuthentication": [spec_edit(flip_mtls)],
         "DestinationRule": [spec_edit(round_robin), spec_edit(drop_subset)],
         "VirtualService": [spec_edit(reverse_http)],
+        "Gateway": [spec_edit(move_server)],
         "Service": [spec_edit(move_target_port)],
         "Pod": [relabel, readdress],
     }

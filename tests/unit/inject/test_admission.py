@@ -62,6 +62,7 @@ def test_the_injector_only_sees_pods_of_labelled_namespaces_that_do_not_opt_out(
         "validate-destinationrules",
         "validate-serviceentries",
         "validate-workloadentries",
+        "validate-gateways",
         "validate-peerauthentications",
         "validate-authorizationpolicies",
     }

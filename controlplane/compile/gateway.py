@@ -1,0 +1,459 @@
+"""Gateway proxies (Envoy in router mode): Istio Gateways merged into listeners and routes.
+
+As istiod does it (pilot/pkg/model/gateway.go ``mergeGateways``, pilot/pkg/networking/core/
+gateway.go): a router proxy gets every Gateway whose ``selector`` is a subset of its labels
+(a Gateway without selector applies to every gateway proxy), from every namespace. Their
+servers merge by port: a server port that a Service of the gateway's pods declares becomes
+that Service's target port (the legacy selector's port translation), so ``port: 80`` behind
+a Service ``80 -> 8080`` is the listener ``0.0.0.0_8080``. Plain HTTP servers on one port share
+one route configuration ``http.<port>``; each terminated HTTPS server has its own
+``https.<number>.<port name>.<gateway>.<namespace>``; a server that conflicts with one merged
+before it (another protocol on the port, a duplicate TLS host) is skipped, as istiod skips it.
+
+Route configurations hold one virtual host per host of a VirtualService bound to the
+server's Gateway (``gateways: [ns/name]``, a bare name in the VirtualService's namespace),
+intersected with the server's ``hosts`` (``ns/host`` only for VirtualServices of ``ns``,
+``./host`` in the Gateway's namespace, ``*/host`` or ``host`` for any). With no virtual host
+the table is ``blackhole:<port>`` and every request gets 404.
+
+Where TLS plugs in: ``server_filter_chains`` builds the filter chains of one merged server.
+Plain HTTP servers (and ``httpsRedirect``-only ones) are built here; a server with TLS
+settings on an HTTPS/TLS port is handed to ``compile/gateway_tls.py``
+(``tls_server_chains``: SNI match, DownstreamTlsContext, the HCM on the server's
+``https....`` routes, or tcp_proxy for PASSTHROUGH). ``gateway_route_configuration`` builds
+the routes of every HTTP route name, ``https....`` included; ``httpsRedirect``
+(``require_tls`` on the virtual hosts) is the TLS part's too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import wrappers_pb2
+
+from controlplane.api.gateway import (
+    Gateway,
+    Server,
+    hosts_for_namespace,
+    intersect_hosts,
+    is_http_server,
+    is_passthrough,
+    is_tls_server,
+    resolve_gateway_name,
+    sanitize_hosts,
+    server_protocol,
+)
+from controlplane.api.issues import ResourceKey
+from controlplane.api.networking import L4MatchAttributes, TLSMatchAttributes, VirtualService
+from controlplane.compile.filters import HCM_FILTER
+from controlplane.compile.guard import log_passed_over
+from controlplane.compile.http_routes import routes_from_virtual_service
+from controlplane.compile.inbound import inbound_ports
+from controlplane.compile.naming import WILDCARD_ADDRESS, listener_name, virtual_host_name
+from controlplane.compile.network import tcp_proxy
+from controlplane.compile.outbound import http_connection_manager
+from controlplane.compile.protos import packed, socket_address
+from controlplane.compile.proxy import ROUTER, Proxy
+from controlplane.compile.tcp import weighted_destinations
+from controlplane.store.reads import SnapshotReader
+from controlplane.store.registry import selects
+from controlplane.store.snapshot import created, exported_to, resolve_host
+
+
+@dataclass(frozen=True)
+class GatewayServer:
+    """One server of one Gateway, as merged onto a listener port."""
+
+    gateway: str  # "ns/name", as VirtualServices name it
+    key: ResourceKey
+    index: int  # its place in spec.servers
+    server: Server
+    hosts: tuple[str, ...]  # ``./host`` and ``*/host`` resolved: ``ns/host`` or ``host``
+    number: int  # the server's port number as written (VirtualService matches use it)
+    port: int  # the listener port (the Service's target port where one declares ``number``)
+    route_name: str  # "" for servers without HTTP routes (TCP, TLS passthrough)
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def bind(self) -> str:
+        return self.server.bind or ""
+
+    @property
+    def protocol(self) -> str:
+        assert self.server.port is not None
+        return server_protocol(self.server.port)
+
+    @property
+    def path(self) -> str:
+        return f"spec.servers[{self.index}]"
+
+
+@dataclass(frozen=True)
+class ListenerPort:
+    """The servers sharing one listener (port and bind)."""
+
+    port: int
+    bind: str
+    protocol: str
+    servers: tuple[GatewayServer, ...]
+
+    @property
+    def name(self) -> str:
+        return listener_name(self.bind or WILDCARD_ADDRESS, self.port)
+
+
+@dataclass(frozen=True)
+class SkippedServer:
+    """A server istiod would leave out (a conflict with a server merged before it)."""
+
+    server: GatewayServer
+    reason: str
+
+
+@dataclass(frozen=True)
+class MergedGateway:
+    """Every Gateway a router proxy gets, merged as istiod merges them."""
+
+    gateways: tuple[ResourceKey, ...]
+    listeners: tuple[ListenerPort, ...]
+    routes: Mapping[str, tuple[GatewayServer, ...]] = field(default_factory=dict)
+    skipped: tuple[SkippedServer, ...] = ()
+
+
+def is_router(proxy: Proxy) -> bool:
+    return proxy.proxy_type == ROUTER
+
+
+# ---- selection and merging ----------------------------------------------------------------
+
+
+def gateways_for(snapshot: SnapshotReader, proxy: Proxy) -> list[Gateway]:
+    """The Gateways that select ``proxy`` (by labels; no selector: every gateway proxy),
+    oldest first, as istiod orders configs."""
+    found = [
+        gw
+        for gw in snapshot.of_kind(Gateway).values()
+        if not gw.spec.selector or selects(gw.spec.selector, proxy.labels)
+    ]
+    return sorted(found, key=created)
+
+
+def port_translation(snapshot: SnapshotReader, proxy: Proxy) -> tuple[tuple[int, int], ...]:
+    """(Service port, target port) of the Services that select the gateway's pod (the ports
+    it serves; the oldest Service decides a shared target port): istiod's ``resolvePorts``."""
+    return tuple((p.service_port, p.target_port) for p in inbound_ports(snapshot, proxy))
+
+
+def merge_gateways(
+    gateways: Sequence[Gateway], translation: Sequence[tuple[int, int]] = ()
+) -> MergedGateway:
+    """istiod's mergeGateways for legacy (label-selected) Gateways."""
+    order: list[tuple[int, str]] = []
+    by_listener: dict[tuple[int, str], list[GatewayServer]] = {}
+    protocols: dict[tuple[int, str], str] = {}
+    plaintext: dict[int, tuple[int, str]] = {}
+    routes: dict[str, list[GatewayServer]] = {}
+    tls_hosts: dict[int, dict[str, str]] = {}
+    skipped: list[SkippedServer] = []
+    keys: list[ResourceKey] = []
+    for gw in gateways:
+        meta = gw.metadata
+        key = ResourceKey("Gateway", meta.namespace, meta.name)
+        keys.append(key)
+        for index, server in enumerate(gw.spec.servers):
+            if server.port is None:
+                continue
+            number = server.port.number
+            port = _translate(number, translation)
+            entry = GatewayServer(
+                gateway=f"{meta.namespace}/{meta.name}",
+                key=key,
+                index=index,
+                server=server,
+                hosts=sanitize_hosts(server.hosts, meta.namespace),
+                number=number,
+                port=port,
+                route_name=route_name(server, port, meta.name, meta.namespace),
+            )
+            reason = _merge_one(entry, order, by_listener, protocols, plaintext, routes, tls_hosts)
+            if reason:
+                skipped.append(SkippedServer(entry, reason))
+    listeners = tuple(
+        ListenerPort(port, bind, protocols[(port, bind)], tuple(by_listener[(port, bind)]))
+        for port, bind in order
+    )
+    return MergedGateway(
+        tuple(keys), listeners, {k: tuple(v) for k, v in routes.items()}, tuple(skipped)
+    )
+
+
+def _translate(number: int, translation: Sequence[tuple[int, int]]) -> int:
+    for service_port, target in translation:
+        if service_port == number:
+            return target
+    return number
+
+
+def _merge_one(
+    entry: GatewayServer,
+    order: list[tuple[int, str]],
+    by_listener: dict[tuple[int, str], list[GatewayServer]],
+    protocols: dict[tuple[int, str], str],
+    plaintext: dict[int, tuple[int, str]],
+    routes: dict[str, list[GatewayServer]],
+    tls_hosts: dict[int, dict[str, str]],
+) -> str:
+    """Add one server; return why it was skipped ("" when merged)."""
+    server, port, bind = entry.server, entry.port, entry.bind
+    listener = (port, bind)
+    if server.tls is not None:
+        known = tls_hosts.setdefault(port, {})
+        duplicates = [h for h in server.hosts if known.get(h) == bind]
+        if duplicates:
+            return f"duplicate host names on port {port}: {', '.join(duplicates)}"
+        known.update({h: bind for h in server.hosts})
+    http = is_http_server(server)
+    if not any(p == port for p, _ in order):
+        _add(entry, listener, order, by_listener, protocols, routes, http)
+        if not is_tls_server(server):
+            plaintext[port] = listener
+        return ""
+    current = plaintext.get(port)
+    if current is not None:
+        current_protocol = protocols[current]
+        mergeable = http and (current_protocol in _HTTP or current_protocol == entry.protocol)
+        if not mergeable and current[1] == bind:
+            return (
+                f"port {port} ({entry.protocol}) conflicts with the {current_protocol} server "
+                "merged before it"
+            )
+        if not entry.route_name and current[1] == bind:
+            return f"port {port}: a second {entry.protocol} server on a plain text port"
+        if listener not in by_listener:
+            _add(entry, listener, order, by_listener, protocols, routes, http)
+        else:
+            by_listener[listener].append(entry)
+            if http:
+                routes.setdefault(entry.route_name, []).append(entry)
+        return ""
+    if not is_tls_server(server):
+        plaintext[port] = listener
+        _add(entry, listener, order, by_listener, protocols, routes, http)
+        return ""
+    if http:
+        if entry.route_name in routes:
+            return f"port {port}: HTTPS port name {server.port.name!r} is not unique"  # type: ignore[union-attr]
+        routes[entry.route_name] = [entry]
+    if listener in by_listener:
+        by_listener[listener].append(entry)
+    else:
+        order.append(listener)
+        by_listener[listener] = [entry]
+        protocols[listener] = entry.protocol
+    return ""
+
+
+_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"})
+
+
+def _add(
+    entry: GatewayServer,
+    listener: tuple[int, str],
+    order: list[tuple[int, str]],
+    by_listener: dict[tuple[int, str], list[GatewayServer]],
+    protocols: dict[tuple[int, str], str],
+    routes: dict[str, list[GatewayServer]],
+    http: bool,
+) -> None:
+    order.append(listener)
+    by_listener[listener] = [entry]
+    protocols[listener] = entry.protocol
+    if http:
+        routes[entry.route_name] = [entry]
+
+
+def route_name(server: Server, port: int, name: str, namespace: str) -> str:
+    """istiod's gatewayRDSRouteName: ``http.<port>`` (plain HTTP, the listener port),
+    ``https.<number>.<port name>.<gateway>.<namespace>`` (terminated HTTPS), else ""."""
+    assert server.port is not None
+    bind = f".{server.bind}" if server.bind else ""
+    protocol = server_protocol(server.port)
+    if protocol in _HTTP:
+        return f"http.{port}{bind}"
+    if protocol == "HTTPS" and not is_passthrough(server):
+        return f"https.{server.port.number}.{server.port.name}.{name}.{namespace}{bind}"
+    return ""
+
+
+# ---- listeners ----------------------------------------------------------------------------
+
+
+def gateway_listener(
+    snapshot: SnapshotReader, proxy: Proxy, listener: ListenerPort
+) -> listener_pb2.Listener | None:
+    """``0.0.0.0_<port>``: one filter chain per server (plain HTTP servers share one);
+    None when no server yields a chain."""
+    chains: list[lc.FilterChain] = []
+    plain_http_done = False
+    for entry in listener.servers:
+        if not is_tls_server(entry.server) and is_http_server(entry.server):
+            if plain_http_done:
+                continue  # plain HTTP servers of one port share http.<port>
+            plain_http_done = True
+        chains.extend(server_filter_chains(snapshot, proxy, listener, entry))
+    if not chains:
+        return None
+    return listener_pb2.Listener(
+        name=listener.name,
+        address=socket_address(listener.bind or WILDCARD_ADDRESS, listener.port),
+        traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=chains,
+    )
+
+
+def server_filter_chains(
+    snapshot: SnapshotReader, proxy: Proxy, listener: ListenerPort, entry: GatewayServer
+) -> list[lc.FilterChain]:
+    """The filter chains one server contributes to its listener. TLS plugs in here."""
+    server = entry.server
+    if is_tls_server(server):
+        from controlplane.compile.gateway_tls import tls_server_chains  # noqa: PLC0415
+
+        return tls_server_chains(snapshot, proxy, listener, entry)
+    if is_http_server(server):
+        return [http_filter_chain(listener, entry.route_name)]
+    proxy_filter = tcp_route_filter(snapshot, proxy, entry)
+    return [lc.FilterChain(filters=[proxy_filter])] if proxy_filter is not None else []
+
+
+def tcp_route_filter(
+    snapshot: SnapshotReader, proxy: Proxy, entry: GatewayServer
+) -> lc.Filter | None:
+    """A TCP server (or a terminated TLS one): the first ``tcp`` route of a bound
+    VirtualService sharing a host with the server whose match fits the server's port and
+    gateway, as a TCP proxy (istiod's buildGatewayNetworkFiltersFromTCPRoutes); None if none."""
+    for vs in bound_virtual_services(snapshot, entry.gateway, proxy.namespace):
+        if not shared_hosts(entry.hosts, vs):
+            continue
+        for tcp in vs.spec.tcp:
+            if tcp.route and l4_match(tcp.match, entry):
+                clusters = weighted_destinations(snapshot, vs, tcp.route, entry.number)
+                single = clusters[0][0] if len(clusters) == 1 else None
+                return tcp_proxy(single or f"outbound|{entry.number}||", clusters)
+    return None
+
+
+def l4_match(
+    matches: Sequence[L4MatchAttributes | TLSMatchAttributes], entry: GatewayServer
+) -> bool:
+    """No match, or one whose ``port`` (if any) is the server's and whose ``gateways`` (if
+    any) name the server's Gateway."""
+    if not matches:
+        return True
+    for match in matches:
+        port_ok = match.port is None or match.port == entry.number
+        names = {resolve_gateway_name(g, entry.namespace) for g in match.gateways}
+        if port_ok and (not match.gateways or entry.gateway in names):
+            return True
+    return False
+
+
+def http_filter_chain(listener: ListenerPort, route_config: str) -> lc.FilterChain:
+    """A plain HTTP chain: the gateway's HTTP connection manager on RDS ``route_config``."""
+    hcm = http_connection_manager(f"outbound_{listener.name}", route_config)
+    # A gateway is the edge: the client's address is the connection's (istiod sets this for
+    # router proxies), which is what X-Forwarded-For and RBAC's remote_ip then see.
+    hcm.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
+    return lc.FilterChain(filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))])
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+def bound_virtual_services(
+    snapshot: SnapshotReader, gateway: str, client_namespace: str
+) -> list[VirtualService]:
+    """The VirtualServices bound to ``gateway`` ("ns/name") that the gateway's namespace
+    sees (exportTo), oldest first."""
+    found = [
+        vs
+        for vs in snapshot.of_kind(VirtualService).values()
+        if gateway in bound_gateways(vs)
+        and exported_to(vs.spec.export_to, vs.metadata.namespace, client_namespace)
+    ]
+    return sorted(found, key=created)
+
+
+def bound_gateways(vs: VirtualService) -> frozenset[str]:
+    """``spec.gateways`` resolved (``mesh``, ``ns/name``); empty means ``mesh`` only."""
+    if not vs.spec.gateways:
+        return frozenset({"mesh"})
+    return frozenset(resolve_gateway_name(g, vs.metadata.namespace) for g in vs.spec.gateways)
+
+
+def shared_hosts(server_hosts: Iterable[str], vs: VirtualService) -> list[str]:
+    """The hosts a server and a VirtualService share (short names resolved in the
+    VirtualService's namespace, lower case)."""
+    namespace = vs.metadata.namespace
+    resolved = [resolve_host(h, namespace).lower() for h in vs.spec.hosts]
+    return intersect_hosts(hosts_for_namespace(server_hosts, namespace), resolved)
+
+
+def gateway_route_configuration(
+    snapshot: SnapshotReader,
+    proxy: Proxy,
+    name: str,
+    servers: Sequence[GatewayServer],
+) -> route_pb2.RouteConfiguration:
+    """One route configuration (``http.8080``, ``https.443...``) for the servers that share
+    it: a virtual host ``host:port`` per host a bound VirtualService and a server share."""
+    hosts: dict[str, rc.VirtualHost] = {}
+    routes_of: dict[tuple[str, ResourceKey], list[rc.Route]] = {}
+    for entry in servers:
+        bound = bound_virtual_services(snapshot, entry.gateway, proxy.namespace)
+        for vs in bound:
+            shared = shared_hosts(entry.hosts, vs)
+            if not shared:
+                continue
+            vs_key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
+            found = routes_of.get((entry.gateway, vs_key))
+            if found is None:
+                try:
+                    found = routes_from_virtual_service(
+                        snapshot, vs, entry.number, proxy, gateway=entry.gateway
+                    )
+                except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
+                    log_passed_over(vs, ",".join(shared), entry.number, proxy)
+                    found = []
+                routes_of[(entry.gateway, vs_key)] = found
+            for host in shared:
+                vhost = hosts.get(host)
+                if vhost is None:
+                    hosts[host] = rc.VirtualHost(
+                        name=virtual_host_name(host, entry.number),
+                        domains=[host],
+                        routes=list(found),
+                    )
+                else:
+                    vhost.routes.extend(found)
+    if hosts:
+        virtual_hosts = sorted(hosts.values(), key=lambda v: v.name)
+    else:
+        number = servers[0].number if servers else 0
+        # Envoy answers 404 (NR) for every request a table with no route matches.
+        virtual_hosts = [rc.VirtualHost(name=virtual_host_name("blackhole", number), domains=["*"])]
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=virtual_hosts,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        ignore_port_in_host_matching=True,
+    )
