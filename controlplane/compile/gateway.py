@@ -35,6 +35,9 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import wrappers_pb2
 
 from controlplane.api.gateway import (
@@ -51,6 +54,7 @@ from controlplane.api.gateway import (
 )
 from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import L4MatchAttributes, TLSMatchAttributes, VirtualService
+from controlplane.api.security import AuthorizationPolicy
 from controlplane.compile.filters import HCM_FILTER
 from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import routes_from_virtual_service
@@ -60,6 +64,12 @@ from controlplane.compile.network import tcp_proxy
 from controlplane.compile.outbound import http_connection_manager
 from controlplane.compile.protos import packed, socket_address
 from controlplane.compile.proxy import ROUTER, Proxy
+from controlplane.compile.rbac import (
+    WorkloadPolicies,
+    http_rbac_filters,
+    network_rbac_filters,
+    policies_for,
+)
 from controlplane.compile.tcp import weighted_destinations
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
@@ -329,10 +339,25 @@ def server_filter_chains(
         from controlplane.compile.gateway_tls import tls_server_chains  # noqa: PLC0415
 
         return tls_server_chains(snapshot, proxy, listener, entry)
+    policies = gateway_policies(snapshot, proxy)
     if is_http_server(server):
-        return [http_filter_chain(listener, entry.route_name)]
+        return [http_filter_chain(listener, entry.route_name, policies)]
     proxy_filter = tcp_route_filter(snapshot, proxy, entry)
-    return [lc.FilterChain(filters=[proxy_filter])] if proxy_filter is not None else []
+    if proxy_filter is None:
+        return []
+    return [lc.FilterChain(filters=[*network_rbac_filters(policies), proxy_filter])]
+
+
+def gateway_policies(snapshot: SnapshotReader, proxy: Proxy) -> WorkloadPolicies:
+    """The AuthorizationPolicies that select the gateway's pods (by their labels, in their
+    namespace, and the root namespace's): enforced on its listeners as on a sidecar's
+    inbound ports, which is how istiod applies them to gateways."""
+    return policies_for(
+        snapshot.of_kind(AuthorizationPolicy).values(),
+        proxy.namespace,
+        proxy.labels,
+        rejected=snapshot.rejected("AuthorizationPolicy"),
+    )
 
 
 def tcp_route_filter(
@@ -367,13 +392,29 @@ def l4_match(
     return False
 
 
-def http_filter_chain(listener: ListenerPort, route_config: str) -> lc.FilterChain:
+def http_filter_chain(
+    listener: ListenerPort, route_config: str, policies: WorkloadPolicies
+) -> lc.FilterChain:
     """A plain HTTP chain: the gateway's HTTP connection manager on RDS ``route_config``."""
+    hcm = gateway_connection_manager(listener, route_config, policies)
+    return lc.FilterChain(filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))])
+
+
+def gateway_connection_manager(
+    listener: ListenerPort, route_config: str, policies: WorkloadPolicies
+) -> hcm_pb2.HttpConnectionManager:
+    """The gateway's HTTP connection manager (plain or behind TLS): routes from RDS
+    ``route_config``, the gateway's AuthorizationPolicies first, then fault, CORS, router."""
     hcm = http_connection_manager(f"outbound_{listener.name}", route_config)
     # A gateway is the edge: the client's address is the connection's (istiod sets this for
     # router proxies), which is what X-Forwarded-For and RBAC's remote_ip then see.
     hcm.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
-    return lc.FilterChain(filters=[lc.Filter(name=HCM_FILTER, typed_config=packed(hcm))])
+    rbac = http_rbac_filters(policies)
+    if rbac:
+        filters = [*rbac, *hcm.http_filters]
+        del hcm.http_filters[:]
+        hcm.http_filters.extend(filters)
+    return hcm
 
 
 # ---- routes -------------------------------------------------------------------------------

@@ -197,3 +197,112 @@ def test_a_tcp_server_carries_connections_by_the_bound_tcp_route(tmp_path: Path)
         assert count_echo_backends("127.0.0.1", port, 20) == {"tcp-echo-v1": 20}
     finally:
         mesh.stop()
+
+
+def test_the_egress_gateway_pattern_sends_mesh_traffic_out_through_the_gateway(
+    tmp_path: Path,
+) -> None:
+    # The pattern of Istio's egress-gateway task (written here, plain HTTP): one
+    # VirtualService bound to the mesh and to the egress Gateway; from sidecars it routes to
+    # the egress gateway's Service, at the gateway on to the destination. The Service maps
+    # port 80 to the port the gateway Envoy binds (istiod's port translation).
+    mesh = LocalMesh(tmp_path)
+    try:
+        external, egress = "127.0.0.47", "127.0.0.46"
+        target, gateway_port = free_port(), free_port()
+        mesh.backend("external-v1", external, target)
+        mesh.write(
+            "external.yaml",
+            meshes.join(
+                meshes.service("external", 80, target_port=target, namespace="outside"),
+                meshes.pod("external-v1", external, app="external", namespace="outside"),
+            ),
+        )
+        mesh.write(
+            "egress.yaml",
+            meshes.join(
+                meshes.service(
+                    "istio-egressgateway",
+                    80,
+                    target_port=gateway_port,
+                    port_name="http2",
+                    app="istio-egressgateway",
+                    namespace="istio-system",
+                ),
+                meshes.pod(
+                    "istio-egressgateway-0",
+                    egress,
+                    app="istio-egressgateway",
+                    labels={"istio": "egressgateway"},
+                    namespace="istio-system",
+                ),
+                meshes.resource(
+                    "Gateway",
+                    "istio-egressgateway",
+                    """
+                    selector: {istio: egressgateway}
+                    servers:
+                    - port: {number: 80, name: http, protocol: HTTP}
+                      hosts: [external.outside.svc.cluster.local]
+                    """,
+                ),
+                meshes.resource(
+                    "VirtualService",
+                    "direct-external-through-egress-gateway",
+                    """
+                    hosts: [external.outside.svc.cluster.local]
+                    gateways: [istio-egressgateway, mesh]
+                    http:
+                    - match: [{gateways: [mesh], port: 80}]
+                      route:
+                      - destination:
+                          host: istio-egressgateway.istio-system.svc.cluster.local
+                          port: {number: 80}
+                    - match: [{gateways: [istio-egressgateway], port: 80}]
+                      route:
+                      - destination: {host: external.outside.svc.cluster.local, port: {number: 80}}
+                    """,
+                ),
+            ),
+        )
+        mesh.start()
+        gateway = mesh.gateway(
+            "istio-egressgateway",
+            labels={"istio": "egressgateway", "app": "istio-egressgateway"},
+            address=egress,
+        )
+        listeners = gateway.envoy.admin("/listeners")
+        assert f"0.0.0.0_{gateway_port}::0.0.0.0:{gateway_port}" in listeners
+        sidecar = mesh.sidecar(
+            "sidecar~127.0.0.1~sleep.default~default.svc.cluster.local", labels={"app": "sleep"}
+        )
+        counts = count_backends(sidecar.outbound_port, "external.outside.svc.cluster.local", 20)
+        assert counts == {"external-v1": 20}
+        # Every request passed the egress gateway's listener.
+        stat = f"http.outbound_0.0.0.0_{gateway_port}.downstream_rq_2xx"
+        assert gateway.envoy.stat(stat) == 20
+    finally:
+        mesh.stop()
+
+
+def test_an_authorization_policy_selecting_the_gateway_is_enforced_at_the_gateway(
+    edge: Edge,
+) -> None:
+    before = edge.mesh.debug.type_state(edge.gateway.node_id, "lds")["acked_version"]
+    edge.mesh.write(
+        "deny.yaml",
+        meshes.resource(
+            "AuthorizationPolicy",
+            "deny-productpage-at-the-edge",
+            """
+            selector: {matchLabels: {istio: ingressgateway}}
+            action: DENY
+            rules: [{to: [{operation: {paths: [/productpage]}}]}]
+            """,
+            namespace="istio-system",
+        ),
+    )
+    edge.mesh.debug.wait_synced(edge.gateway.node_id, timeout=10, newer_than={"lds": before})
+    status, _, body = send(edge.port, HOST, "/productpage")
+    assert status == 403 and b"RBAC" in body
+    assert send(edge.port, HOST, "/reviews")[0] == 200
