@@ -68,8 +68,9 @@ def wildcard_port_chains(
 ) -> list[lc.FilterChain]:
     """The chains of ``0.0.0.0_<port>`` for TCP and TLS hosts without an address
     (ServiceEntries), as istiod merges them into one listener: a TLS host gets chains that
-    match its SNI (its VirtualService's ``tls`` routes, else its own name), the first TCP host
-    takes every other connection, and with none the rest goes to ``fallback``."""
+    match its SNI (its VirtualService's ``tls`` routes, else its own name), a TCP host with
+    addresses (CIDR blocks) the connections to them, the first TCP host without any every
+    other connection, and with none the rest goes to ``fallback``."""
     chains: list[lc.FilterChain] = []
     seen: set[bytes] = set()
     catch_all = False
@@ -93,6 +94,11 @@ def wildcard_port_chains(
                     server_names=[service.hostname], transport_protocol=TLS_TRANSPORT
                 )
                 _add(chains, seen, sni, tcp_proxy(cluster, [(cluster, 1)]))
+        elif service.addresses:
+            # Addresses (CIDR blocks, or several): the host takes the connections to them.
+            cluster = outbound_cluster_name(port, None, service.hostname)
+            prefixes = lc.FilterChainMatch(prefix_ranges=_cidrs(service.addresses))
+            _add(chains, seen, prefixes, tcp_proxy(cluster, [(cluster, 1)]))
         elif not catch_all:
             for chain in outbound_tcp_chains(snapshot, service, port, sport.protocol, proxy):
                 _add(chains, seen, chain.filter_chain_match, chain.filters[0])

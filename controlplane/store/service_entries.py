@@ -9,7 +9,7 @@ Services whose selector picks them, like pods. Pure functions of the store's res
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from controlplane.api.kube import Pod
 from controlplane.api.serviceentry import (
@@ -52,16 +52,17 @@ def entry_port(port: ServicePort) -> MeshPort:
     return MeshPort(port.number, port.name or None, protocol, port.target_port or None)
 
 
-def _vip(addresses: Iterable[str]) -> str | None:
-    """The entry's first address that is one IP (a /32 or /128 included): its VIP."""
-    for address in addresses:
-        try:
-            network = ipaddress.ip_network(address, strict=False)
-        except ValueError:
-            continue
-        if network.num_addresses == 1:
-            return str(network.network_address)
-    return None
+def _vip(addresses: Sequence[str]) -> str | None:
+    """The entry's VIP: its only address when that is one IP (a /32 or /128 included). CIDR
+    blocks and several addresses are matched by destination prefix instead
+    (``compile/tcp.py``, ``wildcard_port_chains``)."""
+    if len(addresses) != 1:
+        return None
+    try:
+        network = ipaddress.ip_network(addresses[0], strict=False)
+    except ValueError:
+        return None
+    return str(network.network_address) if network.num_addresses == 1 else None
 
 
 def entry_services(entry: ServiceEntry) -> list[MeshService]:

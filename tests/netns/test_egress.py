@@ -53,18 +53,32 @@ class Egress:
 
 
 def registry(server: NetnsPod) -> str:
-    """One host outside the mesh, registered by a ServiceEntry; the server also answers
-    under other names and on another port, which nothing registers."""
-    return meshes.resource(
-        "ServiceEntry",
-        "api",
-        f"""
+    """One host outside the mesh, registered by a ServiceEntry, and its TCP port 7001 by
+    address (resolution NONE: the connection goes on to its own destination); the server
+    also answers under other names and on port 7000, which nothing registers."""
+    return meshes.join(
+        meshes.resource(
+            "ServiceEntry",
+            "api",
+            f"""
       hosts: [api.external.test]
       location: MESH_EXTERNAL
       resolution: STATIC
       ports: [{{number: 8000, name: http, protocol: HTTP}}]
       endpoints: [{{address: {server.ip}}}]
 """,
+        ),
+        meshes.resource(
+            "ServiceEntry",
+            "echo",
+            f"""
+      hosts: [echo.external.test]
+      addresses: [{server.ip}/32]
+      location: MESH_EXTERNAL
+      resolution: NONE
+      ports: [{{number: 7001, name: tcp, protocol: TCP}}]
+""",
+        ),
     )
 
 
@@ -95,6 +109,7 @@ def egress(
         node_id = client.start_envoy(xds_port, labels={"app": "client"})
         server.start_app(server.app("serve-http", "server", "8000"), "http")
         server.start_app(server.app("serve-tcp", "echo", "7000"), "echo")
+        server.start_app(server.app("serve-tcp", "echo-registered", "7001"), "echo-registered")
         client.wait_envoy_live()
         control_plane.debug.wait_synced(node_id, timeout=30)
         yield Egress(mode, control_plane, client, server)
@@ -129,3 +144,10 @@ def test_an_unknown_destination_port(egress: Egress) -> None:
         assert egress.client.stat(stat) - before == 3
     else:
         assert counts == {"echo": 3}
+
+
+def test_a_tcp_service_entry_by_address_passes_to_its_original_destination(egress: Egress) -> None:
+    stat = "cluster.outbound|7001||echo.external.test.upstream_cx_total"
+    before = egress.client.stat(stat)
+    assert egress.tcp(7001) == {"echo-registered": 3}
+    assert egress.client.stat(stat) - before == 3  # ORIGINAL_DST, not PassthroughCluster

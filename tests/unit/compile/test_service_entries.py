@@ -247,3 +247,27 @@ spec:
     chains = out["lds"]["0.0.0.0_443"]["filterChains"]
     sni = next(c for c in chains if c.get("filterChainMatch", {}).get("serverNames"))
     assert sni["filters"][0]["typedConfig"]["cluster"] == "outbound|80||rr.example.com"
+
+
+def test_cidr_addresses_are_matched_by_destination_prefix_and_the_rest_falls_back() -> None:
+    cidr = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: databases, namespace: default}
+spec:
+  hosts: [db.example.com]
+  addresses: [192.168.10.0/24, 10.8.0.0/16]
+  ports: [{number: 3306, name: tcp-mysql, protocol: TCP}]
+  resolution: NONE
+"""
+    out = compiled(snapshot(cidr, mode="REGISTRY_ONLY"), transparent())
+    chains = out["lds"]["0.0.0.0_3306"]["filterChains"]
+    first = chains[0]
+    assert first["filterChainMatch"]["prefixRanges"] == [
+        {"addressPrefix": "192.168.10.0", "prefixLen": 24},
+        {"addressPrefix": "10.8.0.0", "prefixLen": 16},
+    ]
+    assert first["filters"][0]["typedConfig"]["cluster"] == "outbound|3306||db.example.com"
+    # Other destinations on the port are not the entry's: refused under REGISTRY_ONLY.
+    assert chains[-1]["filters"][0]["typedConfig"]["cluster"] == "BlackHoleCluster"
+    assert out["cds"]["outbound|3306||db.example.com"]["type"] == "ORIGINAL_DST"
