@@ -25,6 +25,7 @@ from controlplane.api.gateway import Gateway
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,50 @@ KINDS: tuple[KindInfo, ...] = (
         ("istio-io", "networking-istio-io"),
     ),
     KindInfo(
+        "networking.istio.io",
+        "ServiceEntry",
+        "serviceentries",
+        ("se",),
+        ServiceEntry,
+        _NETWORKING,
+        (
+            Column("Hosts", "string", ".spec.hosts", "The hosts associated with the ServiceEntry"),
+            Column(
+                "Location",
+                "string",
+                ".spec.location",
+                "Whether the service is external to the mesh or part of the mesh "
+                "(MESH_EXTERNAL or MESH_INTERNAL)",
+            ),
+            Column(
+                "Resolution",
+                "string",
+                ".spec.resolution",
+                "Service resolution mode for the hosts (NONE, STATIC, DNS or DNS_ROUND_ROBIN)",
+            ),
+            _AGE,
+        ),
+        ("istio-io", "networking-istio-io"),
+    ),
+    KindInfo(
+        "networking.istio.io",
+        "WorkloadEntry",
+        "workloadentries",
+        ("we",),
+        WorkloadEntry,
+        _NETWORKING,
+        (
+            _AGE,
+            Column(
+                "Address",
+                "string",
+                ".spec.address",
+                "Address associated with the network endpoint.",
+            ),
+        ),
+        ("istio-io", "networking-istio-io"),
+    ),
+    KindInfo(
         "security.istio.io",
         "PeerAuthentication",
         "peerauthentications",
@@ -146,6 +191,15 @@ DESCRIPTIONS: dict[str, str] = {
     "DestinationRule.spec.subsets": "Named sets of endpoints, selected by labels.",
     "DestinationRule.spec.trafficPolicy": "Load balancing, connection pool, outlier "
     "detection and TLS settings.",
+    "ServiceEntry.spec": "Hosts added to the mesh's service registry (external services, "
+    "VMs): their ports, addresses, resolution and endpoints.",
+    "ServiceEntry.spec.hosts": "The hosts of the entry, matched against the Host header, "
+    "the SNI or (with addresses) the destination IP.",
+    "ServiceEntry.spec.resolution": "How endpoints are found: NONE (the original destination), "
+    "STATIC (the endpoints given), DNS or DNS_ROUND_ROBIN (resolved by the proxy).",
+    "ServiceEntry.spec.location": "MESH_EXTERNAL (no mTLS) or MESH_INTERNAL.",
+    "WorkloadEntry.spec": "A workload that is not a Kubernetes pod (a VM), selected by "
+    "Services and ServiceEntries by its labels.",
     "PeerAuthentication.spec": "How workloads accept mutual TLS traffic.",
     "PeerAuthentication.spec.mtls": "The mutual TLS mode for the selected workloads.",
     "PeerAuthentication.spec.selector": "The workloads the policy applies to; none means the "

@@ -75,6 +75,17 @@ class Codes:
     # provider per workload (unless PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS) and denies
     # what all of them match.
     MULTIPLE_EXTENSION_PROVIDERS = Code("CP0422", Level.ERROR, "MultipleExtensionProviders")
+    # 054x, part "serviceentry": ServiceEntry and WorkloadEntry in the registry
+    # A ServiceEntry host that is also a Kubernetes Service's: the Service defines it.
+    SERVICE_ENTRY_HOST_COLLIDES = Code(
+        "CP0540", Level.WARNING, "ServiceEntryHostCollidesWithService"
+    )
+    # A host an older ServiceEntry already defines (istioctl IST0177 when protocols differ).
+    CONFLICTING_SERVICE_ENTRIES = Code("CP0541", Level.WARNING, "ConflictingServiceEntries")
+    # istioctl IST0134: a TCP (or unset protocol) port with no addresses.
+    SERVICE_ENTRY_ADDRESSES_REQUIRED = Code(
+        "CP0542", Level.WARNING, "ServiceEntryAddressesRequired"
+    )
     # 0500-0519: part "gateway" (issue 13): Gateways and the VirtualServices bound to them
     # (istioctl's IST0101 ReferencedResourceNotFound, IST0132, IST0145 ConflictingGateways).
     GATEWAY_NOT_FOUND = Code("CP0501", Level.ERROR, "ReferencedGatewayNotFound")

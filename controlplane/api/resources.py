@@ -13,11 +13,14 @@ from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("networking.istio.io", "ServiceEntry"): ServiceEntry,
+    ("networking.istio.io", "WorkloadEntry"): WorkloadEntry,
     ("networking.istio.io", "Gateway"): Gateway,  # part "gateway" (issue 13)
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
@@ -43,6 +46,8 @@ CLUSTER_SCOPED = frozenset({"Namespace"})
 Resource = (
     VirtualService
     | DestinationRule
+    | ServiceEntry
+    | WorkloadEntry
     | Gateway
     | PeerAuthentication
     | AuthorizationPolicy

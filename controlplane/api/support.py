@@ -188,6 +188,37 @@ SUPPORTED: dict[str, frozenset[str]] = {
             ),
         }
     ),
+    # ServiceEntry and WorkloadEntry: store/service_entries.py, compile/clusters.py
+    # (DNS and NONE clusters), compile/lds.py (TCP/TLS ports without an address).
+    "ServiceEntry": frozenset(
+        {
+            "spec.hosts",
+            "spec.addresses",
+            "spec.ports.**",
+            "spec.location",
+            "spec.resolution",
+            "spec.endpoints",
+            "spec.endpoints.address",
+            "spec.endpoints.ports.**",
+            "spec.endpoints.labels.**",
+            "spec.endpoints.locality",
+            "spec.endpoints.weight",
+            "spec.endpoints.serviceAccount",
+            "spec.workloadSelector.**",
+            "spec.exportTo",
+            "spec.subjectAltNames",
+        }
+    ),
+    "WorkloadEntry": frozenset(
+        {
+            "spec.address",
+            "spec.ports.**",
+            "spec.labels.**",
+            "spec.locality",
+            "spec.weight",
+            "spec.serviceAccount",
+        }
+    ),
     # Gateway (part "gateway", compile/gateway.py). The servers' ``tls`` is the TLS part's
     # (it adds its fields here as it implements them); defaultEndpoint is for sidecars only.
     "Gateway": frozenset(

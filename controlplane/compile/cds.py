@@ -10,6 +10,7 @@ BlackHole, Passthrough and InboundPassthrough clusters. The cluster bodies are b
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from controlplane.api.security import PeerAuthentication
 from controlplane.compile import resources as types
@@ -27,6 +28,7 @@ from controlplane.compile.memo import Family, MemoKey
 from controlplane.compile.naming import BLACKHOLE_CLUSTER
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
+from controlplane.compile.service_entry_clusters import uses_eds
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import MergedDestinationRule
@@ -73,7 +75,7 @@ def service_cluster_resources(
 
     def build() -> list[CompiledResource]:
         try:
-            return _clusters(service, rule, security)
+            return _clusters(context, service, rule, security)
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
             if rule is None:
                 raise
@@ -84,17 +86,22 @@ def service_cluster_resources(
                 ", ".join(map(str, rule.sources)),
                 service.hostname,
             )
-            return _clusters(service, None, security)
+            return _clusters(context, service, None, security)
 
     return context.memo.cached(key, build)
 
 
 def _clusters(
-    service: MeshService, rule: MergedDestinationRule | None, security: UpstreamSecurity
+    context: CompileContext,
+    service: MeshService,
+    rule: MergedDestinationRule | None,
+    security: UpstreamSecurity,
 ) -> list[CompiledResource]:
+    # Hosts the proxy resolves itself carry their endpoints in the cluster.
+    endpoints = () if uses_eds(service) else context.reads.endpoints(service.hostname)
     return [
         CompiledResource(c.name, secure_cluster(c, rule, security))
-        for c in service_clusters(service, rule)
+        for c in service_clusters(service, rule, endpoints)
     ]
 
 
@@ -104,14 +111,19 @@ def upstream_security_of(
     """What mTLS to the service depends on: its workloads' identities and peer modes."""
 
     def build() -> UpstreamSecurity:
-        if trust_domain is None:
-            return UpstreamSecurity(auto_mtls=False)
-        return upstream_security(
+        sans = service.subject_alt_names
+        if trust_domain is None or service.mesh_external:
+            # As istiod: no automatic mTLS to a host outside the mesh (MESH_EXTERNAL); a
+            # DestinationRule may still ask for ISTIO_MUTUAL, checked against the entry's
+            # subjectAltNames.
+            return UpstreamSecurity(sans=sans, auto_mtls=False)
+        found = upstream_security(
             service,
             context.reads.endpoints(service.hostname),
             context.reads.of_kind(PeerAuthentication).values(),
             trust_domain,
         )
+        return replace(found, sans=tuple(sorted({*found.sans, *sans}))) if sans else found
 
     return context.memo.cached((Family.UPSTREAM_SECURITY, service.hostname, trust_domain), build)
 
@@ -145,6 +157,16 @@ def _static_clusters(context: CompileContext) -> list[CompiledResource]:
 
 CDS = Generator(
     types.CLUSTER,
-    frozenset({"Service", "Pod", "EndpointSlice", "DestinationRule", "PeerAuthentication"}),
+    frozenset(
+        {
+            "Service",
+            "Pod",
+            "EndpointSlice",
+            "DestinationRule",
+            "PeerAuthentication",
+            "ServiceEntry",
+            "WorkloadEntry",
+        }
+    ),
     generate,
 )

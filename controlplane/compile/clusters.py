@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 
@@ -20,24 +20,33 @@ from controlplane.compile.naming import (
     outbound_cluster_name,
 )
 from controlplane.compile.protos import ads_source, duration, uint32
-from controlplane.store.registry import MeshPort, MeshService
+from controlplane.compile.service_entry_clusters import resolve_cluster
+from controlplane.store.registry import MeshEndpoint, MeshPort, MeshService
 from controlplane.store.snapshot import MergedDestinationRule
 
 
 def service_clusters(
-    service: MeshService, rule: MergedDestinationRule | None
+    service: MeshService,
+    rule: MergedDestinationRule | None,
+    endpoints: Sequence[MeshEndpoint] = (),
 ) -> Iterable[cluster_pb2.Cluster]:
-    """Every outbound cluster of one service as seen through ``rule``."""
+    """Every outbound cluster of one service as seen through ``rule`` (``endpoints``: the
+    service's, for the hosts whose clusters carry them inline, see
+    ``service_entry_clusters``)."""
     for port in service.ports:
         if port.protocol == "UDP":
             continue
         policy = rule.traffic_policy if rule else None
-        yield build_cluster(
+        cluster = build_cluster(
             outbound_cluster_name(port.port, None, service.hostname), port, policy, None
         )
+        resolve_cluster(cluster, service, port.port, None, endpoints)
+        yield cluster
         for subset in rule.subsets if rule else ():
             name = outbound_cluster_name(port.port, subset.name, service.hostname)
-            yield build_cluster(name, port, policy, subset)
+            cluster = build_cluster(name, port, policy, subset)
+            resolve_cluster(cluster, service, port.port, subset, endpoints)
+            yield cluster
 
 
 def build_cluster(

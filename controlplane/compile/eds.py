@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from envoy.config.cluster.v3 import cluster_pb2
+
 from controlplane.api.security import PeerAuthentication
 from controlplane.compile import cluster_policy
 from controlplane.compile import resources as types
@@ -28,7 +30,15 @@ from controlplane.store.registry import MeshEndpoint
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
     """The assignment of every outbound cluster CDS built for ``proxy``."""
-    return load_assignments(context, proxy, built.get(types.CLUSTER, {}))
+    clusters = built.get(types.CLUSTER, {})
+    # DNS clusters carry their endpoints inline and ORIGINAL_DST ones have none.
+    eds = [name for name, found in clusters.items() if _is_eds(found)]
+    return load_assignments(context, proxy, eds)
+
+
+def _is_eds(found: CompiledResource) -> bool:
+    message = found.message
+    return not isinstance(message, cluster_pb2.Cluster) or message.type == cluster_pb2.Cluster.EDS
 
 
 def load_assignments(
@@ -103,6 +113,16 @@ def _mtls_endpoints(
 
 EDS = Generator(
     types.ENDPOINT,
-    frozenset({"Service", "Pod", "EndpointSlice", "DestinationRule", "PeerAuthentication"}),
+    frozenset(
+        {
+            "Service",
+            "Pod",
+            "EndpointSlice",
+            "DestinationRule",
+            "PeerAuthentication",
+            "ServiceEntry",
+            "WorkloadEntry",
+        }
+    ),
     generate,
 )

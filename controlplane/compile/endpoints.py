@@ -98,7 +98,7 @@ def _lb_endpoint(ep: MeshEndpoint) -> endpoint_components_pb2.LbEndpoint:
         endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
         health_status=health_check_pb2.HEALTHY,
         metadata=metadata,
-        load_balancing_weight=uint32(1),
+        load_balancing_weight=uint32(ep.weight),
     )
 
 

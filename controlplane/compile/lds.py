@@ -30,7 +30,11 @@ from controlplane.compile.inbound import (
     virtual_inbound_listener,
 )
 from controlplane.compile.memo import Family, MemoKey
-from controlplane.compile.naming import outbound_cluster_name
+from controlplane.compile.naming import (
+    BLACKHOLE_CLUSTER,
+    WILDCARD_ADDRESS,
+    outbound_cluster_name,
+)
 from controlplane.compile.outbound import (
     http_port_listener,
     local_outbound_listener,
@@ -39,9 +43,10 @@ from controlplane.compile.outbound import (
     tcp_port_listener,
     virtual_outbound_listener,
 )
+from controlplane.compile.outbound_policy import fallback_cluster, outbound_mode
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
-from controlplane.compile.tcp import outbound_tcp_chains
+from controlplane.compile.tcp import outbound_tcp_chains, wildcard_port_chains
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import exported_to, resolve_host
 
@@ -108,12 +113,19 @@ def _transparent_outbound(
 ) -> None:
     """virtualOutbound, a ``0.0.0.0_<port>`` listener per HTTP service port (its routes:
     RDS ``"<port>"``), a ``<VIP>_<port>`` listener per TCP/TLS service port."""
-    found = _message(context, (Family.VIRTUAL_OUTBOUND,), virtual_outbound_listener)
+    fallback = fallback_cluster(outbound_mode(context.reads, proxy))
+    found = _message(
+        context,
+        (Family.VIRTUAL_OUTBOUND, fallback),
+        partial(virtual_outbound_listener, fallback),
+    )
     listeners[found.name] = found
     services = context.visible_services(proxy.namespace)
     http_ports: set[int] = set()
     # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
     sniffed: dict[int, list[tuple[str, str]]] = {}
+    # TCP and TLS ports of hosts without an address (ServiceEntries): 0.0.0.0_<port>.
+    wildcard: dict[int, list[MeshService]] = {}
     for service in services:
         for sport in service.ports:
             if sport.protocol == "UDP" or sport.port in RESERVED_PORTS:
@@ -128,19 +140,53 @@ def _transparent_outbound(
             elif service.cluster_ip:
                 tcp = _tcp_listener(context, proxy, service, sport.port, sport.protocol)
                 listeners.setdefault(tcp.name, tcp)
+            elif service.from_service_entry:
+                wildcard.setdefault(sport.port, []).append(service)
+    for port, claimed in sorted(wildcard.items()):
+        # An HTTP port's 0.0.0.0_<port> listener is the HTTP one (istiod lets it win too).
+        if port not in http_ports:
+            found = _wildcard_listener(context, proxy, port, tuple(claimed), fallback)
+            listeners[found.name] = found
     for port in sorted(http_ports):
         if port in sniffed:
-            fallback = tuple(sorted(set(sniffed[port])))
+            vips = tuple(sorted(set(sniffed[port])))
             found = _message(
                 context,
-                (Family.SNIFFED_PORT_LISTENER, port, fallback),
-                partial(sniffing_port_listener, port, fallback),
+                (Family.SNIFFED_PORT_LISTENER, port, vips, fallback),
+                partial(sniffing_port_listener, port, vips, fallback),
             )
         else:
             found = _message(
                 context, (Family.HTTP_PORT_LISTENER, port), partial(http_port_listener, port)
             )
         listeners[found.name] = found
+
+
+def _wildcard_listener(
+    context: CompileContext,
+    proxy: Proxy,
+    port: int,
+    services: tuple[MeshService, ...],
+    fallback: str,
+) -> CompiledResource:
+    hosts = tuple(s.hostname for s in services)
+    labels = context.source_labels(proxy)
+    key: MemoKey = (
+        Family.TCP_PORT_LISTENER,
+        WILDCARD_ADDRESS,
+        port,
+        hosts,
+        proxy.namespace,
+        labels,
+        fallback,
+    )
+
+    def build() -> CompiledResource:
+        chains = wildcard_port_chains(context.reads, services, port, proxy, fallback)
+        listener = tcp_port_listener(WILDCARD_ADDRESS, port, chains)
+        return CompiledResource(listener.name, listener)
+
+    return context.memo.cached(key, build)
 
 
 def _tcp_chains_key(
@@ -220,6 +266,9 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
         if sport is None:
             continue
         protocol = "TCP" if sport.is_http else sport.protocol
+        if protocol == "TLS" and service.from_service_entry and not service.cluster_ip:
+            out.append(_local_sni_listener(context, proxy, port, local_port))
+            continue
         key: MemoKey = (
             Family.LOCAL_TCP_LISTENER,
             local_port,
@@ -240,6 +289,32 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
     return out
 
 
+def _local_sni_listener(
+    context: CompileContext, proxy: Proxy, port: int, local_port: int
+) -> CompiledResource:
+    """Local mode, a TLS ServiceEntry host without an address: the local port routes by SNI
+    over every such host of ``port``, as ``0.0.0.0_<port>`` does with interception; a name no host
+    claims is refused."""
+    services = tuple(
+        s
+        for s in context.visible_services(proxy.namespace)
+        if s.from_service_entry
+        and not s.cluster_ip
+        and (p := s.port(port)) is not None
+        and p.protocol == "TLS"
+    )
+    hosts = tuple(s.hostname for s in services)
+    labels = context.source_labels(proxy)
+    key: MemoKey = (Family.LOCAL_TCP_LISTENER, local_port, port, hosts, proxy.namespace, labels)
+
+    def build() -> CompiledResource:
+        chains = wildcard_port_chains(context.reads, services, port, proxy, BLACKHOLE_CLUSTER)
+        listener = local_tcp_listener(local_port, chains)
+        return CompiledResource(listener.name, listener)
+
+    return context.memo.cached(key, build)
+
+
 LDS = Generator(
     types.LISTENER,
     frozenset(
@@ -254,6 +329,8 @@ LDS = Generator(
             "RequestAuthentication",
             "JwksKeySet",
             "MeshConfig",  # CUSTOM's providers (compile/extauthz.py)
+            "ServiceEntry",
+            "WorkloadEntry",
             "Gateway",
         }
     ),

@@ -52,16 +52,17 @@ from controlplane.compile.protos import ads_source, duration, packed, socket_add
 LOCAL_ADDRESS = "127.0.0.1"
 
 
-def virtual_outbound_listener() -> listener_pb2.Listener:
+def virtual_outbound_listener(fallback: str = PASSTHROUGH_CLUSTER) -> listener_pb2.Listener:
     """``virtualOutbound``: hands connections to the listener of their original destination;
-    what no listener claims passes through (a connection to 15001 itself is dropped)."""
+    what no listener claims goes to ``fallback``: PassthroughCluster (ALLOW_ANY) or
+    BlackHoleCluster (REGISTRY_ONLY). A connection to 15001 itself is dropped."""
     chains = [
         tcp_proxy_chain(
             VIRTUAL_OUTBOUND_BLACKHOLE_CHAIN,
             BLACKHOLE_CLUSTER,
             destination_port_match(OUTBOUND_CAPTURE_PORT),
         ),
-        tcp_proxy_chain(VIRTUAL_OUTBOUND_CATCH_ALL_CHAIN, PASSTHROUGH_CLUSTER),
+        tcp_proxy_chain(VIRTUAL_OUTBOUND_CATCH_ALL_CHAIN, fallback),
     ]
     return listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
@@ -97,7 +98,7 @@ def http_port_listener(port: int) -> listener_pb2.Listener:
 
 
 def sniffing_port_listener(
-    port: int, tcp_targets: Sequence[tuple[str, str]]
+    port: int, tcp_targets: Sequence[tuple[str, str]], fallback: str = PASSTHROUGH_CLUSTER
 ) -> listener_pb2.Listener:
     """``0.0.0.0_<port>`` for a port some service leaves undeclared (no protocol in its name
     or appProtocol): the HTTP inspector tells HTTP from anything else, as istiod's protocol
@@ -135,7 +136,7 @@ def sniffing_port_listener(
             filters=[hcm],
         )
     )
-    chains.append(tcp_proxy_chain(PASSTHROUGH_CHAIN, PASSTHROUGH_CLUSTER))
+    chains.append(tcp_proxy_chain(PASSTHROUGH_CHAIN, fallback))
     return listener_pb2.Listener(
         name=name,
         address=socket_address(WILDCARD_ADDRESS, port),

@@ -19,6 +19,7 @@ from controlplane.compile.generator import Built, Generator
 from controlplane.compile.inbound import RESERVED_PORTS
 from controlplane.compile.memo import Family, MemoKey
 from controlplane.compile.naming import local_route_name
+from controlplane.compile.outbound_policy import REGISTRY_ONLY, outbound_mode
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.routes import (
@@ -74,7 +75,8 @@ def http_ports(services: tuple[MeshService, ...]) -> list[int]:
 
 def port_routes(context: CompileContext, proxy: Proxy, port: int) -> CompiledResource:
     labels = context.source_labels(proxy)
-    key: MemoKey = (Family.PORT_ROUTES, port, proxy.namespace, labels)
+    mode = outbound_mode(context.reads, proxy)
+    key: MemoKey = (Family.PORT_ROUTES, port, proxy.namespace, labels, mode)
 
     def build() -> CompiledResource:
         services = context.visible_services(proxy.namespace)
@@ -84,6 +86,7 @@ def port_routes(context: CompileContext, proxy: Proxy, port: int) -> CompiledRes
             port,
             proxy,
             lambda service, domains: _virtual_host(context, service, port, proxy, domains, labels),
+            registry_only=mode == REGISTRY_ONLY,
         )
         return CompiledResource(config.name, config)
 
@@ -136,6 +139,17 @@ def _virtual_host(
 
 RDS = Generator(
     types.ROUTE,
-    frozenset({"Service", "VirtualService", "DestinationRule", "Gateway", "Pod", "EndpointSlice"}),
+    frozenset(
+        {
+            "Service",
+            "VirtualService",
+            "DestinationRule",
+            "ServiceEntry",
+            "MeshConfig",
+            "Gateway",
+            "Pod",
+            "EndpointSlice",
+        }
+    ),
     generate,
 )

@@ -14,6 +14,7 @@ from controlplane.compile.guard import log_passed_over
 from controlplane.compile.http_routes import route_action_defaults, routes_from_virtual_service
 from controlplane.compile.naming import (
     ALLOW_ANY_VHOST,
+    BLOCK_ALL_VHOST,
     PASSTHROUGH_CLUSTER,
     outbound_cluster_name,
     route_config_name,
@@ -35,13 +36,13 @@ def domains_for(
     client's namespace: FQDN, ``name.ns.svc``, ``name.ns``, (same namespace) ``name`` and the
     VIP; each with ``:port`` unless not ``with_ports``, and without it when
     ``with_bare_names``."""
-    names = [
-        service.hostname,
-        f"{service.name}.{service.namespace}.svc",
-        f"{service.name}.{service.namespace}",
-    ]
-    if client_namespace == service.namespace:
-        names.append(service.name)
+    names = [service.hostname]
+    if not service.from_service_entry:
+        # A ServiceEntry host is literal: it has no short forms (istiod adds them only to
+        # hosts in the cluster's domain).
+        names += [f"{service.name}.{service.namespace}.svc", f"{service.name}.{service.namespace}"]
+        if client_namespace == service.namespace:
+            names.append(service.name)
     if service.cluster_ip:
         names.append(service.cluster_ip)
     out: list[str] = []
@@ -118,15 +119,33 @@ def allow_any_virtual_host() -> rc.VirtualHost:
     )
 
 
+def block_all_virtual_host() -> rc.VirtualHost:
+    """The fallback under REGISTRY_ONLY: a Host no service claims is refused with a 502, as
+    istiod's ``block_all`` does."""
+    return rc.VirtualHost(
+        name=BLOCK_ALL_VHOST,
+        domains=["*"],
+        routes=[
+            rc.Route(
+                name=BLOCK_ALL_VHOST,
+                match=rc.RouteMatch(prefix="/"),
+                direct_response=rc.DirectResponseAction(status=502),
+            )
+        ],
+        include_request_attempt_count=True,
+    )
+
+
 def port_route_configuration(
     snapshot: SnapshotReader,
     services: Iterable[MeshService],
     port: int,
     proxy: Proxy,
     virtual_host: Callable[[MeshService, list[str]], rc.VirtualHost] | None = None,
+    registry_only: bool = False,
 ) -> route_pb2.RouteConfiguration:
     """Transparent mode: RDS ``"9080"``, one virtual host per service with an HTTP port 9080,
-    then ``allow_any``. As istiod does for sidecars, the domains carry no port and Envoy
+    then ``allow_any`` (or ``block_all`` when ``registry_only``). As istiod does for sidecars, the domains carry no port and Envoy
     ignores the Host header's port when matching: every service in this table has this port,
     so ``reviews`` and ``reviews:9080`` reach the same virtual host.
 
@@ -144,5 +163,5 @@ def port_route_configuration(
             hosts.append(build_virtual_host(snapshot, service, port, proxy, domains))
         else:
             hosts.append(virtual_host(service, domains))
-    hosts.append(allow_any_virtual_host())
+    hosts.append(block_all_virtual_host() if registry_only else allow_any_virtual_host())
     return build_route_configuration(route_config_name(port), hosts, ignore_port=True)

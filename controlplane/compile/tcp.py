@@ -59,6 +59,55 @@ def outbound_tcp_chains(
     return chains
 
 
+def wildcard_port_chains(
+    snapshot: SnapshotReader,
+    services: Sequence[MeshService],
+    port: int,
+    proxy: Proxy,
+    fallback: str,
+) -> list[lc.FilterChain]:
+    """The chains of ``0.0.0.0_<port>`` for TCP and TLS hosts without an address
+    (ServiceEntries), as istiod merges them into one listener: a TLS host gets chains that
+    match its SNI (its VirtualService's ``tls`` routes, else its own name), a TCP host with
+    addresses (CIDR blocks) the connections to them, the first TCP host without any every
+    other connection, and with none the rest goes to ``fallback``."""
+    chains: list[lc.FilterChain] = []
+    seen: set[bytes] = set()
+    catch_all = False
+    for service in services:
+        sport = service.port(port)
+        if sport is None:
+            continue
+        if sport.protocol == "TLS":
+            before = len(chains)
+            for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
+                try:
+                    virtual_service_chains(snapshot, vs, port, "TLS", proxy, chains, seen)
+                except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)
+                    log_passed_over(vs, service.hostname, port, proxy)
+                    del chains[before:]
+                if len(chains) > before:
+                    break
+            if len(chains) == before:
+                cluster = outbound_cluster_name(port, None, service.hostname)
+                sni = lc.FilterChainMatch(
+                    server_names=[service.hostname], transport_protocol=TLS_TRANSPORT
+                )
+                _add(chains, seen, sni, tcp_proxy(cluster, [(cluster, 1)]))
+        elif service.addresses:
+            # Addresses (CIDR blocks, or several): the host takes the connections to them.
+            cluster = outbound_cluster_name(port, None, service.hostname)
+            prefixes = lc.FilterChainMatch(prefix_ranges=_cidrs(service.addresses))
+            _add(chains, seen, prefixes, tcp_proxy(cluster, [(cluster, 1)]))
+        elif not catch_all:
+            for chain in outbound_tcp_chains(snapshot, service, port, sport.protocol, proxy):
+                _add(chains, seen, chain.filter_chain_match, chain.filters[0])
+            catch_all = True
+    if not catch_all:
+        _add(chains, seen, lc.FilterChainMatch(), tcp_proxy(fallback, [(fallback, 1)]))
+    return chains
+
+
 def virtual_service_chains(
     snapshot: SnapshotReader,
     vs: VirtualService,

@@ -27,6 +27,8 @@ log = logging.getLogger("controlplane.admission")
 VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "virtualservices"),
     ("networking.istio.io", "destinationrules"),
+    ("networking.istio.io", "serviceentries"),
+    ("networking.istio.io", "workloadentries"),
     ("networking.istio.io", "gateways"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),

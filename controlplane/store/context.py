@@ -18,6 +18,7 @@ from controlplane.api.request_authn import (
     key_source,
 )
 from controlplane.api.security import AuthorizationPolicy
+from controlplane.api.serviceentry import ServiceEntry
 from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_NOT_BLOCKING
 from controlplane.store.gateway_checks import check_gateway_bindings
 from controlplane.store.reads import SnapshotReader
@@ -390,6 +391,55 @@ def _utc(moment: float | None) -> str:
     if moment is None:
         return "never"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def check_service_entry(snapshot: SnapshotReader, entry: ServiceEntry) -> list[Issue]:
+    """Hosts this entry does not define after all: a Kubernetes Service's host (the Service
+    wins), or a host an older entry already defines (the older one wins). Warnings: the
+    entry's other hosts still apply."""
+    key = ResourceKey("ServiceEntry", entry.metadata.namespace, entry.metadata.name)
+    mine = (entry.metadata.namespace, entry.metadata.name)
+    found: list[Issue] = []
+    for i, host in enumerate(entry.spec.hosts):
+        service = snapshot.services.get(host)
+        if service is None or service.source == mine:
+            continue
+        path = f"spec.hosts[{i}]"
+        if not service.from_service_entry:
+            found.append(
+                Issue(
+                    Codes.SERVICE_ENTRY_HOST_COLLIDES,
+                    path,
+                    f"host {host} is the Kubernetes Service {service.namespace}/{service.name}: "
+                    "the Service defines it, this entry's ports and endpoints for it are not used",
+                )
+            )
+            continue
+        other = snapshot.get(ResourceKey("ServiceEntry", *(service.source or ("", ""))))
+        detail = ""
+        if isinstance(other, ServiceEntry):
+            theirs = {p.number: p.protocol.upper() for p in other.spec.ports}
+            clashes = sorted(
+                f"port {p.number}: {p.protocol.upper() or 'unset'} here, "
+                f"{theirs[p.number] or 'unset'} there"
+                for p in entry.spec.ports
+                if p.number in theirs and theirs[p.number] != p.protocol.upper()
+            )
+            if clashes:
+                detail = (
+                    f"; conflicting protocols ({', '.join(clashes)}, "
+                    "istioctl IST0177 ConflictingServiceEntryProtocol)"
+                )
+        found.append(
+            Issue(
+                Codes.CONFLICTING_SERVICE_ENTRIES,
+                path,
+                f"host {host} is already defined by the older ServiceEntry "
+                f"{service.namespace}/{service.source[1] if service.source else ''}: "
+                f"that one applies{detail}",
+            )
+        )
+    return [i.with_context(key, None) for i in found]
 
 
 def blocking(issues: list[Issue]) -> list[Issue]:

@@ -87,6 +87,18 @@ def _semantic_tokens(snapshot: Snapshot, key: ResourceKey, resource: Any) -> Ite
         for endpoint in resource.endpoints:
             for address in endpoint.addresses:
                 yield targets_token(address)
+    elif kind == "ServiceEntry":
+        for host in resource.spec.hosts:
+            yield service_token(host)
+            yield endpoints_token(host)
+        yield targets_token(ANY_ADDRESS)
+    elif kind == "WorkloadEntry":
+        if resource.spec.address:
+            yield targets_token(resource.spec.address)
+        labels = resource.spec.labels
+        for service in snapshot.services_in(key.namespace):
+            if service.selector and selects(service.selector, labels):
+                yield endpoints_token(service.hostname)
     elif kind == "VirtualService":
         for host in resource.spec.hosts:
             resolved = resolve_host(host, key.namespace)

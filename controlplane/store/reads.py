@@ -43,6 +43,7 @@ Report = Callable[..., None]  # called with the tokens of one read
 # Tokens every read of their accessor reports (built once: reads are the compiler's hot path).
 _SERVICES = kind_token("Service")
 _MESH = kind_token(MESH_CONFIG_KIND)
+_SERVICE_ENTRIES = kind_token("ServiceEntry")
 _ANY_TARGETS = targets_token(ANY_ADDRESS)
 _WILDCARD_VIRTUAL_SERVICES = virtual_services_token(WILDCARD_HOST)
 _WILDCARD_DESTINATION_RULES = destination_rules_token(WILDCARD_HOST)
@@ -100,7 +101,7 @@ class ReportingView:
 
     @property
     def services(self) -> Mapping[str, MeshService]:
-        self._report(_SERVICES)
+        self._report(_SERVICES, _SERVICE_ENTRIES)
         return self.snapshot.services
 
     @property

@@ -62,6 +62,19 @@ class MeshService:
     cluster_ip: str | None
     export_to: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    # "Kubernetes" (a Service) or "ServiceEntry" (one host of an entry).
+    registry: str = "Kubernetes"
+    # How the proxy finds endpoints: STATIC (EDS), DNS, DNS_ROUND_ROBIN, NONE (original dst).
+    resolution: str = "STATIC"
+    mesh_external: bool = False
+    addresses: tuple[str, ...] = ()
+    subject_alt_names: tuple[str, ...] = ()
+    # (namespace, name) of the ServiceEntry a host comes from.
+    source: tuple[str, str] | None = None
+
+    @property
+    def from_service_entry(self) -> bool:
+        return self.registry != "Kubernetes"
 
     def port(self, number: int) -> MeshPort | None:
         for p in self.ports:
@@ -82,6 +95,7 @@ class MeshEndpoint:
     ready: bool = True
     locality: str = ""
     tls_mode: str = "disabled"  # "istio" when the workload runs our sidecar
+    weight: int = 1  # a WorkloadEntry's weight
 
 
 def fqdn(name: str, namespace: str) -> str:

@@ -23,6 +23,7 @@ from controlplane.api.kube import EndpointSlice, Pod, Service
 from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, MeshConfigSpec
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
+from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -30,6 +31,11 @@ from controlplane.store.registry import (
     endpoints_from_pods,
     endpoints_from_slices,
     mesh_service,
+)
+from controlplane.store.service_entries import (
+    entry_endpoints,
+    entry_services,
+    selected_workload_entries,
 )
 from controlplane.store.tokens import (
     WILDCARD_HOST,
@@ -286,15 +292,36 @@ class Snapshot:
         """hostname -> service."""
         return self._services
 
-    @index("Service")
+    @index("Service", "ServiceEntry")
     def _services(self) -> Mapping[str, MeshService]:
+        """Kubernetes Services, then the hosts of ServiceEntries that no Service (and no
+        older entry) already defines: a colliding host is reported by analyze (CP0540)."""
         out: dict[str, MeshService] = {}
         for svc in self.of_kind(Service).values():
             ms = mesh_service(svc)
             out[ms.hostname] = ms
+        for entry in sorted(self.of_kind(ServiceEntry).values(), key=created):
+            for ms in entry_services(entry):
+                out.setdefault(ms.hostname, ms)
         return out
 
-    @index("Service")
+    def service_entry_of(self, service: MeshService) -> ServiceEntry | None:
+        """The ServiceEntry a registry host comes from (None: a Kubernetes Service)."""
+        if service.source is None:
+            return None
+        found: ServiceEntry | None = self.of_kind(ServiceEntry).get(
+            ResourceKey("ServiceEntry", *service.source)
+        )
+        return found
+
+    @index("WorkloadEntry")
+    def _workload_entries_by_namespace(self) -> Mapping[str, tuple[WorkloadEntry, ...]]:
+        out: dict[str, list[WorkloadEntry]] = defaultdict(list)
+        for we in self.of_kind(WorkloadEntry).values():
+            out[we.metadata.namespace].append(we)
+        return {ns: tuple(sorted(v, key=lambda w: w.metadata.name)) for ns, v in out.items()}
+
+    @index("Service", "ServiceEntry")
     def _services_by_namespace(self) -> Mapping[str, tuple[MeshService, ...]]:
         grouped: dict[str, list[MeshService]] = defaultdict(list)
         for service in self._services.values():
@@ -360,8 +387,16 @@ class Snapshot:
         found = cache.get(hostname)
         if found is None:
             service = self._services.get(hostname)
+            entry = self.service_entry_of(service) if service is not None else None
             if service is None:
                 found = ()
+            elif entry is not None:
+                found = entry_endpoints(
+                    service,
+                    entry,
+                    self._pods_by_namespace.get(service.namespace, ()),
+                    self._workload_entries_by_namespace.get(service.namespace, ()),
+                )
             else:
                 slices = self._slices_by_service.get((service.namespace, service.name))
                 if slices:
@@ -370,16 +405,32 @@ class Snapshot:
                     found = endpoints_from_slices(service, slices, pods)
                 else:
                     found = endpoints_from_pods(service, self._pods_selected(service))
+                workloads = self._workload_entries_by_namespace.get(service.namespace, ())
+                if workloads:
+                    found = tuple(
+                        sorted(
+                            found + selected_workload_entries(service, workloads),
+                            key=lambda e: (e.service_port, e.address, e.port),
+                        )
+                    )
             cache[hostname] = found
         return found
 
-    @index("Service", "Pod", "EndpointSlice")
+    @index("Service", "Pod", "EndpointSlice", "ServiceEntry", "WorkloadEntry")
     def _targets_by_address(self) -> Mapping[str, tuple[tuple[MeshService, MeshEndpoint], ...]]:
         out: dict[str, list[tuple[MeshService, MeshEndpoint]]] = defaultdict(list)
         for svc in sorted(self.of_kind(Service).values(), key=created):
             service = mesh_service(svc)
             for ep in self.endpoints(service.hostname):
                 out[ep.address].append((service, ep))
+        # Hosts of ServiceEntries whose workloads are in the mesh (MESH_INTERNAL), after the
+        # Services: a VM's sidecar accepts their ports too.
+        for entry in sorted(self.of_kind(ServiceEntry).values(), key=created):
+            for service in entry_services(entry):
+                if service.mesh_external or self._services.get(service.hostname) != service:
+                    continue
+                for ep in self.endpoints(service.hostname):
+                    out[ep.address].append((service, ep))
         return {address: tuple(v) for address, v in out.items()}
 
     def service_targets(self, address: str) -> tuple[tuple[MeshService, MeshEndpoint], ...]:

@@ -37,6 +37,7 @@ from controlplane.store.context import (
     check_provider_conflicts,
     check_request_authentication,
     check_request_principals,
+    check_service_entry,
     check_virtual_service,
     request_auth_paths,
 )
@@ -96,12 +97,13 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
 _CHECKED_KINDS = frozenset(
-    {"VirtualService", "DestinationRule", "RequestAuthentication", "Gateway"}
+    {"VirtualService", "DestinationRule", "RequestAuthentication", "Gateway", "ServiceEntry"}
 )
 _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "VirtualService": check_virtual_service,
     "DestinationRule": check_destination_rule,
     "RequestAuthentication": check_request_authentication,
+    "ServiceEntry": check_service_entry,
     # part "gateway" (store/gateway_checks.py) and part "gwtls" (store/gateway_credentials.py)
     "Gateway": lambda snapshot, gateway: (
         check_gateway(snapshot, gateway) + check_gateway_credentials(snapshot, gateway)
@@ -157,7 +159,7 @@ def found_by_store(issue: Issue) -> bool:
     problems (CP03xx, and the Gateway ones of ``gateway_checks`` and ``gateway_credentials``),
     what a refused security policy does meanwhile (CP0203), a CUSTOM policy's unusable
     provider or a workload's several providers (CP0421, CP0422), the AuthorizationPolicy
-    advice (CP0400, CP0401) and the JWT findings (CP0440-0442)."""
+    advice (CP0400, CP0401), the JWT findings (CP0440-0442) and the ServiceEntry ones."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
@@ -167,9 +169,14 @@ def found_by_store(issue: Issue) -> bool:
         or issue.code.id in ADVICE_CODES
         or issue.code.id in GATEWAY_CONTEXT_CODES
         or issue.code in _GATEWAY_CREDENTIAL_CODES
+        or issue.code in _CONTEXT_CODES
     )
 
 
+# In-context findings numbered in a part's own range (CP03xx are all in-context).
+_CONTEXT_CODES = frozenset(
+    {Codes.SERVICE_ENTRY_HOST_COLLIDES, Codes.CONFLICTING_SERVICE_ENTRIES}  # serviceentry
+)
 # In-context findings about a Gateway's credential Secrets (part "gwtls", gateway_credentials).
 _GATEWAY_CREDENTIAL_CODES = frozenset(
     {Codes.GATEWAY_CREDENTIAL_NOT_FOUND, Codes.GATEWAY_CREDENTIAL_INVALID}

@@ -74,12 +74,15 @@ class ControlPlaneProcess:
         debug_port: int,
         log_path: Path,
         extra_args: list[str] | None = None,
+        module: str = "controlplane",
     ) -> None:
         self.config_dir = config_dir
         self.xds_port = xds_port
         self.debug_port = debug_port
         self.log_path = log_path
         self.extra_args = extra_args or []
+        # The module run with ``-m``: the command line, or a test's launcher around it.
+        self.module = module
         self.process: subprocess.Popen[bytes] | None = None
         self.debug = DebugClient(debug_port)
 
@@ -90,7 +93,7 @@ class ControlPlaneProcess:
             [
                 sys.executable,
                 "-m",
-                "controlplane",
+                self.module,
                 "serve",
                 "--config-dir",
                 str(self.config_dir),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.compile import SnapshotCompiler
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import TRANSPARENT, Proxy
 from tests.corpus import load_corpus
 from tests.envoy.validate import envoy_validate, static_bootstrap
 
@@ -29,6 +29,13 @@ CLIENTS = {
         node_id="sidecar~127.0.0.1~c.default~default.svc.cluster.local",
         local_outbound_port=15002,
         locality="us-east/us-east-1a/s1",
+    ),
+    # Interception: virtualOutbound, VIP and 0.0.0.0_<port> listeners (SNI chains of TLS
+    # ServiceEntry hosts), DNS and ORIGINAL_DST clusters.
+    "transparent": Proxy(
+        node_id="sidecar~10.0.9.9~d.default~default.svc.cluster.local",
+        labels={"app": "client"},
+        mode=TRANSPARENT,
     ),
 }
 

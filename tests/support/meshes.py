@@ -25,6 +25,7 @@ _API_VERSIONS = {
     "VirtualService": "networking.istio.io/v1",
     "DestinationRule": "networking.istio.io/v1",
     "ServiceEntry": "networking.istio.io/v1",
+    "WorkloadEntry": "networking.istio.io/v1",
     "Sidecar": "networking.istio.io/v1",
     "Gateway": "networking.istio.io/v1",
     "PeerAuthentication": "security.istio.io/v1",

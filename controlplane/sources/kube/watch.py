@@ -43,6 +43,8 @@ log = logging.getLogger("controlplane.kube")
 WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "virtualservices"),
     ("networking.istio.io", "v1", "destinationrules"),
+    ("networking.istio.io", "v1", "serviceentries"),
+    ("networking.istio.io", "v1", "workloadentries"),
     ("networking.istio.io", "v1", "gateways"),
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
@@ -317,6 +319,8 @@ class Resync:
 _KIND_OF_PLURAL = {
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
+    "serviceentries": "ServiceEntry",
+    "workloadentries": "WorkloadEntry",
     "gateways": "Gateway",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",

@@ -45,6 +45,7 @@ def test_the_broken_corpus_covers_every_validation_and_context_code() -> None:
     assert {"CP0101", "CP0102", "CP0201", "CP0202"} <= codes
     assert {"CP0301", "CP0302", "CP0303", "CP0304", "CP0305", "CP0306"} <= codes
     assert {"CP0501", "CP0502", "CP0503", "CP0504", "CP0505"} <= codes  # Gateways (issue 13)
+    assert {"CP0540", "CP0541", "CP0542"} <= codes  # ServiceEntry
 
 
 def test_the_valid_corpus_has_no_errors_unsupported_fields_or_context_findings() -> None:

@@ -112,7 +112,18 @@ def _mutations(kind: str) -> list[Edit]:
         out.setdefault("status", {})["podIP"] = "10.10.250.250"
         return out
 
+    def resolve_by_dns(spec: dict[str, Any]) -> None:
+        spec["resolution"] = "DNS" if spec.get("resolution") == "STATIC" else "STATIC"
+
+    def relabel_workload(spec: dict[str, Any]) -> None:
+        spec.setdefault("labels", {})["app"] = "edited"
+
+    def readdress_workload(spec: dict[str, Any]) -> None:
+        spec["address"] = "10.10.250.251"
+
     by_kind: dict[str, list[Edit]] = {
+        "ServiceEntry": [spec_edit(resolve_by_dns)],
+        "WorkloadEntry": [spec_edit(relabel_workload), spec_edit(readdress_workload)],
         "AuthorizationPolicy": [spec_edit(flip_action), spec_edit(drop_rules)],
         "PeerAuthentication": [spec_edit(flip_mtls)],
         "DestinationRule": [spec_edit(round_robin), spec_edit(drop_subset)],
