@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.sidecar import Sidecar
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,16 @@ KINDS: tuple[KindInfo, ...] = (
         ("istio-io", "networking-istio-io"),
     ),
     KindInfo(
+        "networking.istio.io",
+        "Sidecar",
+        "sidecars",
+        (),
+        Sidecar,
+        _NETWORKING,
+        (_AGE,),
+        ("istio-io", "networking-istio-io"),
+    ),
+    KindInfo(
         "security.istio.io",
         "PeerAuthentication",
         "peerauthentications",
@@ -124,6 +135,12 @@ DESCRIPTIONS: dict[str, str] = {
     "DestinationRule.spec.subsets": "Named sets of endpoints, selected by labels.",
     "DestinationRule.spec.trafficPolicy": "Load balancing, connection pool, outlier "
     "detection and TLS settings.",
+    "Sidecar.spec": "The part of the mesh the selected workloads' proxies see and how they "
+    "accept and send traffic.",
+    "Sidecar.spec.egress.hosts": "The services a proxy may reach, as namespace/dnsName "
+    "('./*', 'istio-system/*', '*/reviews.default.svc.cluster.local').",
+    "Sidecar.spec.workloadSelector": "The workloads the Sidecar applies to; none means the "
+    "whole namespace (or, in the root namespace, every namespace without its own).",
     "PeerAuthentication.spec": "How workloads accept mutual TLS traffic.",
     "PeerAuthentication.spec.mtls": "The mutual TLS mode for the selected workloads.",
     "PeerAuthentication.spec.selector": "The workloads the policy applies to; none means the "

@@ -10,11 +10,13 @@ from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.sidecar import Sidecar
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "VirtualService"): VirtualService,
     ("networking.istio.io", "DestinationRule"): DestinationRule,
+    ("networking.istio.io", "Sidecar"): Sidecar,  # part "sidecar"
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -34,6 +36,7 @@ CLUSTER_SCOPED = frozenset({"Namespace"})
 Resource = (
     VirtualService
     | DestinationRule
+    | Sidecar
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

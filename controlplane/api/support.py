@@ -207,6 +207,19 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.rules.when.**",
         }
     ),
+    # Part "sidecar": the scope of a proxy (compile/scope.py). Not yet implemented: ingress
+    # listeners, egress listeners' bind and captureMode (a listener of its own), the egress
+    # proxy and inboundConnectionPool; they are reported as unsupported.
+    "Sidecar": frozenset(
+        {
+            "spec.workloadSelector.**",
+            "spec.egress",
+            "spec.egress.hosts",
+            "spec.egress.port.**",
+            "spec.outboundTrafficPolicy",
+            "spec.outboundTrafficPolicy.mode",
+        }
+    ),
 }
 
 

@@ -27,6 +27,7 @@ log = logging.getLogger("controlplane.admission")
 VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "virtualservices"),
     ("networking.istio.io", "destinationrules"),
+    ("networking.istio.io", "sidecars"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
 )

@@ -39,6 +39,7 @@ log = logging.getLogger("controlplane.kube")
 WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "virtualservices"),
     ("networking.istio.io", "v1", "destinationrules"),
+    ("networking.istio.io", "v1", "sidecars"),  # part "sidecar"
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("", "v1", "services"),
@@ -254,6 +255,7 @@ class Resync:
 _KIND_OF_PLURAL = {
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
+    "sidecars": "Sidecar",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "services": "Service",
