@@ -10,6 +10,7 @@ from typing import Any
 
 # Registers the security.istio.io validators with `validate`.
 from controlplane.api import security_validation as _security_validation  # noqa: F401
+
 # Registers the Sidecar validator (part "sidecar").
 from controlplane.api import sidecar_validation as _sidecar_validation  # noqa: F401
 from controlplane.api.issues import Codes, InvalidResource, Issue, Level, ResourceKey, errors

@@ -34,9 +34,9 @@ class ServerTLSSettings(IstioModel):
     """Istio's ServerTLSSettings (shared with Gateway servers)."""
 
     https_redirect: bool = False
-    mode: Literal["PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"] = (
-        "PASSTHROUGH"
-    )
+    mode: Literal[
+        "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"
+    ] = "PASSTHROUGH"
     server_certificate: str = ""
     private_key: str = ""
     ca_certificates: str = ""

@@ -110,7 +110,9 @@ def _validate_ingress(listeners: list[IstioIngressListener]) -> list[Issue]:
         if tls is not None:
             tpath = f"{path}.tls"
             if tls.subject_alt_names:
-                found.append(_error(tpath, "sidecar: subjectAltNames is not supported in ingress tls"))
+                found.append(
+                    _error(tpath, "sidecar: subjectAltNames is not supported in ingress tls")
+                )
             if tls.https_redirect:
                 found.append(_error(tpath, "sidecar: httpsRedirect is not supported"))
             if tls.credential_name:
@@ -180,7 +182,9 @@ def _validate_egress(namespace: str, listeners: list[IstioEgressListener]) -> li
         path = f"spec.egress[{i}]"
         if listener.port is None:
             if catch_all:
-                found.append(_error(path, "sidecar: egress can have only one listener with empty port"))
+                found.append(
+                    _error(path, "sidecar: egress can have only one listener with empty port")
+                )
                 continue
             if i == len(listeners) - 1:
                 catch_all = True
@@ -224,7 +228,9 @@ def _validate_egress(namespace: str, listeners: list[IstioEgressListener]) -> li
                     found += _check_ip(f"{path}.bind", listener.bind)
                 if listener.port.number in ports:
                     found.append(
-                        _error(f"{path}.port", "sidecar: ports on IP bound listeners must be unique")
+                        _error(
+                            f"{path}.port", "sidecar: ports on IP bound listeners must be unique"
+                        )
                     )
                 ports.add(listener.port.number)
         found += _validate_egress_hosts(f"{path}.hosts", namespace, listener.hosts)
@@ -247,9 +253,7 @@ def _validate_egress_hosts(path: str, namespace: str, hosts: list[str]) -> list[
             names.add(name)
         found += check_egress_host(hpath, entry)
     if "*" in seen.get("*", set()) and len(seen) != 1:
-        found.append(
-            _warning(path, "`*/*` host select all resources, no other hosts can be added")
-        )
+        found.append(_warning(path, "`*/*` host select all resources, no other hosts can be added"))
     return found
 
 
@@ -297,11 +301,16 @@ def _validate_outbound_policy(sidecar: Sidecar) -> list[Issue]:
         ]
     found = check_host(f"{path}.egressProxy.host", proxy.host, allow_wildcard=False)
     if proxy.port is None:
-        found.append(_error(f"{path}.egressProxy.port", "sidecar: egress_proxy port must be non-nil"))
+        found.append(
+            _error(f"{path}.egressProxy.port", "sidecar: egress_proxy port must be non-nil")
+        )
     elif proxy.port.number is not None:
         if not 1 <= proxy.port.number <= 65535:
             found.append(
-                _error(f"{path}.egressProxy.port.number", f"port number {proxy.port.number} must be in 1..65535")
+                _error(
+                    f"{path}.egressProxy.port.number",
+                    f"port number {proxy.port.number} must be in 1..65535",
+                )
             )
     return found
 

@@ -23,6 +23,7 @@ from controlplane.compile.inbound import (
     inbound_ports,
 )
 from controlplane.compile.memo import Family, MemoKey
+from controlplane.compile.naming import parse_cluster_name
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
@@ -45,14 +46,23 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
 
 
 def outbound_clusters(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
-    """The clusters of every service the proxy's namespace sees."""
+    """The clusters of every service the proxy sees (its namespace's, narrowed by its
+    Sidecar to the hosts and ports it imports)."""
     out: dict[str, CompiledResource] = {}
-    for service in context.visible_services(proxy.namespace):
+    for service in context.services_for(proxy):
         # Read per service: a proxy that sees no service does not depend on its identity.
         trust_domain = proxy.trust_domain if proxy.identity else None
-        for resource in service_cluster_resources(context, service, proxy.namespace, trust_domain):
-            out[resource.name] = resource
+        full = context.reads.services.get(service.hostname, service)
+        ports = None if full.ports == service.ports else {p.port for p in service.ports}
+        for resource in service_cluster_resources(context, full, proxy.namespace, trust_domain):
+            if ports is None or _cluster_port(resource.name) in ports:
+                out[resource.name] = resource
     return out
+
+
+def _cluster_port(name: str) -> int | None:
+    parsed = parse_cluster_name(name)
+    return parsed.port if parsed is not None else None
 
 
 def service_cluster_resources(
@@ -137,6 +147,16 @@ def _static_clusters(context: CompileContext) -> list[CompiledResource]:
 
 CDS = Generator(
     types.CLUSTER,
-    frozenset({"Service", "Pod", "EndpointSlice", "DestinationRule", "PeerAuthentication"}),
+    frozenset(
+        {
+            "Service",
+            "Pod",
+            "EndpointSlice",
+            "DestinationRule",
+            "PeerAuthentication",
+            "Sidecar",
+            "VirtualService",  # a Sidecar imports the destinations of the routes it selects
+        }
+    ),
     generate,
 )

@@ -27,6 +27,8 @@ class Family(StrEnum):
     """What a memoized build makes (the first element of its key)."""
 
     SERVICES = "services"  # the services visible from one namespace
+    SIDECAR_SCOPE = "sidecar-scope"  # the Sidecar scope of one namespace and labels
+    SCOPED_SERVICES = "scoped-services"  # the services (and ports) one scope imports
     CLUSTERS = "cds"  # the outbound clusters of one service
     UPSTREAM_SECURITY = "upstream-security"
     STATIC_CLUSTERS = "cds-static"
@@ -50,7 +52,9 @@ class Family(StrEnum):
 
 # Builds that are functions of their key and the snapshot alone: the reads of whichever
 # build first asked for them are not their inputs (see ``Tracker.push``).
-_UNSEEDED = frozenset({Family.PEER_AUTHENTICATION, Family.AUTHORIZATION, Family.REJECTED})
+_UNSEEDED = frozenset(
+    {Family.PEER_AUTHENTICATION, Family.AUTHORIZATION, Family.REJECTED, Family.SIDECAR_SCOPE}
+)
 
 # A family, then the inputs of the build.
 MemoKey = tuple[Family, *tuple[Hashable, ...]]
