@@ -49,10 +49,16 @@ def outbound_clusters(context: CompileContext, proxy: Proxy) -> dict[str, Compil
     """The clusters of every service the proxy sees (its namespace's, narrowed by its
     Sidecar to the hosts and ports it imports)."""
     out: dict[str, CompiledResource] = {}
-    for service in context.services_for(proxy):
+    scope = context.sidecar_scope(proxy)
+    # A Sidecar may import only some ports of a service: its clusters are built for the whole
+    # service (shared with every other proxy) and those of the other ports left out.
+    whole = (
+        {s.hostname: s for s in context.visible_services(proxy.namespace)} if scope.scoped else {}
+    )
+    for service in context.scoped_services(scope):
         # Read per service: a proxy that sees no service does not depend on its identity.
         trust_domain = proxy.trust_domain if proxy.identity else None
-        full = context.reads.services.get(service.hostname, service)
+        full = whole.get(service.hostname, service)
         ports = None if full.ports == service.ports else {p.port for p in service.ports}
         for resource in service_cluster_resources(context, full, proxy.namespace, trust_domain):
             if ports is None or _cluster_port(resource.name) in ports:

@@ -60,6 +60,7 @@ def test_the_injector_only_sees_pods_of_labelled_namespaces_that_do_not_opt_out(
     assert paths == {
         "validate-virtualservices",
         "validate-destinationrules",
+        "validate-sidecars",
         "validate-peerauthentications",
         "validate-authorizationpolicies",
     }
