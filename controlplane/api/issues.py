@@ -51,6 +51,16 @@ class Codes:
     # Valid alone and in context, but the compiler failed on it: refused (its last good
     # version keeps serving), never allowed to stop other resources or proxies updating.
     COMPILE_FAILED = Code("CP0307", Level.ERROR, "CompileFailed")
+    # Part "sidecar/unsupported" (CP0560-0579): the Sidecar kind, and Istio kinds this
+    # control plane does not implement (api/unsupported.py).
+    UNSUPPORTED_KIND = Code("CP0560", Level.WARNING, "UnsupportedKind")
+    SIDECAR_HIDES_ROUTED_HOST = Code("CP0561", Level.WARNING, "SidecarHidesVirtualServiceHost")
+    CONFLICTING_SIDECAR_SELECTORS = Code(
+        "CP0562", Level.ERROR, "ConflictingSidecarWorkloadSelectors"
+    )
+    MULTIPLE_SIDECARS_WITHOUT_SELECTOR = Code(
+        "CP0563", Level.ERROR, "MultipleSidecarsWithoutWorkloadSelectors"
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.api.sidecar import Sidecar
+from controlplane.api.unsupported import UNSUPPORTED_KINDS, UnsupportedResource
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
@@ -30,13 +31,22 @@ GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "": frozenset({"v1"}),
     "discovery.k8s.io": frozenset({"v1"}),
 }
-ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
+# Istio kinds this control plane does not implement: read and reported (api/unsupported.py).
+for _unsupported in UNSUPPORTED_KINDS:
+    MODELS[(_unsupported.group, _unsupported.kind)] = UnsupportedResource
+    GROUP_VERSIONS[_unsupported.group] = GROUP_VERSIONS.get(
+        _unsupported.group, frozenset()
+    ) | frozenset(_unsupported.versions)
+ISTIO_GROUPS = frozenset(
+    {"networking.istio.io", "security.istio.io"} | {k.group for k in UNSUPPORTED_KINDS}
+)
 CLUSTER_SCOPED = frozenset({"Namespace"})
 
 Resource = (
     VirtualService
     | DestinationRule
     | Sidecar
+    | UnsupportedResource
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

@@ -22,7 +22,13 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
 from controlplane.api.resources import is_istio_kind, key_of
-from controlplane.store.context import blocking, check_destination_rule, check_virtual_service
+from controlplane.store.context import (
+    SIDECAR_CONTEXT_CODES,
+    blocking,
+    check_destination_rule,
+    check_sidecar,
+    check_virtual_service,
+)
 from controlplane.store.dependencies import change_tokens
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
@@ -75,7 +81,12 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 # builds the store, since the store is below the compiler): findings, never an exception.
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
-_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule"})
+_CHECKED_KINDS = frozenset({"VirtualService", "DestinationRule", "Sidecar"})
+_CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
+    "VirtualService": check_virtual_service,
+    "DestinationRule": check_destination_rule,
+    "Sidecar": check_sidecar,
+}
 # Kinds checked by the compile check alone, when submitted (they read nothing of the mesh).
 _POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy"})
 
@@ -111,7 +122,11 @@ class _Probe:
 def found_by_store(issue: Issue) -> bool:
     """Findings the store adds to a status (the sources report the rest): in-context
     problems (CP03xx) and what a refused security policy does meanwhile (CP0203)."""
-    return issue.code.id.startswith("CP03") or issue.code is Codes.POLICY_FAILS_CLOSED
+    return (
+        issue.code.id.startswith("CP03")
+        or issue.code is Codes.POLICY_FAILS_CLOSED
+        or issue.code in SIDECAR_CONTEXT_CODES
+    )
 
 
 class Store:
@@ -294,11 +309,7 @@ class Store:
                     continue
                 # A DestinationRule's own findings are warnings: only a compile failure
                 # holds its version back.
-                check = (
-                    check_destination_rule
-                    if key.kind == "DestinationRule"
-                    else check_virtual_service
-                )
+                check = _CONTEXT_CHECKS[key.kind]
                 found = self._check(probe.snapshot, key, check)
                 rechecked.add(key)
                 self._context_issues[key] = found

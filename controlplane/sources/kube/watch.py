@@ -29,6 +29,7 @@ import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load
 from controlplane.api.issues import Codes, Issue, Level
+from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.store import Rejection, Store, Submission
 
 log = logging.getLogger("controlplane.kube")
@@ -46,6 +47,9 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("discovery.k8s.io", "v1", "endpointslices"),
     ("", "v1", "pods"),
     ("", "v1", "namespaces"),
+    # Istio kinds not implemented here, watched to be reported (api/unsupported.py). Their
+    # CRDs may be missing: kopf then waits for them, and the resync lists them as empty.
+    *((k.group, k.versions[0], k.plural) for k in UNSUPPORTED_KINDS),
 )
 
 # Metadata that changes on every write (a status update included) without changing what
@@ -262,6 +266,7 @@ _KIND_OF_PLURAL = {
     "endpointslices": "EndpointSlice",
     "pods": "Pod",
     "namespaces": "Namespace",
+    **{k.plural: k.kind for k in UNSUPPORTED_KINDS},
 }
 
 
@@ -276,6 +281,8 @@ def kubernetes_lister(api_client: Any) -> Lister:
         )
         response = api_client.call_api(method, url, header_params=headers, body=body)
         response.read()
+        if response.status == 404:
+            return set()  # the kind's CRD is not installed: nothing of it exists
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status}")
         body = json.loads(response.data)
