@@ -102,7 +102,14 @@ def _mutations(kind: str) -> list[Edit]:
         out.setdefault("status", {})["podIP"] = "10.10.250.250"
         return out
 
+    def narrow_egress(spec: dict[str, Any]) -> None:
+        spec["egress"] = [{"hosts": ["~/*"]}]
+
+    def widen_selector(spec: dict[str, Any]) -> None:
+        spec.pop("workloadSelector", None)
+
     by_kind: dict[str, list[Edit]] = {
+        "Sidecar": [spec_edit(narrow_egress), spec_edit(widen_selector)],
         "AuthorizationPolicy": [spec_edit(flip_action), spec_edit(drop_rules)],
         "PeerAuthentication": [spec_edit(flip_mtls)],
         "DestinationRule": [spec_edit(round_robin), spec_edit(drop_subset)],
