@@ -207,9 +207,10 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.rules.when.**",
         }
     ),
-    # Part "sidecar": the scope of a proxy (compile/scope.py). Not yet implemented: ingress
-    # listeners, egress listeners' bind and captureMode (a listener of its own), the egress
-    # proxy and inboundConnectionPool; they are reported as unsupported.
+    # Part "sidecar": the scope of a proxy (store/sidecars.py) and its ingress listeners
+    # (compile/inbound.py). Not yet implemented: ingress tls, connectionPool and captureMode,
+    # egress listeners' bind and captureMode (a listener of its own), the egress proxy and
+    # inboundConnectionPool; they are reported as unsupported.
     "Sidecar": frozenset(
         {
             "spec.workloadSelector.**",
@@ -218,6 +219,10 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.egress.port.**",
             "spec.outboundTrafficPolicy",
             "spec.outboundTrafficPolicy.mode",
+            "spec.ingress",
+            "spec.ingress.port.**",
+            "spec.ingress.bind",
+            "spec.ingress.defaultEndpoint",
         }
     ),
 }

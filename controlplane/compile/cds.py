@@ -130,12 +130,19 @@ def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -
         Family.INBOUND_CLUSTER,
         port.target_port,
         port.protocol,
-        proxy.app_address,
+        port.app_host or proxy.app_address,
+        port.app_port,
         transparent,
     )
 
     def build() -> CompiledResource:
-        cluster = inbound_cluster(port.target_port, port.protocol, proxy.app_address, transparent)
+        cluster = inbound_cluster(
+            port.target_port,
+            port.protocol,
+            port.app_host or proxy.app_address,
+            transparent,
+            port.app_port,
+        )
         return CompiledResource(cluster.name, cluster)
 
     return context.memo.cached(key, build)

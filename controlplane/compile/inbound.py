@@ -35,6 +35,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.api.sidecar import Sidecar
 from controlplane.compile.filters import HCM_FILTER, ROUTER_FILTER
 from controlplane.compile.inbound_security import (
     InboundSecurity,
@@ -65,6 +66,8 @@ from controlplane.compile.protos import duration, packed, socket_address, uint32
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.rbac import http_rbac_filters, network_rbac_filters
 from controlplane.store.reads import SnapshotReader
+from controlplane.store.registry import port_protocol
+from controlplane.store.sidecars import root_namespace, select_sidecar
 
 INBOUND_CONNECT_TIMEOUT = 10.0
 _MAX = 4294967295
@@ -85,6 +88,10 @@ class InboundPort:
     service_port: int
     hostname: str
     bind: str  # the address a local-mode listener binds (the workload's IP); 0.0.0.0 otherwise
+    # Where the inbound cluster forwards: a Sidecar ingress listener's ``defaultEndpoint``
+    # ("" and 0: the proxy's app address and ``target_port``).
+    app_host: str = ""
+    app_port: int = 0
 
     @property
     def is_http(self) -> bool:
@@ -97,7 +104,11 @@ class InboundPort:
 
 def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...]:
     """The ports of the services whose endpoints are at one of the proxy's IPs (in its
-    namespace), one per target port, ordered by port."""
+    namespace), one per target port, ordered by port; or, as in istiod, the ingress
+    listeners of the Sidecar in effect when it declares any."""
+    ingress = sidecar_ingress_ports(snapshot, proxy)
+    if ingress is not None:
+        return ingress
     by_port: dict[int, InboundPort] = {}
     for ip in proxy.ips:
         if proxy.mode != TRANSPARENT and ip == proxy.app_address:
@@ -119,6 +130,46 @@ def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, 
                 # Transparent chains do not depend on the pod's address: replicas share them.
                 bind=WILDCARD_ADDRESS if proxy.mode == TRANSPARENT else ip,
             )
+    return tuple(by_port[p] for p in sorted(by_port))
+
+
+def sidecar_ingress_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...] | None:
+    """The ports of the ingress listeners of the Sidecar in effect for ``proxy`` (None: it has
+    none, the Services that select the workload decide). ``defaultEndpoint`` ``127.0.0.1:P``
+    forwards to that address, ``0.0.0.0:P`` (or ``[::]:P``) to the app's address on P, unset to
+    the app's address on the listener's port."""
+    sidecars = snapshot.of_kind(Sidecar)
+    if not sidecars:
+        return None
+    root = root_namespace(snapshot)
+    sidecar = select_sidecar(sidecars.values(), proxy.namespace, proxy.labels, root)
+    if sidecar is None or not sidecar.spec.ingress:
+        return None
+    by_port: dict[int, InboundPort] = {}
+    for listener in sidecar.spec.ingress:
+        port = listener.port
+        if port is None or port.number in RESERVED_PORTS or port.number in by_port:
+            continue
+        protocol = port_protocol(None, port.protocol or None)
+        if protocol == "UDP" or listener.default_endpoint.startswith("unix://"):
+            continue
+        if proxy.mode == TRANSPARENT:
+            bind = WILDCARD_ADDRESS
+        else:
+            bind = listener.bind or next((ip for ip in proxy.ips if ip != proxy.app_address), "")
+            if not bind:
+                continue  # no address of its own to listen on
+        host, _, app_port = listener.default_endpoint.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        by_port[port.number] = InboundPort(
+            target_port=port.number,
+            protocol=protocol,
+            service_port=port.number,
+            hostname="",
+            bind=bind,
+            app_host="" if host in ("", "0.0.0.0", "::") else host,
+            app_port=int(app_port) if app_port.isdigit() else 0,
+        )
     return tuple(by_port[p] for p in sorted(by_port))
 
 
@@ -304,9 +355,10 @@ def local_inbound_listener(
 
 
 def inbound_cluster(
-    target_port: int, protocol: str, app_address: str, transparent: bool
+    target_port: int, protocol: str, app_address: str, transparent: bool, app_port: int = 0
 ) -> cluster_pb2.Cluster:
-    """``inbound|9080||``: the local application at ``app_address:target_port``.
+    """``inbound|9080||``: the local application at ``app_address:target_port`` (or
+    ``app_port``, a Sidecar ingress listener's ``defaultEndpoint`` port).
 
     In transparent mode the connection leaves from 127.0.0.6, which the init container's rules
     let through instead of capturing it again.
@@ -324,7 +376,7 @@ def inbound_cluster(
                     lb_endpoints=[
                         endpoint_components_pb2.LbEndpoint(
                             endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(app_address, target_port)
+                                address=socket_address(app_address, app_port or target_port)
                             )
                         )
                     ]

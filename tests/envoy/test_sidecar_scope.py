@@ -4,12 +4,15 @@ hidden host finds no route, a visible one still passes; removing the Sidecar res
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from controlplane.testing.mesh import LocalMesh
+from controlplane.testing.ports import free_port
 from controlplane.testing.traffic import send
 from tests.envoy.traffic_mesh import Pod, TrafficMesh, traffic_mesh, wait_until
 
@@ -82,3 +85,63 @@ def test_a_sidecar_hides_a_host_from_the_proxy_and_its_traffic_is_refused(
     assert wait_until(lambda: _status(scoped, "ratings") == 200, timeout=15)
     clusters, _ = _sent(scoped)
     assert f"outbound|8080||{RATINGS}" in clusters
+
+
+POD, APP = "127.0.4.45", "127.0.4.145"
+
+
+def test_a_sidecar_ingress_listener_replaces_the_service_ports_and_forwards_to_its_endpoint(
+    mesh: LocalMesh,
+) -> None:
+    service_port, listen_port, app_port = free_port(), free_port(), free_port()
+    mesh.backend("web-app", APP, app_port)
+    mesh.write(
+        "web.yaml",
+        f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: {service_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-1, namespace: default, labels: {{app: web}}}}
+status: {{podIP: {POD}}}
+""",
+    )
+    mesh.start()
+    server = mesh.sidecar(
+        f"sidecar~{POD}~web-1.default~default.svc.cluster.local",
+        labels={"app": "web"},
+        app_address=APP,
+    )
+
+    def listeners() -> set[str]:
+        found: Any = server.envoy.admin_json("/listeners?format=json")
+        return {entry["name"] for entry in found["listener_statuses"]}
+
+    assert f"{POD}_{service_port}" in listeners()  # from the Service, as before
+
+    mesh.write(
+        "sidecar.yaml",
+        f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: web-ingress, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: web}}}}
+  ingress:
+  - port: {{number: {listen_port}, protocol: HTTP, name: http}}
+    defaultEndpoint: "0.0.0.0:{app_port}"
+""",
+    )
+    assert wait_until(lambda: f"{POD}_{listen_port}" in listeners(), timeout=15)
+    assert f"{POD}_{service_port}" not in listeners()  # the ingress listeners replace them
+    conn = http.client.HTTPConnection(POD, listen_port, timeout=5)
+    conn.request("GET", "/through-ingress", headers={"Host": "web"})
+    reply = conn.getresponse()
+    assert reply.status == 200 and json.loads(reply.read())["name"] == "web-app"
+    conn.close()
+    assert server.envoy.stat(f"cluster.inbound|{listen_port}||.upstream_rq_total") == 1

@@ -269,3 +269,44 @@ def test_proxies_of_one_scope_share_resources_and_of_two_scopes_do_not() -> None
     assert set(web1.of(CLUSTER)) != set(db1.of(CLUSTER))
     assert "outbound|9080||reviews.default.svc.cluster.local" not in web1.of(CLUSTER)
     assert "outbound|9080||reviews.default.svc.cluster.local" in db1.of(CLUSTER)
+
+
+# ---- ingress ------------------------------------------------------------------------------
+
+
+def test_ingress_listeners_give_a_transparent_proxy_its_inbound_ports_and_endpoints() -> None:
+    ingress = Sidecar.model_validate(
+        {
+            "metadata": {"name": "ingress", "namespace": "default"},
+            "spec": {
+                "workloadSelector": {"labels": {"app": "reviews"}},
+                "ingress": [
+                    {
+                        "port": {"number": 9080, "protocol": "HTTP"},
+                        "defaultEndpoint": "127.0.0.1:8080",
+                    },
+                    {
+                        "port": {"number": 9443, "protocol": "TCP"},
+                        "defaultEndpoint": "0.0.0.0:8443",
+                    },
+                ],
+            },
+        }
+    )
+    got = compiled(with_sidecars(ingress), proxy(app="reviews"))
+    inbound = {n: c for n, c in got["cds"].items() if n.startswith("inbound|")}
+    assert set(inbound) == {"inbound|9080||", "inbound|9443||"}
+
+    def endpoint(name: str) -> tuple[str, int]:
+        lb = inbound[name]["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]
+        address = lb["endpoint"]["address"]["socketAddress"]
+        return address["address"], address["portValue"]
+
+    assert endpoint("inbound|9080||") == ("127.0.0.1", 8080)
+    assert endpoint("inbound|9443||") == ("127.0.0.1", 8443)  # the app's address, its port
+    chains = got["lds"]["virtualInbound"]["filterChains"]
+    ports = {c.get("filterChainMatch", {}).get("destinationPort") for c in chains}
+    assert {9080, 9443} <= ports
+    # A workload the Sidecar does not select keeps the ports its Services give it (none here).
+    other = compiled(with_sidecars(ingress), proxy(app="ratings"))
+    assert not [n for n in other["cds"] if n.startswith("inbound|9")]
