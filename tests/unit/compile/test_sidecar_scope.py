@@ -310,3 +310,18 @@ def test_ingress_listeners_give_a_transparent_proxy_its_inbound_ports_and_endpoi
     # A workload the Sidecar does not select keeps the ports its Services give it (none here).
     other = compiled(with_sidecars(ingress), proxy(app="ratings"))
     assert not [n for n in other["cds"] if n.startswith("inbound|9")]
+
+
+def test_sidecar_for_gives_the_outbound_traffic_policy_that_overrides_the_mesh_config() -> None:
+    registry_only = Sidecar.model_validate(
+        {
+            "metadata": {"name": "default", "namespace": "default"},
+            "spec": {"outboundTrafficPolicy": {}},  # proto3: an empty policy is REGISTRY_ONLY
+        }
+    )
+    found = sidecar_for(with_sidecars(registry_only), proxy())
+    assert found is not None and found.spec.outbound_traffic_policy is not None
+    assert found.spec.outbound_traffic_policy.mode == "REGISTRY_ONLY"
+    assert sidecar_for(with_sidecars(registry_only), proxy("shop")) is None
+    # No egress listeners: the Sidecar imports */* (istiod's default listener).
+    assert len(outbound_clusters(with_sidecars(registry_only), proxy())) == 5
