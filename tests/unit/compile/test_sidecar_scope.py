@@ -325,3 +325,35 @@ def test_sidecar_for_gives_the_outbound_traffic_policy_that_overrides_the_mesh_c
     assert sidecar_for(with_sidecars(registry_only), proxy("shop")) is None
     # No egress listeners: the Sidecar imports */* (istiod's default listener).
     assert len(outbound_clusters(with_sidecars(registry_only), proxy())) == 5
+
+
+def test_the_xds_cache_gives_one_shape_per_scope() -> None:
+    from dataclasses import replace as with_fields
+
+    from controlplane.cache.shapes import ShapeCache
+
+    snapshot = with_sidecars(
+        sidecar(
+            "narrow",
+            "default",
+            hosts=["./ratings.default.svc.cluster.local"],
+            selector={"app": "web"},
+        ),
+        sidecar("default", "default", hosts=["./*"]),
+    )
+    compiler = SnapshotCompiler(snapshot)
+    shapes = ShapeCache()
+
+    def shape_of(p: Proxy):  # type: ignore[no-untyped-def]
+        return shapes.lookup(p, snapshot) or shapes.build(p, compiler)
+
+    web = proxy(app="web")
+    web_elsewhere = with_fields(
+        web, node_id=web.node_id.replace("10.0.0.9", "10.0.0.10"), ips=("10.0.0.10",)
+    )
+    db = proxy(app="db")
+    assert shape_of(web) is shape_of(web_elsewhere)  # one scope, one shape
+    assert shape_of(web) is not shape_of(db)
+    web_routes = shape_of(web).resources.of(ROUTE)["9080"]
+    db_routes = shape_of(db).resources.of(ROUTE)["9080"]
+    assert web_routes is not db_routes and web_routes.version != db_routes.version
