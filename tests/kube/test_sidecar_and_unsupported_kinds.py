@@ -1,6 +1,7 @@
 """On the real apiserver: the operator starts without the CRDs of the Istio kinds it does not
-implement, a Sidecar gets its status, and an EnvoyFilter (once Istio's CRD for it is
-installed) gets a status saying it is not supported and has no effect."""
+implement, a Sidecar gets its status and scopes the proxy it selects, and an EnvoyFilter
+(once Istio's CRD for it is installed) gets a status saying it is not supported and has no
+effect."""
 
 from __future__ import annotations
 
@@ -88,3 +89,30 @@ def test_unsupported_kinds_get_a_status_and_a_missing_crd_breaks_nothing(
         assert reconciled["status"] == "False" and reconciled["reason"] == "UnsupportedKind"
     finally:
         kube_cluster.kubectl("delete", "crd", "envoyfilters.networking.istio.io", "--wait=false")
+
+
+def test_a_sidecar_applied_with_kubectl_scopes_the_proxy_and_deleting_it_restores_it(
+    kube_cluster: LocalCluster, operator: OperatorProcess, reviews
+) -> None:
+    from controlplane.testing.traffic import send
+    from tests.kube.mesh import route_clusters
+
+    ns, sidecar = reviews
+    operator.wait_for(lambda: route_clusters(sidecar, "reviews"), what="reviews routes")
+    assert send(sidecar.outbound_port, "reviews")[0] == 200
+    kube_cluster.apply(
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": {"name": "productpage", "namespace": ns},
+            "spec": {
+                "workloadSelector": {"labels": {"app": "productpage"}},
+                "egress": [{"hosts": ["istio-system/*"]}],
+            },
+        }
+    )
+    operator.wait_for(lambda: not route_clusters(sidecar, "reviews"), what="reviews hidden")
+    assert send(sidecar.outbound_port, "reviews")[0] == 404
+    kube_cluster.kubectl("delete", "sidecar", "productpage", "-n", ns)
+    operator.wait_for(lambda: route_clusters(sidecar, "reviews"), what="reviews visible again")
+    assert send(sidecar.outbound_port, "reviews")[0] == 200
