@@ -208,9 +208,9 @@ SUPPORTED: dict[str, frozenset[str]] = {
         }
     ),
     # Part "sidecar": the scope of a proxy (store/sidecars.py) and its ingress listeners
-    # (compile/inbound.py). Not yet implemented: ingress tls, connectionPool and captureMode,
-    # egress listeners' bind and captureMode (a listener of its own), the egress proxy and
-    # inboundConnectionPool; they are reported as unsupported.
+    # (compile/inbound.py) with their connection pools. Not yet implemented: ingress tls and
+    # captureMode, egress listeners' bind and captureMode (a listener of its own) and the
+    # egress proxy; they are reported as unsupported.
     "Sidecar": frozenset(
         {
             "spec.workloadSelector.**",
@@ -223,6 +223,8 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.ingress.port.**",
             "spec.ingress.bind",
             "spec.ingress.defaultEndpoint",
+            "spec.ingress.connectionPool.**",
+            "spec.inboundConnectionPool.**",
         }
     ),
 }

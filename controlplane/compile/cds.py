@@ -133,6 +133,7 @@ def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -
         port.app_host or proxy.app_address,
         port.app_port,
         transparent,
+        port.connection_pool,
     )
 
     def build() -> CompiledResource:
@@ -142,6 +143,7 @@ def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -
             port.app_host or proxy.app_address,
             transparent,
             port.app_port,
+            port.connection_pool,
         )
         return CompiledResource(cluster.name, cluster)
 

@@ -19,7 +19,7 @@ chain of one port (mTLS turns its one plaintext chain into a TLS + plaintext pai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
@@ -35,7 +35,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.api.networking import ConnectionPoolSettings
 from controlplane.api.sidecar import Sidecar
+from controlplane.compile.cluster_policy import apply_connection_pool
 from controlplane.compile.filters import HCM_FILTER, ROUTER_FILTER
 from controlplane.compile.inbound_security import (
     InboundSecurity,
@@ -92,6 +94,9 @@ class InboundPort:
     # ("" and 0: the proxy's app address and ``target_port``).
     app_host: str = ""
     app_port: int = 0
+    # The Sidecar's connection pool for this port (its ingress listener's, else its
+    # ``inboundConnectionPool``), applied to the inbound cluster as istiod does.
+    connection_pool: ConnectionPoolSettings | None = None
 
     @property
     def is_http(self) -> bool:
@@ -106,9 +111,17 @@ def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, 
     """The ports of the services whose endpoints are at one of the proxy's IPs (in its
     namespace), one per target port, ordered by port; or, as in istiod, the ingress
     listeners of the Sidecar in effect when it declares any."""
-    ingress = sidecar_ingress_ports(snapshot, proxy)
-    if ingress is not None:
-        return ingress
+    sidecar = _sidecar_in_effect(snapshot, proxy)
+    if sidecar is not None and sidecar.spec.ingress:
+        return sidecar_ingress_ports(sidecar, proxy)
+    ports = _service_ports(snapshot, proxy)
+    pool = sidecar.spec.inbound_connection_pool if sidecar is not None else None
+    if pool is not None:
+        ports = tuple(replace(p, connection_pool=pool) for p in ports)
+    return ports
+
+
+def _service_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...]:
     by_port: dict[int, InboundPort] = {}
     for ip in proxy.ips:
         if proxy.mode != TRANSPARENT and ip == proxy.app_address:
@@ -133,18 +146,19 @@ def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, 
     return tuple(by_port[p] for p in sorted(by_port))
 
 
-def sidecar_ingress_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...] | None:
-    """The ports of the ingress listeners of the Sidecar in effect for ``proxy`` (None: it has
-    none, the Services that select the workload decide). ``defaultEndpoint`` ``127.0.0.1:P``
-    forwards to that address, ``0.0.0.0:P`` (or ``[::]:P``) to the app's address on P, unset to
-    the app's address on the listener's port."""
+def _sidecar_in_effect(snapshot: SnapshotReader, proxy: Proxy) -> Sidecar | None:
     sidecars = snapshot.of_kind(Sidecar)
     if not sidecars:
         return None
     root = root_namespace(snapshot)
-    sidecar = select_sidecar(sidecars.values(), proxy.namespace, proxy.labels, root)
-    if sidecar is None or not sidecar.spec.ingress:
-        return None
+    return select_sidecar(sidecars.values(), proxy.namespace, proxy.labels, root)
+
+
+def sidecar_ingress_ports(sidecar: Sidecar, proxy: Proxy) -> tuple[InboundPort, ...]:
+    """The ports of the Sidecar's ingress listeners, which replace those of the Services that
+    select the workload. ``defaultEndpoint`` ``127.0.0.1:P`` forwards to that address,
+    ``0.0.0.0:P`` (or ``[::]:P``) to the app's address on P, unset to the app's address on
+    the listener's port."""
     by_port: dict[int, InboundPort] = {}
     for listener in sidecar.spec.ingress:
         port = listener.port
@@ -169,6 +183,7 @@ def sidecar_ingress_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[Inbou
             bind=bind,
             app_host="" if host in ("", "0.0.0.0", "::") else host,
             app_port=int(app_port) if app_port.isdigit() else 0,
+            connection_pool=listener.connection_pool or sidecar.spec.inbound_connection_pool,
         )
     return tuple(by_port[p] for p in sorted(by_port))
 
@@ -355,7 +370,12 @@ def local_inbound_listener(
 
 
 def inbound_cluster(
-    target_port: int, protocol: str, app_address: str, transparent: bool, app_port: int = 0
+    target_port: int,
+    protocol: str,
+    app_address: str,
+    transparent: bool,
+    app_port: int = 0,
+    pool: ConnectionPoolSettings | None = None,
 ) -> cluster_pb2.Cluster:
     """``inbound|9080||``: the local application at ``app_address:target_port`` (or
     ``app_port``, a Sidecar ingress listener's ``defaultEndpoint`` port).
@@ -387,6 +407,8 @@ def inbound_cluster(
     )
     if transparent:
         cluster.upstream_bind_config.CopyFrom(_bind_config())
+    if pool is not None:  # a Sidecar's: the server's capacity (connect timeout and limits)
+        apply_connection_pool(cluster, pool)
     if protocol in ("HTTP2", "GRPC"):
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(

@@ -357,3 +357,58 @@ def test_the_xds_cache_gives_one_shape_per_scope() -> None:
     web_routes = shape_of(web).resources.of(ROUTE)["9080"]
     db_routes = shape_of(db).resources.of(ROUTE)["9080"]
     assert web_routes is not db_routes and web_routes.version != db_routes.version
+
+
+def test_a_sidecars_connection_pools_size_the_inbound_clusters() -> None:
+    pod = """
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-1, namespace: default, labels: {app: reviews}}
+status: {podIP: 10.0.0.9}
+"""
+    pools = Sidecar.model_validate(
+        {
+            "metadata": {"name": "pools", "namespace": "default"},
+            "spec": {
+                "inboundConnectionPool": {"tcp": {"maxConnections": 7, "connectTimeout": "3s"}},
+                "ingress": [
+                    {
+                        "port": {"number": 9080, "protocol": "HTTP"},
+                        "connectionPool": {"http": {"http2MaxRequests": 11}},
+                    },
+                    {"port": {"number": 9090, "protocol": "HTTP"}},
+                ],
+            },
+        }
+    )
+    without_ingress = pools.model_copy(
+        update={"spec": pools.spec.model_copy(update={"ingress": []})}
+    )
+    base = snapshot_of(SERVICES, pod)
+    subs = [Submission(r, ()) for kind in base.resources.values() for r in kind.values()]
+
+    def inbound(sidecar_resource: Sidecar) -> dict[str, dict[str, object]]:
+        store = Store()
+        store.apply(upserts=[*subs, Submission(sidecar_resource, ())])
+        p = Proxy(
+            node_id="sidecar~10.0.0.9~reviews-1.default~default.svc.cluster.local",
+            namespace="default",
+            labels={"app": "reviews"},
+            ips=("10.0.0.9",),
+            mode="transparent",
+        )
+        return {
+            n: c for n, c in compiled(store.snapshot, p)["cds"].items() if n.startswith("inbound|")
+        }
+
+    # The Service's ports, sized by inboundConnectionPool.
+    by_service = inbound(without_ingress)
+    assert set(by_service) == {"inbound|9080||", "inbound|9090||"}
+    for cluster in by_service.values():
+        assert cluster["circuitBreakers"]["thresholds"][0]["maxConnections"] == 7
+        assert cluster["connectTimeout"] == "3s"
+    # An ingress listener's own pool wins for its port; the others take inboundConnectionPool.
+    by_ingress = inbound(pools)
+    assert by_ingress["inbound|9080||"]["circuitBreakers"]["thresholds"][0]["maxRequests"] == 11
+    assert by_ingress["inbound|9080||"]["connectTimeout"] == "10s"
+    assert by_ingress["inbound|9090||"]["circuitBreakers"]["thresholds"][0]["maxConnections"] == 7
