@@ -539,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         "registry": {"services": args.services, "pods_per_service": 3, "vs": 200, "dr": 200},
         "runs": [],
     }
+    # One sidecar's configuration without and with a Sidecar resource (in-process, seconds).
+    from bench.sidecar_scope import measure as measure_sidecar_scope
+
+    results["sidecar_scope"] = measure_sidecar_scope(args.services)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     path = args.out / f"bench-{args.protocol}-{args.mode}-{stamp}.json"

@@ -26,6 +26,7 @@ from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
+from controlplane.api.sidecar import Sidecar
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,16 @@ KINDS: tuple[KindInfo, ...] = (
         ("istio-io", "networking-istio-io"),
     ),
     KindInfo(
+        "networking.istio.io",
+        "Sidecar",
+        "sidecars",
+        (),
+        Sidecar,
+        _NETWORKING,
+        (_AGE,),
+        ("istio-io", "networking-istio-io"),
+    ),
+    KindInfo(
         "security.istio.io",
         "PeerAuthentication",
         "peerauthentications",
@@ -200,6 +211,12 @@ DESCRIPTIONS: dict[str, str] = {
     "ServiceEntry.spec.location": "MESH_EXTERNAL (no mTLS) or MESH_INTERNAL.",
     "WorkloadEntry.spec": "A workload that is not a Kubernetes pod (a VM), selected by "
     "Services and ServiceEntries by its labels.",
+    "Sidecar.spec": "The part of the mesh the selected workloads' proxies see and how they "
+    "accept and send traffic.",
+    "Sidecar.spec.egress.hosts": "The services a proxy may reach, as namespace/dnsName "
+    "('./*', 'istio-system/*', '*/reviews.default.svc.cluster.local').",
+    "Sidecar.spec.workloadSelector": "The workloads the Sidecar applies to; none means the "
+    "whole namespace (or, in the root namespace, every namespace without its own).",
     "PeerAuthentication.spec": "How workloads accept mutual TLS traffic.",
     "PeerAuthentication.spec.mtls": "The mutual TLS mode for the selected workloads.",
     "PeerAuthentication.spec.selector": "The workloads the policy applies to; none means the "

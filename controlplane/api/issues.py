@@ -98,6 +98,16 @@ class Codes:
     # its Secret (as in istiod, where the listener waits for the SDS secret).
     GATEWAY_CREDENTIAL_NOT_FOUND = Code("CP0520", Level.ERROR, "GatewayCredentialNotFound")
     GATEWAY_CREDENTIAL_INVALID = Code("CP0521", Level.ERROR, "InvalidGatewayCredential")
+    # Part "sidecar/unsupported" (CP0560-0579): the Sidecar kind, and Istio kinds this
+    # control plane does not implement (api/unsupported.py).
+    UNSUPPORTED_KIND = Code("CP0560", Level.WARNING, "UnsupportedKind")
+    SIDECAR_HIDES_ROUTED_HOST = Code("CP0561", Level.WARNING, "SidecarHidesVirtualServiceHost")
+    CONFLICTING_SIDECAR_SELECTORS = Code(
+        "CP0562", Level.ERROR, "ConflictingSidecarWorkloadSelectors"
+    )
+    MULTIPLE_SIDECARS_WITHOUT_SELECTOR = Code(
+        "CP0563", Level.ERROR, "MultipleSidecarsWithoutWorkloadSelectors"
+    )
 
 
 @dataclass(frozen=True)

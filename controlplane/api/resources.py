@@ -14,6 +14,8 @@ from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
+from controlplane.api.sidecar import Sidecar
+from controlplane.api.unsupported import UNSUPPORTED_KINDS, UnsupportedResource
 
 # (API group, kind) -> model, and the versions of each group we serve.
 MODELS: dict[tuple[str, str], type[BaseModel]] = {
@@ -22,6 +24,7 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("networking.istio.io", "ServiceEntry"): ServiceEntry,
     ("networking.istio.io", "WorkloadEntry"): WorkloadEntry,
     ("networking.istio.io", "Gateway"): Gateway,  # part "gateway" (issue 13)
+    ("networking.istio.io", "Sidecar"): Sidecar,  # part "sidecar"
     ("security.istio.io", "PeerAuthentication"): PeerAuthentication,
     ("security.istio.io", "AuthorizationPolicy"): AuthorizationPolicy,
     ("", "Service"): Service,
@@ -40,7 +43,15 @@ GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "discovery.k8s.io": frozenset({"v1"}),
     "controlplane": frozenset({"v1"}),
 }
-ISTIO_GROUPS = frozenset({"networking.istio.io", "security.istio.io"})
+# Istio kinds this control plane does not implement: read and reported (api/unsupported.py).
+for _unsupported in UNSUPPORTED_KINDS:
+    MODELS[(_unsupported.group, _unsupported.kind)] = UnsupportedResource
+    GROUP_VERSIONS[_unsupported.group] = GROUP_VERSIONS.get(
+        _unsupported.group, frozenset()
+    ) | frozenset(_unsupported.versions)
+ISTIO_GROUPS = frozenset(
+    {"networking.istio.io", "security.istio.io"} | {k.group for k in UNSUPPORTED_KINDS}
+)
 CLUSTER_SCOPED = frozenset({"Namespace"})
 
 Resource = (
@@ -49,6 +60,8 @@ Resource = (
     | ServiceEntry
     | WorkloadEntry
     | Gateway
+    | Sidecar
+    | UnsupportedResource
     | PeerAuthentication
     | AuthorizationPolicy
     | Service

@@ -299,6 +299,26 @@ SUPPORTED: dict[str, frozenset[str]] = {
             ),
         }
     ),
+    # Part "sidecar": the scope of a proxy (store/sidecars.py) and its ingress listeners
+    # (compile/inbound.py) with their connection pools. Not yet implemented: ingress tls and
+    # captureMode, egress listeners' bind and captureMode (a listener of its own) and the
+    # egress proxy; they are reported as unsupported.
+    "Sidecar": frozenset(
+        {
+            "spec.workloadSelector.**",
+            "spec.egress",
+            "spec.egress.hosts",
+            "spec.egress.port.**",
+            "spec.outboundTrafficPolicy",
+            "spec.outboundTrafficPolicy.mode",
+            "spec.ingress",
+            "spec.ingress.port.**",
+            "spec.ingress.bind",
+            "spec.ingress.defaultEndpoint",
+            "spec.ingress.connectionPool.**",
+            "spec.inboundConnectionPool.**",
+        }
+    ),
 }
 
 

@@ -45,6 +45,7 @@ from controlplane.api.traffic_rules import (
     check_rewrite,
     port_policy_is_empty,
 )
+from controlplane.api.unsupported import UNSUPPORTED_KINDS, validate_unsupported
 
 Validator = Callable[[Any], list[Issue]]
 _VALIDATORS: dict[str, Validator] = {}
@@ -798,4 +799,6 @@ def _validate_policy_parts(path: str, policy: Any) -> list[Issue]:
 
 
 register_validator("VirtualService", validate_virtual_service)
+for _unsupported in UNSUPPORTED_KINDS:
+    register_validator(_unsupported.kind, validate_unsupported)
 register_validator("DestinationRule", validate_destination_rule)

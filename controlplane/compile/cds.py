@@ -25,7 +25,7 @@ from controlplane.compile.inbound import (
     inbound_ports,
 )
 from controlplane.compile.memo import Family, MemoKey
-from controlplane.compile.naming import BLACKHOLE_CLUSTER
+from controlplane.compile.naming import BLACKHOLE_CLUSTER, parse_cluster_name
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.service_entry_clusters import uses_eds
@@ -55,14 +55,29 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
 
 
 def outbound_clusters(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
-    """The clusters of every service the proxy's namespace sees."""
+    """The clusters of every service the proxy sees (its namespace's, narrowed by its
+    Sidecar to the hosts and ports it imports)."""
     out: dict[str, CompiledResource] = {}
-    for service in context.visible_services(proxy.namespace):
+    scope = context.sidecar_scope(proxy)
+    # A Sidecar may import only some ports of a service: its clusters are built for the whole
+    # service (shared with every other proxy) and those of the other ports left out.
+    whole = (
+        {s.hostname: s for s in context.visible_services(proxy.namespace)} if scope.scoped else {}
+    )
+    for service in context.scoped_services(scope):
         # Read per service: a proxy that sees no service does not depend on its identity.
         trust_domain = proxy.trust_domain if proxy.identity else None
-        for resource in service_cluster_resources(context, service, proxy.namespace, trust_domain):
-            out[resource.name] = resource
+        full = whole.get(service.hostname, service)
+        ports = None if full.ports == service.ports else {p.port for p in service.ports}
+        for resource in service_cluster_resources(context, full, proxy.namespace, trust_domain):
+            if ports is None or _cluster_port(resource.name) in ports:
+                out[resource.name] = resource
     return out
+
+
+def _cluster_port(name: str) -> int | None:
+    parsed = parse_cluster_name(name)
+    return parsed.port if parsed is not None else None
 
 
 def service_cluster_resources(
@@ -134,12 +149,21 @@ def _inbound_cluster(context: CompileContext, proxy: Proxy, port: InboundPort) -
         Family.INBOUND_CLUSTER,
         port.target_port,
         port.protocol,
-        proxy.app_address,
+        port.app_host or proxy.app_address,
+        port.app_port,
         transparent,
+        port.connection_pool,
     )
 
     def build() -> CompiledResource:
-        cluster = inbound_cluster(port.target_port, port.protocol, proxy.app_address, transparent)
+        cluster = inbound_cluster(
+            port.target_port,
+            port.protocol,
+            port.app_host or proxy.app_address,
+            transparent,
+            port.app_port,
+            port.connection_pool,
+        )
         return CompiledResource(cluster.name, cluster)
 
     return context.memo.cached(key, build)
@@ -166,6 +190,8 @@ CDS = Generator(
             "PeerAuthentication",
             "ServiceEntry",
             "WorkloadEntry",
+            "Sidecar",
+            "VirtualService",  # a Sidecar imports the destinations of the routes it selects
         }
     ),
     generate,

@@ -18,11 +18,13 @@ from controlplane.api.networking import VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.sidecar import Sidecar
 from controlplane.compile.authn import MtlsPolicy, resolve_mtls
 from controlplane.compile.extauthz import provider_names, resolve_providers
 from controlplane.compile.gateway import (
     MergedGateway,
     gateways_for,
+    is_router,
     merge_gateways,
     port_translation,
 )
@@ -32,6 +34,8 @@ from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
 from controlplane.compile.memo import Family, Memo, MemoKey
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.rbac import WorkloadPolicies, policies_for
+from controlplane.compile.scope import SidecarScope, scope_of, scoped_services, select_sidecar
+from controlplane.compile.scope import root_namespace as mesh_root_namespace
 from controlplane.compile.tracking import TrackedSnapshot
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
@@ -118,6 +122,39 @@ class CompileContext:
             )
 
         return self.memo.cached(key, build)
+
+    def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
+        """The scope the Sidecar in effect gives ``proxy`` (compile/scope.py). A gateway
+        (router proxy) is never scoped by a Sidecar, as in istiod."""
+        namespace = proxy.namespace
+        if is_router(proxy):
+            return SidecarScope(namespace)
+        labels = proxy.labels_key
+        key: MemoKey = (Family.SIDECAR_SCOPE, namespace, labels)
+
+        def build() -> SidecarScope:
+            sidecars = self.reads.of_kind(Sidecar).values()
+            if not sidecars:
+                return SidecarScope(namespace)
+            root = mesh_root_namespace(self.reads)
+            return scope_of(select_sidecar(sidecars, namespace, dict(labels), root), namespace)
+
+        return self.memo.cached(key, build)
+
+    def scoped_services(self, scope: SidecarScope) -> tuple[MeshService, ...]:
+        """The services (only the ports imported) a proxy of ``scope`` sees, by hostname."""
+        if not scope.scoped:
+            return self.visible_services(scope.namespace)
+
+        def build() -> tuple[MeshService, ...]:
+            visible = self.visible_services(scope.namespace)
+            return scoped_services(self.reads, scope, visible)
+
+        return self.memo.cached((Family.SCOPED_SERVICES, scope), build)
+
+    def services_for(self, proxy: Proxy) -> tuple[MeshService, ...]:
+        """The services ``proxy`` sees: exported to its namespace and imported by its Sidecar."""
+        return self.scoped_services(self.sidecar_scope(proxy))
 
     # ---- security: PeerAuthentication, AuthorizationPolicy --------------------------------
 

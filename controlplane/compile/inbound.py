@@ -19,7 +19,7 @@ chain of one port (mTLS turns its one plaintext chain into a TLS + plaintext pai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
@@ -35,6 +35,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import wrappers_pb2
 
+from controlplane.api.networking import ConnectionPoolSettings
+from controlplane.api.sidecar import Sidecar
+from controlplane.compile.cluster_policy import apply_connection_pool
 from controlplane.compile.filters import HCM_FILTER, ROUTER_FILTER
 from controlplane.compile.inbound_security import (
     InboundSecurity,
@@ -66,6 +69,8 @@ from controlplane.compile.protos import duration, packed, socket_address, uint32
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.rbac import http_rbac_filters, network_rbac_filters
 from controlplane.store.reads import SnapshotReader
+from controlplane.store.registry import port_protocol
+from controlplane.store.sidecars import root_namespace, select_sidecar
 
 INBOUND_CONNECT_TIMEOUT = 10.0
 _MAX = 4294967295
@@ -86,6 +91,13 @@ class InboundPort:
     service_port: int
     hostname: str
     bind: str  # the address a local-mode listener binds (the workload's IP); 0.0.0.0 otherwise
+    # Where the inbound cluster forwards: a Sidecar ingress listener's ``defaultEndpoint``
+    # ("" and 0: the proxy's app address and ``target_port``).
+    app_host: str = ""
+    app_port: int = 0
+    # The Sidecar's connection pool for this port (its ingress listener's, else its
+    # ``inboundConnectionPool``), applied to the inbound cluster as istiod does.
+    connection_pool: ConnectionPoolSettings | None = None
 
     @property
     def is_http(self) -> bool:
@@ -98,7 +110,19 @@ class InboundPort:
 
 def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...]:
     """The ports of the services whose endpoints are at one of the proxy's IPs (in its
-    namespace), one per target port, ordered by port."""
+    namespace), one per target port, ordered by port; or, as in istiod, the ingress
+    listeners of the Sidecar in effect when it declares any."""
+    sidecar = _sidecar_in_effect(snapshot, proxy)
+    if sidecar is not None and sidecar.spec.ingress:
+        return sidecar_ingress_ports(sidecar, proxy)
+    ports = _service_ports(snapshot, proxy)
+    pool = sidecar.spec.inbound_connection_pool if sidecar is not None else None
+    if pool is not None:
+        ports = tuple(replace(p, connection_pool=pool) for p in ports)
+    return ports
+
+
+def _service_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, ...]:
     by_port: dict[int, InboundPort] = {}
     for ip in proxy.ips:
         if proxy.mode != TRANSPARENT and ip == proxy.app_address:
@@ -120,6 +144,48 @@ def inbound_ports(snapshot: SnapshotReader, proxy: Proxy) -> tuple[InboundPort, 
                 # Transparent chains do not depend on the pod's address: replicas share them.
                 bind=WILDCARD_ADDRESS if proxy.mode == TRANSPARENT else ip,
             )
+    return tuple(by_port[p] for p in sorted(by_port))
+
+
+def _sidecar_in_effect(snapshot: SnapshotReader, proxy: Proxy) -> Sidecar | None:
+    sidecars = snapshot.of_kind(Sidecar)
+    if not sidecars:
+        return None
+    root = root_namespace(snapshot)
+    return select_sidecar(sidecars.values(), proxy.namespace, proxy.labels, root)
+
+
+def sidecar_ingress_ports(sidecar: Sidecar, proxy: Proxy) -> tuple[InboundPort, ...]:
+    """The ports of the Sidecar's ingress listeners, which replace those of the Services that
+    select the workload. ``defaultEndpoint`` ``127.0.0.1:P`` forwards to that address,
+    ``0.0.0.0:P`` (or ``[::]:P``) to the app's address on P, unset to the app's address on
+    the listener's port."""
+    by_port: dict[int, InboundPort] = {}
+    for listener in sidecar.spec.ingress:
+        port = listener.port
+        if port is None or port.number in RESERVED_PORTS or port.number in by_port:
+            continue
+        protocol = port_protocol(None, port.protocol or None)
+        if protocol == "UDP" or listener.default_endpoint.startswith("unix://"):
+            continue
+        if proxy.mode == TRANSPARENT:
+            bind = WILDCARD_ADDRESS
+        else:
+            bind = listener.bind or next((ip for ip in proxy.ips if ip != proxy.app_address), "")
+            if not bind:
+                continue  # no address of its own to listen on
+        host, _, app_port = listener.default_endpoint.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        by_port[port.number] = InboundPort(
+            target_port=port.number,
+            protocol=protocol,
+            service_port=port.number,
+            hostname="",
+            bind=bind,
+            app_host="" if host in ("", "0.0.0.0", "::") else host,
+            app_port=int(app_port) if app_port.isdigit() else 0,
+            connection_pool=listener.connection_pool or sidecar.spec.inbound_connection_pool,
+        )
     return tuple(by_port[p] for p in sorted(by_port))
 
 
@@ -307,9 +373,15 @@ def local_inbound_listener(
 
 
 def inbound_cluster(
-    target_port: int, protocol: str, app_address: str, transparent: bool
+    target_port: int,
+    protocol: str,
+    app_address: str,
+    transparent: bool,
+    app_port: int = 0,
+    pool: ConnectionPoolSettings | None = None,
 ) -> cluster_pb2.Cluster:
-    """``inbound|9080||``: the local application at ``app_address:target_port``.
+    """``inbound|9080||``: the local application at ``app_address:target_port`` (or
+    ``app_port``, a Sidecar ingress listener's ``defaultEndpoint`` port).
 
     In transparent mode the connection leaves from 127.0.0.6, which the init container's rules
     let through instead of capturing it again.
@@ -327,7 +399,7 @@ def inbound_cluster(
                     lb_endpoints=[
                         endpoint_components_pb2.LbEndpoint(
                             endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(app_address, target_port)
+                                address=socket_address(app_address, app_port or target_port)
                             )
                         )
                     ]
@@ -338,6 +410,8 @@ def inbound_cluster(
     )
     if transparent:
         cluster.upstream_bind_config.CopyFrom(_bind_config())
+    if pool is not None:  # a Sidecar's: the server's capacity (connect timeout and limits)
+        apply_connection_pool(cluster, pool)
     if protocol in ("HTTP2", "GRPC"):
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(

@@ -48,7 +48,7 @@ from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.tcp import outbound_tcp_chains, wildcard_port_chains
 from controlplane.store.registry import MeshService
-from controlplane.store.snapshot import exported_to, resolve_host
+from controlplane.store.snapshot import resolve_host
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
@@ -120,7 +120,7 @@ def _transparent_outbound(
         partial(virtual_outbound_listener, fallback),
     )
     listeners[found.name] = found
-    services = context.visible_services(proxy.namespace)
+    services = context.services_for(proxy)
     http_ports: set[int] = set()
     # Undeclared ports are sniffed: (VIP, cluster) of the services whose TCP falls back.
     sniffed: dict[int, list[tuple[str, str]]] = {}
@@ -193,7 +193,8 @@ def _tcp_chains_key(
     context: CompileContext, proxy: Proxy, service: MeshService, port: int, protocol: str
 ) -> tuple[Hashable, ...]:
     labels = context.source_labels(proxy)
-    return (service.hostname, port, protocol, proxy.namespace, labels)
+    scope = context.sidecar_scope(proxy)
+    return (service.hostname, port, protocol, proxy.namespace, labels, scope)
 
 
 def _tcp_listener(
@@ -208,7 +209,8 @@ def _tcp_listener(
     )
 
     def build() -> CompiledResource:
-        chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy)
+        scope = context.sidecar_scope(proxy)
+        chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy, scope)
         listener = tcp_port_listener(vip, port, chains)
         return CompiledResource(listener.name, listener)
 
@@ -255,12 +257,15 @@ def _local_listener(context: CompileContext, port: int) -> CompiledResource:
 
 
 def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[CompiledResource]:
-    out = []
+    out: list[CompiledResource] = []
+    if not proxy.local_tcp_ports:
+        return out
+    # Exported to the proxy's namespace and imported by its Sidecar (with this port).
+    seen = {s.hostname: s for s in context.services_for(proxy)}
+    scope = context.sidecar_scope(proxy)
     for host, port, local_port in proxy.local_tcp_ports:
-        service = context.reads.services.get(resolve_host(host, proxy.namespace))
-        if service is None or not exported_to(
-            service.export_to, service.namespace, proxy.namespace
-        ):
+        service = seen.get(resolve_host(host, proxy.namespace))
+        if service is None:
             continue
         sport = service.port(port)
         if sport is None:
@@ -281,7 +286,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
             protocol: str = protocol,
             local_port: int = local_port,
         ) -> CompiledResource:
-            chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy)
+            chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy, scope)
             listener = local_tcp_listener(local_port, chains)
             return CompiledResource(listener.name, listener)
 
@@ -332,6 +337,7 @@ LDS = Generator(
             "ServiceEntry",
             "WorkloadEntry",
             "Gateway",
+            "Sidecar",
         }
     ),
     generate,

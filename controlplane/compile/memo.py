@@ -27,6 +27,8 @@ class Family(StrEnum):
     """What a memoized build makes (the first element of its key)."""
 
     SERVICES = "services"  # the services visible from one namespace
+    SIDECAR_SCOPE = "sidecar-scope"  # the Sidecar scope of one namespace and labels
+    SCOPED_SERVICES = "scoped-services"  # the services (and ports) one scope imports
     CLUSTERS = "cds"  # the outbound clusters of one service
     UPSTREAM_SECURITY = "upstream-security"
     STATIC_CLUSTERS = "cds-static"
@@ -60,6 +62,7 @@ _UNSEEDED = frozenset(
         Family.AUTHORIZATION,
         Family.REJECTED,
         Family.REQUEST_AUTHENTICATION,
+        Family.SIDECAR_SCOPE,
     }
 )
 

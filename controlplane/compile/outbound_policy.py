@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig
 from controlplane.compile.naming import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import ROUTER, Proxy
+from controlplane.compile.scope import sidecar_for
 from controlplane.store.reads import SnapshotReader
 
 ALLOW_ANY = "ALLOW_ANY"
@@ -17,9 +18,13 @@ REGISTRY_ONLY = "REGISTRY_ONLY"
 
 
 def outbound_mode(snapshot: SnapshotReader, proxy: Proxy) -> str:
-    """ALLOW_ANY or REGISTRY_ONLY for ``proxy``: the mesh config's ``outboundTrafficPolicy``.
-    The one place the mode is read (a Sidecar's own ``outboundTrafficPolicy`` overrides it
-    here when Sidecars are read)."""
+    """ALLOW_ANY or REGISTRY_ONLY for ``proxy``: the ``outboundTrafficPolicy`` of the Sidecar
+    in effect when it sets one (not for gateways, which no Sidecar scopes), else the mesh
+    config's, as istiod decides it. The one place the mode is read."""
+    if proxy.proxy_type != ROUTER:
+        sidecar = sidecar_for(snapshot, proxy)
+        if sidecar is not None and sidecar.spec.outbound_traffic_policy is not None:
+            return sidecar.spec.outbound_traffic_policy.mode
     found: MeshConfig | None = snapshot.get(MESH_CONFIG_KEY)
     return (found or DEFAULT_MESH).spec.outbound_traffic_policy.mode
 

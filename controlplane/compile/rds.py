@@ -28,6 +28,7 @@ from controlplane.compile.routes import (
     domains_for,
     port_route_configuration,
 )
+from controlplane.compile.scope import SidecarScope
 from controlplane.store.registry import MeshService
 
 
@@ -37,7 +38,7 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
     if is_router(proxy):
         return _gateway_routes(context, proxy)
     if proxy.mode == TRANSPARENT:
-        for port in http_ports(context.visible_services(proxy.namespace)):
+        for port in http_ports(context.services_for(proxy)):
             found = port_routes(context, proxy, port)
             routes[found.name] = found
     elif proxy.local_outbound_port:
@@ -76,16 +77,19 @@ def http_ports(services: tuple[MeshService, ...]) -> list[int]:
 def port_routes(context: CompileContext, proxy: Proxy, port: int) -> CompiledResource:
     labels = context.source_labels(proxy)
     mode = outbound_mode(context.reads, proxy)
-    key: MemoKey = (Family.PORT_ROUTES, port, proxy.namespace, labels, mode)
+    scope = context.sidecar_scope(proxy)
+    key: MemoKey = (Family.PORT_ROUTES, port, proxy.namespace, labels, mode, scope)
 
     def build() -> CompiledResource:
-        services = context.visible_services(proxy.namespace)
+        services = context.scoped_services(scope)
         config = port_route_configuration(
             context.reads,
             services,
             port,
             proxy,
-            lambda service, domains: _virtual_host(context, service, port, proxy, domains, labels),
+            lambda service, domains: _virtual_host(
+                context, service, port, proxy, domains, labels, scope
+            ),
             registry_only=mode == REGISTRY_ONLY,
         )
         return CompiledResource(config.name, config)
@@ -97,15 +101,18 @@ def local_routes(context: CompileContext, proxy: Proxy) -> CompiledResource:
     port = proxy.local_outbound_port
     assert port is not None
     labels = context.source_labels(proxy)
-    key: MemoKey = (Family.LOCAL_ROUTES, port, proxy.namespace, labels)
+    scope = context.sidecar_scope(proxy)
+    key: MemoKey = (Family.LOCAL_ROUTES, port, proxy.namespace, labels, scope)
 
     def build() -> CompiledResource:
         hosts = []
-        for service in context.visible_services(proxy.namespace):
+        for service in context.scoped_services(scope):
             ports = [p for p in service.ports if p.is_http]
             for i, sport in enumerate(ports):
                 domains = domains_for(service, sport.port, proxy.namespace, with_bare_names=i == 0)
-                hosts.append(_virtual_host(context, service, sport.port, proxy, domains, labels))
+                hosts.append(
+                    _virtual_host(context, service, sport.port, proxy, domains, labels, scope)
+                )
         config = build_route_configuration(local_route_name(port), hosts)
         return CompiledResource(config.name, config)
 
@@ -119,6 +126,7 @@ def _virtual_host(
     proxy: Proxy,
     domains: list[str],
     labels: tuple[tuple[str, str], ...],
+    scope: SidecarScope,
 ) -> rc.VirtualHost:
     # One virtual host changes when one VirtualService does: memoized apart from the
     # route configuration so that a change rebuilds one host, not all of them.
@@ -129,10 +137,11 @@ def _virtual_host(
         proxy.namespace,
         labels,
         tuple(domains),
+        scope,
     )
 
     def build() -> rc.VirtualHost:
-        return build_virtual_host(context.reads, service, port, proxy, domains)
+        return build_virtual_host(context.reads, service, port, proxy, domains, scope)
 
     return context.memo.cached(key, build)
 
@@ -149,6 +158,7 @@ RDS = Generator(
             "Gateway",
             "Pod",
             "EndpointSlice",
+            "Sidecar",
         }
     ),
     generate,

@@ -21,6 +21,7 @@ from controlplane.compile.naming import (
     virtual_host_name,
 )
 from controlplane.compile.proxy import Proxy
+from controlplane.compile.scope import SidecarScope
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService
 
@@ -55,13 +56,21 @@ def domains_for(
 
 
 def build_virtual_host(
-    snapshot: SnapshotReader, service: MeshService, port: int, proxy: Proxy, domains: list[str]
+    snapshot: SnapshotReader,
+    service: MeshService,
+    port: int,
+    proxy: Proxy,
+    domains: list[str],
+    scope: SidecarScope | None = None,
 ) -> rc.VirtualHost:
     # As istiod: a VirtualService that yields no route for this proxy and port (its matches
     # name other ports or source labels, or it has only tcp routes) is passed over, and a
-    # service no VirtualService routes gets the default route.
+    # service no VirtualService routes gets the default route. A VirtualService the proxy's
+    # Sidecar does not import (none of its hosts) does not apply to it.
     routes: list[rc.Route] = []
     for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
+        if scope is not None and not scope.imports_virtual_service(vs):
+            continue
         try:
             routes = routes_from_virtual_service(snapshot, vs, port, proxy)
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)

@@ -26,13 +26,19 @@ from controlplane.compile.naming import outbound_cluster_name
 from controlplane.compile.network import TLS_TRANSPORT, tcp_proxy
 from controlplane.compile.protos import uint32
 from controlplane.compile.proxy import Proxy
+from controlplane.compile.scope import SidecarScope
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
 from controlplane.store.snapshot import resolve_host
 
 
 def outbound_tcp_chains(
-    snapshot: SnapshotReader, service: MeshService, port: int, protocol: str, proxy: Proxy
+    snapshot: SnapshotReader,
+    service: MeshService,
+    port: int,
+    protocol: str,
+    proxy: Proxy,
+    scope: SidecarScope | None = None,
 ) -> list[lc.FilterChain]:
     """Every chain of ``service:port`` for ``proxy``, in match order, ending in a catch-all.
 
@@ -44,6 +50,8 @@ def outbound_tcp_chains(
     seen: set[bytes] = set()
     catch_all = False
     for vs in snapshot.virtual_services_for(service.hostname, proxy.namespace):
+        if scope is not None and not scope.imports_virtual_service(vs):
+            continue  # the proxy's Sidecar does not import it
         try:
             catch_all = virtual_service_chains(snapshot, vs, port, protocol, proxy, chains, seen)
         except Exception:  # noqa: BLE001 (one resource never stops a proxy's updates)

@@ -30,6 +30,7 @@ VALIDATED: tuple[tuple[str, str], ...] = (
     ("networking.istio.io", "serviceentries"),
     ("networking.istio.io", "workloadentries"),
     ("networking.istio.io", "gateways"),
+    ("networking.istio.io", "sidecars"),
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
     ("security.istio.io", "requestauthentications"),

@@ -84,6 +84,11 @@ def conditions(status: ResourceStatus) -> list[dict[str, Any]]:
             "message": (_message(in_context) or "not applied")
             + " (proxies keep the last good version)",
         }
+    unsupported = [i for i in status.issues if i.code is Codes.UNSUPPORTED_KIND]
+    if unsupported:  # kept, never read: neither condition may say it is in effect
+        verdict = {"reason": Codes.UNSUPPORTED_KIND.title, "message": _message(unsupported)}
+        accepted = {"status": "False", **verdict}
+        reconciled = {"status": "False", **verdict}
     out = []
     for kind, cond in ((ACCEPTED, accepted), (RECONCILED, reconciled)):
         entry: dict[str, Any] = {"type": kind, **cond}

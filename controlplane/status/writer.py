@@ -21,12 +21,14 @@ from typing import Any, Protocol
 from controlplane.api.crds import KINDS
 from controlplane.api.issues import ResourceKey
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KIND
+from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.status.conditions import rejection_event, same_verdict, status_body
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 
 log = logging.getLogger("controlplane.status")
 
 _PLURALS = {k.kind: (k.group, k.versions[0], k.plural) for k in KINDS}
+_PLURALS.update({k.kind: (k.group, k.versions[0], k.plural) for k in UNSUPPORTED_KINDS})
 
 
 def _written(kind: str) -> bool:

@@ -19,10 +19,13 @@ from controlplane.api.request_authn import (
 )
 from controlplane.api.security import AuthorizationPolicy
 from controlplane.api.serviceentry import ServiceEntry
+from controlplane.api.sidecar import Sidecar
 from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_NOT_BLOCKING
 from controlplane.store.gateway_checks import check_gateway_bindings
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService, selects
+from controlplane.store.sidecars import root_namespace as sidecar_root_namespace
+from controlplane.store.sidecars import scope_of
 from controlplane.store.snapshot import (
     created,
     exported_to,
@@ -43,6 +46,9 @@ _NOT_BLOCKING = (
             Codes.MULTIPLE_EXTENSION_PROVIDERS.id,
             Codes.GATEWAY_CREDENTIAL_NOT_FOUND.id,
             Codes.GATEWAY_CREDENTIAL_INVALID.id,
+            # Sidecars that compete for a workload: istiod applies the oldest, as we do.
+            Codes.CONFLICTING_SIDECAR_SELECTORS.id,
+            Codes.MULTIPLE_SIDECARS_WITHOUT_SELECTOR.id,
         }
     )
     | GATEWAY_NOT_BLOCKING
@@ -440,6 +446,99 @@ def check_service_entry(snapshot: SnapshotReader, entry: ServiceEntry) -> list[I
             )
         )
     return [i.with_context(key, None) for i in found]
+
+
+# ---- Sidecar ---------------------------------------------------------------------------------
+
+# The in-context findings about Sidecars (part "sidecar", codes CP056x): reported by the store
+# like the CP03xx ones.
+SIDECAR_CONTEXT_CODES = frozenset(
+    {
+        Codes.SIDECAR_HIDES_ROUTED_HOST,
+        Codes.CONFLICTING_SIDECAR_SELECTORS,
+        Codes.MULTIPLE_SIDECARS_WITHOUT_SELECTOR,
+    }
+)
+
+
+def check_sidecar(snapshot: SnapshotReader, sidecar: Sidecar) -> list[Issue]:
+    """A Sidecar that hides the hosts of a VirtualService of its own namespace (its workloads
+    do not get those routes), and Sidecars that compete for the same workloads (istioctl's
+    IST0110 and IST0111: istiod applies the oldest)."""
+    key = ResourceKey("Sidecar", sidecar.metadata.namespace, sidecar.metadata.name)
+    found = _check_hidden_virtual_services(snapshot, sidecar)
+    found += _check_competing_sidecars(snapshot, sidecar)
+    return [i.with_context(key, None) for i in found]
+
+
+def _check_hidden_virtual_services(snapshot: SnapshotReader, sidecar: Sidecar) -> list[Issue]:
+    namespace = sidecar.metadata.namespace
+    scope = scope_of(sidecar, namespace)
+    found: list[Issue] = []
+    for vs in sorted(snapshot.of_kind(VirtualService).values(), key=created):
+        gateways = vs.spec.gateways
+        if vs.metadata.namespace != namespace or (gateways and "mesh" not in gateways):
+            continue
+        if not vs.spec.hosts or scope.imports_virtual_service(vs):
+            continue
+        hosts = ", ".join(resolve_host(h, namespace) for h in vs.spec.hosts)
+        found.append(
+            Issue(
+                Codes.SIDECAR_HIDES_ROUTED_HOST,
+                "spec.egress",
+                f"hides {hosts}, which VirtualService {namespace}/{vs.metadata.name} routes: "
+                "the workloads this Sidecar applies to do not get those routes (import the "
+                f"host, e.g. './{resolve_host(vs.spec.hosts[0], namespace)}')",
+            )
+        )
+    return found
+
+
+def _check_competing_sidecars(snapshot: SnapshotReader, sidecar: Sidecar) -> list[Issue]:
+    namespace = sidecar.metadata.namespace
+    peers = sorted(
+        (s for s in snapshot.of_kind(Sidecar).values() if s.metadata.namespace == namespace),
+        key=created,
+    )
+    if sidecar.spec.workload_selector is None:
+        defaults = [s.metadata.name for s in peers if s.spec.workload_selector is None]
+        if len(defaults) < 2:
+            return []
+        where = " (the mesh default)" if namespace == sidecar_root_namespace(snapshot) else ""
+        return [
+            Issue(
+                Codes.MULTIPLE_SIDECARS_WITHOUT_SELECTOR,
+                "spec",
+                f"the Sidecars {', '.join(defaults)} in namespace {namespace}{where} have no "
+                f"workload selector (istioctl IST0111); only the oldest, {defaults[0]}, applies",
+            )
+        ]
+    selected = [s for s in peers if s.spec.workload_selector is not None]
+    if len(selected) < 2:
+        return []
+    found: list[Issue] = []
+    for pod in snapshot.of_kind(Pod).values():
+        if pod.metadata.namespace != namespace:
+            continue
+        labels = pod.metadata.labels
+        rivals = [
+            s.metadata.name
+            for s in selected
+            if s.spec.workload_selector is not None
+            and selects(s.spec.workload_selector.labels, labels)
+        ]
+        if len(rivals) > 1 and sidecar.metadata.name in rivals:
+            found.append(
+                Issue(
+                    Codes.CONFLICTING_SIDECAR_SELECTORS,
+                    "spec.workloadSelector",
+                    f"the Sidecars {', '.join(rivals)} in namespace {namespace} select the same "
+                    f"workload pod {pod.metadata.name} (istioctl IST0110); only the oldest, "
+                    f"{rivals[0]}, applies to it",
+                )
+            )
+            break
+    return found
 
 
 def blocking(issues: list[Issue]) -> list[Issue]:

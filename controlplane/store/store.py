@@ -31,6 +31,7 @@ from controlplane.store.authz_context import (
     mesh_of,
 )
 from controlplane.store.context import (
+    SIDECAR_CONTEXT_CODES,
     blocking,
     check_custom_provider,
     check_destination_rule,
@@ -38,6 +39,7 @@ from controlplane.store.context import (
     check_request_authentication,
     check_request_principals,
     check_service_entry,
+    check_sidecar,
     check_virtual_service,
     request_auth_paths,
 )
@@ -97,13 +99,21 @@ Listener = Callable[[Snapshot, ChangeSet], None]
 CompileCheck = Callable[[SnapshotReader, Any], list[Issue]]
 # Kinds checked in context; a check is repeated when a change touches what it read.
 _CHECKED_KINDS = frozenset(
-    {"VirtualService", "DestinationRule", "RequestAuthentication", "Gateway", "ServiceEntry"}
+    {
+        "VirtualService",
+        "DestinationRule",
+        "RequestAuthentication",
+        "Gateway",
+        "ServiceEntry",
+        "Sidecar",
+    }
 )
 _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "VirtualService": check_virtual_service,
     "DestinationRule": check_destination_rule,
     "RequestAuthentication": check_request_authentication,
     "ServiceEntry": check_service_entry,
+    "Sidecar": check_sidecar,
     # part "gateway" (store/gateway_checks.py) and part "gwtls" (store/gateway_credentials.py)
     "Gateway": lambda snapshot, gateway: (
         check_gateway(snapshot, gateway) + check_gateway_credentials(snapshot, gateway)
@@ -159,7 +169,7 @@ def found_by_store(issue: Issue) -> bool:
     problems (CP03xx, and the Gateway ones of ``gateway_checks`` and ``gateway_credentials``),
     what a refused security policy does meanwhile (CP0203), a CUSTOM policy's unusable
     provider or a workload's several providers (CP0421, CP0422), the AuthorizationPolicy
-    advice (CP0400, CP0401), the JWT findings (CP0440-0442) and the ServiceEntry ones."""
+    advice (CP0400, CP0401), the JWT findings (CP0440-0442), the ServiceEntry and the Sidecar ones."""
     return (
         issue.code.id.startswith("CP03")
         or issue.code is Codes.POLICY_FAILS_CLOSED
@@ -170,6 +180,7 @@ def found_by_store(issue: Issue) -> bool:
         or issue.code.id in GATEWAY_CONTEXT_CODES
         or issue.code in _GATEWAY_CREDENTIAL_CODES
         or issue.code in _CONTEXT_CODES
+        or issue.code in SIDECAR_CONTEXT_CODES
     )
 
 

@@ -32,6 +32,7 @@ from controlplane.api import InvalidResource, ResourceKey, document_key, load, l
 from controlplane.api.credentials import Secret
 from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
+from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 
@@ -46,6 +47,7 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("networking.istio.io", "v1", "serviceentries"),
     ("networking.istio.io", "v1", "workloadentries"),
     ("networking.istio.io", "v1", "gateways"),
+    ("networking.istio.io", "v1", "sidecars"),  # part "sidecar"
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("security.istio.io", "v1", "requestauthentications"),
@@ -55,6 +57,9 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "namespaces"),
     # Gateway credentials (credentialName); only credential-shaped ones are kept, see translate.
     ("", "v1", "secrets"),
+    # Istio kinds not implemented here, watched to be reported (api/unsupported.py). Their
+    # CRDs may be missing: kopf then waits for them, and the resync lists them as empty.
+    *((k.group, k.versions[0], k.plural) for k in UNSUPPORTED_KINDS),
 )
 
 # Metadata that changes on every write (a status update included) without changing what
@@ -322,6 +327,7 @@ _KIND_OF_PLURAL = {
     "serviceentries": "ServiceEntry",
     "workloadentries": "WorkloadEntry",
     "gateways": "Gateway",
+    "sidecars": "Sidecar",
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "requestauthentications": "RequestAuthentication",
@@ -330,6 +336,7 @@ _KIND_OF_PLURAL = {
     "pods": "Pod",
     "namespaces": "Namespace",
     "secrets": "Secret",
+    **{k.plural: k.kind for k in UNSUPPORTED_KINDS},
 }
 
 
@@ -344,6 +351,8 @@ def kubernetes_lister(api_client: Any) -> Lister:
         )
         response = api_client.call_api(method, url, header_params=headers, body=body)
         response.read()
+        if response.status == 404:
+            return set()  # the kind's CRD is not installed: nothing of it exists
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status}")
         body = json.loads(response.data)

@@ -121,9 +121,22 @@ def _mutations(kind: str) -> list[Edit]:
     def readdress_workload(spec: dict[str, Any]) -> None:
         spec["address"] = "10.10.250.251"
 
+    def narrow_egress(spec: dict[str, Any]) -> None:
+        spec["egress"] = [{"hosts": ["~/*"]}]
+
+    def widen_selector(spec: dict[str, Any]) -> None:
+        spec.pop("workloadSelector", None)
+
+    def add_ingress(spec: dict[str, Any]) -> None:
+        spec["ingress"] = [
+            {"port": {"number": 7070, "protocol": "HTTP"}, "defaultEndpoint": "127.0.0.1:7071"}
+        ]
+        spec["inboundConnectionPool"] = {"tcp": {"maxConnections": 5}}
+
     by_kind: dict[str, list[Edit]] = {
         "ServiceEntry": [spec_edit(resolve_by_dns)],
         "WorkloadEntry": [spec_edit(relabel_workload), spec_edit(readdress_workload)],
+        "Sidecar": [spec_edit(narrow_egress), spec_edit(widen_selector), spec_edit(add_ingress)],
         "AuthorizationPolicy": [spec_edit(flip_action), spec_edit(drop_rules)],
         "PeerAuthentication": [spec_edit(flip_mtls)],
         "DestinationRule": [spec_edit(round_robin), spec_edit(drop_subset)],

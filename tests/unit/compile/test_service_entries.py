@@ -193,6 +193,33 @@ def test_outbound_traffic_policy_decides_where_unknown_destinations_go(
     assert "api.example.com:80" in names
 
 
+@pytest.mark.parametrize(
+    ("mesh_mode", "sidecar_mode", "cluster"),
+    [
+        ("ALLOW_ANY", "REGISTRY_ONLY", "BlackHoleCluster"),
+        ("REGISTRY_ONLY", "ALLOW_ANY", "PassthroughCluster"),
+        ("REGISTRY_ONLY", None, "BlackHoleCluster"),
+    ],
+)
+def test_a_sidecars_outbound_traffic_policy_overrides_the_mesh_config(
+    mesh_mode: str, sidecar_mode: str | None, cluster: str
+) -> None:
+    policy = f"outboundTrafficPolicy: {{mode: {sidecar_mode}}}" if sidecar_mode else ""
+    sidecar = f"""
+    apiVersion: networking.istio.io/v1
+    kind: Sidecar
+    metadata: {{name: default, namespace: default}}
+    spec:
+      egress: [{{hosts: ["*/*"]}}]
+      {policy}
+    """
+    out = compiled(snapshot(ENTRIES, sidecar, mode=mesh_mode), transparent())
+    catch_all: dict[str, Any] = out["lds"]["virtualOutbound"]["filterChains"][-1]
+    assert catch_all["filters"][0]["typedConfig"]["cluster"] == cluster
+    fallback = out["rds"]["80"]["virtualHosts"][-1]
+    assert fallback["name"] == ("block_all" if cluster == "BlackHoleCluster" else "allow_any")
+
+
 def test_export_to_hides_an_entry_from_other_namespaces() -> None:
     private = """
 apiVersion: networking.istio.io/v1

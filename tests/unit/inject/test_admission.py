@@ -63,6 +63,7 @@ def test_the_injector_only_sees_pods_of_labelled_namespaces_that_do_not_opt_out(
         "validate-serviceentries",
         "validate-workloadentries",
         "validate-gateways",
+        "validate-sidecars",
         "validate-peerauthentications",
         "validate-authorizationpolicies",
         "validate-requestauthentications",

@@ -75,3 +75,16 @@ def test_an_unchanged_condition_keeps_its_transition_time_and_counts_as_the_same
     assert by_type(fixed)["Reconciled"]["lastTransitionTime"] == "2026-01-01T00:06:00Z"
     assert by_type(fixed)["Accepted"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert not same_verdict(first, fixed)
+
+
+def test_an_unsupported_kind_says_so_in_both_conditions():
+    from controlplane.api.unsupported import unsupported_kind_issue
+
+    key = ResourceKey("EnvoyFilter", "shop", "lua")
+    issue = unsupported_kind_issue("EnvoyFilter").with_context(key, None)
+    c = by_type(status_body(ResourceStatus(True, True, (issue,), 1)))
+    for kind in ("Accepted", "Reconciled"):
+        assert c[kind]["status"] == "False"
+        assert c[kind]["reason"] == "UnsupportedKind"
+        assert "EnvoyFilter is not supported" in c[kind]["message"]
+        assert "no effect" in c[kind]["message"]
