@@ -226,6 +226,12 @@ def gateway_connection_manager(
     # A gateway is the edge: the client's address is the connection's (istiod sets this for
     # router proxies), which is what X-Forwarded-For and RBAC's remote_ip then see.
     hcm.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
+    # istiod's gateway default (meshConfig gatewayTopology unset): a client's own
+    # X-Forwarded-Client-Cert never enters the mesh; with a client certificate (MUTUAL TLS)
+    # the gateway sets it from what it verified.
+    hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+    details = hcm.set_current_client_cert_details
+    details.subject.value, details.cert, details.dns, details.uri = True, True, True, True
     rbac = http_rbac_filters(policies)
     if rbac:
         filters = [*rbac, *hcm.http_filters]

@@ -101,6 +101,13 @@ def test_a_selected_gateway_proxy_gets_a_listener_per_server_port_and_rds_http_p
     assert hcm["rds"]["routeConfigName"] == "http.80"
     assert hcm["statPrefix"] == "outbound_0.0.0.0_80"
     assert hcm["useRemoteAddress"] is True
+    assert hcm["forwardClientCertDetails"] == "SANITIZE_SET"
+    assert hcm["setCurrentClientCertDetails"] == {
+        "subject": True,
+        "cert": True,
+        "dns": True,
+        "uri": True,
+    }
     assert list(config["rds"]) == ["http.80"]
     [vhost] = config["rds"]["http.80"]["virtualHosts"]
     assert vhost["name"] == "*:80" and vhost["domains"] == ["*"]
