@@ -55,7 +55,7 @@ from controlplane.api.networking import L4MatchAttributes, TLSMatchAttributes, V
 from controlplane.api.security import AuthorizationPolicy
 from controlplane.compile.filters import HCM_FILTER
 from controlplane.compile.guard import log_passed_over
-from controlplane.compile.http_routes import routes_from_virtual_service
+from controlplane.compile.http_routes import is_catch_all, routes_from_virtual_service
 from controlplane.compile.inbound import inbound_ports
 from controlplane.compile.naming import WILDCARD_ADDRESS, virtual_host_name
 from controlplane.compile.network import tcp_proxy
@@ -309,6 +309,13 @@ def gateway_route_configuration(
                     )
                 else:
                     vhost.routes.extend(found)
+    for vhost in hosts.values():
+        # Several VirtualServices may route one host (their routes are appended in order);
+        # as istiod's SortVHostRoutes, catch-all routes go last so none hides another's.
+        ordered = [r for r in vhost.routes if not is_catch_all(r)]
+        ordered += [r for r in vhost.routes if is_catch_all(r)]
+        del vhost.routes[:]
+        vhost.routes.extend(ordered)
     if hosts:
         virtual_hosts = sorted(hosts.values(), key=lambda v: v.name)
     else:
