@@ -25,7 +25,13 @@ settings on an HTTPS/TLS port is handed to ``compile/gateway_tls.py``
 (``tls_server_chains``: SNI match, DownstreamTlsContext, the HCM on the server's
 ``https....`` routes, or tcp_proxy for PASSTHROUGH). ``gateway_route_configuration`` builds
 the routes of every HTTP route name, ``https....`` included; ``httpsRedirect``
-(``require_tls`` on the virtual hosts) is the TLS part's too.
+(``require_tls`` on the virtual hosts) is the TLS part's too. For its chains the TLS part
+reuses ``gateway_connection_manager`` (the gateway's HCM with its AuthorizationPolicies),
+``gateway_policies`` and ``tcp_route_filter`` (a terminated TLS server's ``tcp`` routes).
+
+TCP servers forward by the first ``tcp`` route of a bound VirtualService that fits the
+server's port and Gateway. AuthorizationPolicies selecting the gateway's pods are enforced
+on every chain (HTTP and network RBAC), as on a sidecar's inbound ports.
 """
 
 from __future__ import annotations
