@@ -1,5 +1,8 @@
 """Gateway proxies (Envoy in router mode): Istio Gateways merged into listeners and routes.
 
+The merge itself is ``store/gateway_merge.py`` (the in-context checks report what it skips);
+this module selects the Gateways and builds listeners and route configurations from it.
+
 As istiod does it (pilot/pkg/model/gateway.go ``mergeGateways``, pilot/pkg/networking/core/
 gateway.go): a router proxy gets every Gateway whose ``selector`` is a subset of its labels
 (a Gateway without selector applies to every gateway proxy), from every namespace. Their
@@ -22,12 +25,15 @@ chains from ``compile/gateway_tls.py`` (SNI match, DownstreamTlsContext with the
 ``credentialName`` SDS secrets, the HCM; or, for PASSTHROUGH, a tcp_proxy per SNI route of
 the bound VirtualServices). ``tls.httpsRedirect`` marks the server's virtual hosts
 ``require_tls: ALL`` (Envoy answers 301 to https).
+
+TCP servers forward by the first ``tcp`` route of a bound VirtualService that fits the
+server's port and Gateway. AuthorizationPolicies selecting the gateway's pods are enforced
+on every chain (HTTP and network RBAC), as on a sidecar's inbound ports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -41,15 +47,12 @@ from google.protobuf import wrappers_pb2
 
 from controlplane.api.gateway import (
     Gateway,
-    Server,
     hosts_for_namespace,
     intersect_hosts,
     is_http_server,
     is_passthrough,
     is_tls_server,
     resolve_gateway_name,
-    sanitize_hosts,
-    server_protocol,
 )
 from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import L4MatchAttributes, TLSMatchAttributes, VirtualService
@@ -57,9 +60,9 @@ from controlplane.api.security import AuthorizationPolicy
 from controlplane.compile.filters import HCM_FILTER
 from controlplane.compile.gateway_tls import passthrough_chains, secure_chain
 from controlplane.compile.guard import log_passed_over
-from controlplane.compile.http_routes import routes_from_virtual_service
+from controlplane.compile.http_routes import is_catch_all, routes_from_virtual_service
 from controlplane.compile.inbound import inbound_ports
-from controlplane.compile.naming import WILDCARD_ADDRESS, listener_name, virtual_host_name
+from controlplane.compile.naming import WILDCARD_ADDRESS, virtual_host_name
 from controlplane.compile.network import listener_filters, tcp_proxy
 from controlplane.compile.outbound import http_connection_manager
 from controlplane.compile.protos import packed, socket_address
@@ -71,72 +74,32 @@ from controlplane.compile.rbac import (
     policies_for,
 )
 from controlplane.compile.tcp import weighted_destinations
+from controlplane.store.gateway_merge import (
+    GatewayServer,
+    ListenerPort,
+    MergedGateway,
+    SkippedServer,
+    merge_gateways,
+    route_name,
+)
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import created, exported_to, resolve_host
 
-
-@dataclass(frozen=True)
-class GatewayServer:
-    """One server of one Gateway, as merged onto a listener port."""
-
-    gateway: str  # "ns/name", as VirtualServices name it
-    key: ResourceKey
-    index: int  # its place in spec.servers
-    server: Server
-    hosts: tuple[str, ...]  # ``./host`` and ``*/host`` resolved: ``ns/host`` or ``host``
-    number: int  # the server's port number as written (VirtualService matches use it)
-    port: int  # the listener port (the Service's target port where one declares ``number``)
-    route_name: str  # "" for servers without HTTP routes (TCP, TLS passthrough)
-
-    @property
-    def namespace(self) -> str:
-        return self.key.namespace
-
-    @property
-    def bind(self) -> str:
-        return self.server.bind or ""
-
-    @property
-    def protocol(self) -> str:
-        assert self.server.port is not None
-        return server_protocol(self.server.port)
-
-    @property
-    def path(self) -> str:
-        return f"spec.servers[{self.index}]"
-
-
-@dataclass(frozen=True)
-class ListenerPort:
-    """The servers sharing one listener (port and bind)."""
-
-    port: int
-    bind: str
-    protocol: str
-    servers: tuple[GatewayServer, ...]
-
-    @property
-    def name(self) -> str:
-        return listener_name(self.bind or WILDCARD_ADDRESS, self.port)
-
-
-@dataclass(frozen=True)
-class SkippedServer:
-    """A server istiod would leave out (a conflict with a server merged before it)."""
-
-    server: GatewayServer
-    reason: str
-
-
-@dataclass(frozen=True)
-class MergedGateway:
-    """Every Gateway a router proxy gets, merged as istiod merges them."""
-
-    gateways: tuple[ResourceKey, ...]
-    listeners: tuple[ListenerPort, ...]
-    routes: Mapping[str, tuple[GatewayServer, ...]] = field(default_factory=dict)
-    skipped: tuple[SkippedServer, ...] = ()
+__all__ = [
+    "GatewayServer",
+    "ListenerPort",
+    "MergedGateway",
+    "SkippedServer",
+    "gateway_listener",
+    "gateway_route_configuration",
+    "gateways_for",
+    "is_router",
+    "merge_gateways",
+    "port_translation",
+    "route_name",
+    "server_filter_chains",
+]
 
 
 def is_router(proxy: Proxy) -> bool:
@@ -161,147 +124,6 @@ def port_translation(snapshot: SnapshotReader, proxy: Proxy) -> tuple[tuple[int,
     """(Service port, target port) of the Services that select the gateway's pod (the ports
     it serves; the oldest Service decides a shared target port): istiod's ``resolvePorts``."""
     return tuple((p.service_port, p.target_port) for p in inbound_ports(snapshot, proxy))
-
-
-def merge_gateways(
-    gateways: Sequence[Gateway], translation: Sequence[tuple[int, int]] = ()
-) -> MergedGateway:
-    """istiod's mergeGateways for legacy (label-selected) Gateways."""
-    order: list[tuple[int, str]] = []
-    by_listener: dict[tuple[int, str], list[GatewayServer]] = {}
-    protocols: dict[tuple[int, str], str] = {}
-    plaintext: dict[int, tuple[int, str]] = {}
-    routes: dict[str, list[GatewayServer]] = {}
-    tls_hosts: dict[int, dict[str, str]] = {}
-    skipped: list[SkippedServer] = []
-    keys: list[ResourceKey] = []
-    for gw in gateways:
-        meta = gw.metadata
-        key = ResourceKey("Gateway", meta.namespace, meta.name)
-        keys.append(key)
-        for index, server in enumerate(gw.spec.servers):
-            if server.port is None:
-                continue
-            number = server.port.number
-            port = _translate(number, translation)
-            entry = GatewayServer(
-                gateway=f"{meta.namespace}/{meta.name}",
-                key=key,
-                index=index,
-                server=server,
-                hosts=sanitize_hosts(server.hosts, meta.namespace),
-                number=number,
-                port=port,
-                route_name=route_name(server, port, meta.name, meta.namespace),
-            )
-            reason = _merge_one(entry, order, by_listener, protocols, plaintext, routes, tls_hosts)
-            if reason:
-                skipped.append(SkippedServer(entry, reason))
-    listeners = tuple(
-        ListenerPort(port, bind, protocols[(port, bind)], tuple(by_listener[(port, bind)]))
-        for port, bind in order
-    )
-    return MergedGateway(
-        tuple(keys), listeners, {k: tuple(v) for k, v in routes.items()}, tuple(skipped)
-    )
-
-
-def _translate(number: int, translation: Sequence[tuple[int, int]]) -> int:
-    for service_port, target in translation:
-        if service_port == number:
-            return target
-    return number
-
-
-def _merge_one(
-    entry: GatewayServer,
-    order: list[tuple[int, str]],
-    by_listener: dict[tuple[int, str], list[GatewayServer]],
-    protocols: dict[tuple[int, str], str],
-    plaintext: dict[int, tuple[int, str]],
-    routes: dict[str, list[GatewayServer]],
-    tls_hosts: dict[int, dict[str, str]],
-) -> str:
-    """Add one server; return why it was skipped ("" when merged)."""
-    server, port, bind = entry.server, entry.port, entry.bind
-    listener = (port, bind)
-    if server.tls is not None:
-        known = tls_hosts.setdefault(port, {})
-        duplicates = [h for h in server.hosts if known.get(h) == bind]
-        if duplicates:
-            return f"duplicate host names on port {port}: {', '.join(duplicates)}"
-        known.update({h: bind for h in server.hosts})
-    http = is_http_server(server)
-    if not any(p == port for p, _ in order):
-        _add(entry, listener, order, by_listener, protocols, routes, http)
-        if not is_tls_server(server):
-            plaintext[port] = listener
-        return ""
-    current = plaintext.get(port)
-    if current is not None:
-        current_protocol = protocols[current]
-        mergeable = http and (current_protocol in _HTTP or current_protocol == entry.protocol)
-        if not mergeable and current[1] == bind:
-            return (
-                f"port {port} ({entry.protocol}) conflicts with the {current_protocol} server "
-                "merged before it"
-            )
-        if not entry.route_name and current[1] == bind:
-            return f"port {port}: a second {entry.protocol} server on a plain text port"
-        if listener not in by_listener:
-            _add(entry, listener, order, by_listener, protocols, routes, http)
-        else:
-            by_listener[listener].append(entry)
-            if http:
-                routes.setdefault(entry.route_name, []).append(entry)
-        return ""
-    if not is_tls_server(server):
-        plaintext[port] = listener
-        _add(entry, listener, order, by_listener, protocols, routes, http)
-        return ""
-    if http:
-        if entry.route_name in routes:
-            return f"port {port}: HTTPS port name {server.port.name!r} is not unique"  # type: ignore[union-attr]
-        routes[entry.route_name] = [entry]
-    if listener in by_listener:
-        by_listener[listener].append(entry)
-    else:
-        order.append(listener)
-        by_listener[listener] = [entry]
-        protocols[listener] = entry.protocol
-    return ""
-
-
-_HTTP = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"})
-
-
-def _add(
-    entry: GatewayServer,
-    listener: tuple[int, str],
-    order: list[tuple[int, str]],
-    by_listener: dict[tuple[int, str], list[GatewayServer]],
-    protocols: dict[tuple[int, str], str],
-    routes: dict[str, list[GatewayServer]],
-    http: bool,
-) -> None:
-    order.append(listener)
-    by_listener[listener] = [entry]
-    protocols[listener] = entry.protocol
-    if http:
-        routes[entry.route_name] = [entry]
-
-
-def route_name(server: Server, port: int, name: str, namespace: str) -> str:
-    """istiod's gatewayRDSRouteName: ``http.<port>`` (plain HTTP, the listener port),
-    ``https.<number>.<port name>.<gateway>.<namespace>`` (terminated HTTPS), else ""."""
-    assert server.port is not None
-    bind = f".{server.bind}" if server.bind else ""
-    protocol = server_protocol(server.port)
-    if protocol in _HTTP:
-        return f"http.{port}{bind}"
-    if protocol == "HTTPS" and not is_passthrough(server):
-        return f"https.{server.port.number}.{server.port.name}.{name}.{namespace}{bind}"
-    return ""
 
 
 # ---- listeners ----------------------------------------------------------------------------
@@ -450,6 +272,12 @@ def gateway_connection_manager(
     # A gateway is the edge: the client's address is the connection's (istiod sets this for
     # router proxies), which is what X-Forwarded-For and RBAC's remote_ip then see.
     hcm.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
+    # istiod's gateway default (meshConfig gatewayTopology unset): a client's own
+    # X-Forwarded-Client-Cert never enters the mesh; with a client certificate (MUTUAL TLS)
+    # the gateway sets it from what it verified.
+    hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+    details = hcm.set_current_client_cert_details
+    details.subject.value, details.cert, details.dns, details.uri = True, True, True, True
     rbac = http_rbac_filters(policies)
     if rbac:
         filters = [*rbac, *hcm.http_filters]
@@ -544,6 +372,13 @@ def gateway_route_configuration(
                         name=virtual_host_name(domain, entry.number), domains=[domain]
                     )
                 redirect.require_tls = rc.VirtualHost.ALL
+    for vhost in hosts.values():
+        # Several VirtualServices may route one host (their routes are appended in order);
+        # as istiod's SortVHostRoutes, catch-all routes go last so none hides another's.
+        ordered = [r for r in vhost.routes if not is_catch_all(r)]
+        ordered += [r for r in vhost.routes if is_catch_all(r)]
+        del vhost.routes[:]
+        vhost.routes.extend(ordered)
     if hosts:
         virtual_hosts = sorted(hosts.values(), key=lambda v: v.name)
     else:

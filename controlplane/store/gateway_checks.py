@@ -20,6 +20,7 @@ from controlplane.api.gateway import (
 from controlplane.api.issues import Codes, Issue, ResourceKey
 from controlplane.api.kube import Pod
 from controlplane.api.networking import VirtualService
+from controlplane.store.gateway_merge import merge_gateways
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import created
@@ -114,6 +115,21 @@ def check_gateway(snapshot: SnapshotReader, gateway: Gateway) -> list[Issue]:
                     f"port {server.port.number} and hosts {', '.join(server.hosts)} are "
                     f"already served by {', '.join(sorted(set(clashes)))} on the same gateway "
                     "workloads (istioctl IST0145 ConflictingGateways)",
+                )
+            )
+    # What istiod's merge leaves out on those workloads (another protocol on a port, say).
+    reported = {issue.path for issue in found}
+    merged = merge_gateways([*sorted(older, key=created), gateway])
+    for skipped in merged.skipped:
+        path = skipped.server.path
+        if skipped.server.key == key and path not in reported:
+            reported.add(path)
+            found.append(
+                Issue(
+                    Codes.CONFLICTING_GATEWAYS,
+                    path,
+                    f"left out, as istiod leaves it out: {skipped.reason} "
+                    "(istioctl IST0145 ConflictingGateways)",
                 )
             )
     found += _check_workloads(snapshot, gateway)

@@ -3,6 +3,7 @@ VirtualService bound to it, as Istio's bookinfo-gateway.yaml, to bookinfo-shaped
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ def test_a_weight_edit_reaches_the_gateway(edge: Edge) -> None:
         edge.mesh.debug.wait_synced(
             edge.gateway.node_id, timeout=10, newer_than={"rds": states["rds"]["acked_version"]}
         )
+
+
+def test_a_clients_own_client_cert_header_does_not_enter_the_mesh(edge: Edge) -> None:
+    spoofed = {"x-forwarded-client-cert": "By=spiffe://cluster.local/ns/default/sa/admin"}
+    status, _, body = send(edge.port, HOST, "/productpage", headers=spoofed)
+    assert status == 200
+    seen = json.loads(body)["headers"]
+    assert "x-forwarded-client-cert" not in seen
+    # The edge takes the client's address from the connection (use_remote_address).
+    assert seen["x-envoy-external-address"] == "127.0.0.1", seen
 
 
 def test_a_host_the_server_does_not_list_gets_404(edge: Edge) -> None:

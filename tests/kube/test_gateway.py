@@ -1,10 +1,10 @@
 """Gateways on the real apiserver: a Gateway and a VirtualService bound to it, applied with
 kubectl, reach a real gateway Envoy; the webhook refuses a broken Gateway; status says when a
-VirtualService names a Gateway that does not exist; the ingress-gateway component applies."""
+VirtualService names a Gateway that does not exist (the ingress-gateway component:
+tests/kube/test_gateway_manifests.py)."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -17,7 +17,6 @@ from controlplane.testing.traffic import count_backends, send
 from tests.cluster.cluster import KubectlError, LocalCluster
 from tests.kube.operator import OperatorProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "reviews.example.com"
 GATEWAY_IP = "127.0.3.30"
 
@@ -147,28 +146,3 @@ def test_the_webhook_refuses_a_gateway_istiod_would_refuse(
     message = refused.value.stderr
     assert 'admission webhook "gateways.validation.controlplane.istio.io" denied' in message
     assert "spec.servers[0].tls: server must have TLS settings for HTTPS/TLS protocols" in message
-
-
-def test_the_ingress_gateway_component_passes_a_server_side_dry_run(
-    kube_cluster: LocalCluster, tmp_path: Path
-) -> None:
-    kube_cluster.apply(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}
-    )
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    # kustomize takes relative paths only: as a user's overlay would name the base.
-    manifests = Path(os.path.relpath(ROOT / "manifests", overlay))
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{manifests}]\ncomponents: [{manifests / 'components' / 'ingress-gateway'}]\n"
-    )
-    proc = kube_cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server")
-    for expected in (
-        "deployment.apps/istio-ingressgateway",
-        "service/istio-ingressgateway",
-        "serviceaccount/istio-ingressgateway",
-        "customresourcedefinition.apiextensions.k8s.io/gateways.networking.istio.io",
-    ):
-        assert expected in proc.stdout, proc.stdout
-    assert not proc.stderr.strip(), proc.stderr

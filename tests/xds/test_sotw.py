@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -19,6 +20,7 @@ from tests.xds.mesh import (
     ROUTE_NAME,
     canary,
     local_node,
+    node,
     ratings_pod,
 )
 
@@ -222,3 +224,30 @@ async def test_unknown_type_is_answered_empty_and_the_stream_keeps_working(
         await conn.send(sotw_request(LISTENER))
         lds = await conn.recv()
         assert lds.type_url == LISTENER
+
+
+async def test_the_last_listener_going_is_sent_as_an_empty_wildcard_list(
+    control_plane: ControlPlane,
+) -> None:
+    # A gateway whose only Gateway is deleted must lose its listener: in SotW an empty
+    # listener list is the whole new state (an empty RDS or EDS update would say nothing).
+    gateway = (
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: edge, namespace: default}\n"
+        "spec: {selector: {istio: ingressgateway}, servers: "
+        "[{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]}\n"
+    )
+    control_plane.apply(MESH + "---\n" + gateway)
+    router = node(
+        "router~127.0.6.101~ingress-1.istio-system~istio-system.svc.cluster.local",
+        {"NAMESPACE": "istio-system", "LABELS": {"istio": "ingressgateway"}},
+    )
+    async with AdsConnection(control_plane.target) as conn:
+        await conn.send(sotw_request(LISTENER, node_message=router))
+        lds = await conn.recv()
+        assert names_of(lds, listener_pb2.Listener) == ["0.0.0.0_8080"]
+        await ack(conn, lds)
+        control_plane.delete(gateway)
+        empty = await conn.recv()
+        assert empty.type_url == LISTENER and list(empty.resources) == []
+        assert empty.version_info != lds.version_info

@@ -101,6 +101,13 @@ def test_a_selected_gateway_proxy_gets_a_listener_per_server_port_and_rds_http_p
     assert hcm["rds"]["routeConfigName"] == "http.80"
     assert hcm["statPrefix"] == "outbound_0.0.0.0_80"
     assert hcm["useRemoteAddress"] is True
+    assert hcm["forwardClientCertDetails"] == "SANITIZE_SET"
+    assert hcm["setCurrentClientCertDetails"] == {
+        "subject": True,
+        "cert": True,
+        "dns": True,
+        "uri": True,
+    }
     assert list(config["rds"]) == ["http.80"]
     [vhost] = config["rds"]["http.80"]["virtualHosts"]
     assert vhost["name"] == "*:80" and vhost["domains"] == ["*"]
@@ -346,3 +353,33 @@ def test_a_tcp_server_forwards_by_the_first_matching_tcp_route_of_a_bound_servic
     ]
     # With no tcp route for the server, the listener has no chain and is left out.
     assert gateway_config(echo, tcp_gateway)["lds"] == {}
+
+
+def test_two_virtual_services_for_one_gateway_host_share_it_catch_all_last() -> None:
+    first = meshes.resource(
+        "VirtualService",
+        "a-everything",  # the older by istiod's order (a tie in time goes to the name)
+        """
+        hosts: [shop.example.com]
+        gateways: [bookinfo-gateway]
+        http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+        """,
+    )
+    second = meshes.resource(
+        "VirtualService",
+        "b-api",
+        """
+        hosts: [shop.example.com]
+        gateways: [bookinfo-gateway]
+        http:
+        - match: [{uri: {prefix: /api}}]
+          route: [{destination: {host: reviews, subset: v2}}]
+        """,
+    )
+    [vhost] = gateway_config(gateway(), first, second)["rds"]["http.80"]["virtualHosts"]
+    assert [
+        (r["match"]["prefix"], r["route"]["cluster"].split("|")[2]) for r in vhost["routes"]
+    ] == [
+        ("/api", "v2"),
+        ("/", "v1"),
+    ]
