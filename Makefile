@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries venv demo demo-ingress test test-slow test-fast lint lock crds bench clean
+.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench clean
 
 venv: $(STAMP)
 
@@ -43,7 +43,7 @@ demo-ingress: venv
 # $$CONTROLPLANE_K8S_CACHE or ~/.cache/controlplane-k8s; later runs find them there.
 # `make test` is every tier but the slow one (property tests at depth, large meshes);
 # `make test-slow` runs that; .ci/run runs both.
-test: venv kube-binaries
+test: venv kube-binaries browser
 	$(PY) -m pytest -m "not slow"
 
 test-slow: venv kube-binaries
@@ -52,8 +52,13 @@ test-slow: venv kube-binaries
 kube-binaries:
 	@bash tests/cluster/build.sh 2> >(grep --line-buffered -v '^go: downloading' >&2) >/dev/null
 
+# The browser tests (tests/web) need Debian's chromium: installed with apt-get when missing
+# (root or password-less sudo); where it cannot be, those tests skip saying why.
+browser:
+	@bash tests/web/install-chromium.sh >/dev/null
+
 test-fast: venv
-	$(PY) -m pytest -m "not envoy and not kube and not netns and not slow"
+	$(PY) -m pytest -m "not envoy and not kube and not netns and not slow and not browser"
 
 crds: venv
 	$(PY) -m controlplane crds --output-dir crds

@@ -64,6 +64,7 @@ from controlplane.sources.jwks import (
 )
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
+from controlplane.web import DebugPage
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.identity import (
     DEFAULT_AUDIENCE,
@@ -391,6 +392,7 @@ async def _xds_side(
             services=[security.certificates],
         )
     debug = DebugServer(server, hub, ready=ready, debug_token=options.debug_token)
+    DebugPage.install(debug)  # /debug/ui: the page to look at, behind the same access rules
     side = XdsSide(options, hub, server, debug, security)
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()

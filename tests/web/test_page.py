@@ -1,0 +1,147 @@
+"""The debug page (/debug/ui): read-only, behind the debug port's access rules, and live: a
+real headless Chromium watches a canary move on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from controlplane.compile.resources import ROUTE
+from tests.web.conftest import headless_chromium, serving_page, sidecars
+from tests.xds.mesh import MESH, canary, local_node
+from tests.xds.test_debug_access import get, host_address
+
+HOST = "reviews.default.svc.cluster.local"
+BROKEN = "local_15001: route: [\"weighted_clusters\"] rejected by this proxy (test)"
+
+
+async def _synced(cp, count: int, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        proxies = cp.debug.delivery.describe()
+        states = [p["types"].get("rds", {}).get("status") for p in proxies]
+        if len(proxies) == count and all(s in ("SYNCED", "NACKED") for s in states):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"proxies not in sync: {cp.debug.delivery.describe()}")
+
+
+async def test_page_answers_loopback_or_the_debug_token_only() -> None:
+    address = host_address()
+    async with serving_page("0.0.0.0", debug_token="s3cret-token") as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10))
+        port = cp.debug.port
+        remote = f"http://{address}:{port}"
+
+        def check() -> None:
+            for path in ("/debug/ui", "/debug/ui/live"):
+                status, body = get(remote + path)
+                assert status == 403, (path, body)
+                assert HOST not in body
+                assert get(remote + path, token="wrong")[0] == 403
+                status, body = get(remote + path, token="s3cret-token")
+                assert status == 200 and HOST in body
+                status, body = get(f"http://127.0.0.1:{port}{path}")
+                assert status == 200 and HOST in body
+
+        await asyncio.to_thread(check)
+
+
+async def test_page_shows_proxies_resources_and_the_routing_of_a_host() -> None:
+    """Server-rendered, no script needed: the weights of the VirtualService, the subsets and
+    the pods they select, which proxies hold which weights, every resource's conditions, and
+    a NACK with Envoy's message in the proxies table."""
+
+    def nack_weighted(response) -> str | None:  # type: ignore[no-untyped-def]
+        return BROKEN if response.type_url == ROUTE and b"v2" in response.SerializeToString() else None
+
+    async with serving_page() as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10))
+        async with sidecars(cp, "client-a", "client-b"), sidecars(
+            cp, "client-c", nack_when=nack_weighted
+        ):
+            await _synced(cp, 3)
+            url = f"http://127.0.0.1:{cp.debug.port}/debug/ui?host={urllib.parse.quote(HOST)}"
+            status, page = await asyncio.to_thread(get, url)
+    assert status == 200
+    assert 'data-subset="v1" data-weight="90"' in page
+    assert 'data-subset="v2" data-weight="10"' in page
+    # The subsets, the pods their labels select.
+    assert 'class="workloads" data-subset="v1">reviews-v1<' in page
+    assert 'class="workloads" data-subset="v2">reviews-v2<' in page
+    # Two proxies ACKed the 90/10 routes; one rejected them.
+    assert 'data-weights="v1=90,v2=10" data-status="SYNCED" data-count="2"' in page
+    assert 'data-weights="v1=90,v2=10" data-status="NACKED" data-count="1"' in page
+    node_c = local_node("client-c").id
+    row = page.split(f'data-node="{node_c}"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-type="rds" data-status="NACKED"' in row
+    assert "rejected by this proxy (test)" in row
+    # Every resource with the conditions of its status.
+    assert 'data-key="VirtualService/default/reviews"' in page
+    vs_row = page.split('data-key="VirtualService/default/reviews"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-type="Accepted" data-status="True"' in vs_row
+    assert 'data-type="Reconciled" data-status="True"' in vs_row
+    assert "<script src" not in page and "<link" not in page  # no external assets
+
+
+async def test_page_shows_a_refused_resource_with_its_reason() -> None:
+    async with serving_page() as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10).replace("subset: v2", "subset: v3"))
+        status, page = await asyncio.to_thread(get, f"http://127.0.0.1:{cp.debug.port}/debug/ui")
+    assert status == 200
+    row = page.split('data-key="VirtualService/default/reviews"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-type="Reconciled" data-status="False"' in row
+    assert "v3" in row
+
+
+WEIGHTS = """(() => {
+  const w = {};
+  document.querySelectorAll('#routing text.weight').forEach(t => {
+    w[t.getAttribute('data-subset')] = Number(t.getAttribute('data-weight')); });
+  const holds = [...document.querySelectorAll('#routing g.holds')].map(g =>
+    [g.getAttribute('data-weights'), g.getAttribute('data-status'),
+     Number(g.getAttribute('data-count'))]);
+  return {weights: w, holds: holds};
+})()"""
+
+
+@pytest.mark.browser
+async def test_headless_chromium_sees_a_canary_move_within_a_second(tmp_path: Path) -> None:
+    async with serving_page() as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10))
+        async with sidecars(cp, "client-a", "client-b"), headless_chromium() as browser:
+            await _synced(cp, 2)
+            url = f"http://127.0.0.1:{cp.debug.port}/debug/ui?host={urllib.parse.quote(HOST)}"
+            await browser.call("Page.navigate", url=url)
+            seen = None
+            for _ in range(100):
+                seen = await browser.evaluate(WEIGHTS)
+                if seen and seen["holds"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen == {
+                "weights": {"v1": 90, "v2": 10},
+                "holds": [["v1=90,v2=10", "SYNCED", 2]],
+            }
+            await browser.screenshot(tmp_path / "debug-page-before.png")
+
+            # The canary moves: the page shows it (and both proxies holding it) within 1 s.
+            cp.apply(canary(50, 50))
+            moved_at = time.monotonic()
+            while True:
+                seen = await browser.evaluate(WEIGHTS)
+                elapsed = time.monotonic() - moved_at
+                if seen == {
+                    "weights": {"v1": 50, "v2": 50},
+                    "holds": [["v1=50,v2=50", "SYNCED", 2]],
+                }:
+                    break
+                assert elapsed < 1.0, f"the page still shows {seen} after {elapsed:.2f} s"
+                await asyncio.sleep(0.02)
+            shot = await browser.screenshot(tmp_path / "debug-page.png")
+    assert shot.stat().st_size > 10_000
+    print(f"\nweight change shown after {elapsed:.3f} s; screenshot: {shot}")
