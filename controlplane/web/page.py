@@ -275,7 +275,7 @@ def render_routing(view: Routing) -> str:
     width, x_route, x_subset, x_work = 960, 20, 430, 640
     subset_y = {name: 40 + 64 * i for i, name in enumerate(order)}
     route_y = [40 + 64 * i for i in range(len(view.routes))]
-    top = max([*subset_y.values(), *route_y, 40]) + 70
+    top = max([*subset_y.values(), *route_y, 40]) + 100
     svg: list[str] = []
     title = view.virtual_service or "no VirtualService: the service's own cluster"
     svg.append(_t(x_route, 20, f"{view.host}  ·  {title}", 'font-weight="600"'))
@@ -297,12 +297,13 @@ def render_routing(view: Routing) -> str:
             )
             svg.append(
                 _t(
-                    (x_route + 250 + x_subset) / 2 - 14,
-                    (y + ys) / 2 + 18,
+                    x_subset - 52,
+                    ys - 7,
                     f"{split.weight}%",
                     f'class="weight" data-route="{i}" '
                     f'data-subset="{escape(split.subset, quote=True)}" '
-                    f'data-weight="{split.weight}" fill="{colour}" font-weight="600"',
+                    f'data-weight="{split.weight}" fill="{colour}" font-weight="600" '
+                    'stroke="#fff" stroke-width="4" paint-order="stroke"',
                 )
             )
     known = {s.name: s for s in view.subsets}
@@ -328,7 +329,7 @@ def render_routing(view: Routing) -> str:
                 f'class="workloads" data-subset="{escape(name, quote=True)}"',
             )
         )
-    svg.append(_t(x_route, top - 20, "Proxies hold (route sent to each, and its sync state):"))
+    svg.append(_t(x_route, top - 14, "Proxies hold (route sent to each, and its sync state):"))
     y = top
     if not view.holdings:
         svg.append(_t(x_route, y + 16, "no connected proxy has a route for this host", ""))

@@ -90,7 +90,8 @@ def default_host(snapshot: Snapshot) -> str | None:
     """The first host a VirtualService routes (the interesting one), else the first service."""
     every = hosts(snapshot)
     with_rules = [h for h in every if snapshot.virtual_services_claiming(h)]
-    return (with_rules or every or [None])[0]
+    chosen = with_rules or every
+    return chosen[0] if chosen else None
 
 
 def _label(route: Any, index: int) -> str:
@@ -109,17 +110,20 @@ def _label(route: Any, index: int) -> str:
 
 
 def _splits(destinations: list[Any], namespace: str) -> tuple[Split, ...]:
+    """Each destination's share in % of the route's total weight: as the compiler (and
+    istiod) sends them, a lone destination takes all, and of several a missing weight is 0."""
     if not destinations:
         return ()
-    given = [d.weight for d in destinations]
-    out = []
-    for d, weight in zip(destinations, given, strict=True):
-        # As istiod: a single destination takes all; a missing weight counts as 0 of many.
-        share = 100 if len(destinations) == 1 else int(weight or 0)
-        out.append(
-            Split(resolve_host(d.destination.host, namespace), d.destination.subset or "", share)
+    given = [100 if len(destinations) == 1 else int(d.weight or 0) for d in destinations]
+    total = sum(given) or 1
+    return tuple(
+        Split(
+            resolve_host(d.destination.host, namespace),
+            d.destination.subset or "",
+            round(100 * weight / total),
         )
-    return tuple(out)
+        for d, weight in zip(destinations, given, strict=True)
+    )
 
 
 def routing(snapshot: Snapshot, host: str, proxies: Iterable[ProxyRoutes] = ()) -> Routing:

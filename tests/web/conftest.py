@@ -169,7 +169,9 @@ async def headless_chromium() -> AsyncIterator[Browser]:
                 err = process.stderr.read().decode() if process.stderr else ""
                 raise AssertionError(f"chromium exited: {err[-2000:]}")
             with suppress(OSError, ValueError):
-                pages = [t for t in _json(f"http://127.0.0.1:{port}/json/list") if t["type"] == "page"]
+                pages = [
+                    t for t in _json(f"http://127.0.0.1:{port}/json/list") if t["type"] == "page"
+                ]
                 if pages:
                     break
             await asyncio.sleep(0.1)

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from controlplane.compile.resources import ROUTE
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.ports import free_port
 from tests.web.conftest import headless_chromium, serving_page, sidecars
 from tests.xds.mesh import MESH, canary, local_node
 from tests.xds.test_debug_access import get, host_address
 
 HOST = "reviews.default.svc.cluster.local"
-BROKEN = "local_15001: route: [\"weighted_clusters\"] rejected by this proxy (test)"
+BROKEN = 'local_15001: route: ["weighted_clusters"] rejected by this proxy (test)'
 
 
 async def _synced(cp, count: int, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -57,12 +59,15 @@ async def test_page_shows_proxies_resources_and_the_routing_of_a_host() -> None:
     a NACK with Envoy's message in the proxies table."""
 
     def nack_weighted(response) -> str | None:  # type: ignore[no-untyped-def]
-        return BROKEN if response.type_url == ROUTE and b"v2" in response.SerializeToString() else None
+        return (
+            BROKEN if response.type_url == ROUTE and b"v2" in response.SerializeToString() else None
+        )
 
     async with serving_page() as cp:
         cp.apply(MESH + "---\n" + canary(90, 10))
-        async with sidecars(cp, "client-a", "client-b"), sidecars(
-            cp, "client-c", nack_when=nack_weighted
+        async with (
+            sidecars(cp, "client-a", "client-b"),
+            sidecars(cp, "client-c", nack_when=nack_weighted),
         ):
             await _synced(cp, 3)
             url = f"http://127.0.0.1:{cp.debug.port}/debug/ui?host={urllib.parse.quote(HOST)}"
@@ -81,8 +86,8 @@ async def test_page_shows_proxies_resources_and_the_routing_of_a_host() -> None:
     assert 'data-type="rds" data-status="NACKED"' in row
     assert "rejected by this proxy (test)" in row
     # Every resource with the conditions of its status.
-    assert 'data-key="VirtualService/default/reviews"' in page
-    vs_row = page.split('data-key="VirtualService/default/reviews"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-key="VirtualService default/reviews"' in page
+    vs_row = page.split('data-key="VirtualService default/reviews"', 1)[1].split("</tr>", 1)[0]
     assert 'data-type="Accepted" data-status="True"' in vs_row
     assert 'data-type="Reconciled" data-status="True"' in vs_row
     assert "<script src" not in page and "<link" not in page  # no external assets
@@ -93,7 +98,7 @@ async def test_page_shows_a_refused_resource_with_its_reason() -> None:
         cp.apply(MESH + "---\n" + canary(90, 10).replace("subset: v2", "subset: v3"))
         status, page = await asyncio.to_thread(get, f"http://127.0.0.1:{cp.debug.port}/debug/ui")
     assert status == 200
-    row = page.split('data-key="VirtualService/default/reviews"', 1)[1].split("</tr>", 1)[0]
+    row = page.split('data-key="VirtualService default/reviews"', 1)[1].split("</tr>", 1)[0]
     assert 'data-type="Reconciled" data-status="False"' in row
     assert "v3" in row
 
@@ -145,3 +150,15 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(tmp_path: Pa
             shot = await browser.screenshot(tmp_path / "debug-page.png")
     assert shot.stat().st_size > 10_000
     print(f"\nweight change shown after {elapsed:.3f} s; screenshot: {shot}")
+
+
+def test_serve_has_the_page_on_its_debug_port(tmp_path: Path) -> None:
+    """`controlplane serve` (file mode) installs the page: the directory's canary is on it."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "mesh.yaml").write_text(MESH + "---\n" + canary(80, 20))
+    with ControlPlaneProcess(config, free_port(), free_port(), tmp_path / "cp.log") as cp:
+        status, page = get(f"http://127.0.0.1:{cp.debug_port}/debug/ui")
+    assert status == 200, page
+    assert f'<section id="routing" data-host="{HOST}">' in page
+    assert 'data-subset="v2" data-weight="20"' in page
