@@ -14,16 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
 
 from aiohttp import web
 
+from controlplane.api.issues import ResourceKey
 from controlplane.cache.compiled import CompiledCache
 from controlplane.cache.interface import BY_SHORT_NAME
 from controlplane.status.conditions import conditions
-from controlplane.store import Snapshot
+from controlplane.store import ResourceStatus, Snapshot
 from controlplane.web.routing import (
     Holding,
     ProxyRoutes,
@@ -72,16 +73,35 @@ def _cls(value: str) -> str:
     return escape(value.replace(" ", "-"), quote=True)
 
 
-class DebugPage:
-    """Adds ``/debug/ui`` and ``/debug/ui/live`` to a debug server (before it starts)."""
+Conditions = Callable[[ResourceKey, ResourceStatus], list[dict[str, Any]]]
 
-    def __init__(self, delivery: Delivery, compiled: CompiledCache) -> None:
+
+def status_conditions(key: ResourceKey, status: ResourceStatus) -> list[dict[str, Any]]:
+    """The conditions the status writer puts on the resource."""
+    return conditions(status)
+
+
+class DebugPage:
+    """Adds ``/debug/ui`` and ``/debug/ui/live`` to a debug server (before it starts).
+
+    ``resource_conditions`` gives a resource's conditions; by default those the status writer
+    computes, whatever they are, so a condition added there shows here."""
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        compiled: CompiledCache,
+        resource_conditions: Conditions = status_conditions,
+    ) -> None:
         self.delivery = delivery
         self.compiled = compiled
+        self.resource_conditions = resource_conditions
 
     @classmethod
-    def install(cls, debug: DebugServer) -> DebugPage:
-        page = cls(debug.delivery, debug.compiled)
+    def install(
+        cls, debug: DebugServer, resource_conditions: Conditions = status_conditions
+    ) -> DebugPage:
+        page = cls(debug.delivery, debug.compiled, resource_conditions)
         debug.app.add_routes(
             [web.get("/debug/ui", page._page), web.get("/debug/ui/live", page._live)]
         )
@@ -138,7 +158,7 @@ class DebugPage:
         if host is not None:
             parts.append(render_routing(routing(snapshot, host, self._proxy_routes())))
         parts.append(render_proxies(proxies))
-        parts.append(render_resources(snapshot))
+        parts.append(render_resources(snapshot, self.resource_conditions))
         body = "".join(parts)
         return body, hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -218,9 +238,10 @@ def render_proxies(proxies: list[dict[str, Any]]) -> str:
 # ---- resources ----------------------------------------------------------------------------
 
 
-def render_resources(snapshot: Snapshot) -> str:
+def render_resources(snapshot: Snapshot, resource_conditions: Conditions) -> str:
     rows = []
     for key, status in sorted(snapshot.status.items(), key=lambda kv: str(kv[0])):
+        listed = resource_conditions(key, status)
         conds = "".join(
             f'<span class="cond {_cls(str(c.get("status")))}" '
             f'data-type="{escape(str(c.get("type")), quote=True)}" '
@@ -228,11 +249,11 @@ def render_resources(snapshot: Snapshot) -> str:
             f'title="{escape(str(c.get("message", "")), quote=True)}">'
             f"{escape(str(c.get('type')))}={escape(str(c.get('status')))}"
             f" <span class='muted'>{escape(str(c.get('reason', '')))}</span></span><br>"
-            for c in conditions(status)
+            for c in listed
         )
         messages = "".join(
             f"<div>{escape(str(c.get('type')))}: {escape(str(c.get('message', '')))}</div>"
-            for c in conditions(status)
+            for c in listed
             if c.get("status") != "True"
         )
         rows.append(

@@ -11,22 +11,33 @@ from pathlib import Path
 import pytest
 
 from controlplane.compile.resources import ROUTE
-from controlplane.testing.controlplane_process import ControlPlaneProcess
-from controlplane.testing.ports import free_port
+from controlplane.testing.ads_client import AdsConnection
 from tests.web.conftest import headless_chromium, serving_page, sidecars
 from tests.xds.mesh import MESH, canary, local_node
 from tests.xds.test_debug_access import get, host_address
+from tests.xds.test_sotw import connect_all
 
 HOST = "reviews.default.svc.cluster.local"
 BROKEN = 'local_15001: route: ["weighted_clusters"] rejected by this proxy (test)'
 
 
-async def _synced(cp, count: int, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def _synced(  # type: ignore[no-untyped-def]
+    cp, count: int, within: float = 10.0, only: str = "", version_of: str = ""
+) -> None:
+    """``count`` proxies connected, every one (or those whose id holds ``only``) SYNCED or
+    NACKED on routes, at the routes version sent to ``version_of`` if given."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         proxies = cp.debug.delivery.describe()
-        states = [p["types"].get("rds", {}).get("status") for p in proxies]
-        if len(proxies) == count and all(s in ("SYNCED", "NACKED") for s in states):
+        rds = {str(p["node_id"]): p["types"].get("rds", {}) for p in proxies}
+        states = [s for node, s in rds.items() if only in node]
+        wanted = {s.get("sent_version") for node, s in rds.items() if version_of in node}
+        if (
+            len(proxies) == count
+            and states
+            and all(s.get("status") in ("SYNCED", "NACKED") for s in states)
+            and (not version_of or all(s.get("sent_version") in wanted for s in states))
+        ):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"proxies not in sync: {cp.debug.delivery.describe()}")
@@ -93,6 +104,30 @@ async def test_page_shows_proxies_resources_and_the_routing_of_a_host() -> None:
     assert "<script src" not in page and "<link" not in page  # no external assets
 
 
+async def test_page_shows_a_proxy_that_has_not_acked_yet_as_stale() -> None:
+    """A proxy sent the new weights that has not ACKed them: STALE in its row and in the
+    picture, apart from the one that ACKed."""
+    async with serving_page() as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10))
+        async with AdsConnection(cp.target) as conn, sidecars(cp, "client-a"):
+            await connect_all(cp, conn, "client-slow")
+            await _synced(cp, 2)
+            cp.apply(canary(50, 50))
+            rds = await conn.recv()  # read, never ACKed
+            assert rds.type_url == ROUTE
+            await _synced(cp, 2, only="client-a", version_of="client-slow")
+            status, page = await asyncio.to_thread(
+                get, f"http://127.0.0.1:{cp.debug.port}/debug/ui?host={HOST}"
+            )
+    assert status == 200
+    assert 'data-weights="v1=50,v2=50" data-status="SYNCED" data-count="1"' in page
+    assert 'data-weights="v1=50,v2=50" data-status="STALE" data-count="1"' in page
+    slow = local_node("client-slow").id
+    row = page.split(f'data-node="{slow}"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-type="rds" data-status="STALE"' in row
+    assert 'data-type="cds" data-status="SYNCED"' in row
+
+
 async def test_page_shows_a_refused_resource_with_its_reason() -> None:
     async with serving_page() as cp:
         cp.apply(MESH + "---\n" + canary(90, 10).replace("subset: v2", "subset: v3"))
@@ -115,7 +150,9 @@ WEIGHTS = """(() => {
 
 
 @pytest.mark.browser
-async def test_headless_chromium_sees_a_canary_move_within_a_second(tmp_path: Path) -> None:
+async def test_headless_chromium_sees_a_canary_move_within_a_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with serving_page() as cp:
         cp.apply(MESH + "---\n" + canary(90, 10))
         async with sidecars(cp, "client-a", "client-b"), headless_chromium() as browser:
@@ -149,7 +186,9 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(tmp_path: Pa
                 await asyncio.sleep(0.02)
             shot = await browser.screenshot(tmp_path / "debug-page.png")
     assert shot.stat().st_size > 10_000
-    print(f"\nweight change shown after {elapsed:.3f} s; screenshot: {shot}")
+    # Written past pytest's capture, so CI's log names the artifact.
+    with capsys.disabled():
+        print(f"\ndebug page: weight change shown after {elapsed:.3f} s; screenshot {shot}")
 
 
 def test_serve_has_the_page_on_its_debug_port(tmp_path: Path) -> None:
