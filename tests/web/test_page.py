@@ -12,6 +12,8 @@ import pytest
 
 from controlplane.compile.resources import ROUTE
 from controlplane.testing.ads_client import AdsConnection
+from controlplane.testing.controlplane_process import ControlPlaneProcess
+from controlplane.testing.ports import free_port
 from tests.web.conftest import headless_chromium, serving_page, sidecars
 from tests.xds.mesh import MESH, canary, local_node
 from tests.xds.test_debug_access import get, host_address
