@@ -174,7 +174,7 @@ class DebugPage:
                     node_id=proxy.node_id,
                     namespace=proxy.namespace,
                     status=state.synced,
-                    routes=[r.message for r in state.sent_view.values()],
+                    routes=state.sent_view,
                 )
             )
         return out
@@ -190,9 +190,35 @@ def _now() -> str:
 # ---- proxies ------------------------------------------------------------------------------
 
 
+MAX_PROXY_ROWS = 200  # past this, rows in sync are counted, not listed
+
+
+def _in_sync(proxy: Mapping[str, Any]) -> bool:
+    types: Mapping[str, Any] = proxy.get("types") or {}
+    return all(s.get("status") == "SYNCED" for s in types.values())
+
+
 def render_proxies(proxies: list[dict[str, Any]]) -> str:
+    """A row per proxy, those not in sync first; a count per type and state above."""
+    counts: dict[str, dict[str, int]] = {}
+    for proxy in proxies:
+        for t, state in (proxy.get("types") or {}).items():
+            status = str(state.get("status", "?"))
+            counts.setdefault(t, {})[status] = counts.setdefault(t, {}).get(status, 0) + 1
+    summary = " · ".join(
+        f"{t.upper()}: "
+        + ", ".join(
+            f'<span class="{_cls(s)}" data-type="{t}" data-count-of="{_cls(s)}">{n} {escape(s)}'
+            "</span>"
+            for s, n in sorted(counts[t].items())
+        )
+        for t in TYPES
+        if t in counts
+    )
+    ordered = sorted(proxies, key=lambda p: (_in_sync(p), str(p.get("node_id"))))
+    hidden = ordered[MAX_PROXY_ROWS:]
     rows = []
-    for proxy in sorted(proxies, key=lambda p: str(p.get("node_id"))):
+    for proxy in ordered[:MAX_PROXY_ROWS]:
         types: Mapping[str, Any] = proxy.get("types") or {}
         cells = []
         for t in TYPES:
@@ -232,7 +258,18 @@ def render_proxies(proxies: list[dict[str, Any]]) -> str:
         if rows
         else '<p class="muted">no proxies connected</p>'
     )
-    return f'<section id="proxies"><h2>Proxies ({len(rows)})</h2>{table}</section>'
+    behind = sum(1 for p in hidden if not _in_sync(p))
+    more = (
+        f'<p class="muted" id="more-proxies">and {len(hidden)} more'
+        + (f", {behind} of them not in sync" if behind else ", in sync")
+        + " (every one: <code>controlplane proxy-status</code>)</p>"
+        if hidden
+        else ""
+    )
+    return (
+        f'<section id="proxies"><h2>Proxies ({len(proxies)})</h2><p>{summary}</p>'
+        f"{table}{more}</section>"
+    )
 
 
 # ---- resources ----------------------------------------------------------------------------

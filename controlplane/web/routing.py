@@ -56,12 +56,13 @@ class Holding:
 @dataclass(frozen=True)
 class ProxyRoutes:
     """What the page needs of one connected proxy: its id and namespace, the route type's
-    sync state, and the route configurations it was last sent (protobuf messages)."""
+    sync state, and the route configurations it was last sent (name -> a compiled resource
+    with its protobuf ``message``; proxies of one shape share one map)."""
 
     node_id: str
     namespace: str
     status: str
-    routes: Iterable[Any]
+    routes: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,13 @@ def weights_in(routes: Iterable[Any], host: str) -> tuple[tuple[str, int], ...] 
 
 def held(host: str, proxies: Iterable[ProxyRoutes]) -> tuple[Holding, ...]:
     groups: dict[tuple[tuple[tuple[str, int], ...], str], list[str]] = {}
+    # Proxies of one shape share their sent map: read each map once, not once per proxy.
+    seen: dict[int, tuple[tuple[str, int], ...] | None] = {}
     for proxy in proxies:
-        weights = weights_in(proxy.routes, host)
+        mine = id(proxy.routes)
+        if mine not in seen:
+            seen[mine] = weights_in((r.message for r in proxy.routes.values()), host)
+        weights = seen[mine]
         if weights is None:
             continue
         groups.setdefault((weights, proxy.status), []).append(proxy.node_id)

@@ -14,6 +14,7 @@ from controlplane.compile.resources import ROUTE
 from controlplane.testing.ads_client import AdsConnection
 from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.ports import free_port
+from controlplane.web.page import MAX_PROXY_ROWS, render_proxies
 from tests.web.conftest import headless_chromium, serving_page, sidecars
 from tests.xds.mesh import MESH, canary, local_node
 from tests.xds.test_debug_access import get, host_address
@@ -203,3 +204,30 @@ def test_serve_has_the_page_on_its_debug_port(tmp_path: Path) -> None:
     assert status == 200, page
     assert f'<section id="routing" data-host="{HOST}">' in page
     assert 'data-subset="v2" data-weight="20"' in page
+
+
+def test_many_proxies_list_those_not_in_sync_first_and_count_the_rest() -> None:
+    """At a thousand proxies the table keeps its head: the ones behind first, every state
+    counted per type, the rest summed up."""
+
+    def proxy(i: int, status: str) -> dict[str, object]:
+        state: dict[str, object] = {"status": status, "sent_version": "abc"}
+        if status == "NACKED":
+            state["nack"] = {"message": f"rejected {i}", "resources": ["local_15001"]}
+        return {
+            "node_id": f"sidecar~10.0.{i // 250}.{i % 250}~p{i:04d}.default~default.svc",
+            "types": {"cds": {"status": "SYNCED"}, "rds": state},
+        }
+
+    proxies = [proxy(i, "NACKED" if i in (7, 900) else "SYNCED") for i in range(1000)]
+    proxies[500]["types"]["rds"] = {"status": "STALE"}  # type: ignore[index]
+    html = render_proxies(proxies)
+    assert "<h2>Proxies (1000)</h2>" in html
+    assert 'data-type="rds" data-count-of="NACKED">2 NACKED' in html
+    assert 'data-type="rds" data-count-of="STALE">1 STALE' in html
+    assert 'data-type="rds" data-count-of="SYNCED">997 SYNCED' in html
+    rows = html.split('<tr class="proxy"')[1:]
+    assert len(rows) == MAX_PROXY_ROWS
+    behind = rows[:3]
+    assert "rejected 7" in behind[0] and "rejected 900" in behind[2] and "STALE" in behind[1]
+    assert f"and {1000 - MAX_PROXY_ROWS} more, in sync" in html
