@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from html import escape
@@ -53,6 +54,8 @@ code{font-size:12px}svg text{font:13px system-ui,sans-serif}
 _SCRIPT = """
 (function(){
   var live = document.getElementById('live');
+  var pick = document.getElementById('host');
+  if (pick) pick.addEventListener('change', function(){ pick.form.submit(); });
   var url = 'ui/live' + window.location.search;
   var busy = false;
   function tick(){
@@ -113,6 +116,7 @@ class DebugPage:
         snapshot = self.compiled.store.snapshot
         host = self._host(snapshot, request.query.get("host"))
         body, digest = self.sections(snapshot, host)
+        nonce = secrets.token_urlsafe(16)
         options = "".join(
             f'<option value="{escape(h, quote=True)}"{" selected" if h == host else ""}>'
             f"{escape(h)}</option>"
@@ -123,15 +127,26 @@ class DebugPage:
             "<title>control plane</title>"
             f"<style>{_STYLE}</style></head><body>"
             "<h1>Control plane</h1>"
-            '<form method="get" action="ui">routing of <select name="host" '
-            f'onchange="this.form.submit()">{options}</select> '
+            '<form method="get" action="ui">routing of <select name="host" id="host">'
+            f"{options}</select> "
             "<noscript><button>show</button></noscript>"
             '<span class="muted"> updated <span id="updated">'
             f"{escape(_now())}</span></span></form>"
             f'<div id="live" data-digest="{digest}">{body}</div>'
-            f"<script>{_SCRIPT % REFRESH_MS}</script></body></html>"
+            f'<script nonce="{nonce}">{_SCRIPT % REFRESH_MS}</script></body></html>'
         )
-        return web.Response(text=html, content_type="text/html", headers=_NO_STORE)
+        # Nothing from elsewhere, no framing: the page is the operator's, on loopback.
+        policy = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src data:; form-action 'self'; frame-ancestors 'none'"
+        )
+        headers = {
+            **_NO_STORE,
+            "Content-Security-Policy": policy,
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return web.Response(text=html, content_type="text/html", headers=headers)
 
     async def _live(self, request: web.Request) -> web.Response:
         snapshot = self.compiled.store.snapshot

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,21 @@ async def test_page_shows_a_proxy_that_has_not_acked_yet_as_stale() -> None:
     assert 'data-type="cds" data-status="SYNCED"' in row
 
 
+async def test_page_loads_nothing_from_elsewhere_and_is_not_framed() -> None:
+    async with serving_page() as cp:
+        cp.apply(MESH)
+        url = f"http://127.0.0.1:{cp.debug.port}/debug/ui"
+        with await asyncio.to_thread(urllib.request.urlopen, url, timeout=5) as response:
+            policy = response.headers["Content-Security-Policy"]
+            frame = response.headers["X-Frame-Options"]
+            page = response.read().decode()
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+    assert frame == "DENY"
+    nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert page.count("<script") == 1 and f'<script nonce="{nonce}">' in page
+    assert "http://" not in page.split("<svg", 1)[0] and " on" + "change=" not in page
+
+
 async def test_page_shows_a_refused_resource_with_its_reason() -> None:
     async with serving_page() as cp:
         cp.apply(MESH + "---\n" + canary(90, 10).replace("subset: v2", "subset: v3"))
@@ -188,6 +204,25 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(
                 assert elapsed < 1.0, f"the page still shows {seen} after {elapsed:.2f} s"
                 await asyncio.sleep(0.02)
             shot = await browser.screenshot(tmp_path / "debug-page.png")
+
+            # Choosing another host (the script under the page's Content-Security-Policy).
+            ratings = "ratings.default.svc.cluster.local"
+            await browser.evaluate(
+                f"(() => {{ const s = document.getElementById('host'); s.value = '{ratings}';"
+                " s.dispatchEvent(new Event('change')); return 1; })()"
+            )
+            shown = None
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                shown = await browser.evaluate(
+                    "(() => { const r = document.getElementById('routing');"
+                    " return r && r.getAttribute('data-host'); })()"
+                )
+                if shown == ratings:
+                    break
+            assert shown == ratings
+            holds = (await browser.evaluate(WEIGHTS))["holds"]
+            assert holds == [["-=100", "SYNCED", 2]]  # no VirtualService: the service's cluster
     assert shot.stat().st_size > 10_000
     # Written past pytest's capture, so CI's log names the artifact.
     with capsys.disabled():
