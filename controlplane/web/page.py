@@ -350,7 +350,7 @@ def render_routing(view: Routing) -> str:
     route_y = [40 + 64 * i for i in range(len(view.routes))]
     top = max([*subset_y.values(), *route_y, 40]) + 100
     svg: list[str] = []
-    title = view.virtual_service or "no VirtualService: the service's own cluster"
+    title = view.virtual_service or "no VirtualService applies"
     svg.append(_t(x_route, 20, f"{view.host}  ·  {title}", 'font-weight="600"'))
     for i, row in enumerate(view.routes):
         y = route_y[i]
@@ -402,7 +402,7 @@ def render_routing(view: Routing) -> str:
                 f'class="workloads" data-subset="{escape(name, quote=True)}"',
             )
         )
-    svg.append(_t(x_route, top - 14, "Proxies hold (route sent to each, and its sync state):"))
+    svg.append(_t(x_route, top - 14, "Routes sent to each proxy for this host, by sync state:"))
     y = top
     if not view.holdings:
         svg.append(_t(x_route, y + 16, "no connected proxy has a route for this host", ""))
@@ -429,8 +429,21 @@ def render_routing(view: Routing) -> str:
     )
 
 
+def _short(node_id: str) -> str:
+    """``sidecar~10.0.0.1~reviews-v1-abc.default~default.svc.cluster.local`` -> the pod part."""
+    parts = node_id.split("~")
+    return parts[2] if len(parts) == 4 else node_id
+
+
+_HOLDS = {
+    "SYNCED": "SYNCED (ACKed)",
+    "STALE": "STALE (sent, no ACK yet)",
+    "NACKED": "NACKED (rejected)",
+}
+
+
 def _holding(holding: Holding, colours: list[str], x: float, y: float) -> str:
-    bar, left = [], x + 250.0
+    bar, left = [], x + 270.0
     for subset, weight in holding.weights:
         w = 3.0 * weight
         if w:
@@ -442,16 +455,20 @@ def _holding(holding: Holding, colours: list[str], x: float, y: float) -> str:
                 bar.append(_t(left + 6, y + 17, f"{subset or '-'} {weight}%", 'fill="#fff"'))
         left += w
     count = len(holding.proxies)
-    names = ", ".join(holding.proxies[:4]) + (" ..." if count > 4 else "")
+    names = ", ".join(_short(p) for p in holding.proxies[:4]) + (" ..." if count > 4 else "")
     fill = {"SYNCED": "#dcf5e3", "STALE": "#fff3c4", "NACKED": "#ffd9d6"}.get(
         holding.status, "#eef0f2"
     )
     return (
         f'<g class="holds" data-weights="{escape(holding.key, quote=True)}" '
         f'data-status="{_cls(holding.status)}" data-count="{count}">'
-        f'<rect x="{x}" y="{y}" width="240" height="24" rx="4" fill="{fill}"/>'
-        + _t(x + 8, y + 17, f"{count} {'proxy' if count == 1 else 'proxies'} {holding.status}")
+        f'<rect x="{x}" y="{y}" width="260" height="24" rx="4" fill="{fill}"/>'
+        + _t(
+            x + 8,
+            y + 17,
+            f"{count} {'proxy' if count == 1 else 'proxies'} {_HOLDS.get(holding.status, holding.status)}",
+        )
         + "".join(bar)
-        + _t(x + 570, y + 17, names, 'fill="#66707a"')
+        + _t(x + 590, y + 17, names, 'fill="#66707a"')
         + "</g>"
     )

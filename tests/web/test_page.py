@@ -172,10 +172,19 @@ WEIGHTS = """(() => {
 async def test_headless_chromium_sees_a_canary_move_within_a_second(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    moving: list[bool] = []
+
+    def nack_the_move(response) -> str | None:  # type: ignore[no-untyped-def]
+        return BROKEN if moving and response.type_url == ROUTE else None
+
     async with serving_page() as cp:
         cp.apply(MESH + "---\n" + canary(90, 10))
-        async with sidecars(cp, "client-a", "client-b"), headless_chromium() as browser:
-            await _synced(cp, 2)
+        async with (
+            sidecars(cp, "client-a", "client-b"),
+            sidecars(cp, "client-c", nack_when=nack_the_move),
+            headless_chromium() as browser,
+        ):
+            await _synced(cp, 3)
             url = f"http://127.0.0.1:{cp.debug.port}/debug/ui?host={urllib.parse.quote(HOST)}"
             await browser.call("Page.navigate", url=url)
             seen = None
@@ -186,11 +195,13 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(
                 await asyncio.sleep(0.05)
             assert seen == {
                 "weights": {"v1": 90, "v2": 10},
-                "holds": [["v1=90,v2=10", "SYNCED", 2]],
+                "holds": [["v1=90,v2=10", "SYNCED", 3]],
             }
             await browser.screenshot(tmp_path / "debug-page-before.png")
 
-            # The canary moves: the page shows it (and both proxies holding it) within 1 s.
+            # The canary moves: the page shows it, the two proxies that ACKed it and the one
+            # that rejected it, within 1 s.
+            moving.append(True)
             cp.apply(canary(50, 50))
             moved_at = time.monotonic()
             while True:
@@ -198,7 +209,7 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(
                 elapsed = time.monotonic() - moved_at
                 if seen == {
                     "weights": {"v1": 50, "v2": 50},
-                    "holds": [["v1=50,v2=50", "SYNCED", 2]],
+                    "holds": [["v1=50,v2=50", "NACKED", 1], ["v1=50,v2=50", "SYNCED", 2]],
                 }:
                     break
                 assert elapsed < 1.0, f"the page still shows {seen} after {elapsed:.2f} s"
@@ -222,7 +233,8 @@ async def test_headless_chromium_sees_a_canary_move_within_a_second(
                     break
             assert shown == ratings
             holds = (await browser.evaluate(WEIGHTS))["holds"]
-            assert holds == [["-=100", "SYNCED", 2]]  # no VirtualService: the service's cluster
+            # No VirtualService: the service's own cluster.
+            assert holds == [["-=100", "NACKED", 1], ["-=100", "SYNCED", 2]]
     assert shot.stat().st_size > 10_000
     # Written past pytest's capture, so CI's log names the artifact.
     with capsys.disabled():
