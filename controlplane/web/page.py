@@ -56,12 +56,13 @@ _SCRIPT = """
   var live = document.getElementById('live');
   var pick = document.getElementById('host');
   if (pick) pick.addEventListener('change', function(){ pick.form.submit(); });
-  var url = 'ui/live' + window.location.search;
+  var url = 'ui/live' + (window.location.search ? window.location.search + '&' : '?') + 'have=';
   var busy = false;
   function tick(){
     if (busy) return; busy = true;
-    fetch(url, {cache: 'no-store'}).then(function(r){ return r.json(); }).then(function(d){
-      if (d.digest !== live.getAttribute('data-digest')) {
+    var have = live.getAttribute('data-digest');
+    fetch(url + have, {cache: 'no-store'}).then(function(r){ return r.json(); }).then(function(d){
+      if (d.digest !== have && d.html !== undefined) {
         live.innerHTML = d.html; live.setAttribute('data-digest', d.digest);
       }
       document.getElementById('updated').textContent = d.at;
@@ -152,8 +153,11 @@ class DebugPage:
         snapshot = self.compiled.store.snapshot
         host = self._host(snapshot, request.query.get("host"))
         body, digest = self.sections(snapshot, host)
+        answer: dict[str, str] = {"digest": digest, "at": _now()}
+        if request.query.get("have") != digest:  # the page has it already: say only so
+            answer["html"] = body
         return web.Response(
-            text=json.dumps({"html": body, "digest": digest, "at": _now()}),
+            text=json.dumps(answer),
             content_type="application/json",
             headers=_NO_STORE,
         )

@@ -4,6 +4,7 @@ real headless Chromium watches a canary move on it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.parse
 import urllib.request
@@ -145,6 +146,19 @@ async def test_page_loads_nothing_from_elsewhere_and_is_not_framed() -> None:
     nonce = policy.split("'nonce-", 1)[1].split("'", 1)[0]
     assert page.count("<script") == 1 and f'<script nonce="{nonce}">' in page
     assert "http://" not in page.split("<svg", 1)[0] and " on" + "change=" not in page
+
+
+async def test_live_sections_are_sent_only_when_they_changed() -> None:
+    async with serving_page() as cp:
+        cp.apply(MESH + "---\n" + canary(90, 10))
+        live = f"http://127.0.0.1:{cp.debug.port}/debug/ui/live?host={HOST}"
+        first = json.loads((await asyncio.to_thread(get, live))[1])
+        assert 'data-weight="10"' in first["html"]
+        same = json.loads((await asyncio.to_thread(get, f"{live}&have={first['digest']}"))[1])
+        assert same["digest"] == first["digest"] and "html" not in same
+        cp.apply(canary(70, 30))
+        moved = json.loads((await asyncio.to_thread(get, f"{live}&have={first['digest']}"))[1])
+    assert moved["digest"] != first["digest"] and 'data-weight="30"' in moved["html"]
 
 
 async def test_page_shows_a_refused_resource_with_its_reason() -> None:
