@@ -119,13 +119,13 @@ def test_a_slow_writer_is_never_half_applied(tmp_path: Path) -> None:
             time.sleep(0.1)
             out.write(text[len(first) + 4 : cut])  # does not parse
             out.flush()
-            time.sleep(0.8)  # longer than the settle time: retried, not reported
+            time.sleep(1.6)  # longer than the settle time: retried, not reported
             out.write(text[cut:])
 
     async def main() -> None:
-        # Twice the default settle time: the writer's 0.1 s pauses stay well inside it on a
-        # busy machine.
-        watcher = asyncio.create_task(source.run(settle=0.4))
+        # Five times the default settle time: the writer's 0.1 s pauses stay well inside it
+        # even when a loaded machine (2 cores, load 10) wakes its thread late.
+        watcher = asyncio.create_task(source.run(settle=1.0))
         await asyncio.sleep(0.5)
         assert store.snapshot.get(key("b")) is not None
         writer = threading.Thread(target=write_slowly)
