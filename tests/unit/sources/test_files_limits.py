@@ -126,7 +126,9 @@ def test_a_slow_writer_is_never_half_applied(tmp_path: Path) -> None:
         # Five times the default settle time: the writer's 0.1 s pauses stay well inside it
         # even when a loaded machine (2 cores, load 10) wakes its thread late.
         watcher = asyncio.create_task(source.run(settle=1.0))
-        await asyncio.sleep(0.5)
+        first_scan = time.monotonic() + 10
+        while time.monotonic() < first_scan and store.snapshot.get(key("b")) is None:
+            await asyncio.sleep(0.05)
         assert store.snapshot.get(key("b")) is not None
         writer = threading.Thread(target=write_slowly)
         writer.start()
