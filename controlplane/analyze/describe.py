@@ -335,7 +335,8 @@ def _refused(
             {
                 "resource": key_text(key),
                 "origin": status.origin,
-                "reasons": [_issue_text(i) for i in errors],
+                # The refusal's consequence is said once, as "effect".
+                "reasons": [_issue_text(i) for i in errors if i.reason != effect],
                 "effect": effect,
             }
         )
