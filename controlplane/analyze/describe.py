@@ -26,7 +26,8 @@ from typing import Any
 from controlplane.analyze.loading import Loaded
 from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.networking import HTTPRoute, VirtualService
-from controlplane.api.policy_scope import RefusedPolicy, describe as describe_refusal
+from controlplane.api.policy_scope import RefusedPolicy
+from controlplane.api.policy_scope import describe as describe_refusal
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.jwt import applies_to
 from controlplane.compile.proxy import ROUTER, SIDECAR, TRANSPARENT, Proxy
@@ -171,7 +172,8 @@ def _virtual_service(
         if route.fault is not None:
             entry["fault"] = _dump(route.fault)
         routes.append(entry)
-    for protocol, rules in (("tcp", vs.spec.tcp), ("tls", vs.spec.tls)):
+    l4: tuple[tuple[str, list[Any]], ...] = (("tcp", list(vs.spec.tcp)), ("tls", list(vs.spec.tls)))
+    for protocol, rules in l4:
         for index, rule in enumerate(rules):
             routes.append(
                 {
@@ -181,7 +183,9 @@ def _virtual_service(
                         json.dumps(_dump(m), sort_keys=True, separators=(",", ":"))
                         for m in rule.match
                     ],
-                    "destinations": _destinations(rule.route, pod_subsets, host, vs.metadata.namespace),
+                    "destinations": _destinations(
+                        rule.route, pod_subsets, host, vs.metadata.namespace
+                    ),
                 }
             )
     return {
@@ -216,7 +220,9 @@ def _destination_rule(
     }
 
 
-def _pod_subsets(snapshot: Snapshot, host: str, namespace: str, labels: Mapping[str, str]) -> set[str]:
+def _pod_subsets(
+    snapshot: Snapshot, host: str, namespace: str, labels: Mapping[str, str]
+) -> set[str]:
     rule = snapshot.destination_rule(host, namespace)
     if rule is None:
         return set()
@@ -312,8 +318,9 @@ def _refused(
     content = loaded.read.refused_content()
     root = snapshot.mesh.root_namespace
     policies: dict[ResourceKey, RefusedPolicy] = {
-        r.key: r for kind in ("AuthorizationPolicy", "PeerAuthentication") for r in
-        snapshot.rejected(kind)
+        r.key: r
+        for kind in ("AuthorizationPolicy", "PeerAuthentication")
+        for r in snapshot.rejected(kind)
     }
     out = []
     for key, status in sorted(snapshot.status.items(), key=lambda kv: str(kv[0])):
@@ -385,13 +392,15 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
     root = snapshot.mesh.root_namespace
     request_authn = [
         _key(ra)
-        for ra in sorted(snapshot.of_kind("RequestAuthentication").values(), key=_key)
+        for ra in sorted(
+            snapshot.of_kind("RequestAuthentication").values(), key=lambda r: str(_key(r))
+        )
         if applies_to(ra, namespace, labels, root)
     ]
     scope = compiler.sidecar_scope(proxy)
     gateways = [
         _key(gw)
-        for gw in sorted(snapshot.of_kind("Gateway").values(), key=_key)
+        for gw in sorted(snapshot.of_kind("Gateway").values(), key=lambda r: str(_key(r)))
         if gw.spec.selector and selects(gw.spec.selector, labels)
     ]
     applied: list[ResourceKey] = [*mtls.sources, *request_authn, *gateways]
@@ -462,7 +471,9 @@ def describe_service(loaded: Loaded, name: str, namespace: str = "default") -> d
         {
             "name": p.metadata.name,
             "subsets": sorted(
-                s.name for s in (rule.subsets if rule else ()) if selects(s.labels, p.metadata.labels or {})
+                s.name
+                for s in (rule.subsets if rule else ())
+                if selects(s.labels, p.metadata.labels or {})
             ),
         }
         for p in pods
@@ -541,9 +552,7 @@ def _tail_lines(described: Mapping[str, Any]) -> list[str]:
             lines.append(f"      meanwhile: {r['effect']}")
     if described["findings"]:
         lines.append("Findings on the resources that apply:")
-        lines += [
-            f"   {f['level']} {f['resource']}: {f['message']}" for f in described["findings"]
-        ]
+        lines += [f"   {f['level']} {f['resource']}: {f['message']}" for f in described["findings"]]
     return lines
 
 

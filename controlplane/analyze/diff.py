@@ -212,9 +212,7 @@ def render_text(report: DiffReport) -> str:
             counts = "  ".join(str(p.count(t)).rjust(3) for t in TYPES)
             lines.append(f"   {p.proxy.ljust(width)}  {counts}")
         totals = {t: sum(p.count(t) for p in affected) for t in TYPES}
-        lines.append(
-            "   total: " + ", ".join(f"{n} {t.upper()}" for t, n in totals.items() if n)
-        )
+        lines.append("   total: " + ", ".join(f"{n} {t.upper()}" for t, n in totals.items() if n))
     if report.detail is not None:
         lines.append(f"Diff for {report.detail['proxy']}:")
         lines.append(report.detail["text"].rstrip("\n") or "   (no change)")

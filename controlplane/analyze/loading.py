@@ -16,7 +16,7 @@ of it (``diff``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,11 +143,10 @@ def load_paths(
 # ---- a cluster, read only ------------------------------------------------------------------
 
 
-def list_cluster(api_client: Any) -> Read:
+def list_cluster(api_client: Any, mesh: Mapping[str, Any] | None = None) -> Read:
     """One listing of every kind the control plane watches, through the watch's own
-    translation (``sources/kube/watch.py``); nothing is written. The mesh config is the
-    ``istio`` ConfigMap, as in cluster mode."""
-    from controlplane.sources.kube.cluster import read_mesh_configmap
+    translation (``sources/kube/watch.py``); nothing is written. ``mesh``: the ``istio``
+    ConfigMap as read by the caller (cluster mode's mesh config), if any."""
     from controlplane.sources.kube.watch import WATCHED, translate, translate_mesh_configmap
 
     read = Read()
@@ -160,7 +159,6 @@ def list_cluster(api_client: Any) -> Read:
                 continue
             _take(read, update)
         read.files.append(f"{group or 'core'}/{version}/{plural}")
-    mesh = read_mesh_configmap(api_client)
     if mesh is not None:
         update = translate_mesh_configmap(None, mesh)
         if update is not None:
@@ -210,13 +208,11 @@ def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[s
     listing = json.loads(response.data)
     api_version = f"{group}/{version}" if group else version
     kind = _KINDS.get(plural) or str(listing.get("kind", "")).removesuffix("List")
-    return [
-        {"apiVersion": api_version, "kind": kind, **item} for item in listing.get("items", [])
-    ]
+    return [{"apiVersion": api_version, "kind": kind, **item} for item in listing.get("items", [])]
 
 
-def load_cluster(api_client: Any) -> Loaded:
-    read = list_cluster(api_client)
+def load_cluster(api_client: Any, mesh: Mapping[str, Any] | None = None) -> Loaded:
+    read = list_cluster(api_client, mesh)
     store = new_store()
     store.apply(upserts=read.submissions, rejections=read.rejections)
     return Loaded(store, read)

@@ -22,11 +22,16 @@ def add_mesh_source(parser: argparse.ArgumentParser) -> None:
     or a cluster (listed once with the kube client, read only)."""
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
-        "-d", "--dir", type=Path, action="append", metavar="DIR|FILE",
+        "-d",
+        "--dir",
+        type=Path,
+        action="append",
+        metavar="DIR|FILE",
         help="the mesh's YAML (repeatable), read offline as file mode reads it",
     )
     where.add_argument(
-        "--cluster", action="store_true",
+        "--cluster",
+        action="store_true",
         help="read the mesh from the cluster (--kubeconfig, in-cluster, or ~/.kube/config)",
     )
     parser.add_argument("--kubeconfig", type=Path, default=None)
@@ -37,9 +42,10 @@ def load_mesh(args: argparse.Namespace) -> Loaded:
     from controlplane.analyze.loading import load_cluster, load_paths
 
     if args.cluster:
-        from controlplane.sources.kube.cluster import api_client
+        from controlplane.sources.kube.cluster import api_client, read_mesh_configmap
 
-        return load_cluster(api_client(args.kubeconfig))
+        client = api_client(args.kubeconfig)
+        return load_cluster(client, read_mesh_configmap(client))
     return load_paths(args.dir, args.namespace, args.mesh_config)
 
 

@@ -24,7 +24,11 @@ REVIEWS_VIEWER = resource(
         "selector": {"matchLabels": {"app": "reviews"}},
         "action": "ALLOW",
         "rules": [
-            {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]}
+            {
+                "from": [
+                    {"source": {"principals": ["cluster.local/ns/default/sa/bookinfo-productpage"]}}
+                ]
+            }
         ],
     },
 )
@@ -103,7 +107,9 @@ def test_describe_pod_shows_the_canary_routes_subsets_mtls_policy_and_identity(
     assert [(d["subset"], d["weight"], d["thisPod"]) for d in jason["destinations"]] == [
         ("v2", 100, False)
     ]
-    assert [(d["subset"], d["weight"], d["percent"], d["thisPod"]) for d in default["destinations"]] == [
+    assert [
+        (d["subset"], d["weight"], d["percent"], d["thisPod"]) for d in default["destinations"]
+    ] == [
         ("v1", 90, 90.0, True),
         ("v2", 10, 10.0, False),
     ]
@@ -117,7 +123,9 @@ def test_describe_pod_shows_the_canary_routes_subsets_mtls_policy_and_identity(
     assert described["sidecar"] is None
 
 
-def test_describe_pod_text_reads_like_istioctl(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_describe_pod_text_reads_like_istioctl(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["describe", "pod", "reviews-v2", "-d", str(mesh)]) == 0
     out = capsys.readouterr().out
     assert "Pod: reviews-v2.default" in out

@@ -12,7 +12,7 @@ import pytest
 from controlplane.analyze.diff import counts_by_workload, diff
 from controlplane.analyze.loading import load_paths
 from controlplane.cli.main import main
-from tests.support.meshes import bookinfo, jason_to_v2, join, resource, split
+from tests.support.meshes import bookinfo, jason_to_v2, resource, split
 
 # ratings calls nobody: its Sidecar imports only its own namespace's details service, so a
 # change of reviews' routing must not reach it.
@@ -64,9 +64,7 @@ def test_a_weight_change_changes_exactly_the_rds_of_the_clients_that_see_the_hos
 def test_the_chosen_proxy_gets_a_readable_diff_of_the_weights(
     mesh: Path, canary: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        ["diff", str(canary), "-d", str(mesh), "--proxy", "default/productpage-v1"]
-    )
+    code = main(["diff", str(canary), "-d", str(mesh), "--proxy", "default/productpage-v1"])
     out = capsys.readouterr().out
     assert code == 0
     assert "5 of 6 proxies would change:" in out
@@ -137,7 +135,12 @@ def test_a_broken_file_reports_the_findings_and_fails(
     found = {(f["code"], f["resource"], f["path"], f["new"]) for f in out["findings"]}
     # The refused VirtualService (its last good version stays) and the missing subset
     # (IST0101 ReferencedResourceNotFound in istioctl), as analyze reports them.
-    assert ("CP0201", "VirtualService default/reviews", "spec.http[0].route[0].weight", True) in found
+    assert (
+        "CP0201",
+        "VirtualService default/reviews",
+        "spec.http[0].route[0].weight",
+        True,
+    ) in found
     assert any(c == "CP0301" and r == "VirtualService default/details" for c, r, _, _ in found)
     # Both are refused, as when serving: reviews keeps its last good routes, details gets
     # none of the broken one, so no proxy would change; the findings say why.
