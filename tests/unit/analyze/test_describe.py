@@ -12,7 +12,7 @@ import pytest
 from controlplane.analyze.describe import describe_pod, describe_service
 from controlplane.analyze.loading import load_paths
 from controlplane.cli.main import main
-from tests.support.meshes import bookinfo, jason_to_v2, join, resource, split
+from tests.support.meshes import bookinfo, jason_to_v2, join, pod, resource, split
 
 STRICT_MESH = resource(
     "PeerAuthentication", "default", {"mtls": {"mode": "STRICT"}}, namespace="istio-system"
@@ -193,3 +193,28 @@ def test_a_second_virtual_service_for_the_host_is_named_as_shadowed(mesh: Path) 
 def test_an_unknown_pod_is_an_error(mesh: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", "pod", "nope", "-d", str(mesh)]) == 1
     assert "pod default/nope not found" in capsys.readouterr().err
+
+
+def test_describe_a_gateway_pod_names_the_gateways_it_serves(mesh: Path) -> None:
+    (mesh / "gateway.yaml").write_text(
+        join(
+            resource(
+                "Gateway",
+                "reviews-gateway",
+                {
+                    "selector": {"istio": "ingressgateway"},
+                    "servers": [
+                        {
+                            "port": {"number": 8080, "name": "http", "protocol": "HTTP"},
+                            "hosts": ["reviews.example.com"],
+                        }
+                    ],
+                },
+            ),
+            pod("ingressgateway-1", "10.0.0.100", labels={"istio": "ingressgateway"}),
+        )
+    )
+    described = describe_pod(load_paths([mesh]), "ingressgateway-1")
+    assert described["pod"]["proxyType"] == "router"
+    assert described["gateways"] == ["Gateway default/reviews-gateway"]
+    assert describe_pod(load_paths([mesh]), "reviews-v1")["gateways"] == []

@@ -12,7 +12,7 @@ import pytest
 from controlplane.analyze.diff import counts_by_workload, diff
 from controlplane.analyze.loading import load_paths
 from controlplane.cli.main import main
-from tests.support.meshes import bookinfo, jason_to_v2, resource, split
+from tests.support.meshes import bookinfo, jason_to_v2, join, pod, resource, split
 
 # ratings calls nobody: its Sidecar imports only its own namespace's details service, so a
 # change of reviews' routing must not reach it.
@@ -158,3 +158,49 @@ def test_findings_match_analyze_on_the_same_files(mesh: Path, tmp_path: Path) ->
     assert {(i.code.id, str(i.resource), i.path) for i in report.findings} == {
         (i.code.id, str(i.resource), i.path) for i in alone.issues
     }
+
+
+def _gateway_vs(v1: int, v2: int) -> str:
+    return resource(
+        "VirtualService",
+        "reviews-ingress",
+        {
+            "hosts": ["reviews.example.com"],
+            "gateways": ["reviews-gateway"],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": "reviews", "subset": "v1"}, "weight": v1},
+                        {"destination": {"host": "reviews", "subset": "v2"}, "weight": v2},
+                    ]
+                }
+            ],
+        },
+    )
+
+
+GATEWAY = join(
+    resource(
+        "Gateway",
+        "reviews-gateway",
+        {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {
+                    "port": {"number": 8080, "name": "http", "protocol": "HTTP"},
+                    "hosts": ["reviews.example.com"],
+                }
+            ],
+        },
+    ),
+    pod("ingressgateway-1", "10.0.0.100", labels={"istio": "ingressgateway"}),
+)
+
+
+def test_a_gateway_route_change_reaches_only_the_gateway_proxy(mesh: Path, tmp_path: Path) -> None:
+    (mesh / "gateway.yaml").write_text(join(GATEWAY, _gateway_vs(90, 10)))
+    changed = tmp_path / "ingress-canary.yaml"
+    changed.write_text(_gateway_vs(50, 50))
+    report = diff(load_paths([mesh]), [changed])
+    assert report.total_proxies == 7
+    assert counts_by_workload(report) == {"default/ingressgateway-1": {"rds": 1}}
