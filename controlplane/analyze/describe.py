@@ -188,9 +188,16 @@ def _virtual_service(
                     ),
                 }
             )
+    reaches = (
+        None
+        if pod_subsets is None
+        else any(d.get("thisPod") for r in routes for d in r["destinations"])
+    )
     return {
         "resource": key_text(_key(vs)),
         "routes": routes,
+        # For a pod: whether any route can send traffic to it (istioctl warns when none can).
+        "reachesPod": reaches,
         # Other VirtualServices for the same host: istiod applies only the first
         # (IST0109 ConflictingMeshGatewayVirtualServiceHosts when they are in one namespace).
         "shadowed": [key_text(_key(v)) for v in found[1:]],
@@ -507,6 +514,10 @@ def _route_lines(vs: Mapping[str, Any], mark: bool) -> list[str]:
         for extra in ("redirect", "directResponse", "fault"):
             if extra in route:
                 lines.append(f"      {extra}: {json.dumps(route[extra], sort_keys=True)}")
+    if mark and vs.get("reachesPod") is False:
+        lines.append(
+            f"   WARNING: No destinations match pod subsets (checked {len(vs['routes'])} routes)"
+        )
     for other in vs["shadowed"]:
         lines.append(f"   shadowed (not applied, the one above wins): {other}")
     return lines

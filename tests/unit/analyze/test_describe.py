@@ -218,3 +218,18 @@ def test_describe_a_gateway_pod_names_the_gateways_it_serves(mesh: Path) -> None
     assert described["pod"]["proxyType"] == "router"
     assert described["gateways"] == ["Gateway default/reviews-gateway"]
     assert describe_pod(load_paths([mesh]), "reviews-v1")["gateways"] == []
+
+
+def test_a_pod_no_route_reaches_is_warned_about_as_istioctl_does(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # reviews-v3 is in subset v3, which no route of the canary names.
+    described = describe_pod(load_paths([mesh]), "reviews-v3")
+    assert described["services"][0]["virtualService"]["reachesPod"] is False
+    assert describe_pod(load_paths([mesh]), "reviews-v2")["services"][0]["virtualService"][
+        "reachesPod"
+    ]
+    assert main(["describe", "pod", "reviews-v3", "-d", str(mesh)]) == 0
+    assert (
+        "WARNING: No destinations match pod subsets (checked 2 routes)" in capsys.readouterr().out
+    )
