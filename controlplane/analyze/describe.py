@@ -58,6 +58,23 @@ def _key(resource: Any) -> ResourceKey:
     return ResourceKey(resource.kind, resource.metadata.namespace, resource.metadata.name)
 
 
+WORKLOAD_NAME_LABEL = "service.istio.io/workload-name"
+
+
+def workload_of(pod: Any) -> str:
+    """The workload a pod belongs to, as istiod names it (pkg/kube's workload meta): the
+    ``service.istio.io/workload-name`` label, else the Deployment a ReplicaSet's pod comes
+    from (its name without ``-<pod-template-hash>-<suffix>``), else the pod's own name."""
+    labels = pod.metadata.labels or {}
+    name: str = pod.metadata.name
+    if labels.get(WORKLOAD_NAME_LABEL):
+        return str(labels[WORKLOAD_NAME_LABEL])
+    template_hash = labels.get("pod-template-hash")
+    if template_hash and f"-{template_hash}-" in name:
+        return name.rsplit(f"-{template_hash}-", 1)[0]
+    return name
+
+
 def workload_proxy(snapshot: Snapshot, pod: Any) -> Proxy:
     """The proxy the pod's sidecar (or gateway Envoy) would present, with the identity its
     certificate carries: ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``."""
@@ -74,7 +91,7 @@ def workload_proxy(snapshot: Snapshot, pod: Any) -> Proxy:
         labels=labels,
         service_account=account,
         ips=(ip,) if ip else (),
-        workload_name=pod.metadata.name,
+        workload_name=workload_of(pod),
         mode=TRANSPARENT,
         trust_domain=trust_domain,
         identity=f"spiffe://{trust_domain}/ns/{namespace}/sa/{account}",
@@ -427,6 +444,7 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
             "namespace": namespace,
             "ip": proxy.ips[0] if proxy.ips else None,
             "labels": labels,
+            "workload": proxy.workload_name,
             "serviceAccount": proxy.service_account,
             "identity": proxy.identity,
             "proxyType": proxy.proxy_type,

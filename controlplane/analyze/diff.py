@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from controlplane.analyze import _order
-from controlplane.analyze.describe import workload_proxy
+from controlplane.analyze.describe import workload_of, workload_proxy
 from controlplane.analyze.loading import Loaded, Read, read_paths, store_findings
 from controlplane.api.issues import Issue, Level
 from controlplane.compile import SnapshotCompiler
@@ -66,9 +66,21 @@ class DiffReport:
         worst = _LEVEL_ORDER[threshold]
         return 1 if any(_LEVEL_ORDER[i.severity] <= worst for i in self.findings) else 0
 
+    def by_workload(self) -> dict[str, dict[str, int]]:
+        """namespace/workload -> the number of its proxies that would change, and the
+        resources that would change on them, by type (summed over its proxies)."""
+        out: dict[str, dict[str, int]] = {}
+        for p in self.proxies:
+            row = out.setdefault(p.workload, {"proxies": 0, **dict.fromkeys(TYPES, 0)})
+            row["proxies"] += 1
+            for t in TYPES:
+                row[t] += p.count(t)
+        return dict(sorted(out.items()))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "proxies": self.total_proxies,
+            "byWorkload": self.by_workload(),
             "affected": [
                 {
                     "proxy": p.proxy,
@@ -127,7 +139,7 @@ def compare(
         old = _compile(old_compiler, before, old_pods[name]) if name in old_pods else None
         new = _compile(new_compiler, after, new_pods[name]) if name in new_pods else None
         pod = new_pods.get(name) or old_pods[name]
-        change = ProxyChange(name, pod.metadata.name)
+        change = ProxyChange(name, f"{pod.metadata.namespace}/{workload_of(pod)}")
         texts: list[str] = []
         for type_url, short in SHORT_NAMES.items():
             if short not in TYPES:
@@ -206,11 +218,13 @@ def render_text(report: DiffReport) -> str:
         + (":" if affected else ".")
     )
     if affected:
-        width = max(len(p.proxy) for p in affected)
-        lines.append(f"   {'PROXY'.ljust(width)}  " + "  ".join(t.upper() for t in TYPES))
-        for p in affected:
-            counts = "  ".join(str(p.count(t)).rjust(3) for t in TYPES)
-            lines.append(f"   {p.proxy.ljust(width)}  {counts}")
+        rows = report.by_workload()
+        width = max(len("WORKLOAD"), *(len(w) for w in rows))
+        header = "  ".join(t.upper() for t in TYPES)
+        lines.append(f"   {'WORKLOAD'.ljust(width)}  PROXIES  {header}")
+        for workload, row in rows.items():
+            counts = "  ".join(str(row[t]).rjust(3) for t in TYPES)
+            lines.append(f"   {workload.ljust(width)}  {str(row['proxies']).rjust(7)}  {counts}")
         totals = {t: sum(p.count(t) for p in affected) for t in TYPES}
         lines.append("   total: " + ", ".join(f"{n} {t.upper()}" for t, n in totals.items() if n))
     if report.detail is not None:

@@ -204,3 +204,33 @@ def test_a_gateway_route_change_reaches_only_the_gateway_proxy(mesh: Path, tmp_p
     report = diff(load_paths([mesh]), [changed])
     assert report.total_proxies == 7
     assert counts_by_workload(report) == {"default/ingressgateway-1": {"rds": 1}}
+
+
+def test_proxies_are_counted_by_workload_as_istiod_names_it(mesh: Path, canary: Path) -> None:
+    # Two replicas of one Deployment (ReplicaSet pods: <deployment>-<pod-template-hash>-<x>)
+    # and a pod named by the workload-name label.
+    replicas = join(
+        *(
+            pod(
+                f"productpage-v2-5d4f8b7c9-{suffix}",
+                f"10.0.1.{n}",
+                app="productpage",
+                version="v2",
+                labels={"pod-template-hash": "5d4f8b7c9"},
+            )
+            for n, suffix in enumerate(("x7k2p", "q9w4z"), start=1)
+        ),
+        pod(
+            "batch-1",
+            "10.0.1.9",
+            app="batch",
+            labels={"service.istio.io/workload-name": "nightly-report"},
+        ),
+    )
+    (mesh / "replicas.yaml").write_text(replicas)
+    report = diff(load_paths([mesh]), [canary])
+    rows = report.by_workload()
+    assert rows["default/productpage-v2"] == {"proxies": 2, "cds": 0, "eds": 0, "lds": 0, "rds": 2}
+    assert rows["default/nightly-report"]["proxies"] == 1
+    assert rows["default/productpage-v1"]["proxies"] == 1
+    assert report.total_proxies == 9
