@@ -462,6 +462,9 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
         },
         "requestAuthentication": [key_text(k) for k in request_authn],
         "sidecar": key_text(scope.sidecar) if scope.sidecar is not None else None,
+        # What it may call (the services its Sidecar imports, or every exported one), as the
+        # compiler builds its outbound clusters and routes.
+        "outbound": sorted({s.hostname for s in compiler.services_for(proxy)}),
         "gateways": [key_text(k) for k in gateways],
         "refused": _refused(loaded, namespace=namespace, labels=labels, hosts=hosts),
         "findings": _findings(snapshot, applied),
@@ -624,6 +627,11 @@ def render_text(described: Mapping[str, Any]) -> str:
     if described["requestAuthentication"]:
         lines.append(f"RequestAuthentication: {', '.join(described['requestAuthentication'])}")
     lines.append(f"Sidecar: {described['sidecar'] or 'none (sees every exported service)'}")
+    outbound = described["outbound"]
+    shown = ", ".join(outbound[:10]) + (
+        f", ... ({len(outbound)} in all)" if len(outbound) > 10 else ""
+    )
+    lines.append(f"   Outbound services: {shown or 'none'}")
     if described["gateways"]:
         lines.append(f"Gateways served: {', '.join(described['gateways'])}")
     lines += _tail_lines(described)

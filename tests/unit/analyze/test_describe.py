@@ -233,3 +233,29 @@ def test_a_pod_no_route_reaches_is_warned_about_as_istioctl_does(
     assert (
         "WARNING: No destinations match pod subsets (checked 2 routes)" in capsys.readouterr().out
     )
+
+
+def test_describe_shows_what_the_sidecar_lets_the_pod_call(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (mesh / "sidecar.yaml").write_text(
+        resource(
+            "Sidecar",
+            "ratings",
+            {
+                "workloadSelector": {"labels": {"app": "ratings"}},
+                "egress": [{"hosts": ["./details.default.svc.cluster.local"]}],
+            },
+        )
+    )
+    loaded = load_paths([mesh])
+    ratings = describe_pod(loaded, "ratings-v1")
+    assert ratings["sidecar"] == "Sidecar default/ratings"
+    assert ratings["outbound"] == ["details.default.svc.cluster.local"]
+    assert len(describe_pod(loaded, "productpage-v1")["outbound"]) == 4
+    assert main(["describe", "pod", "ratings-v1", "-d", str(mesh)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "Sidecar: Sidecar default/ratings\n   Outbound services: details.default.svc.cluster.local\n"
+        in out
+    )
