@@ -27,6 +27,7 @@ from controlplane.analyze import _order
 from controlplane.analyze.describe import workload_of, workload_proxy
 from controlplane.analyze.loading import Loaded, Read, read_paths, store_findings
 from controlplane.api.issues import Issue, Level
+from controlplane.api.resources import key_of
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.compiler import ProxyResources
 from controlplane.compile.resources import SHORT_NAMES
@@ -189,7 +190,13 @@ def diff(
     changed = read_paths(files, default_namespace)
     after = apply_changes(loaded, changed)
     changes, total, detail = compare(before, after, proxy)
-    findings = _dedupe([*loaded.read.issues, *changed.issues, *store_findings(after)])
+    # A resource the files redefine is judged by its new version only: the findings the
+    # current version's document had no longer apply.
+    redefined = {key_of(s.resource) for s in changed.submissions} | {
+        r.key for r in changed.rejections
+    }
+    current = [i for i in loaded.read.issues if i.resource not in redefined]
+    findings = _dedupe([*current, *changed.issues, *store_findings(after)])
     findings.sort(key=_order)
     new = {n for n, i in enumerate(findings) if _identity(i) not in before_findings}
     return DiffReport(changes, total, findings, new, detail)
