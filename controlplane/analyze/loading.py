@@ -38,6 +38,9 @@ class Read:
     rejections: list[Rejection] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    # Last accepted generations kept on refused objects (cluster mode's status.lastAccepted):
+    # served while the latest is refused, as the running control plane does.
+    restored: list[Any] = field(default_factory=list)
 
     def refused_content(self) -> dict[ResourceKey, Any]:
         """Each refused document as written (None when nothing could be read)."""
@@ -174,7 +177,7 @@ def _take(read: Read, update: Any) -> None:
         read.rejections.append(update.rejection)
         read.issues += list(update.rejection.issues)
         if update.restored is not None:  # the last accepted generation stays in effect
-            read.submissions.append(Submission(update.restored, (), None))
+            read.restored.append(update.restored)
 
 
 _KINDS = {
@@ -214,5 +217,5 @@ def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[s
 def load_cluster(api_client: Any, mesh: Mapping[str, Any] | None = None) -> Loaded:
     read = list_cluster(api_client, mesh)
     store = new_store()
-    store.apply(upserts=read.submissions, rejections=read.rejections)
+    store.apply(upserts=read.submissions, rejections=read.rejections, restored=read.restored)
     return Loaded(store, read)
