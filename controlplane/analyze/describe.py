@@ -29,6 +29,7 @@ from controlplane.api.networking import HTTPRoute, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.policy_scope import describe as describe_refusal
 from controlplane.compile import SnapshotCompiler
+from controlplane.compile.gateway import bound_virtual_services
 from controlplane.compile.jwt import applies_to
 from controlplane.compile.proxy import ROUTER, SIDECAR, TRANSPARENT, Proxy
 from controlplane.store.registry import MeshService, pod_ip, selects
@@ -174,6 +175,25 @@ def _virtual_service(
     if not found:
         return None
     vs: VirtualService = found[0]
+    routes = _routes(vs, pod_subsets, host)
+    reaches = (
+        None
+        if pod_subsets is None
+        else any(d.get("thisPod") for r in routes for d in r["destinations"])
+    )
+    return {
+        "resource": key_text(_key(vs)),
+        "routes": routes,
+        # For a pod: whether any route can send traffic to it (istioctl warns when none can).
+        "reachesPod": reaches,
+        # Other VirtualServices for the same host: istiod applies only the first
+        # (IST0109 ConflictingMeshGatewayVirtualServiceHosts when they are in one namespace).
+        "shadowed": [key_text(_key(v)) for v in found[1:]],
+    }
+
+
+def _routes(vs: VirtualService, pod_subsets: set[str] | None, host: str) -> list[dict[str, Any]]:
+    """Every route of ``vs``: its match and its destinations with their weights."""
     routes = []
     for index, route in enumerate(vs.spec.http):
         entry: dict[str, Any] = {
@@ -205,20 +225,7 @@ def _virtual_service(
                     ),
                 }
             )
-    reaches = (
-        None
-        if pod_subsets is None
-        else any(d.get("thisPod") for r in routes for d in r["destinations"])
-    )
-    return {
-        "resource": key_text(_key(vs)),
-        "routes": routes,
-        # For a pod: whether any route can send traffic to it (istioctl warns when none can).
-        "reachesPod": reaches,
-        # Other VirtualServices for the same host: istiod applies only the first
-        # (IST0109 ConflictingMeshGatewayVirtualServiceHosts when they are in one namespace).
-        "shadowed": [key_text(_key(v)) for v in found[1:]],
-    }
+    return routes
 
 
 def _destination_rule(
@@ -422,11 +429,13 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
         if applies_to(ra, namespace, labels, root)
     ]
     scope = compiler.sidecar_scope(proxy)
-    gateways = [
-        _key(gw)
+    served = [
+        gw
         for gw in sorted(snapshot.of_kind("Gateway").values(), key=lambda r: str(_key(r)))
         if gw.spec.selector and selects(gw.spec.selector, labels)
     ]
+    gateways = [_key(gw) for gw in served]
+    gateway_routes = [_gateway_routes(snapshot, gw, namespace) for gw in served]
     applied: list[ResourceKey] = [*mtls.sources, *request_authn, *gateways]
     for action in ("CUSTOM", "DENY", "ALLOW", "AUDIT"):
         applied += [_key(p) for p in authz.of(action)]
@@ -437,6 +446,8 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
             applied.append(_parse(svc["virtualService"]["resource"]))
         if svc["destinationRule"]:
             applied += [_parse(r) for r in svc["destinationRule"]["resources"]]
+    for entry in gateway_routes:
+        applied += [_parse(v["resource"]) for v in entry["virtualServices"]]
     hosts = {s["host"] for s in services}
     return {
         "pod": {
@@ -466,8 +477,34 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
         # compiler builds its outbound clusters and routes.
         "outbound": sorted({s.hostname for s in compiler.services_for(proxy)}),
         "gateways": [key_text(k) for k in gateways],
+        # For a gateway pod: each Gateway's servers and the VirtualServices bound to it.
+        "gatewayRoutes": gateway_routes,
         "refused": _refused(loaded, namespace=namespace, labels=labels, hosts=hosts),
         "findings": _findings(snapshot, applied),
+    }
+
+
+def _gateway_routes(snapshot: Snapshot, gateway: Any, namespace: str) -> dict[str, Any]:
+    name = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
+    bound = bound_virtual_services(snapshot, name, namespace)
+    return {
+        "gateway": key_text(_key(gateway)),
+        "servers": [
+            {
+                "port": s.port.number if s.port is not None else None,
+                "protocol": s.port.protocol if s.port is not None else None,
+                "hosts": list(s.hosts),
+            }
+            for s in gateway.spec.servers
+        ],
+        "virtualServices": [
+            {
+                "resource": key_text(_key(vs)),
+                "hosts": list(vs.spec.hosts),
+                "routes": _routes(vs, None, ""),
+            }
+            for vs in bound
+        ],
     }
 
 
@@ -632,7 +669,16 @@ def render_text(described: Mapping[str, Any]) -> str:
         f", ... ({len(outbound)} in all)" if len(outbound) > 10 else ""
     )
     lines.append(f"   Outbound services: {shown or 'none'}")
-    if described["gateways"]:
-        lines.append(f"Gateways served: {', '.join(described['gateways'])}")
+    for entry in described["gatewayRoutes"]:
+        lines.append(f"Gateway: {entry['gateway']}")
+        for server in entry["servers"]:
+            hosts = ", ".join(server["hosts"])
+            lines.append(f"   server {server['port']}/{server['protocol']}: {hosts}")
+        for vs in entry["virtualServices"]:
+            _, *routes = _route_lines({**vs, "shadowed": []}, False)
+            lines.append(f"   VirtualService: {vs['resource']} (hosts: {', '.join(vs['hosts'])})")
+            lines += ["   " + line for line in routes]
+        if not entry["virtualServices"]:
+            lines.append("   WARNING: no VirtualService is bound to this Gateway")
     lines += _tail_lines(described)
     return "\n".join(lines) + "\n"

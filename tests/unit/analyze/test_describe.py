@@ -217,6 +217,36 @@ def test_describe_a_gateway_pod_names_the_gateways_it_serves(mesh: Path) -> None
     described = describe_pod(load_paths([mesh]), "ingressgateway-1")
     assert described["pod"]["proxyType"] == "router"
     assert described["gateways"] == ["Gateway default/reviews-gateway"]
+    [entry] = described["gatewayRoutes"]
+    assert entry["servers"] == [
+        {"port": 8080, "protocol": "HTTP", "hosts": ["reviews.example.com"]}
+    ]
+    assert entry["virtualServices"] == []  # the mesh's reviews route is not bound to it
+    (mesh / "ingress-vs.yaml").write_text(
+        resource(
+            "VirtualService",
+            "reviews-ingress",
+            {
+                "hosts": ["reviews.example.com"],
+                "gateways": ["reviews-gateway"],
+                "http": [
+                    {
+                        "route": [
+                            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 75},
+                            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 25},
+                        ]
+                    }
+                ],
+            },
+        )
+    )
+    [entry] = describe_pod(load_paths([mesh]), "ingressgateway-1")["gatewayRoutes"]
+    [vs] = entry["virtualServices"]
+    assert vs["resource"] == "VirtualService default/reviews-ingress"
+    assert [(d["subset"], d["weight"]) for d in vs["routes"][0]["destinations"]] == [
+        ("v1", 75),
+        ("v2", 25),
+    ]
     assert describe_pod(load_paths([mesh]), "reviews-v1")["gateways"] == []
 
 
