@@ -26,7 +26,7 @@ from google.protobuf import json_format
 from controlplane.analyze import _order
 from controlplane.analyze.describe import workload_of, workload_proxy
 from controlplane.analyze.loading import Loaded, Read, read_paths, store_findings
-from controlplane.api.issues import Issue, Level
+from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.resources import key_of
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.compiler import ProxyResources
@@ -171,11 +171,21 @@ def compare(
     return changes, len(names), detail
 
 
-def apply_changes(loaded: Loaded, changed: Read) -> Snapshot:
-    """Apply the changed files to the loaded store as a source would (refused documents keep
-    their last good version); the store's new snapshot."""
-    loaded.store.apply(upserts=changed.submissions, rejections=changed.rejections)
+def apply_changes(loaded: Loaded, changed: Read, deletes: Sequence[ResourceKey] = ()) -> Snapshot:
+    """Apply the changed files (and deletions) to the loaded store as a source would
+    (refused documents keep their last good version); the store's new snapshot."""
+    loaded.store.apply(upserts=changed.submissions, rejections=changed.rejections, deletes=deletes)
     return loaded.snapshot
+
+
+def parse_key(text: str) -> ResourceKey:
+    """``KIND/NAMESPACE/NAME`` (or ``KIND/NAME`` in the default namespace)."""
+    parts = text.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "default", parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"{text!r} is not KIND/NAMESPACE/NAME")
+    return ResourceKey(parts[0], parts[1], parts[2])
 
 
 def diff(
@@ -184,17 +194,20 @@ def diff(
     *,
     default_namespace: str = "default",
     proxy: str | None = None,
+    deletes: Sequence[ResourceKey] = (),
 ) -> DiffReport:
     before = loaded.snapshot
     before_findings = {_identity(i) for i in [*loaded.read.issues, *store_findings(before)]}
     changed = read_paths(files, default_namespace)
-    after = apply_changes(loaded, changed)
+    after = apply_changes(loaded, changed, deletes)
     changes, total, detail = compare(before, after, proxy)
     # A resource the files redefine is judged by its new version only: the findings the
     # current version's document had no longer apply.
-    redefined = {key_of(s.resource) for s in changed.submissions} | {
-        r.key for r in changed.rejections
-    }
+    redefined = (
+        {key_of(s.resource) for s in changed.submissions}
+        | {r.key for r in changed.rejections}
+        | set(deletes)
+    )
     current = [i for i in loaded.read.issues if i.resource not in redefined]
     findings = _dedupe([*current, *changed.issues, *store_findings(after)])
     findings.sort(key=_order)

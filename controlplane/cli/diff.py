@@ -24,7 +24,14 @@ def add(commands: Commands) -> None:
         "diff",
         "what applying FILE... would change: Envoy resources by proxy and type, and findings",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--delete",
+        action="append",
+        default=[],
+        metavar="KIND/NAMESPACE/NAME",
+        help="a resource the change deletes (repeatable)",
+    )
     parser.add_argument("-n", "--namespace", default="default", help="for resources without one")
     add_mesh_source(parser)
     parser.add_argument(
@@ -44,8 +51,20 @@ def run(args: argparse.Namespace) -> int:
     from controlplane.analyze.diff import diff, render_text
     from controlplane.api.issues import Level
 
+    from controlplane.analyze.diff import parse_key
+
+    try:
+        deletes = [parse_key(k) for k in args.delete]
+    except ValueError as exc:
+        print(f"controlplane diff: --delete {exc}", file=sys.stderr)
+        return 2
+    if not args.files and not deletes:
+        print("controlplane diff: name a FILE or a --delete", file=sys.stderr)
+        return 2
     loaded = load_mesh(args)
-    report = diff(loaded, args.files, default_namespace=args.namespace, proxy=args.proxy)
+    report = diff(
+        loaded, args.files, default_namespace=args.namespace, proxy=args.proxy, deletes=deletes
+    )
     if args.output == "json":
         print(json.dumps(report.as_json(), indent=2))
     else:

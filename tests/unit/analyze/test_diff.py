@@ -253,3 +253,20 @@ def test_a_fixed_resource_loses_the_findings_of_its_old_version(mesh: Path, tmp_
     assert "CP0202" not in {i.code.id for i in report.findings}
     # The field had no effect (not implemented), so dropping it changes no proxy.
     assert report.proxies == []
+
+
+def test_deleting_the_canary_route_changes_the_clients_routes_back(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["diff", "--delete", "VirtualService/default/reviews", "-d", str(mesh), "-o", "json"]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    clients = ["details-v1", "productpage-v1", "reviews-v1", "reviews-v2", "reviews-v3"]
+    assert {a["proxy"]: a["changed"] for a in out["affected"]} == {
+        f"default/{c}": {"rds": ["9080"]} for c in clients
+    }
+    # The Sidecar's warning about hiding that VirtualService goes with it.
+    assert [f["code"] for f in out["findings"]] == []
+    assert main(["diff", "--delete", "VirtualService/reviews/x/y", "-d", str(mesh)]) == 2
