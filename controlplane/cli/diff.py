@@ -48,10 +48,8 @@ def add(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controlplane.analyze.diff import diff, render_text
+    from controlplane.analyze.diff import diff, parse_key, render_text
     from controlplane.api.issues import Level
-
-    from controlplane.analyze.diff import parse_key
 
     try:
         deletes = [parse_key(k) for k in args.delete]
