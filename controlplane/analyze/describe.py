@@ -83,7 +83,7 @@ def workload_proxy(snapshot: Snapshot, pod: Any) -> Proxy:
     labels = dict(pod.metadata.labels or {})
     account = pod.spec.service_account_name or "default"
     ip = pod_ip(pod) or ""
-    router = _is_gateway_pod(snapshot, labels)
+    router = is_gateway_pod(snapshot, pod)
     kind = ROUTER if router else SIDECAR
     trust_domain = snapshot.mesh.trust_domain
     return Proxy(
@@ -101,8 +101,9 @@ def workload_proxy(snapshot: Snapshot, pod: Any) -> Proxy:
     )
 
 
-def _is_gateway_pod(snapshot: Snapshot, labels: Mapping[str, str]) -> bool:
+def is_gateway_pod(snapshot: Snapshot, pod: Any) -> bool:
     """A pod some Gateway selects by its labels runs a gateway (router) proxy."""
+    labels = pod.metadata.labels or {}
     return any(
         gw.spec.selector and selects(gw.spec.selector, labels)
         for gw in snapshot.of_kind("Gateway").values()

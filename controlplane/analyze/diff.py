@@ -24,13 +24,14 @@ from typing import Any
 from google.protobuf import json_format
 
 from controlplane.analyze import _order
-from controlplane.analyze.describe import workload_of, workload_proxy
+from controlplane.analyze.describe import is_gateway_pod, workload_of, workload_proxy
 from controlplane.analyze.loading import Loaded, Read, read_paths, store_findings
 from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.resources import key_of
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.compiler import ProxyResources
 from controlplane.compile.resources import SHORT_NAMES
+from controlplane.store.registry import pod_tls_mode
 from controlplane.store.snapshot import Snapshot
 
 TYPES = ("cds", "eds", "lds", "rds")
@@ -110,11 +111,13 @@ class DiffReport:
         }
 
 
-def _workloads(snapshot: Snapshot) -> dict[str, Any]:
-    """namespace/name -> Pod, for every pod that has an address."""
+def _workloads(snapshot: Snapshot, meshed_only: bool) -> dict[str, Any]:
+    """namespace/name -> Pod, for every pod that runs a proxy (``meshed_only``: injected,
+    as the sidecar injector marks it, or a gateway; else every pod)."""
     return {
         f"{k.namespace}/{k.name}": pod
         for k, pod in sorted(snapshot.of_kind("Pod").items(), key=lambda kv: str(kv[0]))
+        if not meshed_only or pod_tls_mode(pod) == "istio" or is_gateway_pod(snapshot, pod)
     }
 
 
@@ -128,11 +131,11 @@ def _as_text(resource: Any) -> list[str]:
 
 
 def compare(
-    before: Snapshot, after: Snapshot, chosen: str | None = None
+    before: Snapshot, after: Snapshot, chosen: str | None = None, meshed_only: bool = False
 ) -> tuple[list[ProxyChange], int, dict[str, Any] | None]:
     """Per proxy (every pod of ``before`` or ``after``), what its resources would become."""
     old_compiler, new_compiler = SnapshotCompiler(before), SnapshotCompiler(after)
-    old_pods, new_pods = _workloads(before), _workloads(after)
+    old_pods, new_pods = _workloads(before, meshed_only), _workloads(after, meshed_only)
     changes: list[ProxyChange] = []
     detail: dict[str, Any] | None = None
     names = sorted(set(old_pods) | set(new_pods))
@@ -200,7 +203,7 @@ def diff(
     before_findings = {_identity(i) for i in [*loaded.read.issues, *store_findings(before)]}
     changed = read_paths(files, default_namespace)
     after = apply_changes(loaded, changed, deletes)
-    changes, total, detail = compare(before, after, proxy)
+    changes, total, detail = compare(before, after, proxy, loaded.meshed_only)
     # A resource the files redefine is judged by its new version only: the findings the
     # current version's document had no longer apply.
     redefined = (

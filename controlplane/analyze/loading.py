@@ -127,6 +127,9 @@ class Loaded:
 
     store: Store
     read: Read
+    # A cluster: only pods that run a proxy (injected, or selected by a Gateway) have one.
+    # In file mode every pod stands for a proxy (a pod there is just labels and an address).
+    meshed_only: bool = False
 
     @property
     def snapshot(self) -> Snapshot:
@@ -218,4 +221,4 @@ def load_cluster(api_client: Any, mesh: Mapping[str, Any] | None = None) -> Load
     read = list_cluster(api_client, mesh)
     store = new_store()
     store.apply(upserts=read.submissions, rejections=read.rejections, restored=read.restored)
-    return Loaded(store, read)
+    return Loaded(store, read, meshed_only=True)

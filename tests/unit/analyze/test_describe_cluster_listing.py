@@ -64,3 +64,22 @@ def test_a_refused_object_in_the_cluster_is_refused_and_its_last_accepted_versio
     assert any("weight: must not be negative" in r for r in refused["reasons"])
     routes = described["services"][0]["virtualService"]["routes"]
     assert [d["weight"] for d in routes[0]["destinations"]] == [90, 10]
+
+
+def test_in_a_cluster_only_pods_that_run_a_proxy_count_as_proxies() -> None:
+    from controlplane.analyze.diff import compare
+
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "batch-job", "namespace": "default", "labels": {"app": "batch"}},
+        "status": {"podIP": "10.0.0.50"},
+    }
+    loaded = load_cluster(FakeApi([*_objects(bookinfo()), plain]))
+    snapshot = loaded.snapshot
+    # bookinfo's pods carry the injector's sidecar.istio.io/status; the batch pod does not.
+    _, total, _ = compare(snapshot, snapshot, meshed_only=True)
+    assert total == 6
+    _, total, _ = compare(snapshot, snapshot, meshed_only=False)
+    assert total == 7
+    assert loaded.meshed_only
