@@ -211,3 +211,38 @@ def ratings(*ips: str, target_port: int | None = 8080, names: Iterable[str] | No
         service("ratings", 9080, target_port=target_port),
         *(pod(n, ip, app="ratings") for n, ip in zip(pod_names, ips, strict=True)),
     )
+
+
+# ---- bookinfo (part "describe": describe and diff tests) ------------------------------------
+
+BOOKINFO_PODS = (
+    ("productpage-v1", "productpage", "v1"),
+    ("details-v1", "details", "v1"),
+    ("reviews-v1", "reviews", "v1"),
+    ("reviews-v2", "reviews", "v2"),
+    ("reviews-v3", "reviews", "v3"),
+    ("ratings-v1", "ratings", "v1"),
+)
+
+
+def bookinfo(prefix: str = "10.0.0.", *, namespace: str = "default") -> str:
+    """Istio's bookinfo sample, shaped as in Istio: Services productpage, details, reviews and
+    ratings (port 9080, named http), one pod per version (``app``/``version`` labels, service
+    account ``bookinfo-<app>``, addresses ``prefix`` + 1, 2, ...; injected), and the
+    DestinationRule naming reviews' subsets v1, v2 and v3. Routing and policies are the test's."""
+    apps = ("productpage", "details", "reviews", "ratings")
+    documents = [service(app, 9080, namespace=namespace) for app in apps]
+    for n, (name, app, version) in enumerate(BOOKINFO_PODS, start=1):
+        documents.append(
+            pod(
+                name,
+                f"{prefix}{n}",
+                app=app,
+                version=version,
+                namespace=namespace,
+                service_account=f"bookinfo-{app}",
+                annotations=INJECTED,
+            )
+        )
+    documents.append(subsets("reviews", ("v1", "v2", "v3"), namespace=namespace))
+    return join(*documents)

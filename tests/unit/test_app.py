@@ -119,7 +119,7 @@ async def test_a_file_mode_ca_that_cannot_load_stops_the_start(tmp_path: Path) -
 def test_every_command_is_a_module_with_add_and_run() -> None:
     (commands,) = (a.choices for a in parser()._actions if isinstance(a, _SubParsersAction))
     assert list(commands) == [
-        "serve", "bootstrap", "analyze", "redirect", "proxy-status", "proxy-config", "demo",
+        "serve", "bootstrap", "analyze", "describe", "diff", "redirect", "proxy-status", "proxy-config", "demo",
         "crds", "run", "webhook-cert", "sidecar", "gateway",
     ]  # fmt: skip
     assert all(callable(m.add) and callable(m.run) for m in COMMANDS)
