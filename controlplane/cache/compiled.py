@@ -67,6 +67,7 @@ class CompiledCache:
         )
         self._watches: dict[_ShapeWatch, None] = {}  # ordered set
         self._listeners: list[Callable[[], None]] = []
+        self._events_snapshot: Snapshot | None = store.snapshot
         self.metrics.gauge(
             "controlplane_xds_proxy_shapes",
             "Distinct compiled resource sets shared by connected proxies.",
@@ -107,8 +108,22 @@ class CompiledCache:
         ):
             return
         self.metrics.store_changes.inc()
+        self._count_events(snapshot, change)
         # Statuses count too: a compile may read them (a refused policy fails closed).
         self._debouncer.add(snapshot, change.changed | change.status_changed, change.at)
+
+    def _count_events(self, snapshot: Snapshot, change: ChangeSet) -> None:
+        """istiod's pilot_k8s_reg_events / pilot_k8s_cfg_events: each changed resource as an
+        add, an update or a delete, judged against the snapshot the last change left."""
+        previous = self._events_snapshot
+        self._events_snapshot = snapshot
+        istio = self.metrics.istio
+        for key in change.changed:
+            before = previous.get(key) is not None if previous is not None else False
+            after = snapshot.get(key) is not None
+            if before or after:
+                event = "update" if before and after else "add" if after else "delete"
+                istio.store_event(key.kind, event)
 
     def flush(self) -> None:
         """Publish the pending burst of changes now, without waiting for the debounce."""
@@ -120,6 +135,7 @@ class CompiledCache:
         except Exception:
             # The incremental path failed: recompile everything rather than leave every
             # proxy on the previous snapshot.
+            self.metrics.istio.push_context_errors.inc()
             log.exception(
                 "publishing snapshot %d incrementally failed; recompiling it whole",
                 snapshot.version,
@@ -127,6 +143,7 @@ class CompiledCache:
             try:
                 self.publish(snapshot, seen_at)
             except Exception:
+                self.metrics.istio.push_context_errors.inc()
                 log.exception("publishing snapshot %d failed", snapshot.version)
 
     def publish(
