@@ -128,15 +128,15 @@ def test_root_rotation_under_traffic_fails_no_request(tmp_path: Path) -> None:
         traffic = Traffic(order.outbound_port)
         traffic.start()
         time.sleep(1.0)
-        served = [_issuer(served_certificate(pod, zt.app_port, tmp_path / "old-root.pem",
-                                             old_client), roots)]
+        both = tmp_path / "both-roots.pem"
+        both.write_text(old.root_cert_pem + new.root_cert_pem)
+        served = [_issuer(served_certificate(pod, zt.app_port, both, old_client), roots)]
         steps = root_rotation_steps(old, new)
         for step in steps:
             _apply_step(zt, step)
             # what payment's sidecar presents now, read from a real handshake
-            root = tmp_path / ("new-root.pem" if step is not steps[0] else "old-root.pem")
             client = new_client if step is steps[2] else old_client
-            served.append(_issuer(served_certificate(pod, zt.app_port, root, client), roots))
+            served.append(_issuer(served_certificate(pod, zt.app_port, both, client), roots))
         traffic.stop.set()
         traffic.join(10)
 
