@@ -85,9 +85,7 @@ def _apply_step(zt: ZeroTrustMesh, bundle_step: object) -> None:
     before = _sds_versions(zt)
     DirectoryKeyStore(zt.ca_dir).save(bundle_step)  # type: ignore[arg-type]
     for node_id, version in before.items():
-        zt.mesh.debug.wait_synced(
-            node_id, types=("sds",), timeout=20, newer_than={"sds": version}
-        )
+        zt.mesh.debug.wait_synced(node_id, types=("sds",), timeout=20, newer_than={"sds": version})
     time.sleep(1.0)  # traffic on the new step
 
 
@@ -175,8 +173,9 @@ def _exchange(host: str, port: int, root: Path, client: tuple[Path, Path]) -> by
     try:
         with socket.create_connection((host, port), timeout=5) as raw:
             with context.wrap_socket(raw) as tls:
-                tls.sendall(b"POST /api/v1/charge HTTP/1.1\r\nHost: payment\r\n"
-                            b"Content-Length: 0\r\n\r\n")
+                tls.sendall(
+                    b"POST /api/v1/charge HTTP/1.1\r\nHost: payment\r\nContent-Length: 0\r\n\r\n"
+                )
                 data = tls.recv(64)
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
         return b"refused"
