@@ -19,8 +19,8 @@ import pytest
 from cryptography import x509
 
 from controlplane.ca import CertificateAuthority, DirectoryKeyStore, Identity
-from controlplane.ca.rotation import root_rotation_steps
 from controlplane.ca.root import create_root_bundle
+from controlplane.ca.rotation import root_rotation_steps
 from tests.envoy.zero_trust import (
     PAYMENT_POLICY,
     WORKLOADS,

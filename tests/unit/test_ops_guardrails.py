@@ -21,7 +21,7 @@ from controlplane.app import ControlPlane, Options
 from controlplane.ca import DirectoryKeyStore, Identity
 from controlplane.ca.root import create_root_bundle
 from controlplane.cli.main import main
-from controlplane.sources.files import FileSource, DirectorySource
+from controlplane.sources.files import DirectorySource, FileSource
 from controlplane.sources.kube.watch import probe_liveness
 from controlplane.store.liveness import WatchLiveness
 from tests.support.prometheus import parse, value
