@@ -611,7 +611,9 @@ def enable_security(
     tokens. Call ``start()`` on the result once the loop runs."""
     keystore: KeyStore = DirectoryKeyStore(ca_dir) if isinstance(ca_dir, Path) else ca_dir
     ca = load_ca(keystore, trust_domain, workload_ttl)
-    verify = verify or control_plane_tokens(ca.token_key, audience)
+    token_keys = [ca.token_key]  # every CA key served since start, newest last
+    if verify is None:
+        verify = _tokens_of_any_key(token_keys, audience)
     provider = SecretCache(ca)
     authenticator = TokenAuthenticator(
         verify, trust_domain=trust_domain, require_token=require_token
@@ -635,7 +637,15 @@ def enable_security(
         )
 
     certificates = CertificateServicer(ca, authenticate)
-    guard = CaGuard(provider, keystore, build, on_authority=certificates.replace_authority)
+
+    def replaced(new: CertificateAuthority) -> None:
+        certificates.replace_authority(new)
+        # After a root rotation `controlplane bootstrap` signs tokens with the new key;
+        # tokens of the old one (proxies reconnecting) still hold until they expire.
+        if new.token_key not in token_keys:
+            token_keys.append(new.token_key)
+
+    guard = CaGuard(provider, keystore, build, on_authority=replaced)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
@@ -644,6 +654,23 @@ def enable_security(
         ", tokens required" if require_token else "",
     )
     return MeshSecurity(ca, provider, verify, audience, authenticator, certificates, guard)
+
+
+def _tokens_of_any_key(keys: list[bytes], audience: str) -> TokenVerifier:
+    """File mode's bootstrap tokens, signed with any CA key served since start (newest
+    first); the refusal of the newest key is the one reported."""
+
+    def verify(token: str) -> Identity:
+        refusal: CAError | None = None
+        for key in reversed(keys):
+            try:
+                return control_plane_tokens(key, audience)(token)
+            except CAError as exc:
+                refusal = refusal or exc
+        assert refusal is not None
+        raise refusal
+
+    return verify
 
 
 def enable_cluster_security(
