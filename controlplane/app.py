@@ -46,6 +46,7 @@ from controlplane.ca import (
 )
 from controlplane.ca.authority import CLOCK_SKEW
 from controlplane.ca.bundle import CABundle
+from controlplane.ca.rotation import certificate_renewal_time
 from controlplane.ca.service import CertificateServicer
 from controlplane.cache import (
     CacheMux,
@@ -560,12 +561,35 @@ class MeshSecurity:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        """TLS for the xDS port, with a certificate of the mesh CA (clients need no cert)."""
+        """TLS for the xDS port, with a certificate of the mesh CA (clients need no cert).
+
+        Dynamic: a handshake after the CA was replaced (a root rotation's step) or after the
+        certificate's renewal time gets a certificate of the CA in service."""
         identity = Identity(self.ca.trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
-        cert = self.ca.issue(identity, self.ca.max_workload_ttl)
-        return grpc.ssl_server_credentials(
-            [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
-        )
+
+        def issue() -> tuple[CertificateAuthority, datetime, Any]:
+            ca = self.ca
+            cert = ca.issue(identity, ca.max_workload_ttl)
+            config = grpc.ssl_server_certificate_configuration(
+                [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
+            )
+            return ca, certificate_renewal_time(cert), config
+
+        current = issue()
+
+        def fetch() -> Any:
+            nonlocal current
+            if self.ca is current[0] and datetime.now(UTC) < current[1]:
+                return None  # gRPC keeps the configuration it has
+            current = issue()
+            return current[2]
+
+        return grpc.dynamic_ssl_server_credentials(current[2], fetch)
+
+    def replaced(self, ca: CertificateAuthority) -> None:
+        """The CA guard reloaded the CA: sign CSRs and the xDS port's certificate with it."""
+        self.ca = ca
+        self.certificates.replace_authority(ca)
 
     def start(self) -> None:
         """Start renewing certificates (on the running loop)."""
@@ -638,14 +662,7 @@ def enable_security(
 
     certificates = CertificateServicer(ca, authenticate)
 
-    def replaced(new: CertificateAuthority) -> None:
-        certificates.replace_authority(new)
-        # After a root rotation `controlplane bootstrap` signs tokens with the new key;
-        # tokens of the old one (proxies reconnecting) still hold until they expire.
-        if new.token_key not in token_keys:
-            token_keys.append(new.token_key)
-
-    guard = CaGuard(provider, keystore, build, on_authority=replaced)
+    guard = CaGuard(provider, keystore, build)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
@@ -653,7 +670,17 @@ def enable_security(
         timedelta(seconds=workload_ttl),
         ", tokens required" if require_token else "",
     )
-    return MeshSecurity(ca, provider, verify, audience, authenticator, certificates, guard)
+    security = MeshSecurity(ca, provider, verify, audience, authenticator, certificates, guard)
+
+    def replaced(new: CertificateAuthority) -> None:
+        security.replaced(new)
+        # After a root rotation `controlplane bootstrap` signs tokens with the new key;
+        # tokens of the old one (proxies reconnecting) still hold until they expire.
+        if new.token_key not in token_keys:
+            token_keys.append(new.token_key)
+
+    guard.on_authority = replaced
+    return security
 
 
 def _tokens_of_any_key(keys: list[bytes], audience: str) -> TokenVerifier:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -253,11 +255,13 @@ async def test_each_rotation_step_is_served_and_tokens_of_both_keys_hold(tmp_pat
 
     config, ca_dir = tmp_path / "config", tmp_path / "ca"
     config.mkdir()
-    control_plane = ControlPlane(Options(xds_port=0, debug_port=0), DirectorySource(config, ca_dir))
+    opts = Options(xds_port=0, debug_port=0, xds_tls=True)
+    control_plane = ControlPlane(opts, DirectorySource(config, ca_dir))
     async with control_plane:
         side = control_plane.xds
         assert side is not None and side.security is not None and side.security.guard
         security, guard = side.security, side.security.guard
+        xds_port = side.xds_port
         for task in security.tasks:  # steps are applied by hand here, not by the poll
             if task.get_name() == "ca-guard":
                 task.cancel()
@@ -281,7 +285,10 @@ async def test_each_rotation_step_is_served_and_tokens_of_both_keys_hold(tmp_pat
             )
             roots = x509.load_pem_x509_certificates(security.provider.ca.root_certs_pem.encode())
             trusted.append(sorted(("old" if r == old_root else "new") for r in roots))
-        assert issuers == ["old", "new", "new"]
+            # the xDS port's own certificate follows the CA in service
+            served = await asyncio.to_thread(_xds_certificate, xds_port, step.root_cert_pem)
+            issuers.append("xds:" + ("new" if _signed(served, new_root) else "old"))
+        assert issuers == ["old", "xds:old", "new", "xds:new", "new", "xds:new"]
         assert trusted == [["new", "old"], ["new", "old"], ["new"]]
         # bootstrap tokens: the new key's (minted now) and the old key's both authenticate
         new_token = obtain_token(ca_dir, "default", "web")
@@ -293,6 +300,19 @@ async def test_each_rotation_step_is_served_and_tokens_of_both_keys_hold(tmp_pat
         assert not guard.reload(replace(broken, ca_key_pem=old.ca_key_pem))
         assert guard.refused is not None and "not the private key" in guard.refused
         assert guard.describe()["reloads"] == 3
+
+
+def _xds_certificate(port: int, roots_pem: str) -> x509.Certificate:
+    """The certificate the xDS port presents in a handshake verified against ``roots_pem``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=roots_pem)
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
 
 
 def _signed(leaf: x509.Certificate, root: x509.Certificate) -> bool:
