@@ -246,8 +246,10 @@ class XdsMetrics:
         return "\n".join(lines) + "\n"
 
 
-# istiod's convergence buckets (pilot/pkg/xds/monitoring.go): seconds, coarse.
+# istiod's buckets (pilot/pkg/xds/monitoring.go): seconds, coarse, so that its dashboards'
+# histogram_quantile queries read the same boundaries.
 CONVERGENCE_BUCKETS = (0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+PUSH_TIME_BUCKETS = (0.01, 0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
 
 # Kinds istiod counts as service-registry events (pilot_k8s_reg_events, its kube registry's
 # informers), with the ``type`` label value istiod gives each; every other kind is a config
@@ -264,7 +266,7 @@ class IstioMetrics:
     """istiod's metric names with istiod's label names, fed where ours are.
 
     - ``pilot_xds_pushes{type}``: responses sent, ``type`` cds/eds/lds/rds/sds (istiod's
-      ``v3.GetMetricType``);
+      ``v3.GetMetricType``), and ``<type>_senderr`` for a write that failed;
     - ``pilot_xds_push_time{type}``: seconds to compute and write the push that carried a type;
     - ``pilot_proxy_convergence_time``: change seen to the proxy's ACK;
     - ``pilot_xds{version}``: connected proxies by the Istio version their node metadata
@@ -288,6 +290,7 @@ class IstioMetrics:
             "pilot_xds_push_time",
             "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
             ("type",),
+            buckets=PUSH_TIME_BUCKETS,
         )
         self.convergence = Histogram(
             "pilot_proxy_convergence_time",

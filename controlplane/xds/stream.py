@@ -191,6 +191,11 @@ class BaseStream(ABC):
         try:
             for response in responses:
                 await self.context.write(response)
+        except Exception:
+            # istiod's send errors: pilot_xds_pushes{type="<type>_senderr"}
+            for kind in self._pushed_types:
+                self.delivery.metrics.istio.pushes.inc(f"{kind}_senderr")
+            raise
         finally:
             self.writing = False
 
