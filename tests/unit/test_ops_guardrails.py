@@ -321,3 +321,32 @@ def _signed(leaf: x509.Certificate, root: x509.Certificate) -> bool:
     except Exception:
         return False
     return True
+
+
+async def test_csrs_are_counted_under_istiods_citadel_names(tmp_path: Path) -> None:
+    import grpc
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from controlplane.app import obtain_token
+    from controlplane.protos_gen.ca.v1 import ca_pb2, ca_pb2_grpc
+    from tests.support.pki import make_csr
+
+    config, ca_dir = tmp_path / "config", tmp_path / "ca"
+    config.mkdir()
+    control_plane = ControlPlane(Options(xds_port=0, debug_port=0), DirectorySource(config, ca_dir))
+    async with control_plane:
+        side = control_plane.xds
+        assert side is not None
+        token = obtain_token(ca_dir, "default", "web")
+        csr = make_csr(ec.generate_private_key(ec.SECP256R1()))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{side.xds_port}") as channel:
+            stub = ca_pb2_grpc.CertificateServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = ca_pb2.CertificateRequest(csr_pem=csr)
+            await stub.CreateCertificate(request, metadata=[("authorization", f"Bearer {token}")])
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.CreateCertificate(request, metadata=[("authorization", "Bearer x")])
+        samples, types = parse((await _fetch(side.debug_port, "/metrics"))[1])
+        assert value(samples, "citadel_server_csr_count") == 2
+        assert value(samples, "citadel_server_success_cert_issuance_count") == 1
+        assert value(samples, "citadel_server_authentication_failure_count") == 1
+        assert types["citadel_server_csr_count"] == "counter"
