@@ -662,7 +662,9 @@ def enable_security(
 
     certificates = CertificateServicer(ca, authenticate)
 
-    guard = CaGuard(provider, keystore, build)
+    # A directory is cheap to re-read; a Secret is an apiserver call per replica.
+    poll = 2.0 if isinstance(keystore, DirectoryKeyStore) else 10.0
+    guard = CaGuard(provider, keystore, build, poll=poll)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
