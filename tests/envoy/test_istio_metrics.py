@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from controlplane.inject.bootstrap import ISTIO_VERSION
 from controlplane.testing.mesh import LocalMesh
 from controlplane.testing.ports import free_port
+from tests.envoy.test_compile_containment import FAULTS
 from tests.envoy.test_nack import HUGE_REGEX, virtual_service
 from tests.support import meshes
 from tests.support.prometheus import label_sets, scrape, value
@@ -99,3 +102,21 @@ def test_istio_metric_names_move_with_a_push_a_nack_and_a_conflict(mesh: LocalMe
     )
     # Our own names are still there, beside istiod's.
     assert value(conflicted, "controlplane_xds_nacks_total", type="rds") == 1
+
+
+def test_a_configuration_that_fails_to_compile_counts_as_a_push_context_error(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test-only compile faults of test_compile_containment: a Service named boom* makes
+    # every proxy's compile raise (istiod's failure to build the push context).
+    monkeypatch.setenv("PYTHONPATH", str(FAULTS))
+    port = free_port()
+    mesh.backend("ratings-v1", ADDRESS, port)
+    mesh.write("ratings.yaml", meshes.ratings(ADDRESS, target_port=port))
+    mesh.start()
+    sidecar = mesh.sidecar(CLIENT)
+    base = mesh.debug.base
+    assert value(scrape(base)[0], "pilot_xds_push_context_errors") == 0
+    mesh.write("boom.yaml", meshes.service("boom", 9080))
+    _wait_status(mesh, sidecar.node_id, "rds", "ERROR")
+    assert value(scrape(base)[0], "pilot_xds_push_context_errors") >= 1
