@@ -27,7 +27,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -45,6 +45,8 @@ from controlplane.ca import (
     issue_token,
 )
 from controlplane.ca.authority import CLOCK_SKEW
+from controlplane.ca.bundle import CABundle
+from controlplane.ca.rotation import certificate_renewal_time
 from controlplane.ca.service import CertificateServicer
 from controlplane.cache import (
     CacheMux,
@@ -53,6 +55,7 @@ from controlplane.cache import (
     SecretCache,
     XdsMetrics,
 )
+from controlplane.cache.ca_guard import CaGuard
 from controlplane.cache.interface import SECRET
 from controlplane.compile.check import check_resource
 from controlplane.sources import MeshCa
@@ -64,6 +67,7 @@ from controlplane.sources.jwks import (
 )
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
+from controlplane.store.liveness import DEFAULT_STALL_AFTER, WatchLiveness
 from controlplane.web import DebugPage
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.identity import (
@@ -105,6 +109,8 @@ class Options:
     jwks_refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     jwks_retry_interval: float = DEFAULT_RETRY_INTERVAL
     jwks_eviction: float = DEFAULT_EVICTION  # a key set not refreshed this long is dropped
+    # A source watch with no event and no in-step listing this long fails /healthz.
+    watch_stall_after: float = DEFAULT_STALL_AFTER
 
 
 class Source(Protocol):
@@ -172,15 +178,48 @@ class ControlPlane:
             self.options, trust_domain=_trust_domain(self.options, self.store)
         )
         side = self.xds = await _xds_side(
-            self.options, self.store, self.source.mesh_ca(), self.source.ready
+            self.options,
+            self.store,
+            self.source.mesh_ca(),
+            self.source.ready,
+            getattr(self.source, "liveness", None),
         )
         async with AsyncExitStack() as stack:
             for part in self._parts(side):
                 await stack.enter_async_context(part())
             self._stack = stack.pop_all()  # started: stop() unwinds it
+        self._post_ca_findings(side)
         self.source.announce(
             self.options.host, side.xds_port, side.debug_port, self.options.debug_host
         )
+
+    def _post_ca_findings(self, side: XdsSide) -> None:
+        """In cluster mode, a root close to expiry is also a Warning Event on the CA's
+        Secret (written by the leader, as status is)."""
+        client = self.source.status_client()
+        guard = side.security.guard if side.security is not None else None
+        keystore = guard.keystore if guard is not None else None
+        namespace = getattr(keystore, "namespace", None)
+        if client is None or guard is None or namespace is None:
+            return
+        source = self.source
+
+        def post(issue: Issue) -> None:
+            if not source.is_leader():
+                return
+            name = str(getattr(keystore, "source", None) or "cacerts")
+            event = ca_expiry_event(namespace, name, issue)
+            try:
+                client.create_event(namespace, event)
+            except Exception as exc:  # an Event is advice; the log line and metric remain
+                log.warning("posting the root expiry Event failed: %s", exc)
+
+        def on_finding(issue: Issue) -> None:
+            asyncio.get_running_loop().run_in_executor(None, post, issue)
+
+        guard.on_finding = on_finding
+        if guard.finding is not None:
+            guard.on_finding(guard.finding)
 
     async def stop(self) -> None:
         stack, self._stack = self._stack, None
@@ -235,6 +274,31 @@ class ControlPlane:
             yield
         finally:
             await writer.stop()
+
+
+def ca_expiry_event(namespace: str, secret: str, issue: Issue) -> dict[str, Any]:
+    """A Warning Event on the Secret holding the mesh CA, naming the finding."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{secret}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "name": secret,
+            "namespace": namespace,
+        },
+        "reason": issue.code.title,
+        "message": f"[{issue.code.id}] {issue.field_message}",
+        "type": "Warning",
+        "source": {"component": "controlplane"},
+        "reportingComponent": "controlplane",
+        "reportingInstance": "controlplane",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 def _trust_domain(options: Options, store: Store) -> str:
@@ -364,8 +428,32 @@ class XdsSide:
             await security.stop()
 
 
+def _export_liveness(liveness: WatchLiveness, metrics: XdsMetrics) -> None:
+    metrics.gauge(
+        "controlplane_watch_last_refresh_age_seconds",
+        "Seconds since each source watch delivered an event or was proved in step by a listing.",
+        lambda: {(kind,): age for kind, age in liveness.ages().items()},
+        ("kind",),
+    )
+
+    def stalled() -> dict[tuple[str, ...], float]:
+        now_stalled = liveness.stalled()
+        return {(kind,): float(kind in now_stalled) for kind in liveness.ages()}
+
+    metrics.gauge(
+        "controlplane_watch_stalled",
+        "1 for a watch with no event and no in-step listing within the stall limit.",
+        stalled,
+        ("kind",),
+    )
+
+
 async def _xds_side(
-    options: Options, store: Store, ca: MeshCa | None, ready: Callable[[], bool]
+    options: Options,
+    store: Store,
+    ca: MeshCa | None,
+    ready: Callable[[], bool],
+    liveness: WatchLiveness | None = None,
 ) -> XdsSide:
     """The compiled-config cache, the ADS server and the debug server over ``store``, with
     the mesh CA of ``ca`` wired in (certificates over SDS, proxies authenticated,
@@ -391,12 +479,41 @@ async def _xds_side(
             metrics=metrics,
             services=[security.certificates],
         )
-    debug = DebugServer(server, hub, ready=ready, debug_token=options.debug_token)
+    debug = DebugServer(
+        server,
+        hub,
+        ready=ready,
+        debug_token=options.debug_token,
+        stalled=liveness.stalled if liveness is not None else dict,
+    )
     DebugPage.install(debug)  # /debug/ui: the page to look at, behind the same access rules
+    if liveness is not None:
+        liveness.stall_after = options.watch_stall_after
+        _export_liveness(liveness, metrics)
+    if security is not None:
+        _watch_ca(security, metrics, debug)
     side = XdsSide(options, hub, server, debug, security)
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()
     return side
+
+
+def _watch_ca(security: MeshSecurity, metrics: XdsMetrics, debug: DebugServer) -> None:
+    """istiod's citadel_server_* metrics, the expiry of every certificate, and the CA's
+    findings on the debug port (``/debug/ca``)."""
+    istio = metrics.istio
+    counters = {
+        "csr": istio.citadel_csrs,
+        "issued": istio.citadel_issued,
+        "error": istio.citadel_csr_errors,
+        "auth_failure": istio.citadel_auth_failures,
+    }
+    security.certificates.observe = lambda event: counters[event].inc()
+    guard = security.guard
+    if guard is None:
+        return
+    guard.register(metrics)
+    debug.add_json("/debug/ca", guard.describe)
 
 
 async def _mesh_security(options: Options, ca: MeshCa | None) -> MeshSecurity | None:
@@ -442,19 +559,45 @@ class MeshSecurity:
     audience: str
     authenticator: TokenAuthenticator
     certificates: CertificateServicer
+    guard: CaGuard | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        """TLS for the xDS port, with a certificate of the mesh CA (clients need no cert)."""
+        """TLS for the xDS port, with a certificate of the mesh CA (clients need no cert).
+
+        Dynamic: a handshake after the CA was replaced (a root rotation's step) or after the
+        certificate's renewal time gets a certificate of the CA in service."""
         identity = Identity(self.ca.trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
-        cert = self.ca.issue(identity, self.ca.max_workload_ttl)
-        return grpc.ssl_server_credentials(
-            [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
-        )
+
+        def issue() -> tuple[CertificateAuthority, datetime, Any]:
+            ca = self.ca
+            cert = ca.issue(identity, ca.max_workload_ttl)
+            config = grpc.ssl_server_certificate_configuration(
+                [(cert.private_key_pem.encode(), cert.cert_chain_pem.encode())]
+            )
+            return ca, certificate_renewal_time(cert), config
+
+        current = issue()
+
+        def fetch() -> Any:
+            nonlocal current
+            if self.ca is current[0] and datetime.now(UTC) < current[1]:
+                return None  # gRPC keeps the configuration it has
+            current = issue()
+            return current[2]
+
+        return grpc.dynamic_ssl_server_credentials(current[2], fetch)
+
+    def replaced(self, ca: CertificateAuthority) -> None:
+        """The CA guard reloaded the CA: sign CSRs and the xDS port's certificate with it."""
+        self.ca = ca
+        self.certificates.replace_authority(ca)
 
     def start(self) -> None:
         """Start renewing certificates (on the running loop)."""
         self.tasks.append(asyncio.create_task(self.provider.rotate(), name="cert-rotation"))
+        if self.guard is not None:
+            self.tasks.append(asyncio.create_task(self.guard.run(), name="ca-guard"))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -492,8 +635,11 @@ def enable_security(
     building the xDS server with. ``ca_dir`` is where the CA lives (a directory, or a
     KeyStore such as ``SecretKeyStore``); ``verify`` defaults to this CA's own bootstrap
     tokens. Call ``start()`` on the result once the loop runs."""
-    ca = load_ca(ca_dir, trust_domain, workload_ttl)
-    verify = verify or control_plane_tokens(ca.token_key, audience)
+    keystore: KeyStore = DirectoryKeyStore(ca_dir) if isinstance(ca_dir, Path) else ca_dir
+    ca = load_ca(keystore, trust_domain, workload_ttl)
+    token_keys = [ca.token_key]  # every CA key served since start, newest last
+    if verify is None:
+        verify = _tokens_of_any_key(token_keys, audience)
     provider = SecretCache(ca)
     authenticator = TokenAuthenticator(
         verify, trust_domain=trust_domain, require_token=require_token
@@ -506,7 +652,21 @@ def enable_security(
             raise CAError("no bearer token in the call's metadata")
         return verify(token)
 
+    ttl = timedelta(seconds=workload_ttl)
+
+    def build(bundle: CABundle) -> CertificateAuthority:
+        return CertificateAuthority(
+            bundle,
+            trust_domain=trust_domain,
+            workload_ttl=ttl,
+            clock_skew=min(CLOCK_SKEW, ttl / 10),
+        )
+
     certificates = CertificateServicer(ca, authenticate)
+
+    # A directory is cheap to re-read; a Secret is an apiserver call per replica.
+    poll = 2.0 if isinstance(keystore, DirectoryKeyStore) else 10.0
+    guard = CaGuard(provider, keystore, build, poll=poll)
     log.info(
         "mesh CA from %s: trust domain %s, workload certificates for %s%s",
         ca_dir,
@@ -514,7 +674,34 @@ def enable_security(
         timedelta(seconds=workload_ttl),
         ", tokens required" if require_token else "",
     )
-    return MeshSecurity(ca, provider, verify, audience, authenticator, certificates)
+    security = MeshSecurity(ca, provider, verify, audience, authenticator, certificates, guard)
+
+    def replaced(new: CertificateAuthority) -> None:
+        security.replaced(new)
+        # After a root rotation `controlplane bootstrap` signs tokens with the new key;
+        # tokens of the old one (proxies reconnecting) still hold until they expire.
+        if new.token_key not in token_keys:
+            token_keys.append(new.token_key)
+
+    guard.on_authority = replaced
+    return security
+
+
+def _tokens_of_any_key(keys: list[bytes], audience: str) -> TokenVerifier:
+    """File mode's bootstrap tokens, signed with any CA key served since start (newest
+    first); the refusal of the newest key is the one reported."""
+
+    def verify(token: str) -> Identity:
+        refusal: CAError | None = None
+        for key in reversed(keys):
+            try:
+                return control_plane_tokens(key, audience)(token)
+            except CAError as exc:
+                refusal = refusal or exc
+        assert refusal is not None
+        raise refusal
+
+    return verify
 
 
 def enable_cluster_security(

@@ -109,6 +109,10 @@ class Codes:
         "CP0563", Level.ERROR, "MultipleSidecarsWithoutWorkloadSelectors"
     )
 
+    # part "ops" (issue 17): certificate guardrails, CP0730-0739.
+    ROOT_CERT_EXPIRES_SOON = Code("CP0730", Level.WARNING, "RootCertificateExpiresSoon")
+    ROOT_CERT_EXPIRES_VERY_SOON = Code("CP0731", Level.ERROR, "RootCertificateExpiresVerySoon")
+
 
 @dataclass(frozen=True)
 class ResourceKey:

@@ -142,6 +142,26 @@ class CertificateAuthority:
         return self._roots_pem
 
     @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        """Every root of the trust bundle (several while a root is being rotated)."""
+        return self._material.roots
+
+    @property
+    def signing_root(self) -> x509.Certificate:
+        """The root the signing chain ends in: the one whose expiry ends this CA's leaves."""
+        material = self._material
+        top = material.intermediates[-1] if material.intermediates else material.cert
+        for root in material.roots:
+            if root == top or _issued(top, root):
+                return root
+        return material.roots[0]
+
+    @property
+    def chain_not_after(self) -> datetime:
+        """When the signing certificate or an intermediate above it expires, first."""
+        return self._latest_not_after
+
+    @property
     def certificate(self) -> x509.Certificate:
         """The certificate that signs workload certificates (`ca-cert.pem`)."""
         return self._material.cert
@@ -327,3 +347,11 @@ def _acceptable_public_key(csr: x509.CertificateSigningRequest) -> CertificatePu
     raise InvalidCSR(
         f"the CSR's key is a {type(key).__name__}; use ECDSA P-256/P-384 or RSA of 2048+ bits"
     )
+
+
+def _issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except Exception:  # wrong key type, bad signature, different issuer name
+        return False
+    return True

@@ -48,6 +48,18 @@ class WorkloadCertCache:
             self._current[identity] = (cert, certificate_renewal_time(cert))
             return cert
 
+    def replace_authority(self, ca: CertificateAuthority) -> None:
+        """Issue with ``ca`` from now on; every cached certificate is replaced on its next
+        ``get`` (the old signer may be leaving the trust bundle soon)."""
+        with self._lock:
+            self._ca = ca
+            self._current.clear()
+
+    def expiries(self) -> dict[Identity, datetime]:
+        """When each cached certificate expires."""
+        with self._lock:
+            return {identity: cert.not_after for identity, (cert, _) in self._current.items()}
+
     def next_renewal(self) -> datetime | None:
         """The earliest renewal time among cached certificates: when to push new secrets."""
         with self._lock:

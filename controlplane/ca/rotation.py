@@ -10,9 +10,11 @@ certificate's random serial number.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from controlplane.ca.authority import SignedCertificate
+from controlplane.ca.bundle import CABundle
 
 RENEWAL_FRACTION = 0.5
 MAX_JITTER_FRACTION = 0.1
@@ -44,3 +46,36 @@ def serial_jitter(serial_number: int) -> float:
 def certificate_renewal_time(cert: SignedCertificate) -> datetime:
     """When `cert` should be replaced, with its serial-derived jitter."""
     return renewal_time(cert.not_before, cert.not_after, jitter=serial_jitter(cert.serial_number))
+
+
+def root_rotation_steps(old: CABundle, new: CABundle) -> tuple[CABundle, CABundle, CABundle]:
+    """The three bundles of a root rotation without a failed handshake, written to the key
+    store in turn (the control plane reloads each; wait until every proxy holds one before
+    writing the next):
+
+    1. the old signer, trusting old and new roots: every proxy learns to trust the new root;
+    2. the new signer, still trusting both: certificates are re-issued under the new root,
+       and a peer still presenting an old-root certificate is trusted meanwhile;
+    3. the new signer, trusting the new root only.
+
+    This is Istio's plugged-in CA procedure (a ``root-cert.pem`` with both roots while the
+    ``cacerts`` Secret changes), with the steps named.
+    """
+    roots = _distinct_pem(old.root_cert_pem, new.root_cert_pem)
+    return (
+        replace(old, root_cert_pem=roots),
+        replace(new, root_cert_pem=roots),
+        new,
+    )
+
+
+def _distinct_pem(*bundles: str) -> str:
+    seen: list[str] = []
+    for text in bundles:
+        for block in text.split("-----END CERTIFICATE-----"):
+            block = block.strip()
+            if block:
+                pem = block + "\n-----END CERTIFICATE-----\n"
+                if pem not in seen:
+                    seen.append(pem)
+    return "".join(seen)

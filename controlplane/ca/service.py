@@ -34,9 +34,20 @@ _PEM_CERTIFICATE = re.compile(
 class CertificateServicer:
     """Signs CSRs for the identity each caller authenticated as."""
 
-    def __init__(self, ca: CertificateAuthority, authenticate: Authenticate) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        authenticate: Authenticate,
+        observe: Callable[[str], None] | None = None,
+    ) -> None:
         self._ca = ca
         self._authenticate = authenticate
+        # Told "csr", "issued", "error" or "auth_failure" (istiod's citadel_server_* counts).
+        self.observe = observe or (lambda event: None)
+
+    def replace_authority(self, ca: CertificateAuthority) -> None:
+        """Sign with ``ca`` from now on (a root rotation's next step)."""
+        self._ca = ca
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Serve `CertificateService` on `server`."""
@@ -48,9 +59,11 @@ class CertificateServicer:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> ca_pb2.CertificateResponse:
         """Certify the CSR's key for the caller's identity."""
+        self.observe("csr")
         try:
             identity = await _resolve(self._authenticate(context))
         except CAError as exc:
+            self.observe("auth_failure")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"not authenticated: {exc}")
         if request.validity_seconds < 0:
             await context.abort(
@@ -66,8 +79,10 @@ class CertificateServicer:
         except InvalidCSR as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except CAError as exc:
+            self.observe("error")
             _log.error("cannot sign a CSR for %s: %s", identity, exc)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        self.observe("issued")
         return ca_pb2.CertificateResponse(
             cert_chain_pem=_PEM_CERTIFICATE.findall(signed.cert_chain_pem),
             root_certs_pem=_PEM_CERTIFICATE.findall(signed.root_certs_pem),

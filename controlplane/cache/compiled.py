@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
 
-from controlplane.api.issues import ResourceKey
+from controlplane.api.issues import Codes, ResourceKey
 from controlplane.cache.debounce import (
     DEFAULT_DEBOUNCE,
     DEFAULT_ENDPOINT_MAX_DELAY,
@@ -35,6 +35,16 @@ from controlplane.compile import ProxyResources, SnapshotCompiler
 from controlplane.compile.proxy import Proxy
 from controlplane.store import ChangeSet, Snapshot, Store
 from controlplane.store.dependencies import Token
+
+# Findings that mean "this resource lost to another one" (istiod's conflict gauges).
+CONFLICT_CODES = frozenset(
+    {
+        Codes.CONFLICTING_VIRTUAL_SERVICES,
+        Codes.CONFLICTING_GATEWAYS,
+        Codes.CONFLICTING_SERVICE_ENTRIES,
+        Codes.CONFLICTING_SIDECAR_SELECTORS,
+    }
+)
 
 log = logging.getLogger("controlplane.xds")
 
@@ -67,6 +77,12 @@ class CompiledCache:
         )
         self._watches: dict[_ShapeWatch, None] = {}  # ordered set
         self._listeners: list[Callable[[], None]] = []
+        self._events_snapshot: Snapshot = store.snapshot
+        # What the source loaded before anything served: adds, as istiod's informers count
+        # their initial listing.
+        for kind, resources in store.snapshot.resources.items():
+            for _ in resources:
+                self.metrics.istio.store_event(kind, "add")
         self.metrics.gauge(
             "controlplane_xds_proxy_shapes",
             "Distinct compiled resource sets shared by connected proxies.",
@@ -77,7 +93,37 @@ class CompiledCache:
             "Version of the snapshot being served.",
             lambda: {(): float(self.snapshot.version)},
         )
+        self._register_conflicts()
         store.subscribe(self._on_store_change)
+
+    def _register_conflicts(self) -> None:
+        """Resources the snapshot marks as conflicting, by finding: istiod's
+        ``pilot_vservice_dup_domain`` (VirtualServices claiming a host another one holds),
+        and ours for every conflict finding."""
+
+        def conflicts() -> dict[tuple[str, ...], float]:
+            out: dict[tuple[str, ...], float] = {}
+            for key, status in list(self.store.snapshot.status.items()):
+                for issue in status.issues:
+                    if issue.code in CONFLICT_CODES:
+                        label = (issue.code.title, key.kind)
+                        out[label] = out.get(label, 0.0) + 1
+            return out
+
+        def dup_domains() -> dict[tuple[str, ...], float]:
+            title = Codes.CONFLICTING_VIRTUAL_SERVICES.title
+            return {(): sum(v for (code, _), v in conflicts().items() if code == title)}
+
+        self.metrics.gauge(
+            "controlplane_conflicts",
+            "Resources refused or overridden because they conflict with another, by finding "
+            "and kind.",
+            conflicts,
+            ("finding", "kind"),
+        )
+        self.metrics.istio.gauge(
+            "pilot_vservice_dup_domain", "Virtual services with dup domains.", dup_domains
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -107,8 +153,22 @@ class CompiledCache:
         ):
             return
         self.metrics.store_changes.inc()
+        self._count_events(snapshot, change)
         # Statuses count too: a compile may read them (a refused policy fails closed).
         self._debouncer.add(snapshot, change.changed | change.status_changed, change.at)
+
+    def _count_events(self, snapshot: Snapshot, change: ChangeSet) -> None:
+        """istiod's pilot_k8s_reg_events / pilot_k8s_cfg_events: each changed resource as an
+        add, an update or a delete, judged against the snapshot the last change left."""
+        previous = self._events_snapshot
+        self._events_snapshot = snapshot
+        istio = self.metrics.istio
+        for key in change.changed:
+            before = previous.get(key) is not None
+            after = snapshot.get(key) is not None
+            if before or after:
+                event = "update" if before and after else "add" if after else "delete"
+                istio.store_event(key.kind, event)
 
     def flush(self) -> None:
         """Publish the pending burst of changes now, without waiting for the debounce."""
@@ -120,6 +180,7 @@ class CompiledCache:
         except Exception:
             # The incremental path failed: recompile everything rather than leave every
             # proxy on the previous snapshot.
+            self.metrics.istio.push_context_errors.inc()
             log.exception(
                 "publishing snapshot %d incrementally failed; recompiling it whole",
                 snapshot.version,
@@ -127,6 +188,7 @@ class CompiledCache:
             try:
                 self.publish(snapshot, seen_at)
             except Exception:
+                self.metrics.istio.push_context_errors.inc()
                 log.exception("publishing snapshot %d failed", snapshot.version)
 
     def publish(

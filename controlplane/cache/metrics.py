@@ -3,7 +3,8 @@ client library). One ``XdsMetrics`` is shared: the compiled-config cache counts 
 and publishes into it, the xDS server pushes, bytes and ACKs; the debug port renders it.
 
 Names follow Prometheus conventions: a ``controlplane_`` prefix, base units (seconds, bytes),
-``_total`` on counters.
+``_total`` on counters. Beside them, ``IstioMetrics`` exports istiod's own names and label
+names (``pilot_*``, ``citadel_server_*``) so that Istio's dashboards and alerts work unchanged.
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ class XdsMetrics:
             ("protocol",),
         )
         self.gauges: list[Gauge] = []
+        self.istio = IstioMetrics()
 
     def gauge(
         self,
@@ -238,7 +240,130 @@ class XdsMetrics:
             self.store_changes,
             self.shared_responses,
         ]
-        for metric in metrics:
+        for metric in [*metrics, *self.istio.all()]:
             lines.extend(metric.header())
             lines.extend(metric.samples())
         return "\n".join(lines) + "\n"
+
+
+# istiod's buckets (pilot/pkg/xds/monitoring.go): seconds, coarse, so that its dashboards'
+# histogram_quantile queries read the same boundaries.
+CONVERGENCE_BUCKETS = (0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+PUSH_TIME_BUCKETS = (0.01, 0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+
+# Kinds istiod counts as service-registry events (pilot_k8s_reg_events, its kube registry's
+# informers), with the ``type`` label value istiod gives each; every other kind is a config
+# event (pilot_k8s_cfg_events, ``type`` the kind).
+REGISTRY_EVENT_TYPES = {
+    "Service": "Services",
+    "EndpointSlice": "EndpointSlice",
+    "Pod": "Pods",
+    "Namespace": "Namespaces",
+}
+
+
+class IstioMetrics:
+    """istiod's metric names with istiod's label names, fed where ours are.
+
+    - ``pilot_xds_pushes{type}``: responses sent, ``type`` cds/eds/lds/rds/sds (istiod's
+      ``v3.GetMetricType``), and ``<type>_senderr`` for a write that failed;
+    - ``pilot_xds_push_time{type}``: seconds to compute and write the push that carried a type;
+    - ``pilot_proxy_convergence_time``: change seen to the proxy's ACK;
+    - ``pilot_xds{version}``: connected proxies by the Istio version their node metadata
+      claims (``ISTIO_VERSION``; ``unknown`` when absent), as istiod labels them;
+    - ``pilot_total_xds_rejects{type}``: NACKs;
+    - ``pilot_xds_push_context_errors``: snapshots or proxy configurations that failed to
+      compile (istiod: failures initialising the push context);
+    - ``pilot_k8s_reg_events{type,event}`` / ``pilot_k8s_cfg_events{type,event}``: adds,
+      updates and deletes the store received;
+    - ``pilot_conflict_*`` (registered by the compiled-config cache when it can compute them);
+    - ``citadel_server_*``: CSRs, issuances, root and chain expiry (registered by the CA side).
+    """
+
+    def __init__(self) -> None:
+        self.pushes = Counter(
+            "pilot_xds_pushes",
+            "Pilot build and send errors for lds, rds, cds and eds.",
+            ("type",),
+        )
+        self.push_time = Histogram(
+            "pilot_xds_push_time",
+            "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+            ("type",),
+            buckets=PUSH_TIME_BUCKETS,
+        )
+        self.convergence = Histogram(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required "
+            "configuration.",
+            buckets=CONVERGENCE_BUCKETS,
+        )
+        self.rejects = Counter(
+            "pilot_total_xds_rejects",
+            "Total number of XDS responses from pilot rejected by proxy.",
+            ("type",),
+        )
+        self.push_context_errors = Counter(
+            "pilot_xds_push_context_errors",
+            "Number of errors (timeouts) initiating push context.",
+        )
+        self.registry_events = Counter(
+            "pilot_k8s_reg_events",
+            "Events from k8s registry.",
+            ("type", "event"),
+        )
+        self.config_events = Counter(
+            "pilot_k8s_cfg_events",
+            "Events from k8s config.",
+            ("type", "event"),
+        )
+        self.citadel_csrs = Counter(
+            "citadel_server_csr_count",
+            "The number of CSRs received by Citadel server.",
+        )
+        self.citadel_issued = Counter(
+            "citadel_server_success_cert_issuance_count",
+            "The number of certificates issuances that have succeeded.",
+        )
+        self.citadel_csr_errors = Counter(
+            "citadel_server_csr_sign_err_count",
+            "The number of errors occurred when signing the CSR.",
+        )
+        self.citadel_auth_failures = Counter(
+            "citadel_server_authentication_failure_count",
+            "The number of authentication failures.",
+        )
+        self.gauges: list[Gauge] = []
+
+    def gauge(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], dict[LabelValues, float]],
+        labels: tuple[str, ...] = (),
+    ) -> None:
+        self.gauges.append(Gauge(name, help_text, read, labels))
+
+    def store_event(self, kind: str, event: str) -> None:
+        """One add, update or delete of a resource of ``kind`` the store received."""
+        registry = REGISTRY_EVENT_TYPES.get(kind)
+        if registry is not None:
+            self.registry_events.inc(registry, event)
+        else:
+            self.config_events.inc(kind, event)
+
+    def all(self) -> list[_Metric]:
+        return [
+            *self.gauges,
+            self.pushes,
+            self.push_time,
+            self.convergence,
+            self.rejects,
+            self.push_context_errors,
+            self.registry_events,
+            self.config_events,
+            self.citadel_csrs,
+            self.citadel_issued,
+            self.citadel_csr_errors,
+            self.citadel_auth_failures,
+        ]

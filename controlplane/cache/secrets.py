@@ -57,6 +57,7 @@ class SecretCache:
         self._watches: dict[Identity, dict[_SecretWatch, None]] = {}
         self.issued = 0
         self.issued_event = asyncio.Event()
+        self.on_issued: Callable[[], None] = lambda: None  # istiod's issuance count
         self.credentials: GatewayCredentials | None = None
         # identity -> (its own map, its namespace's credentials, the two merged)
         self._merged: dict[Identity, tuple[ResourceMap, ResourceMap, ResourceMap]] = {}
@@ -156,6 +157,7 @@ class SecretCache:
             served = {SDS_DEFAULT: resource, SDS_ROOT: self._root}
             self._compiled[identity] = (cert.serial_number, resource, served)
             self.issued += 1
+        self.on_issued()
         self.issued_event.set()
         log.info(
             "certificate for %s issued (serial %x, valid until %s)",
@@ -164,6 +166,33 @@ class SecretCache:
             cert.not_after.isoformat(),
         )
         return resource
+
+    def replace_authority(self, ca: CertificateAuthority) -> None:
+        """A root rotation's step: serve ``ca``'s trust bundle as ``ROOTCA`` and re-issue
+        every watched identity's certificate with ``ca``, then push both to every stream.
+
+        Proxies trust old and new roots during a rotation when the operator's bundle holds
+        both (``root-cert.pem`` with the two roots); see ``controlplane.ca.rotation``."""
+        with self._lock:
+            self.ca = ca
+            self._root = CompiledResource(SDS_ROOT, root_secret(ca.root_certs_pem))
+            self._compiled.clear()
+        self._merged.clear()
+        self.certs.replace_authority(ca)
+        holders = [w for watches in list(self._watches.values()) for w in watches]
+        log.info(
+            "mesh CA replaced: %d root(s) in the trust bundle, signing with %s; pushing new "
+            "secrets to %d streams",
+            len(ca.roots),
+            ca.certificate.subject.rfc4514_string(),
+            len(holders),
+        )
+        for watch in holders:
+            watch.wake()
+
+    def expiries(self) -> dict[Identity, datetime]:
+        """When each issued workload certificate still served expires."""
+        return self.certs.expiries()
 
     def renew(self) -> set[Identity]:
         """Renew what is due for identities still watched; forget the others. Returns the

@@ -68,6 +68,13 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
         default=20 * 60.0,
         help="how often the key set of a RequestAuthentication's jwksUri is fetched again (s)",
     )
+    parser.add_argument(
+        "--watch-stall-after",
+        type=float,
+        default=300.0,
+        help="/healthz fails when a source watch has had no event and no in-step listing "
+        "for this long (s)",
+    )
 
 
 def debug_token(path: Path | None) -> str | None:
@@ -94,4 +101,5 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         "debounce": args.debounce,
         "max_delay": args.max_delay,
         "jwks_refresh_interval": args.jwks_refresh_interval,
+        "watch_stall_after": args.watch_stall_after,
     }

@@ -47,6 +47,7 @@ from controlplane.api.mesh import (
 from controlplane.sources import MeshCa
 from controlplane.sources.state import STATE_DIR_NAME, LastGoodState, now, served_message
 from controlplane.store import Rejection, Store, Submission
+from controlplane.store.liveness import WatchLiveness
 
 log = logging.getLogger("controlplane.files")
 _control_plane_log = logging.getLogger("controlplane")  # the lines `serve` has always logged
@@ -69,6 +70,7 @@ MAX_FILE_BYTES = 32 * 1024 * 1024
 # long a file that does not parse is taken to be still being written (retried, not
 # reported). An atomic rename is always complete; see the README, "Writing files safely".
 SETTLE = 0.2
+FILES_WATCH = "files"  # the directory watcher's name in the liveness check
 UNREADABLE_GRACE = 2.0
 
 
@@ -295,6 +297,7 @@ class FileSource:
         # versions a previous run accepted, served at the first scan where a file is broken.
         self.state = state if state is not None else LastGoodState(None)
         self._first_scan = True
+        self.liveness: WatchLiveness | None = None  # told of every pass of ``run``
         self._seen_at = now()
         self.default_namespace = default_namespace
         self.report = report
@@ -611,6 +614,9 @@ class FileSource:
                 yield_on_timeout=True,
                 recursive=True,
             ):
+                if self.liveness is not None:
+                    # every pass (an event or a quiet poll) proves the watcher alive
+                    self.liveness.event(FILES_WATCH)
                 try:
                     if changes or self.unsettled:
                         # only the reported paths, and those still being written
@@ -650,6 +656,7 @@ class DirectorySource:
             self.state_dir = None
         self._files: FileSource | None = None
         self._state: LastGoodState | None = None
+        self.liveness = WatchLiveness()  # the directory watcher, kind "files"
 
     @property
     def files(self) -> FileSource:
@@ -662,7 +669,9 @@ class DirectorySource:
         state.load()
         store.subscribe(state.on_change)
         self._files = FileSource(self.config_dir, store, state=state, mesh_file=self.mesh_config)
+        self._files.liveness = self.liveness
         self._files.scan()
+        self.liveness.watching([FILES_WATCH])
 
     def ready(self) -> bool:
         return True

@@ -59,8 +59,11 @@ class DebugServer:
         compiled: CompiledCache,
         ready: Callable[[], bool] = lambda: True,
         debug_token: str | None = None,
+        stalled: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.delivery = xds.delivery
+        self.stalled = stalled  # watches that went quiet, each with why (see store/liveness)
+        self._reported_stalls: frozenset[str] = frozenset()
         self.compiled = compiled
         self.ready = ready
         self.debug_token = debug_token
@@ -122,11 +125,30 @@ class DebugServer:
             status=403,
         )
 
+    def add_json(self, path: str, read: Callable[[], Any]) -> None:
+        """Answer GET ``path`` (behind the same guard) with ``read()`` as JSON."""
+
+        async def handler(request: web.Request) -> web.Response:
+            return _json(read())
+
+        self.app.router.add_get(path, handler)
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        """The liveness probe: fails while a source's watch has stalled, so that the kubelet
+        restarts a process whose watch went quiet (a restart lists everything again)."""
+        stalled = self.stalled()
+        kinds = frozenset(stalled)
+        if kinds != self._reported_stalls:
+            for kind in sorted(kinds - self._reported_stalls):
+                log.error("watch of %s has stalled: %s", kind, stalled[kind])
+            self._reported_stalls = kinds
+        if stalled:
+            lines = [f"watch of {kind} stalled: {why}" for kind, why in sorted(stalled.items())]
+            return web.Response(text="\n".join(lines) + "\n", status=503)
         return web.Response(text="ok\n")
 
     async def _ready(self, request: web.Request) -> web.Response:

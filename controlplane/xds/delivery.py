@@ -85,6 +85,22 @@ class Delivery:
             connected,
             ("protocol",),
         )
+
+        def by_version() -> dict[tuple[str, ...], float]:
+            out: dict[tuple[str, ...], float] = {}
+            for stream in list(self.streams.values()):
+                proxy = stream.proxy
+                version = str(proxy.metadata.get("ISTIO_VERSION") or "") if proxy else ""
+                out[(version or "unknown",)] = out.get((version or "unknown",), 0.0) + 1
+            return out
+
+        # istiod's name: connected proxies labelled by the Istio version they report.
+        self.metrics.istio.gauge(
+            "pilot_xds",
+            "Number of endpoints connected to this pilot using XDS.",
+            by_version,
+            ("version",),
+        )
         self.metrics.gauge(
             "controlplane_xds_push_queue_depth",
             "Streams woken for a push that have not pushed yet.",

@@ -77,6 +77,7 @@ class BaseStream(ABC):
         self.writing = False  # a write is waiting for the proxy to read
         self._closed = False
         self._unknown_seen = 0  # requests for types we do not serve
+        self._pushed_types: set[str] = set()  # types in the push being written
         self._unknown_answers: list[str] = []  # their type URLs, to answer on the next push
 
     def wake(self) -> None:
@@ -150,9 +151,11 @@ class BaseStream(ABC):
         timer: asyncio.TimerHandle | None = None
         try:
             started = time.perf_counter()
+            self._pushed_types = set()
             try:
                 responses = self._answer_unknown() + self._responses()
             except Exception as exc:
+                delivery.metrics.istio.push_context_errors.inc()
                 # A compiler bug must not cut the proxy off: it keeps its last config and
                 # gets the next snapshot. Until then it is not being updated, and
                 # proxy-status and CSDS say so (ERROR, with the reason), never SYNCED.
@@ -174,7 +177,10 @@ class BaseStream(ABC):
             # far cheaper per push than a task and asyncio.wait.
             timer = asyncio.get_running_loop().call_later(delivery.limits.slow_write_after, release)
             await self._write(responses)
-            delivery.metrics.push_time.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            delivery.metrics.push_time.observe(elapsed)
+            for kind in self._pushed_types:
+                delivery.metrics.istio.push_time.observe(elapsed, kind)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -185,6 +191,11 @@ class BaseStream(ABC):
         try:
             for response in responses:
                 await self.context.write(response)
+        except Exception:
+            # istiod's send errors: pilot_xds_pushes{type="<type>_senderr"}
+            for kind in self._pushed_types:
+                self.delivery.metrics.istio.pushes.inc(f"{kind}_senderr")
+            raise
         finally:
             self.writing = False
 
@@ -300,6 +311,7 @@ class BaseStream(ABC):
             self.delivery.metrics.convergence.observe(
                 max(0.0, now - change_seen_at), short(state.type_url)
             )
+            self.delivery.metrics.istio.convergence.observe(max(0.0, now - change_seen_at))
 
     def _report_nack(self, state: TypeState, nack: Nack) -> None:
         """Record a NACK; log it once (a proxy rejecting the same version again, as a
@@ -307,6 +319,7 @@ class BaseStream(ABC):
         previous = state.nack
         state.nack = nack
         self.delivery.metrics.nacks.inc(short(state.type_url))
+        self.delivery.metrics.istio.rejects.inc(short(state.type_url))
         repeated = (
             previous is not None
             and previous.version == nack.version
@@ -330,6 +343,8 @@ class BaseStream(ABC):
         metrics = self.delivery.metrics
         kind = short(type_url)
         metrics.pushes.inc(kind, self.protocol)
+        metrics.istio.pushes.inc(kind)
+        self._pushed_types.add(kind)
         metrics.sent_resources.inc(kind, amount=resources)
         metrics.sent_bytes.inc(kind, amount=size)
         self.delivery.pushes += 1

@@ -31,6 +31,7 @@ from controlplane.sources.kube.watch import StoreBridge, translate_mesh_configma
 from controlplane.status.leader import Leadership
 from controlplane.status.writer import KubernetesStatusClient
 from controlplane.store import Store
+from controlplane.store.liveness import WatchLiveness
 
 log = logging.getLogger("controlplane")
 
@@ -102,6 +103,7 @@ class ClusterSource:
         self._api: Any = None
         self._leadership: Leadership | None = None
         self._thread: KopfThread | None = None
+        self.liveness = WatchLiveness()  # one watch per kind, by plural
 
     @property
     def thread(self) -> KopfThread:
@@ -148,7 +150,9 @@ class ClusterSource:
             options = self.options = dataclasses.replace(options, peering=None)
         bridge = StoreBridge(store, asyncio.get_running_loop())
         self._leadership = Leadership(options.identity, options.peering)
-        self._thread = KopfThread(options, bridge, self._leadership, injection, self._api)
+        self._thread = KopfThread(
+            options, bridge, self._leadership, injection, self._api, self.liveness
+        )
 
     def ready(self) -> bool:
         # Ready (and so in the Service's endpoints) once kopf runs and its first listings

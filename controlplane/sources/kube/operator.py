@@ -26,10 +26,13 @@ from controlplane.sources.kube.watch import (
     StoreBridge,
     Update,
     kubernetes_lister,
+    newest_version_lister,
+    probe_liveness,
     register_watch_handlers,
 )
 from controlplane.sources.kube.webhooks import WebhookUpkeep, webhook_server
 from controlplane.status.leader import Leadership
+from controlplane.store.liveness import WatchLiveness
 
 if TYPE_CHECKING:
     from controlplane.sources.kube.cluster import ClusterOptions
@@ -47,8 +50,10 @@ class KopfThread(threading.Thread):
         leadership: Leadership,
         injection: InjectionConfig,
         api_client: Any,
+        liveness: WatchLiveness | None = None,
     ) -> None:
         super().__init__(name="kopf", daemon=True)
+        self.liveness = liveness
         self.options = options
         self.bridge = bridge
         self.leadership = leadership
@@ -67,6 +72,17 @@ class KopfThread(threading.Thread):
             self.failed = exc
             log.exception("the kopf operator stopped")
 
+    async def _probe_liveness(self) -> None:
+        """Every quarter of the stall limit, list the quiet kinds (``probe_liveness``)."""
+        liveness = self.liveness
+        if liveness is None:
+            return
+        newest = newest_version_lister(self.api_client)
+        while True:
+            await asyncio.sleep(max(1.0, liveness.stall_after / 4))
+            if self.ready.is_set():
+                await asyncio.to_thread(probe_liveness, liveness, newest)
+
     def _submit(self, update: Update) -> None:
         self.bridge.submit(update)
 
@@ -82,6 +98,7 @@ class KopfThread(threading.Thread):
             on_peering=self.leadership.observe if opts.peering else None,
             peering_plural=PEERING_PLURAL,
             resync=self.resync,
+            liveness=self.liveness,
         )
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False  # kopf's own per-object events: not for watch-only use
@@ -122,10 +139,12 @@ class KopfThread(threading.Thread):
             _login(peering)
             operators.append(peering_operator(opts.peering, opts.identity, self.stop_flag, peering))
         keeper = asyncio.create_task(self.webhooks.keep())
+        prober = asyncio.create_task(self._probe_liveness())
         try:
             await asyncio.gather(*operators)
         finally:
             keeper.cancel()
+            prober.cancel()
             self.resync.cancel()
 
 

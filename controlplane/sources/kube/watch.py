@@ -35,6 +35,7 @@ from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
 from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
+from controlplane.store.liveness import WatchLiveness
 
 log = logging.getLogger("controlplane.kube")
 
@@ -367,12 +368,61 @@ def kubernetes_lister(api_client: Any) -> Lister:
     return list_keys
 
 
+def newest_version_lister(api_client: Any) -> Callable[[str, str, str], int | None]:
+    """The newest resourceVersion among the objects of a kind (None: none, or no such kind),
+    for the watch-liveness check (``controlplane.store.liveness``)."""
+
+    def newest(group: str, version: str, plural: str) -> int | None:
+        path = f"/api/{version}/{plural}" if not group else f"/apis/{group}/{version}/{plural}"
+        method, url, headers, body, _ = api_client.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = api_client.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        versions = []
+        for item in json.loads(response.data).get("items", []):
+            value = (item.get("metadata") or {}).get("resourceVersion")
+            if isinstance(value, str) and value.isdigit():
+                versions.append(int(value))
+        return max(versions, default=None)
+
+    return newest
+
+
+def probe_liveness(
+    liveness: WatchLiveness,
+    newest: Callable[[str, str, str], int | None],
+    kinds: tuple[tuple[str, str, str], ...] = WATCHED,
+) -> list[str]:
+    """List each quiet watched kind (no event for half the stall limit) and tell ``liveness``
+    whether its watch is in step; busy kinds prove themselves by their events. Returns the
+    kinds found behind."""
+    ages = liveness.ages()
+    behind = []
+    for group, version, plural in kinds:
+        if ages.get(plural, liveness.stall_after) < liveness.stall_after / 2:
+            continue
+        try:
+            found = newest(group, version, plural)
+        except Exception as exc:  # a failed listing proves nothing: the watch stays unrefreshed
+            log.warning("watch liveness: listing %s failed: %s", plural, exc)
+            continue
+        if not liveness.listed(plural, found):
+            behind.append(plural)
+    return behind
+
+
 def register_watch_handlers(
     registry: kopf.OperatorRegistry,
     submit: Callable[[Update], None],
     on_peering: Callable[[Mapping[str, Any]], None] | None = None,
     peering_plural: str = "clusterkopfpeerings",
     resync: Resync | None = None,
+    liveness: WatchLiveness | None = None,
 ) -> None:
     """Register one event handler per watched kind, each feeding ``submit``.
 
@@ -417,8 +467,22 @@ def register_watch_handlers(
             return
         submit(update)
 
+    def fed_by(plural: str) -> Callable[..., None]:
+        def handler(event: Mapping[str, Any], **kwargs: Any) -> None:
+            if liveness is not None:
+                raw = event.get("object")
+                meta = raw.get("metadata") if isinstance(raw, Mapping) else None
+                liveness.event(plural, meta.get("resourceVersion") if meta else None)
+            feed(event, **kwargs)
+
+        return handler
+
+    if liveness is not None:
+        liveness.watching(plural for _, _, plural in WATCHED)
     for group, version, plural in WATCHED:
-        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(feed)
+        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(
+            fed_by(plural)
+        )
 
     def mesh_config(event: Mapping[str, Any], **_: Any) -> None:
         raw = event.get("object")
