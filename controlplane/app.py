@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import grpc
+from aiohttp import web
 
 from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.mesh import DEFAULT_TRUST_DOMAIN, MESH_CONFIG_KEY, MESH_CONFIG_KIND
@@ -62,6 +63,7 @@ from controlplane.sources.jwks import (
     DEFAULT_RETRY_INTERVAL,
     JwksFetcher,
 )
+from controlplane.status.programmed import ProgrammedTracker
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
@@ -73,6 +75,7 @@ from controlplane.xds.identity import (
     bearer_token,
     control_plane_tokens,
 )
+from controlplane.xds.progress import proxy_progress
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane")
@@ -104,6 +107,8 @@ class Options:
     jwks_refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     jwks_retry_interval: float = DEFAULT_RETRY_INTERVAL
     jwks_eviction: float = DEFAULT_EVICTION  # a key set not refreshed this long is dropped
+    # The Programmed condition (status/programmed.py): off only to measure what it costs.
+    programmed: bool = True
 
 
 class Source(Protocol):
@@ -158,6 +163,7 @@ class ControlPlane:
             side.publishing,
             side.serving_xds,
             side.serving_debug,
+            side.tracking_programmed,
             side.rotating_certificates,
             self._writing_status,
             self._fetching_jwks,
@@ -228,7 +234,8 @@ class ControlPlane:
         if client is None:
             yield
             return
-        writer = StatusWriter(self.store, client, self.source.is_leader)
+        programmed = self.xds.programmed if self.xds is not None else None
+        writer = StatusWriter(self.store, client, self.source.is_leader, programmed=programmed)
         writer.start()
         try:
             yield
@@ -320,6 +327,7 @@ class XdsSide:
     debug: DebugServer
     security: MeshSecurity | None = None
     credentials: grpc.ServerCredentials | None = None
+    programmed: ProgrammedTracker | None = None
     xds_port: int = 0  # as bound, once serving
     debug_port: int = 0
 
@@ -349,6 +357,19 @@ class XdsSide:
             yield
         finally:
             await self.debug.stop()
+
+    @asynccontextmanager
+    async def tracking_programmed(self) -> AsyncIterator[None]:
+        """The Programmed verdict of every resource, kept current from the proxies' ACKs."""
+        tracker = self.programmed
+        if tracker is None:
+            yield
+            return
+        tracker.start()
+        try:
+            yield
+        finally:
+            await tracker.stop()
 
     @asynccontextmanager
     async def rotating_certificates(self) -> AsyncIterator[None]:
@@ -392,9 +413,65 @@ async def _xds_side(
         )
     debug = DebugServer(server, hub, ready=ready, debug_token=options.debug_token)
     side = XdsSide(options, hub, server, debug, security)
+    if options.programmed:
+        side.programmed = _programmed(store, hub, server, debug, metrics)
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()
     return side
+
+
+def _programmed(
+    store: Store, hub: CompiledCache, server: XdsServer, debug: DebugServer, metrics: XdsMetrics
+) -> ProgrammedTracker:
+    """The Programmed tracker over the proxies' progress, on the debug port
+    (``/debug/programmed``, ``?resource=KIND/NAMESPACE/NAME``) and in the metrics."""
+    delivery = server.delivery
+    tracker = ProgrammedTracker(store, hub, lambda: proxy_progress(delivery))
+    delivery.progress_listeners.append(tracker.poke)
+
+    async def programmed(request: web.Request) -> web.Response:
+        wanted = request.query.get("resource")
+        if wanted:
+            parts = wanted.split("/")
+            if len(parts) != 3:
+                return web.json_response(
+                    {"error": "resource must be KIND/NAMESPACE/NAME"}, status=400
+                )
+            verdict = tracker.find(*parts)
+            if verdict is None:
+                return web.json_response({"error": f"no resource {wanted}"}, status=404)
+            return web.json_response(verdict.as_json(ResourceKey(*parts)))
+        return web.json_response({"resources": tracker.as_json()})
+
+    debug.extra_routes.add_get("/debug/programmed", programmed)
+
+    def pending() -> dict[tuple[str, ...], float]:
+        return {
+            (k.kind, k.namespace, k.name): float(v.pending)
+            for k, v in tracker.verdicts.items()
+            if not v.programmed and v.pending
+        }
+
+    metrics.gauge(
+        "controlplane_programmed_pending_proxies",
+        "Affected proxies that have not ACKed a resource's current generation (only resources "
+        "not Programmed).",
+        pending,
+        ("kind", "namespace", "name"),
+    )
+    metrics.gauge(
+        "controlplane_resource_nacks_total",
+        "NACKs attributed to an Istio resource (the resource that produced what Envoy "
+        "refused), by kind.",
+        lambda: {(kind,): float(n) for kind, n in tracker.attributed.items()},
+        ("kind",),
+    )
+    metrics.gauge(
+        "controlplane_programmed_evaluation_seconds_total",
+        "CPU time spent computing the Programmed condition.",
+        lambda: {(): tracker.evaluation_seconds},
+    )
+    return tracker
 
 
 async def _mesh_security(options: Options, ca: MeshCa | None) -> MeshSecurity | None:

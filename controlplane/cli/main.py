@@ -20,6 +20,7 @@ from controlplane.cli import (
     run,
     serve,
     sidecar,
+    wait,
     webhook_cert,
 )
 
@@ -37,6 +38,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     webhook_cert,
     sidecar,
     gateway,
+    wait,
 )
 
 
