@@ -165,9 +165,10 @@ class ProgrammedTracker:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Resources already there count as the first revision of their own.
-        for key in store.snapshot.status:
+        for key, status in store.snapshot.status.items():
             if key.kind in TRACKED_KINDS:
-                self._history[key] = _History(revision=1)
+                history = self._history[key] = _History(revision=1)
+                history.changes.append((0, self._generation(key, status, history)))
         store.subscribe(self._on_store_change)
         cache.subscribe(self.poke)
 
@@ -271,8 +272,7 @@ class ProgrammedTracker:
             verdicts[key] = verdict
         moved = {k for k, v in verdicts.items() if not v.same(self.verdicts.get(k))}
         for k in moved:
-            verdict = verdicts.get(k)
-            if verdict is not None and verdict.rejections:
+            if verdicts[k].rejections:
                 self.attributed[k.kind] = self.attributed.get(k.kind, 0) + 1
         moved |= set(self.verdicts) - set(verdicts)
         self.verdicts = verdicts
@@ -316,7 +316,8 @@ class ProgrammedTracker:
             if not group_tokens.isdisjoint(tokens):
                 affected.extend(members)
         rejections = tuple(self._rejections(key, tokens, since, nacked, memo))
-        pending = [p for p in affected if not (p.current and served >= since)]
+        # Pending: not yet seen running a snapshot that includes this generation.
+        pending = [p for p in affected if self._through.get(p.stream, -1) < since]
         total = len(affected)
         if rejections:
             first = rejections[0]

@@ -58,7 +58,9 @@ def proxy_progress(delivery: Delivery) -> list[ProxyProgress]:
             nack = state.nack
             if nack is not None and nack.version == state.sent_version:
                 nacks.append(
-                    NackReport(short(type_url), nack.message, tuple(nack.resource_names), nack.at)
+                    NackReport(
+                        short(type_url).upper(), nack.message, tuple(nack.resource_names), nack.at
+                    )
                 )
             if not current:
                 continue
