@@ -64,7 +64,7 @@ from controlplane.sources.jwks import (
     JwksFetcher,
 )
 from controlplane.status.programmed import ProgrammedTracker
-from controlplane.status.writer import StatusClient, StatusWriter
+from controlplane.status.writer import MemoryStatusClient, StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.identity import (
@@ -231,11 +231,16 @@ class ControlPlane:
     async def _writing_status(self) -> AsyncIterator[None]:
         """Status back onto resources, where the source keeps them (only while leading)."""
         client = self.source.status_client()
-        if client is None:
+        programmed = self.xds.programmed if self.xds is not None else None
+        if client is None and programmed is None:
             yield
             return
-        programmed = self.xds.programmed if self.xds is not None else None
+        if client is None:
+            # File mode: the statuses a cluster would get, kept in memory (and counted).
+            client = MemoryStatusClient()
         writer = StatusWriter(self.store, client, self.source.is_leader, programmed=programmed)
+        if self.xds is not None:
+            self.xds.status_writer = writer
         writer.start()
         try:
             yield
@@ -328,6 +333,7 @@ class XdsSide:
     security: MeshSecurity | None = None
     credentials: grpc.ServerCredentials | None = None
     programmed: ProgrammedTracker | None = None
+    status_writer: StatusWriter | None = None  # once writing
     xds_port: int = 0  # as bound, once serving
     debug_port: int = 0
 
@@ -415,6 +421,11 @@ async def _xds_side(
     side = XdsSide(options, hub, server, debug, security)
     if options.programmed:
         side.programmed = _programmed(store, hub, server, debug, metrics)
+    metrics.gauge(
+        "controlplane_status_writes_total",
+        "Status writes made (file mode: that a cluster would get), by the status writer.",
+        lambda: {(): float(side.status_writer.writes if side.status_writer else 0)},
+    )
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()
     return side

@@ -68,6 +68,12 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
         default=20 * 60.0,
         help="how often the key set of a RequestAuthentication's jwksUri is fetched again (s)",
     )
+    parser.add_argument(
+        "--no-programmed",
+        dest="programmed",
+        action="store_false",
+        help="do not compute the Programmed condition (to measure what it costs)",
+    )
 
 
 def debug_token(path: Path | None) -> str | None:
@@ -94,4 +100,5 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         "debounce": args.debounce,
         "max_delay": args.max_delay,
         "jwks_refresh_interval": args.jwks_refresh_interval,
+        "programmed": args.programmed,
     }

@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         read = from_cluster(args.kubeconfig) if args.kube else from_debug(args.debug_address)
         readings = wait(targets, read, args.for_share, args.timeout)
     except (WaitFailed, ControlPlaneUnreachable, OSError) as exc:
-        print(f"controlplane wait: {exc}", file=sys.stderr)
+        elapsed = time.monotonic() - started
+        print(f"controlplane wait: {exc} (after {elapsed:.2f}s)", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started
     for target, reading in readings.items():

@@ -111,6 +111,25 @@ class KubernetesStatusClient:
                 raise
 
 
+class MemoryStatusClient:
+    """Keeps what would be written (file mode: no cluster to write to). The statuses a
+    cluster would show, for the debug port and to count the writes the Programmed condition
+    causes."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[ResourceKey, dict[str, Any]] = {}
+        self.event_list: list[dict[str, Any]] = []
+
+    def patch_status(
+        self, group: str, version: str, plural: str, key: ResourceKey, status: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        self.statuses[key] = status
+        return {"metadata": {}}
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.event_list = [*self.event_list[-99:], event]
+
+
 class StatusWriter:
     def __init__(
         self,
