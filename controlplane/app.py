@@ -455,6 +455,15 @@ def _programmed(
         return web.json_response({"resources": tracker.as_json()})
 
     debug.extra_routes.add_get("/debug/programmed", programmed)
+    debug.status_extras = lambda: {
+        str(k): {
+            "status": v.programmed,
+            "reason": v.reason,
+            "message": v.message,
+            "generation": v.generation,
+        }
+        for k, v in tracker.verdicts.items()
+    }
 
     def pending() -> dict[tuple[str, ...], float]:
         return {

@@ -124,6 +124,13 @@ def test_weight_change_is_programmed_only_once_every_affected_proxy_acked_it(
     done = wait_for(mesh, vs, lambda v: v["programmed"])
     assert done["message"] == "2 of 2 proxies on generation 2", done
     assert done["affected"] == 2 and done["pending"] == 0
+    rows = {row["resource"]: row for row in mesh.debug.get("/debug/status")}
+    assert rows["VirtualService default/reviews"]["programmed"] == {
+        "status": True,
+        "reason": "Programmed",
+        "message": "2 of 2 proxies on generation 2",
+        "generation": 2,
+    }
     assert rds_acked(mesh, second) != before[1]
     assert count_backends(second.outbound_port, "reviews:9080", 50) == {"reviews-v2": 50}
 
