@@ -289,6 +289,8 @@ class ProgrammedTracker:
         for k in moved:
             if verdicts[k].rejections:
                 self.attributed[k.kind] = self.attributed.get(k.kind, 0) + 1
+                # The same words as the condition and the Event, naming the resource.
+                log.error("%s (generation %d): %s", k, verdicts[k].generation, verdicts[k].message)
         moved |= set(self.verdicts) - set(verdicts)
         self.verdicts = verdicts
         self.evaluations += 1

@@ -161,6 +161,13 @@ def test_nack_appears_on_the_resource_that_produced_it_within_two_seconds(
     with urllib.request.urlopen(f"{mesh.debug.base}/metrics", timeout=2) as response:
         metrics = response.read().decode()
     assert 'controlplane_resource_nacks_total{kind="VirtualService"} 1' in metrics
+    # The log says it in the same words, naming the resource.
+    lines = [
+        ln
+        for ln in mesh.control_plane.log_text().splitlines()
+        if "VirtualService default/ratings (generation 2): proxy" in ln
+    ]
+    assert len(lines) == 1 and "program size" in lines[0], lines
 
 
 def run_wait(mesh: LocalMesh, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -61,9 +61,16 @@ def test_kubectl_wait_for_programmed_returns_after_the_ack_and_a_nack_is_on_the_
     assert cond["message"] == "1 of 1 proxies on generation 1", cond
 
     # A weight change: generation 2, Programmed again once ACKed.
+    time.sleep(1.5)  # generation 1's status writes are done
+    before = operator.debug.get("/debug/syncz")["snapshot_version"]
     kube_cluster.apply(virtual_service(ns, 0, 100))
     done = kubectl_wait(kube_cluster, ns, "30s")
     assert done.returncode == 0, done.stderr
+    # The status writes of this step (Accepted/Reconciled at generation 2, Programmed) made
+    # no snapshot of their own: the change is the only one published, so nothing was pushed
+    # because of them.
+    time.sleep(1.5)
+    assert operator.debug.get("/debug/syncz")["snapshot_version"] == before + 1
     assert route_clusters(sidecar, "reviews") == [f"outbound|9080|v2|{fqdn}"]
     generation, cond = programmed(kube_cluster, ns)
     assert cond["observedGeneration"] == generation == 2, cond
