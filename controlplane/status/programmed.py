@@ -261,6 +261,8 @@ class ProgrammedTracker:
         served = self.cache.snapshot.version
         if snapshot.version != self._tokens_version:
             self._tokens, self._tokens_version = {}, snapshot.version
+            # Forget deleted resources (a resource created again starts a new history).
+            self._history = {k: h for k, h in self._history.items() if k in snapshot.status}
         proxies = list(self.progress())
         members: dict[int, tuple[frozenset[Token], list[ProgressLike]]] = {}
         for p in proxies:
