@@ -35,7 +35,7 @@ from controlplane.testing.controlplane_process import ControlPlaneProcess
 from controlplane.testing.ports import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_SCENARIOS = ("storm", "steady", "canary", "churn", "bad", "envoy")
+ALL_SCENARIOS = ("storm", "steady", "canary", "churn", "bad", "envoy", "programmed")
 LOCAL_METADATA = {"NAMESPACE": "ns-0", "LOCAL_OUTBOUND_PORT": "15001", "ISTIO_VERSION": "1.24.0"}
 # A sidecar as Istio injects it: transparent interception, one route table per port.
 SIDECAR_METADATA = {"NAMESPACE": "ns-0", "ISTIO_VERSION": "1.24.0"}
@@ -161,7 +161,9 @@ def percentiles(values: list[float] | array) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, n: int, workdir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, n: int, workdir: Path, extra_args: list[str] | None = None
+    ) -> None:
         self.args = args
         self.n = n
         self.workdir = workdir
@@ -171,7 +173,11 @@ class Bench:
         self.xds_port = free_port()
         self.debug_port = free_port()
         self.cp = ControlPlaneProcess(
-            self.config, self.xds_port, self.debug_port, workdir / "controlplane.log"
+            self.config,
+            self.xds_port,
+            self.debug_port,
+            workdir / "controlplane.log",
+            extra_args=extra_args,
         )
         self.workers: list[tuple[Any, Any]] = []  # (process, pipe)
         self.watch_ids = 0
@@ -448,6 +454,57 @@ class Bench:
         }
 
 
+def programmed_cost(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """What the Programmed condition costs during a canary at ``n`` proxies: the same canary
+    shifts against a control plane with it and one without (``--no-programmed``), side by
+    side: convergence p99, control-plane CPU, status writes (file mode counts the writes a
+    cluster would get) and the CPU of the Programmed evaluation itself."""
+    out: dict[str, Any] = {"proxies": n, "shifts": args.canary_repeats}
+    for label, extra in (("with_programmed", []), ("without_programmed", ["--no-programmed"])):
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-programmed-{n}-"))
+        bench = Bench(args, n, workdir, extra_args=extra)
+        try:
+            bench.start()
+            bench.warm_up()
+            bench.baseline_rss = rss_bytes(bench.pid)
+            storm = bench.connect_storm()
+            if storm["timed_out"]:
+                out[label] = {"timed_out": True}
+                continue
+            time.sleep(3)  # the storm's own verdicts and writes settle
+            writes = bench.metric_sum("controlplane_status_writes_total")
+            evaluation = bench.metric_sum("controlplane_programmed_evaluation_seconds_total")
+            cpu = cpu_seconds(bench.pid)
+            canaries = bench.canaries(args.canary_repeats)
+            time.sleep(3)  # the last shift's Programmed write (after the grace) lands
+            shifts = max(1, args.canary_repeats)
+            out[label] = {
+                "canary_p99_median_seconds": canaries["p99_median"],
+                "canary_p99_worst_seconds": canaries["p99_worst"],
+                "not_converged": canaries["not_converged"],
+                "control_plane_cpu_seconds_per_shift": round(
+                    (cpu_seconds(bench.pid) - cpu) / shifts, 3
+                ),
+                "programmed_evaluation_cpu_seconds_per_shift": round(
+                    (
+                        bench.metric_sum("controlplane_programmed_evaluation_seconds_total")
+                        - evaluation
+                    )
+                    / shifts,
+                    4,
+                ),
+                # Each shift changes one VirtualService and one DestinationRule.
+                "status_writes_per_shift": round(
+                    (bench.metric_sum("controlplane_status_writes_total") - writes) / shifts, 2
+                ),
+            }
+        finally:
+            bench.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"[N={n}] programmed {label}: {json.dumps(out.get(label))}", flush=True)
+    return out
+
+
 def run_n(args: argparse.Namespace, n: int, scenarios: list[str]) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{n}-"))
     bench = Bench(args, n, workdir)
@@ -465,7 +522,7 @@ def run_n(args: argparse.Namespace, n: int, scenarios: list[str]) -> dict[str, A
         if out["connect_storm"]["timed_out"]:
             return out
         for name in scenarios:
-            if name == "storm" or name == "envoy":
+            if name in ("storm", "envoy", "programmed"):
                 continue
             print(f"[N={n}] {name}", flush=True)
             if name == "steady":
@@ -547,8 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     path = args.out / f"bench-{args.protocol}-{args.mode}-{stamp}.json"
     for n in [int(x) for x in re.split(r"[, ]+", args.n) if x]:
-        if any(s != "envoy" for s in scenarios):
+        if any(s not in ("envoy", "programmed") for s in scenarios):
             results["runs"].append(run_n(args, n, scenarios))
+            path.write_text(json.dumps(results, indent=2) + "\n")
+        if "programmed" in scenarios:
+            results.setdefault("programmed_cost", []).append(programmed_cost(args, n))
             path.write_text(json.dumps(results, indent=2) + "\n")
     if "envoy" in scenarios:
         from bench.envoys import run_envoys

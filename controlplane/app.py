@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import grpc
+from aiohttp import web
 
 from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.mesh import DEFAULT_TRUST_DOMAIN, MESH_CONFIG_KEY, MESH_CONFIG_KIND
@@ -65,10 +66,12 @@ from controlplane.sources.jwks import (
     DEFAULT_RETRY_INTERVAL,
     JwksFetcher,
 )
-from controlplane.status.writer import StatusClient, StatusWriter
-from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
+from controlplane.status.programmed import ProgrammedTracker
+from controlplane.status.writer import MemoryStatusClient, StatusClient, StatusWriter
+from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store, found_by_store
 from controlplane.store.liveness import DEFAULT_STALL_AFTER, WatchLiveness
 from controlplane.web import DebugPage
+from controlplane.web.page import Conditions, status_conditions
 from controlplane.xds.debug import DebugServer
 from controlplane.xds.identity import (
     DEFAULT_AUDIENCE,
@@ -78,6 +81,7 @@ from controlplane.xds.identity import (
     bearer_token,
     control_plane_tokens,
 )
+from controlplane.xds.progress import proxy_progress
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("controlplane")
@@ -111,6 +115,8 @@ class Options:
     jwks_eviction: float = DEFAULT_EVICTION  # a key set not refreshed this long is dropped
     # A source watch with no event and no in-step listing this long fails /healthz.
     watch_stall_after: float = DEFAULT_STALL_AFTER
+    # The Programmed condition (status/programmed.py): off only to measure what it costs.
+    programmed: bool = True
 
 
 class Source(Protocol):
@@ -165,6 +171,7 @@ class ControlPlane:
             side.publishing,
             side.serving_xds,
             side.serving_debug,
+            side.tracking_programmed,
             side.rotating_certificates,
             self._writing_status,
             self._fetching_jwks,
@@ -265,10 +272,16 @@ class ControlPlane:
     async def _writing_status(self) -> AsyncIterator[None]:
         """Status back onto resources, where the source keeps them (only while leading)."""
         client = self.source.status_client()
-        if client is None:
+        programmed = self.xds.programmed if self.xds is not None else None
+        if client is None and programmed is None:
             yield
             return
-        writer = StatusWriter(self.store, client, self.source.is_leader)
+        if client is None:
+            # File mode: the statuses a cluster would get, kept in memory (and counted).
+            client = MemoryStatusClient()
+        writer = StatusWriter(self.store, client, self.source.is_leader, programmed=programmed)
+        if self.xds is not None:
+            self.xds.status_writer = writer
         writer.start()
         try:
             yield
@@ -385,6 +398,8 @@ class XdsSide:
     debug: DebugServer
     security: MeshSecurity | None = None
     credentials: grpc.ServerCredentials | None = None
+    programmed: ProgrammedTracker | None = None
+    status_writer: StatusWriter | None = None  # once writing
     xds_port: int = 0  # as bound, once serving
     debug_port: int = 0
 
@@ -414,6 +429,19 @@ class XdsSide:
             yield
         finally:
             await self.debug.stop()
+
+    @asynccontextmanager
+    async def tracking_programmed(self) -> AsyncIterator[None]:
+        """The Programmed verdict of every resource, kept current from the proxies' ACKs."""
+        tracker = self.programmed
+        if tracker is None:
+            yield
+            return
+        tracker.start()
+        try:
+            yield
+        finally:
+            await tracker.stop()
 
     @asynccontextmanager
     async def rotating_certificates(self) -> AsyncIterator[None]:
@@ -486,13 +514,22 @@ async def _xds_side(
         debug_token=options.debug_token,
         stalled=liveness.stalled if liveness is not None else dict,
     )
-    DebugPage.install(debug)  # /debug/ui: the page to look at, behind the same access rules
     if liveness is not None:
         liveness.stall_after = options.watch_stall_after
         _export_liveness(liveness, metrics)
     if security is not None:
         _watch_ca(security, metrics, debug)
     side = XdsSide(options, hub, server, debug, security)
+    if options.programmed:
+        side.programmed = _programmed(store, hub, server, debug, metrics)
+    # /debug/ui: the page to look at, behind the same access rules; it shows the conditions the
+    # status writer puts on each resource, Programmed included.
+    DebugPage.install(debug, _page_conditions(side.programmed))
+    metrics.gauge(
+        "controlplane_status_writes_total",
+        "Status writes made (file mode: that a cluster would get), by the status writer.",
+        lambda: {(): float(side.status_writer.writes if side.status_writer else 0)},
+    )
     if security is not None and options.xds_tls:
         side.credentials = security.server_credentials()
     return side
@@ -514,6 +551,80 @@ def _watch_ca(security: MeshSecurity, metrics: XdsMetrics, debug: DebugServer) -
         return
     guard.register(metrics)
     debug.add_json("/debug/ca", guard.describe)
+
+
+def _page_conditions(tracker: ProgrammedTracker | None) -> Conditions:
+    """A resource's conditions for the debug page: the status writer's, and Programmed."""
+
+    def found(key: ResourceKey, status: ResourceStatus) -> list[dict[str, Any]]:
+        out = status_conditions(key, status)
+        verdict = tracker.verdicts.get(key) if tracker is not None else None
+        return out if verdict is None else [*out, verdict.condition()]
+
+    return found
+
+
+def _programmed(
+    store: Store, hub: CompiledCache, server: XdsServer, debug: DebugServer, metrics: XdsMetrics
+) -> ProgrammedTracker:
+    """The Programmed tracker over the proxies' progress, on the debug port
+    (``/debug/programmed``, ``?resource=KIND/NAMESPACE/NAME``) and in the metrics."""
+    delivery = server.delivery
+    tracker = ProgrammedTracker(store, hub, lambda: proxy_progress(delivery))
+    delivery.progress_listeners.append(tracker.poke)
+
+    async def programmed(request: web.Request) -> web.Response:
+        wanted = request.query.get("resource")
+        if wanted:
+            parts = wanted.split("/")
+            if len(parts) != 3:
+                return web.json_response(
+                    {"error": "resource must be KIND/NAMESPACE/NAME"}, status=400
+                )
+            verdict = tracker.find(*parts)
+            if verdict is None:
+                return web.json_response({"error": f"no resource {wanted}"}, status=404)
+            return web.json_response(verdict.as_json(ResourceKey(*parts)))
+        return web.json_response({"resources": tracker.as_json()})
+
+    debug.extra_routes.add_get("/debug/programmed", programmed)
+    debug.status_extras = lambda: {
+        str(k): {
+            "status": v.programmed,
+            "reason": v.reason,
+            "message": v.message,
+            "generation": v.generation,
+        }
+        for k, v in tracker.verdicts.items()
+    }
+
+    def pending() -> dict[tuple[str, ...], float]:
+        return {
+            (k.kind, k.namespace, k.name): float(v.pending)
+            for k, v in tracker.verdicts.items()
+            if not v.programmed and v.pending
+        }
+
+    metrics.gauge(
+        "controlplane_programmed_pending_proxies",
+        "Affected proxies that have not ACKed a resource's current generation (only resources "
+        "not Programmed).",
+        pending,
+        ("kind", "namespace", "name"),
+    )
+    metrics.gauge(
+        "controlplane_resource_nacks_total",
+        "NACKs attributed to an Istio resource (the resource that produced what Envoy "
+        "refused), by kind.",
+        lambda: {(kind,): float(n) for kind, n in tracker.attributed.items()},
+        ("kind",),
+    )
+    metrics.gauge(
+        "controlplane_programmed_evaluation_seconds_total",
+        "CPU time spent computing the Programmed condition.",
+        lambda: {(): tracker.evaluation_seconds},
+    )
+    return tracker
 
 
 async def _mesh_security(options: Options, ca: MeshCa | None) -> MeshSecurity | None:

@@ -75,6 +75,12 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
         help="/healthz fails when a source watch has had no event and no in-step listing "
         "for this long (s)",
     )
+    parser.add_argument(
+        "--no-programmed",
+        dest="programmed",
+        action="store_false",
+        help="do not compute the Programmed condition (to measure what it costs)",
+    )
 
 
 def debug_token(path: Path | None) -> str | None:
@@ -102,4 +108,5 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_delay": args.max_delay,
         "jwks_refresh_interval": args.jwks_refresh_interval,
         "watch_stall_after": args.watch_stall_after,
+        "programmed": args.programmed,
     }

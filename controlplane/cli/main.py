@@ -22,6 +22,7 @@ from controlplane.cli import (
     run,
     serve,
     sidecar,
+    wait,
     webhook_cert,
 )
 
@@ -41,6 +42,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     webhook_cert,
     sidecar,
     gateway,
+    wait,
 )
 
 

@@ -13,7 +13,7 @@ ask through ``CompileContext.cached``; ``store/dependencies.py`` computes the to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -127,6 +127,12 @@ class Memo:
         else:
             reads.reused(family, entry.tokens)
         return entry.value
+
+    def entries(self) -> Iterator[tuple[Any, frozenset[Token]]]:
+        """Every value with the tokens its build read (to trace a compiled resource back to
+        the resources it was built from, ``status/programmed.py``)."""
+        for entry in list(self._entries.values()):
+            yield entry.value, entry.tokens
 
     def dependencies(self) -> Mapping[MemoKey, frozenset[Token]]:
         """Key -> the dependency tokens recorded for it (for tests and debugging)."""

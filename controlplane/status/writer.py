@@ -23,6 +23,7 @@ from controlplane.api.issues import ResourceKey
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KIND
 from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.status.conditions import rejection_event, same_verdict, status_body
+from controlplane.status.verdict import PROGRAMMED, Programmed, Verdicts
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 
 log = logging.getLogger("controlplane.status")
@@ -110,6 +111,25 @@ class KubernetesStatusClient:
                 raise
 
 
+class MemoryStatusClient:
+    """Keeps what would be written (file mode: no cluster to write to). The statuses a
+    cluster would show, for the debug port and to count the writes the Programmed condition
+    causes."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[ResourceKey, dict[str, Any]] = {}
+        self.event_list: list[dict[str, Any]] = []
+
+    def patch_status(
+        self, group: str, version: str, plural: str, key: ResourceKey, status: dict[str, Any]
+    ) -> Mapping[str, Any] | None:
+        self.statuses[key] = status
+        return {"metadata": {}}
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.event_list = [*self.event_list[-99:], event]
+
+
 class StatusWriter:
     def __init__(
         self,
@@ -119,6 +139,9 @@ class StatusWriter:
         *,
         component: str = "controlplane",
         leadership_poll: float = 1.0,
+        programmed: Verdicts | None = None,
+        pending_grace: float = 1.0,
+        pending_interval: float = 5.0,
     ) -> None:
         self.store = store
         self.client = client
@@ -133,7 +156,48 @@ class StatusWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-writer")
         self._leading = False
         self._task: asyncio.Task[None] | None = None
+        # The Programmed condition, rate-limited: a verdict that settles (Programmed, a NACK,
+        # a refusal) is written at once; "N of M proxies still on generation G" only once it
+        # has lasted ``pending_grace`` and then at most every ``pending_interval``, so a
+        # canary that converges in a second costs one write per resource and step.
+        self.programmed = programmed
+        self.pending_grace = pending_grace
+        self.pending_interval = pending_interval
+        self._due: dict[ResourceKey, float] = {}
+        self._written_at: dict[ResourceKey, float] = {}
         store.subscribe(self._on_change)
+        if programmed is not None:
+            programmed.listeners.append(self._on_programmed)
+
+    def _on_programmed(self, keys: set[ResourceKey]) -> None:
+        tracker = self.programmed
+        assert tracker is not None
+        loop_time = asyncio.get_running_loop().time()
+        for key in keys:
+            if not _written(key.kind):
+                continue
+            verdict = tracker.verdicts.get(key)
+            if verdict is not None and verdict.reason == "Pending":
+                last = self._written_at.get(key, float("-inf"))
+                due = max(loop_time + self.pending_grace, last + self.pending_interval)
+                self._due[key] = min(self._due.get(key, due), due)
+            else:
+                self._due.pop(key, None)
+                self._dirty.add(key)
+        self._wake.set()
+
+    def _take_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for key, due in list(self._due.items()):
+            if due <= now:
+                del self._due[key]
+                self._dirty.add(key)
+
+    def _next_wait(self) -> float:
+        if not self._due:
+            return self.leadership_poll
+        now = asyncio.get_running_loop().time()
+        return max(0.0, min(self.leadership_poll, min(self._due.values()) - now))
 
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
         keys = {k for k in change.status_changed | change.changed if _written(k.kind)}
@@ -156,10 +220,11 @@ class StatusWriter:
     async def _run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.leadership_poll)
+                await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
             except TimeoutError:
                 pass
             self._wake.clear()
+            self._take_due()
             leading = self.is_leader()
             if leading and not self._leading:
                 log.info("this replica now writes status")
@@ -193,6 +258,9 @@ class StatusWriter:
             return
         previous = self.written.get(key)
         body = status_body(status, previous)
+        verdict = self.programmed.verdicts.get(key) if self.programmed is not None else None
+        if verdict is not None:
+            body["conditions"].append(_programmed_condition(verdict, previous, body))
         kept = last_accepted(key, status, self.store.snapshot.get(key))
         if kept is not None:
             body[LAST_ACCEPTED] = kept
@@ -209,6 +277,9 @@ class StatusWriter:
             return
         self.written[key] = body
         self.writes += 1
+        self._written_at[key] = loop.time()
+        if verdict is not None and verdict.rejections:
+            await self._rejected_by_proxy_event(key, verdict, result)
         event = rejection_event(
             key,
             status,
@@ -222,6 +293,26 @@ class StatusWriter:
         if marker in self.events:
             return
         self.events.add(marker)
+        await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)
+
+    async def _rejected_by_proxy_event(
+        self, key: ResourceKey, verdict: Programmed, result: Mapping[str, Any]
+    ) -> None:
+        """One Warning Event per generation and message when a proxy NACKed what this
+        resource produced (Envoy's message and the proxy in it)."""
+        marker = (key, verdict.generation, verdict.message)
+        if marker in self.events:
+            return
+        self.events.add(marker)
+        group, version, _ = _PLURALS[key.kind]
+        event = programmed_event(
+            key,
+            verdict,
+            f"{group}/{version}",
+            str((result.get("metadata") or {}).get("uid") or "") or None,
+            self.component,
+        )
+        loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)
 
     async def _mesh_config_event(self, key: ResourceKey, status: ResourceStatus) -> None:
@@ -250,3 +341,54 @@ class StatusWriter:
         self.events.add(marker)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.client.create_event, key.namespace, event)
+
+
+def _programmed_condition(
+    verdict: Programmed, previous: Mapping[str, Any] | None, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Programmed condition, keeping its ``lastTransitionTime`` while its status holds."""
+    cond = verdict.condition()
+    before = {c.get("type"): c for c in (previous or {}).get("conditions", [])}.get(PROGRAMMED)
+    stamps = [c.get("lastTransitionTime") for c in body.get("conditions", [])]
+    stamp = next((s for s in stamps if s), None) or _stamp()
+    if before is not None and before.get("status") == cond["status"]:
+        cond["lastTransitionTime"] = before.get("lastTransitionTime", stamp)
+    else:
+        cond["lastTransitionTime"] = _stamp()
+    return cond
+
+
+def _stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def programmed_event(
+    key: ResourceKey, verdict: Programmed, api_version: str, uid: str | None, component: str
+) -> dict[str, Any]:
+    """The Warning Event for a resource whose output a proxy rejected (a NACK)."""
+    stamp = _stamp()
+    involved: dict[str, Any] = {
+        "apiVersion": api_version,
+        "kind": key.kind,
+        "name": key.name,
+        "namespace": key.namespace,
+    }
+    if uid:
+        involved["uid"] = uid
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{key.name}.", "namespace": key.namespace},
+        "involvedObject": involved,
+        "reason": "RejectedByProxy",
+        "message": verdict.message[:1024],
+        "type": "Warning",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

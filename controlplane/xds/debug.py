@@ -11,7 +11,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -80,6 +80,8 @@ class DebugServer:
             ]
         )
         self.extra_routes = self.app.router
+        # More to say per resource in /debug/status (the Programmed verdict), by resource.
+        self.status_extras: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -185,17 +187,20 @@ class DebugServer:
 
     async def _status(self, request: web.Request) -> web.Response:
         snapshot = self.compiled.store.snapshot
+        extras = self.status_extras()
         out = []
         for key, status in sorted(snapshot.status.items(), key=lambda kv: str(kv[0])):
-            out.append(
-                {
-                    "resource": str(key),
-                    "accepted": status.accepted,
-                    "reconciled": status.reconciled,
-                    "origin": status.origin,
-                    "issues": [str(i) for i in status.issues],
-                }
-            )
+            row: dict[str, Any] = {
+                "resource": str(key),
+                "accepted": status.accepted,
+                "reconciled": status.reconciled,
+                "origin": status.origin,
+                "issues": [str(i) for i in status.issues],
+            }
+            extra = extras.get(str(key))
+            if extra is not None:
+                row["programmed"] = extra
+            out.append(row)
         return _json(out)
 
     async def _config_dump(self, request: web.Request) -> web.Response:

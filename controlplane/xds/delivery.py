@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,6 +70,9 @@ class Delivery:
         self._nonces = itertools.count(1)
         self._names: dict[frozenset[str], frozenset[str]] = {}
         self._trimmer: asyncio.Task[None] | None = None
+        # Called (cheaply, without arguments) when a proxy ACKs or NACKs: the Programmed
+        # condition (status/programmed.py) re-reads the progress then.
+        self.progress_listeners: list[Callable[[], None]] = []
         cache.subscribe(self._new_generation)
         self._register_gauges()
 
@@ -136,6 +140,11 @@ class Delivery:
                 memory.trim()
 
     # ---- shared by streams ----------------------------------------------------------------
+
+    def progressed(self) -> None:
+        """A proxy ACKed or NACKed: tell whoever follows the progress."""
+        for listener in self.progress_listeners:
+            listener()
 
     def next_nonce(self) -> str:
         """A nonce unique across streams, so that one encoded response can serve many."""

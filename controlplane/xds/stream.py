@@ -307,6 +307,7 @@ class BaseStream(ABC):
         now = time.time()
         state.acked_version = version
         state.acked_at = now
+        self.delivery.progressed()
         if change_seen_at:
             self.delivery.metrics.convergence.observe(
                 max(0.0, now - change_seen_at), short(state.type_url)
@@ -318,6 +319,7 @@ class BaseStream(ABC):
         misbehaving one may do in a loop, is logged at debug level only)."""
         previous = state.nack
         state.nack = nack
+        self.delivery.progressed()
         self.delivery.metrics.nacks.inc(short(state.type_url))
         self.delivery.metrics.istio.rejects.inc(short(state.type_url))
         repeated = (

@@ -120,7 +120,7 @@ def test_every_command_is_a_module_with_add_and_run() -> None:
     (commands,) = (a.choices for a in parser()._actions if isinstance(a, _SubParsersAction))
     assert list(commands) == [
         "serve", "bootstrap", "analyze", "describe", "diff", "redirect", "proxy-status", "proxy-config", "demo",
-        "crds", "run", "webhook-cert", "sidecar", "gateway",
+        "crds", "run", "webhook-cert", "sidecar", "gateway", "wait",
     ]  # fmt: skip
     assert all(callable(m.add) and callable(m.run) for m in COMMANDS)
 
