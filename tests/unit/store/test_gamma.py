@@ -1,0 +1,213 @@
+"""GAMMA: an HTTPRoute or GRPCRoute whose parent is a Service routes the mesh's traffic to it,
+as a VirtualService does, with istiod's precedence against VirtualServices for the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.compile.proxy import Proxy
+from controlplane.store.tokens import virtual_services_token
+from tests.unit.compile.helpers import compiled, local_proxy, snapshot_of
+
+FQDN = "reviews.default.svc.cluster.local"
+
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v1, namespace: default}
+spec:
+  selector: {app: reviews, version: v1}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v2, namespace: default}
+spec:
+  selector: {app: reviews, version: v2}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+"""
+
+
+def http_route(
+    name: str,
+    rules: str,
+    *,
+    namespace: str = "default",
+    parent: str = "reviews",
+    parent_ns: str | None = None,
+    created: str = "2026-01-01T00:00:00Z",
+    kind: str = "HTTPRoute",
+) -> str:
+    ns_line = f", namespace: {parent_ns}" if parent_ns else ""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: {kind}
+metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: "{created}", generation: 3}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: {parent}{ns_line}}}]
+  rules:
+{rules}
+"""
+
+
+def vs(name: str, subset_host: str, created: str, namespace: str = "default") -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {namespace}, creationTimestamp: "{created}"}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - route: [{{destination: {{host: {subset_host}.default.svc.cluster.local}}}}]
+"""
+
+
+SPLIT = """
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 80}
+    - {name: reviews-v2, port: 9080, weight: 20}
+"""
+
+
+def reviews_host(docs: list[str], proxy: Proxy | None = None) -> dict[str, Any]:
+    out = compiled(snapshot_of(SERVICES, *docs), proxy or local_proxy())
+    config = out["rds"]["9080"]
+    return next(v for v in config["virtualHosts"] if v["name"] == f"{FQDN}:9080")
+
+
+def cluster(name: str) -> str:
+    return f"outbound|9080||{name}.default.svc.cluster.local"
+
+
+def test_a_route_with_a_service_parent_splits_the_service_traffic_by_weight() -> None:
+    host = reviews_host([http_route("split", SPLIT)])
+    clusters = host["routes"][0]["route"]["weightedClusters"]["clusters"]
+    assert [(c["name"], c["weight"]) for c in clusters] == [
+        (cluster("reviews-v1"), 80),
+        (cluster("reviews-v2"), 20),
+    ]
+
+
+def test_without_a_route_the_service_gets_its_default_route() -> None:
+    host = reviews_host([])
+    assert host["routes"][0]["route"]["cluster"] == cluster("reviews")
+
+
+def test_header_path_and_method_matches_become_envoy_matches_in_gateway_api_order() -> None:
+    rules = """
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+  - matches: [{headers: [{name: End-User, value: jason}], path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+  - matches: [{path: {type: Exact, value: /api/exact}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+"""
+    routes = reviews_host([http_route("m", rules)])["routes"]
+    # Exact first, then (same prefix) the match with a header, then the plain prefix.
+    assert routes[0]["match"]["path"] == "/api/exact"
+    assert routes[1]["match"]["headers"][0]["name"] == "end-user"
+    assert routes[1]["route"]["cluster"] == cluster("reviews-v2")
+    assert routes[2]["match"]["safeRegex"]["regex"] == r"/api(/.*)?"
+    assert routes[2]["route"]["cluster"] == cluster("reviews-v1")
+
+
+def test_a_route_with_a_gateway_parent_does_not_reach_sidecars() -> None:
+    route = http_route("gw", SPLIT).replace(
+        '{group: "", kind: Service, name: reviews}', "{name: ingress}"
+    )
+    host = reviews_host([route])
+    assert host["routes"][0]["route"]["cluster"] == cluster("reviews")
+
+
+def test_a_grpc_route_matches_service_and_method_on_the_path() -> None:
+    rules = """
+  - matches: [{method: {service: echo.Echo, method: Ping}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+  - backendRefs: [{name: reviews-v1, port: 9080}]
+"""
+    routes = reviews_host([http_route("g", rules, kind="GRPCRoute")])["routes"]
+    assert routes[0]["match"]["path"] == "/echo.Echo/Ping"
+    assert routes[0]["route"]["cluster"] == cluster("reviews-v2")
+    assert routes[1]["route"]["cluster"] == cluster("reviews-v1")
+
+
+# ---- precedence against VirtualServices (istiod: pilot/pkg/model/virtualservice.go) ------
+
+
+def test_an_older_virtual_service_wins_over_a_newer_producer_route() -> None:
+    docs = [
+        vs("old", "reviews-v1", "2025-01-01T00:00:00Z"),
+        http_route("new", SPLIT, created="2026-01-01T00:00:00Z"),
+    ]
+    # The client in "other": the producer's route is not its own namespace's.
+    host = reviews_host(docs, local_proxy(namespace="other"))
+    assert host["routes"][0]["route"]["cluster"] == cluster("reviews-v1")
+
+
+def test_an_older_producer_route_wins_over_a_newer_virtual_service() -> None:
+    docs = [
+        vs("new", "reviews-v1", "2026-06-01T00:00:00Z"),
+        http_route("old", SPLIT, created="2026-01-01T00:00:00Z"),
+    ]
+    host = reviews_host(docs, local_proxy(namespace="other"))
+    assert "weightedClusters" in host["routes"][0]["route"]
+
+
+def test_a_route_in_the_clients_namespace_wins_over_an_older_virtual_service() -> None:
+    docs = [
+        vs("old", "reviews-v1", "2025-01-01T00:00:00Z"),
+        http_route("mine", SPLIT, created="2026-01-01T00:00:00Z"),
+    ]
+    host = reviews_host(docs, local_proxy(namespace="default"))
+    assert "weightedClusters" in host["routes"][0]["route"]
+
+
+def test_a_consumer_route_applies_only_to_clients_of_its_own_namespace() -> None:
+    consumer = http_route("consumer", SPLIT, namespace="other", parent_ns="default")
+    consumer = consumer.replace("{name: reviews-v1,", "{namespace: default, name: reviews-v1,")
+    consumer = consumer.replace("{name: reviews-v2,", "{namespace: default, name: reviews-v2,")
+    in_other = reviews_host([consumer], local_proxy(namespace="other"))
+    in_default = reviews_host([consumer], local_proxy(namespace="default"))
+    assert "weightedClusters" in in_other["routes"][0]["route"]
+    assert in_default["routes"][0]["route"]["cluster"] == cluster("reviews")
+
+
+def test_routes_of_one_namespace_for_one_service_merge_oldest_first() -> None:
+    first = """
+  - matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+"""
+    second = """
+  - matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+"""
+    docs = [
+        http_route("second", second, created="2026-02-01T00:00:00Z"),
+        http_route("first", first, created="2026-01-01T00:00:00Z"),
+    ]
+    routes = reviews_host(docs)["routes"]
+    assert [r["route"]["cluster"] for r in routes[:2]] == [
+        cluster("reviews-v1"),
+        cluster("reviews-v2"),
+    ]
+
+
+def test_a_route_change_touches_the_virtual_services_of_its_parent_host() -> None:
+    from controlplane.api.issues import ResourceKey
+    from controlplane.store.dependencies import change_tokens
+
+    old = snapshot_of(SERVICES)
+    new = snapshot_of(SERVICES, http_route("split", SPLIT))
+    tokens = change_tokens(old, new, [ResourceKey("HTTPRoute", "default", "split")])
+    assert virtual_services_token(FQDN) in tokens
