@@ -82,7 +82,7 @@ SPLIT = """
 
 def reviews_host(docs: list[str], proxy: Proxy | None = None) -> dict[str, Any]:
     out = compiled(snapshot_of(SERVICES, *docs), proxy or local_proxy())
-    config = out["rds"]["9080"]
+    config = next(iter(out["rds"].values()))
     return next(v for v in config["virtualHosts"] if v["name"] == f"{FQDN}:9080")
 
 
