@@ -16,7 +16,13 @@ from collections.abc import Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.api.gamma_routes import GRPCRoute, HTTPRoute, ParentReference
+from controlplane.api.gamma_routes import (
+    GRPCRoute,
+    GRPCRouteRule,
+    HTTPRoute,
+    HTTPRouteRule,
+    ParentReference,
+)
 from controlplane.store.gamma import service_parents
 from controlplane.store.registry import fqdn
 
@@ -44,7 +50,8 @@ def unresolved_backends(
 ) -> tuple[str, str] | None:
     """The first backendRef that does not resolve, as (reason, message), or None."""
     namespace = route.metadata.namespace
-    for r, rule in enumerate(route.spec.rules):
+    rules: list[HTTPRouteRule | GRPCRouteRule] = [*route.spec.rules]
+    for r, rule in enumerate(rules):
         for b, backend in enumerate(rule.backend_refs):
             path = f"spec.rules[{r}].backendRefs[{b}]"
             if (backend.group or "") not in ("", "core") or (backend.kind or "Service") != (
@@ -74,14 +81,14 @@ def mesh_route_parents(
     out = []
     for ref, _host in service_parents(route.spec.parent_refs, route.metadata.namespace):
         parent = _parent_ref(ref)
-        accepted = {
+        accepted: dict[str, Any] = {
             "type": "Accepted",
             "status": "True",
             "reason": "Accepted",
             "message": "Route was valid",
         }
         if unresolved is None:
-            resolved = {
+            resolved: dict[str, Any] = {
                 "type": "ResolvedRefs",
                 "status": "True",
                 "reason": "ResolvedRefs",
@@ -101,7 +108,9 @@ def mesh_route_parents(
                 cond["observedGeneration"] = generation
             old = before.get((_ref_key(parent), str(cond["type"])))
             same = old is not None and old.get("status") == cond["status"]
-            cond["lastTransitionTime"] = old.get("lastTransitionTime", stamp) if same else stamp  # type: ignore[union-attr]
+            cond["lastTransitionTime"] = (
+                old.get("lastTransitionTime", stamp) if old is not None and same else stamp
+            )
             conditions.append(cond)
         out.append(
             {"parentRef": parent, "controllerName": CONTROLLER_NAME, "conditions": conditions}

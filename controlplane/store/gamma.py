@@ -42,8 +42,8 @@ from controlplane.api.networking import (
     HTTPMatchRequest,
     HTTPMirrorPolicy,
     HTTPRedirect,
-    HTTPRewrite,
     HTTPRetry,
+    HTTPRewrite,
     HTTPRouteDestination,
     Percent,
     PortSelector,
@@ -169,7 +169,8 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
                     )
                     base = base.model_copy(update={"retries": retry})
             name = f"{meta.namespace}.{meta.name}.{index}"
-            for match in rule.matches or [None]:
+            matches: list[HTTPRouteMatch | None] = [*rule.matches] or [None]
+            for match in matches:
                 istio_match, rank = _http_match(match)
                 yield _Converted(
                     base.model_copy(
@@ -183,7 +184,8 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
         for index, grule in enumerate(route.spec.rules):
             base = _route_body(grule.filters, grule.backend_refs, meta.namespace)
             name = f"{meta.namespace}.{meta.name}.{index}"
-            for gmatch in grule.matches or [None]:
+            gmatches: list[GRPCRouteMatch | None] = [*grule.matches] or [None]
+            for gmatch in gmatches:
                 istio_match, rank = _grpc_match(gmatch)
                 yield _Converted(
                     base.model_copy(

@@ -171,7 +171,11 @@ def test_a_grpcroute_on_a_service_routes_grpc_methods(
     ]
     mesh = LocalMesh(tmp_path_factory.mktemp("gamma-grpc"))
     try:
-        for name, ip in (("echo", "127.0.4.50"), ("echo-v1", "127.0.4.51"), ("echo-v2", "127.0.4.52")):
+        for name, ip in (
+            ("echo", "127.0.4.50"),
+            ("echo-v1", "127.0.4.51"),
+            ("echo-v2", "127.0.4.52"),
+        ):
             text = service_yaml(name, 9090, target, [Pod(name, ip)])
             mesh.write(f"svc-{name}.yaml", text.replace("name: http,", "name: grpc,"))
         mesh.write("route.yaml", GRPC_ROUTE)
