@@ -7,9 +7,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from controlplane.api.credentials import Secret
-from controlplane.api.gamma_routes import GATEWAY_API_GROUP
-from controlplane.api.gamma_routes import GRPCRoute as GammaGRPCRoute
-from controlplane.api.gamma_routes import HTTPRoute as GammaHTTPRoute
 from controlplane.api.gateway import Gateway
 from controlplane.api.gatewayapi import (
     GATEWAY_API_GROUP,
@@ -56,11 +53,6 @@ GROUP_VERSIONS: dict[str, frozenset[str]] = {
     "discovery.k8s.io": frozenset({"v1"}),
     "controlplane": frozenset({"v1"}),
 }
-# Gateway API routes as the mesh reads them (part "gamma", api/gamma_routes.py); part
-# "gwapi" registers its fuller models for these kinds over these.
-MODELS.setdefault((GATEWAY_API_GROUP, "HTTPRoute"), GammaHTTPRoute)
-MODELS.setdefault((GATEWAY_API_GROUP, "GRPCRoute"), GammaGRPCRoute)
-GROUP_VERSIONS.setdefault(GATEWAY_API_GROUP, frozenset({"v1", "v1beta1"}))
 # Istio kinds this control plane does not implement: read and reported (api/unsupported.py).
 for _unsupported in UNSUPPORTED_KINDS:
     MODELS[(_unsupported.group, _unsupported.kind)] = UnsupportedResource

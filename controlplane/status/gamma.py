@@ -6,7 +6,9 @@ Pure: a route and the services the snapshot knows in, the entries out. As istiod
 (``pilot/pkg/config/kube/gateway/conditions.go``): a Service parent is the mesh, which
 always accepts a route (``Accepted``/``Accepted``); ``ResolvedRefs`` is False with
 ``InvalidKind`` for a backendRef that is not a core Service, and ``BackendNotFound`` for a
-Service that does not exist. Entries for Gateway parents are part "gwapi"'s; a writer merges
+Service that does not exist. A mesh route needs no ReferenceGrant for a backend in another
+namespace (istiod converts mesh routes with ``enforceRefGrant`` false), so it never gets
+``RefNotPermitted``. Entries for Gateway parents are part "gwapi"'s; a writer merges
 both lists (an entry is keyed by its ``parentRef`` and ``controllerName``).
 """
 
@@ -16,18 +18,20 @@ from collections.abc import Container, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.api.gamma_routes import (
+from controlplane.api.gatewayapi import (
+    ISTIO_CONTROLLER,
     GRPCRoute,
     GRPCRouteRule,
     HTTPRoute,
     HTTPRouteRule,
     ParentReference,
 )
-from controlplane.store.gamma import service_parents
+from controlplane.store.gamma import is_service_backend, service_parents
 from controlplane.store.registry import fqdn
 
-# istiod reports mesh routes under its gateway controller's name.
-CONTROLLER_NAME = "istio.io/gateway-controller"
+# istiod reports mesh routes under its gateway controller's name (there is no GatewayClass
+# to take one from).
+CONTROLLER_NAME = ISTIO_CONTROLLER
 
 
 def _now() -> str:
@@ -54,9 +58,7 @@ def unresolved_backends(
     for r, rule in enumerate(rules):
         for b, backend in enumerate(rule.backend_refs):
             path = f"spec.rules[{r}].backendRefs[{b}]"
-            if (backend.group or "") not in ("", "core") or (backend.kind or "Service") != (
-                "Service"
-            ):
+            if not is_service_backend(backend):
                 kind = f"{backend.group}/{backend.kind}" if backend.group else backend.kind
                 return "InvalidKind", f"{path}: kind {kind} is not supported (use a Service)"
             ns = backend.namespace or namespace

@@ -11,8 +11,8 @@ snapshot's ordering reads (``is_gamma``): a route in the client's own namespace 
 every other route or VirtualService for the host ("consumer override"), and a route applies
 to a client only from the Service's namespace (producer) or the client's own (consumer).
 
-Part "gwapi" owns the Gateway API models and the gateway conversion; this module converts
-only what a mesh route needs, with helpers of its own.
+The models are part "gwapi"'s (``api/gatewayapi.py``); this module converts what a mesh
+route needs with helpers of its own (written before the gateway conversion existed).
 """
 
 from __future__ import annotations
@@ -24,15 +24,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controlplane.api.base import ObjectMeta, parse_duration
-from controlplane.api.gamma_routes import (
+from controlplane.api.gatewayapi import (
+    BackendRef,
+    GRPCBackendRef,
     GRPCRoute,
+    GRPCRouteFilter,
     GRPCRouteMatch,
     HTTPBackendRef,
+    HTTPHeaderFilter,
+    HTTPRequestMirrorFilter,
     HTTPRoute,
     HTTPRouteFilter,
     HTTPRouteMatch,
     ParentReference,
-    is_service_parent,
 )
 from controlplane.api.networking import (
     Destination,
@@ -66,6 +70,16 @@ _EPOCH = datetime.min
 def is_gamma(vs: VirtualService) -> bool:
     """A VirtualService made here from Gateway API mesh routes."""
     return vs.metadata.annotations.get(ROUTE_SEMANTICS) == GATEWAY_SEMANTICS
+
+
+def is_service_parent(ref: ParentReference) -> bool:
+    """A GAMMA parent: the core group (``""``, written or left out) and kind Service."""
+    return (ref.group or "") in ("", "core") and ref.kind == "Service"
+
+
+def is_service_backend(ref: BackendRef) -> bool:
+    """A backendRef to a Service: the core group and kind Service (the defaults)."""
+    return (ref.group or "") in ("", "core") and (ref.kind or "Service") == "Service"
 
 
 def service_parents(
@@ -272,25 +286,26 @@ def _grpc_match(
 # ---- destinations and filters -------------------------------------------------------------
 
 
+_Filter = HTTPRouteFilter | GRPCRouteFilter
+
+
 def _route_body(
-    filters: Sequence[HTTPRouteFilter], backends: Sequence[HTTPBackendRef], namespace: str
+    filters: Sequence[_Filter],
+    backends: Sequence[HTTPBackendRef | GRPCBackendRef],
+    namespace: str,
 ) -> IstioHTTPRoute:
     request, response = _header_filters(filters)
-    redirect = next((_redirect(f) for f in filters if f.request_redirect is not None), None)
-    rewrite = next((_rewrite(f) for f in filters if f.url_rewrite is not None), None)
+    http_filters = [f for f in filters if isinstance(f, HTTPRouteFilter)]
+    redirect = next((_redirect(f) for f in http_filters if f.request_redirect is not None), None)
+    rewrite = next((_rewrite(f) for f in http_filters if f.url_rewrite is not None), None)
     mirrors = [
-        HTTPMirrorPolicy(
-            destination=_destination(f.request_mirror.backend_ref, namespace),
-            percentage=Percent(value=float(f.request_mirror.percent))
-            if f.request_mirror.percent is not None
-            else None,
-        )
-        for f in filters
-        if f.request_mirror is not None
+        _mirror(f.request_mirror, namespace) for f in filters if f.request_mirror is not None
     ]
     headers = Headers(request=request, response=response) if request or response else None
     if redirect is not None:
         return IstioHTTPRoute(redirect=redirect, headers=headers)
+    # A backend that is not a Service is dropped (its route status says InvalidKind); a
+    # Service that does not exist is kept, and its share of requests fails, as in istiod.
     destinations = [
         HTTPRouteDestination(
             destination=_destination(b, namespace),
@@ -298,6 +313,7 @@ def _route_body(
             headers=_backend_headers(b),
         )
         for b in backends
+        if is_service_backend(b)
     ]
     destinations = [d for d in destinations if d.weight]
     if not destinations:
@@ -308,17 +324,28 @@ def _route_body(
     return IstioHTTPRoute(route=destinations, rewrite=rewrite, mirrors=mirrors, headers=headers)
 
 
-def _destination(ref: HTTPBackendRef | object, namespace: str) -> Destination:
-    name = getattr(ref, "name", "")
-    ns = getattr(ref, "namespace", None) or namespace
-    port = getattr(ref, "port", None)
+def _mirror(spec: HTTPRequestMirrorFilter, namespace: str) -> HTTPMirrorPolicy:
+    percent: float | None = None
+    if spec.percent is not None:
+        percent = float(spec.percent)
+    elif spec.fraction is not None and spec.fraction.denominator:
+        percent = 100.0 * spec.fraction.numerator / spec.fraction.denominator
+    return HTTPMirrorPolicy(
+        destination=_destination(spec.backend_ref, namespace),
+        percentage=Percent(value=percent) if percent is not None else None,
+    )
+
+
+def _destination(ref: BackendRef, namespace: str) -> Destination:
+    port = ref.port
     return Destination(
-        host=fqdn(name, ns), port=PortSelector(number=port) if port is not None else None
+        host=fqdn(ref.name, ref.namespace or namespace),
+        port=PortSelector(number=port) if port is not None else None,
     )
 
 
 def _header_filters(
-    filters: Sequence[HTTPRouteFilter],
+    filters: Sequence[_Filter],
 ) -> tuple[HeaderOperations | None, HeaderOperations | None]:
     request = response = None
     for f in filters:
@@ -329,15 +356,15 @@ def _header_filters(
     return request, response
 
 
-def _operations(spec: object) -> HeaderOperations:
+def _operations(spec: HTTPHeaderFilter) -> HeaderOperations:
     return HeaderOperations(
-        set={h.name: h.value for h in getattr(spec, "set", [])},
-        add={h.name: h.value for h in getattr(spec, "add", [])},
-        remove=list(getattr(spec, "remove", [])),
+        set={h.name: h.value for h in spec.set},
+        add={h.name: h.value for h in spec.add},
+        remove=list(spec.remove),
     )
 
 
-def _backend_headers(backend: HTTPBackendRef) -> Headers | None:
+def _backend_headers(backend: HTTPBackendRef | GRPCBackendRef) -> Headers | None:
     request, response = _header_filters(backend.filters)
     return Headers(request=request, response=response) if request or response else None
 

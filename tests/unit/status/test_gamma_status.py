@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from controlplane.api import load
-from controlplane.api.gamma_routes import HTTPRoute
+from controlplane.api.gatewayapi import HTTPRoute
 from controlplane.status.gamma import CONTROLLER_NAME, mesh_route_parents, route_status_body
 
 HOSTS = {"reviews.default.svc.cluster.local", "reviews-v1.default.svc.cluster.local"}
@@ -83,3 +83,12 @@ def test_an_unchanged_condition_keeps_its_transition_time_and_other_entries_are_
     resolved = next(c for c in gone["parents"][1]["conditions"] if c["type"] == "ResolvedRefs")
     assert (resolved["status"], resolved["lastTransitionTime"]) == ("False", "T3")
     assert len(gone["parents"]) == 2
+
+
+def test_a_backend_in_another_namespace_needs_no_reference_grant_on_a_mesh_route() -> None:
+    # As istiod: ReferenceGrants are enforced for Gateway parents only.
+    hosts = HOSTS | {"reviews-v9.shop.svc.cluster.local"}
+    [entry] = mesh_route_parents(
+        route("[{name: reviews-v9, namespace: shop, port: 9080}]"), hosts, now="T"
+    )
+    assert conditions(entry)["ResolvedRefs"][:2] == ("True", "ResolvedRefs")

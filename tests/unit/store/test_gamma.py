@@ -211,3 +211,19 @@ def test_a_route_change_touches_the_virtual_services_of_its_parent_host() -> Non
     new = snapshot_of(SERVICES, http_route("split", SPLIT))
     tokens = change_tokens(old, new, [ResourceKey("HTTPRoute", "default", "split")])
     assert virtual_services_token(FQDN) in tokens
+
+
+def test_a_backend_that_is_not_a_service_is_dropped_and_none_left_answers_500() -> None:
+    rules = """
+  - backendRefs: [{group: example.com, kind: Bucket, name: b}]
+"""
+    route = reviews_host([http_route("bad", rules)])["routes"][0]
+    assert route["directResponse"]["status"] == 500
+
+
+def test_a_cross_namespace_backend_is_routed_without_a_reference_grant() -> None:
+    rules = """
+  - backendRefs: [{name: reviews-v9, namespace: shop, port: 9080}]
+"""
+    route = reviews_host([http_route("x", rules)])["routes"][0]
+    assert route["route"]["cluster"] == "outbound|9080||reviews-v9.shop.svc.cluster.local"
