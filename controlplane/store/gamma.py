@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from controlplane.api.base import ObjectMeta, parse_duration
 from controlplane.api.gatewayapi import (
@@ -36,6 +37,7 @@ from controlplane.api.gatewayapi import (
     HTTPRoute,
     HTTPRouteFilter,
     HTTPRouteMatch,
+    HTTPRouteRule,
     ParentReference,
 )
 from controlplane.api.networking import (
@@ -115,11 +117,6 @@ def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, 
         if not converted:
             continue
         for ref, host in service_parents(route.spec.parent_refs, meta.namespace):
-            if ref.section_name is not None and ref.port is None:
-                # A sectionName on a Service names a port by name; istiod resolves it the
-                # same way it resolves port: as a match on that port (not implemented:
-                # the route applies to every port).
-                pass
             merged[(meta.namespace, host, ref.port)].extend(converted)
     out = []
     for (namespace, host, port), items in sorted(
@@ -172,16 +169,7 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
     if isinstance(route, HTTPRoute):
         for index, rule in enumerate(route.spec.rules):
             base = _route_body(rule.filters, rule.backend_refs, meta.namespace)
-            if rule.timeouts is not None:
-                if rule.timeouts.request:
-                    base = base.model_copy(
-                        update={"timeout": parse_duration(rule.timeouts.request)}
-                    )
-                if rule.timeouts.backend_request:
-                    retry = HTTPRetry(
-                        attempts=0, per_try_timeout=parse_duration(rule.timeouts.backend_request)
-                    )
-                    base = base.model_copy(update={"retries": retry})
+            base = _retry_and_timeouts(base, rule)
             name = f"{meta.namespace}.{meta.name}.{index}"
             matches: list[HTTPRouteMatch | None] = [*rule.matches] or [None]
             for match in matches:
@@ -209,6 +197,37 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
                     created,
                     source,
                 )
+
+
+def _retry_and_timeouts(base: IstioHTTPRoute, rule: HTTPRouteRule) -> IstioHTTPRoute:
+    """As istiod: a retry stanza retries on connection errors and the listed codes (2
+    attempts unless given); ``request`` is the route's timeout and ``backendRequest`` the
+    per-try timeout (the route's timeout when there is no retry stanza)."""
+    update: dict[str, Any] = {}
+    retry: HTTPRetry | None = None
+    if rule.retry is not None:
+        attempts = 2 if rule.retry.attempts is None else rule.retry.attempts
+        retry_on = ",".join(
+            ["connect-failure", "refused-stream", "unavailable", "cancelled"]
+            + [str(code) for code in rule.retry.codes]
+        )
+        retry = HTTPRetry(
+            attempts=attempts,
+            retry_on=retry_on if attempts else None,
+            backoff=parse_duration(rule.retry.backoff) if rule.retry.backoff else None,
+        )
+    timeouts = rule.timeouts
+    if timeouts is not None and timeouts.request and parse_duration(timeouts.request):
+        update["timeout"] = parse_duration(timeouts.request)
+    if timeouts is not None and timeouts.backend_request:
+        backend = parse_duration(timeouts.backend_request)
+        if backend and retry is not None:
+            retry = retry.model_copy(update={"per_try_timeout": backend})
+        elif backend:
+            update["timeout"] = backend
+    if retry is not None:
+        update["retries"] = retry
+    return base.model_copy(update=update) if update else base
 
 
 # ---- matches ----------------------------------------------------------------------------

@@ -227,3 +227,17 @@ def test_a_cross_namespace_backend_is_routed_without_a_reference_grant() -> None
 """
     route = reviews_host([http_route("x", rules)])["routes"][0]
     assert route["route"]["cluster"] == "outbound|9080||reviews-v9.shop.svc.cluster.local"
+
+
+def test_retry_and_timeouts_become_the_routes_retry_policy_and_timeout_as_in_istiod() -> None:
+    rules = """
+  - backendRefs: [{name: reviews-v1, port: 9080}]
+    retry: {attempts: 3, codes: [502, 504]}
+    timeouts: {request: 10s, backendRequest: 2s}
+"""
+    route = reviews_host([http_route("r", rules)])["routes"][0]["route"]
+    assert route["timeout"] == "10s"
+    assert route["retryPolicy"]["numRetries"] == 3
+    assert route["retryPolicy"]["perTryTimeout"] == "2s"
+    assert route["retryPolicy"]["retryOn"].startswith("connect-failure,refused-stream")
+    assert route["retryPolicy"]["retriableStatusCodes"] == [502, 504]
