@@ -8,8 +8,6 @@ configuration (translated in ``route_policies``).
 
 from __future__ import annotations
 
-import base64
-
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
@@ -20,7 +18,6 @@ from envoy.type.matcher.v3 import regex_pb2
 from controlplane.api.gateway import MESH, resolve_gateway_name
 from controlplane.api.networking import (
     Destination,
-    HTTPDirectResponse,
     HTTPMatchRequest,
     HTTPRetry,
     HTTPRoute,
@@ -129,10 +126,8 @@ def _build_route(
         route.redirect.CopyFrom(redirect)
     elif http.route:
         route.route.CopyFrom(_route_action(snapshot, http, namespace, port, proxy, ops))
-    elif http.direct_response is not None:
-        route.direct_response.CopyFrom(_direct_response(http.direct_response))
     else:
-        return None  # delegate: not supported yet (reported at validation)
+        return None  # directResponse / delegate: not supported yet (reported at validation)
     route.request_headers_to_add.extend(ops.request_to_add)
     route.request_headers_to_remove.extend(ops.request_to_remove)
     route.response_headers_to_add.extend(ops.response_to_add)
@@ -152,17 +147,6 @@ def _build_route(
     if cors is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors))
     return route
-
-
-def _direct_response(spec: HTTPDirectResponse) -> rc.DirectResponseAction:
-    """Envoy answers itself (a Gateway API mesh route with no valid backend answers 500
-    this way, store/gamma.py)."""
-    action = rc.DirectResponseAction(status=spec.status)
-    if spec.body is not None and spec.body.string is not None:
-        action.body.inline_string = spec.body.string
-    elif spec.body is not None and spec.body.bytes is not None:
-        action.body.inline_bytes = base64.b64decode(spec.body.bytes)
-    return action
 
 
 def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
