@@ -27,6 +27,7 @@ from controlplane.api.base import ObjectMeta
 from controlplane.api.gatewayapi import (
     BackendRef,
     GRPCRoute,
+    GRPCRouteFilter,
     GRPCRouteMatch,
     GRPCRouteRule,
     HTTPRequestMirrorFilter,
@@ -158,7 +159,7 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
         else:
             for gm in route.spec.rules[index].matches or [GRPCRouteMatch()]:
                 matches += _grpc_matches(gm)
-        filters = list(rule.filters)
+        filters: list[HTTPRouteFilter | GRPCRouteFilter] = [*rule.filters]
         http_filters = [f for f in filters if isinstance(f, HTTPRouteFilter)]
         destinations = _destinations(rule.backend_refs, meta.namespace)
         mirrors = [
