@@ -40,11 +40,14 @@ from controlplane.api.gatewayapi import (
     BackendRef,
     GatewayClass,
     GRPCRoute,
+    GRPCRouteFilter,
     GRPCRouteMatch,
+    GRPCRouteRule,
     HTTPHeaderFilter,
     HTTPRoute,
     HTTPRouteFilter,
     HTTPRouteMatch,
+    HTTPRouteRule,
     KubernetesGateway,
     LabelSelector,
     Listener,
@@ -628,7 +631,7 @@ def _rule_entries(
 ) -> list[_RouteEntry]:
     entries: list[_RouteEntry] = []
     created = _created(route)
-    for r, rule in enumerate(route.spec.rules):
+    for r, rule in enumerate(_rules(route)):
         path = f"spec.rules[{r}]"
         backends = _backends(world, route_key, rule.backend_refs, path)
         matches: list[tuple[dict[str, Any], str | None]] = []
@@ -679,16 +682,21 @@ def _rule_entries(
     return entries
 
 
+def _rules(route: HTTPRoute | GRPCRoute) -> list[HTTPRouteRule | GRPCRouteRule]:
+    return list(route.spec.rules)
+
+
 def _route_resolved(
     world: _World, route_key: ResourceKey, route: HTTPRoute | GRPCRoute
 ) -> tuple[bool, str, str]:
     """The route's ResolvedRefs: the first backendRef (or mirror) that does not resolve."""
-    for r, rule in enumerate(route.spec.rules):
+    for r, rule in enumerate(_rules(route)):
         path = f"spec.rules[{r}]"
         found = _backends(world, route_key, rule.backend_refs, path).resolved
         if not found[0]:
             return found
-        for k, f in enumerate(rule.filters):
+        filters: list[HTTPRouteFilter | GRPCRouteFilter] = list(rule.filters)
+        for k, f in enumerate(filters):
             if f.type == "RequestMirror" and f.request_mirror is not None:
                 where = f"{path}.filters[{k}].requestMirror.backendRef"
                 problem = _backend_host(world, route_key, f.request_mirror.backend_ref, where)[1]
@@ -864,12 +872,13 @@ def _gateway_status(
     valid = any(s.accepted[0] for s in state.listeners) or not state.listeners
     found = list(addresses or []) + [a.value for a in gw.spec.addresses if a.value]
     found += service_addresses(world, state.key)
+    ready: tuple[bool, str, str]
     if not valid:
-        programmed = (False, "Invalid", "no listener is valid")
+        ready = (False, "Invalid", "no listener is valid")
     elif not found:
-        programmed = (False, "AddressNotAssigned", "the Gateway has no address yet")
+        ready = (False, "AddressNotAssigned", "the Gateway has no address yet")
     else:
-        programmed = (True, "Programmed", "the gateway's configuration is sent to its proxies")
+        ready = (True, "Programmed", "the gateway's configuration is sent to its proxies")
     status: dict[str, Any] = {
         "conditions": [
             condition(
@@ -879,7 +888,7 @@ def _gateway_status(
                 "Gateway accepted" if valid else "no listener is valid",
                 generation,
             ),
-            condition("Programmed", *programmed, generation),
+            condition("Programmed", *ready, generation),
         ],
         "listeners": listeners,
     }
