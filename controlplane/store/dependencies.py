@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from controlplane.api.issues import ResourceKey
-from controlplane.store.gamma import service_parents
 from controlplane.store.registry import fqdn, pod_ip, selects
 from controlplane.store.snapshot import Snapshot, resolve_host
 from controlplane.store.tokens import (
@@ -107,7 +106,3 @@ def _semantic_tokens(snapshot: Snapshot, key: ResourceKey, resource: Any) -> Ite
     elif kind == "DestinationRule":
         resolved = resolve_host(resource.spec.host, key.namespace)
         yield destination_rules_token(WILDCARD_HOST if "*" in resolved else resolved)
-    elif kind in ("HTTPRoute", "GRPCRoute"):
-        # A mesh route (GAMMA, store/gamma.py) routes the Services it names as parents.
-        for _, host in service_parents(resource.spec.parent_refs, key.namespace):
-            yield virtual_services_token(host)

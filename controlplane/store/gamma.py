@@ -18,13 +18,14 @@ route needs with helpers of its own (written before the gateway conversion exist
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from controlplane.api.base import ObjectMeta
 from controlplane.api.gatewayapi import (
+    ISTIO_CONTROLLER,
     BackendRef,
     GRPCRoute,
     GRPCRouteFilter,
@@ -37,8 +38,15 @@ from controlplane.api.gatewayapi import (
     HTTPRouteRule,
     ParentReference,
 )
+from controlplane.api.issues import ResourceKey
 from controlplane.api.networking import VirtualService
-from controlplane.store.gatewayapi import _grpc_matches, _headers_of, _http_matches, _rewrite
+from controlplane.store.gatewayapi import (
+    _grpc_matches,
+    _headers_of,
+    _http_matches,
+    _rewrite,
+    condition,
+)
 from controlplane.store.registry import fqdn
 
 # istiod's annotations on the VirtualServices it makes from Gateway API routes.
@@ -87,6 +95,111 @@ class _Converted:
 
 
 MeshRoute = HTTPRoute | GRPCRoute
+
+
+@dataclass
+class MeshConversion:
+    """The VirtualServices the mesh routes make, and each route's ``parents[]`` entries for
+    its Service parents."""
+
+    virtual_services: dict[ResourceKey, VirtualService] = field(default_factory=dict)
+    status: dict[ResourceKey, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def convert_mesh_routes(resources: Mapping[str, Mapping[ResourceKey, Any]]) -> MeshConversion:
+    """Every HTTPRoute and GRPCRoute with a Service parent, converted (the store keeps the
+    VirtualServices among the effective resources, next to part gwapi's)."""
+    routes: list[MeshRoute] = [
+        r
+        for kind in ("HTTPRoute", "GRPCRoute")
+        for r in resources.get(kind, {}).values()
+        if isinstance(r, HTTPRoute | GRPCRoute)
+    ]
+    hostnames = {fqdn(k.name, k.namespace) for k in resources.get("Service", {})}
+    out = MeshConversion()
+    for vs in mesh_virtual_services(routes):
+        out.virtual_services[
+            ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
+        ] = vs
+    for route in routes:
+        parents = mesh_route_parents(route, hostnames)
+        if parents:
+            key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
+            out.status[key] = parents
+    return out
+
+
+def merge_route_parents(
+    status: Mapping[ResourceKey, Mapping[str, Any]],
+    mesh: Mapping[ResourceKey, list[dict[str, Any]]],
+) -> dict[ResourceKey, Mapping[str, Any]]:
+    """Part gwapi's status with each route's Service-parent entries added to its
+    ``parents[]`` (a route may have Gateway and Service parents at once)."""
+    out: dict[ResourceKey, Mapping[str, Any]] = dict(status)
+    for key, parents in mesh.items():
+        found = out.get(key, {})
+        out[key] = {**found, "parents": [*found.get("parents", []), *parents]}
+    return out
+
+
+# ---- status of Service parents -------------------------------------------------------------
+
+# istiod reports mesh routes under its gateway controller's name (there is no GatewayClass
+# to take one from).
+MESH_CONTROLLER = ISTIO_CONTROLLER
+
+
+def unresolved_backends(route: MeshRoute, hostnames: Container[str]) -> tuple[str, str] | None:
+    """The first backendRef that does not resolve, as (reason, message), or None. A mesh
+    route needs no ReferenceGrant for a backend in another namespace (istiod converts mesh
+    routes with ``enforceRefGrant`` false), so it never gets ``RefNotPermitted``."""
+    namespace = route.metadata.namespace
+    rules: list[HTTPRouteRule | GRPCRouteRule] = [*route.spec.rules]
+    for r, rule in enumerate(rules):
+        for b, backend in enumerate(rule.backend_refs):
+            path = f"spec.rules[{r}].backendRefs[{b}]"
+            if not is_service_backend(backend):
+                kind = f"{backend.group}/{backend.kind}" if backend.group else backend.kind
+                return "InvalidKind", f"{path}: kind {kind} is not supported (use a Service)"
+            ns = backend.namespace or namespace
+            if fqdn(backend.name, ns) not in hostnames:
+                return "BackendNotFound", f"{path}: Service {ns}/{backend.name} not found"
+    return None
+
+
+def mesh_route_parents(route: MeshRoute, hostnames: Container[str]) -> list[dict[str, Any]]:
+    """``status.parents[]`` entries for the route's Service parents (``hostnames``: the FQDNs
+    of the Services that exist). As istiod (``conditions.go``): a Service parent is the
+    mesh, which always accepts the route; ``ResolvedRefs`` is False with ``InvalidKind``
+    for a backend that is not a core Service and ``BackendNotFound`` for a missing one.
+    Timestamps are the writer's, as for part gwapi's entries."""
+    generation = route.metadata.generation
+    unresolved = unresolved_backends(route, hostnames)
+    resolved = (
+        (True, "ResolvedRefs", "All references resolved")
+        if unresolved is None
+        else (False, *unresolved)
+    )
+    out = []
+    for ref, _host in service_parents(route.spec.parent_refs, route.metadata.namespace):
+        parent: dict[str, Any] = {"group": ref.group or "", "kind": "Service", "name": ref.name}
+        if ref.namespace:
+            parent["namespace"] = ref.namespace
+        if ref.section_name:
+            parent["sectionName"] = ref.section_name
+        if ref.port is not None:
+            parent["port"] = ref.port
+        out.append(
+            {
+                "parentRef": parent,
+                "controllerName": MESH_CONTROLLER,
+                "conditions": [
+                    condition("Accepted", True, "Accepted", "Route was valid", generation),
+                    condition("ResolvedRefs", *resolved, generation),
+                ],
+            }
+        )
+    return out
 
 
 def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, ...]:

@@ -24,7 +24,7 @@ from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, Mes
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
-from controlplane.store.gamma import is_gamma, mesh_virtual_services
+from controlplane.store.gamma import is_gamma
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -444,19 +444,17 @@ class Snapshot:
 
     # ---- VirtualServices ------------------------------------------------------------------
 
-    @index("VirtualService", "HTTPRoute", "GRPCRoute")
+    @index("VirtualService")
     def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
-        # VirtualServices and the ones Gateway API mesh routes make (store/gamma.py), in one
-        # index as istiod keeps them: oldest first.
-        routes = [*self.of_kind("HTTPRoute").values(), *self.of_kind("GRPCRoute").values()]
-        every = [*self.of_kind(VirtualService).values(), *mesh_virtual_services(routes)]
+        # The users' VirtualServices and those the store converts Gateway API routes into
+        # (store/gatewayapi.py, store/gamma.py), as istiod keeps them: oldest first.
         out: dict[str, list[VirtualService]] = defaultdict(list)
-        for vs in sorted(every, key=created):
+        for vs in sorted(self.of_kind(VirtualService).values(), key=created):
             for host in vs.spec.hosts:
                 out[resolve_host(host, vs.metadata.namespace)].append(vs)
         return {h: tuple(v) for h, v in out.items()}
 
-    @index("VirtualService", "HTTPRoute", "GRPCRoute")
+    @index("VirtualService")
     def _wildcard_virtual_service_hosts(self) -> tuple[str, ...]:
         return tuple(h for h in self._virtual_services_by_host if h.startswith("*"))
 

@@ -44,6 +44,7 @@ from controlplane.store.context import (
     request_auth_paths,
 )
 from controlplane.store.dependencies import change_tokens
+from controlplane.store.gamma import convert_mesh_routes, merge_route_parents
 from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_CONTEXT_CODES
 from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.gateway_credentials import check_gateway_credentials
@@ -354,7 +355,13 @@ class Store:
         if not any(k.kind in GATEWAY_API_INPUTS for k in changed):
             return set()
         conversion = convert_gateway_api(self._effective)
-        derived: dict[ResourceKey, Any] = {**conversion.gateways, **conversion.virtual_services}
+        # part "gamma": routes whose parent is a Service, for the mesh (store/gamma.py).
+        mesh = convert_mesh_routes(self._effective)
+        derived: dict[ResourceKey, Any] = {
+            **conversion.gateways,
+            **conversion.virtual_services,
+            **mesh.virtual_services,
+        }
         moved: set[ResourceKey] = set()
         for key in self._derived - derived.keys():
             if self._effective.get(key.kind, {}).pop(key, None) is not None:
@@ -365,7 +372,7 @@ class Store:
                 effective[key] = resource
                 moved.add(key)
         self._derived = set(derived)
-        self._gateway_api_status = dict(conversion.status)
+        self._gateway_api_status = merge_route_parents(conversion.status, mesh.status)
         return moved
 
     def _settle_istio(

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.compile.proxy import Proxy
-from controlplane.store.tokens import virtual_services_token
+from controlplane.store import Store
+from controlplane.store.gamma import MESH_CONTROLLER
+from tests.documents import submissions
 from tests.unit.compile.helpers import compiled, local_proxy, snapshot_of
 
 FQDN = "reviews.default.svc.cluster.local"
@@ -214,14 +216,16 @@ def test_routes_of_one_namespace_for_one_service_merge_oldest_first() -> None:
     ]
 
 
-def test_a_route_change_touches_the_virtual_services_of_its_parent_host() -> None:
+def test_deleting_the_route_gives_the_service_its_default_route_back() -> None:
     from controlplane.api.issues import ResourceKey
-    from controlplane.store.dependencies import change_tokens
+    from controlplane.compile import SnapshotCompiler
 
-    old = snapshot_of(SERVICES)
-    new = snapshot_of(SERVICES, http_route("split", SPLIT))
-    tokens = change_tokens(old, new, [ResourceKey("HTTPRoute", "default", "split")])
-    assert virtual_services_token(FQDN) in tokens
+    store = Store()
+    store.apply(upserts=submissions(SERVICES + "---" + http_route("split", SPLIT)))
+    assert store.snapshot.virtual_services_for(FQDN, "default")
+    store.apply(deletes=[ResourceKey("HTTPRoute", "default", "split")])
+    assert store.snapshot.virtual_services_for(FQDN, "default") == ()
+    SnapshotCompiler(store.snapshot).compile(local_proxy())  # still compiles
 
 
 def test_a_backend_that_is_not_a_service_is_dropped_and_none_left_answers_500() -> None:
@@ -252,3 +256,73 @@ def test_retry_and_timeouts_become_the_routes_retry_policy_and_timeout_as_in_ist
     assert route["retryPolicy"]["perTryTimeout"] == "2s"
     assert route["retryPolicy"]["retryOn"].startswith("connect-failure,refused-stream")
     assert route["retryPolicy"]["retriableStatusCodes"] == [502, 504]
+
+
+# ---- route status for Service parents ----------------------------------------------------
+
+
+def route_status(*docs: str, name: str = "split") -> dict[str, Any]:
+    from controlplane.api.issues import ResourceKey
+
+    snapshot = snapshot_of(SERVICES, *docs)
+    return dict(snapshot.gateway_api_status[ResourceKey("HTTPRoute", "default", name)])
+
+
+def conditions(entry: dict[str, Any]) -> dict[str, tuple[str, str, int]]:
+    return {
+        c["type"]: (c["status"], c["reason"], c["observedGeneration"]) for c in entry["conditions"]
+    }
+
+
+def test_a_route_with_resolved_backends_is_accepted_on_its_service_parent() -> None:
+    [entry] = route_status(http_route("split", SPLIT))["parents"]
+    assert entry["parentRef"] == {"group": "", "kind": "Service", "name": "reviews"}
+    assert entry["controllerName"] == MESH_CONTROLLER == "istio.io/gateway-controller"
+    assert conditions(entry) == {
+        "Accepted": ("True", "Accepted", 3),
+        "ResolvedRefs": ("True", "ResolvedRefs", 3),
+    }
+
+
+def test_a_missing_backend_service_is_backend_not_found_with_its_field_path() -> None:
+    rules = """
+  - backendRefs: [{name: reviews-v1, port: 9080}, {name: gone, port: 9080}]
+"""
+    [entry] = route_status(http_route("split", rules))["parents"]
+    resolved = next(c for c in entry["conditions"] if c["type"] == "ResolvedRefs")
+    assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+    assert resolved["message"] == "spec.rules[0].backendRefs[1]: Service default/gone not found"
+
+
+def test_a_backend_of_another_kind_is_invalid_kind() -> None:
+    rules = """
+  - backendRefs: [{group: example.com, kind: Bucket, name: b}]
+"""
+    [entry] = route_status(http_route("split", rules))["parents"]
+    assert conditions(entry)["ResolvedRefs"][:2] == ("False", "InvalidKind")
+
+
+def test_a_backend_in_another_namespace_needs_no_reference_grant_on_a_mesh_route() -> None:
+    # As istiod: ReferenceGrants are enforced for Gateway parents only.
+    shop = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-v9, namespace: shop}
+spec:
+  ports: [{name: http, port: 9080}]
+"""
+    rules = """
+  - backendRefs: [{name: reviews-v9, namespace: shop, port: 9080}]
+"""
+    [entry] = route_status(shop, http_route("split", rules))["parents"]
+    assert conditions(entry)["ResolvedRefs"][:2] == ("True", "ResolvedRefs")
+
+
+def test_a_route_with_a_gateway_and_a_service_parent_has_an_entry_for_each() -> None:
+    route = http_route("split", SPLIT).replace(
+        '[{group: "", kind: Service, name: reviews}]',
+        '[{name: ingress}, {group: "", kind: Service, name: reviews, port: 9080}]',
+    )
+    kinds = [p["parentRef"]["kind"] for p in route_status(route)["parents"]]
+    assert sorted(kinds) == ["Gateway", "Service"]
