@@ -114,9 +114,12 @@ def convert_mesh_routes(resources: Mapping[str, Mapping[ResourceKey, Any]]) -> M
         for kind in ("HTTPRoute", "GRPCRoute")
         for r in resources.get(kind, {}).values()
         if isinstance(r, HTTPRoute | GRPCRoute)
+        and any(is_service_parent(p) for p in r.spec.parent_refs)
     ]
-    hostnames = {fqdn(k.name, k.namespace) for k in resources.get("Service", {})}
     out = MeshConversion()
+    if not routes:
+        return out  # no mesh route: nothing to read (a Service batch stays linear)
+    hostnames = {fqdn(k.name, k.namespace) for k in resources.get("Service", {})}
     for vs in mesh_virtual_services(routes):
         out.virtual_services[
             ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
