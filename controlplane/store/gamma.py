@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from controlplane.api.base import ObjectMeta
 from controlplane.api.gatewayapi import (
     ISTIO_CONTROLLER,
@@ -38,8 +40,9 @@ from controlplane.api.gatewayapi import (
     HTTPRouteRule,
     ParentReference,
 )
-from controlplane.api.issues import ResourceKey
+from controlplane.api.issues import ResourceKey, errors
 from controlplane.api.networking import VirtualService
+from controlplane.api.validation import validate
 from controlplane.store.gatewayapi import (
     _grpc_matches,
     _headers_of,
@@ -120,16 +123,42 @@ def convert_mesh_routes(resources: Mapping[str, Mapping[ResourceKey, Any]]) -> M
     if not routes:
         return out  # no mesh route: nothing to read (a Service batch stays linear)
     hostnames = {fqdn(k.name, k.namespace) for k in resources.get("Service", {})}
-    for vs in mesh_virtual_services(routes):
-        out.virtual_services[
-            ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
-        ] = vs
+    valid: list[MeshRoute] = []
+    invalid: dict[ResourceKey, str] = {}
     for route in routes:
-        parents = mesh_route_parents(route, hostnames)
+        key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
+        problem = _invalid(route)
+        if problem is None:
+            valid.append(route)
+        else:
+            invalid[key] = problem
+    for vs in mesh_virtual_services(valid):
+        key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
+        out.virtual_services[key] = vs
+    for route in routes:
+        key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
+        parents = mesh_route_parents(route, hostnames, invalid.get(key))
         if parents:
-            key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
             out.status[key] = parents
     return out
+
+
+def _invalid(route: MeshRoute) -> str | None:
+    """Why the route's rules make no valid VirtualService (a regex Envoy's RE2 refuses, a
+    value out of range), checked by the VirtualService validation, or None. Such a route
+    reaches no proxy; its status says why."""
+    try:
+        vs = _virtual_service(route.metadata.namespace, "check", None, list(_convert(route)))
+        body = vs.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["metadata"] = {"name": "check", "namespace": route.metadata.namespace}
+        found = errors(validate(VirtualService.model_validate(body)))
+    except (ValidationError, ValueError) as exc:
+        return f"spec.rules: {exc}"
+    if not found:
+        return None
+    return "; ".join(
+        f"{i.path.replace('spec.http', 'rules (as routes)', 1)}: {i.reason}" for i in found
+    )
 
 
 def merge_route_parents(
@@ -170,18 +199,26 @@ def unresolved_backends(route: MeshRoute, hostnames: Container[str]) -> tuple[st
     return None
 
 
-def mesh_route_parents(route: MeshRoute, hostnames: Container[str]) -> list[dict[str, Any]]:
+def mesh_route_parents(
+    route: MeshRoute, hostnames: Container[str], invalid: str | None = None
+) -> list[dict[str, Any]]:
     """``status.parents[]`` entries for the route's Service parents (``hostnames``: the FQDNs
     of the Services that exist). As istiod (``conditions.go``): a Service parent is the
     mesh, which always accepts the route; ``ResolvedRefs`` is False with ``InvalidKind``
     for a backend that is not a core Service and ``BackendNotFound`` for a missing one.
-    Timestamps are the writer's, as for part gwapi's entries."""
+    A route whose rules make no valid route (``invalid``: why) is not accepted
+    (``UnsupportedValue``). Timestamps are the writer's, as for part gwapi's entries."""
     generation = route.metadata.generation
     unresolved = unresolved_backends(route, hostnames)
     resolved = (
         (True, "ResolvedRefs", "All references resolved")
         if unresolved is None
         else (False, *unresolved)
+    )
+    accepted = (
+        (True, "Accepted", "Route was valid")
+        if invalid is None
+        else (False, "UnsupportedValue", invalid)
     )
     out = []
     for ref, _host in service_parents(route.spec.parent_refs, route.metadata.namespace):
@@ -197,7 +234,7 @@ def mesh_route_parents(route: MeshRoute, hostnames: Container[str]) -> list[dict
                 "parentRef": parent,
                 "controllerName": MESH_CONTROLLER,
                 "conditions": [
-                    condition("Accepted", True, "Accepted", "Route was valid", generation),
+                    condition("Accepted", *accepted, generation),
                     condition("ResolvedRefs", *resolved, generation),
                 ],
             }

@@ -326,3 +326,16 @@ def test_a_route_with_a_gateway_and_a_service_parent_has_an_entry_for_each() -> 
     )
     kinds = [p["parentRef"]["kind"] for p in route_status(route)["parents"]]
     assert sorted(kinds) == ["Gateway", "Service"]
+
+
+def test_a_route_whose_regex_re2_refuses_reaches_no_proxy_and_is_not_accepted() -> None:
+    rules = """
+  - matches: [{headers: [{type: RegularExpression, name: x, value: "(?<=a)b"}]}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+"""
+    host = reviews_host([http_route("split", rules)])
+    assert host["routes"][0]["route"]["cluster"] == cluster("reviews")  # the default route
+    [entry] = route_status(http_route("split", rules))["parents"]
+    accepted = next(c for c in entry["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
+    assert "headers.x.regex" in accepted["message"] and "RE2" in accepted["message"]
