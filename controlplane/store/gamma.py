@@ -17,6 +17,7 @@ route needs with helpers of its own (written before the gateway conversion exist
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,9 +157,19 @@ def _invalid(route: MeshRoute) -> str | None:
         return f"spec.rules: {exc}"
     if not found:
         return None
-    return "; ".join(
-        f"{i.path.replace('spec.http', 'rules (as routes)', 1)}: {i.reason}" for i in found
-    )
+    return "; ".join(_route_path(vs, i.path) + f": {i.reason}" for i in found)
+
+
+def _route_path(vs: VirtualService, path: str) -> str:
+    """``spec.http[3].match[0].headers.x.regex`` -> ``spec.rules[1]: match headers.x.regex``
+    (the rule the converted route came from, named ``ns.name.<rule>``)."""
+    found = re.match(r"spec\.http\[(\d+)\](?:\.match\[\d+\])?\.?(.*)", path)
+    if found is None:
+        return path
+    index = int(found.group(1))
+    name = vs.spec.http[index].name or "" if index < len(vs.spec.http) else ""
+    rule = name.rsplit(".", 1)[-1]
+    return f"spec.rules[{rule}] ({found.group(2)})" if rule.isdigit() else path
 
 
 def merge_route_parents(
