@@ -11,8 +11,12 @@ snapshot's ordering reads (``is_gamma``): a route in the client's own namespace 
 every other route or VirtualService for the host ("consumer override"), and a route applies
 to a client only from the Service's namespace (producer) or the client's own (consumer).
 
-The models are part "gwapi"'s (``api/gatewayapi.py``); this module converts what a mesh
-route needs with helpers of its own (written before the gateway conversion existed).
+The store keeps these VirtualServices among the effective resources next to those part
+"gwapi" converts for Gateways (``Store._convert_gateway_api``), and adds each route's
+``parents[]`` entries for its Service parents to the Gateway API status the leader writes
+(``convert_mesh_routes``, ``merge_route_parents``). The models, and the match, header and
+rewrite helpers, are part gwapi's (``api/gatewayapi.py``, ``store/gatewayapi.py``); the
+backends, retries, timeouts and order are the mesh's, as istiod converts mesh routes.
 """
 
 from __future__ import annotations
