@@ -29,6 +29,12 @@ spec:
     backendRefs: [{name: reviews-v2, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /v1only}}]
     backendRefs: [{name: reviews-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-mesh, value: gamma}]}
+    backendRefs: [{name: reviews-v2, port: 8080}]
   - backendRefs:
     - {name: reviews-v1, port: 8080, weight: 75}
     - {name: reviews-v2, port: 8080, weight: 25}
@@ -86,6 +92,14 @@ def test_path_prefix_matches_whole_segments(gamma: TrafficMesh) -> None:
     # /v1onlyx is not under /v1only: it falls to the weighted rule (never only v1 in 40).
     seen = Counter(served_by(gamma, "/v1onlyx") for _ in range(40))
     assert "reviews-v2" in seen, seen
+
+
+def test_the_routes_filters_rewrite_the_prefix_and_set_a_header(gamma: TrafficMesh) -> None:
+    status, _, body = send(gamma.port, HOST, "/old/page?x=1")
+    seen = json.loads(body)
+    assert status == 200 and seen["name"] == "reviews-v2"
+    assert seen["path"] == "/new/page?x=1"
+    assert seen["headers"]["x-mesh"] == "gamma"
 
 
 def test_the_route_in_the_clients_namespace_wins_over_an_older_virtual_service(
