@@ -25,7 +25,7 @@ import re
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -317,7 +317,7 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
     source = f"{route.kind}/{meta.namespace}/{meta.name}"
     created = meta.creation_timestamp or _EPOCH
     if created is not _EPOCH and created.tzinfo is not None:
-        created = created.replace(tzinfo=None)
+        created = created.astimezone(UTC).replace(tzinfo=None)  # compared as UTC
     rules: list[HTTPRouteRule | GRPCRouteRule] = [*route.spec.rules]
     for index, rule in enumerate(rules):
         matches: list[tuple[dict[str, Any], str | None]] = []
