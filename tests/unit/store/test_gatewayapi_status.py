@@ -348,3 +348,20 @@ def test_status_is_output_a_rewritten_status_is_no_change() -> None:
     again, _ = load({**doc, "status": {"conditions": [{"type": "Accepted", "status": "True"}]}})
     assert not store.apply([Submission(again, (), None)])
     assert store.snapshot.gateway_api_status[GW]["conditions"][0]["reason"] == "Accepted"
+
+
+def test_analyze_reports_the_status_findings_with_path_and_reason(tmp_path: Any) -> None:
+    from controlplane.analyze import analyze
+
+    (tmp_path / "gw.yaml").write_text(
+        gateway("[{name: u, port: 53, protocol: UDP}, " + ALL[1:])
+        + "---\n"
+        + route("{name: gw, namespace: infra}")
+    )
+    report = analyze([tmp_path])
+    found = {(i.code.id, str(i.resource), i.path, i.reason.split(":")[0]) for i in report.issues}
+    assert ("CP0600", "KubernetesGateway infra/gw", "spec.listeners[0].protocol",
+            "UnsupportedProtocol") in found  # fmt: skip
+    assert ("CP0604", "HTTPRoute apps/r", "spec.rules[0].backendRefs[0]",
+            "BackendNotFound") in found  # fmt: skip
+    assert report.exit_status() != 0
