@@ -641,7 +641,7 @@ def _rule_entries(
         else:
             for gm in route.spec.rules[r].matches or [GRPCRouteMatch()]:
                 matches += _grpc_matches(gm)
-        filters = list(rule.filters)
+        filters: list[HTTPRouteFilter | GRPCRouteFilter] = list(rule.filters)
         for istio_match, matched_prefix in matches:
             http: dict[str, Any] = {
                 "name": f"{route_key.namespace}.{route_key.name}.{r}",
@@ -656,7 +656,12 @@ def _rule_entries(
             mirrors = _mirrors(world, route_key, filters, path)
             if mirrors:
                 http["mirrors"] = mirrors
-            if redirect is not None:
+            if any(f.type in UNSUPPORTED_FILTERS for f in filters):
+                # A filter this controller cannot apply is never skipped: the rule answers
+                # 500 (spec), and the route's Accepted says why (``_unsupported_filter``).
+                http = {"name": http["name"], "match": http["match"]}
+                http["directResponse"] = {"status": 500}
+            elif redirect is not None:
                 http["redirect"] = redirect
             elif not backends.destinations or all(d["weight"] == 0 for d in backends.destinations):
                 # spec: a rule whose backends are all invalid (or none) answers 500.
@@ -680,6 +685,21 @@ def _rule_entries(
             order = (_precedence(istio_match), created, r)
             entries.append(_RouteEntry(order, http, attachment.listener_names))
     return entries
+
+
+# Filters of the specification this controller does not implement (extended or custom).
+UNSUPPORTED_FILTERS = frozenset({"ExtensionRef", "CORS", "ExternalAuth"})
+
+
+def _unsupported_filter(route: HTTPRoute | GRPCRoute) -> tuple[bool, str, str] | None:
+    for r, rule in enumerate(_rules(route)):
+        filters: list[HTTPRouteFilter | GRPCRouteFilter] = list(rule.filters)
+        for k, f in enumerate(filters):
+            if f.type in UNSUPPORTED_FILTERS:
+                where = f"spec.rules[{r}].filters[{k}].type"
+                return (False, "UnsupportedValue", f"{where}: {f.type} is not supported by "
+                        "this controller; the rule answers 500")  # fmt: skip
+    return None
 
 
 def _rules(route: HTTPRoute | GRPCRoute) -> list[HTTPRouteRule | GRPCRouteRule]:
@@ -764,6 +784,9 @@ def convert(
                     continue  # another controller's Gateway: its status is not ours to write
                 attachment, accepted = _attach(world, route, key, i, ref, states, names)
                 resolved = _route_resolved(world, key, route)
+                unsupported = _unsupported_filter(route)
+                if accepted[0] and unsupported is not None:
+                    accepted = unsupported
                 if attachment is not None:
                     entries = _rule_entries(world, key, route, attachment)
                     for host in attachment.hosts:

@@ -365,3 +365,20 @@ def test_analyze_reports_the_status_findings_with_path_and_reason(tmp_path: Any)
     assert ("CP0604", "HTTPRoute apps/r", "spec.rules[0].backendRefs[0]",
             "BackendNotFound") in found  # fmt: skip
     assert report.exit_status() != 0
+
+
+def test_a_filter_this_controller_lacks_is_not_skipped_the_rule_answers_500() -> None:
+    text = f"""
+apiVersion: {V1}
+kind: HTTPRoute
+metadata: {{name: r, namespace: apps}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra}}]
+  rules:
+  - filters: [{{type: ExtensionRef, extensionRef: {{group: example.com, kind: Magic, name: m}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+"""
+    found = convert(world(gateway(ALL), text, service()))
+    assert parent(found.status[ROUTE])["Accepted"] == ("False", "UnsupportedValue")
+    (vs,) = found.virtual_services.values()
+    assert vs.spec.http[0].direct_response is not None and not vs.spec.http[0].route
