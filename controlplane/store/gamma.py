@@ -165,7 +165,7 @@ def _invalid(route: MeshRoute) -> str | None:
 
 
 def _route_path(vs: VirtualService, path: str) -> str:
-    """``spec.http[3].match[0].headers.x.regex`` -> ``spec.rules[1]: match headers.x.regex``
+    """``spec.http[3].match[0].headers.x.regex`` -> ``spec.rules[1]: headers.x.regex``
     (the rule the converted route came from, named ``ns.name.<rule>``)."""
     found = re.match(r"spec\.http\[(\d+)\](?:\.match\[\d+\])?\.?(.*)", path)
     if found is None:
@@ -173,7 +173,7 @@ def _route_path(vs: VirtualService, path: str) -> str:
     index = int(found.group(1))
     name = vs.spec.http[index].name or "" if index < len(vs.spec.http) else ""
     rule = name.rsplit(".", 1)[-1]
-    return f"spec.rules[{rule}] ({found.group(2)})" if rule.isdigit() else path
+    return f"spec.rules[{rule}]: {found.group(2)}" if rule.isdigit() else path
 
 
 def merge_route_parents(

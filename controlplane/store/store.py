@@ -13,6 +13,7 @@ brings it in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.gateway_credentials import check_gateway_credentials
 from controlplane.store.gatewayapi import GATEWAY_API_INPUTS
 from controlplane.store.gatewayapi import convert as convert_gateway_api
+from controlplane.store.gatewayapi import findings as gateway_api_findings
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -95,6 +97,8 @@ class ChangeSet:
     def __bool__(self) -> bool:
         return bool(self.changed or self.status_changed)
 
+
+_log = logging.getLogger("controlplane.gatewayapi")
 
 Listener = Callable[[Snapshot, ChangeSet], None]
 # The compiler's own check of one resource in context (compile/check.py, given by whoever
@@ -237,6 +241,7 @@ class Store:
         # convert into (kept among the effective resources), and their status.
         self._derived: set[ResourceKey] = set()
         self._gateway_api_status: dict[ResourceKey, Mapping[str, Any]] = {}
+        self._gateway_api_logged: frozenset[Issue] = frozenset()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -373,6 +378,11 @@ class Store:
                 moved.add(key)
         self._derived = set(derived)
         self._gateway_api_status = merge_route_parents(conversion.status, mesh.status)
+        # Each finding logged once, as the sources log a resource's findings.
+        found = frozenset(gateway_api_findings(self._gateway_api_status))
+        for issue in sorted(found - self._gateway_api_logged, key=str):
+            _log.warning("%s", issue)
+        self._gateway_api_logged = found
         return moved
 
     def _settle_istio(

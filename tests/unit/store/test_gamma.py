@@ -338,4 +338,4 @@ def test_a_route_whose_regex_re2_refuses_reaches_no_proxy_and_is_not_accepted() 
     [entry] = route_status(http_route("split", rules))["parents"]
     accepted = next(c for c in entry["conditions"] if c["type"] == "Accepted")
     assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
-    assert accepted["message"].startswith("spec.rules[0] (headers.x.regex): invalid regex")
+    assert accepted["message"].startswith("spec.rules[0]: headers.x.regex: invalid regex")
