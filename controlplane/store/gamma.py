@@ -15,7 +15,7 @@ The store keeps these VirtualServices among the effective resources next to thos
 "gwapi" converts for Gateways (``Store._convert_gateway_api``), and adds each route's
 ``parents[]`` entries for its Service parents to the Gateway API status the leader writes
 (``convert_mesh_routes``, ``merge_route_parents``). The models, and the match, header and
-rewrite helpers, are part gwapi's (``api/gatewayapi.py``, ``store/gatewayapi.py``); the
+rewrite helpers, are part gwapi's (``api/gatewayapi.py``, ``store/gatewayapi_rules.py``); the
 backends, retries, timeouts and order are the mesh's, as istiod converts mesh routes.
 """
 
@@ -48,12 +48,12 @@ from controlplane.api.gatewayapi import (
 from controlplane.api.issues import ResourceKey, errors
 from controlplane.api.networking import VirtualService
 from controlplane.api.validation import validate
-from controlplane.store.gatewayapi import (
+from controlplane.store.gatewayapi import condition
+from controlplane.store.gatewayapi_rules import (
     _grpc_matches,
     _headers_of,
     _http_matches,
     _rewrite,
-    condition,
 )
 from controlplane.store.registry import fqdn
 
