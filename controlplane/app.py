@@ -66,6 +66,10 @@ from controlplane.sources.jwks import (
     DEFAULT_RETRY_INTERVAL,
     JwksFetcher,
 )
+from controlplane.status.gatewayapi import (
+    GatewayApiStatusWriter,
+    KubernetesGatewayApiStatusClient,
+)
 from controlplane.status.programmed import ProgrammedTracker
 from controlplane.status.writer import MemoryStatusClient, StatusClient, StatusWriter
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store, found_by_store
@@ -283,9 +287,19 @@ class ControlPlane:
         if self.xds is not None:
             self.xds.status_writer = writer
         writer.start()
+        # part "gwapi": the Gateway API status (the specification's own shape).
+        api_client = getattr(client, "api_client", None)
+        gateway_api = None
+        if api_client is not None:
+            gateway_api = GatewayApiStatusWriter(
+                self.store, KubernetesGatewayApiStatusClient(api_client), self.source.is_leader
+            )
+            gateway_api.start()
         try:
             yield
         finally:
+            if gateway_api is not None:
+                await gateway_api.stop()
             await writer.stop()
 
 

@@ -24,6 +24,7 @@ from controlplane.api.mesh import DEFAULT_MESH, MESH_CONFIG_KEY, MeshConfig, Mes
 from controlplane.api.networking import DestinationRule, Subset, TrafficPolicy, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
+from controlplane.store.gamma import is_gamma
 from controlplane.store.registry import (
     DOMAIN_SUFFIX,
     MeshEndpoint,
@@ -202,6 +203,9 @@ class Snapshot:
     origins: Mapping[ResourceKey, str] = field(default_factory=dict)
     # What the change from the previous published snapshot touched (None: not known).
     change: ChangeTokens | None = None
+    # part "gwapi": the status the Gateway API specification defines for each Gateway API
+    # resource of this controller (store/gatewayapi.py); output only, never a change.
+    gateway_api_status: Mapping[ResourceKey, Mapping[str, Any]] = field(default_factory=dict)
     _lookups: _Lookups = field(default_factory=_Lookups, init=False, repr=False, compare=False)
 
     # ---- handing derived state over ------------------------------------------------------
@@ -442,6 +446,8 @@ class Snapshot:
 
     @index("VirtualService")
     def _virtual_services_by_host(self) -> Mapping[str, tuple[VirtualService, ...]]:
+        # The users' VirtualServices and those the store converts Gateway API routes into
+        # (store/gatewayapi.py, store/gamma.py), as istiod keeps them: oldest first.
         out: dict[str, list[VirtualService]] = defaultdict(list)
         for vs in sorted(self.of_kind(VirtualService).values(), key=created):
             for host in vs.spec.hosts:
@@ -463,7 +469,12 @@ class Snapshot:
         oldest first within each group. Exact host matches come before wildcard ones.
         """
         index = self._virtual_services_by_host
-        exact = [vs for vs in index.get(hostname, ()) if self._vs_applies(vs, client_namespace)]
+        exact = [
+            vs
+            for vs in index.get(hostname, ())
+            if self._vs_applies(vs, client_namespace)
+            and (not is_gamma(vs) or self._gamma_applies(vs, hostname, client_namespace))
+        ]
         if exact:
             return _by_preference(exact, client_namespace)
         best: tuple[VirtualService, ...] = ()
@@ -480,8 +491,19 @@ class Snapshot:
         """Every mesh-bound VirtualService whose hosts resolve to exactly ``hostname``,
         oldest first, whatever their exportTo (for conflict reports)."""
         return tuple(
-            vs for vs in self._virtual_services_by_host.get(hostname, ()) if _mesh_bound(vs)
+            vs
+            for vs in self._virtual_services_by_host.get(hostname, ())
+            if _mesh_bound(vs) and not is_gamma(vs)
         )
+
+    def _gamma_applies(self, vs: VirtualService, hostname: str, client_namespace: str) -> bool:
+        """As istiod: a mesh route reaches a client only from the Service's own namespace
+        (the producer's route) or from the client's namespace (the consumer's route)."""
+        namespace = vs.metadata.namespace
+        if namespace == client_namespace:
+            return True
+        service = self._services.get(hostname)
+        return service is not None and service.namespace == namespace
 
     @staticmethod
     def _vs_applies(vs: VirtualService, client_namespace: str) -> bool:
@@ -578,13 +600,16 @@ def _by_preference(
     """Stable sort (the input is oldest first) into istiod's groups for one client namespace:
     private to it, exported to it by name, public."""
 
-    def group(vs: VirtualService) -> int:
+    def group(vs: VirtualService) -> tuple[int, int]:
+        # Within each group, a Gateway API mesh route of the client's own namespace comes
+        # first (istiod's "consumer override", pilot/pkg/model/virtualservice.go).
+        consumer = 0 if is_gamma(vs) and vs.metadata.namespace == client_namespace else 1
         export = vs.spec.export_to
         if "." in export and vs.metadata.namespace == client_namespace:
-            return 0
+            return (0, consumer)
         if client_namespace in export:
-            return 1
-        return 2
+            return (1, consumer)
+        return (2, consumer)
 
     return tuple(sorted(virtual_services, key=group))
 
