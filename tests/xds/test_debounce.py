@@ -23,18 +23,24 @@ async def changes_for(seconds: float, every: float, make) -> int:  # type: ignor
 
 async def test_a_burst_is_published_once_after_the_quiet_period() -> None:
     store = Store()
-    hub = CompiledCache(store, debounce=0.1, max_delay=5.0)
+    # A quiet period long against the 20 ms between changes and against a loaded machine's
+    # scheduling delays, so that only the debouncer decides when the publish happens.
+    hub = CompiledCache(store, debounce=0.4, max_delay=5.0)
     hub.start()
     try:
         store.apply(upserts=submissions(MESH))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.8)
         published = hub.metrics.publishes.value()
         sent = await changes_for(
             0.5, 0.02, lambda i: store.apply(upserts=submissions(canary(i % 90 + 1, 99 - i % 90)))
         )
         await asyncio.sleep(0.05)
         assert hub.metrics.publishes.value() == published  # still quiet-waiting
-        await asyncio.sleep(0.2)
+        deadline = asyncio.get_running_loop().time() + 3.0
+        while hub.metrics.publishes.value() == published:
+            assert asyncio.get_running_loop().time() < deadline, "never published"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # nothing more comes
         assert hub.metrics.publishes.value() == published + 1
         assert hub.metrics.store_changes.value() >= sent
         assert hub.compiler.snapshot is store.snapshot  # the last change of the burst won
