@@ -81,7 +81,9 @@ async def test_a_proxy_that_never_reads_does_not_delay_pushes_to_the_others() ->
                 await ack(good, await good.recv(timeout=5))
                 latencies.append(time.monotonic() - changed)
                 assert stuck_stream.writing
-            assert max(latencies) < 2.0, latencies
+            # A push slot held by the stuck proxy would deliver nothing (recv times out at 5 s);
+            # 4 s leaves room for a loaded machine's scheduling without losing that meaning.
+            assert max(latencies) < 4.0, latencies
         stuck.cancel()
         await channel.close()
     finally:
