@@ -229,10 +229,16 @@ def _check_certificates(world: World, key: ResourceKey, state: _ListenerState, p
             state.resolved = (False, "InvalidCertificateRef", f"{where}: Secret "
                               f"{namespace}/{ref.name} not found or holds no certificate")  # fmt: skip
             return
+        if namespace != key.namespace:
+            # Granted, but the SDS side (cache/credentials.py) serves a gateway the Secrets of
+            # its own namespace only: say so rather than program a listener without its
+            # certificate.
+            state.resolved = (False, "InvalidCertificateRef", f"{where}: Secret "
+                              f"{namespace}/{ref.name} is in another namespace than the "
+                              "Gateway: not served by this controller yet")  # fmt: skip
+            return
         if state.credential is None:
-            state.credential = (
-                ref.name if namespace == key.namespace else f"kubernetes://{namespace}/{ref.name}"
-            )
+            state.credential = ref.name
 
 
 def _istio_gateways(state: _GatewayState, out: Conversion) -> dict[int, str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from controlplane.api.gatewayapi import GATEWAY_API_STORE_KINDS
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
 from controlplane.api.mesh import MESH_CONFIG_KIND
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
@@ -359,6 +360,12 @@ class Store:
         they read changed; returns the derived keys whose version moved."""
         if not any(k.kind in GATEWAY_API_INPUTS for k in changed):
             return set()
+        if (
+            not self._derived
+            and not self._gateway_api_status
+            and not any(self._effective.get(kind) for kind in GATEWAY_API_STORE_KINDS)
+        ):
+            return set()  # no Gateway API resource, before or now: nothing to convert
         conversion = convert_gateway_api(self._effective)
         # part "gamma": routes whose parent is a Service, for the mesh (store/gamma.py).
         mesh = convert_mesh_routes(self._effective)

@@ -7,6 +7,7 @@ of each status is the upstream CRD's, so the apiserver itself checks its shape."
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import textwrap
@@ -67,6 +68,9 @@ def gw_operator(
             kube_cluster.kubectl(
                 "delete", "--ignore-not-found", *(a for p in crds for a in ("-f", str(p)))
             )
+            # kubectl's discovery cache still maps `gateway` to the Gateway API: forget it.
+            if kube_cluster.workdir is not None:
+                shutil.rmtree(kube_cluster.workdir / "kubectl-cache", ignore_errors=True)
 
 
 def manifest(ns: str, backend: str = "web") -> str:
