@@ -8,6 +8,16 @@ from pydantic import BaseModel, ValidationError
 
 from controlplane.api.credentials import Secret
 from controlplane.api.gateway import Gateway
+from controlplane.api.gatewayapi import (
+    GATEWAY_API_GROUP,
+    GATEWAY_API_KINDS,
+    GatewayClass,
+    GRPCRoute,
+    HTTPRoute,
+    KubernetesGateway,
+    ReferenceGrant,
+    store_kind,
+)
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
@@ -49,10 +59,15 @@ for _unsupported in UNSUPPORTED_KINDS:
     GROUP_VERSIONS[_unsupported.group] = GROUP_VERSIONS.get(
         _unsupported.group, frozenset()
     ) | frozenset(_unsupported.versions)
+# part "gwapi" (issue 16): the Kubernetes Gateway API (api/gatewayapi.py), kept under its
+# store kind (the Gateway API Gateway is ``KubernetesGateway``).
+for _gwapi in GATEWAY_API_KINDS:
+    MODELS[(GATEWAY_API_GROUP, _gwapi.kind)] = _gwapi.model
+GROUP_VERSIONS[GATEWAY_API_GROUP] = frozenset(v for k in GATEWAY_API_KINDS for v in k.versions)
 ISTIO_GROUPS = frozenset(
     {"networking.istio.io", "security.istio.io"} | {k.group for k in UNSUPPORTED_KINDS}
 )
-CLUSTER_SCOPED = frozenset({"Namespace"})
+CLUSTER_SCOPED = frozenset({"Namespace", "GatewayClass"})
 
 Resource = (
     VirtualService
@@ -70,6 +85,11 @@ Resource = (
     | Namespace
     | MeshConfig
     | Secret
+    | GatewayClass
+    | KubernetesGateway
+    | HTTPRoute
+    | GRPCRoute
+    | ReferenceGrant
 )
 
 
@@ -114,6 +134,9 @@ def document_key(doc: Any, default_namespace: str = "default") -> ResourceKey | 
     name = meta.get("name")
     if not isinstance(kind, str) or not isinstance(name, str):
         return None
+    api_version = doc.get("apiVersion")
+    if isinstance(api_version, str):
+        kind = store_kind(split_api_version(api_version)[0], kind)
     namespace = "" if kind in CLUSTER_SCOPED else str(meta.get("namespace") or default_namespace)
     return ResourceKey(kind, namespace, name)
 
@@ -168,8 +191,10 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
             ],
         )
     body = dict(doc)
-    if group in ISTIO_GROUPS:
+    if group in ISTIO_GROUPS or group == GATEWAY_API_GROUP:
         body.pop("status", None)
+    if group == GATEWAY_API_GROUP:
+        body["kind"] = store_kind(group, kind)
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and kind not in CLUSTER_SCOPED and not metadata.get("namespace"):
         body["metadata"] = {**metadata, "namespace": default_namespace}

@@ -30,6 +30,7 @@ import kopf
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
 from controlplane.api.credentials import Secret
+from controlplane.api.gatewayapi import GATEWAY_API_GROUP, GATEWAY_API_KINDS
 from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KEY
 from controlplane.api.unsupported import UNSUPPORTED_KINDS
@@ -60,6 +61,9 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     # Istio kinds not implemented here, watched to be reported (api/unsupported.py). Their
     # CRDs may be missing: kopf then waits for them, and the resync lists them as empty.
     *((k.group, k.versions[0], k.plural) for k in UNSUPPORTED_KINDS),
+    # part "gwapi" (issue 16): the Kubernetes Gateway API. Its CRDs come from upstream and may
+    # be missing: kopf then waits for them, as for the kinds above.
+    *((GATEWAY_API_GROUP, k.versions[0], k.plural) for k in GATEWAY_API_KINDS),
 )
 
 # Metadata that changes on every write (a status update included) without changing what
@@ -305,7 +309,7 @@ class Resync:
                 return []
             for key in keys:
                 present.setdefault(key.kind, set()).add(key)
-            present.setdefault(_KIND_OF_PLURAL.get(plural, plural), set())
+            present.setdefault(_kind_of(group, plural), set())
         with self._lock:
             gone = [
                 key
@@ -339,6 +343,15 @@ _KIND_OF_PLURAL = {
     **{k.plural: k.kind for k in UNSUPPORTED_KINDS},
 }
 
+# part "gwapi": kinds whose plural another group shares (Gateway API ``gateways``).
+_KIND_OF_GROUP_PLURAL = {(GATEWAY_API_GROUP, k.plural): k.store_kind for k in GATEWAY_API_KINDS}
+for _gwapi in GATEWAY_API_KINDS:
+    _KIND_OF_PLURAL.setdefault(_gwapi.plural, _gwapi.kind)
+
+
+def _kind_of(group: str, plural: str) -> str:
+    return _KIND_OF_GROUP_PLURAL.get((group, plural)) or _KIND_OF_PLURAL.get(plural, plural)
+
 
 def kubernetes_lister(api_client: Any) -> Lister:
     """A Lister over the kubernetes client (names only are needed, but lists are full)."""
@@ -357,9 +370,11 @@ def kubernetes_lister(api_client: Any) -> Lister:
             raise RuntimeError(f"GET {path}: {response.status}")
         body = json.loads(response.data)
         kind = _KIND_OF_PLURAL[plural]
+        api_version = f"{group}/{version}" if group else version
         keys = set()
         for item in body.get("items", []):
-            key = document_key({"kind": kind, **item}, default_namespace="default")
+            doc = {"kind": kind, "apiVersion": api_version, **item}
+            key = document_key(doc, default_namespace="default")
             if key is not None:
                 keys.add(key)
         return keys
@@ -418,7 +433,8 @@ def register_watch_handlers(
         submit(update)
 
     for group, version, plural in WATCHED:
-        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(feed)
+        handler_id = f"watch-{plural}" if group != GATEWAY_API_GROUP else f"watch-gwapi-{plural}"
+        kopf.on.event(group, version, plural, id=handler_id, registry=registry)(feed)
 
     def mesh_config(event: Mapping[str, Any], **_: Any) -> None:
         raw = event.get("object")
