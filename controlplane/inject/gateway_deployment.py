@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controlplane.api.gatewayapi import ISTIO_CLASS, ISTIO_CONTROLLER
 from controlplane.inject.injector import InjectionConfig
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -31,12 +32,10 @@ GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 MANAGED_LABEL = "gateway.istio.io/managed"
 MANAGED_VALUE = "istio.io-gateway-controller"  # istiod's value (the controller name, '/' -> '-')
 STATUS_PORT = 15021
-# The controller names a GatewayClass may carry for its Gateways to be deployed here: Istio's,
-# so that Istio's `istio` class and YAML written for Istio work as they are.
-ISTIO_CONTROLLER = "istio.io/gateway-controller"
-CONTROLLER_NAMES = frozenset({ISTIO_CONTROLLER})
-# Classes that exist without a GatewayClass object (istiod creates `istio` itself).
-BUILTIN_CLASSES = {"istio": ISTIO_CONTROLLER}
+# A GatewayClass whose controllerName is one of api.gatewayapi.CONTROLLER_NAMES (ours and
+# Istio's) has its Gateways deployed here; `istio` counts even before its GatewayClass exists
+# (istiod creates that class itself).
+BUILTIN_CLASSES = {ISTIO_CLASS: ISTIO_CONTROLLER}
 SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
 FIELD_MANAGER = "istio.io-gateway-controller"
 
@@ -62,7 +61,12 @@ def is_managed(gateway: Mapping[str, Any]) -> bool:
 def service_ports(gateway: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The status port, then one port per distinct listener port (the first listener names it)."""
     ports: list[dict[str, Any]] = [
-        {"name": "status-port", "port": STATUS_PORT, "targetPort": STATUS_PORT, "appProtocol": "tcp"}
+        {
+            "name": "status-port",
+            "port": STATUS_PORT,
+            "targetPort": STATUS_PORT,
+            "appProtocol": "tcp",
+        }
     ]
     seen: set[int] = set()
     for index, listener in enumerate((gateway.get("spec") or {}).get("listeners") or []):
@@ -137,7 +141,12 @@ def service(gateway: Mapping[str, Any]) -> dict[str, Any]:
     addresses = (gateway.get("spec") or {}).get("addresses") or []
     if addresses and service_type == "LoadBalancer":
         spec["loadBalancerIP"] = addresses[0].get("value")
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(gateway, name), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(gateway, name),
+        "spec": spec,
+    }
 
 
 def deployment(gateway: Mapping[str, Any], config: InjectionConfig) -> dict[str, Any]:

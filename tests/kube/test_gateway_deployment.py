@@ -124,8 +124,10 @@ def test_a_listener_change_updates_the_service_ports(
     wait(lambda: service_ports(kube_cluster, ns, "edge-istio"), "Service")
     kube_cluster.apply(gateway(ns, https=True))
     wait(
-        lambda: service_ports(kube_cluster, ns, "edge-istio")
-        == {"status-port": (15021, "tcp"), "http": (80, "http"), "admin": (8443, "tcp")},
+        lambda: (
+            service_ports(kube_cluster, ns, "edge-istio")
+            == {"status-port": (15021, "tcp"), "http": (80, "http"), "admin": (8443, "tcp")}
+        ),
         "the new listener's port on the Service",
     )
     deployment = get(kube_cluster, "deployment", "edge-istio", ns)
@@ -133,8 +135,10 @@ def test_a_listener_change_updates_the_service_ports(
     assert [p["containerPort"] for p in proxy["ports"]] == [80, 8443]
     kube_cluster.apply(gateway(ns))
     wait(
-        lambda: service_ports(kube_cluster, ns, "edge-istio")
-        == {"status-port": (15021, "tcp"), "http": (80, "http")},
+        lambda: (
+            service_ports(kube_cluster, ns, "edge-istio")
+            == {"status-port": (15021, "tcp"), "http": (80, "http")}
+        ),
         "the removed listener's port gone from the Service",
     )
 

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from controlplane.api.gatewayapi import CONTROLLER_NAMES
 from controlplane.inject.gateway_deployment import (
     BUILTIN_CLASSES,
-    CONTROLLER_NAMES,
     FIELD_MANAGER,
     GATEWAY_GROUP,
     GATEWAY_NAME_LABEL,
@@ -73,11 +73,15 @@ class RawApi:
         """The response document; None for 404."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method_, url, headers, _, _ = self.api_client.param_serialize(
-            method, path, query_params=query or [], header_params=headers,
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
             auth_settings=["BearerToken"],
         )
-        payload = json.dumps(body) if body is not None else None
-        response = self.api_client.call_api(method_, url, header_params=headers, body=payload)
+        # The client serialises a structured body as JSON for JSON and YAML content types
+        # (JSON is YAML: server-side apply takes it).
+        response = self.api_client.call_api(method_, url, header_params=headers, body=body)
         response.read()
         if response.status == 404:
             return None
@@ -246,6 +250,10 @@ def register_gateway_deployer(registry: Any, deployer: GatewayDeployer) -> None:
         GATEWAY_GROUP, GATEWAY_VERSION, "gateways", id="deploy-gateways", registry=registry
     )(gateway_event)
     kopf.on.event(
-        "", "v1", "services", id="deploy-gateway-services", registry=registry,
+        "",
+        "v1",
+        "services",
+        id="deploy-gateway-services",
+        registry=registry,
         labels={MANAGED_LABEL: kopf.PRESENT},
     )(service_event)
