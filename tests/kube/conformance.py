@@ -8,7 +8,7 @@ waits for, read from the file itself:
 
 * core: every feature the test lists is one of Gateway, HTTPRoute, GRPCRoute, ReferenceGrant
   (the Core features of those APIs in ``pkg/features``);
-* "status written": every Gateway and every route parent of the test carries conditions with
+* "status written": every GatewayClass, Gateway and route parent of the test carries conditions with
   ``observedGeneration`` equal to the object's generation;
 * every ``metav1.Condition{Type, Status, Reason}`` literal in the ``.go`` file is found on one
   of the test's objects (Gateway, listener or route parent conditions);
@@ -179,7 +179,7 @@ def check(test: ConformanceTest, live: list[dict[str, Any]]) -> str | None:
         meta = obj.get("metadata") or {}
         what = f"{obj['kind']} {meta.get('namespace')}/{meta.get('name')}"
         status = obj.get("status") or {}
-        if obj["kind"] == "Gateway":
+        if obj["kind"] in ("Gateway", "GatewayClass"):
             conds = status.get("conditions") or []
             ours = [c for c in conds if c.get("reason") != "Pending"]
             if not ours or any(c.get("observedGeneration") != meta.get("generation") for c in ours):
@@ -230,7 +230,9 @@ def run_test(
     for manifest in test.manifests:
         docs += objects(render(manifest, class_name, controller))
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    watched = [d for d in docs if d["kind"] == "Gateway" or d["kind"] in ROUTE_KINDS]
+    watched = [
+        d for d in docs if d["kind"] in ("Gateway", "GatewayClass") or d["kind"] in ROUTE_KINDS
+    ]
     problem: str | None = "not checked"
     try:
         deadline = time.time() + timeout

@@ -1,8 +1,10 @@
 """The Gateway API conformance suite's core tests, status half, on the real apiserver (slow).
 
 See tests/kube/conformance.py for what is checked. The test prints the table the README
-carries (and writes it to $CONTROLPLANE_CONFORMANCE_TABLE when set); it fails when no core
-test passes, and when the suite's core tests cannot be found or parsed.
+carries (and writes it to $CONTROLPLANE_CONFORMANCE_TABLE when set). It fails when the
+suite's core tests cannot be found or parsed, or their manifests are refused by the apiserver;
+a core test whose status is not as expected is a row marked "fail" in the table, not a failure
+of this test (the table is the yardstick: the README says how many pass).
 """
 
 from __future__ import annotations
@@ -55,4 +57,4 @@ def test_core_conformance_tests_status(kube_cluster: LocalCluster, operator) -> 
     out = os.environ.get("CONTROLPLANE_CONFORMANCE_TABLE")
     if out:
         Path(out).write_text(text + "\n\n" + summary + "\n")
-    assert passed > 0, summary
+    assert len(results) == len(tests)
