@@ -62,6 +62,10 @@ from controlplane.sources.jwks import (
     DEFAULT_RETRY_INTERVAL,
     JwksFetcher,
 )
+from controlplane.status.gatewayapi import (
+    GatewayApiStatusWriter,
+    KubernetesGatewayApiStatusClient,
+)
 from controlplane.status.writer import StatusClient, StatusWriter
 from controlplane.store import ChangeSet, Snapshot, Store, found_by_store
 from controlplane.xds.debug import DebugServer
@@ -230,9 +234,19 @@ class ControlPlane:
             return
         writer = StatusWriter(self.store, client, self.source.is_leader)
         writer.start()
+        # part "gwapi": the Gateway API status (the specification's own shape).
+        api_client = getattr(client, "api_client", None)
+        gateway_api = None
+        if api_client is not None:
+            gateway_api = GatewayApiStatusWriter(
+                self.store, KubernetesGatewayApiStatusClient(api_client), self.source.is_leader
+            )
+            gateway_api.start()
         try:
             yield
         finally:
+            if gateway_api is not None:
+                await gateway_api.stop()
             await writer.stop()
 
 

@@ -167,7 +167,7 @@ class KubernetesGateway(GatewayApiModel):
     """A gateway.networking.k8s.io Gateway (store kind ``KubernetesGateway``)."""
 
     api_version: str = f"{GATEWAY_API_GROUP}/v1"
-    kind: Literal["KubernetesGateway"] = KUBERNETES_GATEWAY
+    kind: Literal["KubernetesGateway"] = "KubernetesGateway"
     metadata: ObjectMeta
     spec: KubernetesGatewaySpec
 

@@ -99,6 +99,8 @@ _HTTP_ROUTE_FIELDS = frozenset(
         "spec.http.redirect.port",
         "spec.http.redirect.derivePort",
         "spec.http.redirect.redirectCode",
+        "spec.http.directResponse.status",
+        "spec.http.directResponse.body.string",
         "spec.http.mirror.**",
         "spec.http.mirrorPercentage.**",
         "spec.http.mirrorPercent",

@@ -126,8 +126,16 @@ def _build_route(
         route.redirect.CopyFrom(redirect)
     elif http.route:
         route.route.CopyFrom(_route_action(snapshot, http, namespace, port, proxy, ops))
+    elif http.direct_response is not None:
+        # As istiod: the status and a literal body (the Gateway API's 500 for a rule whose
+        # backends do not resolve is one, store/gatewayapi.py).
+        direct = rc.DirectResponseAction(status=http.direct_response.status)
+        body = http.direct_response.body
+        if body is not None and body.string is not None:
+            direct.body.inline_string = body.string
+        route.direct_response.CopyFrom(direct)
     else:
-        return None  # directResponse / delegate: not supported yet (reported at validation)
+        return None  # delegate: not supported yet (reported at validation)
     route.request_headers_to_add.extend(ops.request_to_add)
     route.request_headers_to_remove.extend(ops.request_to_remove)
     route.response_headers_to_add.extend(ops.response_to_add)

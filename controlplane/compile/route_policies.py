@@ -254,6 +254,8 @@ def redirect_action(redirect: HTTPRedirect, listener_port: int) -> rc.RedirectAc
         out.host_redirect = redirect.authority
     if redirect.uri:
         out.path_redirect = redirect.uri
+    elif redirect.prefix_rewrite:  # the Gateway API's ReplacePrefixMatch (store/gatewayapi.py)
+        out.prefix_rewrite = redirect.prefix_rewrite
     if redirect.scheme:
         out.scheme_redirect = redirect.scheme
     port: int | None = None

@@ -79,6 +79,7 @@ class KubernetesStatusClient:
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client
 
+        self.api_client = api_client  # part "gwapi": the Gateway API status writer's too
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._exceptions = client.exceptions

@@ -202,6 +202,9 @@ class Snapshot:
     origins: Mapping[ResourceKey, str] = field(default_factory=dict)
     # What the change from the previous published snapshot touched (None: not known).
     change: ChangeTokens | None = None
+    # part "gwapi": the status the Gateway API specification defines for each Gateway API
+    # resource of this controller (store/gatewayapi.py); output only, never a change.
+    gateway_api_status: Mapping[ResourceKey, Mapping[str, Any]] = field(default_factory=dict)
     _lookups: _Lookups = field(default_factory=_Lookups, init=False, repr=False, compare=False)
 
     # ---- handing derived state over ------------------------------------------------------

@@ -14,7 +14,7 @@ brings it in.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -47,6 +47,8 @@ from controlplane.store.dependencies import change_tokens
 from controlplane.store.gateway_checks import NOT_BLOCKING as GATEWAY_CONTEXT_CODES
 from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.gateway_credentials import check_gateway_credentials
+from controlplane.store.gatewayapi import GATEWAY_API_INPUTS
+from controlplane.store.gatewayapi import convert as convert_gateway_api
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -230,6 +232,10 @@ class Store:
         self._origins: dict[ResourceKey, str] = {}
         self._snapshot = Snapshot(version=0, resources={})
         self._listeners: list[Listener] = []
+        # part "gwapi": the Istio Gateways and VirtualServices the Gateway API resources
+        # convert into (kept among the effective resources), and their status.
+        self._derived: set[ResourceKey] = set()
+        self._gateway_api_status: dict[ResourceKey, Mapping[str, Any]] = {}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -293,6 +299,7 @@ class Store:
             if key in self._rejected:
                 self._effective.setdefault(key.kind, {})[key] = resource
                 changed.add(key)
+        changed |= self._convert_gateway_api(changed)  # part "gwapi"
         moved, rechecked = self._settle_istio(touched, changed)
         changed |= moved
         # A status reads the resource's own submission, findings and effective version.
@@ -313,6 +320,7 @@ class Store:
             status=MappingProxyType(dict(self._status)),
             origins=MappingProxyType(dict(self._origins)),
             change=tokens,
+            gateway_api_status=MappingProxyType(dict(self._gateway_api_status)),
         )
         # The last probe holds the same resources: its indexes need not be built again.
         self._snapshot.share_derived(self._probe.snapshot)
@@ -338,6 +346,27 @@ class Store:
                 return known
             return lambda: known | change_tokens(previous, after, status_only)
         return lambda: change_tokens(previous, after, keys)
+
+    def _convert_gateway_api(self, changed: set[ResourceKey]) -> set[ResourceKey]:
+        """Convert the Gateway API resources into Istio Gateways and VirtualServices (the
+        effective resources every compiler reads, ``store/gatewayapi.py``) when something
+        they read changed; returns the derived keys whose version moved."""
+        if not any(k.kind in GATEWAY_API_INPUTS for k in changed):
+            return set()
+        conversion = convert_gateway_api(self._effective)
+        derived: dict[ResourceKey, Any] = {**conversion.gateways, **conversion.virtual_services}
+        moved: set[ResourceKey] = set()
+        for key in self._derived - derived.keys():
+            if self._effective.get(key.kind, {}).pop(key, None) is not None:
+                moved.add(key)
+        for key, resource in derived.items():
+            effective = self._effective.setdefault(key.kind, {})
+            if effective.get(key) != resource:
+                effective[key] = resource
+                moved.add(key)
+        self._derived = set(derived)
+        self._gateway_api_status = dict(conversion.status)
+        return moved
 
     def _settle_istio(
         self, touched: set[ResourceKey], changed: set[ResourceKey]

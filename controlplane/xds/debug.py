@@ -74,6 +74,7 @@ class DebugServer:
                 web.get("/debug/syncz", self._syncz),
                 web.get("/debug/config_dump", self._config_dump),
                 web.get("/debug/status", self._status),
+                web.get("/debug/gateway_api_status", self._gateway_api_status),
             ]
         )
         self.extra_routes = self.app.router
@@ -175,6 +176,12 @@ class DebugServer:
                 }
             )
         return _json(out)
+
+    async def _gateway_api_status(self, request: web.Request) -> web.Response:
+        """The Gateway API status (part "gwapi"), as the leader writes it in cluster mode."""
+        snapshot = self.compiled.store.snapshot
+        found = snapshot.gateway_api_status
+        return _json({str(key): found[key] for key in sorted(found, key=str)})
 
     async def _config_dump(self, request: web.Request) -> web.Response:
         node = request.query.get("proxy", "")

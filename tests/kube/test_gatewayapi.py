@@ -1,0 +1,151 @@
+"""The Gateway API on the real apiserver with the upstream standard-channel CRDs (taken from
+the Go module cache, sigs.k8s.io/gateway-api v1.6.0): the leader writes the status the
+specification defines (GatewayClass Accepted, Gateway and listener conditions with
+attachedRoutes, route parents with the spec's reasons, observedGeneration), and the schema
+of each status is the upstream CRD's, so the apiserver itself checks its shape."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.cluster import LocalCluster
+from tests.kube.operator import OperatorProcess, install_crds, remove_webhook_configurations
+
+VERSION = "v1.6.0"
+KINDS = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")
+
+
+def upstream_crds() -> list[Path]:
+    try:
+        cache = subprocess.run(
+            ["go", "env", "GOMODCACHE"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        cache = ""
+    cache = cache or os.path.expanduser("~/go/pkg/mod")
+    base = Path(cache) / f"sigs.k8s.io/gateway-api@{VERSION}/config/crd/standard"
+    return [base / f"gateway.networking.k8s.io_{kind}.yaml" for kind in KINDS]
+
+
+@pytest.fixture(scope="module")
+def gw_operator(
+    kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The upstream CRDs installed before the operator starts (so it watches them at once)."""
+    crds = upstream_crds()
+    if not all(p.is_file() for p in crds):
+        pytest.skip(f"the Gateway API {VERSION} CRDs are not in the Go module cache")
+    install_crds(kube_cluster)
+    kube_cluster.kubectl("apply", "--server-side", *(a for p in crds for a in ("-f", str(p))))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    kube_cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}
+    )
+    process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("gwapi-operator"))
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        if kube_cluster.running:
+            remove_webhook_configurations(kube_cluster)
+
+
+def manifest(ns: str, backend: str = "web") -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: GatewayClass
+        metadata: {{name: istio}}
+        spec: {{controllerName: istio.io/gateway-controller}}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: Gateway
+        metadata: {{name: edge, namespace: {ns}}}
+        spec:
+          gatewayClassName: istio
+          listeners:
+          - {{name: http, port: 8080, protocol: HTTP}}
+          - {{name: udp, port: 5353, protocol: UDP}}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {{name: web, namespace: {ns}}}
+        spec:
+          parentRefs: [{{name: edge, sectionName: http}}]
+          hostnames: [web.example.com]
+          rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]
+        """
+    )
+
+
+def status_of(cluster: LocalCluster, kind: str, name: str, *args: str) -> dict[str, Any]:
+    found: dict[str, Any] = cluster.get_json(kind, name, *args).get("status") or {}
+    return found
+
+
+def by_type(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in conditions}
+
+
+def test_the_leader_writes_the_specifications_status(
+    kube_cluster: LocalCluster, kube_namespace: str, gw_operator: OperatorProcess
+) -> None:
+    ns = kube_namespace
+    kube_cluster.apply(manifest(ns))
+
+    def route_parent() -> dict[str, Any] | None:
+        parents = status_of(kube_cluster, "httproute.gateway.networking.k8s.io", "web", "-n", ns)
+        found = parents.get("parents") or []
+        return found[0] if found else None
+
+    parent = gw_operator.wait_for(route_parent, what="the HTTPRoute's parent status")
+    conditions = by_type(parent["conditions"])
+    assert conditions["Accepted"]["status"] == "True"
+    assert (conditions["ResolvedRefs"]["status"], conditions["ResolvedRefs"]["reason"]) == (
+        "False",
+        "BackendNotFound",
+    )
+    assert conditions["ResolvedRefs"]["observedGeneration"] == 1
+    assert parent["controllerName"] == "istio.io/gateway-controller"
+
+    cls = status_of(kube_cluster, "gatewayclass.gateway.networking.k8s.io", "istio")
+    assert by_type(cls["conditions"])["Accepted"]["status"] == "True"
+
+    gateway = gw_operator.wait_for(
+        lambda: status_of(kube_cluster, "gateway.gateway.networking.k8s.io", "edge", "-n", ns).get(
+            "listeners"
+        ),
+        what="the Gateway's listener status",
+    )
+    http, udp = gateway
+    assert http["attachedRoutes"] == 1
+    assert by_type(http["conditions"])["Programmed"]["status"] == "True"
+    assert by_type(udp["conditions"])["Accepted"]["reason"] == "UnsupportedProtocol"
+
+    # The backend appears: ResolvedRefs turns True, its transition time moves, Accepted's stays.
+    accepted_since = conditions["Accepted"]["lastTransitionTime"]
+    kube_cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    )
+
+    def resolved() -> dict[str, Any] | None:
+        found = route_parent()
+        if found and by_type(found["conditions"])["ResolvedRefs"]["status"] == "True":
+            return found
+        return None
+
+    parent = gw_operator.wait_for(resolved, what="ResolvedRefs True")
+    assert by_type(parent["conditions"])["Accepted"]["lastTransitionTime"] == accepted_since
