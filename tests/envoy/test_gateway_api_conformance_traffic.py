@@ -1,0 +1,92 @@
+"""The traffic half of two core Gateway API conformance tests, through a real gateway Envoy
+(file mode), with the upstream manifests as they are (tests/cluster/gateway_api.sh pins the
+release): the `same-namespace` Gateway of base/manifests.yaml (its listener port moved to a
+free loopback port) and the test's own HTTPRoute, backends as loopback servers for the
+Services the suite deploys. The expected responses are those of the tests' .go files
+(HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from controlplane.testing.mesh import GatewayProxy, LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
+from tests.cluster import gateway_api
+from tests.support import meshes
+
+NS = "gateway-conformance-infra"
+BACKENDS = {"infra-backend-v1": "127.0.0.71", "infra-backend-v2": "127.0.0.72"}
+
+
+def upstream(path: str) -> list[dict]:
+    text = (gateway_api.conformance_dir() / path).read_text()
+    text = text.replace("{GATEWAY_CLASS_NAME}", "istio")
+    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+
+
+def same_namespace_gateway(port: int) -> str:
+    [gateway] = [
+        d
+        for d in upstream("base/manifests.yaml")
+        if d.get("kind") == "Gateway" and d["metadata"]["name"] == "same-namespace"
+    ]
+    gateway["spec"]["listeners"][0]["port"] = port
+    return yaml.safe_dump(gateway)
+
+
+@dataclass
+class Conformance:
+    mesh: LocalMesh
+    gateway: GatewayProxy
+    port: int
+
+    def only(self, test_manifest: str) -> None:
+        """Route with this conformance test's manifest alone (as the suite runs each test)."""
+        before = self.mesh.debug.type_state(self.gateway.node_id, "rds")["acked_version"]
+        self.mesh.write("test.yaml", yaml.safe_dump_all(upstream(f"tests/{test_manifest}")))
+        self.mesh.debug.wait_synced(self.gateway.node_id, timeout=10, newer_than={"rds": before})
+
+
+@pytest.fixture(scope="module")
+def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformance]:
+    mesh = LocalMesh(tmp_path_factory.mktemp("conformance"))
+    try:
+        target = free_port()
+        documents = []
+        for name, ip in BACKENDS.items():
+            mesh.backend(name, ip, target)
+            documents += [
+                meshes.service(name, 8080, target_port=target, namespace=NS),
+                meshes.pod(name, ip, app=name, namespace=NS),
+            ]
+        port = free_port()
+        mesh.write("backends.yaml", meshes.join(*documents))
+        mesh.write("gateway.yaml", same_namespace_gateway(port))
+        mesh.start()
+        proxy = mesh.gateway(
+            "same-namespace",
+            namespace=NS,
+            labels={"gateway.networking.k8s.io/gateway-name": "same-namespace"},
+        )
+        yield Conformance(mesh, proxy, port)
+    finally:
+        mesh.stop()
+
+
+def test_httproute_simple_same_namespace(conformance: Conformance) -> None:
+    conformance.only("httproute-simple-same-namespace.yaml")
+    assert count_backends(conformance.port, "example.com", 5, path="/") == {"infra-backend-v1": 5}
+
+
+def test_httproute_exact_path_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-exact-path-matching.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 3, path="/one") == {"infra-backend-v1": 3}
+    assert count_backends(port, "example.com", 3, path="/two") == {"infra-backend-v2": 3}
+    for path in ("/", "/one/example", "/two/", "/Two"):
+        assert send(port, "example.com", path)[0] == 404, path
