@@ -3,7 +3,7 @@
 release): the `same-namespace` Gateway of base/manifests.yaml (its listener port moved to a
 free loopback port) and the test's own HTTPRoute, backends as loopback servers for the
 Services the suite deploys. The expected responses are those of the tests' .go files
-(HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching)."""
+(HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching, HTTPRouteMatching, HTTPRouteWeight)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ from tests.cluster import gateway_api
 from tests.support import meshes
 
 NS = "gateway-conformance-infra"
-BACKENDS = {"infra-backend-v1": "127.0.0.71", "infra-backend-v2": "127.0.0.72"}
+BACKENDS = {
+    "infra-backend-v1": "127.0.0.71",
+    "infra-backend-v2": "127.0.0.72",
+    "infra-backend-v3": "127.0.0.73",
+}
 
 
 def upstream(path: str) -> list[dict]:
@@ -90,3 +94,32 @@ def test_httproute_exact_path_matching(conformance: Conformance) -> None:
     assert count_backends(port, "example.com", 3, path="/two") == {"infra-backend-v2": 3}
     for path in ("/", "/one/example", "/two/", "/Two"):
         assert send(port, "example.com", path)[0] == 404, path
+
+
+def test_httproute_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-matching.yaml")
+    port = conformance.port
+    v1, v2 = {"infra-backend-v1": 1}, {"infra-backend-v2": 1}
+    cases = [
+        ("/", {}, v1),
+        ("/example", {}, v1),
+        ("/", {"Version": "one"}, v1),
+        ("/v2", {}, v2),
+        ("/v2/example", {}, v2),
+        ("/", {"Version": "two"}, v2),
+        ("/v2/", {}, v2),
+        ("/v2example", {}, v1),  # not a path segment prefix of /v2
+        ("/foo/v2/example", {}, v1),
+    ]
+    for path, headers, backend in cases:
+        assert count_backends(port, "example.com", 1, path=path, headers=headers) == backend, (
+            path,
+            headers,
+        )
+
+
+def test_httproute_weight(conformance: Conformance) -> None:
+    conformance.only("httproute-weight.yaml")
+    counts = count_backends(conformance.port, "example.com", 500, path="/")
+    assert set(counts) <= {"infra-backend-v1", "infra-backend-v2"}, counts  # v3: weight 0
+    assert abs(100.0 * counts.get("infra-backend-v1", 0) / 500 - 70) <= 7, counts

@@ -266,7 +266,14 @@ def run_test(
 
 # Core tests whose traffic expectations run through a real gateway Envoy with loopback
 # backends (tests/envoy/test_gateway_api_conformance_traffic.py).
-TRAFFIC_CHECKED = frozenset({"HTTPRouteSimpleSameNamespace", "HTTPRouteExactPathMatching"})
+TRAFFIC_CHECKED = frozenset(
+    {
+        "HTTPRouteSimpleSameNamespace",
+        "HTTPRouteExactPathMatching",
+        "HTTPRouteMatching",
+        "HTTPRouteWeight",
+    }
+)
 
 
 def table(results: list[tuple[ConformanceTest, str, str]]) -> str:
