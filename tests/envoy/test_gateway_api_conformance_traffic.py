@@ -3,7 +3,7 @@
 release): the `same-namespace` Gateway of base/manifests.yaml (its listener port moved to a
 free loopback port) and the test's own HTTPRoute, backends as loopback servers for the
 Services the suite deploys. The expected responses are those of the tests' .go files
-(HTTPRouteSimpleSameNamespace, HTTPRouteExactPathMatching, HTTPRouteMatching, HTTPRouteWeight)."""
+(named in each test below, the suite's ShortName in CamelCase)."""
 
 from __future__ import annotations
 
@@ -123,3 +123,48 @@ def test_httproute_weight(conformance: Conformance) -> None:
     counts = count_backends(conformance.port, "example.com", 500, path="/")
     assert set(counts) <= {"infra-backend-v1", "infra-backend-v2"}, counts  # v3: weight 0
     assert abs(100.0 * counts.get("infra-backend-v1", 0) / 500 - 70) <= 7, counts
+
+
+def test_httproute_header_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-header-matching.yaml")
+    port = conformance.port
+    v1, v2 = {"infra-backend-v1": 1}, {"infra-backend-v2": 1}
+    routed = [
+        ({"Version": "one"}, v1),
+        ({"Version": "two"}, v2),
+        ({"Version": "two", "Color": "orange"}, v1),
+        ({"Version": "two", "Color": "blue"}, v2),
+        ({"Color": "blue"}, v1),
+        ({"Color": "green"}, v1),
+        ({"Color": "red"}, v2),
+        ({"Color": "yellow"}, v2),
+    ]
+    for headers, backend in routed:
+        assert count_backends(port, "example.com", 1, path="/", headers=headers) == backend, headers
+    for headers in ({"Color": "orange"}, {"Some-Other-Header": "one"}, {"Color": "purple"}):
+        assert send(port, "example.com", "/", headers=headers)[0] == 404, headers
+
+
+def test_httproute_invalid_nonexistent_backend_ref_and_unknown_kind_answer_500(
+    conformance: Conformance,
+) -> None:
+    conformance.only("httproute-invalid-nonexistent-backendref.yaml")
+    assert send(conformance.port, "example.com", "/")[0] == 500
+    conformance.only("httproute-invalid-backendref-unknown-kind.yaml")
+    assert send(conformance.port, "example.com", "/v2")[0] == 500
+
+
+def test_httproute_no_backend_refs(conformance: Conformance) -> None:
+    conformance.only("httproute-omitted-backendrefs.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 1, path="/forward") == {"infra-backend-v1": 1}
+    assert send(port, "example.com", "/omitted-no-forward")[0] == 500
+    assert send(port, "example.com", "/empty-no-forward")[0] == 500
+
+
+def test_httproute_redirect_host_and_status(conformance: Conformance) -> None:
+    conformance.only("httproute-redirect-host-and-status.yaml")
+    for path, code in (("/hostname-redirect", 302), ("/host-and-status", 301)):
+        status, headers, _ = send(conformance.port, "example.com", path)
+        assert status == code, (path, status)
+        assert headers["location"].startswith("http://example.org"), headers

@@ -272,6 +272,11 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteExactPathMatching",
         "HTTPRouteMatching",
         "HTTPRouteWeight",
+        "HTTPRouteHeaderMatching",
+        "HTTPRouteInvalidNonExistentBackendRef",
+        "HTTPRouteInvalidBackendRefUnknownKind",
+        "HTTPRouteNoBackendRefs",
+        "HTTPRouteRedirectHostAndStatus",
     }
 )
 
