@@ -20,6 +20,7 @@ from tests.cluster import gateway_api
 from tests.support import meshes
 
 NS = "gateway-conformance-infra"
+WEB_NS, WEB_BACKEND = "gateway-conformance-web-backend", "127.0.0.74"
 BACKENDS = {
     "infra-backend-v1": "127.0.0.71",
     "infra-backend-v2": "127.0.0.72",
@@ -68,6 +69,12 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
                 meshes.service(name, 8080, target_port=target, namespace=NS),
                 meshes.pod(name, ip, app=name, namespace=NS),
             ]
+        # The suite's backend in its other namespace: routes reach it only with a ReferenceGrant.
+        mesh.backend("web-backend", WEB_BACKEND, target)
+        documents += [
+            meshes.service("web-backend", 8080, target_port=target, namespace=WEB_NS),
+            meshes.pod("web-backend", WEB_BACKEND, app="web-backend", namespace=WEB_NS),
+        ]
         port = free_port()
         mesh.write("backends.yaml", meshes.join(*documents))
         mesh.write("gateway.yaml", same_namespace_gateway(port))
@@ -168,3 +175,57 @@ def test_httproute_redirect_host_and_status(conformance: Conformance) -> None:
         status, headers, _ = send(conformance.port, "example.com", path)
         assert status == code, (path, status)
         assert headers["location"].startswith("http://example.org"), headers
+
+
+def test_httproute_path_match_order(conformance: Conformance) -> None:
+    conformance.only("httproute-path-match-order.yaml")
+    cases = [
+        ("/match/exact/one", "infra-backend-v3"),
+        ("/match/exact", "infra-backend-v2"),
+        ("/match", "infra-backend-v1"),
+        ("/match/prefix/one/any", "infra-backend-v2"),
+        ("/match/prefix/any", "infra-backend-v1"),
+        ("/match/any", "infra-backend-v3"),
+    ]
+    for path, backend in cases:
+        assert count_backends(conformance.port, "example.com", 1, path=path) == {backend: 1}, path
+
+
+def test_httproute_matching_across_routes(conformance: Conformance) -> None:
+    conformance.only("httproute-matching-across-routes.yaml")
+    cases = [
+        ("example.com", "/", {}, "infra-backend-v1"),
+        ("example.com", "/example", {}, "infra-backend-v1"),
+        ("example.net", "/example", {}, "infra-backend-v1"),
+        ("example.com", "/example", {"Version": "one"}, "infra-backend-v1"),
+        ("example.com", "/v2", {}, "infra-backend-v2"),
+        ("example.net", "/v2", {}, "infra-backend-v1"),
+        ("example.com", "/v2/example", {}, "infra-backend-v2"),
+        ("example.com", "/", {"Version": "two"}, "infra-backend-v2"),
+    ]
+    for host, path, headers, backend in cases:
+        found = count_backends(conformance.port, host, 1, path=path, headers=headers)
+        assert found == {backend: 1}, (host, path, headers, found)
+
+
+def test_httproute_invalid_cross_namespace_backend_ref_answers_500(
+    conformance: Conformance,
+) -> None:
+    conformance.only("httproute-invalid-cross-namespace-backend-ref.yaml")
+    assert send(conformance.port, "example.com", "/")[0] == 500
+
+
+def test_httproute_reference_grant(conformance: Conformance) -> None:
+    conformance.only("httproute-reference-grant.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 3, path="/") == {"web-backend": 3}
+    # The test then deletes the ReferenceGrant: the route's backend is refused again.
+    [route] = [
+        d for d in upstream("tests/httproute-reference-grant.yaml") if d["kind"] == "HTTPRoute"
+    ]
+    before = conformance.mesh.debug.type_state(conformance.gateway.node_id, "rds")["acked_version"]
+    conformance.mesh.write("test.yaml", yaml.safe_dump(route))
+    conformance.mesh.debug.wait_synced(
+        conformance.gateway.node_id, timeout=10, newer_than={"rds": before}
+    )
+    assert send(port, "example.com", "/")[0] == 500

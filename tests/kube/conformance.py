@@ -277,6 +277,10 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteInvalidBackendRefUnknownKind",
         "HTTPRouteNoBackendRefs",
         "HTTPRouteRedirectHostAndStatus",
+        "HTTPRoutePathMatchOrder",
+        "HTTPRouteMatchingAcrossRoutes",
+        "HTTPRouteInvalidCrossNamespaceBackendRef",
+        "HTTPRouteReferenceGrant",
     }
 )
 
