@@ -7,6 +7,7 @@ Services the suite deploys. The expected responses are those of the tests' .go f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,49 @@ def upstream(path: str) -> list[dict]:
     text = (gateway_api.conformance_dir() / path).read_text()
     text = text.replace("{GATEWAY_CLASS_NAME}", "istio")
     return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+
+
+_REQUEST = re.compile(r"Request:\s*http\.Request\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def expected_responses(
+    go_file: str, after: str = "", before: str = ""
+) -> list[tuple[str, str, dict[str, str], str | int]]:
+    """(host, path, headers, backend name or status code) of each ``http.ExpectedResponse``
+    with a plain request in a conformance test's .go file (between two markers), in order."""
+    text = (gateway_api.conformance_dir() / "tests" / go_file).read_text()
+    text = text[text.index(after) if after else 0 : text.index(before) if before else len(text)]
+    starts = [m for m in _REQUEST.finditer(text)]
+    out: list[tuple[str, str, dict[str, str], str | int]] = []
+    for i, match in enumerate(starts):
+        request = match.group(1)
+        rest = text[match.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+        host = re.search(r'Host:\s*"([^"]*)"', request)
+        path = re.search(r'Path:\s*"([^"]*)"', request)
+        headers = re.search(r"Headers:\s*map\[string\]string\{([^}]*)\}", request)
+        backend = re.search(
+            r'Backend:\s*(?:confsuite\.InfraBackendServiceNameV(\d)|"([^"]+)")', rest
+        )
+        code = re.search(r"StatusCode:\s*(\d+)", rest)
+        expected: str | int
+        if backend is not None:
+            expected = (
+                f"infra-backend-v{backend.group(1)}" if backend.group(1) else backend.group(2)
+            )
+        elif code is not None:
+            expected = int(code.group(1))
+        else:
+            continue
+        pairs = re.findall(r'"([^"]+)":\s*"([^"]*)"', headers.group(1)) if headers else []
+        out.append(
+            (
+                host.group(1) if host else "example.com",
+                path.group(1) if path else "/",
+                dict(pairs),
+                expected,
+            )
+        )
+    return out
 
 
 def same_namespace_gateway(port: int) -> str:
@@ -229,3 +273,73 @@ def test_httproute_reference_grant(conformance: Conformance) -> None:
         conformance.gateway.node_id, timeout=10, newer_than={"rds": before}
     )
     assert send(port, "example.com", "/")[0] == 500
+
+
+def test_httproute_listener_hostname_matching(conformance: Conformance) -> None:
+    """The test's own Gateway (four listeners on one port, by hostname), on a gateway Envoy
+    of its own: its listener port moved to a free loopback port."""
+    port = free_port()
+    documents = upstream("tests/httproute-listener-hostname-matching.yaml")
+    for doc in documents:
+        if doc["kind"] == "Gateway":
+            for listener in doc["spec"]["listeners"]:
+                listener["port"] = port
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    conformance.mesh.gateway(
+        "httproute-listener-hostname-matching",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "httproute-listener-hostname-matching"},
+        address="127.0.0.75",
+    )
+    cases = [
+        ("bar.com", "infra-backend-v1"),
+        ("foo.bar.com", "infra-backend-v2"),
+        ("baz.bar.com", "infra-backend-v3"),
+        ("boo.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.foo.com", "infra-backend-v3"),
+    ]
+    for host, backend in cases:
+        assert count_backends(port, host, 1, path="/") == {backend: 1}, host
+    for host in ("foo.com", "no.matching.host"):
+        assert send(port, host, "/")[0] == 404, host
+
+
+def test_httproute_hostname_intersection(conformance: Conformance) -> None:
+    """Its own two Gateways (three listeners by hostname, and one without): the test sends to
+    the first; every expected response of its .go file is checked."""
+    ports = {
+        "httproute-hostname-intersection": free_port(),
+        "httproute-hostname-intersection-all": free_port(),
+    }
+    documents = upstream("tests/httproute-hostname-intersection.yaml")
+    for doc in documents:
+        if doc["kind"] == "Gateway":
+            for listener in doc["spec"]["listeners"]:
+                listener["port"] = ports[doc["metadata"]["name"]]
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    for i, name in enumerate(ports):
+        conformance.mesh.gateway(
+            name,
+            namespace=NS,
+            labels={"gateway.networking.k8s.io/gateway-name": name},
+            address=f"127.0.0.{76 + i}",
+        )
+    # The .go file's sections: the first Gateway's, then (from the -all Gateway's name on)
+    # the second's.
+    marker = 'Name: "httproute-hostname-intersection-all"'
+    go_file = "httproute-hostname-intersection.go"
+    sections = {
+        "httproute-hostname-intersection": expected_responses(go_file, before=marker),
+        "httproute-hostname-intersection-all": expected_responses(go_file, after=marker),
+    }
+    assert len(sections["httproute-hostname-intersection"]) >= 25, sections
+    assert sections["httproute-hostname-intersection-all"], sections
+    for name, cases in sections.items():
+        for host, path, headers, expected in cases:
+            if isinstance(expected, int):
+                found: object = send(ports[name], host, path, headers=headers)[0]
+            else:
+                found = count_backends(ports[name], host, 1, path=path, headers=headers)
+                expected = {expected: 1}
+            assert found == expected, (name, host, path, found)

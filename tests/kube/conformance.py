@@ -281,6 +281,8 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteMatchingAcrossRoutes",
         "HTTPRouteInvalidCrossNamespaceBackendRef",
         "HTTPRouteReferenceGrant",
+        "HTTPRouteListenerHostnameMatching",
+        "HTTPRouteHostnameIntersection",
     }
 )
 
