@@ -22,6 +22,8 @@ from tests.support import meshes
 
 NS = "gateway-conformance-infra"
 WEB_NS, WEB_BACKEND = "gateway-conformance-web-backend", "127.0.0.74"
+APP_NS = "gateway-conformance-app-backend"
+APP_BACKENDS = {"app-backend-v1": "127.0.0.78", "app-backend-v2": "127.0.0.79"}
 BACKENDS = {
     "infra-backend-v1": "127.0.0.71",
     "infra-backend-v2": "127.0.0.72",
@@ -58,12 +60,12 @@ def expected_responses(
         )
         code = re.search(r"StatusCode:\s*(\d+)", rest)
         expected: str | int
-        if backend is not None:
+        if code is not None and code.group(1) != "200":
+            expected = int(code.group(1))  # a Backend named next to it is informational
+        elif backend is not None:
             expected = (
                 f"infra-backend-v{backend.group(1)}" if backend.group(1) else backend.group(2)
             )
-        elif code is not None:
-            expected = int(code.group(1))
         else:
             continue
         pairs = re.findall(r'"([^"]+)":\s*"([^"]*)"', headers.group(1)) if headers else []
@@ -119,6 +121,12 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
             meshes.service("web-backend", 8080, target_port=target, namespace=WEB_NS),
             meshes.pod("web-backend", WEB_BACKEND, app="web-backend", namespace=WEB_NS),
         ]
+        for name, ip in APP_BACKENDS.items():
+            mesh.backend(name, ip, target)
+            documents += [
+                meshes.service(name, 8080, target_port=target, namespace=APP_NS),
+                meshes.pod(name, ip, app=name, namespace=APP_NS),
+            ]
         port = free_port()
         mesh.write("backends.yaml", meshes.join(*documents))
         mesh.write("gateway.yaml", same_namespace_gateway(port))
@@ -343,3 +351,27 @@ def test_httproute_hostname_intersection(conformance: Conformance) -> None:
                 found = count_backends(ports[name], host, 1, path=path, headers=headers)
                 expected = {expected: 1}
             assert found == expected, (name, host, path, found)
+
+
+def check_expected(port: int, cases: list[tuple[str, str, dict[str, str], str | int]]) -> None:
+    for host, path, headers, expected in cases:
+        if isinstance(expected, int):
+            found: object = send(port, host, path, headers=headers)[0]
+        else:
+            found = count_backends(port, host, 1, path=path, headers=headers)
+            expected = {expected: 1}
+        assert found == expected, (host, path, headers, found)
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        "httproute-invalid-reference-grant",
+        "httproute-partially-invalid-via-invalid-reference-grant",
+    ],
+)
+def test_httproute_invalid_reference_grants(conformance: Conformance, test: str) -> None:
+    conformance.only(f"{test}.yaml")
+    cases = expected_responses(f"{test}.go")
+    assert cases
+    check_expected(conformance.port, cases)

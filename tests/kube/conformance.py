@@ -283,6 +283,8 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteReferenceGrant",
         "HTTPRouteListenerHostnameMatching",
         "HTTPRouteHostnameIntersection",
+        "HTTPRouteInvalidReferenceGrant",
+        "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
     }
 )
 
