@@ -80,11 +80,12 @@ def expected_responses(
     return out
 
 
-def same_namespace_gateway(port: int) -> str:
+def same_namespace_gateway(port: int, name: str = "same-namespace") -> str:
+    """A Gateway of base/manifests.yaml (by default `same-namespace`) on ``port``."""
     [gateway] = [
         d
         for d in upstream("base/manifests.yaml")
-        if d.get("kind") == "Gateway" and d["metadata"]["name"] == "same-namespace"
+        if d.get("kind") == "Gateway" and d["metadata"]["name"] == name
     ]
     gateway["spec"]["listeners"][0]["port"] = port
     return yaml.safe_dump(gateway)
@@ -375,3 +376,25 @@ def test_httproute_invalid_reference_grants(conformance: Conformance, test: str)
     cases = expected_responses(f"{test}.go")
     assert cases
     check_expected(conformance.port, cases)
+
+
+def test_httproute_multiple_gateways(conformance: Conformance) -> None:
+    """The base `all-namespaces` Gateway next to `same-namespace`, each on its own Envoy."""
+    other = free_port()
+    conformance.mesh.write("all-namespaces.yaml", same_namespace_gateway(other, "all-namespaces"))
+    conformance.mesh.gateway(
+        "all-namespaces",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "all-namespaces"},
+        address="127.0.0.80",
+    )
+    conformance.only("httproute-multiple-gateways.yaml")
+    marker = 'Name: "all-namespaces"'
+    go_file = "httproute-multiple-gateways.go"
+    same, everyone = (
+        expected_responses(go_file, before=marker),
+        expected_responses(go_file, after=marker),
+    )
+    assert same and everyone
+    check_expected(conformance.port, same)
+    check_expected(other, everyone)

@@ -285,6 +285,7 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteHostnameIntersection",
         "HTTPRouteInvalidReferenceGrant",
         "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
+        "HTTPRouteMultipleGateways",
     }
 )
 
