@@ -22,6 +22,7 @@ from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.compile.check import check_resource
 from controlplane.sources.files import read_file
 from controlplane.store import Rejection, Store, Submission, found_by_store
+from controlplane.store.gatewayapi import findings as gateway_api_findings
 
 SUFFIXES = (".yaml", ".yml", ".json")
 _LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
@@ -110,6 +111,8 @@ def analyze(
         for issue in status.issues:
             if found_by_store(issue):
                 report.issues.append(issue.with_context(key, status.origin))
+    # part "gwapi": the Gateway API status's findings (store/gatewayapi.py)
+    report.issues += gateway_api_findings(snapshot.gateway_api_status)
     report.issues.sort(key=_order)
     return report
 

@@ -430,3 +430,69 @@ def api_kind(store_kind_name: str) -> str:
     """The kind users write for a store kind (``KubernetesGateway`` -> ``Gateway``)."""
     found = BY_STORE_KIND.get(store_kind_name)
     return found.kind if found else store_kind_name
+
+
+# ---- fields the conversion implements (the rest is reported as unsupported, CP0202) ----------
+
+
+def _register_supported() -> None:
+    from controlplane.api.support import SUPPORTED
+
+    route_common = {
+        "spec.parentRefs.**",
+        "spec.hostnames",
+        "spec.rules",
+        "spec.rules.name",
+        "spec.rules.matches.**",
+        "spec.rules.filters",
+        "spec.rules.filters.type",
+        "spec.rules.filters.requestHeaderModifier.**",
+        "spec.rules.filters.responseHeaderModifier.**",
+        "spec.rules.filters.requestMirror.backendRef.**",
+        "spec.rules.filters.requestMirror.percent",
+        "spec.rules.filters.requestMirror.fraction.**",
+        "spec.rules.backendRefs",
+        "spec.rules.backendRefs.group",
+        "spec.rules.backendRefs.kind",
+        "spec.rules.backendRefs.name",
+        "spec.rules.backendRefs.namespace",
+        "spec.rules.backendRefs.port",
+        "spec.rules.backendRefs.weight",
+        "spec.rules.backendRefs.filters",
+        "spec.rules.backendRefs.filters.type",
+        "spec.rules.backendRefs.filters.requestHeaderModifier.**",
+        "spec.rules.backendRefs.filters.responseHeaderModifier.**",
+    }
+    SUPPORTED["GatewayClass"] = frozenset({"spec.controllerName", "spec.description"})
+    SUPPORTED[KUBERNETES_GATEWAY] = frozenset(
+        {
+            "spec.gatewayClassName",
+            "spec.listeners",
+            "spec.listeners.name",
+            "spec.listeners.hostname",
+            "spec.listeners.port",
+            "spec.listeners.protocol",
+            "spec.listeners.tls",
+            "spec.listeners.tls.mode",
+            "spec.listeners.tls.certificateRefs.**",
+            "spec.listeners.allowedRoutes.**",
+            "spec.addresses.**",
+            # the automated deployment's labels and annotations (part "gwdeploy")
+            "spec.infrastructure.labels",
+            "spec.infrastructure.annotations",
+        }
+    )
+    SUPPORTED["HTTPRoute"] = frozenset(
+        route_common
+        | {
+            "spec.rules.filters.requestRedirect.**",
+            "spec.rules.filters.urlRewrite.**",
+            "spec.rules.timeouts.**",
+            "spec.rules.retry.**",
+        }
+    )
+    SUPPORTED["GRPCRoute"] = frozenset(route_common)
+    SUPPORTED["ReferenceGrant"] = frozenset({"spec.**"})
+
+
+_register_supported()

@@ -108,6 +108,13 @@ class Codes:
     MULTIPLE_SIDECARS_WITHOUT_SELECTOR = Code(
         "CP0563", Level.ERROR, "MultipleSidecarsWithoutWorkloadSelectors"
     )
+    # Part "gwapi" (CP0600-0619): the Kubernetes Gateway API, as its status says it
+    # (store/gatewayapi.py); the title follows the condition, the reason is the spec's.
+    GWAPI_LISTENER_NOT_ACCEPTED = Code("CP0600", Level.ERROR, "GatewayListenerNotAccepted")
+    GWAPI_LISTENER_CONFLICTED = Code("CP0601", Level.ERROR, "GatewayListenerConflicted")
+    GWAPI_LISTENER_REFS_NOT_RESOLVED = Code("CP0602", Level.ERROR, "GatewayListenerRefsNotResolved")
+    GWAPI_ROUTE_NOT_ACCEPTED = Code("CP0603", Level.ERROR, "RouteNotAccepted")
+    GWAPI_ROUTE_REFS_NOT_RESOLVED = Code("CP0604", Level.ERROR, "RouteRefsNotResolved")
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ brings it in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from controlplane.api.gatewayapi import GATEWAY_API_STORE_KINDS
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey, errors
 from controlplane.api.mesh import MESH_CONFIG_KIND
 from controlplane.api.policy_scope import RefusedPolicy, describe, refused_policy
@@ -49,6 +51,7 @@ from controlplane.store.gateway_checks import check_gateway
 from controlplane.store.gateway_credentials import check_gateway_credentials
 from controlplane.store.gatewayapi import GATEWAY_API_INPUTS
 from controlplane.store.gatewayapi import convert as convert_gateway_api
+from controlplane.store.gatewayapi import findings as gateway_api_findings
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
 from controlplane.store.tokens import ChangeTokens, Token
@@ -94,6 +97,8 @@ class ChangeSet:
     def __bool__(self) -> bool:
         return bool(self.changed or self.status_changed)
 
+
+_log = logging.getLogger("controlplane.gatewayapi")
 
 Listener = Callable[[Snapshot, ChangeSet], None]
 # The compiler's own check of one resource in context (compile/check.py, given by whoever
@@ -236,6 +241,7 @@ class Store:
         # convert into (kept among the effective resources), and their status.
         self._derived: set[ResourceKey] = set()
         self._gateway_api_status: dict[ResourceKey, Mapping[str, Any]] = {}
+        self._gateway_api_logged: frozenset[Issue] = frozenset()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -353,6 +359,12 @@ class Store:
         they read changed; returns the derived keys whose version moved."""
         if not any(k.kind in GATEWAY_API_INPUTS for k in changed):
             return set()
+        if (
+            not self._derived
+            and not self._gateway_api_status
+            and not any(self._effective.get(kind) for kind in GATEWAY_API_STORE_KINDS)
+        ):
+            return set()  # no Gateway API resource, before or now: nothing to convert
         conversion = convert_gateway_api(self._effective)
         derived: dict[ResourceKey, Any] = {**conversion.gateways, **conversion.virtual_services}
         moved: set[ResourceKey] = set()
@@ -366,6 +378,11 @@ class Store:
                 moved.add(key)
         self._derived = set(derived)
         self._gateway_api_status = dict(conversion.status)
+        # Each finding logged once, as the sources log a resource's findings.
+        found = frozenset(gateway_api_findings(conversion.status))
+        for issue in sorted(found - self._gateway_api_logged, key=str):
+            _log.warning("%s", issue)
+        self._gateway_api_logged = found
         return moved
 
     def _settle_istio(

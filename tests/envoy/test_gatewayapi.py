@@ -103,6 +103,13 @@ ROUTES = gateway_api(
     - matches: [{{path: {{type: PathPrefix, value: /slow}}}}]
       timeouts: {{request: 300ms}}
       backendRefs: [{{name: echo-v1, port: 8080}}]
+    - matches: [{{path: {{type: PathPrefix, value: /backend-slow}}}}]
+      timeouts: {{request: 5s, backendRequest: 300ms}}
+      backendRefs: [{{name: echo-v1, port: 8080}}]
+    - matches: [{{path: {{type: PathPrefix, value: /secure}}}}]
+      filters:
+      - type: RequestRedirect
+        requestRedirect: {{scheme: https}}
     """,
 )
 
@@ -181,7 +188,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             "echo-v1",
             V1,
             target,
-            lambda b, seen: Reply(delay=1.0) if seen.path.startswith("/slow") else None,
+            lambda b, seen: Reply(delay=1.0) if "slow" in seen.path else None,
         )
         mesh.backend("echo-v2", V2, target)
         mesh.backend("mirror", MIRROR, target)
@@ -287,3 +294,15 @@ def test_the_gateway_status_counts_attached_routes(edge: Edge) -> None:
     assert listener["attachedRoutes"] == 2
     conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert conditions["Accepted"] == ("True", "Accepted")
+
+
+def test_a_backend_request_timeout_bounds_each_try(edge: Edge) -> None:
+    started = time.monotonic()
+    assert send(edge.port, HOST, "/backend-slow")[0] == 504
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_scheme_redirect_drops_the_default_port(edge: Edge) -> None:
+    status, headers, _ = send(edge.port, HOST, "/secure/page")
+    assert status == 302
+    assert headers["location"] == "https://app.example.com/secure/page", headers

@@ -97,3 +97,22 @@ spec:
         "GRPCRoute g",
         "ReferenceGrant grant",
     }
+
+
+def test_a_field_the_conversion_does_not_implement_is_reported() -> None:
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "sessionPersistence": {"sessionName": "s"},
+                    "backendRefs": [{"name": "svc", "port": 80}],
+                }
+            ],
+        },
+    }
+    _, issues = load(route)
+    assert [(i.code.id, i.path) for i in issues] == [("CP0202", "spec.rules[0].sessionPersistence")]

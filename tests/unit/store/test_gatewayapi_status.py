@@ -202,7 +202,8 @@ def test_an_https_listener_certificate_reference_resolves_or_says_why() -> None:
     other = "{name: cert, namespace: certs}"
     assert resolved(other, SECRET % "certs") == ("False", "RefNotPermitted")
     allowed = grant("certs", "Gateway", "infra", "Secret")
-    assert resolved(other, SECRET % "certs", allowed) == ("True", "ResolvedRefs")
+    # Granted, but a gateway's SDS serves only its own namespace's Secrets (yet): said so.
+    assert resolved(other, SECRET % "certs", allowed) == ("False", "InvalidCertificateRef")
 
 
 def test_the_certificate_becomes_the_servers_credential() -> None:
@@ -348,3 +349,37 @@ def test_status_is_output_a_rewritten_status_is_no_change() -> None:
     again, _ = load({**doc, "status": {"conditions": [{"type": "Accepted", "status": "True"}]}})
     assert not store.apply([Submission(again, (), None)])
     assert store.snapshot.gateway_api_status[GW]["conditions"][0]["reason"] == "Accepted"
+
+
+def test_analyze_reports_the_status_findings_with_path_and_reason(tmp_path: Any) -> None:
+    from controlplane.analyze import analyze
+
+    (tmp_path / "gw.yaml").write_text(
+        gateway("[{name: u, port: 53, protocol: UDP}, " + ALL[1:])
+        + "---\n"
+        + route("{name: gw, namespace: infra}")
+    )
+    report = analyze([tmp_path])
+    found = {(i.code.id, str(i.resource), i.path, i.reason.split(":")[0]) for i in report.issues}
+    assert ("CP0600", "KubernetesGateway infra/gw", "spec.listeners[0].protocol",
+            "UnsupportedProtocol") in found  # fmt: skip
+    assert ("CP0604", "HTTPRoute apps/r", "spec.rules[0].backendRefs[0]",
+            "BackendNotFound") in found  # fmt: skip
+    assert report.exit_status() != 0
+
+
+def test_a_filter_this_controller_lacks_is_not_skipped_the_rule_answers_500() -> None:
+    text = f"""
+apiVersion: {V1}
+kind: HTTPRoute
+metadata: {{name: r, namespace: apps}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra}}]
+  rules:
+  - filters: [{{type: ExtensionRef, extensionRef: {{group: example.com, kind: Magic, name: m}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+"""
+    found = convert(world(gateway(ALL), text, service()))
+    assert parent(found.status[ROUTE])["Accepted"] == ("False", "UnsupportedValue")
+    (vs,) = found.virtual_services.values()
+    assert vs.spec.http[0].direct_response is not None and not vs.spec.http[0].route
