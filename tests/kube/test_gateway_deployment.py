@@ -5,8 +5,8 @@ Service's address lands in the Gateway's status.addresses; other classes and obj
 hand are left alone.
 
 This apiserver runs no kube-controller-manager, so no garbage collector: deletion with the
-Gateway is checked as the collector decides it, by the ownerReferences (uid of the live
-Gateway, controller: true); and the controller must not bring the objects back once the
+Gateway is checked as the collector decides it, by the ownerReferences (kind, name and uid of the live
+Gateway); and the controller must not bring the objects back once the
 Gateway is gone.
 """
 
