@@ -39,6 +39,11 @@ def add(commands: Commands) -> None:
     parser.add_argument("--peering", default="controlplane", help="kopf peering name for status")
     parser.add_argument("--standalone", action="store_true", help="no peering: always write status")
     parser.add_argument("--no-status", action="store_true", help="never write status")
+    parser.add_argument(
+        "--no-gateway-deployment",
+        action="store_true",
+        help="never create Deployments/Services for Gateway API Gateways",
+    )
     parser.add_argument("--image", default=None, help="image of injected containers")
     parser.add_argument(
         "--sidecar-xds-address", default=None, help="control plane, as sidecars see it"
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         webhook_resync=args.webhook_resync,
         peering=None if args.standalone else args.peering,
         write_status=not args.no_status,
+        deploy_gateways=not args.no_gateway_deployment,
         token_audience=args.token_audience,
         native_sidecar=args.native_sidecar,
         mesh_ca=not args.no_mesh_ca,

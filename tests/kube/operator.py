@@ -22,8 +22,14 @@ PEERING_CRD = REPO / "manifests" / "kopf-peering.yaml"
 
 
 def install_crds(cluster: LocalCluster) -> None:
-    """The Istio CRDs and kopf's peering CRD, established (idempotent)."""
+    """The Istio CRDs, the Gateway API's standard-channel CRDs of the pinned release (from
+    upstream, as users install them) and kopf's peering CRD, established (idempotent)."""
+    from tests.cluster import gateway_api
+
     cluster.kubectl("apply", "-f", str(CRDS), "-f", str(PEERING_CRD))
+    # Server-side, as upstream's install guide says: the HTTPRoute CRD is too large for the
+    # last-applied annotation of a client-side apply.
+    cluster.kubectl("apply", "--server-side", "-f", str(gateway_api.crd_dir()))
     # Right after creation a CRD may have no status.conditions yet, which `kubectl wait`
     # reports as an error rather than waiting on (seen on a loaded machine): try again.
     for attempt in range(20):

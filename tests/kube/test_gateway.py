@@ -97,7 +97,11 @@ def test_a_gateway_and_a_bound_virtual_service_applied_with_kubectl_carry_traffi
                 {
                     c["type"]: c["status"]
                     for c in (
-                        kube_cluster.get_json("gateway", "edge", "-n", ns).get("status") or {}
+                        # full name: `gateway` alone is the Gateway API's
+                        kube_cluster.get_json("gateways.networking.istio.io", "edge", "-n", ns).get(
+                            "status"
+                        )
+                        or {}
                     ).get("conditions", [])
                 }
                 or None

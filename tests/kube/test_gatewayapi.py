@@ -6,10 +6,8 @@ of each status is the upstream CRD's, so the apiserver itself checks its shape."
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
-import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,22 +20,17 @@ from controlplane.inject.bootstrap import render_bootstrap
 from controlplane.testing.envoy import EnvoyProcess
 from controlplane.testing.ports import free_port
 from controlplane.testing.traffic import count_backends
+from tests.cluster import gateway_api
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess, install_crds, remove_webhook_configurations
 
-VERSION = "v1.6.0"
 KINDS = ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants")
 
 
 def upstream_crds() -> list[Path]:
-    try:
-        cache = subprocess.run(
-            ["go", "env", "GOMODCACHE"], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        cache = ""
-    cache = cache or os.path.expanduser("~/go/pkg/mod")
-    base = Path(cache) / f"sigs.k8s.io/gateway-api@{VERSION}/config/crd/standard"
+    """The standard-channel CRDs of the release the tests pin (tests/cluster/gateway_api.sh,
+    fetched through the Go module proxy when missing)."""
+    base = gateway_api.crd_dir()
     return [base / f"gateway.networking.k8s.io_{kind}.yaml" for kind in KINDS]
 
 
@@ -48,7 +41,7 @@ def gw_operator(
     """The upstream CRDs installed before the operator starts (so it watches them at once)."""
     crds = upstream_crds()
     if not all(p.is_file() for p in crds):
-        pytest.skip(f"the Gateway API {VERSION} CRDs are not in the Go module cache")
+        pytest.fail(f"the Gateway API {gateway_api.version()} CRDs are missing: {crds}")
     install_crds(kube_cluster)
     kube_cluster.kubectl("apply", "--server-side", *(a for p in crds for a in ("-f", str(p))))
     kube_cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

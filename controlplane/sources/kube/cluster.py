@@ -55,6 +55,9 @@ class ClusterOptions:
     # Status and peering.
     peering: str | None = "controlplane"  # None: this replica always writes status
     write_status: bool = True
+    # Gateway API Gateways of our classes get a Deployment, Service and ServiceAccount
+    # (sources/kube/gateway_deployer; the leader only).
+    deploy_gateways: bool = True
     # Injection.
     image: str = InjectionConfig.image
     sidecar_xds_address: str = InjectionConfig.xds_address

@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from controlplane.inject.injector import InjectionConfig
+from controlplane.sources.kube.gateway_deployer import GatewayDeployer, register_gateway_deployer
 from controlplane.sources.kube.peering import PEERING_PLURAL, peering_operator
 from controlplane.sources.kube.watch import (
     Resync,
@@ -64,6 +65,11 @@ class KopfThread(threading.Thread):
         self.failed: BaseException | None = None
         self.webhooks = WebhookUpkeep(api_client, options.manage_webhooks, options.webhook_resync)
         self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
+        self.gateways = (
+            GatewayDeployer(api_client, lambda: self.injection, leadership.is_leader)
+            if options.deploy_gateways
+            else None
+        )
 
     def run(self) -> None:
         try:
@@ -100,6 +106,8 @@ class KopfThread(threading.Thread):
             resync=self.resync,
             liveness=self.liveness,
         )
+        if self.gateways is not None:
+            register_gateway_deployer(watch, self.gateways)
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False  # kopf's own per-object events: not for watch-only use
         settings.watching.connect_timeout = 5
@@ -140,11 +148,14 @@ class KopfThread(threading.Thread):
             operators.append(peering_operator(opts.peering, opts.identity, self.stop_flag, peering))
         keeper = asyncio.create_task(self.webhooks.keep())
         prober = asyncio.create_task(self._probe_liveness())
+        deployer = asyncio.create_task(self.gateways.run()) if self.gateways is not None else None
         try:
             await asyncio.gather(*operators)
         finally:
             keeper.cancel()
             prober.cancel()
+            if deployer is not None:
+                deployer.cancel()
             self.resync.cancel()
 
 

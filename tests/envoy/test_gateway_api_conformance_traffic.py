@@ -1,0 +1,400 @@
+"""The traffic half of two core Gateway API conformance tests, through a real gateway Envoy
+(file mode), with the upstream manifests as they are (tests/cluster/gateway_api.sh pins the
+release): the `same-namespace` Gateway of base/manifests.yaml (its listener port moved to a
+free loopback port) and the test's own HTTPRoute, backends as loopback servers for the
+Services the suite deploys. The expected responses are those of the tests' .go files
+(named in each test below, the suite's ShortName in CamelCase)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from controlplane.testing.mesh import GatewayProxy, LocalMesh
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends, send
+from tests.cluster import gateway_api
+from tests.support import meshes
+
+NS = "gateway-conformance-infra"
+WEB_NS, WEB_BACKEND = "gateway-conformance-web-backend", "127.0.0.74"
+APP_NS = "gateway-conformance-app-backend"
+APP_BACKENDS = {"app-backend-v1": "127.0.0.78", "app-backend-v2": "127.0.0.79"}
+BACKENDS = {
+    "infra-backend-v1": "127.0.0.71",
+    "infra-backend-v2": "127.0.0.72",
+    "infra-backend-v3": "127.0.0.73",
+}
+
+
+def upstream(path: str) -> list[dict]:
+    text = (gateway_api.conformance_dir() / path).read_text()
+    text = text.replace("{GATEWAY_CLASS_NAME}", "istio")
+    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+
+
+_REQUEST = re.compile(r"Request:\s*http\.Request\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def expected_responses(
+    go_file: str, after: str = "", before: str = ""
+) -> list[tuple[str, str, dict[str, str], str | int]]:
+    """(host, path, headers, backend name or status code) of each ``http.ExpectedResponse``
+    with a plain request in a conformance test's .go file (between two markers), in order."""
+    text = (gateway_api.conformance_dir() / "tests" / go_file).read_text()
+    text = text[text.index(after) if after else 0 : text.index(before) if before else len(text)]
+    starts = [m for m in _REQUEST.finditer(text)]
+    out: list[tuple[str, str, dict[str, str], str | int]] = []
+    for i, match in enumerate(starts):
+        request = match.group(1)
+        rest = text[match.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+        host = re.search(r'Host:\s*"([^"]*)"', request)
+        path = re.search(r'Path:\s*"([^"]*)"', request)
+        headers = re.search(r"Headers:\s*map\[string\]string\{([^}]*)\}", request)
+        backend = re.search(
+            r'Backend:\s*(?:confsuite\.InfraBackendServiceNameV(\d)|"([^"]+)")', rest
+        )
+        code = re.search(r"StatusCode:\s*(\d+)", rest)
+        expected: str | int
+        if code is not None and code.group(1) != "200":
+            expected = int(code.group(1))  # a Backend named next to it is informational
+        elif backend is not None:
+            expected = (
+                f"infra-backend-v{backend.group(1)}" if backend.group(1) else backend.group(2)
+            )
+        else:
+            continue
+        pairs = re.findall(r'"([^"]+)":\s*"([^"]*)"', headers.group(1)) if headers else []
+        out.append(
+            (
+                host.group(1) if host else "example.com",
+                path.group(1) if path else "/",
+                dict(pairs),
+                expected,
+            )
+        )
+    return out
+
+
+def same_namespace_gateway(port: int, name: str = "same-namespace") -> str:
+    """A Gateway of base/manifests.yaml (by default `same-namespace`) on ``port``."""
+    [gateway] = [
+        d
+        for d in upstream("base/manifests.yaml")
+        if d.get("kind") == "Gateway" and d["metadata"]["name"] == name
+    ]
+    gateway["spec"]["listeners"][0]["port"] = port
+    return yaml.safe_dump(gateway)
+
+
+@dataclass
+class Conformance:
+    mesh: LocalMesh
+    gateway: GatewayProxy
+    port: int
+
+    def only(self, test_manifest: str) -> None:
+        """Route with this conformance test's manifest alone (as the suite runs each test)."""
+        before = self.mesh.debug.type_state(self.gateway.node_id, "rds")["acked_version"]
+        self.mesh.write("test.yaml", yaml.safe_dump_all(upstream(f"tests/{test_manifest}")))
+        self.mesh.debug.wait_synced(self.gateway.node_id, timeout=10, newer_than={"rds": before})
+
+
+@pytest.fixture(scope="module")
+def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformance]:
+    mesh = LocalMesh(tmp_path_factory.mktemp("conformance"))
+    try:
+        target = free_port()
+        documents = []
+        for name, ip in BACKENDS.items():
+            mesh.backend(name, ip, target)
+            documents += [
+                meshes.service(name, 8080, target_port=target, namespace=NS),
+                meshes.pod(name, ip, app=name, namespace=NS),
+            ]
+        # The suite's backend in its other namespace: routes reach it only with a ReferenceGrant.
+        mesh.backend("web-backend", WEB_BACKEND, target)
+        documents += [
+            meshes.service("web-backend", 8080, target_port=target, namespace=WEB_NS),
+            meshes.pod("web-backend", WEB_BACKEND, app="web-backend", namespace=WEB_NS),
+        ]
+        for name, ip in APP_BACKENDS.items():
+            mesh.backend(name, ip, target)
+            documents += [
+                meshes.service(name, 8080, target_port=target, namespace=APP_NS),
+                meshes.pod(name, ip, app=name, namespace=APP_NS),
+            ]
+        port = free_port()
+        mesh.write("backends.yaml", meshes.join(*documents))
+        mesh.write("gateway.yaml", same_namespace_gateway(port))
+        mesh.start()
+        proxy = mesh.gateway(
+            "same-namespace",
+            namespace=NS,
+            labels={"gateway.networking.k8s.io/gateway-name": "same-namespace"},
+        )
+        yield Conformance(mesh, proxy, port)
+    finally:
+        mesh.stop()
+
+
+def test_httproute_simple_same_namespace(conformance: Conformance) -> None:
+    conformance.only("httproute-simple-same-namespace.yaml")
+    assert count_backends(conformance.port, "example.com", 5, path="/") == {"infra-backend-v1": 5}
+
+
+def test_httproute_exact_path_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-exact-path-matching.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 3, path="/one") == {"infra-backend-v1": 3}
+    assert count_backends(port, "example.com", 3, path="/two") == {"infra-backend-v2": 3}
+    for path in ("/", "/one/example", "/two/", "/Two"):
+        assert send(port, "example.com", path)[0] == 404, path
+
+
+def test_httproute_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-matching.yaml")
+    port = conformance.port
+    v1, v2 = {"infra-backend-v1": 1}, {"infra-backend-v2": 1}
+    cases = [
+        ("/", {}, v1),
+        ("/example", {}, v1),
+        ("/", {"Version": "one"}, v1),
+        ("/v2", {}, v2),
+        ("/v2/example", {}, v2),
+        ("/", {"Version": "two"}, v2),
+        ("/v2/", {}, v2),
+        ("/v2example", {}, v1),  # not a path segment prefix of /v2
+        ("/foo/v2/example", {}, v1),
+    ]
+    for path, headers, backend in cases:
+        assert count_backends(port, "example.com", 1, path=path, headers=headers) == backend, (
+            path,
+            headers,
+        )
+
+
+def test_httproute_weight(conformance: Conformance) -> None:
+    conformance.only("httproute-weight.yaml")
+    counts = count_backends(conformance.port, "example.com", 500, path="/")
+    assert set(counts) <= {"infra-backend-v1", "infra-backend-v2"}, counts  # v3: weight 0
+    assert abs(100.0 * counts.get("infra-backend-v1", 0) / 500 - 70) <= 7, counts
+
+
+def test_httproute_header_matching(conformance: Conformance) -> None:
+    conformance.only("httproute-header-matching.yaml")
+    port = conformance.port
+    v1, v2 = {"infra-backend-v1": 1}, {"infra-backend-v2": 1}
+    routed = [
+        ({"Version": "one"}, v1),
+        ({"Version": "two"}, v2),
+        ({"Version": "two", "Color": "orange"}, v1),
+        ({"Version": "two", "Color": "blue"}, v2),
+        ({"Color": "blue"}, v1),
+        ({"Color": "green"}, v1),
+        ({"Color": "red"}, v2),
+        ({"Color": "yellow"}, v2),
+    ]
+    for headers, backend in routed:
+        assert count_backends(port, "example.com", 1, path="/", headers=headers) == backend, headers
+    for headers in ({"Color": "orange"}, {"Some-Other-Header": "one"}, {"Color": "purple"}):
+        assert send(port, "example.com", "/", headers=headers)[0] == 404, headers
+
+
+def test_httproute_invalid_nonexistent_backend_ref_and_unknown_kind_answer_500(
+    conformance: Conformance,
+) -> None:
+    conformance.only("httproute-invalid-nonexistent-backendref.yaml")
+    assert send(conformance.port, "example.com", "/")[0] == 500
+    conformance.only("httproute-invalid-backendref-unknown-kind.yaml")
+    assert send(conformance.port, "example.com", "/v2")[0] == 500
+
+
+def test_httproute_no_backend_refs(conformance: Conformance) -> None:
+    conformance.only("httproute-omitted-backendrefs.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 1, path="/forward") == {"infra-backend-v1": 1}
+    assert send(port, "example.com", "/omitted-no-forward")[0] == 500
+    assert send(port, "example.com", "/empty-no-forward")[0] == 500
+
+
+def test_httproute_redirect_host_and_status(conformance: Conformance) -> None:
+    conformance.only("httproute-redirect-host-and-status.yaml")
+    for path, code in (("/hostname-redirect", 302), ("/host-and-status", 301)):
+        status, headers, _ = send(conformance.port, "example.com", path)
+        assert status == code, (path, status)
+        assert headers["location"].startswith("http://example.org"), headers
+
+
+def test_httproute_path_match_order(conformance: Conformance) -> None:
+    conformance.only("httproute-path-match-order.yaml")
+    cases = [
+        ("/match/exact/one", "infra-backend-v3"),
+        ("/match/exact", "infra-backend-v2"),
+        ("/match", "infra-backend-v1"),
+        ("/match/prefix/one/any", "infra-backend-v2"),
+        ("/match/prefix/any", "infra-backend-v1"),
+        ("/match/any", "infra-backend-v3"),
+    ]
+    for path, backend in cases:
+        assert count_backends(conformance.port, "example.com", 1, path=path) == {backend: 1}, path
+
+
+def test_httproute_matching_across_routes(conformance: Conformance) -> None:
+    conformance.only("httproute-matching-across-routes.yaml")
+    cases = [
+        ("example.com", "/", {}, "infra-backend-v1"),
+        ("example.com", "/example", {}, "infra-backend-v1"),
+        ("example.net", "/example", {}, "infra-backend-v1"),
+        ("example.com", "/example", {"Version": "one"}, "infra-backend-v1"),
+        ("example.com", "/v2", {}, "infra-backend-v2"),
+        ("example.net", "/v2", {}, "infra-backend-v1"),
+        ("example.com", "/v2/example", {}, "infra-backend-v2"),
+        ("example.com", "/", {"Version": "two"}, "infra-backend-v2"),
+    ]
+    for host, path, headers, backend in cases:
+        found = count_backends(conformance.port, host, 1, path=path, headers=headers)
+        assert found == {backend: 1}, (host, path, headers, found)
+
+
+def test_httproute_invalid_cross_namespace_backend_ref_answers_500(
+    conformance: Conformance,
+) -> None:
+    conformance.only("httproute-invalid-cross-namespace-backend-ref.yaml")
+    assert send(conformance.port, "example.com", "/")[0] == 500
+
+
+def test_httproute_reference_grant(conformance: Conformance) -> None:
+    conformance.only("httproute-reference-grant.yaml")
+    port = conformance.port
+    assert count_backends(port, "example.com", 3, path="/") == {"web-backend": 3}
+    # The test then deletes the ReferenceGrant: the route's backend is refused again.
+    [route] = [
+        d for d in upstream("tests/httproute-reference-grant.yaml") if d["kind"] == "HTTPRoute"
+    ]
+    before = conformance.mesh.debug.type_state(conformance.gateway.node_id, "rds")["acked_version"]
+    conformance.mesh.write("test.yaml", yaml.safe_dump(route))
+    conformance.mesh.debug.wait_synced(
+        conformance.gateway.node_id, timeout=10, newer_than={"rds": before}
+    )
+    assert send(port, "example.com", "/")[0] == 500
+
+
+def test_httproute_listener_hostname_matching(conformance: Conformance) -> None:
+    """The test's own Gateway (four listeners on one port, by hostname), on a gateway Envoy
+    of its own: its listener port moved to a free loopback port."""
+    port = free_port()
+    documents = upstream("tests/httproute-listener-hostname-matching.yaml")
+    for doc in documents:
+        if doc["kind"] == "Gateway":
+            for listener in doc["spec"]["listeners"]:
+                listener["port"] = port
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    conformance.mesh.gateway(
+        "httproute-listener-hostname-matching",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "httproute-listener-hostname-matching"},
+        address="127.0.0.75",
+    )
+    cases = [
+        ("bar.com", "infra-backend-v1"),
+        ("foo.bar.com", "infra-backend-v2"),
+        ("baz.bar.com", "infra-backend-v3"),
+        ("boo.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.bar.com", "infra-backend-v3"),
+        ("multiple.prefixes.foo.com", "infra-backend-v3"),
+    ]
+    for host, backend in cases:
+        assert count_backends(port, host, 1, path="/") == {backend: 1}, host
+    for host in ("foo.com", "no.matching.host"):
+        assert send(port, host, "/")[0] == 404, host
+
+
+def test_httproute_hostname_intersection(conformance: Conformance) -> None:
+    """Its own two Gateways (three listeners by hostname, and one without): the test sends to
+    the first; every expected response of its .go file is checked."""
+    ports = {
+        "httproute-hostname-intersection": free_port(),
+        "httproute-hostname-intersection-all": free_port(),
+    }
+    documents = upstream("tests/httproute-hostname-intersection.yaml")
+    for doc in documents:
+        if doc["kind"] == "Gateway":
+            for listener in doc["spec"]["listeners"]:
+                listener["port"] = ports[doc["metadata"]["name"]]
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    for i, name in enumerate(ports):
+        conformance.mesh.gateway(
+            name,
+            namespace=NS,
+            labels={"gateway.networking.k8s.io/gateway-name": name},
+            address=f"127.0.0.{76 + i}",
+        )
+    # The .go file's sections: the first Gateway's, then (from the -all Gateway's name on)
+    # the second's.
+    marker = 'Name: "httproute-hostname-intersection-all"'
+    go_file = "httproute-hostname-intersection.go"
+    sections = {
+        "httproute-hostname-intersection": expected_responses(go_file, before=marker),
+        "httproute-hostname-intersection-all": expected_responses(go_file, after=marker),
+    }
+    assert len(sections["httproute-hostname-intersection"]) >= 25, sections
+    assert sections["httproute-hostname-intersection-all"], sections
+    for name, cases in sections.items():
+        for host, path, headers, expected in cases:
+            if isinstance(expected, int):
+                found: object = send(ports[name], host, path, headers=headers)[0]
+            else:
+                found = count_backends(ports[name], host, 1, path=path, headers=headers)
+                expected = {expected: 1}
+            assert found == expected, (name, host, path, found)
+
+
+def check_expected(port: int, cases: list[tuple[str, str, dict[str, str], str | int]]) -> None:
+    for host, path, headers, expected in cases:
+        if isinstance(expected, int):
+            found: object = send(port, host, path, headers=headers)[0]
+        else:
+            found = count_backends(port, host, 1, path=path, headers=headers)
+            expected = {expected: 1}
+        assert found == expected, (host, path, headers, found)
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        "httproute-invalid-reference-grant",
+        "httproute-partially-invalid-via-invalid-reference-grant",
+    ],
+)
+def test_httproute_invalid_reference_grants(conformance: Conformance, test: str) -> None:
+    conformance.only(f"{test}.yaml")
+    cases = expected_responses(f"{test}.go")
+    assert cases
+    check_expected(conformance.port, cases)
+
+
+def test_httproute_multiple_gateways(conformance: Conformance) -> None:
+    """The base `all-namespaces` Gateway next to `same-namespace`, each on its own Envoy."""
+    other = free_port()
+    conformance.mesh.write("all-namespaces.yaml", same_namespace_gateway(other, "all-namespaces"))
+    conformance.mesh.gateway(
+        "all-namespaces",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "all-namespaces"},
+        address="127.0.0.80",
+    )
+    conformance.only("httproute-multiple-gateways.yaml")
+    marker = 'Name: "all-namespaces"'
+    go_file = "httproute-multiple-gateways.go"
+    same, everyone = (
+        expected_responses(go_file, before=marker),
+        expected_responses(go_file, after=marker),
+    )
+    assert same and everyone
+    check_expected(conformance.port, same)
+    check_expected(other, everyone)
