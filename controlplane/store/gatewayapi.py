@@ -507,24 +507,41 @@ def _gateway_status(
             }
         )
     valid = any(s.accepted[0] for s in state.listeners) or not state.listeners
+    every = all(s.accepted[0] for s in state.listeners)
     found = list(addresses or []) + [a.value for a in gw.spec.addresses if a.value]
     found += service_addresses(world, state.key)
+    # The specification: Accepted True while at least one listener is valid, with reason
+    # ListenersNotValid when some are not; False (ListenersNotValid) when none is.
+    accepted: tuple[bool, str, str]
+    if not valid:
+        accepted = (False, "ListenersNotValid", "no listener is valid")
+    elif not every:
+        accepted = (True, "ListenersNotValid", "some listeners are not valid (see listeners)")
+    else:
+        accepted = (True, "Accepted", "Gateway accepted")
+    parameters = gw.spec.infrastructure.parameters_ref if gw.spec.infrastructure else None
+    if parameters is not None and not (
+        parameters.group in ("", "core") and parameters.kind == "ConfigMap"
+    ):
+        # istiod reads its deployment overrides from a ConfigMap only: any other kind of
+        # parametersRef cannot be resolved.
+        accepted = (
+            False,
+            "InvalidParameters",
+            f"spec.infrastructure.parametersRef: {parameters.group or 'core'}/{parameters.kind} "
+            f"{parameters.name!r} is not a ConfigMap, the only parameters this controller reads",
+        )
+        valid = False
     ready: tuple[bool, str, str]
     if not valid:
-        ready = (False, "Invalid", "no listener is valid")
+        ready = (False, "Invalid", accepted[2])
     elif not found:
         ready = (False, "AddressNotAssigned", "the Gateway has no address yet")
     else:
         ready = (True, "Programmed", "the gateway's configuration is sent to its proxies")
     status: dict[str, Any] = {
         "conditions": [
-            condition(
-                "Accepted",
-                valid,
-                "Accepted" if valid else "ListenersNotValid",
-                "Gateway accepted" if valid else "no listener is valid",
-                generation,
-            ),
+            condition("Accepted", *accepted, generation),
             condition("Programmed", *ready, generation),
         ],
         "listeners": listeners,

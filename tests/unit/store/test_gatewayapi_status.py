@@ -168,6 +168,28 @@ def test_an_unsupported_protocol_is_not_accepted() -> None:
     assert conditions(status)["Accepted"] == ("False", "ListenersNotValid")
 
 
+def test_a_gateway_with_one_valid_listener_is_accepted_with_listeners_not_valid() -> None:
+    # conformance GatewayListenerUnsupportedProtocol: Accepted True, reason ListenersNotValid.
+    listeners = (
+        "[{name: http, port: 80, protocol: HTTP}, {name: bad, port: 1111, protocol: INVALID}]"
+    )
+    status = convert(world(gateway(listeners))).status[GW]
+    assert conditions(status)["Accepted"] == ("True", "ListenersNotValid")
+    assert listener(status, 0)["Accepted"] == ("True", "Accepted")
+    assert listener(status, 1)["Accepted"] == ("False", "UnsupportedProtocol")
+
+
+def test_a_parameters_ref_this_controller_cannot_read_is_invalid_parameters() -> None:
+    # conformance GatewayInvalidParametersRef: Accepted False, reason InvalidParameters.
+    text = gateway(ALL) + (
+        "  infrastructure: {parametersRef: {group: invalid.io, kind: InvalidParameters, "
+        "name: invalid}}\n"
+    )
+    status = convert(world(text)).status[GW]
+    assert conditions(status)["Accepted"] == ("False", "InvalidParameters")
+    assert conditions(status)["Programmed"][0] == "False"
+
+
 def test_two_protocols_on_one_port_conflict() -> None:
     listeners = """
   - {name: a, port: 80, protocol: HTTP}
