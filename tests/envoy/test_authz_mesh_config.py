@@ -10,6 +10,7 @@ TLS clients holding mesh certificates issued in the test for the identities that
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import socket
 import ssl
@@ -128,6 +129,7 @@ class Running:
 @pytest.fixture
 def run(workload: Workload) -> Iterator[Any]:
     started: list[EnvoyProcess] = []
+    names = itertools.count()
 
     def start(mesh: MeshConfigSpec, policy_namespace: str, principal: str) -> Running:
         store = Store()
@@ -163,7 +165,11 @@ def run(workload: Workload) -> Iterator[Any]:
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}
         }
         bootstrap = json.loads(json.dumps(bootstrap))  # plain dicts for the YAML writer
-        envoy = EnvoyProcess(bootstrap, workload.workdir, name=f"payment-{len(started)}")
+        # One payment Envoy at a time: they bind the same listener address, and Envoy's
+        # listeners share a port (SO_REUSEPORT), so an earlier one would take some requests.
+        while started:
+            started.pop().stop()
+        envoy = EnvoyProcess(bootstrap, workload.workdir, name=f"payment-{next(names)}")
         started.append(envoy.start())
         envoy.wait_live()
         return Running(envoy, workload)

@@ -9,12 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.cluster.cluster import LocalCluster
 from tests.kube.mesh import set_pod_ip
 from tests.kube.operator import install_crds
 from tests.support.meshes import BOOKINFO_PODS, bookinfo, jason_to_v2, split
+
+# About a minute on the real apiserver: in the slow tier (CI runs it), so that a warm
+# `make test` stays under ten minutes.
+pytestmark = pytest.mark.slow
 
 
 def _objects(text: str) -> list[dict]:

@@ -21,6 +21,10 @@ import pytest
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
 
+# About a minute on the real apiserver: in the slow tier (CI runs it), so that a warm
+# `make test` stays under ten minutes.
+pytestmark = pytest.mark.slow
+
 DEFAULT_IMAGE = "ghcr.io/controlplane/controlplane:0.1.0"  # InjectionConfig.image
 
 

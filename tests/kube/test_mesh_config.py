@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess
+
+# About a minute on the real apiserver: in the slow tier (CI runs it), so that a warm
+# `make test` stays under ten minutes.
+pytestmark = pytest.mark.slow
 
 
 def configmap(mesh: str) -> dict:

@@ -19,6 +19,10 @@ from tests.cluster.cluster import LocalCluster
 from tests.kube.operator import OperatorProcess, install_crds
 from tests.support.prometheus import scrape, value
 
+# About a minute on the real apiserver: in the slow tier (CI runs it), so that a warm
+# `make test` stays under ten minutes.
+pytestmark = pytest.mark.slow
+
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
