@@ -19,7 +19,6 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from google.protobuf import json_format
 
-from controlplane.sources import files as file_source
 from tests.envoy.zero_trust import (
     WORKLOADS,
     ZeroTrustMesh,
@@ -29,9 +28,6 @@ from tests.envoy.zero_trust import (
 from tests.unit.compile.rbac_eval import Request, policy_matches
 
 ON_PAYMENT = "selector: {matchLabels: {app: payment}}\n"
-# Part meshcfg reads the mesh config (mesh.yaml) in file mode; until it is merged there is no
-# way to give the control plane trust-domain aliases in these tests.
-READS_MESH_FILE = hasattr(file_source, "read_mesh_config")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,6 @@ def test_trust_domains_and_the_source_trust_domain_key(
     assert zt.call("web", "GET", "/api/v1/audit")[0] == 403  # its trust domain is cluster.*
 
 
-@pytest.mark.skipif(not READS_MESH_FILE, reason="mesh.yaml is read once part meshcfg is merged")
 def test_principals_are_matched_under_the_trust_domain_aliases(
     zt: ZeroTrustMesh, policies: dict[str, str]
 ) -> None:

@@ -10,7 +10,7 @@ checked against the RBAC filters this project emits, run by the evaluator of Env
 protos in ``rbac_eval.py``; real Envoy checks the same behaviours in
 ``tests/envoy/test_authz_istio.py``.
 
-``SAME_MEANING`` / ``len(CASES)`` is the count the closing note reports. The CUSTOM cases
+Every case passing (``len(CASES)``, 30) is the count the closing note reports. The CUSTOM cases
 compile with the providers of ``MESH_PROVIDERS`` (or the case's own mesh config): a request
 "sent to ext_authz" is one the CUSTOM shadow engine matched, so that the ext_authz filter after
 it is enabled (compile/extauthz.py); ``tests/envoy/test_ext_authz.py`` checks the same with
@@ -56,8 +56,6 @@ class Row:
     audited: bool = False
     shadow: dict[str, str] = field(default_factory=dict)
     why: str = ""
-    # A row whose meaning another part builds (ext_authz): reported, not asserted.
-    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -785,8 +783,6 @@ TCP_CASES: list[Case] = [
 
 CASES = HTTP_CASES + TCP_CASES
 # The cases whose meaning differs today, and why (each stays a test: its other rows pass).
-DIFFERENT: dict[str, str] = {}
-SAME_MEANING = len(CASES) - len(DIFFERENT)
 
 
 def outcome_of(case: Case, request: Request) -> Outcome:
@@ -838,22 +834,15 @@ def test_every_builder_golden_case_of_istio_is_here() -> None:
     # testdata/http/allow-host-before-111, which has its in/out files but no entry there.
     assert len(HTTP_CASES) == 23 and len(TCP_CASES) == 7
     assert len({c.istio_case for c in CASES}) == 30
-    assert SAME_MEANING == 30
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.istio_case for c in CASES])
 def test_the_rbac_we_emit_means_what_istiods_does(case: Case) -> None:
-    wrong: list[str] = []
-    pending: list[str] = []
-    for row in case.rows:
-        got = outcome_of(case, row.request)
-        if row.verdict == EXT_AUTHZ or row.pending:
-            if not _meets(row, got):
-                pending.append(f"{row.request} -> {got}")
-            continue
-        if not _meets(row, got):
-            wrong.append(f"{row.request} ({row.why}): expected {row}, got {got}")
+    # Every row of every case is asserted: allowed, denied, audited, shadowed or sent to
+    # ext_authz as istiod's output does it.
+    wrong = [
+        f"{row.request} ({row.why}): expected {row}, got {got}"
+        for row in case.rows
+        if not _meets(row, got := outcome_of(case, row.request))
+    ]
     assert not wrong, "\n".join(wrong)
-    if pending:
-        pytest.xfail(f"{DIFFERENT[case.istio_case]}: {len(pending)} row(s)")
-    assert case.istio_case not in DIFFERENT, "now the same meaning: update DIFFERENT"
