@@ -11,20 +11,22 @@ therefore reads the same here, in the log and in status.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.api.issues import Codes, Issue, Level, ResourceKey
-from controlplane.api.mesh import MESH_FILE_NAME
-from controlplane.api.resources import ISTIO_GROUPS, split_api_version
-from controlplane.compile.check import check_resource
-from controlplane.sources.files import read_file
-from controlplane.store import Rejection, Store, Submission, found_by_store
+from controlplane.analyze.loading import (
+    SUFFIXES,
+    collect_files,
+    foreign_kind,
+    load_paths,
+    store_findings,
+)
+from controlplane.api.issues import Issue, Level
 from controlplane.store.gatewayapi import findings as gateway_api_findings
 
-SUFFIXES = (".yaml", ".yml", ".json")
+__all__ = ["SUFFIXES", "Report", "analyze", "collect_files", "foreign_kind", "render_text"]
+
 _LEVEL_ORDER = {Level.ERROR: 0, Level.WARNING: 1, Level.INFO: 2}
 
 
@@ -61,102 +63,24 @@ class Report:
         ]
 
 
-def collect_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
-    """Every YAML/JSON file named or below a named directory, with the name to show."""
-    out: list[tuple[Path, str]] = []
-    for root in paths:
-        if root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.endswith(SUFFIXES) and not name.startswith("."):
-                        path = Path(dirpath) / name
-                        out.append((path, str(path)))
-        else:
-            out.append((root, str(root)))
-    return out
-
-
 def analyze(
     paths: Sequence[Path], default_namespace: str = "default", mesh_config: Path | None = None
 ) -> Report:
     """Read, validate and cross-check every resource under ``paths``; the mesh config is
-    ``mesh_config``, else a ``mesh.yaml`` among them."""
-    report = Report()
-    submissions: list[Submission] = []
-    rejections: list[Rejection] = []
-    files = collect_files(paths)
-    if mesh_config is not None:
-        files = [f for f in files if f[0].resolve() != mesh_config.resolve()]
-        files.append((mesh_config, str(mesh_config)))
-    for path, display in files:
-        if not path.exists():
-            report.issues.append(
-                Issue(Codes.YAML_ERROR, "", "no such file or directory", origin=display)
-            )
-            continue
-        report.files.append(display)
-        # mesh.yaml is the mesh config (Istio's MeshConfig YAML), as in file mode.
-        is_mesh = path == mesh_config if mesh_config is not None else path.name == MESH_FILE_NAME
-        result = read_file(path, display, default_namespace, mesh=is_mesh)
-        report.issues += [i for i in result.issues if not _foreign_kind(i)]
-        submissions += result.submissions
-        rejections += result.rejections
-    report.resources = len(submissions)
-    # The compiler's own check too: what it fails on is refused as it is when serving.
-    store = Store(compile_check=check_resource)
-    store.apply(upserts=_first_definition_wins(submissions, report), rejections=rejections)
-    snapshot = store.snapshot
-    for key, status in snapshot.status.items():
-        for issue in status.issues:
-            if found_by_store(issue):
-                report.issues.append(issue.with_context(key, status.origin))
+    ``mesh_config``, else a ``mesh.yaml`` among them. The same reading and store as
+    ``describe`` and ``diff`` (``analyze/loading.py``), so the three agree."""
+    loaded = load_paths(paths, default_namespace, mesh_config)
+    snapshot = loaded.snapshot
+    report = Report(
+        issues=list(loaded.read.issues),
+        files=list(loaded.read.files),
+        resources=len(loaded.read.submissions),
+    )
+    report.issues += store_findings(snapshot)
     # part "gwapi": the Gateway API status's findings (store/gatewayapi.py)
     report.issues += gateway_api_findings(snapshot.gateway_api_status)
     report.issues.sort(key=_order)
     return report
-
-
-def _first_definition_wins(submissions: list[Submission], report: Report) -> list[Submission]:
-    """One resource defined twice: the first definition is used, the second reported, as the
-    file source does."""
-    seen: dict[tuple[str, str, str], Submission] = {}
-    out: list[Submission] = []
-    for sub in submissions:
-        meta = sub.resource.metadata
-        key = (sub.resource.kind, meta.namespace, meta.name)
-        if key in seen:
-            report.issues.append(
-                Issue(
-                    Codes.SCHEMA_ERROR,
-                    "metadata.name",
-                    f"also defined in {_file_of(seen[key].origin)}; the definition there is used",
-                    ResourceKey(*key),
-                    _file_of(sub.origin),
-                    Level.WARNING,
-                )
-            )
-            continue
-        seen[key] = sub
-        out.append(sub)
-    return out
-
-
-def _file_of(origin: str | None) -> str:
-    return (origin or "").rpartition(":")[0] or (origin or "")
-
-
-def _foreign_kind(issue: Issue) -> bool:
-    """Kubernetes kinds the mesh does not read (Deployments, ConfigMaps...) are not findings;
-    an Istio kind it does not read (a Gateway, say) is, as Info."""
-    if issue.code is not Codes.UNKNOWN_KIND:
-        return False
-    reason = issue.reason
-    api_version = reason.split(" ", 1)[0]
-    group, _ = split_api_version(api_version)
-    return not any(
-        group == g or group.endswith("." + g) for g in ISTIO_GROUPS
-    ) and not group.endswith("istio.io")
 
 
 def _order(issue: Issue) -> tuple[object, ...]:

@@ -16,18 +16,49 @@ of it (``diff``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlplane.analyze import _foreign_kind, collect_files
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.mesh import MESH_FILE_NAME
+from controlplane.api.resources import ISTIO_GROUPS, split_api_version
 from controlplane.compile.check import check_resource
 from controlplane.sources.files import read_file
 from controlplane.store import Rejection, Store, Submission, found_by_store
 from controlplane.store.snapshot import Snapshot
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def collect_files(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """Every YAML/JSON file named or below a named directory, with the name to show."""
+    out: list[tuple[Path, str]] = []
+    for root in paths:
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.endswith(SUFFIXES) and not name.startswith("."):
+                        path = Path(dirpath) / name
+                        out.append((path, str(path)))
+        else:
+            out.append((root, str(root)))
+    return out
+
+
+def foreign_kind(issue: Issue) -> bool:
+    """Kubernetes kinds the mesh does not read (Deployments, ConfigMaps...) are not findings;
+    an Istio kind it does not read (a Gateway, say) is, as Info."""
+    if issue.code is not Codes.UNKNOWN_KIND:
+        return False
+    api_version = issue.reason.split(" ", 1)[0]
+    group, _ = split_api_version(api_version)
+    return not any(
+        group == g or group.endswith("." + g) for g in ISTIO_GROUPS
+    ) and not group.endswith("istio.io")
 
 
 @dataclass
@@ -71,7 +102,7 @@ def read_paths(
         read.files.append(display)
         is_mesh = path == mesh_config if mesh_config is not None else path.name == MESH_FILE_NAME
         result = read_file(path, display, default_namespace, mesh=is_mesh)
-        read.issues += [i for i in result.issues if keep_foreign or not _foreign_kind(i)]
+        read.issues += [i for i in result.issues if keep_foreign or not foreign_kind(i)]
         read.submissions += result.submissions
         read.rejections += result.rejections
     return read
