@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.api.credentials import kubernetes_gateway_credential
 from controlplane.api.gateway import Gateway, intersect_hosts
 from controlplane.api.gatewayapi import (
     CONTROLLER_NAME,
@@ -229,16 +230,15 @@ def _check_certificates(world: World, key: ResourceKey, state: _ListenerState, p
             state.resolved = (False, "InvalidCertificateRef", f"{where}: Secret "
                               f"{namespace}/{ref.name} not found or holds no certificate")  # fmt: skip
             return
-        if namespace != key.namespace:
-            # Granted, but the SDS side (cache/credentials.py) serves a gateway the Secrets of
-            # its own namespace only: say so rather than program a listener without its
-            # certificate.
-            state.resolved = (False, "InvalidCertificateRef", f"{where}: Secret "
-                              f"{namespace}/{ref.name} is in another namespace than the "
-                              "Gateway: not served by this controller yet")  # fmt: skip
-            return
         if state.credential is None:
-            state.credential = ref.name
+            # Another namespace's Secret (granted) is named with its namespace, as istiod
+            # names it: the SDS side (cache/credentials.py) serves it to this Gateway's
+            # proxies only while the grant holds.
+            state.credential = (
+                ref.name
+                if namespace == key.namespace
+                else kubernetes_gateway_credential(namespace, ref.name)
+            )
 
 
 def _istio_gateways(state: _GatewayState, out: Conversion) -> dict[int, str]:
