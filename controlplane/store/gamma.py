@@ -49,6 +49,11 @@ from controlplane.api.issues import ResourceKey, errors
 from controlplane.api.networking import VirtualService
 from controlplane.api.validation import validate
 from controlplane.store.gatewayapi import condition
+from controlplane.store.gatewayapi_inputs import (
+    GATEWAY_SEMANTICS,
+    ROUTE_SEMANTICS,
+    uses_gateway_semantics,
+)
 from controlplane.store.gatewayapi_rules import (
     _grpc_matches,
     _headers_of,
@@ -58,8 +63,6 @@ from controlplane.store.gatewayapi_rules import (
 from controlplane.store.registry import fqdn
 
 # istiod's annotations on the VirtualServices it makes from Gateway API routes.
-ROUTE_SEMANTICS = "internal.istio.io/route-semantics"
-GATEWAY_SEMANTICS = "gateway"
 PARENTS = "internal.istio.io/parents"
 SOURCES = "controlplane/gamma-routes"  # the routes merged into this one, "Kind/ns/name,..."
 
@@ -68,7 +71,9 @@ _EPOCH = datetime.min
 
 def is_gamma(vs: VirtualService) -> bool:
     """A VirtualService made here from Gateway API mesh routes."""
-    return vs.metadata.annotations.get(ROUTE_SEMANTICS) == GATEWAY_SEMANTICS
+    return uses_gateway_semantics(vs) and vs.metadata.annotations.get(PARENTS, "").startswith(
+        "Service/"
+    )
 
 
 def is_service_parent(ref: ParentReference) -> bool:

@@ -27,9 +27,13 @@ from controlplane.store.gatewayapi_inputs import CLUSTER_DOMAIN, World, created
 
 @dataclass
 class _Backends:
+    # Every backend with a weight, an invalid one as istiod keeps it: a destination without
+    # a host (the cluster ``UnknownService``, which does not exist), so its share of the
+    # requests answers 500 (the route's gateway semantics) while the valid ones take theirs.
     destinations: list[dict[str, Any]]
     resolved: tuple[bool, str, str]
     any_invalid: bool
+    valid: int = 0  # how many destinations resolve
 
 
 def backend_host(
@@ -58,14 +62,18 @@ def _backends(world: World, route_key: ResourceKey, refs: Iterable[Any], path: s
     destinations: list[dict[str, Any]] = []
     resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved")
     invalid = False
+    valid = 0
     for j, ref in enumerate(refs):
         host, problem = backend_host(world, route_key, ref, f"{path}.backendRefs[{j}]")
+        weight = 1 if ref.weight is None else ref.weight
         if problem is not None:
             invalid = True
             if resolved[0]:
                 resolved = problem
+            if weight:
+                destinations.append({"destination": {}, "weight": weight})
             continue
-        weight = 1 if ref.weight is None else ref.weight
+        valid += 1 if weight else 0
         dest: dict[str, Any] = {
             "destination": {"host": host, "port": {"number": ref.port}},
             "weight": weight,
@@ -74,7 +82,7 @@ def _backends(world: World, route_key: ResourceKey, refs: Iterable[Any], path: s
         if headers:
             dest["headers"] = headers
         destinations.append(dest)
-    return _Backends(destinations, resolved, invalid)
+    return _Backends(destinations, resolved, invalid, valid)
 
 
 def _header_ops(modifier: HTTPHeaderFilter | None) -> dict[str, Any]:
@@ -257,8 +265,9 @@ def rule_entries(
                 http["directResponse"] = {"status": 500}
             elif redirect is not None:
                 http["redirect"] = redirect
-            elif not backends.destinations or all(d["weight"] == 0 for d in backends.destinations):
-                # spec: a rule whose backends are all invalid (or none) answers 500.
+            elif not backends.valid:
+                # spec: a rule whose backends are all invalid (or none, or all of weight 0)
+                # answers 500.
                 http["directResponse"] = {"status": 500}
             else:
                 http["route"] = backends.destinations
