@@ -142,12 +142,13 @@ def convert_mesh_routes(resources: Mapping[str, Mapping[ResourceKey, Any]]) -> M
             valid.append(route)
         else:
             invalid[key] = problem
-    for vs in mesh_virtual_services(valid):
+    services = resources.get("Service", {})
+    for vs in mesh_virtual_services(valid, services):
         key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
         out.virtual_services[key] = vs
     for route in routes:
         key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
-        parents = mesh_route_parents(route, hostnames, invalid.get(key))
+        parents = mesh_route_parents(route, hostnames, invalid.get(key), services)
         if parents:
             out.status[key] = parents
     return out
@@ -219,8 +220,33 @@ def unresolved_backends(route: MeshRoute, hostnames: Container[str]) -> tuple[st
     return None
 
 
+def parent_port(
+    ref: ParentReference, route_namespace: str, services: Mapping[ResourceKey, Any]
+) -> tuple[int | None, str | None]:
+    """The port a Service parent attaches the route to (None: every port), or why it
+    attaches to none. ``sectionName`` names a port of the Service (GEP-1426: a Service
+    parent's sections are its ports): the route applies on that port only, and both must
+    agree when ``port`` is given too. (istiod's sidecar conversion reads ``port`` only.)"""
+    if not ref.section_name:
+        return ref.port, None
+    namespace = ref.namespace or route_namespace
+    service = services.get(ResourceKey("Service", namespace, ref.name))
+    if service is None:
+        return None, f"Service {namespace}/{ref.name} not found: no port {ref.section_name!r}"
+    for port in service.spec.ports:
+        if port.name == ref.section_name:
+            if ref.port is not None and ref.port != port.port:
+                return None, (f"port {ref.port} is not the Service's port {port.name!r} "
+                              f"({port.port})")  # fmt: skip
+            return int(port.port), None
+    return None, f"Service {namespace}/{ref.name} has no port named {ref.section_name!r}"
+
+
 def mesh_route_parents(
-    route: MeshRoute, hostnames: Container[str], invalid: str | None = None
+    route: MeshRoute,
+    hostnames: Container[str],
+    invalid: str | None = None,
+    services: Mapping[ResourceKey, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``status.parents[]`` entries for the route's Service parents (``hostnames``: the FQDNs
     of the Services that exist). As istiod (``conditions.go``): a Service parent is the
@@ -241,7 +267,14 @@ def mesh_route_parents(
         else (False, "UnsupportedValue", invalid)
     )
     out = []
-    for ref, _host in service_parents(route.spec.parent_refs, route.metadata.namespace):
+    for i, ref in enumerate(route.spec.parent_refs):
+        if not is_service_parent(ref):
+            continue
+        problem = parent_port(ref, route.metadata.namespace, services or {})[1]
+        attached = accepted
+        if accepted[0] and problem is not None:
+            where = f"spec.parentRefs[{i}].sectionName"
+            attached = (False, "NoMatchingParent", f"{where}: {problem}")
         parent: dict[str, Any] = {"group": ref.group or "", "kind": "Service", "name": ref.name}
         if ref.namespace:
             parent["namespace"] = ref.namespace
@@ -254,7 +287,7 @@ def mesh_route_parents(
                 "parentRef": parent,
                 "controllerName": MESH_CONTROLLER,
                 "conditions": [
-                    condition("Accepted", *accepted, generation),
+                    condition("Accepted", *attached, generation),
                     condition("ResolvedRefs", *resolved, generation),
                 ],
             }
@@ -262,8 +295,11 @@ def mesh_route_parents(
     return out
 
 
-def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, ...]:
-    """The VirtualServices the mesh routes make, one per (route namespace, Service, port)."""
+def mesh_virtual_services(
+    routes: Iterable[MeshRoute], services: Mapping[ResourceKey, Any] | None = None
+) -> tuple[VirtualService, ...]:
+    """The VirtualServices the mesh routes make, one per (route namespace, Service, port);
+    a parent whose ``sectionName`` names no port of its Service attaches nowhere."""
     merged: dict[tuple[str, str, int | None], list[_Converted]] = defaultdict(list)
     for route in routes:
         meta = route.metadata
@@ -272,7 +308,9 @@ def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, 
             continue
         converted = list(_convert(route))
         for ref, host in parents:
-            merged[(meta.namespace, host, ref.port)].extend(converted)
+            port, problem = parent_port(ref, meta.namespace, services or {})
+            if problem is None:
+                merged[(meta.namespace, host, port)].extend(converted)
     out = []
     for (namespace, host, port), items in sorted(
         merged.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)
