@@ -36,12 +36,10 @@ from controlplane.api.gatewayapi import (
     BackendRef,
     GRPCRoute,
     GRPCRouteFilter,
-    GRPCRouteMatch,
     GRPCRouteRule,
     HTTPRequestMirrorFilter,
     HTTPRoute,
     HTTPRouteFilter,
-    HTTPRouteMatch,
     HTTPRouteRule,
     ParentReference,
 )
@@ -55,10 +53,9 @@ from controlplane.store.gatewayapi_inputs import (
     uses_gateway_semantics,
 )
 from controlplane.store.gatewayapi_rules import (
-    _grpc_matches,
-    _headers_of,
-    _http_matches,
-    _rewrite,
+    headers_of,
+    rewrite_and_redirect,
+    rule_matches,
 )
 from controlplane.store.registry import fqdn
 
@@ -363,13 +360,7 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
         created = created.astimezone(UTC).replace(tzinfo=None)  # compared as UTC
     rules: list[HTTPRouteRule | GRPCRouteRule] = [*route.spec.rules]
     for index, rule in enumerate(rules):
-        matches: list[tuple[dict[str, Any], str | None]] = []
-        if isinstance(route, HTTPRoute):
-            for m in route.spec.rules[index].matches or [HTTPRouteMatch()]:
-                matches += _http_matches(m)
-        else:
-            for gm in route.spec.rules[index].matches or [GRPCRouteMatch()]:
-                matches += _grpc_matches(gm)
+        matches = rule_matches(route, index)
         filters: list[HTTPRouteFilter | GRPCRouteFilter] = [*rule.filters]
         http_filters = [f for f in filters if isinstance(f, HTTPRouteFilter)]
         destinations = _destinations(rule.backend_refs, meta.namespace)
@@ -378,13 +369,13 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
             for f in filters
             if f.request_mirror is not None
         ]
-        headers = _headers_of(filters)
+        headers = headers_of(filters)
         for istio_match, matched_prefix in matches:
             http: dict[str, Any] = {
                 "name": f"{meta.namespace}.{meta.name}.{index}",
                 "match": [istio_match],
             }
-            rewrite, redirect = _rewrite(http_filters, matched_prefix)
+            rewrite, redirect = rewrite_and_redirect(http_filters, matched_prefix)
             if headers:
                 http["headers"] = headers
             if mirrors:
@@ -414,7 +405,7 @@ def _destinations(backends: Sequence[Any], namespace: str) -> list[dict[str, Any
         if weight == 0:
             continue
         dest: dict[str, Any] = {"destination": _destination(ref, namespace), "weight": weight}
-        headers = _headers_of(getattr(ref, "filters", []))
+        headers = headers_of(getattr(ref, "filters", []))
         if headers:
             dest["headers"] = headers
         out.append(dest)

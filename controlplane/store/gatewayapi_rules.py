@@ -78,7 +78,7 @@ def _backends(world: World, route_key: ResourceKey, refs: Iterable[Any], path: s
             "destination": {"host": host, "port": {"number": ref.port}},
             "weight": weight,
         }
-        headers = _headers_of(getattr(ref, "filters", []))
+        headers = headers_of(getattr(ref, "filters", []))
         if headers:
             dest["headers"] = headers
         destinations.append(dest)
@@ -98,7 +98,7 @@ def _header_ops(modifier: HTTPHeaderFilter | None) -> dict[str, Any]:
     return ops
 
 
-def _headers_of(filters: Iterable[Any]) -> dict[str, Any]:
+def headers_of(filters: Iterable[Any]) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     for f in filters:
         if f.type == "RequestHeaderModifier":
@@ -112,7 +112,7 @@ def _string_match(kind: str, value: str) -> dict[str, str]:
     return {"regex": value} if kind == "RegularExpression" else {"exact": value}
 
 
-def _http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
+def http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
     """One Gateway API match -> Istio matches (a PathPrefix is two: the path itself and the
     path followed by ``/``, segment by segment as the spec defines it), each with the prefix
     a ReplacePrefixMatch rewrite replaces."""
@@ -138,7 +138,7 @@ def _http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | Non
     ]
 
 
-def _grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
+def grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
     base: dict[str, Any] = {}
     if match.headers:
         base["headers"] = {h.name.lower(): _string_match(h.type, h.value) for h in match.headers}
@@ -156,6 +156,22 @@ def _grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | Non
     return [({**base, "uri": {"regex": f"/[^/]+/{re.escape(method.method or '')}"}}, None)]
 
 
+def rule_matches(
+    route: HTTPRoute | GRPCRoute, index: int
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Every Istio match of rule ``index`` (no match: the catch-all the specification gives),
+    each with the prefix a ReplacePrefixMatch rewrite replaces. Shared by the Gateway
+    conversion and the mesh's (store/gamma.py)."""
+    matches: list[tuple[dict[str, Any], str | None]] = []
+    if isinstance(route, HTTPRoute):
+        for m in route.spec.rules[index].matches or [HTTPRouteMatch()]:
+            matches += http_matches(m)
+    else:
+        for gm in route.spec.rules[index].matches or [GRPCRouteMatch()]:
+            matches += grpc_matches(gm)
+    return matches
+
+
 def _precedence(istio_match: dict[str, Any]) -> tuple[int, int, int, int, int]:
     """The spec's order (lower first): an exact path, then the longest prefix, a method,
     the most header matches, the most query matches."""
@@ -171,7 +187,7 @@ def _precedence(istio_match: dict[str, Any]) -> tuple[int, int, int, int, int]:
     )
 
 
-def _rewrite(
+def rewrite_and_redirect(
     filters: Iterable[HTTPRouteFilter], matched_prefix: str | None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(rewrite, redirect) of a rule's URLRewrite / RequestRedirect filters."""
@@ -236,23 +252,17 @@ def rule_entries(
     for r, rule in enumerate(rules(route)):
         path = f"spec.rules[{r}]"
         backends = _backends(world, route_key, rule.backend_refs, path)
-        matches: list[tuple[dict[str, Any], str | None]] = []
-        if isinstance(route, HTTPRoute):
-            for m in route.spec.rules[r].matches or [HTTPRouteMatch()]:
-                matches += _http_matches(m)
-        else:
-            for gm in route.spec.rules[r].matches or [GRPCRouteMatch()]:
-                matches += _grpc_matches(gm)
+        matches = rule_matches(route, r)
         filters: list[HTTPRouteFilter | GRPCRouteFilter] = list(rule.filters)
         for istio_match, matched_prefix in matches:
             http: dict[str, Any] = {
                 "name": f"{route_key.namespace}.{route_key.name}.{r}",
                 "match": [{**istio_match, "gateways": list(listener_names)}],
             }
-            rewrite, redirect = _rewrite(
+            rewrite, redirect = rewrite_and_redirect(
                 [f for f in filters if isinstance(f, HTTPRouteFilter)], matched_prefix
             )
-            headers = _headers_of(filters)
+            headers = headers_of(filters)
             if headers:
                 http["headers"] = headers
             mirrors = _mirrors(world, route_key, filters, path)
