@@ -159,6 +159,11 @@ def _invalid(route: MeshRoute) -> str | None:
         vs = _virtual_service(route.metadata.namespace, "check", None, list(_convert(route)))
         body = vs.model_dump(mode="json", by_alias=True, exclude_none=True)
         body["metadata"] = {"name": "check", "namespace": route.metadata.namespace}
+        for http in body["spec"].get("http", []):
+            # An invalid backend's placeholder (no host) is the status's to report; the rule
+            # keeps at least one Service (``_destinations``).
+            if "route" in http:
+                http["route"] = [d for d in http["route"] if d["destination"].get("host")]
         found = errors(validate(VirtualService.model_validate(body)))
     except (ValidationError, ValueError) as exc:
         return f"spec.rules: {exc}"
@@ -395,20 +400,25 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
 
 
 def _destinations(backends: Sequence[Any], namespace: str) -> list[dict[str, Any]]:
-    """A backend that is not a Service is dropped (the route status says InvalidKind); a
-    Service that does not exist stays, and its share of requests fails, as in istiod."""
+    """A Service that does not exist stays, and its share of requests fails, as in istiod; a
+    backend that is not a Service keeps its weight as a destination without a host (istiod's
+    ``UnknownService``), so its share answers 500 (the route status says InvalidKind). None
+    left that is a Service: none at all (the rule answers 500)."""
     out = []
     for ref in backends:
-        if not is_service_backend(ref):
-            continue
         weight = 1 if ref.weight is None else ref.weight
         if weight == 0:
+            continue
+        if not is_service_backend(ref):
+            out.append({"destination": {}, "weight": weight})
             continue
         dest: dict[str, Any] = {"destination": _destination(ref, namespace), "weight": weight}
         headers = headers_of(getattr(ref, "filters", []))
         if headers:
             dest["headers"] = headers
         out.append(dest)
+    if not any(d["destination"] for d in out):
+        return []
     if len(out) == 1:
         out[0].pop("weight")
     return out

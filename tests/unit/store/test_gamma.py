@@ -396,3 +396,19 @@ def test_a_section_name_that_is_no_port_of_the_service_is_no_matching_parent() -
     # A port that disagrees with the named section attaches nowhere either.
     [entry] = route_status(MULTI, section_route("admin", "9080"))["parents"]
     assert conditions(entry)["Accepted"][:2] == ("False", "NoMatchingParent")
+
+
+def test_a_backend_of_another_kind_keeps_its_share_which_answers_500() -> None:
+    rules = """
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 1}
+    - {group: example.com, kind: Bucket, name: b, weight: 3}
+"""
+    route = reviews_host([http_route("partly", rules)])["routes"][0]["route"]
+    clusters = route["weightedClusters"]["clusters"]
+    # istiod's UnknownService: a cluster that never exists, answered 500 (gateway semantics)
+    assert [(c["name"], c["weight"]) for c in clusters] == [
+        (cluster("reviews-v1"), 1),
+        ("UnknownService", 3),
+    ]
+    assert route["clusterNotFoundResponseCode"] == "INTERNAL_SERVER_ERROR"
