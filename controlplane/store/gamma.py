@@ -404,7 +404,7 @@ def _destinations(backends: Sequence[Any], namespace: str) -> list[dict[str, Any
     backend that is not a Service keeps its weight as a destination without a host (istiod's
     ``UnknownService``), so its share answers 500 (the route status says InvalidKind). None
     left that is a Service: none at all (the rule answers 500)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for ref in backends:
         weight = 1 if ref.weight is None else ref.weight
         if weight == 0:
