@@ -26,7 +26,29 @@ from controlplane.api.base import KubeModel, ObjectMeta
 SECRET_KIND = "Secret"
 # SDS resource names of credentials, as istiod names them (pilot/pkg/model/credentials).
 SDS_KUBERNETES_PREFIX = "kubernetes://"
+# A Secret named with its namespace by a Gateway API listener (istiod's
+# ``ToKubernetesGatewayResource``): served to a gateway only when the reference is verified
+# (same namespace, or a ReferenceGrant in the Secret's namespace allows it).
+SDS_KUBERNETES_GATEWAY_PREFIX = "kubernetes-gateway://"
 CA_SUFFIX = "-cacert"
+
+
+def kubernetes_gateway_credential(namespace: str, name: str) -> str:
+    """The credential name of Secret ``namespace/name`` referred to by a Gateway API
+    listener (``kubernetes-gateway://<namespace>/<name>``)."""
+    return f"{SDS_KUBERNETES_GATEWAY_PREFIX}{namespace}/{name}"
+
+
+def parse_kubernetes_gateway_credential(credential: str) -> tuple[str, str] | None:
+    """(namespace, name) of a ``kubernetes-gateway://<namespace>/<name>`` credential name;
+    None for any other form (a malformed one included: it names no Secret)."""
+    if not credential.startswith(SDS_KUBERNETES_GATEWAY_PREFIX):
+        return None
+    namespace, sep, name = credential.removeprefix(SDS_KUBERNETES_GATEWAY_PREFIX).partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        return None
+    return namespace, name
+
 
 # The keys a credential may hold, in istiod's order of preference.
 GENERIC_CERT, GENERIC_KEY, GENERIC_CA, GENERIC_CRL = "cert", "key", "cacert", "crl"

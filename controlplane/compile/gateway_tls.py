@@ -30,6 +30,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 
 from controlplane.api.credentials import (
+    SDS_KUBERNETES_GATEWAY_PREFIX,
     SDS_KUBERNETES_PREFIX,
     ca_credential_name,
     credential_names,
@@ -68,8 +69,10 @@ _TERMINATING = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"}
 
 def credential_resource_name(name: str) -> str:
     """The SDS name for a credential name as istiod writes it (``ToResourceName``): names
-    that already carry a ``kubernetes://`` scheme are kept."""
-    return name if name.startswith(SDS_KUBERNETES_PREFIX) else SDS_KUBERNETES_PREFIX + name
+    that already carry a ``kubernetes://`` or ``kubernetes-gateway://`` scheme are kept."""
+    if name.startswith((SDS_KUBERNETES_PREFIX, SDS_KUBERNETES_GATEWAY_PREFIX)):
+        return name
+    return SDS_KUBERNETES_PREFIX + name
 
 
 def terminates_tls(server: Server) -> bool:

@@ -41,12 +41,14 @@ from controlplane.compile.route_policies import (
     route_mirror_fractions,
     string_matcher,
 )
+from controlplane.store.gatewayapi_inputs import uses_gateway_semantics
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 from controlplane.store.snapshot import resolve_host
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRY_ATTEMPTS = 2
+UNKNOWN_SERVICE = "UnknownService"  # istiod's cluster name for an invalid backend
 _HTTP_STATUS = range(100, 600)
 
 
@@ -60,6 +62,23 @@ def routes_from_virtual_service(
     """Envoy routes for one port of a host: first match wins, one route per match entry,
     and nothing after the first catch-all. ``gateway`` ("ns/name"): the routes as that
     Gateway's server on ``port`` sees them (None: a sidecar, bound as ``mesh``)."""
+    out = _routes(snapshot, vs, port, proxy, gateway)
+    if uses_gateway_semantics(vs):
+        # The Gateway API: requests that would go to an invalid backend get 500 (istiod's
+        # applyHTTPRouteDestination under UseGatewaySemantics).
+        for route in out:
+            if route.HasField("route"):
+                route.route.cluster_not_found_response_code = rc.RouteAction.INTERNAL_SERVER_ERROR
+    return out
+
+
+def _routes(
+    snapshot: SnapshotReader,
+    vs: VirtualService,
+    port: int,
+    proxy: Proxy,
+    gateway: str | None,
+) -> list[rc.Route]:
     out: list[rc.Route] = []
     namespace = vs.metadata.namespace
     for http in vs.spec.http:
@@ -220,6 +239,10 @@ def destination_port(
 def destination_cluster(
     snapshot: SnapshotReader, dest: Destination, namespace: str, port: int
 ) -> str:
+    if not dest.host:
+        # Only a Gateway API backendRef that does not resolve has no host (istiod's
+        # GetDestinationCluster): a cluster that never exists, so its share fails.
+        return UNKNOWN_SERVICE
     host = resolve_host(dest.host, namespace)
     number = dest.port.number if dest.port else None
     return outbound_cluster_name(destination_port(snapshot, host, number, port), dest.subset, host)
@@ -230,6 +253,8 @@ def destination_hash(
 ) -> rc.RouteAction.HashPolicy | None:
     """The hash policy of the consistent-hash DestinationRule (as seen by the client) that
     shapes this destination's cluster, if any."""
+    if not dest.host:
+        return None
     host = resolve_host(dest.host, namespace)
     rule = snapshot.destination_rule(host, client_namespace)
     if rule is None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from controlplane.api.gatewayapi import BY_STORE_KIND, CONTROLLER_NAMES, GATEWAY_API_GROUP
 from controlplane.api.issues import ResourceKey
+from controlplane.status.leader_loop import LeaderLoop
 from controlplane.store import ChangeSet, Snapshot, Store
 
 log = logging.getLogger("controlplane.status")
@@ -154,7 +154,7 @@ def _comparable(status: Mapping[str, Any]) -> Any:
     return status
 
 
-class GatewayApiStatusWriter:
+class GatewayApiStatusWriter(LeaderLoop):
     """Follows the store; the leader writes every Gateway API status that changed."""
 
     def __init__(
@@ -166,47 +166,25 @@ class GatewayApiStatusWriter:
         poll: float = 1.0,
         now: Callable[[], str] = _now,
     ) -> None:
+        super().__init__("gwapi-status", is_leader, poll)
         self.store = store
         self.client = client
-        self.is_leader = is_leader
-        self.poll = poll
         self.now = now
         self.written: dict[ResourceKey, Any] = {}
         self.writes = 0
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gwapi-status")
-        self._task: asyncio.Task[None] | None = None
-        self._leading = False
+        self._failed = False
         store.subscribe(self._on_change)
 
     def _on_change(self, snapshot: Snapshot, change: ChangeSet) -> None:
         self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gwapi-status-writer")
+    def _became_leader(self) -> None:
+        self.written.clear()  # another leader may have written since
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            leading = self.is_leader()
-            if leading and not self._leading:
-                self.written.clear()  # another leader may have written since
-            self._leading = leading
-            if leading:
-                await self.write_all()
+    async def _write_round(self) -> bool:
+        self._failed = False
+        await self.write_all()
+        return self._failed
 
     async def write_all(self) -> None:
         """Write every status that differs from what this writer last wrote."""
@@ -222,7 +200,7 @@ class GatewayApiStatusWriter:
                 self.written[key] = wanted
             except Exception as exc:  # keep going; retried on the next round
                 log.warning("writing the status of %s failed: %s", key, exc)
-                self._wake.set()
+                self._failed = True
 
     async def _write(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
         kind = BY_STORE_KIND[key.kind]

@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from controlplane.api.crds import KINDS
@@ -23,6 +22,7 @@ from controlplane.api.issues import ResourceKey
 from controlplane.api.mesh import LAST_ACCEPTED_MESH, MESH_CONFIG_KIND
 from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.status.conditions import rejection_event, same_verdict, status_body
+from controlplane.status.leader_loop import LeaderLoop
 from controlplane.status.verdict import PROGRAMMED, Programmed, Verdicts
 from controlplane.store import ChangeSet, ResourceStatus, Snapshot, Store
 
@@ -131,7 +131,7 @@ class MemoryStatusClient:
         self.event_list = [*self.event_list[-99:], event]
 
 
-class StatusWriter:
+class StatusWriter(LeaderLoop):
     def __init__(
         self,
         store: Store,
@@ -144,19 +144,15 @@ class StatusWriter:
         pending_grace: float = 1.0,
         pending_interval: float = 5.0,
     ) -> None:
+        super().__init__("status-writer", is_leader, leadership_poll)
         self.store = store
         self.client = client
-        self.is_leader = is_leader
         self.component = component
         self.leadership_poll = leadership_poll
         self.written: dict[ResourceKey, dict[str, Any]] = {}
         self.events: set[tuple[ResourceKey, int | None, str]] = set()
         self.writes = 0
         self._dirty: set[ResourceKey] = set()
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-writer")
-        self._leading = False
-        self._task: asyncio.Task[None] | None = None
         # The Programmed condition, rate-limited: a verdict that settles (Programmed, a NACK,
         # a refusal) is written at once; "N of M proxies still on generation G" only once it
         # has lasted ``pending_grace`` and then at most every ``pending_interval``, so a
@@ -187,7 +183,7 @@ class StatusWriter:
                 self._dirty.add(key)
         self._wake.set()
 
-    def _take_due(self) -> None:
+    def _before_round(self) -> None:
         now = asyncio.get_running_loop().time()
         for key, due in list(self._due.items()):
             if due <= now:
@@ -206,52 +202,27 @@ class StatusWriter:
             self._dirty |= keys
             self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="status-writer")
+    def _became_leader(self) -> None:
+        self.written.clear()  # another leader may have written since
+        self._dirty |= {k for k in self.store.snapshot.status if _written(k.kind)}
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._next_wait())
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            self._take_due()
-            leading = self.is_leader()
-            if leading and not self._leading:
-                log.info("this replica now writes status")
-                self.written.clear()  # another leader may have written since
-                self._dirty |= {k for k in self.store.snapshot.status if _written(k.kind)}
-            elif self._leading and not leading:
-                log.info("another replica writes status now")
-            self._leading = leading
-            if not leading or not self._dirty:
+    async def _write_round(self) -> bool:
+        if not self._dirty:
+            return False
+        batch, self._dirty = self._dirty, set()
+        snapshot = self.store.snapshot
+        for key in sorted(batch, key=str):
+            status = snapshot.status.get(key)
+            if status is None:  # deleted: forget what was written and reported
+                self.written.pop(key, None)
+                self.events = {e for e in self.events if e[0] != key}
                 continue
-            batch, self._dirty = self._dirty, set()
-            snapshot = self.store.snapshot
-            for key in sorted(batch, key=str):
-                status = snapshot.status.get(key)
-                if status is None:  # deleted: forget what was written and reported
-                    self.written.pop(key, None)
-                    self.events = {e for e in self.events if e[0] != key}
-                    continue
-                try:
-                    await self._write(key, status)
-                except Exception as exc:  # keep going; retry this key on the next round
-                    log.warning("writing status of %s failed: %s", key, exc)
-                    self._dirty.add(key)
-            if self._dirty:
-                await asyncio.sleep(1.0)  # back off before retrying failures
-                self._wake.set()
+            try:
+                await self._write(key, status)
+            except Exception as exc:  # keep going; retry this key on the next round
+                log.warning("writing status of %s failed: %s", key, exc)
+                self._dirty.add(key)
+        return bool(self._dirty)
 
     async def _write(self, key: ResourceKey, status: ResourceStatus) -> None:
         if key.kind == MESH_CONFIG_KIND:

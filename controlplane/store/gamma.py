@@ -36,12 +36,10 @@ from controlplane.api.gatewayapi import (
     BackendRef,
     GRPCRoute,
     GRPCRouteFilter,
-    GRPCRouteMatch,
     GRPCRouteRule,
     HTTPRequestMirrorFilter,
     HTTPRoute,
     HTTPRouteFilter,
-    HTTPRouteMatch,
     HTTPRouteRule,
     ParentReference,
 )
@@ -49,17 +47,19 @@ from controlplane.api.issues import ResourceKey, errors
 from controlplane.api.networking import VirtualService
 from controlplane.api.validation import validate
 from controlplane.store.gatewayapi import condition
+from controlplane.store.gatewayapi_inputs import (
+    GATEWAY_SEMANTICS,
+    ROUTE_SEMANTICS,
+    uses_gateway_semantics,
+)
 from controlplane.store.gatewayapi_rules import (
-    _grpc_matches,
-    _headers_of,
-    _http_matches,
-    _rewrite,
+    headers_of,
+    rewrite_and_redirect,
+    rule_matches,
 )
 from controlplane.store.registry import fqdn
 
 # istiod's annotations on the VirtualServices it makes from Gateway API routes.
-ROUTE_SEMANTICS = "internal.istio.io/route-semantics"
-GATEWAY_SEMANTICS = "gateway"
 PARENTS = "internal.istio.io/parents"
 SOURCES = "controlplane/gamma-routes"  # the routes merged into this one, "Kind/ns/name,..."
 
@@ -68,7 +68,9 @@ _EPOCH = datetime.min
 
 def is_gamma(vs: VirtualService) -> bool:
     """A VirtualService made here from Gateway API mesh routes."""
-    return vs.metadata.annotations.get(ROUTE_SEMANTICS) == GATEWAY_SEMANTICS
+    return uses_gateway_semantics(vs) and vs.metadata.annotations.get(PARENTS, "").startswith(
+        "Service/"
+    )
 
 
 def is_service_parent(ref: ParentReference) -> bool:
@@ -137,12 +139,13 @@ def convert_mesh_routes(resources: Mapping[str, Mapping[ResourceKey, Any]]) -> M
             valid.append(route)
         else:
             invalid[key] = problem
-    for vs in mesh_virtual_services(valid):
+    services = resources.get("Service", {})
+    for vs in mesh_virtual_services(valid, services):
         key = ResourceKey("VirtualService", vs.metadata.namespace, vs.metadata.name)
         out.virtual_services[key] = vs
     for route in routes:
         key = ResourceKey(route.kind, route.metadata.namespace, route.metadata.name)
-        parents = mesh_route_parents(route, hostnames, invalid.get(key))
+        parents = mesh_route_parents(route, hostnames, invalid.get(key), services)
         if parents:
             out.status[key] = parents
     return out
@@ -156,6 +159,11 @@ def _invalid(route: MeshRoute) -> str | None:
         vs = _virtual_service(route.metadata.namespace, "check", None, list(_convert(route)))
         body = vs.model_dump(mode="json", by_alias=True, exclude_none=True)
         body["metadata"] = {"name": "check", "namespace": route.metadata.namespace}
+        for http in body["spec"].get("http", []):
+            # An invalid backend's placeholder (no host) is the status's to report; the rule
+            # keeps at least one Service (``_destinations``).
+            if "route" in http:
+                http["route"] = [d for d in http["route"] if d["destination"].get("host")]
         found = errors(validate(VirtualService.model_validate(body)))
     except (ValidationError, ValueError) as exc:
         return f"spec.rules: {exc}"
@@ -214,8 +222,33 @@ def unresolved_backends(route: MeshRoute, hostnames: Container[str]) -> tuple[st
     return None
 
 
+def parent_port(
+    ref: ParentReference, route_namespace: str, services: Mapping[ResourceKey, Any]
+) -> tuple[int | None, str | None]:
+    """The port a Service parent attaches the route to (None: every port), or why it
+    attaches to none. ``sectionName`` names a port of the Service (GEP-1426: a Service
+    parent's sections are its ports): the route applies on that port only, and both must
+    agree when ``port`` is given too. (istiod's sidecar conversion reads ``port`` only.)"""
+    if not ref.section_name:
+        return ref.port, None
+    namespace = ref.namespace or route_namespace
+    service = services.get(ResourceKey("Service", namespace, ref.name))
+    if service is None:
+        return None, f"Service {namespace}/{ref.name} not found: no port {ref.section_name!r}"
+    for port in service.spec.ports:
+        if port.name == ref.section_name:
+            if ref.port is not None and ref.port != port.port:
+                return None, (f"port {ref.port} is not the Service's port {port.name!r} "
+                              f"({port.port})")  # fmt: skip
+            return int(port.port), None
+    return None, f"Service {namespace}/{ref.name} has no port named {ref.section_name!r}"
+
+
 def mesh_route_parents(
-    route: MeshRoute, hostnames: Container[str], invalid: str | None = None
+    route: MeshRoute,
+    hostnames: Container[str],
+    invalid: str | None = None,
+    services: Mapping[ResourceKey, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``status.parents[]`` entries for the route's Service parents (``hostnames``: the FQDNs
     of the Services that exist). As istiod (``conditions.go``): a Service parent is the
@@ -236,7 +269,14 @@ def mesh_route_parents(
         else (False, "UnsupportedValue", invalid)
     )
     out = []
-    for ref, _host in service_parents(route.spec.parent_refs, route.metadata.namespace):
+    for i, ref in enumerate(route.spec.parent_refs):
+        if not is_service_parent(ref):
+            continue
+        problem = parent_port(ref, route.metadata.namespace, services or {})[1]
+        attached = accepted
+        if accepted[0] and problem is not None:
+            where = f"spec.parentRefs[{i}].sectionName"
+            attached = (False, "NoMatchingParent", f"{where}: {problem}")
         parent: dict[str, Any] = {"group": ref.group or "", "kind": "Service", "name": ref.name}
         if ref.namespace:
             parent["namespace"] = ref.namespace
@@ -249,7 +289,7 @@ def mesh_route_parents(
                 "parentRef": parent,
                 "controllerName": MESH_CONTROLLER,
                 "conditions": [
-                    condition("Accepted", *accepted, generation),
+                    condition("Accepted", *attached, generation),
                     condition("ResolvedRefs", *resolved, generation),
                 ],
             }
@@ -257,8 +297,11 @@ def mesh_route_parents(
     return out
 
 
-def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, ...]:
-    """The VirtualServices the mesh routes make, one per (route namespace, Service, port)."""
+def mesh_virtual_services(
+    routes: Iterable[MeshRoute], services: Mapping[ResourceKey, Any] | None = None
+) -> tuple[VirtualService, ...]:
+    """The VirtualServices the mesh routes make, one per (route namespace, Service, port);
+    a parent whose ``sectionName`` names no port of its Service attaches nowhere."""
     merged: dict[tuple[str, str, int | None], list[_Converted]] = defaultdict(list)
     for route in routes:
         meta = route.metadata
@@ -267,7 +310,9 @@ def mesh_virtual_services(routes: Iterable[MeshRoute]) -> tuple[VirtualService, 
             continue
         converted = list(_convert(route))
         for ref, host in parents:
-            merged[(meta.namespace, host, ref.port)].extend(converted)
+            port, problem = parent_port(ref, meta.namespace, services or {})
+            if problem is None:
+                merged[(meta.namespace, host, port)].extend(converted)
     out = []
     for (namespace, host, port), items in sorted(
         merged.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)
@@ -320,13 +365,7 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
         created = created.astimezone(UTC).replace(tzinfo=None)  # compared as UTC
     rules: list[HTTPRouteRule | GRPCRouteRule] = [*route.spec.rules]
     for index, rule in enumerate(rules):
-        matches: list[tuple[dict[str, Any], str | None]] = []
-        if isinstance(route, HTTPRoute):
-            for m in route.spec.rules[index].matches or [HTTPRouteMatch()]:
-                matches += _http_matches(m)
-        else:
-            for gm in route.spec.rules[index].matches or [GRPCRouteMatch()]:
-                matches += _grpc_matches(gm)
+        matches = rule_matches(route, index)
         filters: list[HTTPRouteFilter | GRPCRouteFilter] = [*rule.filters]
         http_filters = [f for f in filters if isinstance(f, HTTPRouteFilter)]
         destinations = _destinations(rule.backend_refs, meta.namespace)
@@ -335,13 +374,13 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
             for f in filters
             if f.request_mirror is not None
         ]
-        headers = _headers_of(filters)
+        headers = headers_of(filters)
         for istio_match, matched_prefix in matches:
             http: dict[str, Any] = {
                 "name": f"{meta.namespace}.{meta.name}.{index}",
                 "match": [istio_match],
             }
-            rewrite, redirect = _rewrite(http_filters, matched_prefix)
+            rewrite, redirect = rewrite_and_redirect(http_filters, matched_prefix)
             if headers:
                 http["headers"] = headers
             if mirrors:
@@ -361,20 +400,25 @@ def _convert(route: MeshRoute) -> Iterable[_Converted]:
 
 
 def _destinations(backends: Sequence[Any], namespace: str) -> list[dict[str, Any]]:
-    """A backend that is not a Service is dropped (the route status says InvalidKind); a
-    Service that does not exist stays, and its share of requests fails, as in istiod."""
-    out = []
+    """A Service that does not exist stays, and its share of requests fails, as in istiod; a
+    backend that is not a Service keeps its weight as a destination without a host (istiod's
+    ``UnknownService``), so its share answers 500 (the route status says InvalidKind). None
+    left that is a Service: none at all (the rule answers 500)."""
+    out: list[dict[str, Any]] = []
     for ref in backends:
-        if not is_service_backend(ref):
-            continue
         weight = 1 if ref.weight is None else ref.weight
         if weight == 0:
             continue
+        if not is_service_backend(ref):
+            out.append({"destination": {}, "weight": weight})
+            continue
         dest: dict[str, Any] = {"destination": _destination(ref, namespace), "weight": weight}
-        headers = _headers_of(getattr(ref, "filters", []))
+        headers = headers_of(getattr(ref, "filters", []))
         if headers:
             dest["headers"] = headers
         out.append(dest)
+    if not any(d["destination"] for d in out):
+        return []
     if len(out) == 1:
         out[0].pop("weight")
     return out

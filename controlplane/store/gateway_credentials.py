@@ -13,22 +13,27 @@ soon as the Secret appears (Envoy waits for the SDS secret).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 
 from controlplane.api.credentials import (
     CA_SUFFIX,
+    SECRET_KIND,
     CredentialError,
     Secret,
     ca_credential_name,
     certificate_of,
     credential_names,
+    parse_kubernetes_gateway_credential,
     root_of,
 )
 from controlplane.api.gateway import Gateway
 from controlplane.api.issues import Codes, Issue, ResourceKey
 from controlplane.api.kube import Pod
+from controlplane.store.gatewayapi_inputs import World
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import selects
 
@@ -54,6 +59,11 @@ def check_gateway_credentials(snapshot: SnapshotReader, gateway: Gateway) -> lis
             path = f"spec.servers[{i}].tls.{field}" + (
                 f"[{j}]" if settings.credential_names else ""
             )
+            named = parse_kubernetes_gateway_credential(name)
+            if named is not None:
+                # kubernetes-gateway://<ns>/<name> names its Secret's namespace itself.
+                found += _check_certificate(snapshot, path, *named)
+                continue
             for namespace in namespaces:
                 found += _check_certificate(snapshot, path, namespace, name)
         if settings.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
@@ -150,3 +160,33 @@ def _validity(cert_pem: bytes) -> str | None:
         if now > cert.not_valid_after_utc or now < cert.not_valid_before_utc:
             return "the certificate is expired or not yet valid"
     return None
+
+
+# ---- which kubernetes-gateway:// credentials a namespace's gateways may be served ----------
+
+
+def verified_gateway_credentials(
+    resources: Mapping[str, Mapping[ResourceKey, Any]],
+) -> dict[str, frozenset[tuple[str, str]]]:
+    """Gateway namespace -> the Secrets (namespace, name) its gateways may be served as
+    ``kubernetes-gateway://<namespace>/<name>``, as istiod's ``VerifiedCertificateReferences``
+    (pilot/pkg/model/gateway.go, checked by pilot/pkg/xds/sds.go): a Gateway server of that
+    namespace names the credential, and the Secret is in the same namespace or a
+    ReferenceGrant in the Secret's namespace lets Gateways of the gateway's namespace refer
+    to it. A credential nobody names, or whose grant went, is served to nobody."""
+    world = World(resources)
+    out: dict[str, set[tuple[str, str]]] = {}
+    for key, gateway in resources.get(Gateway.__name__, {}).items():
+        for server in gateway.spec.servers:
+            if server.tls is None:
+                continue
+            for credential in credential_names(server.tls):
+                named = parse_kubernetes_gateway_credential(credential)
+                if named is None:
+                    continue
+                namespace, name = named
+                if namespace == key.namespace or world.granted(
+                    "Gateway", key.namespace, "", SECRET_KIND, name, namespace
+                ):
+                    out.setdefault(key.namespace, set()).add(named)
+    return {ns: frozenset(found) for ns, found in out.items()}

@@ -16,6 +16,16 @@ from controlplane.api.gatewayapi import (
 from controlplane.api.issues import ResourceKey
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+# istiod's annotation on the VirtualServices it makes from Gateway API routes (Gateway and
+# Service parents alike): the compiler then gives them the specification's semantics (a
+# backend that does not resolve answers 500, ``model.UseGatewaySemantics``).
+ROUTE_SEMANTICS = "internal.istio.io/route-semantics"
+GATEWAY_SEMANTICS = "gateway"
+
+
+def uses_gateway_semantics(resource: Any) -> bool:
+    """A VirtualService made from Gateway API routes (istiod's ``UseGatewaySemantics``)."""
+    return bool(resource.metadata.annotations.get(ROUTE_SEMANTICS) == GATEWAY_SEMANTICS)
 
 
 @dataclass(frozen=True)

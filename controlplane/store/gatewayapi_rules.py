@@ -27,9 +27,13 @@ from controlplane.store.gatewayapi_inputs import CLUSTER_DOMAIN, World, created
 
 @dataclass
 class _Backends:
+    # Every backend with a weight, an invalid one as istiod keeps it: a destination without
+    # a host (the cluster ``UnknownService``, which does not exist), so its share of the
+    # requests answers 500 (the route's gateway semantics) while the valid ones take theirs.
     destinations: list[dict[str, Any]]
     resolved: tuple[bool, str, str]
     any_invalid: bool
+    valid: int = 0  # how many destinations resolve
 
 
 def backend_host(
@@ -58,23 +62,27 @@ def _backends(world: World, route_key: ResourceKey, refs: Iterable[Any], path: s
     destinations: list[dict[str, Any]] = []
     resolved: tuple[bool, str, str] = (True, "ResolvedRefs", "all references resolved")
     invalid = False
+    valid = 0
     for j, ref in enumerate(refs):
         host, problem = backend_host(world, route_key, ref, f"{path}.backendRefs[{j}]")
+        weight = 1 if ref.weight is None else ref.weight
         if problem is not None:
             invalid = True
             if resolved[0]:
                 resolved = problem
+            if weight:
+                destinations.append({"destination": {}, "weight": weight})
             continue
-        weight = 1 if ref.weight is None else ref.weight
+        valid += 1 if weight else 0
         dest: dict[str, Any] = {
             "destination": {"host": host, "port": {"number": ref.port}},
             "weight": weight,
         }
-        headers = _headers_of(getattr(ref, "filters", []))
+        headers = headers_of(getattr(ref, "filters", []))
         if headers:
             dest["headers"] = headers
         destinations.append(dest)
-    return _Backends(destinations, resolved, invalid)
+    return _Backends(destinations, resolved, invalid, valid)
 
 
 def _header_ops(modifier: HTTPHeaderFilter | None) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def _header_ops(modifier: HTTPHeaderFilter | None) -> dict[str, Any]:
     return ops
 
 
-def _headers_of(filters: Iterable[Any]) -> dict[str, Any]:
+def headers_of(filters: Iterable[Any]) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     for f in filters:
         if f.type == "RequestHeaderModifier":
@@ -104,7 +112,7 @@ def _string_match(kind: str, value: str) -> dict[str, str]:
     return {"regex": value} if kind == "RegularExpression" else {"exact": value}
 
 
-def _http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
+def http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
     """One Gateway API match -> Istio matches (a PathPrefix is two: the path itself and the
     path followed by ``/``, segment by segment as the spec defines it), each with the prefix
     a ReplacePrefixMatch rewrite replaces."""
@@ -130,7 +138,7 @@ def _http_matches(match: HTTPRouteMatch) -> list[tuple[dict[str, Any], str | Non
     ]
 
 
-def _grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
+def grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | None]]:
     base: dict[str, Any] = {}
     if match.headers:
         base["headers"] = {h.name.lower(): _string_match(h.type, h.value) for h in match.headers}
@@ -148,6 +156,22 @@ def _grpc_matches(match: GRPCRouteMatch) -> list[tuple[dict[str, Any], str | Non
     return [({**base, "uri": {"regex": f"/[^/]+/{re.escape(method.method or '')}"}}, None)]
 
 
+def rule_matches(
+    route: HTTPRoute | GRPCRoute, index: int
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Every Istio match of rule ``index`` (no match: the catch-all the specification gives),
+    each with the prefix a ReplacePrefixMatch rewrite replaces. Shared by the Gateway
+    conversion and the mesh's (store/gamma.py)."""
+    matches: list[tuple[dict[str, Any], str | None]] = []
+    if isinstance(route, HTTPRoute):
+        for m in route.spec.rules[index].matches or [HTTPRouteMatch()]:
+            matches += http_matches(m)
+    else:
+        for gm in route.spec.rules[index].matches or [GRPCRouteMatch()]:
+            matches += grpc_matches(gm)
+    return matches
+
+
 def _precedence(istio_match: dict[str, Any]) -> tuple[int, int, int, int, int]:
     """The spec's order (lower first): an exact path, then the longest prefix, a method,
     the most header matches, the most query matches."""
@@ -163,7 +187,7 @@ def _precedence(istio_match: dict[str, Any]) -> tuple[int, int, int, int, int]:
     )
 
 
-def _rewrite(
+def rewrite_and_redirect(
     filters: Iterable[HTTPRouteFilter], matched_prefix: str | None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(rewrite, redirect) of a rule's URLRewrite / RequestRedirect filters."""
@@ -228,23 +252,17 @@ def rule_entries(
     for r, rule in enumerate(rules(route)):
         path = f"spec.rules[{r}]"
         backends = _backends(world, route_key, rule.backend_refs, path)
-        matches: list[tuple[dict[str, Any], str | None]] = []
-        if isinstance(route, HTTPRoute):
-            for m in route.spec.rules[r].matches or [HTTPRouteMatch()]:
-                matches += _http_matches(m)
-        else:
-            for gm in route.spec.rules[r].matches or [GRPCRouteMatch()]:
-                matches += _grpc_matches(gm)
+        matches = rule_matches(route, r)
         filters: list[HTTPRouteFilter | GRPCRouteFilter] = list(rule.filters)
         for istio_match, matched_prefix in matches:
             http: dict[str, Any] = {
                 "name": f"{route_key.namespace}.{route_key.name}.{r}",
                 "match": [{**istio_match, "gateways": list(listener_names)}],
             }
-            rewrite, redirect = _rewrite(
+            rewrite, redirect = rewrite_and_redirect(
                 [f for f in filters if isinstance(f, HTTPRouteFilter)], matched_prefix
             )
-            headers = _headers_of(filters)
+            headers = headers_of(filters)
             if headers:
                 http["headers"] = headers
             mirrors = _mirrors(world, route_key, filters, path)
@@ -257,8 +275,9 @@ def rule_entries(
                 http["directResponse"] = {"status": 500}
             elif redirect is not None:
                 http["redirect"] = redirect
-            elif not backends.destinations or all(d["weight"] == 0 for d in backends.destinations):
-                # spec: a rule whose backends are all invalid (or none) answers 500.
+            elif not backends.valid:
+                # spec: a rule whose backends are all invalid (or none, or all of weight 0)
+                # answers 500.
                 http["directResponse"] = {"status": 500}
             else:
                 http["route"] = backends.destinations

@@ -306,3 +306,41 @@ def test_a_scheme_redirect_drops_the_default_port(edge: Edge) -> None:
     status, headers, _ = send(edge.port, HOST, "/secure/page")
     assert status == 302
     assert headers["location"] == "https://app.example.com/secure/page", headers
+
+
+PARTLY_INVALID = gateway_api(
+    "HTTPRoute",
+    "partly-invalid",
+    """
+    parentRefs: [{name: edge}]
+    hostnames: [partly.example.com]
+    rules:
+    - matches: [{path: {type: PathPrefix, value: /not-found}}]
+      backendRefs: [{name: echo-v1, port: 8080}, {name: missing, port: 8080}]
+    - matches: [{path: {type: PathPrefix, value: /not-permitted}}]
+      backendRefs: [{name: echo-v1, port: 8080}, {name: remote, namespace: other, port: 8080}]
+    - matches: [{path: {type: PathPrefix, value: /wrong-kind}}]
+      backendRefs:
+      - {name: echo-v1, port: 8080, weight: 1}
+      - {group: example.com, kind: Bucket, name: echo-v2, weight: 3}
+    """,
+)
+
+
+def test_the_share_of_an_invalid_backend_answers_500(edge: Edge) -> None:
+    """The specification: requests that would have gone to an invalid backend get 500, the
+    valid backends keep only their own share (not the whole rule)."""
+    edge.push("partly.yaml", PARTLY_INVALID)
+    try:
+        for path in ("/not-found", "/not-permitted"):
+            counts = count_backends(edge.port, "partly.example.com", 400, path=path)
+            assert set(counts) == {"echo-v1", "500"}, (path, counts)
+            assert abs(100.0 * counts["500"] / 400 - 50) <= 8, (path, counts)
+        counts = count_backends(edge.port, "partly.example.com", 400, path="/wrong-kind")
+        assert set(counts) == {"echo-v1", "500"}, counts
+        assert abs(100.0 * counts["500"] / 400 - 75) <= 8, counts
+        parent = edge.status()["HTTPRoute default/partly-invalid"]["parents"][0]
+        resolved = next(c for c in parent["conditions"] if c["type"] == "ResolvedRefs")
+        assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+    finally:
+        edge.push("partly.yaml", None)

@@ -1,7 +1,9 @@
 """HTTPS at a Gateway API Gateway (file mode, the mesh CA on so the gateway proves its
 identity): a listener's ``certificateRefs`` Secret is served over SDS, checked with
 ``curl --cacert``; a listener whose Secret is missing is not programmed (ResolvedRefs False,
-InvalidCertificateRef) and serves nothing."""
+InvalidCertificateRef) and serves nothing; a listener whose Secret is in another namespace
+is served its certificate (seen in the TLS handshake) while a ReferenceGrant there allows it,
+and withdrawn (ResolvedRefs False/RefNotPermitted, no handshake) when the grant goes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,9 +33,23 @@ class TlsEdge:
     pems: Path
     https: int
     broken: int
+    shared: int
+    proxy: Any
 
 
-def gateway_yaml(https: int, broken: int) -> str:
+SHARED_HOST = "shared.example.com"
+GRANT = gateway_api(
+    "ReferenceGrant",
+    "infra-gateways",
+    """
+    from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+    to: [{group: "", kind: Secret, name: shared-cert}]
+    """,
+    namespace="certs",
+)
+
+
+def gateway_yaml(https: int, broken: int, shared: int) -> str:
     return gateway_api(
         "Gateway",
         "edge",
@@ -49,6 +66,14 @@ def gateway_yaml(https: int, broken: int) -> str:
           port: {broken}
           protocol: HTTPS
           tls: {{mode: Terminate, certificateRefs: [{{name: missing}}]}}
+          allowedRoutes: {{namespaces: {{from: All}}}}
+        - name: shared
+          port: {shared}
+          protocol: HTTPS
+          hostname: {SHARED_HOST}
+          tls:
+            mode: Terminate
+            certificateRefs: [{{name: shared-cert, namespace: certs}}]
           allowedRoutes: {{namespaces: {{from: All}}}}
         """,
         namespace="infra",
@@ -78,7 +103,7 @@ def tls_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsEdge]:
         pems = workdir / "pems"
         pems.mkdir()
         (pems / "ca.pem").write_text(pki.pem(ca[0]))
-        https, broken = free_port(), free_port()
+        https, broken, shared = free_port(), free_port(), free_port()
         mesh.write(
             "all.yaml",
             meshes.join(
@@ -87,15 +112,21 @@ def tls_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsEdge]:
                 pki.tls_secret_yaml(
                     "edge-cert", "infra", *pki.make_leaf(ca, dns_names=[HOST], common_name="edge")
                 ),
-                gateway_yaml(https, broken),
+                pki.tls_secret_yaml(
+                    "shared-cert",
+                    "certs",
+                    *pki.make_leaf(ca, dns_names=[SHARED_HOST], common_name="shared"),
+                ),
+                gateway_yaml(https, broken, shared),
                 ROUTE,
             ),
         )
+        mesh.write("grant.yaml", GRANT)
         mesh.start()
         proxy = start_gateway(mesh, ca_dir, NODE, "infra", GW_LABELS, "edge-istio")
         mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds", "rds"), timeout=30)
         proxy.envoy.wait_live()
-        edge = TlsEdge(mesh, pems, https, broken)
+        edge = TlsEdge(mesh, pems, https, broken, shared, proxy)
         wait_until(lambda: pki.served_subject(https, HOST, pems / "ca.pem") is not None, "HTTPS")
         yield edge
     finally:
@@ -132,3 +163,39 @@ def test_a_listener_whose_secret_is_missing_is_not_programmed(tls_edge: TlsEdge)
     assert conditions["Programmed"] == ("False", "Invalid")
     out = curl("-k", f"https://127.0.0.1:{tls_edge.broken}/")
     assert out.returncode != 0
+
+
+def shared_listener(edge: TlsEdge) -> dict[str, tuple[str, str]]:
+    status = edge.mesh.debug.get("/debug/gateway_api_status")["KubernetesGateway infra/edge"]
+    entry = next(e for e in status["listeners"] if e["name"] == "shared")
+    return {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]}
+
+
+SHARED_SDS = "kubernetes-gateway://certs/shared-cert"
+
+
+def active_secrets(edge: TlsEdge) -> str:
+    return str(edge.proxy.envoy.admin("/config_dump?resource=dynamic_active_secrets"))
+
+
+def test_another_namespaces_secret_is_served_while_a_reference_grant_allows_it(
+    tls_edge: TlsEdge,
+) -> None:
+    ca = tls_edge.pems / "ca.pem"
+    wait_until(lambda: pki.served_subject(tls_edge.shared, SHARED_HOST, ca) is not None, "shared")
+    assert pki.served_subject(tls_edge.shared, SHARED_HOST, ca) == "CN=shared"
+    assert shared_listener(tls_edge)["ResolvedRefs"] == ("True", "ResolvedRefs")
+    assert shared_listener(tls_edge)["Programmed"] == ("True", "Programmed")
+    assert SHARED_SDS in active_secrets(tls_edge)
+    # The grant goes: the listener says why, its TLS server is withdrawn, the Secret is no
+    # longer served to the gateway.
+    tls_edge.mesh.remove("grant.yaml")
+    try:
+        wait_until(lambda: pki.served_subject(tls_edge.shared, SHARED_HOST, ca) is None, "revoked")
+        assert shared_listener(tls_edge)["ResolvedRefs"] == ("False", "RefNotPermitted")
+        assert shared_listener(tls_edge)["Programmed"] == ("False", "Invalid")
+        # Envoy drops the secret once the draining listener no longer holds it.
+        wait_until(lambda: SHARED_SDS not in active_secrets(tls_edge), "secret dropped")
+    finally:
+        tls_edge.mesh.write("grant.yaml", GRANT)
+    wait_until(lambda: pki.served_subject(tls_edge.shared, SHARED_HOST, ca) is not None, "again")

@@ -197,6 +197,46 @@ def test_gateways_of_other_classes_and_objects_made_by_hand_are_left_alone(
     assert get(kube_cluster, "service", "theirs-someone-else", ns) is None
 
 
+def test_a_parameters_ref_config_map_customises_the_deployment_and_service(
+    kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
+) -> None:
+    """istiod's deployment customisation: the ConfigMap's ``deployment`` and ``service``
+    patches are merged into the objects; a change of the ConfigMap reaches them."""
+    ns = kube_namespace
+
+    def params(replicas: int) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "edge-params", "namespace": ns},
+            "data": {
+                "deployment": f"spec: {{replicas: {replicas}}}\n"
+                "metadata: {annotations: {team: storefront}}\n",
+                "service": "metadata: {annotations: {lb.example.com/internal: 'true'}}\n",
+            },
+        }
+
+    kube_cluster.apply(params(2))
+    kube_cluster.apply(
+        gateway(ns)
+        + "  infrastructure:\n    parametersRef: {group: '', kind: ConfigMap, name: edge-params}\n"
+    )
+
+    def replicas(wanted: int) -> dict | None:
+        found = get(kube_cluster, "deployment", "edge-istio", ns)
+        return found if found and found["spec"].get("replicas") == wanted else None
+
+    deployment = wait(lambda: replicas(2), "Deployment with 2 replicas")
+    assert deployment["metadata"]["annotations"]["team"] == "storefront"
+    service = wait(lambda: get(kube_cluster, "service", "edge-istio", ns), "Service")
+    assert service["metadata"]["annotations"]["lb.example.com/internal"] == "true"
+    # The proxy is still the injector's, with the gateway's bootstrap.
+    [proxy] = deployment["spec"]["template"]["spec"]["containers"]
+    assert proxy["image"] == DEFAULT_IMAGE
+    kube_cluster.apply(params(4))
+    wait(lambda: replicas(4), "Deployment with 4 replicas", timeout=45.0)
+
+
 @pytest.fixture(autouse=True)
 def _cleanup_class(kube_cluster: LocalCluster):
     yield

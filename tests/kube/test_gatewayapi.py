@@ -240,3 +240,68 @@ def test_an_httproute_weight_change_applied_with_kubectl_reaches_the_gateway(
         assert median < 5.0
     finally:
         envoy.stop()
+
+
+def test_a_certificate_ref_to_another_namespace_follows_its_reference_grant(
+    kube_cluster: LocalCluster, kube_namespace: str, gw_operator: OperatorProcess
+) -> None:
+    """Listener ResolvedRefs on the real apiserver: RefNotPermitted without a ReferenceGrant
+    in the Secret's namespace, True with one, RefNotPermitted again when it is deleted."""
+    from tests.support import pki
+
+    ns = kube_namespace
+    certs = kube_cluster.create_namespace()
+    try:
+        ca = pki.current_ca("cross-namespace root")
+        leaf = pki.make_leaf(ca, dns_names=["shared.example.com"], common_name="shared")
+        kube_cluster.apply(pki.tls_secret_yaml("shared-cert", certs, *leaf))
+        kube_cluster.apply(
+            textwrap.dedent(
+                f"""
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: Gateway
+                metadata: {{name: tls, namespace: {ns}}}
+                spec:
+                  gatewayClassName: istio
+                  listeners:
+                  - name: https
+                    port: 8443
+                    protocol: HTTPS
+                    tls:
+                      mode: Terminate
+                      certificateRefs: [{{name: shared-cert, namespace: {certs}}}]
+                """
+            )
+        )
+        grant = textwrap.dedent(
+            f"""
+            apiVersion: gateway.networking.k8s.io/v1beta1
+            kind: ReferenceGrant
+            metadata: {{name: gateways, namespace: {certs}}}
+            spec:
+              from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: {ns}}}]
+              to: [{{group: "", kind: Secret, name: shared-cert}}]
+            """
+        )
+
+        def resolved_refs(expected: str) -> dict[str, Any] | None:
+            status = status_of(kube_cluster, "gateway.gateway.networking.k8s.io", "tls", "-n", ns)
+            listeners = status.get("listeners") or []
+            if not listeners:
+                return None
+            found = by_type(listeners[0]["conditions"])
+            return found if found["ResolvedRefs"]["reason"] == expected else None
+
+        refused = gw_operator.wait_for(lambda: resolved_refs("RefNotPermitted"), what="refused")
+        assert refused["ResolvedRefs"]["status"] == "False"
+        assert refused["Programmed"]["status"] == "False"
+        kube_cluster.apply(grant)
+        allowed = gw_operator.wait_for(lambda: resolved_refs("ResolvedRefs"), what="granted")
+        assert allowed["ResolvedRefs"]["status"] == "True"
+        kube_cluster.kubectl("delete", "referencegrant.gateway.networking.k8s.io", "gateways",
+                             "-n", certs)  # fmt: skip
+        revoked = gw_operator.wait_for(lambda: resolved_refs("RefNotPermitted"), what="revoked")
+        assert revoked["ResolvedRefs"]["status"] == "False"
+    finally:
+        if kube_cluster.running:
+            kube_cluster.delete_namespace(certs)

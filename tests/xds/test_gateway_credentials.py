@@ -156,3 +156,59 @@ async def test_a_sidecar_in_the_secrets_namespace_gets_no_credential(
             delta_request(SECRET, ["kubernetes://bookinfo-cred", "default"], node_message=sidecar)
         )
         assert names(await conn.recv()) == ["default"]
+
+
+# ---- Gateway API: a certificateRef to another namespace's Secret, granted ------------------
+
+SHARED = pki.tls_secret_yaml("shared-cert", "certs", *CERT)
+EDGE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ingress}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {mode: Terminate, certificateRefs: [{name: shared-cert, namespace: certs}]}
+"""
+GRANT = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: ingress-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: ingress}]
+  to: [{group: "", kind: Secret, name: shared-cert}]
+"""
+SHARED_SDS = "kubernetes-gateway://certs/shared-cert"
+
+
+async def test_a_granted_secret_of_another_namespace_is_served_while_the_grant_holds(
+    secured: ControlPlane,
+) -> None:
+    secured.apply(SHARED + "---\n" + EDGE)
+    async with AdsConnection(secured.target, delta=True) as conn:
+        # No ReferenceGrant yet: the Gateway's namespace may not have it.
+        response = await ask(conn, "ingress", [SHARED_SDS, "default"])
+        assert names(response) == ["default"]
+        await ack(conn, response)
+        secured.apply(GRANT)
+        pushed = await conn.recv()
+        assert names(pushed) == [SHARED_SDS]
+        assert leaf_cn(unpacked(pushed)[SHARED_SDS]) == "CN=first"
+        await ack(conn, pushed)
+        secured.delete(GRANT)
+        revoked = await conn.recv()
+        assert list(revoked.removed_resources) == [SHARED_SDS]
+
+
+async def test_a_grant_serves_only_the_gateways_namespace_it_names(
+    secured: ControlPlane,
+) -> None:
+    secured.apply(SHARED + "---\n" + EDGE + "---\n" + GRANT)
+    async with AdsConnection(secured.target, delta=True) as conn:
+        # A gateway of another namespace asking for the same name gets nothing of it.
+        assert names(await ask(conn, "other", [SHARED_SDS, "default"])) == ["default"]
+    async with AdsConnection(secured.target, delta=True) as conn:
+        assert names(await ask(conn, "ingress", [SHARED_SDS])) == [SHARED_SDS]

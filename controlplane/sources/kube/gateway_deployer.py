@@ -36,6 +36,7 @@ from controlplane.inject.gateway_deployment import (
     is_managed,
     rendered,
 )
+from controlplane.inject.gateway_parameters import ParametersError, with_parameters
 from controlplane.inject.injector import InjectionConfig
 
 log = logging.getLogger("controlplane.gateways")
@@ -48,6 +49,7 @@ _PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
 }
 _GATEWAYS = f"/apis/{GATEWAY_GROUP}/{GATEWAY_VERSION}"
+_CONFIGMAP = "/api/v1/namespaces/{ns}/configmaps/{name}"
 
 
 class ApiError(RuntimeError):
@@ -184,13 +186,47 @@ class GatewayDeployer:
         class_name = str((gateway.get("spec") or {}).get("gatewayClassName", ""))
         if not serves_class(self.api, class_name) or not is_managed(gateway):
             return
+        objects = self._with_parameters(gateway, rendered(gateway, self.injection()))
+        if objects is None:
+            return
         service: dict[str, Any] | None = None
-        for obj in rendered(gateway, self.injection()):
+        for obj in objects:
             applied = self._apply(obj)
             if obj["kind"] == "Service":
                 service = applied
         if service is not None:
             self._write_addresses(gateway, gateway_addresses(service))
+
+    def _with_parameters(
+        self, gateway: Mapping[str, Any], objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any]] | None:
+        """``objects`` with the overrides of the Gateway's parametersRef ConfigMap (as
+        istiod's deployment controller); None when they cannot be applied: then, as istiod,
+        nothing is applied until the ConfigMap is fixed (the resync reads it again)."""
+        meta = gateway.get("metadata") or {}
+        infrastructure = (gateway.get("spec") or {}).get("infrastructure") or {}
+        ref = infrastructure.get("parametersRef")
+        if not ref:
+            return objects
+        namespace = str(meta.get("namespace"))
+        where = (
+            f"Gateway {namespace}/{meta.get('name')} spec.infrastructure.parametersRef: "
+            f"ConfigMap {namespace}/{ref.get('name')}"
+        )
+        if ref.get("kind") != "ConfigMap" or ref.get("group") not in ("", None):
+            return None  # the Gateway's status says InvalidParameters (store/gatewayapi.py)
+        found = self.api.request("GET", _CONFIGMAP.format(ns=namespace, name=ref.get("name")))
+        if found is None:
+            log.warning("%s: not found; the gateway's objects are left as they are", where)
+            return None
+        try:
+            applied, notes = with_parameters(objects, found.get("data") or {}, where)
+        except ParametersError as exc:
+            log.warning("%s; the gateway's objects are left as they are", exc)
+            return None
+        for note in notes:
+            log.info("%s", note)
+        return applied
 
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         meta = obj["metadata"]

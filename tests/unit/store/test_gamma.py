@@ -339,3 +339,76 @@ def test_a_route_whose_regex_re2_refuses_reaches_no_proxy_and_is_not_accepted() 
     accepted = next(c for c in entry["conditions"] if c["type"] == "Accepted")
     assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
     assert accepted["message"].startswith("spec.rules[0]: headers.x.regex: invalid regex")
+
+
+MULTI = """
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: default}
+spec:
+  selector: {app: multi}
+  ports: [{name: http, port: 9080}, {name: admin, port: 9090}]
+"""
+
+
+def section_route(section: str, port: str = "") -> str:
+    extra = f", port: {port}" if port else ""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: split, namespace: default, generation: 3}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: multi, sectionName: {section}{extra}}}]
+  rules: [{{backendRefs: [{{name: reviews-v1, port: 9080}}]}}]
+"""
+
+
+def multi_route(port: int, *docs: str) -> dict[str, Any]:
+    out = compiled(snapshot_of(SERVICES, MULTI, *docs), local_proxy())
+    name = f"multi.default.svc.cluster.local:{port}"
+    hosts = [v for config in out["rds"].values() for v in config["virtualHosts"]]
+    route: dict[str, Any] = next(v for v in hosts if v["name"] == name)["routes"][0]["route"]
+    return route
+
+
+def test_a_service_parents_section_name_attaches_the_route_to_that_port_only() -> None:
+    doc = section_route("admin")
+    # sectionName names the Service's port "admin" (9090): routed there ...
+    assert multi_route(9090, doc)["cluster"] == cluster("reviews-v1")
+    # ... and its other port keeps its default route.
+    default = "outbound|9080||multi.default.svc.cluster.local"
+    assert multi_route(9080, doc)["cluster"] == default
+    [entry] = route_status(MULTI, doc)["parents"]
+    assert entry["parentRef"]["sectionName"] == "admin"
+    assert conditions(entry)["Accepted"] == ("True", "Accepted", 3)
+
+
+def test_a_section_name_that_is_no_port_of_the_service_is_no_matching_parent() -> None:
+    doc = section_route("metrics")
+    assert multi_route(9080, doc)["cluster"] == "outbound|9080||multi.default.svc.cluster.local"
+    assert multi_route(9090, doc)["cluster"] == "outbound|9090||multi.default.svc.cluster.local"
+    [entry] = route_status(MULTI, doc)["parents"]
+    accepted = next(c for c in entry["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "NoMatchingParent")
+    assert accepted["message"] == (
+        "spec.parentRefs[0].sectionName: Service default/multi has no port named 'metrics'"
+    )
+    # A port that disagrees with the named section attaches nowhere either.
+    [entry] = route_status(MULTI, section_route("admin", "9080"))["parents"]
+    assert conditions(entry)["Accepted"][:2] == ("False", "NoMatchingParent")
+
+
+def test_a_backend_of_another_kind_keeps_its_share_which_answers_500() -> None:
+    rules = """
+  - backendRefs:
+    - {name: reviews-v1, port: 9080, weight: 1}
+    - {group: example.com, kind: Bucket, name: b, weight: 3}
+"""
+    route = reviews_host([http_route("partly", rules)])["routes"][0]["route"]
+    clusters = route["weightedClusters"]["clusters"]
+    # istiod's UnknownService: a cluster that never exists, answered 500 (gateway semantics)
+    assert [(c["name"], c["weight"]) for c in clusters] == [
+        (cluster("reviews-v1"), 1),
+        ("UnknownService", 3),
+    ]
+    assert route["clusterNotFoundResponseCode"] == "INTERNAL_SERVER_ERROR"

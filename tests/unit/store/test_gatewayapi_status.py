@@ -224,8 +224,26 @@ def test_an_https_listener_certificate_reference_resolves_or_says_why() -> None:
     other = "{name: cert, namespace: certs}"
     assert resolved(other, SECRET % "certs") == ("False", "RefNotPermitted")
     allowed = grant("certs", "Gateway", "infra", "Secret")
-    # Granted, but a gateway's SDS serves only its own namespace's Secrets (yet): said so.
-    assert resolved(other, SECRET % "certs", allowed) == ("False", "InvalidCertificateRef")
+    # Granted by a ReferenceGrant in the Secret's namespace: resolved (the specification).
+    assert resolved(other, SECRET % "certs", allowed) == ("True", "ResolvedRefs")
+    # A grant for Gateways of another namespace, or for another Secret, allows nothing.
+    elsewhere = grant("certs", "Gateway", "elsewhere", "Secret")
+    assert resolved(other, SECRET % "certs", elsewhere) == ("False", "RefNotPermitted")
+
+
+def test_a_granted_secret_of_another_namespace_is_named_with_its_namespace() -> None:
+    listeners = (
+        "[{name: s, port: 443, protocol: HTTPS, tls: {certificateRefs: "
+        "[{name: cert, namespace: certs}]}}]"
+    )
+    allowed = grant("certs", "Gateway", "infra", "Secret")
+    found = convert(world(gateway(listeners), SECRET % "certs", allowed))
+    (istio,) = found.gateways.values()
+    server = istio.spec.servers[0]
+    assert server.tls is not None
+    # istiod's name for a Gateway API certificate: kubernetes-gateway://<namespace>/<name>
+    assert server.tls.credential_name == "kubernetes-gateway://certs/cert"
+    assert not convert(world(gateway(listeners), SECRET % "certs")).gateways
 
 
 def test_the_certificate_becomes_the_servers_credential() -> None:
