@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from controlplane.inject.injector import InjectionConfig
@@ -116,9 +117,11 @@ class KopfThread(threading.Thread):
         settings.watching.reconnect_backoff = 0.5
         settings.batching.batch_window = 0.01  # apply -> proxies latency matters here
         if opts.webhook_cert is not None and opts.webhook_key is not None:
-            from controlplane.inject.admission import register_admission_handlers
+            from controlplane.inject.admission import InjectorTemplates, register_admission_handlers
 
-            register_admission_handlers(watch, lambda: self.injection)
+            templates = InjectorTemplates(opts.ca_namespace)
+            register_admission_handlers(watch, lambda: self.injection, templates)
+            register_template_watch(watch, templates)
             settings.admission.server = webhook_server(
                 kopf,
                 self.webhooks,
@@ -157,6 +160,25 @@ class KopfThread(threading.Thread):
             if deployer is not None:
                 deployer.cancel()
             self.resync.cancel()
+
+
+def register_template_watch(registry: Any, templates: Any) -> None:
+    """Keep ``templates`` (an ``InjectorTemplates``) current from its ConfigMap."""
+    import kopf
+
+    def observe(event: Mapping[str, Any], **_: Any) -> None:
+        raw = event.get("object")
+        if isinstance(raw, Mapping):
+            templates.observe(event.get("type"), raw)
+
+    kopf.on.event(
+        "",
+        "v1",
+        "configmaps",
+        id="watch-injection-templates",
+        registry=registry,
+        when=lambda name, namespace, **_: templates.concerns(name, namespace),
+    )(observe)
 
 
 def _login(registry: Any) -> None:
