@@ -141,7 +141,13 @@ class _Findings:
     def add(self, path: str, reason: str) -> None:
         full = ".".join(p for p in (self.base, path) if p)
         self.issues.append(
-            Issue(Codes.INJECTION_TEMPLATE_INVALID, full, reason, self.resource, self.origin)
+            Issue(
+                Codes.INJECTION_TEMPLATE_INVALID,
+                full,
+                reason,
+                self.resource,
+                None if self.resource is not None else self.origin,  # the resource names it
+            )
         )
 
 
