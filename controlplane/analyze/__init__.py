@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.api.injection_templates import injector_configmap_findings
 from controlplane.api.issues import Codes, Issue, Level, ResourceKey
 from controlplane.api.mesh import MESH_FILE_NAME
 from controlplane.api.resources import ISTIO_GROUPS, split_api_version
@@ -100,6 +101,10 @@ def analyze(
         is_mesh = path == mesh_config if mesh_config is not None else path.name == MESH_FILE_NAME
         result = read_file(path, display, default_namespace, mesh=is_mesh)
         report.issues += [i for i in result.issues if not _foreign_kind(i)]
+        # part "templates": the injector's ConfigMap (istio-sidecar-injector), judged as the
+        # webhook and the operator judge it.
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            report.issues += injector_configmap_findings(path.read_text(), display)
         submissions += result.submissions
         rejections += result.rejections
     report.resources = len(submissions)

@@ -335,3 +335,23 @@ def placeholder_pattern() -> re.Pattern[str]:
 def value_pattern() -> re.Pattern[str]:
     """What may stand inside ``${...}``: a value name or annotations./labels.KEY, |default."""
     return _VALUE
+
+
+def injector_configmap_findings(text: str, origin: str) -> list[Issue]:
+    """The findings on any injector ConfigMap among the YAML documents of a file
+    (``controlplane analyze``); [] for files without one or that do not read."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        return []  # the file reader reports it
+    issues: list[Issue] = []
+    for doc in docs:
+        if not isinstance(doc, Mapping) or doc.get("kind") != "ConfigMap":
+            continue
+        if (doc.get("metadata") or {}).get("name") != INJECTOR_CONFIGMAP:
+            continue
+        try:
+            load_template_configmap(doc)
+        except InvalidResource as exc:
+            issues += [i.with_context(i.resource, origin) for i in exc.issues]
+    return issues

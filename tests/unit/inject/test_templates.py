@@ -281,3 +281,22 @@ def test_the_example_templates_render_for_the_example_pods():
     assert agent[agent.index("--role") + 1] == "payments"
     sync = catalog["spec"]["initContainers"][-1]["command"]
     assert sync[sync.index("--interval") + 1] == "10"
+
+
+def test_analyze_reports_a_broken_injector_configmap_with_the_webhooks_words(tmp_path: Path):
+    from controlplane.analyze import analyze
+
+    configmap = yaml.safe_load((EXAMPLES / "injector-configmap.yaml").read_text())
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(configmap))
+    assert analyze([tmp_path]).issues == []
+    configmap["data"]["config"] = "templates: {x: 'spec: {volumes: [{name: v}]}'}"
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(configmap))
+    issues = analyze([tmp_path]).issues
+    assert [str(i) for i in issues] == [
+        f"Error [CP0820 InvalidInjectionTemplate] {tmp_path / 'good.yaml'}: ConfigMap "
+        "istio-system/istio-sidecar-injector: data.config.templates.x.spec.volumes[0]: "
+        "template 'x': needs exactly one volume source (emptyDir, configMap, ...)"
+    ]
+    assert template_verdict(configmap) == [
+        str(i).replace(f"{tmp_path / 'good.yaml'}: ", "") for i in issues
+    ]
