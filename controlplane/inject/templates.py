@@ -327,6 +327,8 @@ def templated_patch(
     if not wants_injection(pod) or already_injected(pod):
         return []
     names = selected_templates(pod, templates)
+    if not names:
+        return []  # `inject.istio.io/templates: ""`: nothing asked for
     if names == [SIDECAR_TEMPLATE] and _native(pod, config) == config.native_sidecar:
         return injection_patch(pod, config)  # the plain sidecar, exactly as before templates
     after = inject(pod, config, templates, namespace)

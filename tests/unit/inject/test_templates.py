@@ -300,3 +300,7 @@ def test_analyze_reports_a_broken_injector_configmap_with_the_webhooks_words(tmp
     assert template_verdict(configmap) == [
         str(i).replace(f"{tmp_path / 'good.yaml'}: ", "") for i in issues
     ]
+
+
+def test_an_empty_templates_annotation_asks_for_nothing():
+    assert templated_patch(pod({"inject.istio.io/templates": ""}), CONFIG, templates()) == []
