@@ -64,7 +64,9 @@ class KopfThread(threading.Thread):
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
-        self.webhooks = WebhookUpkeep(api_client, options.manage_webhooks, options.webhook_resync)
+        self.webhooks = WebhookUpkeep(
+            api_client, options.manage_webhooks, options.webhook_resync, options.ca_namespace
+        )
         self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
         self.gateways = (
             GatewayDeployer(api_client, lambda: self.injection, leadership.is_leader)
