@@ -231,6 +231,22 @@ def test_an_invalid_template_is_refused_and_the_last_good_set_keeps_being_used(
         "the injector keeps the last good set (config-sync, log-collector, secrets-agent, sidecar"
         in operator.log_text()
     )
+
+    # And on the ConfigMap, for `kubectl describe configmap` (it has no status).
+    def refused_event():
+        events = kube_cluster.get_json(
+            "events",
+            "-n",
+            "istio-system",
+            "--field-selector",
+            "involvedObject.name=istio-sidecar-injector,reason=InvalidInjectionTemplate",
+        )["items"]
+        return events[-1] if events else None
+
+    event = operator.wait_for(refused_event, what="the InvalidInjectionTemplate event")
+    assert event["type"] == "Warning" and event["involvedObject"]["kind"] == "ConfigMap"
+    assert "data.config.templates.log-collector.spec.volumes[0]" in event["message"]
+    assert event["message"].endswith("the injector keeps the last good set")
     # Pods get the last good templates: the collector as it was, and no brand-new one.
     pod = _wait_for_templates(kube_cluster, injected_ns, "sidecar,log-collector")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}

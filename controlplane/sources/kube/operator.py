@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from controlplane.inject.injector import InjectionConfig
@@ -123,7 +123,9 @@ class KopfThread(threading.Thread):
 
             templates = InjectorTemplates(opts.ca_namespace)
             register_admission_handlers(watch, lambda: self.injection, templates)
-            register_template_watch(watch, templates)
+            register_template_watch(
+                watch, templates, refused_template_event(self.api_client, self.leadership)
+            )
             settings.admission.server = webhook_server(
                 kopf,
                 self.webhooks,
@@ -164,14 +166,21 @@ class KopfThread(threading.Thread):
             self.resync.cancel()
 
 
-def register_template_watch(registry: Any, templates: Any) -> None:
-    """Keep ``templates`` (an ``InjectorTemplates``) current from its ConfigMap."""
+def register_template_watch(
+    registry: Any, templates: Any, on_refused: Callable[[Mapping[str, Any], str], None]
+) -> None:
+    """Keep ``templates`` (an ``InjectorTemplates``) current from its ConfigMap; a version
+    refused on load is also reported to ``on_refused`` (once per message)."""
     import kopf
 
     def observe(event: Mapping[str, Any], **_: Any) -> None:
         raw = event.get("object")
-        if isinstance(raw, Mapping):
-            templates.observe(event.get("type"), raw)
+        if not isinstance(raw, Mapping):
+            return
+        before = templates.error
+        templates.observe(event.get("type"), raw)
+        if templates.error is not None and templates.error != before:
+            on_refused(raw, templates.error)
 
     kopf.on.event(
         "",
@@ -181,6 +190,51 @@ def register_template_watch(registry: Any, templates: Any) -> None:
         registry=registry,
         when=lambda name, namespace, **_: templates.concerns(name, namespace),
     )(observe)
+
+
+def refused_template_event(
+    api_client: Any, leadership: Leadership
+) -> Callable[[Mapping[str, Any], str], None]:
+    """A Warning Event ``InvalidInjectionTemplate`` on the injector's ConfigMap (what
+    ``kubectl describe configmap`` shows; a ConfigMap has no status), written by the leader."""
+
+    def post(configmap: Mapping[str, Any], message: str) -> None:
+        if not leadership.is_leader():
+            return
+        from kubernetes import client
+
+        from controlplane.status.writer import _stamp
+
+        meta = configmap.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        stamp = _stamp()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": name,
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "reason": "InvalidInjectionTemplate",
+            "message": (message + "; the injector keeps the last good set")[:1024],
+            "type": "Warning",
+            "source": {"component": "controlplane"},
+            "reportingComponent": "controlplane",
+            "reportingInstance": "controlplane",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            client.CoreV1Api(api_client).create_namespaced_event(namespace, event)
+        except Exception as exc:  # an Event is a courtesy: the log has the same words
+            log.warning("writing the InvalidInjectionTemplate event failed: %s", exc)
+
+    return post
 
 
 def _login(registry: Any) -> None:
