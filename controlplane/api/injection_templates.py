@@ -35,7 +35,6 @@ _VALUE = re.compile(
     r"(?:\|(?P<default>[^{}]*))?$"
 )
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_LABEL = _TEMPLATE_NAME
 
 # Kubernetes' Container fields (core/v1): a misspelt one is a load error, not a silent no-op.
 CONTAINER_FIELDS = frozenset(

@@ -32,7 +32,7 @@ The built-in template ``sidecar`` is the Envoy proxy of ``injector.injection_pat
 name is reserved. Where templates come from: the ``config`` key of the ConfigMap
 ``istio-sidecar-injector`` in the control plane's namespace (cluster mode, as istiod's), or
 a file / directory (``controlplane inject --templates``). Both are validated when loaded
-(``load_template_config``): every error names the ConfigMap or file, the template, the field
+(``controlplane.api.injection_templates``): every error names the ConfigMap or file, the template, the field
 path and the reason, as an ``Issue`` with code CP0820.
 """
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,6 @@ from controlplane.api.injection_templates import (
     placeholder_pattern,
     value_pattern,
 )
-from controlplane.api.issues import Issue
 from controlplane.inject.injector import (
     STATUS_ANNOTATION,
     InjectionConfig,
@@ -334,7 +333,3 @@ def templated_patch(
     after = inject(pod, config, templates, namespace)
     ops: list[dict[str, Any]] = jsonpatch.make_patch(dict(pod), after).patch
     return ops
-
-
-def describe_issues(issues: Sequence[Issue]) -> str:
-    return "; ".join(str(i) for i in issues)
