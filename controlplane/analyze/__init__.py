@@ -22,6 +22,7 @@ from controlplane.analyze.loading import (
     load_paths,
     store_findings,
 )
+from controlplane.api.injection_templates import injector_configmap_findings
 from controlplane.api.issues import Issue, Level
 from controlplane.store.gatewayapi import findings as gateway_api_findings
 
@@ -77,6 +78,11 @@ def analyze(
         resources=len(loaded.read.submissions),
     )
     report.issues += store_findings(snapshot)
+    # part "templates": the injector's ConfigMap (istio-sidecar-injector), judged as the
+    # webhook and the operator judge it.
+    for path, display in collect_files(paths):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            report.issues += injector_configmap_findings(path.read_text(), display)
     # part "gwapi": the Gateway API status's findings (store/gatewayapi.py)
     report.issues += gateway_api_findings(snapshot.gateway_api_status)
     report.issues.sort(key=_order)

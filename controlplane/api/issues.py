@@ -119,6 +119,10 @@ class Codes:
     # part "ops" (issue 17): certificate guardrails, CP0730-0739.
     ROOT_CERT_EXPIRES_SOON = Code("CP0730", Level.WARNING, "RootCertificateExpiresSoon")
     ROOT_CERT_EXPIRES_VERY_SOON = Code("CP0731", Level.ERROR, "RootCertificateExpiresVerySoon")
+    # part "templates" (issue 15): injection templates, CP0820-0839.
+    # A template of the injector config (ConfigMap istio-sidecar-injector, or a file) that
+    # cannot be used: the injector keeps the last good set.
+    INJECTION_TEMPLATE_INVALID = Code("CP0820", Level.ERROR, "InvalidInjectionTemplate")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from controlplane.cli import (
     describe,
     diff,
     gateway,
+    helper,
+    inject,
     proxy_config,
     proxy_status,
     redirect,
@@ -43,6 +45,8 @@ COMMANDS: tuple[ModuleType, ...] = (
     sidecar,
     gateway,
     wait,
+    inject,
+    helper,
 )
 
 

@@ -51,7 +51,12 @@ def add(commands: Commands) -> None:
     parser.add_argument("--token-audience", default="istio-ca")
     parser.add_argument("--native-sidecar", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--no-mesh-ca", action="store_true", help="no CA, SDS or mTLS certificates")
-    parser.add_argument("--ca-namespace", default="istio-system", help="where the CA Secret lives")
+    parser.add_argument(
+        "--ca-namespace",
+        default="istio-system",
+        help="the control plane's namespace: the CA Secret and the injector's ConfigMap "
+        "(istio-sidecar-injector) live there",
+    )
     parser.add_argument(
         "--trust-domain",
         default=None,

@@ -20,8 +20,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from controlplane.inject.admission import INJECT_ID, VALIDATED, validate_id
+from controlplane.inject.admission import INJECT_ID, TEMPLATES_ID, VALIDATED, validate_id
 from controlplane.inject.injector import INJECT_ANNOTATION, NAMESPACE_LABEL
+from controlplane.inject.templates import INJECTOR_CONFIGMAP
 
 log = logging.getLogger("controlplane.admission")
 
@@ -43,7 +44,9 @@ def _client_config(base: Mapping[str, Any], handler_id: str) -> dict[str, Any]:
 
 
 def webhook_configurations(
-    client_config: Mapping[str, Any], failure_policy: str = "Fail"
+    client_config: Mapping[str, Any],
+    failure_policy: str = "Fail",
+    injector_namespace: str = "istio-system",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(ValidatingWebhookConfiguration, MutatingWebhookConfiguration) for ``client_config``
     (``{"url": ...}`` or ``{"service": {...}}``, optionally with ``caBundle``)."""
@@ -72,7 +75,8 @@ def webhook_configurations(
                 "timeoutSeconds": 10,
             }
             for group, plural in VALIDATED
-        ],
+        ]
+        + [_templates_webhook(client_config, injector_namespace)],
     }
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -98,6 +102,39 @@ def webhook_configurations(
         ],
     }
     return validating, mutating
+
+
+def _templates_webhook(client_config: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The injector's ConfigMap, validated when written. Only that one ConfigMap reaches us
+    (matchConditions, Kubernetes >= 1.28; older servers send the namespace's ConfigMaps and
+    the handler lets the others through). ``Ignore``: the ConfigMap stays editable while the
+    control plane is down (that is how it gets fixed); a version written then is checked
+    when loaded, and the injector keeps the last good set."""
+    return {
+        "name": "injection-templates.validation.controlplane.istio.io",
+        "clientConfig": _client_config(client_config, TEMPLATES_ID),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["configmaps"],
+                "operations": ["CREATE", "UPDATE"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "matchConditions": [
+            {
+                "name": "injector-configmap",
+                "expression": f"object.metadata.name == '{INJECTOR_CONFIGMAP}'",
+            }
+        ],
+        "matchPolicy": "Equivalent",
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+    }
 
 
 def _injection_webhook(

@@ -121,6 +121,7 @@ def test_every_command_is_a_module_with_add_and_run() -> None:
     assert list(commands) == [
         "serve", "bootstrap", "analyze", "describe", "diff", "redirect", "proxy-status", "proxy-config", "demo",
         "crds", "run", "webhook-cert", "sidecar", "gateway", "wait",
+        "inject", "helper",  # part "templates" (issue 15)
     ]  # fmt: skip
     assert all(callable(m.add) and callable(m.run) for m in COMMANDS)
 

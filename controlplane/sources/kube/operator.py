@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from controlplane.inject.injector import InjectionConfig
@@ -63,7 +64,9 @@ class KopfThread(threading.Thread):
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.failed: BaseException | None = None
-        self.webhooks = WebhookUpkeep(api_client, options.manage_webhooks, options.webhook_resync)
+        self.webhooks = WebhookUpkeep(
+            api_client, options.manage_webhooks, options.webhook_resync, options.ca_namespace
+        )
         self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
         self.gateways = (
             GatewayDeployer(api_client, lambda: self.injection, leadership.is_leader)
@@ -116,9 +119,13 @@ class KopfThread(threading.Thread):
         settings.watching.reconnect_backoff = 0.5
         settings.batching.batch_window = 0.01  # apply -> proxies latency matters here
         if opts.webhook_cert is not None and opts.webhook_key is not None:
-            from controlplane.inject.admission import register_admission_handlers
+            from controlplane.inject.admission import InjectorTemplates, register_admission_handlers
 
-            register_admission_handlers(watch, lambda: self.injection)
+            templates = InjectorTemplates(opts.ca_namespace)
+            register_admission_handlers(watch, lambda: self.injection, templates)
+            register_template_watch(
+                watch, templates, refused_template_event(self.api_client, self.leadership)
+            )
             settings.admission.server = webhook_server(
                 kopf,
                 self.webhooks,
@@ -157,6 +164,77 @@ class KopfThread(threading.Thread):
             if deployer is not None:
                 deployer.cancel()
             self.resync.cancel()
+
+
+def register_template_watch(
+    registry: Any, templates: Any, on_refused: Callable[[Mapping[str, Any], str], None]
+) -> None:
+    """Keep ``templates`` (an ``InjectorTemplates``) current from its ConfigMap; a version
+    refused on load is also reported to ``on_refused`` (once per message)."""
+    import kopf
+
+    def observe(event: Mapping[str, Any], **_: Any) -> None:
+        raw = event.get("object")
+        if not isinstance(raw, Mapping):
+            return
+        before = templates.error
+        templates.observe(event.get("type"), raw)
+        if templates.error is not None and templates.error != before:
+            on_refused(raw, templates.error)
+
+    kopf.on.event(
+        "",
+        "v1",
+        "configmaps",
+        id="watch-injection-templates",
+        registry=registry,
+        when=lambda name, namespace, **_: templates.concerns(name, namespace),
+    )(observe)
+
+
+def refused_template_event(
+    api_client: Any, leadership: Leadership
+) -> Callable[[Mapping[str, Any], str], None]:
+    """A Warning Event ``InvalidInjectionTemplate`` on the injector's ConfigMap (what
+    ``kubectl describe configmap`` shows; a ConfigMap has no status), written by the leader."""
+
+    def post(configmap: Mapping[str, Any], message: str) -> None:
+        if not leadership.is_leader():
+            return
+        from kubernetes import client
+
+        from controlplane.status.writer import _stamp
+
+        meta = configmap.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        stamp = _stamp()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": name,
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "reason": "InvalidInjectionTemplate",
+            "message": (message + "; the injector keeps the last good set")[:1024],
+            "type": "Warning",
+            "source": {"component": "controlplane"},
+            "reportingComponent": "controlplane",
+            "reportingInstance": "controlplane",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            client.CoreV1Api(api_client).create_namespaced_event(namespace, event)
+        except Exception as exc:  # an Event is a courtesy: the log has the same words
+            log.warning("writing the InvalidInjectionTemplate event failed: %s", exc)
+
+    return post
 
 
 def _login(registry: Any) -> None:

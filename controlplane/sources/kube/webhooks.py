@@ -19,7 +19,10 @@ log = logging.getLogger("controlplane")
 
 
 def apply_webhook_configurations(
-    api_client: Any, client_config: Mapping[str, Any], only_if_changed: bool = False
+    api_client: Any,
+    client_config: Mapping[str, Any],
+    only_if_changed: bool = False,
+    injector_namespace: str = "istio-system",
 ) -> bool:
     """Create or replace both webhook configurations for ``client_config``.
 
@@ -31,7 +34,9 @@ def apply_webhook_configurations(
     from controlplane.inject.webhooks import webhook_configurations
 
     api = client.AdmissionregistrationV1Api(api_client)
-    validating, mutating = webhook_configurations(client_config)
+    validating, mutating = webhook_configurations(
+        client_config, injector_namespace=injector_namespace
+    )
     wrote = False
     for body, read, create, replace in (
         (
@@ -79,8 +84,11 @@ def _where(client_config: Mapping[str, Any]) -> str:
 class WebhookUpkeep:
     """Writes the webhook configurations kopf asks for, and keeps them written."""
 
-    def __init__(self, api_client: Any, manage: bool, resync: float) -> None:
+    def __init__(
+        self, api_client: Any, manage: bool, resync: float, injector_namespace: str = "istio-system"
+    ) -> None:
         self.api_client = api_client
+        self.injector_namespace = injector_namespace  # where the injector's ConfigMap lives
         self.manage = manage
         self.resync = resync  # how often the configurations are checked (s)
         self.config: dict[str, Any] | None = None  # as last written
@@ -88,7 +96,13 @@ class WebhookUpkeep:
     async def write(self, config: dict[str, Any]) -> None:
         """kopf's webhook server found its address: point the configurations at it."""
         if self.manage:
-            await asyncio.to_thread(apply_webhook_configurations, self.api_client, config)
+            await asyncio.to_thread(
+                apply_webhook_configurations,
+                self.api_client,
+                config,
+                False,
+                self.injector_namespace,
+            )
             self.config = config
 
     async def keep(self) -> None:
@@ -100,7 +114,13 @@ class WebhookUpkeep:
             if config is None:
                 continue
             try:
-                await asyncio.to_thread(apply_webhook_configurations, self.api_client, config, True)
+                await asyncio.to_thread(
+                    apply_webhook_configurations,
+                    self.api_client,
+                    config,
+                    True,
+                    self.injector_namespace,
+                )
             except Exception as exc:  # the apiserver may be away; try again later
                 log.warning("checking the webhook configurations failed: %s", exc)
 
