@@ -128,7 +128,11 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
                 meshes.service(name, 8080, target_port=target, namespace=APP_NS),
                 meshes.pod(name, ip, app=name, namespace=APP_NS),
             ]
+        # The suite's Namespaces as base/manifests.yaml declares them, labels included (a
+        # listener's `allowedRoutes.namespaces.from: Selector` selects by them).
+        namespaces = [d for d in upstream("base/manifests.yaml") if d["kind"] == "Namespace"]
         port = free_port()
+        mesh.write("namespaces.yaml", yaml.safe_dump_all(namespaces))
         mesh.write("backends.yaml", meshes.join(*documents))
         mesh.write("gateway.yaml", same_namespace_gateway(port))
         mesh.start()
@@ -398,3 +402,55 @@ def test_httproute_multiple_gateways(conformance: Conformance) -> None:
     assert same and everyone
     check_expected(conformance.port, same)
     check_expected(other, everyone)
+
+
+def test_httproute_cross_namespace(conformance: Conformance) -> None:
+    """The base `backend-namespaces` Gateway admits routes of Namespaces labelled
+    `gateway-conformance: backend` (`from: Selector`): the web-backend namespace's route
+    attaches and reaches web-backend."""
+    other = free_port()
+    conformance.mesh.write(
+        "backend-namespaces.yaml", same_namespace_gateway(other, "backend-namespaces")
+    )
+    conformance.mesh.gateway(
+        "backend-namespaces",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "backend-namespaces"},
+        address="127.0.0.81",
+    )
+    conformance.only("httproute-cross-namespace.yaml")
+    assert count_backends(other, "example.com", 3, path="/") == {"web-backend": 3}
+    status = conformance.mesh.debug.get("/debug/gateway_api_status")
+    parent = status[f"HTTPRoute {WEB_NS}/cross-namespace"]["parents"][0]
+    conditions = {c["type"]: c["status"] for c in parent["conditions"]}
+    assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}, parent
+
+
+def test_httproute_service_types(conformance: Conformance) -> None:
+    """A Service with manual EndpointSlices (no selector), a headless Service and a headless
+    one with manual EndpointSlices, each reached through the route. The suite fills the
+    manual slices with infra-backend-v1's pod addresses (setupEndpointSlices); here that is
+    its loopback address, and the Services' target port 3000 is moved to the backends'."""
+    target = conformance.mesh.backends[0].port
+    documents = upstream("tests/httproute-service-types.yaml")
+    for doc in documents:
+        if doc["kind"] == "Service":
+            for port in doc["spec"]["ports"]:
+                port["targetPort"] = target
+        elif doc["kind"] == "EndpointSlice":
+            for port in doc["ports"]:
+                port["port"] = target
+            if doc["addressType"] == "IPv4":
+                doc["endpoints"] = [
+                    {"addresses": [BACKENDS["infra-backend-v1"]], "conditions": {"ready": True}}
+                ]
+            else:  # the suite adds the pods' IPv6 addresses, which loopback backends lack
+                doc["endpoints"] = []
+    before = conformance.mesh.debug.type_state(conformance.gateway.node_id, "rds")["acked_version"]
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    conformance.mesh.debug.wait_synced(
+        conformance.gateway.node_id, timeout=10, newer_than={"rds": before}
+    )
+    for path in ("manual-endpointslices", "headless-manual-endpointslices", "headless"):
+        found = count_backends(conformance.port, "example.com", 3, path=f"/{path}")
+        assert found == {"infra-backend-v1": 3}, (path, found)
