@@ -8,9 +8,12 @@ Services the suite deploys. The expected responses are those of the tests' .go f
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
+import grpc
 import pytest
 import yaml
 
@@ -18,6 +21,7 @@ from controlplane.testing.mesh import GatewayProxy, LocalMesh
 from controlplane.testing.ports import free_port
 from controlplane.testing.traffic import count_backends, send
 from tests.cluster import gateway_api
+from tests.support import grpc_echo as grpc_echo_support
 from tests.support import meshes
 
 NS = "gateway-conformance-infra"
@@ -454,3 +458,138 @@ def test_httproute_service_types(conformance: Conformance) -> None:
     for path in ("manual-endpointslices", "headless-manual-endpointslices", "headless"):
         found = count_backends(conformance.port, "example.com", 3, path=f"/{path}")
         assert found == {"infra-backend-v1": 3}, (path, found)
+
+
+# ---- GRPCRoute: the suite's grpc-echo backends (tests/support/grpc_echo.py) ------------------
+
+GRPC_BACKENDS = {
+    "grpc-infra-backend-v1": "127.0.0.82",
+    "grpc-infra-backend-v2": "127.0.0.83",
+    "grpc-infra-backend-v3": "127.0.0.84",
+}
+_GRPC_CASE = re.compile(r"(EchoTwo|EchoThree|Echo)Request:\s*&pb\.EchoRequest\{\}")
+
+
+@dataclass(frozen=True)
+class GrpcCase:
+    method: str
+    authority: str | None
+    metadata: dict[str, str]
+    expected: str  # a backend name, or a gRPC status code name (UNIMPLEMENTED)
+
+
+def expected_rpcs(go_file: str) -> list[GrpcCase]:
+    """Each ``grpc.ExpectedResponse`` of a GRPCRoute conformance test's .go file: the method,
+    authority and metadata it sends and the backend (or status code) it expects."""
+    text = (gateway_api.conformance_dir() / "tests" / go_file).read_text()
+    starts = list(_GRPC_CASE.finditer(text))
+    out = []
+    for i, match in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        chunk = text[match.end() : end]
+        authority = re.search(r'Authority:\s*"([^"]*)"', chunk)
+        metadata = re.search(r"Metadata:\s*map\[string\]string\{([^}]*)\}", chunk)
+        backend = re.search(r'Backend:\s*"([^"]+)"', chunk)
+        code = re.search(r"Code:\s*codes\.(\w+)", chunk)
+        if backend is not None:
+            expected = backend.group(1)
+        elif code is not None:
+            expected = re.sub(r"(?<!^)(?=[A-Z])", "_", code.group(1)).upper()
+        else:
+            continue
+        pairs = re.findall(r'"([^"]+)":\s*"([^"]*)"', metadata.group(1)) if metadata else []
+        out.append(
+            GrpcCase(
+                match.group(1), authority.group(1) if authority else None, dict(pairs), expected
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def grpc_echo(conformance: Conformance) -> Iterator[ModuleType]:
+    """The suite's three grpc-echo Services (base/manifests.yaml, `appProtocol:
+    kubernetes.io/h2c`; target port moved to the loopback servers')."""
+    pb2 = grpc_echo_support.load_protos(gateway_api.conformance_dir())
+    target = free_port()
+    servers = []
+    documents = []
+    try:
+        for name, ip in GRPC_BACKENDS.items():
+            identity = grpc_echo_support.EchoIdentity(NS, name, f"{name}-5d8f9c7b4-x2x7q")
+            servers.append(grpc_echo_support.start_echo_server(pb2, identity, ip, target))
+            [service] = [
+                d
+                for d in upstream("base/manifests.yaml")
+                if d["kind"] == "Service" and d["metadata"]["name"] == name
+            ]
+            service["spec"]["ports"][0]["targetPort"] = target
+            documents += [yaml.safe_dump(service), meshes.pod(name, ip, app=name, namespace=NS)]
+        conformance.mesh.write("grpc-backends.yaml", meshes.join(*documents))
+        yield pb2
+    finally:
+        for server in servers:
+            server.stop(grace=None)
+
+
+def check_rpcs(pb2: ModuleType, port: int, cases: list[GrpcCase]) -> None:
+    for case in cases:
+        answer = grpc_echo_support.call_echo(
+            pb2, f"127.0.0.1:{port}", case.method, case.authority, case.metadata
+        )
+        if case.expected.isupper():
+            assert answer.code.name == case.expected, (case, answer)
+        else:
+            assert answer.code == grpc.StatusCode.OK, (case, answer)
+            # The suite's checks: the method, the backend's namespace, its pod name's prefix.
+            assert answer.method == f"/{grpc_echo_support.SERVICE}/{case.method}", answer
+            assert answer.namespace == NS, answer
+            assert answer.pod.startswith(case.expected), (case, answer)
+
+
+@pytest.mark.parametrize("test", ["grpcroute-exact-method-matching", "grpcroute-header-matching"])
+def test_grpcroute_matching(conformance: Conformance, grpc_echo: ModuleType, test: str) -> None:
+    conformance.only(f"{test}.yaml")
+    cases = expected_rpcs(f"{test}.go")
+    assert len(cases) >= 3, cases
+    check_rpcs(grpc_echo, conformance.port, cases)
+
+
+def test_grpcroute_listener_hostname_matching(
+    conformance: Conformance, grpc_echo: ModuleType
+) -> None:
+    """The test's own Gateway (four listeners on one port, by hostname) on its own Envoy."""
+    port = free_port()
+    documents = upstream("tests/grpcroute-listener-hostname-matching.yaml")
+    for doc in documents:
+        if doc["kind"] == "Gateway":
+            for listener in doc["spec"]["listeners"]:
+                listener["port"] = port
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+    conformance.mesh.gateway(
+        "grpcroute-listener-hostname-matching",
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": "grpcroute-listener-hostname-matching"},
+        address="127.0.0.85",
+    )
+    cases = expected_rpcs("grpcroute-listener-hostname-matching.go")
+    assert len(cases) == 8, cases
+    check_rpcs(grpc_echo, port, cases)
+
+
+def test_grpcroute_weight(conformance: Conformance, grpc_echo: ModuleType) -> None:
+    """70/30/0, judged as the suite does (conformance/utils/weight): 500 RPCs, each backend's
+    share within 0.05 of its weight, a few attempts (the suite allows 10)."""
+    conformance.only("grpcroute-weight.yaml")
+    wanted = {"grpc-infra-backend-v1": 0.7, "grpc-infra-backend-v2": 0.3}
+    for _attempt in range(3):
+        counts: Counter[str] = Counter()
+        with grpc.insecure_channel(f"127.0.0.1:{conformance.port}") as channel:
+            for _ in range(500):
+                answer = grpc_echo_support.call_echo(grpc_echo, channel=channel)
+                assert answer.code == grpc.StatusCode.OK, answer
+                counts[answer.pod.rsplit("-", 2)[0]] += 1
+        assert set(counts) <= set(wanted), counts  # v3 has weight 0: never
+        if all(abs(counts[name] / 500 - share) <= 0.05 for name, share in wanted.items()):
+            return
+    raise AssertionError(f"not a 70/30 split: {counts}")
