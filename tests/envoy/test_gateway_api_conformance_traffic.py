@@ -525,7 +525,10 @@ def grpc_echo(conformance: Conformance) -> Iterator[ModuleType]:
             ]
             service["spec"]["ports"][0]["targetPort"] = target
             documents += [yaml.safe_dump(service), meshes.pod(name, ip, app=name, namespace=NS)]
+        node = conformance.gateway.node_id
+        before = conformance.mesh.debug.type_state(node, "cds")["acked_version"]
         conformance.mesh.write("grpc-backends.yaml", meshes.join(*documents))
+        conformance.mesh.debug.wait_synced(node, timeout=10, newer_than={"cds": before})
         yield pb2
     finally:
         for server in servers:
