@@ -35,14 +35,21 @@ import yaml
 from tests.cluster.cluster import LocalCluster
 
 CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportGRPCRoute", "SupportReferenceGrant"}
-ROUTE_KINDS = {"HTTPRoute", "GRPCRoute"}
+ROUTE_KINDS = {"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"}
+# part "gwroutes": the TLSRoute and TCPRoute tests (Extended in v1.6.0), run by the same means.
+L4_FEATURES = {"SupportTLSRoute", "SupportTCPRoute"}
 # The suite's helpers that wait for a route's parents to be Accepted, and ResolvedRefs, True.
 _ACCEPT_CALLS = (
     "GatewayAndHTTPRoutesMustBeAccepted",
     "GatewayAndRoutesMustBeAccepted",
     "GatewayAndGRPCRoutesMustBeAccepted",
+    "GatewayAndTLSRoutesMustBeAccepted",
+    "GatewayAndTCPRoutesMustBeAccepted",
 )
-_RESOLVED_CALLS = ("HTTPRouteMustHaveResolvedRefsConditionsTrue",)
+_RESOLVED_CALLS = (
+    "HTTPRouteMustHaveResolvedRefsConditionsTrue",
+    "TLSRouteMustHaveResolvedRefsConditionsTrue",
+)
 _PREFIXES = (
     "RouteCondition",
     "RouteReason",
@@ -102,13 +109,28 @@ def parse_test(go_file: Path, root: Path) -> ConformanceTest | None:
             test.conditions.append((_value(fields["Type"]), _value(fields["Status"]), reason))
     test.expects_accepted = any(call in text for call in _ACCEPT_CALLS)
     test.expects_resolved = any(call in text for call in _RESOLVED_CALLS)
-    test.traffic = "MakeRequestAndExpect" in text or "grpc.Expect" in text
+    test.traffic = any(
+        call in text
+        for call in ("MakeRequestAndExpect", "grpc.Expect", "MakeTCPRequest", "MakeTLSRequest")
+    )
     return test
 
 
 def core_tests(root: Path) -> list[ConformanceTest]:
     tests = [parse_test(f, root) for f in sorted((root / "tests").glob("*.go"))]
     return [t for t in tests if t is not None and t.core]
+
+
+def l4_tests(root: Path) -> list[ConformanceTest]:
+    """The TLSRoute and TCPRoute tests whose other features are core ones."""
+    tests = [parse_test(f, root) for f in sorted((root / "tests").glob("*.go"))]
+    return [
+        t
+        for t in tests
+        if t is not None
+        and set(t.features) & L4_FEATURES
+        and set(t.features) <= CORE_FEATURES | L4_FEATURES
+    ]
 
 
 def render(path: Path, class_name: str, controller: str) -> str:
@@ -286,13 +308,22 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteInvalidReferenceGrant",
         "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
         "HTTPRouteMultipleGateways",
+        # part "gwroutes"
+        "GRPCExactMethodMatching",
+        "GRPCRouteHeaderMatching",
+        "GRPCRouteListenerHostnameMatching",
+        "GRPCRouteWeight",
+        "HTTPRouteCrossNamespace",
+        "HTTPRouteServiceTypes",
     }
 )
 
 
-def table(results: list[tuple[ConformanceTest, str, str]]) -> str:
+def table(
+    results: list[tuple[ConformanceTest, str, str]], title: str = "core conformance test"
+) -> str:
     lines = [
-        "| core conformance test | status on the real apiserver | traffic |",
+        f"| {title} | status on the real apiserver | traffic |",
         "| --- | --- | --- |",
     ]
     for test, verdict, detail in results:

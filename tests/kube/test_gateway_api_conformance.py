@@ -22,11 +22,7 @@ from tests.kube import conformance
 CLASS = "controlplane"
 
 
-@pytest.mark.slow
-def test_core_conformance_tests_status(kube_cluster: LocalCluster, operator) -> None:
-    root = gateway_api.conformance_dir()
-    tests = conformance.core_tests(root)
-    assert len(tests) >= 30, [t.short_name for t in tests]
+def _setup(kube_cluster: LocalCluster, root: Path) -> None:
     kube_cluster.apply(
         f"apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n"
         f"metadata: {{name: {CLASS}}}\nspec: {{controllerName: {CONTROLLER_NAME}}}\n"
@@ -44,12 +40,27 @@ def test_core_conformance_tests_status(kube_cluster: LocalCluster, operator) -> 
             ),
         ]
     )
+
+
+def _run_all(
+    kube_cluster: LocalCluster, tests: list[conformance.ConformanceTest]
+) -> list[tuple[conformance.ConformanceTest, str, str]]:
     results = []
     for test in tests:
         verdict, detail = conformance.run_test(
             kube_cluster, test, CLASS, CONTROLLER_NAME, timeout=5.0
         )
         results.append((test, verdict, detail))
+    return results
+
+
+@pytest.mark.slow
+def test_core_conformance_tests_status(kube_cluster: LocalCluster, operator) -> None:
+    root = gateway_api.conformance_dir()
+    tests = conformance.core_tests(root)
+    assert len(tests) >= 30, [t.short_name for t in tests]
+    _setup(kube_cluster, root)
+    results = _run_all(kube_cluster, tests)
     text = conformance.table(results)
     passed = sum(1 for _, v, _ in results if v == "pass")
     summary = f"core conformance tests (status): {passed} pass, {len(results) - passed} fail"
@@ -58,3 +69,29 @@ def test_core_conformance_tests_status(kube_cluster: LocalCluster, operator) -> 
     if out:
         Path(out).write_text(text + "\n\n" + summary + "\n")
     assert len(results) == len(tests)
+
+
+@pytest.mark.slow
+def test_tls_and_tcp_route_conformance_tests_status(kube_cluster: LocalCluster, operator) -> None:
+    """Part "gwroutes": the suite's TLSRoute and TCPRoute tests (Extended), status half, as
+    the core ones above: the TLSRoute and TCPRoute CRDs of the pinned release are installed
+    (standard channel, v1), watched, and their status written by the leader. Its table goes
+    to $CONTROLPLANE_CONFORMANCE_L4_TABLE."""
+    root = gateway_api.conformance_dir()
+    tests = conformance.l4_tests(root)
+    assert len(tests) >= 15, [t.short_name for t in tests]
+    _setup(kube_cluster, root)
+    results = _run_all(kube_cluster, tests)
+    text = conformance.table(results, "TLSRoute / TCPRoute conformance test")
+    passed = sum(1 for _, v, _ in results if v == "pass")
+    summary = f"TLSRoute/TCPRoute conformance tests (status): {passed} pass, "
+    summary += f"{len(results) - passed} fail"
+    print("\n" + text + "\n" + summary)
+    out = os.environ.get("CONTROLPLANE_CONFORMANCE_L4_TABLE")
+    if out:
+        Path(out).write_text(text + "\n\n" + summary + "\n")
+    # The TLSRoute tests this controller is built for pass: a passthrough route attached,
+    # and a route whose hostname no listener allows refused.
+    verdicts = {t.short_name: v for t, v, _ in results}
+    assert verdicts.get("TLSRouteSimpleSameNamespace") == "pass", text
+    assert verdicts.get("TLSRouteInvalidNoMatchingListenerHostname") == "pass", text
