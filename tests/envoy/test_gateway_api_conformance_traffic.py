@@ -21,8 +21,8 @@ from controlplane.testing.mesh import GatewayProxy, LocalMesh
 from controlplane.testing.ports import free_port
 from controlplane.testing.traffic import count_backends, send
 from tests.cluster import gateway_api
+from tests.support import conformance_tcp, meshes, pki
 from tests.support import grpc_echo as grpc_echo_support
-from tests.support import meshes
 
 NS = "gateway-conformance-infra"
 WEB_NS, WEB_BACKEND = "gateway-conformance-web-backend", "127.0.0.74"
@@ -596,3 +596,106 @@ def test_grpcroute_weight(conformance: Conformance, grpc_echo: ModuleType) -> No
         if all(abs(counts[name] / 500 - share) <= 0.05 for name, share in wanted.items()):
             return
     raise AssertionError(f"not a 70/30 split: {counts}")
+
+
+# ---- TLSRoute and TCPRoute (Extended): the suite's tcp-backend (tests/support/conformance_tcp.py)
+
+
+def l4_gateway(conformance: Conformance, documents: list[dict], address: str) -> int:
+    """Write a test's documents (its Deployments left out: the backends are loopback
+    servers), its Gateway's listeners moved to one free port, and start that Gateway's Envoy
+    (TLS/TCP listeners only: no routes to wait for). Returns the port."""
+    port = free_port()
+    [gateway] = [d for d in documents if d["kind"] == "Gateway"]
+    for listener in gateway["spec"]["listeners"]:
+        listener["port"] = port
+    kept = [d for d in documents if d["kind"] != "Deployment"]
+    conformance.mesh.write("test.yaml", yaml.safe_dump_all(kept))
+    name = gateway["metadata"]["name"]
+    proxy = conformance.mesh.gateway(
+        name,
+        namespace=NS,
+        labels={"gateway.networking.k8s.io/gateway-name": name},
+        address=address,
+        wait=False,
+    )
+    conformance.mesh.debug.wait_synced(proxy.node_id, ("cds", "eds", "lds"), timeout=30)
+    proxy.envoy.wait_live()
+    return port
+
+
+def test_tlsroute_simple_same_namespace(
+    conformance: Conformance, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The suite's tcp-backend (base/manifests.yaml) as a TLS server of its own certificate;
+    the client completes TLS with it through the passthrough listener and checks what the
+    suite checks: a TLS backend, its pod and namespace, the SNI name it saw."""
+    workdir = tmp_path_factory.mktemp("tlsroute")
+    ca = pki.current_ca("tls-checks-ca")
+    cafile = workdir / "ca.pem"
+    cafile.write_text(pki.pem(ca[0]))
+    cert, key = pki.make_leaf(ca, dns_names=["abc.example.com"], common_name="abc.example.com")
+    (workdir / "tls.pem").write_text(pki.pem(cert))
+    (workdir / "tls.key").write_text(pki.key_pem(key))
+    ip, tls_port = "127.0.0.86", free_port()
+    identity = conformance_tcp.Identity(NS, "tcp-backend", "tcp-backend-6c9d8b7f5-abcde")
+    server = conformance_tcp.SuiteTcpServer(
+        identity, ip, tls_port, workdir / "tls.pem", workdir / "tls.key"
+    )
+    try:
+        [service] = [
+            d
+            for d in upstream("base/manifests.yaml")
+            if d["kind"] == "Service" and d["metadata"]["name"] == "tcp-backend"
+        ]
+        for port in service["spec"]["ports"]:
+            port["targetPort"] = tls_port if port["port"] == 8443 else free_port()
+        documents = [
+            *upstream("tests/tlsroute-simple-same-namespace.yaml"),
+            service,
+            yaml.safe_load(meshes.pod("tcp-backend", ip, app="tcp-backend", namespace=NS)),
+        ]
+        port = l4_gateway(conformance, documents, "127.0.0.87")
+        answer = conformance_tcp.exchange(port, "abc.example.com", cafile)
+        assert answer["is_tls"] == "true", answer
+        assert answer["namespace"] == NS and answer["pod"].startswith("tcp-backend-"), answer
+        assert answer["tls"]["serverName"] == "abc.example.com", answer
+        status = conformance.mesh.debug.get("/debug/gateway_api_status")
+        parent = status[f"TLSRoute {NS}/gateway-conformance-infra-test"]["parents"][0]
+        conditions = {c["type"]: c["status"] for c in parent["conditions"]}
+        assert conditions == {"Accepted": "True", "ResolvedRefs": "True"}, parent
+    finally:
+        server.stop()
+
+
+def test_tcproute_weighted_routing(conformance: Conformance) -> None:
+    """70/30/0 over connections, judged as the suite does (500 connections, within 0.05)."""
+    ips = {f"tcp-backend-v{i}": f"127.0.0.{100 + i}" for i in (1, 2, 3)}
+    target = free_port()
+    servers = [
+        conformance_tcp.SuiteTcpServer(
+            conformance_tcp.Identity(NS, name, f"{name}-7f6d5c4b3-xyz12"), ip, target
+        )
+        for name, ip in ips.items()
+    ]
+    try:
+        documents = upstream("tests/tcproute-weighted-routing.yaml")
+        for doc in documents:
+            if doc["kind"] == "Service":
+                doc["spec"]["ports"][0]["targetPort"] = target
+        documents += [
+            yaml.safe_load(meshes.pod(name, ip, app=name, namespace=NS)) for name, ip in ips.items()
+        ]
+        port = l4_gateway(conformance, documents, "127.0.0.88")
+        wanted = {"tcp-backend-v1": 0.7, "tcp-backend-v2": 0.3}
+        for _attempt in range(3):
+            counts: Counter[str] = Counter(
+                conformance_tcp.exchange(port)["pod"].rsplit("-", 2)[0] for _ in range(500)
+            )
+            assert set(counts) <= set(wanted), counts  # v3 has weight 0: never
+            if all(abs(counts[name] / 500 - share) <= 0.05 for name, share in wanted.items()):
+                return
+        raise AssertionError(f"not a 70/30 split: {counts}")
+    finally:
+        for server in servers:
+            server.stop()
