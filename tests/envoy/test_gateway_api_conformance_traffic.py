@@ -7,10 +7,16 @@ Services the suite deploys. The expected responses are those of the tests' .go f
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import socket
+import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import grpc
@@ -699,3 +705,92 @@ def test_tcproute_weighted_routing(conformance: Conformance) -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+# ---- HTTPRouteHTTPSListener: a mesh of its own, with the CA on (the gateway's SDS) ---------
+
+
+def https_get(port: int, host: str, cafile: Path) -> tuple[int, str]:
+    """GET / over HTTPS with SNI and Host ``host``, verifying the gateway's certificate
+    against ``cafile`` (the suite's tls.MakeTLSRequest...): (status, backend name)."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    # The chain is verified (the self-signed certificate is the only trust anchor); the name
+    # is not by OpenSSL, which refuses the certificate's `*.org` (a wildcard right above a
+    # top-level domain) where Go's client, the suite's, accepts it.
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    name = json.loads(body)["name"] if status == 200 else ""
+    return status, name
+
+
+@pytest.mark.slow  # a mesh of its own with the CA on: about 20-40 s
+def test_httproute_https_listener(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The base `same-namespace-with-https-listener` Gateway (its three HTTPS listeners on
+    one free port), the certificate Secret the suite's setup creates
+    (`tls-validity-checks-certificate`, self-signed for `*`, `*.org`, `*.wildcard.org`) served
+    over SDS, and the test's two HTTPRoutes; the client trusts that certificate, as the suite's
+    does, and each case of the test's .go file is checked."""
+    from tests.envoy.test_gateway_tls import start_gateway
+    from tests.kube.conformance import self_signed_secret
+
+    workdir = tmp_path_factory.mktemp("conformance-https")
+    ca_dir = workdir / "ca"
+    mesh = LocalMesh(workdir, control_plane_args=["--ca-dir", str(ca_dir)])
+    try:
+        target = free_port()
+        documents: list[dict] = []
+        for name in ("infra-backend-v1", "infra-backend-v2"):
+            mesh.backend(name, BACKENDS[name], target)
+            documents += [
+                yaml.safe_load(meshes.service(name, 8080, target_port=target, namespace=NS)),
+                yaml.safe_load(meshes.pod(name, BACKENDS[name], app=name, namespace=NS)),
+            ]
+        secret = self_signed_secret(
+            NS, "tls-validity-checks-certificate", ["*", "*.org", "*.wildcard.org"]
+        )
+        cafile = workdir / "server.pem"
+        cafile.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
+        port = free_port()
+        [gateway] = [
+            d
+            for d in upstream("base/manifests.yaml")
+            if d["kind"] == "Gateway"
+            and d["metadata"]["name"] == "same-namespace-with-https-listener"
+        ]
+        for listener in gateway["spec"]["listeners"]:
+            listener["port"] = port
+        documents += [secret, gateway, *upstream("tests/httproute-https-listener.yaml")]
+        mesh.write("all.yaml", yaml.safe_dump_all(documents))
+        mesh.start()
+        labels = {"gateway.networking.k8s.io/gateway-name": gateway["metadata"]["name"]}
+        node = f"router~127.0.0.89~https-gw-0.{NS}~{NS}.svc.cluster.local"
+        proxy = start_gateway(mesh, ca_dir, node, NS, labels, "https-gw")
+        mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds", "rds"), timeout=30)
+        proxy.envoy.wait_live()
+        text = (gateway_api.conformance_dir() / "tests" / "httproute-https-listener.go").read_text()
+        cases = re.findall(
+            r'\{host:\s*"([^"]+)",\s*statusCode:\s*(\d+)(?:,\s*backend:\s*confsuite\.InfraBackendServiceNameV(\d))?\}',
+            text,
+        )
+        assert len(cases) == 3, cases
+        deadline = time.monotonic() + 10
+        while True:  # SDS may still be on its way (the suite: eventually consistent)
+            try:
+                https_get(port, cases[0][0], cafile)
+                break
+            except (OSError, ssl.SSLError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for host, code, version in cases:
+            expected = (int(code), f"infra-backend-v{version}" if version else "")
+            assert https_get(port, host, cafile) == expected, host
+    finally:
+        mesh.stop()
