@@ -794,3 +794,40 @@ def test_httproute_https_listener(tmp_path_factory: pytest.TempPathFactory) -> N
             assert https_get(port, host, cafile) == expected, host
     finally:
         mesh.stop()
+
+
+def test_tcproute_reference_grant(conformance: Conformance) -> None:
+    """A TCPRoute to a Service of another namespace reaches it while the ReferenceGrant
+    exists; once the test deletes the grant, ResolvedRefs is False (RefNotPermitted) and the
+    connection is refused."""
+    ip, target = "127.0.0.104", free_port()
+    name = "tcp-reference-grant-backend"
+    server = conformance_tcp.SuiteTcpServer(
+        conformance_tcp.Identity(WEB_NS, name, f"{name}-5b6c7d8e9-qwert"), ip, target
+    )
+    try:
+        documents = upstream("tests/tcproute-reference-grant.yaml")
+        for doc in documents:
+            if doc["kind"] == "Service":
+                doc["spec"]["ports"][0]["targetPort"] = target
+        documents.append(yaml.safe_load(meshes.pod(name, ip, app=name, namespace=WEB_NS)))
+        port = l4_gateway(conformance, documents, "127.0.0.105")
+        answer = conformance_tcp.exchange(port)
+        assert answer["namespace"] == WEB_NS and answer["pod"].startswith(f"{name}-"), answer
+        node = next(
+            g.node_id for g in conformance.mesh.gateways if "tcp-reference-grant" in g.node_id
+        )
+        before = conformance.mesh.debug.type_state(node, "lds")["acked_version"]
+        kept = [d for d in documents if d["kind"] not in ("Deployment", "ReferenceGrant")]
+        conformance.mesh.write("test.yaml", yaml.safe_dump_all(kept))
+        conformance.mesh.debug.wait_synced(
+            node, ("cds", "eds", "lds"), timeout=10, newer_than={"lds": before}
+        )
+        status = conformance.mesh.debug.get("/debug/gateway_api_status")
+        parent = status[f"TCPRoute {NS}/tcp-reference-grant"]["parents"][0]
+        resolved = {c["type"]: c for c in parent["conditions"]}["ResolvedRefs"]
+        assert (resolved["status"], resolved["reason"]) == ("False", "RefNotPermitted"), parent
+        with pytest.raises((OSError, ConnectionError)):
+            conformance_tcp.exchange(port)
+    finally:
+        server.stop()

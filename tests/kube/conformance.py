@@ -352,6 +352,7 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteServiceTypes",
         "TLSRouteSimpleSameNamespace",
         "TCPRouteWeightedRouting",
+        "TCPRouteReferenceGrant",
     }
 )
 
