@@ -609,12 +609,24 @@ def test_grpcroute_weight(conformance: Conformance, grpc_echo: ModuleType) -> No
 
 def l4_gateway(conformance: Conformance, documents: list[dict], address: str) -> int:
     """Write a test's documents (its Deployments left out: the backends are loopback
-    servers), its Gateway's listeners moved to one free port, and start that Gateway's Envoy
-    (TLS/TCP listeners only: no routes to wait for). Returns the port."""
-    port = free_port()
+    servers), its Gateway's listener ports moved to free ones (a route's parentRef `port`
+    along), and start that Gateway's Envoy (TLS/TCP listeners only: no routes to wait for).
+    Returns the first listener's port (``l4_ports`` has them all)."""
+    return next(iter(l4_ports(conformance, documents, address).values()))
+
+
+def l4_ports(conformance: Conformance, documents: list[dict], address: str) -> dict[str, int]:
+    """``l4_gateway``'s work; listener name -> its port."""
     [gateway] = [d for d in documents if d["kind"] == "Gateway"]
+    moved = {listener["port"]: free_port() for listener in gateway["spec"]["listeners"]}
     for listener in gateway["spec"]["listeners"]:
-        listener["port"] = port
+        listener["port"] = moved[listener["port"]]
+    for doc in documents:
+        for ref in (
+            doc.get("spec", {}).get("parentRefs", []) if doc["kind"].endswith("Route") else []
+        ):
+            if "port" in ref:
+                ref["port"] = moved[ref["port"]]
     kept = [d for d in documents if d["kind"] != "Deployment"]
     conformance.mesh.write("test.yaml", yaml.safe_dump_all(kept))
     name = gateway["metadata"]["name"]
@@ -627,7 +639,7 @@ def l4_gateway(conformance: Conformance, documents: list[dict], address: str) ->
     )
     conformance.mesh.debug.wait_synced(proxy.node_id, ("cds", "eds", "lds"), timeout=30)
     proxy.envoy.wait_live()
-    return port
+    return {listener["name"]: listener["port"] for listener in gateway["spec"]["listeners"]}
 
 
 def test_tlsroute_simple_same_namespace(
@@ -831,3 +843,87 @@ def test_tcproute_reference_grant(conformance: Conformance) -> None:
             conformance_tcp.exchange(port)
     finally:
         server.stop()
+
+
+def suite_tcp_backends(
+    documents: list[dict], first_ip: int
+) -> tuple[list[conformance_tcp.SuiteTcpServer], list[dict]]:
+    """A suite tcp server per Service of a test's documents (loopback 127.0.0.<first_ip>
+    on), the Services' target port moved to theirs; the servers and the pods to add."""
+    target = free_port()
+    servers, pods = [], []
+    services = [d for d in documents if d["kind"] == "Service"]
+    for i, service in enumerate(services):
+        name, ip = service["metadata"]["name"], f"127.0.0.{first_ip + i}"
+        service["spec"]["ports"][0]["targetPort"] = target
+        identity = conformance_tcp.Identity(NS, name, f"{name}-6b7c8d9f0-abcde")
+        servers.append(conformance_tcp.SuiteTcpServer(identity, ip, target))
+        pods.append(yaml.safe_load(meshes.pod(name, ip, app=name, namespace=NS)))
+    return servers, pods
+
+
+def test_tcproute_parentref_port_and_section_name(conformance: Conformance) -> None:
+    """Three TCP listeners; routes attach by parentRef port, by sectionName, and by both."""
+    documents = upstream("tests/tcproute-parentref-port-and-section-name.yaml")
+    servers, pods = suite_tcp_backends(documents, 110)
+    try:
+        ports = l4_ports(conformance, documents + pods, "127.0.0.106")
+        for listener, backend in (
+            ("one", "tcp-echo-one"),
+            ("two", "tcp-echo-two"),
+            ("three", "tcp-echo-three"),
+        ):
+            answer = conformance_tcp.exchange(ports[listener])
+            assert answer["pod"].startswith(f"{backend}-"), (listener, answer)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_tcproute_multiple_routes_attachment(conformance: Conformance) -> None:
+    """Two TCPRoutes on one TCP listener: both Accepted, the listener counts 2, and only the
+    older one's backend gets connections (the test creates the newer one a second later)."""
+    documents = upstream("tests/tcproute-multiple-routes-attachment.yaml")
+    servers, pods = suite_tcp_backends(documents, 120)
+    try:
+        port = l4_gateway(conformance, documents + pods, "127.0.0.107")
+        assert conformance_tcp.exchange(port)["pod"].startswith("tcp-attach-backend-1-")
+        time.sleep(1.0)  # as the test: the newer route is strictly newer
+        conformance.mesh.write(
+            "newer-route.yaml",
+            yaml.safe_dump(
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "TCPRoute",
+                    "metadata": {"name": "tcproute-attach-newer", "namespace": NS},
+                    "spec": {
+                        "parentRefs": [
+                            {"name": "tcp-multi-route-attach-gateway", "sectionName": "tcp"}
+                        ],
+                        "rules": [
+                            {"backendRefs": [{"name": "tcp-attach-backend-2", "port": 3000}]}
+                        ],
+                    },
+                }
+            ),
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            status = conformance.mesh.debug.get("/debug/gateway_api_status")
+            gateway = status.get(f"KubernetesGateway {NS}/tcp-multi-route-attach-gateway", {})
+            attached = [entry["attachedRoutes"] for entry in gateway.get("listeners", [])]
+            if attached == [2] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert attached == [2], gateway
+        for route in ("tcproute-attach-older", "tcproute-attach-newer"):
+            parent = status[f"TCPRoute {NS}/{route}"]["parents"][0]
+            assert {c["type"]: c["status"] for c in parent["conditions"]}["Accepted"] == "True"
+        pods_seen = Counter(
+            conformance_tcp.exchange(port)["pod"].rsplit("-", 2)[0] for _ in range(20)
+        )
+        assert pods_seen == {"tcp-attach-backend-1": 20}, pods_seen
+    finally:
+        conformance.mesh.remove("newer-route.yaml")
+        for server in servers:
+            server.stop()

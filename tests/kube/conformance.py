@@ -353,6 +353,8 @@ TRAFFIC_CHECKED = frozenset(
         "TLSRouteSimpleSameNamespace",
         "TCPRouteWeightedRouting",
         "TCPRouteReferenceGrant",
+        "TCPRouteParentRefPortAndSectionName",
+        "TCPRouteMultipleRoutesAttachment",
     }
 )
 
