@@ -350,6 +350,7 @@ TRAFFIC_CHECKED = frozenset(
         "GRPCRouteWeight",
         "HTTPRouteCrossNamespace",
         "HTTPRouteServiceTypes",
+        "HTTPRouteHTTPSListener",
         "TLSRouteSimpleSameNamespace",
         "TCPRouteWeightedRouting",
         "TCPRouteReferenceGrant",
