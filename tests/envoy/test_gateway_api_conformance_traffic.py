@@ -639,7 +639,19 @@ def l4_ports(conformance: Conformance, documents: list[dict], address: str) -> d
     )
     conformance.mesh.debug.wait_synced(proxy.node_id, ("cds", "eds", "lds"), timeout=30)
     proxy.envoy.wait_live()
-    return {listener["name"]: listener["port"] for listener in gateway["spec"]["listeners"]}
+    ports = {listener["name"]: listener["port"] for listener in gateway["spec"]["listeners"]}
+    # An ACKed listener may still be warming (not bound yet): wait until each accepts.
+    deadline = time.monotonic() + 10
+    for port in ports.values():
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    return ports
 
 
 def test_tlsroute_simple_same_namespace(
@@ -925,5 +937,24 @@ def test_tcproute_multiple_routes_attachment(conformance: Conformance) -> None:
         assert pods_seen == {"tcp-attach-backend-1": 20}, pods_seen
     finally:
         conformance.mesh.remove("newer-route.yaml")
+        for server in servers:
+            server.stop()
+
+
+def test_tcproute_parentref_attach_all(conformance: Conformance) -> None:
+    """A TCPRoute whose parentRef names the Gateway only attaches to its four TCP listeners:
+    each one reaches the route's backend."""
+    documents = upstream("tests/tcproute-parentref-attach-all.yaml")
+    servers, pods = suite_tcp_backends(documents, 130)
+    try:
+        ports = l4_ports(conformance, documents + pods, "127.0.0.108")
+        assert sorted(ports) == ["four", "one", "three", "two"], ports
+        for listener, port in ports.items():
+            answer = conformance_tcp.exchange(port)
+            assert answer["pod"].startswith("tcp-echo-attach-all-"), (listener, answer)
+        status = conformance.mesh.debug.get("/debug/gateway_api_status")
+        parent = status[f"TCPRoute {NS}/tcp-route-attach-all"]["parents"][0]
+        assert {c["type"]: c["status"] for c in parent["conditions"]}["Accepted"] == "True"
+    finally:
         for server in servers:
             server.stop()

@@ -77,6 +77,14 @@ def tls_exchange(port: int, sni: str, cafile: Path) -> tuple[str, str] | None:
     return x509.load_der_x509_certificate(der).subject.rfc4514_string(), reply
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class L4Edge:
     mesh: LocalMesh
@@ -196,6 +204,8 @@ def l4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L4Edge]:
         proxy = mesh.gateway("edge-l4", namespace="default", labels=LABELS, wait=False)
         mesh.debug.wait_synced(proxy.node_id, types=("cds", "eds", "lds"), timeout=30)
         proxy.envoy.wait_live()
+        for port in (tls_port, tcp_port):  # an ACKed listener may still be warming
+            wait_until(lambda p=port: _accepts(p), f"listener {port}")
         yield L4Edge(mesh, proxy, tls_port, tcp_port, cafile)
     finally:
         mesh.stop()

@@ -356,6 +356,7 @@ TRAFFIC_CHECKED = frozenset(
         "TCPRouteReferenceGrant",
         "TCPRouteParentRefPortAndSectionName",
         "TCPRouteMultipleRoutesAttachment",
+        "TCPRouteParentRefAttachAll",
     }
 )
 
