@@ -958,3 +958,119 @@ def test_tcproute_parentref_attach_all(conformance: Conformance) -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+class HttpsEcho:
+    """An HTTPS echo backend (the suite's tls-backend): answers JSON naming its pod."""
+
+    def __init__(self, pod: str, host: str, port: int, cert: Path, key: Path) -> None:
+        import http.server
+        import threading
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({"pod": pod, "namespace": NS}).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tls_pod(port: int, sni: str, cafile: Path) -> str | None:
+    """The pod of the HTTPS backend reached through the passthrough listener with SNI (and
+    Host) ``sni``; None when the connection is rejected."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+            with context.wrap_socket(raw, server_hostname=sni) as tls:
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := tls.recv(65536):
+                    data += chunk
+    except (OSError, ssl.SSLError):
+        return None
+    pod: str = json.loads(data.partition(b"\r\n\r\n")[2])["pod"]
+    return pod
+
+
+def test_tlsroute_hostname_intersection(
+    conformance: Conformance, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Four Gateways (a TLS listener each: exact, more and less specific wildcard, no
+    hostname) and the test's TLSRoutes: the SNI names of the test's .go file reach
+    tls-backend or tls-backend-2 as the route hostnames intersect the listener's, and a name
+    outside the intersection is rejected."""
+    workdir = tmp_path_factory.mktemp("tlsroute-intersection")
+    ca = pki.current_ca("tls-checks-ca")
+    cafile = workdir / "ca.pem"
+    cafile.write_text(pki.pem(ca[0]))
+    cert, key = pki.make_leaf(ca, dns_names=["abc.example.com", "*.example.com"], common_name="tls")
+    (workdir / "tls.pem").write_text(pki.pem(cert))
+    (workdir / "tls.key").write_text(pki.key_pem(key))
+    target = free_port()
+    ips = {"tls-backend": "127.0.0.140", "tls-backend-2": "127.0.0.141"}
+    servers = [
+        HttpsEcho(f"{name}-7d8e9f0a1-zxcvb", ip, target, workdir / "tls.pem", workdir / "tls.key")
+        for name, ip in ips.items()
+    ]
+    try:
+        documents = upstream("tests/tlsroute-hostname-intersection.yaml")
+        for name, ip in ips.items():
+            documents += [
+                yaml.safe_load(meshes.service(name, 443, target_port=target, namespace=NS)),
+                yaml.safe_load(meshes.pod(name, ip, app=name, namespace=NS)),
+            ]
+        gateways = [d for d in documents if d["kind"] == "Gateway"]
+        ports = {}
+        for gateway in gateways:
+            ports[gateway["metadata"]["name"]] = free_port()
+            gateway["spec"]["listeners"][0]["port"] = ports[gateway["metadata"]["name"]]
+        conformance.mesh.write("test.yaml", yaml.safe_dump_all(documents))
+        for i, name in enumerate(ports):
+            proxy = conformance.mesh.gateway(
+                name,
+                namespace=NS,
+                labels={"gateway.networking.k8s.io/gateway-name": name},
+                address=f"127.0.0.{150 + i}",
+                wait=False,
+            )
+            conformance.mesh.debug.wait_synced(proxy.node_id, ("cds", "eds", "lds"), timeout=30)
+        exact, more, less, empty = ports.values()
+        cases = [
+            (exact, "abc.example.com", "tls-backend"),
+            (exact, "non.matching.com", None),
+            (more, "abc.example.com", "tls-backend"),
+            (more, "other.example.com", "tls-backend-2"),
+            (more, "non.matching.com", None),
+            (less, "abc.example.com", "tls-backend"),
+            (less, "other.example.com", "tls-backend-2"),
+            (less, "non.matching.com", None),
+            (empty, "abc.example.com", "tls-backend"),
+            (empty, "other.example.com", "tls-backend-2"),
+        ]
+        for port, sni, backend in cases:
+            deadline = time.monotonic() + 10
+            while True:  # eventually consistent, as the suite's requests
+                pod = tls_pod(port, sni, cafile)
+                found = pod.rsplit("-", 2)[0] if pod else None
+                if found == backend or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert found == backend, (port, sni, pod)
+    finally:
+        for server in servers:
+            server.stop()

@@ -357,6 +357,7 @@ TRAFFIC_CHECKED = frozenset(
         "TCPRouteParentRefPortAndSectionName",
         "TCPRouteMultipleRoutesAttachment",
         "TCPRouteParentRefAttachAll",
+        "TLSRouteHostnameIntersection",
     }
 )
 
