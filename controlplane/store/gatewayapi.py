@@ -402,6 +402,10 @@ def convert(
         for key, route in sorted(world.of(kind).items(), key=lambda kv: created(kv[1])):
             parents = []
             for i, ref in enumerate(route.spec.parent_refs):
+                if not _parent_is_gateway(ref) and kind in L4_ROUTE_KINDS:
+                    # Never ignored in silence: TLSRoute/TCPRoute for the mesh is not built.
+                    parents.append(_l4_mesh_parent(ref, i, kind, route.metadata.generation))
+                    continue
                 if not _parent_is_gateway(ref):
                     continue  # a Service parent is the mesh's (GAMMA)
                 gw_key = ResourceKey(KUBERNETES_GATEWAY, ref.namespace or key.namespace, ref.name)
@@ -437,6 +441,21 @@ def convert(
     for key, state in states.items():
         out.status[key] = _gateway_status(world, state, (addresses or {}).get(key))
     return out
+
+
+def _l4_mesh_parent(
+    ref: ParentReference, i: int, kind: str, generation: int | None
+) -> dict[str, Any]:
+    """A TLSRoute or TCPRoute parent that is not a Gateway (a Service: the mesh, which
+    istiod serves and this controller does not yet): Accepted False, UnsupportedValue."""
+    message = (
+        f"spec.parentRefs[{i}]: {ref.kind or 'Gateway'} {ref.name!r}: a {kind} for the mesh "
+        "(a Service parent) is not supported by this controller; the route has no effect there"
+    )
+    resolved = (True, "ResolvedRefs", "not evaluated for this parent")
+    return _parent_status(
+        ref, ISTIO_CONTROLLER, (False, "UnsupportedValue", message), resolved, generation
+    )
 
 
 def _l4_virtual_services(

@@ -109,3 +109,19 @@ def test_the_alpha_versions_are_read_for_tls_and_tcp_routes_only() -> None:
     with pytest.raises(InvalidResource) as refused:
         load(yaml.safe_load(l4_route("HTTPRoute", spec, version="v1alpha2")))
     assert "v1alpha2 of HTTPRoute is not served" in refused.value.issues[0].reason
+
+
+def test_a_tcp_route_for_the_mesh_is_refused_in_its_status_not_ignored() -> None:
+    out = converted(
+        l4_route(
+            "TCPRoute",
+            '{parentRefs: [{group: "", kind: Service, name: svc}],'
+            " rules: [{backendRefs: [{name: other, port: 80}]}]}",
+        )
+    )
+    assert not out.virtual_services
+    parent = out.status[next(k for k in out.status if k.kind == "TCPRoute")]["parents"][0]
+    accepted = parent["conditions"][0]
+    assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
+    assert accepted["message"].startswith("spec.parentRefs[0]: Service 'svc'")
+    assert parent["parentRef"] == {"group": "", "kind": "Service", "name": "svc"}
