@@ -1,7 +1,7 @@
 """gateway.networking.k8s.io v1: the Kubernetes Gateway API kinds this control plane reads.
 
-GatewayClass, Gateway, HTTPRoute, GRPCRoute (v1) and ReferenceGrant (v1beta1), every field of
-the standard channel declared (a field the CRD does not define is an error, as the apiserver
+GatewayClass, Gateway, HTTPRoute, GRPCRoute (v1), ReferenceGrant (v1beta1), TLSRoute and
+TCPRoute (v1, and the experimental channel's v1alpha2/v1alpha3), every field of the channel declared (a field the CRD does not define is an error, as the apiserver
 prunes or refuses it). ``status`` is output: it is dropped on input, computed by the
 conversion (``store/gatewayapi_convert.py``) and written by the leader.
 
@@ -362,6 +362,49 @@ class GRPCRoute(GatewayApiModel):
     spec: GRPCRouteSpec
 
 
+# ---- TLSRoute and TCPRoute (part "gwroutes") --------------------------------------------------
+# In the pinned release (v1.6.0) both are v1 in the standard channel; the experimental channel
+# also serves TLSRoute v1alpha2 and v1alpha3 and TCPRoute v1alpha2, with the same schema.
+
+
+class L4RouteRule(GatewayApiModel):
+    """A TLSRoute or TCPRoute rule: where the connection goes (no matches, no filters)."""
+
+    name: str | None = None
+    backend_refs: list[BackendRef] = Field(default_factory=list)
+
+
+class TLSRouteSpec(GatewayApiModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    hostnames: list[str] = Field(default_factory=list)
+    rules: list[L4RouteRule] = Field(default_factory=list)
+    use_default_gateways: str | None = None
+
+
+class TLSRoute(GatewayApiModel):
+    """A gateway.networking.k8s.io TLSRoute: TLS connections by SNI, not terminated."""
+
+    api_version: str = f"{GATEWAY_API_GROUP}/v1"
+    kind: Literal["TLSRoute"] = "TLSRoute"
+    metadata: ObjectMeta
+    spec: TLSRouteSpec
+
+
+class TCPRouteSpec(GatewayApiModel):
+    parent_refs: list[ParentReference] = Field(default_factory=list)
+    rules: list[L4RouteRule] = Field(default_factory=list)
+    use_default_gateways: str | None = None
+
+
+class TCPRoute(GatewayApiModel):
+    """A gateway.networking.k8s.io TCPRoute: every connection of a TCP listener."""
+
+    api_version: str = f"{GATEWAY_API_GROUP}/v1"
+    kind: Literal["TCPRoute"] = "TCPRoute"
+    metadata: ObjectMeta
+    spec: TCPRouteSpec
+
+
 # ---- ReferenceGrant ---------------------------------------------------------------------------
 
 
@@ -413,6 +456,9 @@ GATEWAY_API_KINDS: tuple[GatewayApiKind, ...] = (
     GatewayApiKind("GRPCRoute", "GRPCRoute", ("v1",), "grpcroutes", GRPCRoute),
     GatewayApiKind("ReferenceGrant", "ReferenceGrant", ("v1beta1", "v1"), "referencegrants",
                    ReferenceGrant),
+    # part "gwroutes": the first version is the one watched (v1: standard and experimental).
+    GatewayApiKind("TLSRoute", "TLSRoute", ("v1", "v1alpha3", "v1alpha2"), "tlsroutes", TLSRoute),
+    GatewayApiKind("TCPRoute", "TCPRoute", ("v1", "v1alpha2"), "tcproutes", TCPRoute),
 )  # fmt: skip
 GATEWAY_API_STORE_KINDS = frozenset(k.store_kind for k in GATEWAY_API_KINDS)
 _STORE_KIND = {k.kind: k.store_kind for k in GATEWAY_API_KINDS}
@@ -493,6 +539,10 @@ def _register_supported() -> None:
     )
     SUPPORTED["GRPCRoute"] = frozenset(route_common)
     SUPPORTED["ReferenceGrant"] = frozenset({"spec.**"})
+    # part "gwroutes": spec.useDefaultGateways is not implemented (reported as unsupported).
+    l4_route = {"spec.parentRefs.**", "spec.rules", "spec.rules.name", "spec.rules.backendRefs.**"}
+    SUPPORTED["TLSRoute"] = frozenset(l4_route | {"spec.hostnames"})
+    SUPPORTED["TCPRoute"] = frozenset(l4_route)
 
 
 _register_supported()

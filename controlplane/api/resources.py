@@ -18,6 +18,8 @@ from controlplane.api.gatewayapi import (
     ReferenceGrant,
     store_kind,
 )
+from controlplane.api.gatewayapi import TCPRoute as GatewayTCPRoute  # part "gwroutes"
+from controlplane.api.gatewayapi import TLSRoute as GatewayTLSRoute
 from controlplane.api.issues import Codes, InvalidResource, Issue, ResourceKey
 from controlplane.api.kube import EndpointSlice, Namespace, Pod, Service
 from controlplane.api.mesh import MESH_CONFIG_KIND, MeshConfig
@@ -64,6 +66,7 @@ for _unsupported in UNSUPPORTED_KINDS:
 for _gwapi in GATEWAY_API_KINDS:
     MODELS[(GATEWAY_API_GROUP, _gwapi.kind)] = _gwapi.model
 GROUP_VERSIONS[GATEWAY_API_GROUP] = frozenset(v for k in GATEWAY_API_KINDS for v in k.versions)
+GATEWAY_API_VERSIONS = {k.kind: k.versions for k in GATEWAY_API_KINDS}  # per kind (gwroutes)
 ISTIO_GROUPS = frozenset(
     {"networking.istio.io", "security.istio.io"} | {k.group for k in UNSUPPORTED_KINDS}
 )
@@ -90,6 +93,8 @@ Resource = (
     | HTTPRoute
     | GRPCRoute
     | ReferenceGrant
+    | GatewayTLSRoute
+    | GatewayTCPRoute
 )
 
 
@@ -186,6 +191,21 @@ def parse_resource(doc: Any, default_namespace: str = "default") -> Resource:
                     Codes.SCHEMA_ERROR,
                     "apiVersion",
                     f"version {version} is not served (use {served})",
+                    key,
+                )
+            ],
+        )
+    kind_versions = GATEWAY_API_VERSIONS.get(kind) if group == GATEWAY_API_GROUP else None
+    if kind_versions is not None and version not in kind_versions:
+        # part "gwroutes": the group serves alpha versions for TLSRoute and TCPRoute only.
+        served = ", ".join(kind_versions)
+        raise InvalidResource(
+            key,
+            [
+                Issue(
+                    Codes.SCHEMA_ERROR,
+                    "apiVersion",
+                    f"version {version} of {kind} is not served (use {served})",
                     key,
                 )
             ],

@@ -37,6 +37,13 @@ def crd_dir() -> Path:
 
 
 @functools.cache
+def experimental_crd_dir() -> Path:
+    """The experimental-channel CRDs of the pinned release (TLSRoute also served as v1alpha2
+    and v1alpha3, TCPRoute as v1alpha2)."""
+    return Path(_run("experimental-crds"))
+
+
+@functools.cache
 def conformance_dir() -> Path:
     """The conformance module of the pinned release (``tests/*.yaml``, ``base/manifests.yaml``)."""
     return Path(_run("conformance"))

@@ -6,6 +6,7 @@
 #   tests/cluster/gateway_api.sh              # last stdout line: the CRD dir (standard channel)
 #   tests/cluster/gateway_api.sh crds         # same
 #   tests/cluster/gateway_api.sh conformance  # the conformance module's dir (tests/, base/)
+#   tests/cluster/gateway_api.sh experimental-crds  # the experimental channel's CRD dir
 #   tests/cluster/gateway_api.sh version      # the pinned version
 #
 # The version is pinned HERE and nowhere else (tests/cluster/gateway_api.py reads it from
@@ -46,9 +47,13 @@ case "${what}" in
     dir="$(module_dir sigs.k8s.io/gateway-api)/config/crd/standard"
     [[ -f "${dir}/gateway.networking.k8s.io_gateways.yaml" ]] || { log "error: no CRDs in ${dir}"; exit 1; }
     echo "${dir}" ;;
+  experimental-crds)
+    dir="$(module_dir sigs.k8s.io/gateway-api)/config/crd/experimental"
+    [[ -f "${dir}/gateway.networking.k8s.io_tlsroutes.yaml" ]] || { log "error: no CRDs in ${dir}"; exit 1; }
+    echo "${dir}" ;;
   conformance)
     dir="$(module_dir sigs.k8s.io/gateway-api/conformance)"
     [[ -f "${dir}/base/manifests.yaml" ]] || { log "error: no base/manifests.yaml in ${dir}"; exit 1; }
     echo "${dir}" ;;
-  *) log "usage: $0 [crds|conformance|version]"; exit 2 ;;
+  *) log "usage: $0 [crds|experimental-crds|conformance|version]"; exit 2 ;;
 esac

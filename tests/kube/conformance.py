@@ -35,14 +35,21 @@ import yaml
 from tests.cluster.cluster import LocalCluster
 
 CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportGRPCRoute", "SupportReferenceGrant"}
-ROUTE_KINDS = {"HTTPRoute", "GRPCRoute"}
+ROUTE_KINDS = {"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"}
+# part "gwroutes": the TLSRoute and TCPRoute tests (Extended in v1.6.0), run by the same means.
+L4_FEATURES = {"SupportTLSRoute", "SupportTCPRoute"}
 # The suite's helpers that wait for a route's parents to be Accepted, and ResolvedRefs, True.
 _ACCEPT_CALLS = (
     "GatewayAndHTTPRoutesMustBeAccepted",
     "GatewayAndRoutesMustBeAccepted",
     "GatewayAndGRPCRoutesMustBeAccepted",
+    "GatewayAndTLSRoutesMustBeAccepted",
+    "GatewayAndTCPRoutesMustBeAccepted",
 )
-_RESOLVED_CALLS = ("HTTPRouteMustHaveResolvedRefsConditionsTrue",)
+_RESOLVED_CALLS = (
+    "HTTPRouteMustHaveResolvedRefsConditionsTrue",
+    "TLSRouteMustHaveResolvedRefsConditionsTrue",
+)
 _PREFIXES = (
     "RouteCondition",
     "RouteReason",
@@ -66,6 +73,9 @@ class ConformanceTest:
     expects_accepted: bool = False
     expects_resolved: bool = False
     traffic: bool = False
+    # The test deletes its ReferenceGrant midway and then expects the conditions it names
+    # (TCPRouteReferenceGrant): checked in two steps, before and after the deletion.
+    deletes_grant: bool = False
 
     @property
     def core(self) -> bool:
@@ -102,13 +112,36 @@ def parse_test(go_file: Path, root: Path) -> ConformanceTest | None:
             test.conditions.append((_value(fields["Type"]), _value(fields["Status"]), reason))
     test.expects_accepted = any(call in text for call in _ACCEPT_CALLS)
     test.expects_resolved = any(call in text for call in _RESOLVED_CALLS)
-    test.traffic = "MakeRequestAndExpect" in text or "grpc.Expect" in text
+    test.deletes_grant = bool(re.search(r"ReferenceGrant\{.*?Client\.Delete\(", text, re.S))
+    test.traffic = any(
+        call in text
+        for call in (
+            "MakeRequestAndExpect",
+            "grpc.Expect",
+            "MakeTCPRequest",
+            "MakeTLSRequest",
+            "EchoSendOnce",
+            "weight.NewFunctionBasedSender",
+        )
+    )
     return test
 
 
 def core_tests(root: Path) -> list[ConformanceTest]:
     tests = [parse_test(f, root) for f in sorted((root / "tests").glob("*.go"))]
     return [t for t in tests if t is not None and t.core]
+
+
+def l4_tests(root: Path) -> list[ConformanceTest]:
+    """The TLSRoute and TCPRoute tests whose other features are core ones."""
+    tests = [parse_test(f, root) for f in sorted((root / "tests").glob("*.go"))]
+    return [
+        t
+        for t in tests
+        if t is not None
+        and set(t.features) & L4_FEATURES
+        and set(t.features) <= CORE_FEATURES | L4_FEATURES
+    ]
 
 
 def render(path: Path, class_name: str, controller: str) -> str:
@@ -184,8 +217,10 @@ def _all_parents(route: dict[str, Any], kind: str) -> bool:
     )
 
 
-def check(test: ConformanceTest, live: list[dict[str, Any]]) -> str | None:
-    """None when the test's status expectations hold, else the first one that does not."""
+def check(test: ConformanceTest, live: list[dict[str, Any]], step: str = "all") -> str | None:
+    """None when the test's status expectations hold, else the first one that does not.
+    ``step``: "before" the test deletes its ReferenceGrant (status written, routes accepted),
+    "after" (the conditions it names), or "all"."""
     for obj in live:
         meta = obj.get("metadata") or {}
         what = f"{obj['kind']} {meta.get('namespace')}/{meta.get('name')}"
@@ -204,7 +239,7 @@ def check(test: ConformanceTest, live: list[dict[str, Any]]) -> str | None:
                     if c.get("observedGeneration") != meta.get("generation"):
                         return f"{what}: parent condition {c.get('type')} of an old generation"
     seen = [c for obj in live for c, _ in _conditions_of(obj)]
-    for kind, status_, reason in test.conditions:
+    for kind, status_, reason in test.conditions if step != "before" else []:
         if not any(
             c.get("type") == kind
             and c.get("status") == status_
@@ -217,6 +252,8 @@ def check(test: ConformanceTest, live: list[dict[str, Any]]) -> str | None:
         (test.expects_accepted, "Accepted"),
         (test.expects_resolved, "ResolvedRefs"),
     ):
+        if step == "after":
+            break
         if wanted and routes and not any(_all_parents(r, kind) for r in routes):
             return f"no route has every parent {kind} True"
     return None
@@ -237,31 +274,51 @@ def run_test(
     watched = [
         d for d in docs if d["kind"] in ("Gateway", "GatewayClass") or d["kind"] in ROUTE_KINDS
     ]
-    problem: str | None = "not checked"
     try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            live = []
-            for d in watched:
-                kind = f"{d['kind'].lower()}.gateway.networking.k8s.io"
-                meta = d["metadata"]
-                ns = meta.get("namespace", "default")
-                proc = cluster.kubectl(
-                    "get", kind, meta["name"], "-n", ns, "-o", "json", check=False
-                )
-                if proc.returncode == 0:
-                    live.append(json.loads(proc.stdout))
-            problem = check(test, live)
-            if problem is None:
-                return "pass", ""
-            time.sleep(0.5)
-        return "fail", problem or ""
+        if test.deletes_grant:
+            problem = _wait_for(cluster, test, watched, timeout, "before")
+            if problem is not None:
+                return "fail", f"before the ReferenceGrant is deleted: {problem}"
+            grants = [d for d in docs if d["kind"] == "ReferenceGrant"]
+            cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(grants))
+            problem = _wait_for(cluster, test, watched, timeout, "after")
+            if problem is not None:
+                return "fail", f"after the ReferenceGrant is deleted: {problem}"
+            return "pass", ""
+        problem = _wait_for(cluster, test, watched, timeout, "all")
+        return ("pass", "") if problem is None else ("fail", problem)
     finally:
         cluster.kubectl(
             "delete", "-f", "-", "--ignore-not-found", "--wait=false",
             input=yaml.safe_dump_all([d for d in docs if d["kind"] != "Namespace"]),
             check=False,
         )  # fmt: skip
+
+
+def _wait_for(
+    cluster: LocalCluster,
+    test: ConformanceTest,
+    watched: list[dict[str, Any]],
+    timeout: float,
+    step: str,
+) -> str | None:
+    """Poll the test's objects until ``check`` holds (None) or ``timeout`` passes (why not)."""
+    problem: str | None = "not checked"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        live = []
+        for d in watched:
+            kind = f"{d['kind'].lower()}.gateway.networking.k8s.io"
+            meta = d["metadata"]
+            ns = meta.get("namespace", "default")
+            proc = cluster.kubectl("get", kind, meta["name"], "-n", ns, "-o", "json", check=False)
+            if proc.returncode == 0:
+                live.append(json.loads(proc.stdout))
+        problem = check(test, live, step)
+        if problem is None:
+            return None
+        time.sleep(0.5)
+    return problem
 
 
 # Core tests whose traffic expectations run through a real gateway Envoy with loopback
@@ -286,13 +343,30 @@ TRAFFIC_CHECKED = frozenset(
         "HTTPRouteInvalidReferenceGrant",
         "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
         "HTTPRouteMultipleGateways",
+        # part "gwroutes"
+        "GRPCExactMethodMatching",
+        "GRPCRouteHeaderMatching",
+        "GRPCRouteListenerHostnameMatching",
+        "GRPCRouteWeight",
+        "HTTPRouteCrossNamespace",
+        "HTTPRouteServiceTypes",
+        "HTTPRouteHTTPSListener",
+        "TLSRouteSimpleSameNamespace",
+        "TCPRouteWeightedRouting",
+        "TCPRouteReferenceGrant",
+        "TCPRouteParentRefPortAndSectionName",
+        "TCPRouteMultipleRoutesAttachment",
+        "TCPRouteParentRefAttachAll",
+        "TLSRouteHostnameIntersection",
     }
 )
 
 
-def table(results: list[tuple[ConformanceTest, str, str]]) -> str:
+def table(
+    results: list[tuple[ConformanceTest, str, str]], title: str = "core conformance test"
+) -> str:
     lines = [
-        "| core conformance test | status on the real apiserver | traffic |",
+        f"| {title} | status on the real apiserver | traffic |",
         "| --- | --- | --- |",
     ]
     for test, verdict, detail in results:
