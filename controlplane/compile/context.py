@@ -32,10 +32,11 @@ from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
 from controlplane.compile.memo import Family, Memo, MemoKey
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.compile.rbac import WorkloadPolicies, policies_for
 from controlplane.compile.scope import SidecarScope, scope_of, scoped_services, select_sidecar
 from controlplane.compile.scope import root_namespace as mesh_root_namespace
+from controlplane.compile.telemetry import WorkloadTelemetry, resolve_telemetry
 from controlplane.compile.tracking import TrackedSnapshot
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
@@ -233,3 +234,26 @@ class CompileContext:
         mode = mtls.mode if port is None else mtls.for_port(port.target_port)
         jwt = self.request_authentication(proxy.namespace, proxy.labels)
         return InboundSecurity.of(mode, bool(proxy.identity), policies, jwt)
+
+    # ---- telemetry (part "telemetry") -----------------------------------------------------
+
+    def telemetry(self, proxy: Proxy) -> WorkloadTelemetry:
+        """What the proxy's listeners log and trace, per side (compile/telemetry.py)."""
+        router = proxy.proxy_type == ROUTER
+        metadata = {
+            k: str(proxy.metadata[k]) for k in ("MESH_ID", "CLUSTER_ID") if proxy.metadata.get(k)
+        }
+        key: MemoKey = (
+            Family.TELEMETRY,
+            proxy.namespace,
+            proxy.labels_key,
+            router,
+            tuple(sorted(metadata.items())),
+        )
+
+        def build() -> WorkloadTelemetry:
+            return resolve_telemetry(
+                self.reads, proxy.namespace, proxy.labels, self.root_namespace(), router, metadata
+            )
+
+        return self.memo.cached(key, build)
