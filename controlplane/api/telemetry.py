@@ -328,6 +328,36 @@ def cel_syntax_problem(expression: str) -> str | None:
     return None
 
 
+def _unsupported(path: str, reason: str) -> Issue:
+    return Issue(Codes.UNSUPPORTED_FIELD, path, f"not supported: {reason}; ignored")
+
+
+_STATS_FILTER = (
+    "it configures Istio's stats filter (istio_requests_total and friends), which upstream "
+    "Envoy does not have; Envoy's own statistics (/stats/prometheus) are unchanged"
+)
+
+
+def _check_unsupported(spec: TelemetrySpec) -> list[Issue]:
+    """Fields declared but not implemented, each with why (see ``api/support.py``)."""
+    found: list[Issue] = []
+    for i, metrics in enumerate(spec.metrics):
+        if metrics.overrides:
+            found.append(_unsupported(f"spec.metrics[{i}].overrides", _STATS_FILTER))
+        if metrics.reporting_interval is not None:
+            found.append(_unsupported(f"spec.metrics[{i}].reportingInterval", _STATS_FILTER))
+    for i, tracing in enumerate(spec.tracing):
+        if tracing.disable_context_propagation is not None:
+            found.append(
+                _unsupported(
+                    f"spec.tracing[{i}].disableContextPropagation",
+                    "this Envoy's HTTP connection manager has no switch to stop propagating "
+                    "trace context",
+                )
+            )
+    return found
+
+
 def validate_telemetry(telemetry: Telemetry) -> list[Issue]:
     spec = telemetry.spec
     return (
@@ -335,6 +365,7 @@ def validate_telemetry(telemetry: Telemetry) -> list[Issue]:
         + _check_metrics(spec.metrics)
         + _check_tracing(spec.tracing)
         + _check_access_logging(spec.access_logging)
+        + _check_unsupported(spec)
     )
 
 

@@ -253,7 +253,13 @@ class CompileContext:
 
         def build() -> WorkloadTelemetry:
             return resolve_telemetry(
-                self.reads, proxy.namespace, proxy.labels, self.root_namespace(), router, metadata
+                self.reads,
+                proxy.namespace,
+                proxy.labels,
+                self.root_namespace(),
+                router,
+                metadata,
+                lambda: {s.hostname: s for s in self.services_for(proxy)},
             )
 
         return self.memo.cached(key, build)

@@ -89,7 +89,7 @@ def _message(
         message = with_telemetry(factory(), side)
         return CompiledResource(message.name, message)
 
-    return context.memo.cached((*key, side), build)
+    return context.memo.cached((key[0], *key[1:], side), build)
 
 
 def _client(context: CompileContext, proxy: Proxy) -> SideTelemetry:
@@ -108,7 +108,7 @@ def _server(context: CompileContext, proxy: Proxy) -> SideTelemetry:
 def _gateway_listeners(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
     """One listener per merged server port (compile/gateway.py)."""
     side = _client(context, proxy)
-    key: MemoKey = (Family.GATEWAY_LISTENERS, *context.gateway_key(proxy), side)
+    key: MemoKey = (Family.GATEWAY_LISTENERS, *(*context.gateway_key(proxy), side))
 
     def build() -> dict[str, CompiledResource]:
         merged = context.merged_gateway(proxy)

@@ -21,7 +21,7 @@ access logs and HCM tracing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -262,6 +262,12 @@ def trace_provider(
     service, error = provider_service(services, config.service)
     if service is None:
         return None, f"tracing provider {provider.name!r}: {error}"
+    if service.port(config.port) is None:
+        # No such cluster on the proxy: Envoy would refuse the whole listener update.
+        return (
+            None,
+            f"tracing provider {provider.name!r}: {service.hostname} has no port {config.port}",
+        )
     cluster = outbound_cluster_name(config.port, None, service.hostname)
     if isinstance(config, ZipkinTracingProvider):
         headers = tuple((h.name, h.value or "") for h in config.headers if h.value is not None)
@@ -604,7 +610,7 @@ def legacy_provider(
     if not port.isdigit():
         return None
     service = _service_by_address(services, host)
-    if service is None:
+    if service is None or service.port(int(port)) is None:
         return None
     cluster = outbound_cluster_name(int(port), None, service.hostname)
     return TraceProvider("zipkin", "zipkin", cluster, service.hostname, path=ZIPKIN_DEFAULT_PATH)
@@ -631,8 +637,11 @@ def resolve_telemetry(
     root_namespace: str,
     router: bool,
     metadata: Mapping[str, str],
+    visible: Callable[[], Mapping[str, MeshService]],
 ) -> WorkloadTelemetry:
-    """What the workload's proxy logs and traces on each side (module docstring)."""
+    """What the workload's proxy logs and traces on each side (module docstring).
+    ``visible``: the services the proxy sees (a tracing provider's cluster must be one of
+    them, or Envoy refuses the listeners that name it)."""
     mesh = reads.mesh
     applied = applicable_telemetries(
         reads.of_kind(Telemetry).values(), namespace, labels, root_namespace
@@ -641,12 +650,13 @@ def resolve_telemetry(
     tracing_entries = [entry for t in applied for entry in t.spec.tracing]
     merged = merge_tracing(mesh, tracing_entries)
     needs_services = merged is not None or mesh.enable_tracing
-    services: Mapping[str, MeshService] = reads.services if needs_services else {}
+    services: Mapping[str, MeshService] = visible() if needs_services else {}
     tag_source = (namespace, labels, metadata)
     sides = {}
-    for mode in ("CLIENT", "SERVER"):
-        logs = access_logs(mesh, levels, mode)  # type: ignore[arg-type]
-        trace = tracing_settings(mesh, services, merged, mode, router, tag_source)  # type: ignore[arg-type]
+    modes: tuple[Mode, ...] = ("CLIENT", "SERVER")
+    for mode in modes:
+        logs = access_logs(mesh, levels, mode)
+        trace = tracing_settings(mesh, services, merged, mode, router, tag_source)
         sides[mode] = SideTelemetry(logs, trace)
     if not sides["CLIENT"] and not sides["SERVER"]:
         return NO_TELEMETRY
