@@ -643,9 +643,12 @@ def resolve_telemetry(
     ``visible``: the services the proxy sees (a tracing provider's cluster must be one of
     them, or Envoy refuses the listeners that name it)."""
     mesh = reads.mesh
-    applied = applicable_telemetries(
-        reads.of_kind(Telemetry).values(), namespace, labels, root_namespace
-    )
+    # Read by namespace: a Telemetry change touches the workloads of its namespace (all of
+    # them, for the root namespace) and no other.
+    candidates: list[Telemetry] = list(reads.in_namespace("Telemetry", root_namespace))
+    if namespace != root_namespace:
+        candidates += reads.in_namespace("Telemetry", namespace)
+    applied = applicable_telemetries(candidates, namespace, labels, root_namespace)
     levels = [t.spec.access_logging for t in applied if t.spec.access_logging]
     tracing_entries = [entry for t in applied for entry in t.spec.tracing]
     merged = merge_tracing(mesh, tracing_entries)

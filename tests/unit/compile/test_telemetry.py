@@ -353,3 +353,16 @@ def test_a_telemetry_change_in_one_namespace_rebuilds_no_listener_of_another() -
     changed = [n for n in before_client if after_client[n] is not before_client[n]]
     assert changed  # the default namespace's outbound listener
     assert json.dumps(as_dict(after_client[changed[0]].message)).count("json.log") == 1
+
+
+def test_the_telemetry_of_a_workload_depends_on_its_namespace_and_the_roots_only() -> None:
+    compiler = SnapshotCompiler(snapshot_of())
+    compiler.compile(CLIENT)
+    deps = [
+        tokens
+        for key, tokens in compiler.memo_dependencies().items()
+        if key[0] == "telemetry" and key[1] == "default"
+    ]
+    assert deps
+    read = {t for tokens in deps for t in tokens if "Telemetry" in t}
+    assert read == {("ns", "Telemetry", "istio-system"), ("ns", "Telemetry", "default")}
