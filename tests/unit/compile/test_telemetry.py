@@ -13,7 +13,7 @@ import yaml
 
 from controlplane.api import load, load_mesh_config
 from controlplane.compile import SnapshotCompiler
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import Proxy, proxy_from_node
 from controlplane.compile.resources import LISTENER
 from controlplane.compile.telemetry import DEFAULT_JSON_FIELDS, DEFAULT_TEXT_FORMAT
 from controlplane.store import Snapshot, Store, Submission
@@ -366,3 +366,58 @@ def test_the_telemetry_of_a_workload_depends_on_its_namespace_and_the_roots_only
     assert deps
     read = {t for tokens in deps for t in tokens if "Telemetry" in t}
     assert read == {("ns", "Telemetry", "istio-system"), ("ns", "Telemetry", "default")}
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+"""
+
+
+def gateway_hcms(snapshot: Snapshot, labels: dict[str, str]) -> list[dict[str, Any]]:
+    proxy = proxy_from_node(
+        "router~10.9.0.1~edge-1.istio-system~istio-system.svc.cluster.local",
+        {"LABELS": labels, "NAMESPACE": "istio-system"},
+    )
+    out = []
+    for resource in SnapshotCompiler(snapshot).compile(proxy).of(LISTENER).values():
+        for chain in as_dict(resource.message).get("filterChains", []):
+            for network in chain["filters"]:
+                if network["name"] == "envoy.filters.network.http_connection_manager":
+                    out.append(network["typedConfig"])
+    assert out
+    return out
+
+
+def test_a_gateway_logs_and_traces_as_a_client_and_spawns_upstream_spans() -> None:
+    snapshot = snapshot_of(
+        GATEWAY,
+        telemetry(
+            "mesh",
+            "istio-system",
+            "{accessLogging: [{providers: [{name: text-log}], match: {mode: CLIENT}}], "
+            "tracing: [{providers: [{name: zipkin}], match: {mode: CLIENT}}]}",
+        ),
+    )
+    [hcm] = gateway_hcms(snapshot, {"istio": "ingressgateway"})
+    assert [log["typedConfig"]["path"] for log in hcm["accessLog"]] == ["/var/log/text.log"]
+    assert hcm["tracing"]["spawnUpstreamSpan"] is True  # istiod: router proxies
+
+
+def test_a_gateway_api_gateway_is_selected_by_target_refs_and_a_sidecar_never_is() -> None:
+    target = (
+        "{targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}], "
+        "accessLogging: [{providers: [{name: json-log}]}]}"
+    )
+    snapshot = snapshot_of(GATEWAY, telemetry("edge", "istio-system", target))
+    labels = {"istio": "ingressgateway", "gateway.networking.k8s.io/gateway-name": "edge"}
+    [hcm] = gateway_hcms(snapshot, labels)
+    assert [log["typedConfig"]["path"] for log in hcm["accessLog"]] == ["/var/log/json.log"]
+    [hcm] = gateway_hcms(snapshot, {"istio": "ingressgateway"})  # not that Gateway's pod
+    assert "accessLog" not in hcm
+    snapshot = snapshot_of(telemetry("edge", "default", target))
+    assert log_paths(snapshot, CLIENT) == [[]]
