@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from controlplane.api.base import Duration, IstioModel, ObjectMeta
+from controlplane.api.cel import cel_syntax_problem
 from controlplane.api.issues import Codes, Issue, Level
 from controlplane.api.networking import WorkloadSelector
 from controlplane.api.resources import register
@@ -293,39 +294,6 @@ def _check_access_logging(logging: list[AccessLogging]) -> list[Issue]:
                     )
                 )
     return found
-
-
-def cel_syntax_problem(expression: str) -> str | None:
-    """A reason ``expression`` is not a CEL expression, from the checks this control plane
-    can make without a CEL parser: not empty, balanced brackets and quotes. istiod parses it
-    with cel-go; what this misses is refused by Envoy's CEL filter instead."""
-    if not expression.strip():
-        return "the expression is empty"
-    closing = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    quote = ""
-    escaped = False
-    for char in expression:
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-            continue
-        if char in "\"'":
-            quote = char
-        elif char in "([{":
-            stack.append(char)
-        elif char in closing:
-            if not stack or stack.pop() != closing[char]:
-                return f"unbalanced {char!r}"
-    if quote:
-        return "unterminated string literal"
-    if stack:
-        return f"unclosed {stack[-1]!r}"
-    return None
 
 
 def _unsupported(path: str, reason: str) -> Issue:

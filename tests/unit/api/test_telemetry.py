@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from controlplane.api import InvalidResource, Level, load, load_mesh_config
+from controlplane.api.cel import cel_syntax_problem
 from controlplane.api.issues import ResourceKey
-from controlplane.api.telemetry import Telemetry, cel_syntax_problem
+from controlplane.api.telemetry import Telemetry
 from controlplane.sources.files import FileSource
 from controlplane.store import Store, Submission
 
@@ -117,10 +118,19 @@ def test_unimplemented_fields_are_reported_with_why() -> None:
     [
         ("response.code >= 400", True),
         ("request.headers['x-user'] == 'a)b'", True),
+        ("response.code >= 400 && !(request.url_path in ['/healthz', '/ready'])", True),
+        ("xds.cluster_name.startsWith('outbound|') ? true : response.duration > 100", True),
+        ("{'a': 1, 'b': [1u, 2.5, -3, 0x1F]}.size() == 2 || b'x' != r'y'", True),
+        ("google.protobuf.Int64Value{value: 1} == 1", True),
         ("", False),
         ("f(", False),
         ("a]", False),
         ("'open", False),
+        ("response.code >=", False),  # refused by Envoy too (checked with envoy --mode validate)
+        ("response.code >= 400 &&& true", False),
+        ("a b", False),
+        ("a.if", False),  # a reserved word
+        ("a ? b", False),
     ],
 )
 def test_cel_syntax_check(expression: str, ok: bool) -> None:
