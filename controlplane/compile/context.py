@@ -240,16 +240,10 @@ class CompileContext:
     def telemetry(self, proxy: Proxy) -> WorkloadTelemetry:
         """What the proxy's listeners log and trace, per side (compile/telemetry.py)."""
         router = proxy.proxy_type == ROUTER
-        metadata = {
-            k: str(proxy.metadata[k]) for k in ("MESH_ID", "CLUSTER_ID") if proxy.metadata.get(k)
-        }
-        key: MemoKey = (
-            Family.TELEMETRY,
-            proxy.namespace,
-            proxy.labels_key,
-            router,
-            tuple(sorted(metadata.items())),
-        )
+        # Node metadata (MESH_ID, CLUSTER_ID for Istio's tags) is not read: proxies that
+        # differ only in it must keep sharing one shape (cache/shapes.py).
+        metadata: dict[str, str] = {}
+        key: MemoKey = (Family.TELEMETRY, proxy.namespace, proxy.labels_key, router)
 
         def build() -> WorkloadTelemetry:
             return resolve_telemetry(
