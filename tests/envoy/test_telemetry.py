@@ -365,20 +365,27 @@ def test_client_mode_logs_only_on_the_outbound_side(world: World) -> None:
     assert len(wait_lines(world, "text.log", path, 2)) == 2  # still one line per request
 
 
-def test_disabled_access_logging_in_the_namespace_turns_the_roots_off(world: World) -> None:
+def test_disabled_for_the_server_side_keeps_the_roots_provider_on_the_client_side(
+    world: World,
+) -> None:
     world.configure(
         {
             "telemetry-root.yaml": ROOT_TEXT,
             "telemetry-ns.yaml": telemetry(
-                "default", "default", "accessLogging: [{disabled: true}]"
+                "default",
+                "default",
+                "accessLogging: [{disabled: true, match: {mode: SERVER}}]",
             ),
         },
-        lambda: "text.log" not in world.listeners(world.client),
+        lambda: "text.log" in world.listeners(world.client),
         lambda: "text.log" not in world.inbound(),
     )
     path = unique_path()
     assert world.call(path) == 200
-    assert world.lines("text.log", path) == []
+    [line] = wait_lines(world, "text.log", path, 1)
+    assert text_fields(line)[15] == REVIEWS_CLUSTER  # the client's line; reviews logs nothing
+    time.sleep(0.5)
+    assert len(world.lines("text.log", path)) == 1
 
 
 def tracing(percentage: float) -> str:
