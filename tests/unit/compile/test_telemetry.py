@@ -13,7 +13,7 @@ import yaml
 
 from controlplane.api import load, load_mesh_config
 from controlplane.compile import SnapshotCompiler
-from controlplane.compile.proxy import Proxy, proxy_from_node
+from controlplane.compile.proxy import TRANSPARENT, Proxy, proxy_from_node
 from controlplane.compile.resources import LISTENER
 from controlplane.compile.telemetry import DEFAULT_JSON_FIELDS, DEFAULT_TEXT_FORMAT
 from controlplane.store import Snapshot, Store, Submission
@@ -421,3 +421,39 @@ def test_a_gateway_api_gateway_is_selected_by_target_refs_and_a_sidecar_never_is
     assert "accessLog" not in hcm
     snapshot = snapshot_of(telemetry("edge", "default", target))
     assert log_paths(snapshot, CLIENT) == [[]]
+
+
+def test_tcp_proxies_log_too_and_get_no_tracing() -> None:
+    database = """
+    apiVersion: v1
+    kind: Service
+    metadata: {name: db, namespace: default}
+    spec:
+      clusterIP: 10.96.0.9
+      selector: {app: db}
+      ports: [{name: tcp, port: 5432}]
+    """
+    snapshot = snapshot_of(
+        database,
+        telemetry(
+            "mesh",
+            "istio-system",
+            "{accessLogging: [{providers: [{name: text-log}]}], "
+            "tracing: [{providers: [{name: zipkin}]}]}",
+        ),
+    )
+    proxy = Proxy(
+        node_id="sidecar~10.0.9.9~client.default~default.svc.cluster.local",
+        labels={"app": "client"},
+        mode=TRANSPARENT,
+    )
+    listeners = SnapshotCompiler(snapshot).compile(proxy).of(LISTENER)
+    listener = as_dict(listeners["10.96.0.9_5432"].message)
+    [tcp] = [
+        f["typedConfig"]
+        for chain in listener["filterChains"]
+        for f in chain["filters"]
+        if f["name"] == "envoy.filters.network.tcp_proxy"
+    ]
+    assert [log["typedConfig"]["path"] for log in tcp["accessLog"]] == ["/var/log/text.log"]
+    assert "tracing" not in json.dumps(tcp)
