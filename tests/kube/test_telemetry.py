@@ -47,7 +47,8 @@ spec:
         lambda: s if "Reconciled" in conditions(s := status_of(kube_cluster, ns, "logs")) else None,
         what="status of the Telemetry",
     )
-    assert conditions(good) == {"Accepted": "True", "Reconciled": "True"}
+    assert conditions(good)["Accepted"] == "True"
+    assert conditions(good)["Reconciled"] == "True"
     assert codes(good) == []
     unknown = operator.wait_for(
         lambda: (
