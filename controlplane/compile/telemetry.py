@@ -355,7 +355,8 @@ def _text_format(text: str) -> str:
 
 def _canonical(fields: Any) -> str:
     # Insertion order kept: Envoy writes the fields in the order given (sort_properties off).
-    return json.dumps(fields, separators=(",", ":"))
+    # default=str: YAML may have read a label value as a date; Envoy gets its text.
+    return json.dumps(fields, separators=(",", ":"), default=str)
 
 
 # ---- access logging ---------------------------------------------------------------------------
