@@ -78,6 +78,22 @@ SUPPORTED["MeshConfig"] = frozenset(
                 "includeRequestBodyInCheck.**",
             )
         ),
+        # part "telemetry" (compile/telemetry.py): the providers a Telemetry names and the
+        # mesh-wide access log and tracing settings. Not read: an OpenTelemetry provider's
+        # resource detectors, service attribute enrichment and Dynatrace sampler.
+        "spec.accessLogFile",
+        "spec.accessLogEncoding",
+        "spec.accessLogFormat",
+        "spec.enableTracing",
+        "spec.defaultProviders.**",
+        "spec.extensionProviders.envoyFileAccessLog.**",
+        "spec.extensionProviders.prometheus.**",
+        "spec.extensionProviders.zipkin.**",
+        "spec.extensionProviders.opentelemetry",
+        *(
+            f"spec.extensionProviders.opentelemetry.{name}"
+            for name in ("service", "port", "maxTagLength", "http.**", "grpc.**")
+        ),
     }
 )
 

@@ -438,3 +438,27 @@ def test_zero_percent_sampling_sends_no_span(world: World) -> None:
         assert world.call(path) == 200
     assert wait_until(lambda: len(world.collector.spans_for(sampled[0])) >= 2, timeout=15)
     assert all(world.collector.spans_for(path) == [] for path in unsampled)
+
+
+def test_without_telemetry_the_mesh_access_log_file_logs_in_its_encoding(world: World) -> None:
+    mesh_log = world.logs / "mesh.log"
+    world.mesh.write(
+        "mesh.yaml",
+        mesh_yaml(world.logs).rstrip()
+        + f"\n    accessLogFile: {mesh_log}\n    accessLogEncoding: JSON\n",
+    )
+    try:
+        world.configure(
+            {},
+            lambda: "mesh.log" in world.listeners(world.client),
+            lambda: "mesh.log" in world.inbound(),
+        )
+        path = unique_path()
+        assert world.call(path) == 200
+        entries = [json.loads(line) for line in wait_lines(world, "mesh.log", path, 2)]
+        assert sorted(e["upstream_cluster"] for e in entries) == sorted(
+            [REVIEWS_CLUSTER, f"inbound|{world.app_port}||"]
+        )
+        assert all(e["method"] == "GET" and e["response_code"] == 200 for e in entries)
+    finally:
+        world.mesh.write("mesh.yaml", mesh_yaml(world.logs))

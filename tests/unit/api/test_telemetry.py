@@ -219,3 +219,34 @@ def test_mesh_config_tracing_providers_are_validated() -> None:
     paths = {i.path for i in found}
     assert "extensionProviders[0].zipkin.port" in paths
     assert "extensionProviders[0].zipkin.service" in paths
+
+
+def test_the_mesh_configs_telemetry_fields_are_read_not_reported_as_unsupported() -> None:
+    _, found = load_mesh_config(
+        yaml.safe_load(
+            textwrap.dedent(
+                """
+                accessLogFile: /dev/stdout
+                accessLogEncoding: JSON
+                accessLogFormat: '{"m": "%REQ(:METHOD)%"}'
+                enableTracing: true
+                defaultProviders: {accessLogging: [envoy], tracing: [zipkin]}
+                extensionProviders:
+                - name: zipkin
+                  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411,
+                           maxTagLength: 64, enable64bitTraceId: true, path: /spans}
+                - name: otel
+                  opentelemetry:
+                    service: otel.istio-system.svc.cluster.local
+                    port: 4318
+                    http: {path: /v1/traces, timeout: 2s}
+                    resourceDetectors: {environment: {}}
+                - name: file
+                  envoyFileAccessLog: {path: /tmp/a.log, logFormat: {text: "%REQ(:METHOD)%"}}
+                """
+            )
+        )
+    )
+    assert [(i.code.id, i.path) for i in found] == [
+        ("CP0202", "extensionProviders[1].opentelemetry.resourceDetectors")
+    ]
