@@ -457,3 +457,37 @@ def test_tcp_proxies_log_too_and_get_no_tracing() -> None:
     ]
     assert [log["typedConfig"]["path"] for log in tcp["accessLog"]] == ["/var/log/text.log"]
     assert "tracing" not in json.dumps(tcp)
+
+
+def test_opentelemetry_providers_over_grpc_and_http() -> None:
+    mesh = MESH + (
+        "- name: otel\n"
+        "  opentelemetry: {service: zipkin.istio-system.svc.cluster.local, port: 9411, "
+        "maxTagLength: 99}\n"
+        "- name: otel-http\n"
+        "  opentelemetry:\n"
+        "    service: zipkin.istio-system.svc.cluster.local\n"
+        "    port: 9411\n"
+        "    http: {path: /v1/traces, timeout: 3s, headers: [{name: x-key, value: k}]}\n"
+    )
+    grpc = snapshot_of(
+        telemetry("mesh", "istio-system", "{tracing: [{providers: [{name: otel}]}]}"), mesh=mesh
+    )
+    [hcm] = hcms(grpc, CLIENT, False)
+    tracing = tracing_of(hcm)
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    service = tracing["provider"]["typedConfig"]["grpcService"]["envoyGrpc"]
+    assert service == {
+        "clusterName": "outbound|9411||zipkin.istio-system.svc.cluster.local",
+        "authority": "zipkin.istio-system.svc.cluster.local",
+    }
+    assert tracing["maxPathTagLength"] == 99
+    http = snapshot_of(
+        telemetry("mesh", "istio-system", "{tracing: [{providers: [{name: otel-http}]}]}"),
+        mesh=mesh,
+    )
+    [hcm] = hcms(http, CLIENT, False)
+    uri = tracing_of(hcm)["provider"]["typedConfig"]["httpService"]
+    assert uri["httpUri"]["uri"] == "zipkin.istio-system.svc.cluster.local/v1/traces"
+    assert uri["httpUri"]["timeout"] == "3s"
+    assert uri["requestHeadersToAdd"] == [{"header": {"key": "x-key", "value": "k"}}]
