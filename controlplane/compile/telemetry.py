@@ -419,7 +419,11 @@ def access_logs(
         if provider is None:
             continue
         if provider.envoy_file_access_log is None:
-            continue  # other access log services are not implemented (analyze reports them)
+            if provider.envoy_otel_als or provider.envoy_http_als or provider.envoy_tcp_als:
+                # An access log service istiod would configure and this control plane does not
+                # implement (CP0801): it counts as configured, so the mesh file is not used.
+                configured.append((provider.name, disabled, None))
+            continue  # not an access log provider: istiod skips it
         found = file_log(mesh, provider)
         if found is not None and expression:
             found = FileLog(found.path, found.text, found.json, found.omit_empty_values, expression)

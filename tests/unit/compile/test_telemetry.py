@@ -491,3 +491,15 @@ def test_opentelemetry_providers_over_grpc_and_http() -> None:
     assert uri["httpUri"]["uri"] == "zipkin.istio-system.svc.cluster.local/v1/traces"
     assert uri["httpUri"]["timeout"] == "3s"
     assert uri["requestHeadersToAdd"] == [{"header": {"key": "x-key", "value": "k"}}]
+
+
+def test_an_unimplemented_log_service_still_replaces_the_mesh_file_a_tracer_does_not() -> None:
+    mesh = MESH + (
+        "- name: otel-als\n"
+        "  envoyOtelAls: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n"
+        "accessLogFile: /dev/stdout\n"
+    )
+    als = telemetry("mesh", "istio-system", "{accessLogging: [{providers: [{name: otel-als}]}]}")
+    assert log_paths(snapshot_of(als, mesh=mesh), CLIENT) == [[]]
+    tracer = telemetry("mesh", "istio-system", "{accessLogging: [{providers: [{name: zipkin}]}]}")
+    assert log_paths(snapshot_of(tracer, mesh=mesh), CLIENT) == [["/dev/stdout"]]
