@@ -240,16 +240,25 @@ class CompileContext:
     def telemetry(self, proxy: Proxy) -> WorkloadTelemetry:
         """What the proxy's listeners log and trace, per side (compile/telemetry.py)."""
         router = proxy.proxy_type == ROUTER
-        # Node metadata (MESH_ID, CLUSTER_ID for Istio's tags) is not read: proxies that
-        # differ only in it must keep sharing one shape (cache/shapes.py).
+        # Node metadata (MESH_ID, CLUSTER_ID for Istio's tags) is not read, and the labels
+        # only when some Telemetry could select by them or tracing (whose Istio tags name the
+        # canonical service) may be on: proxies that differ only in what is not read keep
+        # sharing one shape (cache/shapes.py). Decided from the snapshot itself, like
+        # ``uses_source_labels``: it shapes the key, not the value.
         metadata: dict[str, str] = {}
-        key: MemoKey = (Family.TELEMETRY, proxy.namespace, proxy.labels_key, router)
+        labels = proxy.labels if self._telemetry_reads_labels(proxy.namespace) else {}
+        key: MemoKey = (
+            Family.TELEMETRY,
+            proxy.namespace,
+            tuple(sorted(labels.items())),
+            router,
+        )
 
         def build() -> WorkloadTelemetry:
             return resolve_telemetry(
                 self.reads,
                 proxy.namespace,
-                proxy.labels,
+                labels,
                 self.root_namespace(),
                 router,
                 metadata,
@@ -257,3 +266,13 @@ class CompileContext:
             )
 
         return self.memo.cached(key, build)
+
+    def _telemetry_reads_labels(self, namespace: str) -> bool:
+        mesh = self.snapshot.mesh
+        if mesh.enable_tracing or mesh.default_providers.tracing:
+            return True
+        local = self.snapshot.in_namespace("Telemetry", namespace)
+        root = self.snapshot.in_namespace("Telemetry", mesh.root_namespace)
+        return any(not t.spec.namespace_wide for t in local) or any(
+            t.spec.tracing for t in (*local, *root)
+        )

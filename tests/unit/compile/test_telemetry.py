@@ -503,3 +503,20 @@ def test_an_unimplemented_log_service_still_replaces_the_mesh_file_a_tracer_does
     assert log_paths(snapshot_of(als, mesh=mesh), CLIENT) == [[]]
     tracer = telemetry("mesh", "istio-system", "{accessLogging: [{providers: [{name: zipkin}]}]}")
     assert log_paths(snapshot_of(tracer, mesh=mesh), CLIENT) == [["/dev/stdout"]]
+
+
+def test_labels_key_the_telemetry_only_where_a_selector_or_tracing_could_use_them() -> None:
+    def telemetry_keys(snapshot: Snapshot) -> list[Any]:
+        compiler = SnapshotCompiler(snapshot)
+        compiler.compile(CLIENT)
+        return [k for k in compiler.memo_dependencies() if k[0] == "telemetry"]
+
+    mesh_wide = telemetry("mesh", "istio-system", "{accessLogging: [{providers: [{name: envoy}]}]}")
+    [key] = telemetry_keys(snapshot_of(mesh_wide))
+    assert key[2] == ()  # proxies that differ in labels share it (and their shape)
+    selecting = telemetry("c", "default", "{selector: {matchLabels: {app: client}}}")
+    [key] = telemetry_keys(snapshot_of(mesh_wide, selecting))
+    assert key[2] == (("app", "client"),)
+    traced = telemetry("mesh", "istio-system", "{tracing: [{providers: [{name: zipkin}]}]}")
+    [key] = telemetry_keys(snapshot_of(traced))
+    assert key[2] == (("app", "client"),)  # Istio's tags name the canonical service
