@@ -34,10 +34,10 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from controlplane.compile.filters import HCM_FILTER, TCP_PROXY_FILTER
 from controlplane.compile.protos import duration, packed
-from controlplane.compile.telemetry import (
+from controlplane.compile.telemetry import SideTelemetry
+from controlplane.compile.telemetry_providers import (
     CustomTag,
     FileLog,
-    SideTelemetry,
     TraceProvider,
     TraceSettings,
 )

@@ -15,7 +15,7 @@ from controlplane.api import load, load_mesh_config
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.proxy import TRANSPARENT, Proxy, proxy_from_node
 from controlplane.compile.resources import LISTENER
-from controlplane.compile.telemetry import DEFAULT_JSON_FIELDS, DEFAULT_TEXT_FORMAT
+from controlplane.compile.telemetry_providers import DEFAULT_JSON_FIELDS, DEFAULT_TEXT_FORMAT
 from controlplane.store import Snapshot, Store, Submission
 from tests.unit.compile.helpers import as_dict
 
