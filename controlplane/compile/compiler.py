@@ -18,7 +18,7 @@ from controlplane.compile.eds import EDS
 from controlplane.compile.generator import Generator
 from controlplane.compile.lds import LDS
 from controlplane.compile.proxy import Proxy
-from controlplane.compile.rds import RDS
+from controlplane.compile.rds import RDS, VHDS
 from controlplane.compile.resources import CompiledResource
 from controlplane.store.dependencies import change_tokens
 from controlplane.store.snapshot import Snapshot
@@ -26,7 +26,7 @@ from controlplane.store.tokens import ChangeTokens, Token
 
 # Type URL -> generator, in the order Envoy needs them: clusters before their endpoints,
 # listeners before their routes.
-GENERATORS: Mapping[str, Generator] = {g.type_url: g for g in (CDS, EDS, LDS, RDS)}
+GENERATORS: Mapping[str, Generator] = {g.type_url: g for g in (CDS, EDS, LDS, RDS, VHDS)}
 
 
 @dataclass(frozen=True)

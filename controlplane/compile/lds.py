@@ -64,7 +64,7 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
         listeners[found.name] = found
         return listeners
     if proxy.local_outbound_port:
-        found = _local_listener(context, proxy.local_outbound_port)
+        found = _local_listener(context, proxy.local_outbound_port, proxy.on_demand)
         listeners[found.name] = found
     for found in _local_tcp_listeners(context, proxy):
         listeners.setdefault(found.name, found)
@@ -147,17 +147,20 @@ def _transparent_outbound(
         if port not in http_ports:
             found = _wildcard_listener(context, proxy, port, tuple(claimed), fallback)
             listeners[found.name] = found
+    on_demand = proxy.on_demand
     for port in sorted(http_ports):
         if port in sniffed:
             vips = tuple(sorted(set(sniffed[port])))
             found = _message(
                 context,
-                (Family.SNIFFED_PORT_LISTENER, port, vips, fallback),
-                partial(sniffing_port_listener, port, vips, fallback),
+                (Family.SNIFFED_PORT_LISTENER, port, vips, fallback, on_demand),
+                partial(sniffing_port_listener, port, vips, fallback, on_demand),
             )
         else:
             found = _message(
-                context, (Family.HTTP_PORT_LISTENER, port), partial(http_port_listener, port)
+                context,
+                (Family.HTTP_PORT_LISTENER, port, on_demand),
+                partial(http_port_listener, port, on_demand),
             )
         listeners[found.name] = found
 
@@ -252,8 +255,12 @@ def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> 
 # ---- local mode -------------------------------------------------------------------------------
 
 
-def _local_listener(context: CompileContext, port: int) -> CompiledResource:
-    return _message(context, (Family.LOCAL_LISTENER, port), partial(local_outbound_listener, port))
+def _local_listener(context: CompileContext, port: int, on_demand: bool) -> CompiledResource:
+    return _message(
+        context,
+        (Family.LOCAL_LISTENER, port, on_demand),
+        partial(local_outbound_listener, port, on_demand),
+    )
 
 
 def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[CompiledResource]:

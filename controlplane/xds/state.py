@@ -86,6 +86,8 @@ class TypeState:
     overrides: dict[str, str | None] = field(default_factory=dict)
     nacked: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)  # nonce -> response
+    # VHDS only: the route configurations whose namespace was answered (see delta.py).
+    namespaces: frozenset[str] = frozenset()
 
     @property
     def sent_resources(self) -> Mapping[str, CompiledResource]:
