@@ -62,7 +62,11 @@ def _on_demand_cluster_names(context: CompileContext, proxy: Proxy) -> frozenset
     names = set()
     for name in outbound_clusters(context, proxy):
         parsed = parse_cluster_name(name)
-        if parsed is not None and parsed.direction == "outbound" and (parsed.host, parsed.port) in ports:
+        if (
+            parsed is not None
+            and parsed.direction == "outbound"
+            and (parsed.host, parsed.port) in ports
+        ):
             names.add(name)
     return frozenset(names)
 

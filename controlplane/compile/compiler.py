@@ -76,7 +76,7 @@ class SnapshotCompiler(CompileContext):
 
     def compile(self, proxy: Proxy) -> ProxyResources:
         """Every resource ``proxy`` should have, by type URL."""
-        built: dict[str, dict[str, CompiledResource]] = {}
+        built: dict[str, Mapping[str, CompiledResource]] = {}
         for type_url in GENERATORS:
             built[type_url] = self.generate(type_url, proxy, built)
         return ProxyResources(built)
@@ -86,7 +86,7 @@ class SnapshotCompiler(CompileContext):
         type_url: str,
         proxy: Proxy,
         built: Mapping[str, Mapping[str, CompiledResource]] | None = None,
-    ) -> dict[str, CompiledResource]:
+    ) -> Mapping[str, CompiledResource]:
         """The resources of one type for ``proxy``; ``built`` holds the types generated
         before it (EDS reads the cluster names CDS built; without them, CDS runs first)."""
         generator = GENERATORS[type_url]

@@ -60,7 +60,7 @@ def generate_virtual_hosts(
     full = full_routes(context, proxy)
     # Not memoized itself: it wraps the memoized virtual hosts, and the cache compares two
     # maps by those (``cache/shapes.py``), so an unchanged map is carried over.
-    return VirtualHostMap({name: found.message for name, found in full.items()})  # type: ignore[misc]
+    return VirtualHostMap({name: found.message for name, found in full.items()})
 
 
 def full_routes(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:

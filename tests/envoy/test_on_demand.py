@@ -154,9 +154,7 @@ def test_canary_reaches_only_the_sidecars_that_asked_for_the_host(bookinfo: Loca
     # The subscribed sidecar got one VHDS update carrying its one host, and no RDS.
     assert after["rds"]["sent_at"] == bookinfo.debug.type_state(caller.node_id, "rds")["sent_at"]
     assert after["vhds"]["resources"] == 1
-    grown = {
-        k: v - caller_stats.get(k, 0) for k, v in route_stats(caller).items() if ".vhds." in k
-    }
+    grown = {k: v - caller_stats.get(k, 0) for k, v in route_stats(caller).items() if ".vhds." in k}
     assert any(v > 0 for k, v in grown.items() if k.endswith("update_attempt")), grown
     # The other sidecar (it asked for ratings only) was sent nothing, and Envoy counted no
     # route update of any kind.
