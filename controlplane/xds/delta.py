@@ -139,11 +139,13 @@ class DeltaStream(BaseStream):
                 continue
             view = views.view(resources[type_url], state.wildcard, state.names)
             first = not state.sent_version
+            namespaces = self._vhds_namespaces(state) if type_url == VIRTUAL_HOST else []
             if (
                 view is state.sent_view
                 and not first
                 and not state.overrides
                 and not state.force_names
+                and not namespaces
             ):
                 continue
             diff = views.diff(state.sent_view, view)
@@ -151,7 +153,7 @@ class DeltaStream(BaseStream):
             candidates.update(diff.removed, state.overrides, state.force_names)
             send: list[str] = []
             removed: list[str] = []
-            missing: list[str] = []
+            missing: list[str] = namespaces
             kept: dict[str, str | None] = {}
             for name in candidates:
                 have = state.client_version(name)
@@ -171,8 +173,6 @@ class DeltaStream(BaseStream):
                     kept[name] = have  # rejected before: wait for a new version
                     continue
                 send.append(name)
-            if type_url == VIRTUAL_HOST:
-                missing.extend(self._vhds_namespaces(state))
             if type_url == CLUSTER and not first:
                 # Envoy re-warms a changed cluster and waits for its endpoints again, so
                 # forget the proxy's copy of those endpoints.
