@@ -167,14 +167,25 @@ def envoy_rss(services: int = 1000, calls: int = 10, settle: float = 3.0) -> dic
             mesh.debug.wait_synced(sidecar.node_id, types=types, timeout=120)
             sidecar.envoy.wait_live(timeout=120)
             statuses = []
+            first_ms: list[float] = []
+            again_ms: list[float] = []
             if delivery == "on-demand":
                 for host in called_hosts(registry, calls):
+                    started = time.perf_counter()
                     status, headers, _ = send(sidecar.outbound_port, host, timeout=20)
+                    first_ms.append(round(1000 * (time.perf_counter() - started), 1))
+                    started = time.perf_counter()
+                    send(sidecar.outbound_port, host, timeout=20)
+                    again_ms.append(round(1000 * (time.perf_counter() - started), 1))
                     # Routed means sent upstream (whatever answers at the pod address).
                     routed = "x-envoy-upstream-service-time" in headers
                     statuses.append(f"{status} {'routed' if routed else 'not routed'}")
             time.sleep(settle)
             out[delivery] = {**_envoy_memory(sidecar), "request_statuses": statuses}
+            if first_ms:
+                # A request to a host not yet fetched waits for VHDS and on-demand CDS.
+                out[delivery]["first_request_ms"] = first_ms
+                out[delivery]["second_request_ms"] = again_ms
             sidecar.envoy.stop()
         out["rss_ratio"] = round(out["on-demand"]["rss_mb"] / out["full"]["rss_mb"], 3)
         out["heap_ratio"] = round(

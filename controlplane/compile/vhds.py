@@ -42,6 +42,7 @@ _NOTHING: Mapping[str, CompiledResource] = {}
 # Separates a route configuration's name from a virtual host's in the keys of the canonical
 # hosts: never in a Host header, so never confused with an alias ``<config>/<host>``.
 _CANONICAL = "#"
+_MAX_REMEMBERED = 20_000
 
 
 def on_demand_route_configuration(name: str) -> route_pb2.RouteConfiguration:
@@ -141,7 +142,10 @@ class VirtualHostMap(OnDemandMap):
         if name in self._resolved:
             found = self._resolved[name]
         else:
-            found = self._resolved[name] = self._resolve(name)
+            found = self._resolve(name)
+            # Hosts are whatever clients send: remember a bounded number per map.
+            if len(self._resolved) < _MAX_REMEMBERED:
+                self._resolved[name] = found
         if found is None:
             raise KeyError(name)
         return found
