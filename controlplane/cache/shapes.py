@@ -23,6 +23,7 @@ from controlplane.compile import (
 )
 from controlplane.compile.proxy import Proxy
 from controlplane.compile.resources import OnDemandMap
+from controlplane.compile.vhds import VirtualHostMap
 from controlplane.store.dependencies import Token
 from controlplane.store.snapshot import Snapshot
 
@@ -125,6 +126,8 @@ class ShapeCache:
             if _same_content(before, resources):
                 by_type[type_url] = before
             else:
+                if isinstance(resources, VirtualHostMap) and isinstance(before, VirtualHostMap):
+                    resources.inherit(before)
                 by_type[type_url] = resources
         return ProxyResources(by_type)
 

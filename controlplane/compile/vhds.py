@@ -121,7 +121,7 @@ class VirtualHostMap(OnDemandMap):
     its only domain (built once per map and alias). An alias no host matches is absent.
     """
 
-    __slots__ = ("_configs", "_indexes", "_resolved")
+    __slots__ = ("_configs", "_indexes", "_previous", "_resolved")
 
     def __init__(self, configs: Mapping[str, route_pb2.RouteConfiguration]) -> None:
         canonical = {
@@ -134,18 +134,27 @@ class VirtualHostMap(OnDemandMap):
         super().__init__(canonical, _NOTHING)
         self._configs = configs
         self._indexes: dict[str, _HostIndex] = {}
-        self._resolved: dict[str, CompiledResource | None] = {}
+        # alias -> (the virtual host it was built from, the resource; None: no match)
+        self._resolved: dict[str, tuple[rc.VirtualHost | None, CompiledResource | None]] = {}
+        self._previous: dict[str, tuple[rc.VirtualHost | None, CompiledResource | None]] = {}
+
+    def inherit(self, previous: VirtualHostMap) -> None:
+        """Take over what ``previous`` (the same proxies' map before a change) resolved: an
+        alias whose virtual host did not change keeps its very resource (no copy, no hash,
+        and streams skip it by identity), so a change to one host rebuilds and resends only
+        the aliases of that host."""
+        self._previous = previous._resolved
 
     def __getitem__(self, name: str) -> CompiledResource:
         if _CANONICAL in name:
             return super().__getitem__(name)
-        if name in self._resolved:
-            found = self._resolved[name]
-        else:
-            found = self._resolve(name)
+        entry = self._resolved.get(name)
+        if entry is None:
+            entry = self._resolve(name)
             # Hosts are whatever clients send: remember a bounded number per map.
             if len(self._resolved) < _MAX_REMEMBERED:
-                self._resolved[name] = found
+                self._resolved[name] = entry
+        found = entry[1]
         if found is None:
             raise KeyError(name)
         return found
@@ -159,7 +168,22 @@ class VirtualHostMap(OnDemandMap):
             return False
         return True
 
-    def _resolve(self, alias: str) -> CompiledResource | None:
+    def _resolve(self, alias: str) -> tuple[rc.VirtualHost | None, CompiledResource | None]:
+        matched = self._match(alias)
+        if matched is None:
+            return None, None
+        before = self._previous.get(alias)
+        # Route configurations hold copies of the built hosts: compare content.
+        if before is not None and before[0] is not None and before[0] == matched:
+            return before
+        copy = rc.VirtualHost()
+        copy.CopyFrom(matched)
+        copy.name = alias
+        del copy.domains[:]
+        copy.domains.append(alias.partition("/")[2].lower())
+        return matched, CompiledResource(alias, copy)
+
+    def _match(self, alias: str) -> rc.VirtualHost | None:
         parsed = alias_host(alias)
         if parsed is None:
             return None
@@ -170,12 +194,4 @@ class VirtualHostMap(OnDemandMap):
         index = self._indexes.get(config_name)
         if index is None:
             index = self._indexes[config_name] = _HostIndex(config)
-        matched = index.match(host)
-        if matched is None:
-            return None
-        copy = rc.VirtualHost()
-        copy.CopyFrom(matched)
-        copy.name = alias
-        del copy.domains[:]
-        copy.domains.append(host.lower())
-        return CompiledResource(alias, copy)
+        return index.match(host)

@@ -20,6 +20,7 @@ from controlplane.compile.resources import (
     VIRTUAL_HOST,
     OnDemandMap,
 )
+from controlplane.compile.vhds import VirtualHostMap
 from controlplane.store import Store
 from tests.documents import submissions
 from tests.unit.compile.helpers import local_proxy
@@ -114,3 +115,21 @@ def test_outbound_http_filters_start_with_the_on_demand_filter() -> None:
         names = [f.name for f in hcm.http_filters]
         assert (names[0] == first) if first else "envoy.filters.http.on_demand" not in names
         assert names[-1] == "envoy.filters.http.router"
+
+
+def test_after_a_canary_only_the_changed_hosts_aliases_are_rebuilt() -> None:
+    store = Store()
+    store.apply(upserts=submissions(MESH + "---\n" + canary(90, 10)))
+    compiler = SnapshotCompiler(store.snapshot)
+    proxy = replace(local_proxy(), on_demand=True)
+    before = compiler.compile(proxy).of(VIRTUAL_HOST)
+    reviews, ratings = f"{ROUTES}/reviews:9080", f"{ROUTES}/ratings:9080"
+    old_reviews, old_ratings = before[reviews], before[ratings]
+    change = store.apply(upserts=submissions(canary(0, 100)))
+    compiler, _ = SnapshotCompiler.following(compiler, store.snapshot, change.changed)
+    after = compiler.compile(proxy).of(VIRTUAL_HOST)
+    assert isinstance(after, VirtualHostMap) and isinstance(before, VirtualHostMap)
+    after.inherit(before)
+    assert after[ratings] is old_ratings  # untouched: the very same resource, nothing to send
+    assert after[reviews] is not old_reviews
+    assert after[reviews].version != old_reviews.version
