@@ -402,9 +402,15 @@ class Bench:
             if sum(r["missing"] for r in self.ask("peek", {"id": wid})) == 0:
                 break
         latencies, missing = self.collect(wid)
+        converged = percentiles([x - (written - before) for x in latencies])
         result = {
             "change": f"VirtualService svc-0 weights {100 - v2}/{v2}",
-            "convergence_seconds": percentiles([x - (written - before) for x in latencies]),
+            "convergence_seconds": converged,
+            # From the first proxy's update to the 99th percentile's: the delivery itself,
+            # without file mode's floor (the file settling, 0.2 s, then the debounce, 0.1 s).
+            "p99_after_first_seconds": round(converged["p99"] - converged["min"], 4)
+            if "p99" in converged
+            else None,
             "not_converged": missing,
         }
         result.update(account.result())
