@@ -164,3 +164,24 @@ def test_canary_reaches_only_the_sidecars_that_asked_for_the_host(bookinfo: Loca
     for kind in ("rds", "vhds", "cds", "lds"):
         assert other_after["types"][kind]["sent_at"] == other_before["types"][kind]["sent_at"]
     assert route_stats(other) == other_stats
+
+
+def test_after_a_control_plane_restart_the_hosts_asked_for_are_followed(
+    bookinfo: LocalMesh,
+) -> None:
+    sidecar = on_demand_sidecar(bookinfo, "productpage")
+    assert count_backends(sidecar.outbound_port, "reviews:9080", 5) == {"reviews-v1": 5}
+    bookinfo.control_plane.stop()
+    bookinfo.control_plane.start()
+    # Envoy reconnects, names the host it holds again, and keeps serving it meanwhile.
+    states = bookinfo.debug.wait_synced(sidecar.node_id, types=ON_DEMAND_TYPES, timeout=30)
+    assert states["vhds"]["subscribed"] == 1
+    assert count_backends(sidecar.outbound_port, "reviews:9080", 5) == {"reviews-v1": 5}
+    bookinfo.write("vs.yaml", weights(0, 100))
+    bookinfo.debug.wait_synced(
+        sidecar.node_id,
+        types=ON_DEMAND_TYPES,
+        newer_than={"vhds": states["vhds"]["acked_version"]},
+        timeout=10,
+    )
+    assert count_backends(sidecar.outbound_port, "reviews:9080", 20) == {"reviews-v2": 20}
