@@ -137,16 +137,25 @@ class DeltaStream(BaseStream):
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            view = views.view(resources[type_url], state.wildcard, state.names)
+            available = resources[type_url]
             first = not state.sent_version
             namespaces = self._vhds_namespaces(state) if type_url == VIRTUAL_HOST else []
+            settled = not first and not state.overrides and not state.force_names
+            sent_from = state.sent_from
             if (
-                view is state.sent_view
-                and not first
-                and not state.overrides
-                and not state.force_names
+                settled
                 and not namespaces
+                and sent_from is not None
+                and sent_from[0] is available
+                and sent_from[1] is state.names
+                and sent_from[2] == state.wildcard
             ):
+                # The same map and the same subscription as last time: nothing moved. Saves
+                # rebuilding per-proxy views (on-demand proxies each name their own).
+                continue
+            view = views.view(available, state.wildcard, state.names)
+            state.sent_from = (available, state.names, state.wildcard)
+            if view is state.sent_view and settled and not namespaces:
                 continue
             diff = views.diff(state.sent_view, view)
             candidates = set(diff.changed)
