@@ -102,10 +102,23 @@ class Worker:
         except Exception as exc:  # recorded: a lost proxy is a benchmark failure
             self.errors.append(f"{proxy.node_id}: {type(exc).__name__}: {exc}")
 
-    def start(self, target: str, node_ids: list[str], metadata: dict[str, str], delta: bool):
+    def start(
+        self,
+        target: str,
+        node_ids: list[str],
+        metadata: dict[str, str],
+        delta: bool,
+        calls: dict[str, list[str]] | None = None,
+    ):
+        """``calls``: node id -> the Hosts an on-demand proxy calls (see SimulatedProxy)."""
         for node_id in node_ids:
             proxy = SimulatedProxy(
-                target, node_id, metadata, delta=delta, on_response=self._on_response
+                target,
+                node_id,
+                metadata,
+                delta=delta,
+                on_response=self._on_response,
+                calls=tuple((calls or {}).get(node_id, ())),
             )
             self.index[node_id] = len(self.proxies)
             self.proxies.append(proxy)

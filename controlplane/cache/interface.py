@@ -32,6 +32,7 @@ from controlplane.compile.resources import (
     ROUTE,
     SECRET,
     SHORT_NAMES,
+    VIRTUAL_HOST,
     WILDCARD_TYPES,
 )
 from controlplane.compile.sds import redacted
@@ -46,6 +47,7 @@ __all__ = [
     "ROUTE",
     "SECRET",
     "SHORT_NAMES",
+    "VIRTUAL_HOST",
     "WILDCARD_TYPES",
     "CompiledResource",
     "ConfigCache",

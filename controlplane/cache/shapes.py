@@ -22,11 +22,14 @@ from controlplane.compile import (
     recording_proxy,
 )
 from controlplane.compile.proxy import Proxy
+from controlplane.compile.resources import OnDemandMap
+from controlplane.compile.vhds import VirtualHostMap
 from controlplane.store.dependencies import Token
 from controlplane.store.snapshot import Snapshot
 
 ResourceMap = Mapping[str, CompiledResource]
 _EMPTY: ResourceMap = NOTHING
+_WILDCARD = "*"  # in a view's memo key: the wildcard part of a subscription
 
 
 def freeze(value: Any) -> Hashable:
@@ -123,6 +126,8 @@ class ShapeCache:
             if _same_content(before, resources):
                 by_type[type_url] = before
             else:
+                if isinstance(resources, VirtualHostMap) and isinstance(before, VirtualHostMap):
+                    resources.inherit(before)
                 by_type[type_url] = resources
         return ProxyResources(by_type)
 
@@ -142,10 +147,22 @@ def _same_content(a: ResourceMap, b: ResourceMap) -> bool:
         return True
     if len(a) != len(b):
         return False
+    if isinstance(a, OnDemandMap) or isinstance(b, OnDemandMap):
+        if not (
+            isinstance(a, OnDemandMap)
+            and isinstance(b, OnDemandMap)
+            and type(a) is type(b)
+            and a.eager.keys() == b.eager.keys()
+        ):
+            return False
     for name, resource in b.items():
         old = a.get(name)
-        if old is None or (old is not resource and old.version != resource.version):
+        if old is None:
             return False
+        # Built messages are memoized and never changed: the same message is the same content.
+        if old is not resource and old.message is not resource.message:
+            if old.version != resource.version:
+                return False
     return True
 
 
@@ -173,15 +190,30 @@ class ViewCache:
         self._diffs.clear()
 
     def view(self, available: ResourceMap, wildcard: bool, names: frozenset[str]) -> ResourceMap:
-        """The resources a subscription selects from ``available``, in name order."""
+        """The resources a subscription selects from ``available``, in name order. Of an
+        ``OnDemandMap`` a wildcard selects only the eager resources, plus those named."""
         if wildcard:
-            return available
+            if not isinstance(available, OnDemandMap):
+                return available
+            if not names:
+                return available.eager
+            return self._eager_and_named(available, names)
         key = (id(available), names)
         found = self._views.get(key)
         if found is not None and found[0] is available:
             return found[1]
         selected = {n: available[n] for n in sorted(names) if n in available}
         view: ResourceMap = selected if selected else _EMPTY
+        self._views[key] = (available, view)
+        return view
+
+    def _eager_and_named(self, available: OnDemandMap, names: frozenset[str]) -> ResourceMap:
+        key = (id(available), names | {_WILDCARD})
+        found = self._views.get(key)
+        if found is not None and found[0] is available:
+            return found[1]
+        view = dict(available.eager)
+        view.update((n, available[n]) for n in sorted(names) if n in available)
         self._views[key] = (available, view)
         return view
 

@@ -44,6 +44,12 @@ def add(commands: Commands) -> None:
     parser.add_argument("--instance-ips", default="", help="the workload's IPs (a,b)")
     parser.add_argument("--admin-port", type=int, default=15000)
     parser.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS")
+    parser.add_argument(
+        "--on-demand",
+        action="store_true",
+        help="fetch virtual hosts (VHDS) and HTTP clusters when first called (implies --delta; "
+        "node metadata ON_DEMAND)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
     parser.add_argument(
         "--token-file", type=Path, default=None, help="identity token (written if --ca-dir)"
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         xds_address=args.xds_address,
         outbound_port=args.outbound_port,
         admin_port=args.admin_port,
-        delta=args.delta,
+        delta=args.delta or args.on_demand,
+        extra_metadata={"ON_DEMAND": "true"} if args.on_demand else None,
         app_address=args.app_address,
         tcp_ports=",".join(args.tcp_port),
         instance_ips=args.instance_ips,

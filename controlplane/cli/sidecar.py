@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from controlplane.cli import command
+from controlplane.compile.proxy import ON_DEMAND_METADATA
 from controlplane.inject.bootstrap import render_bootstrap, write_private
+
+# The Pod annotation that opts its sidecar into on-demand delivery (VHDS and on-demand CDS
+# over Delta xDS; see compile/vhds.py): "true" sets the node metadata ON_DEMAND.
+ON_DEMAND_ANNOTATION = "proxy.controlplane.dev/on-demand"
 
 if TYPE_CHECKING:
     from controlplane.cli import Commands
@@ -59,15 +64,24 @@ def sidecar_bootstrap(
     token_path: str | None,
     admin_port: int = 15000,
     proxy_type: str = "sidecar",
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The bootstrap for the Pod described by ``env`` (pure). ``proxy_type`` is the node id's
-    first field: ``sidecar``, or ``router`` for a gateway (``controlplane gateway``)."""
+    first field: ``sidecar``, or ``router`` for a gateway (``controlplane gateway``). The
+    Pod's ``annotations`` may opt a sidecar into on-demand delivery (``ON_DEMAND_ANNOTATION``),
+    which needs Delta xDS."""
     pod = env.get("POD_NAME", "")
     namespace = env.get("POD_NAMESPACE", "default")
     ip = env.get("INSTANCE_IP", "")
     extra: dict[str, Any] = {"SA_TOKEN_PATH": token_path} if token_path else {}
     if proxy_type != "sidecar":
         extra["INTERCEPTION_MODE"] = "NONE"  # a gateway captures nothing: its ports are its own
+    on_demand = (
+        proxy_type == "sidecar"
+        and str((annotations or {}).get(ON_DEMAND_ANNOTATION, "")).lower() == "true"
+    )
+    if on_demand:
+        extra[ON_DEMAND_METADATA] = "true"
     return render_bootstrap(
         node_id=f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local",
         namespace=namespace,
@@ -80,6 +94,7 @@ def sidecar_bootstrap(
         instance_ips=ip,
         extra_metadata=extra,
         xds_token=token,
+        delta=on_demand,
     )
 
 
@@ -95,6 +110,11 @@ def write_bootstrap(
 ) -> None:
     token = token_path.read_text().strip() if token_path.is_file() else None
     labels = parse_downward_labels(labels_path.read_text()) if labels_path.is_file() else {}
+    # The injector mounts the annotations next to the labels (downward API).
+    annotations_path = labels_path.parent / "annotations"
+    annotations = (
+        parse_downward_labels(annotations_path.read_text()) if annotations_path.is_file() else {}
+    )
     bootstrap = sidecar_bootstrap(
         os.environ,
         labels,
@@ -104,6 +124,7 @@ def write_bootstrap(
         token_path=str(token_path),
         admin_port=admin_port,
         proxy_type=proxy_type,
+        annotations=annotations,
     )
     bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
     write_private(bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))  # has the token

@@ -27,7 +27,7 @@ from controlplane.compile.inbound import (
 from controlplane.compile.memo import Family, MemoKey
 from controlplane.compile.naming import BLACKHOLE_CLUSTER, parse_cluster_name
 from controlplane.compile.proxy import TRANSPARENT, Proxy
-from controlplane.compile.resources import CompiledResource
+from controlplane.compile.resources import CompiledResource, OnDemandMap
 from controlplane.compile.service_entry_clusters import uses_eds
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster, upstream_security
 from controlplane.store.registry import MeshService
@@ -36,8 +36,42 @@ from controlplane.store.snapshot import MergedDestinationRule
 log = logging.getLogger("controlplane.compile")
 
 
-def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
-    """Every cluster ``proxy`` should have: outbound, then inbound, then (transparent) static."""
+def generate(
+    context: CompileContext, proxy: Proxy, built: Built
+) -> dict[str, CompiledResource] | OnDemandMap:
+    """Every cluster ``proxy`` should have: outbound, then inbound, then (transparent) static.
+    For an on-demand sidecar, the outbound clusters of HTTP ports only when named
+    (``vhds.py``)."""
+    everything = _all_clusters(context, proxy)
+    if is_router(proxy) or not proxy.on_demand:
+        return everything
+    on_demand = _on_demand_cluster_names(context, proxy)
+    eager = {n: r for n, r in everything.items() if n not in on_demand}
+    return OnDemandMap(everything, eager)
+
+
+def _on_demand_cluster_names(context: CompileContext, proxy: Proxy) -> frozenset[str]:
+    """The outbound clusters only HTTP routes lead to: those of the service ports that are
+    HTTP by declaration (a sniffed port's TCP chain names its cluster, so it stays eager)."""
+    ports = {
+        (service.hostname, sport.port)
+        for service in context.services_for(proxy)
+        for sport in service.ports
+        if sport.is_http and sport.protocol != "UNKNOWN"
+    }
+    names = set()
+    for name in outbound_clusters(context, proxy):
+        parsed = parse_cluster_name(name)
+        if (
+            parsed is not None
+            and parsed.direction == "outbound"
+            and (parsed.host, parsed.port) in ports
+        ):
+            names.add(name)
+    return frozenset(names)
+
+
+def _all_clusters(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
     out = outbound_clusters(context, proxy)
     if is_router(proxy):
         # A gateway reaches every service its namespace sees; it serves no inbound port.

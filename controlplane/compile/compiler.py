@@ -18,7 +18,7 @@ from controlplane.compile.eds import EDS
 from controlplane.compile.generator import Generator
 from controlplane.compile.lds import LDS
 from controlplane.compile.proxy import Proxy
-from controlplane.compile.rds import RDS
+from controlplane.compile.rds import RDS, VHDS
 from controlplane.compile.resources import CompiledResource
 from controlplane.store.dependencies import change_tokens
 from controlplane.store.snapshot import Snapshot
@@ -26,7 +26,7 @@ from controlplane.store.tokens import ChangeTokens, Token
 
 # Type URL -> generator, in the order Envoy needs them: clusters before their endpoints,
 # listeners before their routes.
-GENERATORS: Mapping[str, Generator] = {g.type_url: g for g in (CDS, EDS, LDS, RDS)}
+GENERATORS: Mapping[str, Generator] = {g.type_url: g for g in (CDS, EDS, LDS, RDS, VHDS)}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SnapshotCompiler(CompileContext):
 
     def compile(self, proxy: Proxy) -> ProxyResources:
         """Every resource ``proxy`` should have, by type URL."""
-        built: dict[str, dict[str, CompiledResource]] = {}
+        built: dict[str, Mapping[str, CompiledResource]] = {}
         for type_url in GENERATORS:
             built[type_url] = self.generate(type_url, proxy, built)
         return ProxyResources(built)
@@ -86,7 +86,7 @@ class SnapshotCompiler(CompileContext):
         type_url: str,
         proxy: Proxy,
         built: Mapping[str, Mapping[str, CompiledResource]] | None = None,
-    ) -> dict[str, CompiledResource]:
+    ) -> Mapping[str, CompiledResource]:
         """The resources of one type for ``proxy``; ``built`` holds the types generated
         before it (EDS reads the cluster names CDS built; without them, CDS runs first)."""
         generator = GENERATORS[type_url]

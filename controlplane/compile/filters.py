@@ -14,6 +14,7 @@ NETWORK_EXT_AUTHZ_FILTER = "envoy.filters.network.ext_authz"
 
 # HTTP filters
 ROUTER_FILTER = "envoy.filters.http.router"
+ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 HTTP_RBAC_FILTER = "envoy.filters.http.rbac"

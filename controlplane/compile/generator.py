@@ -18,7 +18,7 @@ from controlplane.compile.resources import CompiledResource
 
 # type URL -> resource name -> resource: what the generators that ran before have built.
 Built = Mapping[str, Mapping[str, CompiledResource]]
-Generate = Callable[[CompileContext, Proxy, Built], dict[str, CompiledResource]]
+Generate = Callable[[CompileContext, Proxy, Built], Mapping[str, CompiledResource]]
 
 
 @dataclass(frozen=True)

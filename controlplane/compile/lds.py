@@ -167,20 +167,21 @@ def _transparent_outbound(
         if port not in http_ports:
             found = _wildcard_listener(context, proxy, port, tuple(claimed), fallback, side)
             listeners[found.name] = found
+    on_demand = proxy.on_demand
     for port in sorted(http_ports):
         if port in sniffed:
             vips = tuple(sorted(set(sniffed[port])))
             found = _message(
                 context,
-                (Family.SNIFFED_PORT_LISTENER, port, vips, fallback),
-                partial(sniffing_port_listener, port, vips, fallback),
+                (Family.SNIFFED_PORT_LISTENER, port, vips, fallback, on_demand),
+                partial(sniffing_port_listener, port, vips, fallback, on_demand),
                 side,
             )
         else:
             found = _message(
                 context,
-                (Family.HTTP_PORT_LISTENER, port),
-                partial(http_port_listener, port),
+                (Family.HTTP_PORT_LISTENER, port, on_demand),
+                partial(http_port_listener, port, on_demand),
                 side,
             )
         listeners[found.name] = found
@@ -287,8 +288,8 @@ def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> 
 def _local_listener(context: CompileContext, proxy: Proxy, port: int) -> CompiledResource:
     return _message(
         context,
-        (Family.LOCAL_LISTENER, port),
-        partial(local_outbound_listener, port),
+        (Family.LOCAL_LISTENER, port, proxy.on_demand),
+        partial(local_outbound_listener, port, proxy.on_demand),
         _client(context, proxy),
     )
 

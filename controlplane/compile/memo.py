@@ -45,6 +45,7 @@ class Family(StrEnum):
     VIRTUAL_HOST = "vhost"
     PORT_ROUTES = "rds-port"
     LOCAL_ROUTES = "rds-local"
+    ON_DEMAND_ROUTES = "rds-on-demand"  # a route configuration whose hosts come over VHDS
     PEER_AUTHENTICATION = "authn"
     AUTHORIZATION = "authz"
     REJECTED = "rejected"

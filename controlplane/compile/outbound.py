@@ -19,13 +19,20 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from google.protobuf import wrappers_pb2
 
-from controlplane.compile.filters import CORS_FILTER, FAULT_FILTER, HCM_FILTER, ROUTER_FILTER
+from controlplane.compile.filters import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    HCM_FILTER,
+    ON_DEMAND_FILTER,
+    ROUTER_FILTER,
+)
 from controlplane.compile.naming import (
     BLACKHOLE_CLUSTER,
     OUTBOUND_CAPTURE_PORT,
@@ -76,13 +83,13 @@ def virtual_outbound_listener(fallback: str = PASSTHROUGH_CLUSTER) -> listener_p
     )
 
 
-def http_port_listener(port: int) -> listener_pb2.Listener:
+def http_port_listener(port: int, on_demand: bool = False) -> listener_pb2.Listener:
     """``0.0.0.0_9080``: HTTP to any destination on port 9080, routed by RDS ``"9080"``.
 
     Not bound to the port: connections reach it only through virtualOutbound.
     """
     name = listener_name(WILDCARD_ADDRESS, port)
-    hcm = http_connection_manager(f"outbound_{name}", route_config_name(port))
+    hcm = http_connection_manager(f"outbound_{name}", route_config_name(port), on_demand)
     return listener_pb2.Listener(
         name=name,
         address=socket_address(WILDCARD_ADDRESS, port),
@@ -98,7 +105,10 @@ def http_port_listener(port: int) -> listener_pb2.Listener:
 
 
 def sniffing_port_listener(
-    port: int, tcp_targets: Sequence[tuple[str, str]], fallback: str = PASSTHROUGH_CLUSTER
+    port: int,
+    tcp_targets: Sequence[tuple[str, str]],
+    fallback: str = PASSTHROUGH_CLUSTER,
+    on_demand: bool = False,
 ) -> listener_pb2.Listener:
     """``0.0.0.0_<port>`` for a port some service leaves undeclared (no protocol in its name
     or appProtocol): the HTTP inspector tells HTTP from anything else, as istiod's protocol
@@ -111,7 +121,9 @@ def sniffing_port_listener(
     name = listener_name(WILDCARD_ADDRESS, port)
     hcm = lc.Filter(
         name=HCM_FILTER,
-        typed_config=packed(http_connection_manager(f"outbound_{name}", route_config_name(port))),
+        typed_config=packed(
+            http_connection_manager(f"outbound_{name}", route_config_name(port), on_demand)
+        ),
     )
     http = list(HTTP_APPLICATION_PROTOCOLS)
     chains = []
@@ -178,10 +190,12 @@ def local_tcp_listener(local_port: int, chains: Sequence[lc.FilterChain]) -> lis
 
 
 def http_connection_manager(
-    stat_prefix: str, route_config_name: str
+    stat_prefix: str, route_config_name: str, on_demand: bool = False
 ) -> hcm_pb2.HttpConnectionManager:
-    """The outbound HTTP connection manager: routes from RDS ``route_config_name``."""
-    return hcm_pb2.HttpConnectionManager(
+    """The outbound HTTP connection manager: routes from RDS ``route_config_name``; with
+    ``on_demand``, virtual hosts (VHDS) and clusters (on-demand CDS) are fetched when a
+    request needs one (``compile/vhds.py``)."""
+    hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         rds=hcm_pb2.Rds(config_source=ads_source(), route_config_name=route_config_name),
         # Fault and CORS before the router, as istiod orders them: routes switch them on
@@ -192,11 +206,29 @@ def http_connection_manager(
             hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())),
         ],
     )
+    if on_demand:
+        # First: the filters after it (fault, CORS) must see the route it fetched.
+        hcm.http_filters.insert(
+            0, hcm_pb2.HttpFilter(name=ON_DEMAND_FILTER, typed_config=packed(on_demand_filter()))
+        )
+    return hcm
 
 
-def local_outbound_listener(port: int) -> listener_pb2.Listener:
+def on_demand_filter() -> on_demand_pb2.OnDemand:
+    """``envoy.filters.http.on_demand``: a Host no virtual host matches is asked for over
+    VHDS, and a route's cluster Envoy does not have is asked for over CDS (both on ADS)."""
+    return on_demand_pb2.OnDemand(
+        odcds=on_demand_pb2.OnDemandCds(source=ads_source(), timeout=duration(ON_DEMAND_TIMEOUT))
+    )
+
+
+# How long a request waits for a cluster fetched on demand before Envoy answers 503.
+ON_DEMAND_TIMEOUT = 5.0
+
+
+def local_outbound_listener(port: int, on_demand: bool = False) -> listener_pb2.Listener:
     """Local mode: the application sends plain HTTP to 127.0.0.1:port; routing is by Host."""
-    hcm = http_connection_manager(f"outbound_127.0.0.1_{port}", local_route_name(port))
+    hcm = http_connection_manager(f"outbound_127.0.0.1_{port}", local_route_name(port), on_demand)
     return listener_pb2.Listener(
         name=local_listener_name(port),
         address=socket_address(LOCAL_ADDRESS, port),

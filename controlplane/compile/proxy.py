@@ -4,7 +4,9 @@ Read from the Envoy node (id and metadata) that the proxy sends on its first req
 Istio's metadata keys, plus this project's keys for local mode (no interception):
 ``LOCAL_OUTBOUND_PORT`` (the application talks to the sidecar's outbound port on 127.0.0.1),
 ``LOCAL_APP_ADDRESS`` (where the sidecar's inbound listeners forward to; default 127.0.0.1) and
-``LOCAL_TCP_PORTS`` (``host:port=localport,...``: one local outbound TCP port per service port).
+``LOCAL_TCP_PORTS`` (``host:port=localport,...``: one local outbound TCP port per service port),
+and ``ON_DEMAND`` (``"true"``: routes and clusters delivered on demand, see ``compile/vhds.py``;
+the injector sets it from the pod annotation ``proxy.controlplane.dev/on-demand``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ ROUTER = "router"  # a gateway: Envoy in router mode (compile/gateway.py)
 LOCAL = "local"
 TRANSPARENT = "transparent"
 DEFAULT_APP_ADDRESS = "127.0.0.1"
+# Node metadata key that opts a sidecar into on-demand delivery (VHDS and on-demand CDS).
+ON_DEMAND_METADATA = "ON_DEMAND"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class Proxy:
     identity: str = ""
     # The node id's first field, as istiod reads it: "sidecar" or "router" (a gateway).
     proxy_type: str = SIDECAR
+    # Virtual hosts (VHDS) and outbound HTTP clusters (on-demand CDS) are sent only when the
+    # proxy asks for them; needs Delta xDS (node metadata ``ON_DEMAND: "true"``).
+    on_demand: bool = False
 
     @property
     def labels_key(self) -> tuple[tuple[str, str], ...]:
@@ -96,6 +103,7 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], locality: str = "
         local_tcp_ports=local_tcp,
         metadata=dict(metadata),
         proxy_type=proxy_type,
+        on_demand=str(metadata.get(ON_DEMAND_METADATA) or "").lower() in ("true", "1", "on"),
     )
 
 

@@ -29,14 +29,43 @@ from controlplane.compile.routes import (
     port_route_configuration,
 )
 from controlplane.compile.scope import SidecarScope
+from controlplane.compile.vhds import VirtualHostMap, on_demand_route_configuration
 from controlplane.store.registry import MeshService
 
 
 def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, CompiledResource]:
-    """Every route configuration the listeners of ``proxy`` name."""
-    routes: dict[str, CompiledResource] = {}
+    """Every route configuration the listeners of ``proxy`` name (for an on-demand sidecar,
+    without virtual hosts: those come over VHDS, ``vhds.py``)."""
     if is_router(proxy):
         return _gateway_routes(context, proxy)
+    full = full_routes(context, proxy)
+    if not proxy.on_demand:
+        return full
+    return {name: _on_demand_routes(context, name) for name in full}
+
+
+def _on_demand_routes(context: CompileContext, name: str) -> CompiledResource:
+    key: MemoKey = (Family.ON_DEMAND_ROUTES, name)
+    return context.memo.cached(
+        key, lambda: CompiledResource(name, on_demand_route_configuration(name))
+    )
+
+
+def generate_virtual_hosts(
+    context: CompileContext, proxy: Proxy, built: Built
+) -> VirtualHostMap | dict[str, CompiledResource]:
+    """VHDS: the virtual hosts an on-demand sidecar may ask for (none for other proxies)."""
+    if is_router(proxy) or not proxy.on_demand:
+        return {}
+    full = full_routes(context, proxy)
+    # Not memoized itself: it wraps the memoized virtual hosts, and the cache compares two
+    # maps by those (``cache/shapes.py``), so an unchanged map is carried over.
+    return VirtualHostMap({name: found.message for name, found in full.items()})
+
+
+def full_routes(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
+    """A sidecar's route configurations with every virtual host it may reach."""
+    routes: dict[str, CompiledResource] = {}
     if proxy.mode == TRANSPARENT:
         for port in http_ports(context.services_for(proxy)):
             found = port_routes(context, proxy, port)
@@ -163,3 +192,6 @@ RDS = Generator(
     ),
     generate,
 )
+
+
+VHDS = Generator(types.VIRTUAL_HOST, RDS.pushed_by, generate_virtual_hosts)

@@ -6,6 +6,7 @@ Type URLs live here and only here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -16,10 +17,19 @@ ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# VHDS (Delta only): one virtual host of a route configuration, named ``<config>/<host>``.
+VIRTUAL_HOST = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 
 # The order Envoy needs: clusters before their endpoints, listeners before their routes.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+SHORT_NAMES = {
+    CLUSTER: "cds",
+    ENDPOINT: "eds",
+    LISTENER: "lds",
+    ROUTE: "rds",
+    VIRTUAL_HOST: "vhds",
+    SECRET: "sds",
+}
 BY_SHORT_NAME = {v: k for k, v in SHORT_NAMES.items()}
 # Types whose first request with no names subscribes to everything.
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
@@ -93,3 +103,27 @@ class CompiledResource:
 
     def __repr__(self) -> str:
         return f"CompiledResource({self.type_url.rsplit('.', 1)[-1]} {self.name!r} {self.version})"
+
+
+class OnDemandMap(Mapping[str, CompiledResource]):
+    """Every resource of one type an on-demand proxy may have (``all``), of which a wildcard
+    subscription gets only ``eager``; the rest are sent when the proxy names them (on-demand
+    CDS, VHDS). Iterating gives every resource, so comparing two maps compares all of them.
+    """
+
+    __slots__ = ("_all", "eager")
+
+    def __init__(
+        self, everything: Mapping[str, CompiledResource], eager: Mapping[str, CompiledResource]
+    ) -> None:
+        self._all = everything
+        self.eager = eager
+
+    def __getitem__(self, name: str) -> CompiledResource:
+        return self._all[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)

@@ -21,6 +21,7 @@ import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -28,7 +29,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, WILDCARD_TYPES
+from controlplane.compile.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    VIRTUAL_HOST,
+    WILDCARD_TYPES,
+)
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
@@ -189,6 +197,21 @@ def cluster_eds_names(resources: Iterable[Any], names: Iterable[str] | None = No
     return out
 
 
+def virtual_host_clusters(resources: Iterable[Any]) -> set[str]:
+    """The clusters the routes of VHDS virtual hosts (Delta ``Resource`` messages) lead to."""
+    out: set[str] = set()
+    for resource in resources:
+        if not resource.HasField("resource"):
+            continue  # an alias nothing matched, or a namespace's placeholder
+        host = route_components_pb2.VirtualHost()
+        resource.resource.Unpack(host)
+        for route in host.routes:
+            if route.route.cluster:
+                out.add(route.route.cluster)
+            out.update(c.name for c in route.route.weighted_clusters.clusters)
+    return out
+
+
 def listener_route_names(resources: Iterable[Any]) -> list[str]:
     """The RDS route configuration names the listeners' HTTP connection managers use."""
     out: set[str] = set()
@@ -242,6 +265,11 @@ class SimulatedProxy:
     received: int = 0
     received_bytes: int = 0
     disconnects: list[str] = field(default_factory=list)
+    # On-demand mode (node metadata ON_DEMAND): the Hosts (``host:port``) it calls once its
+    # route configurations arrive, as Envoy's on-demand filter would ask for them (VHDS),
+    # then the clusters their routes name (on-demand CDS).
+    calls: tuple[str, ...] = ()
+    on_demand_clusters: set[str] = field(default_factory=set)
 
     async def run(self, stop: asyncio.Event | None = None, reconnect: bool = False) -> None:
         """Follow the control plane until ``stop``; with ``reconnect``, come back after a lost
@@ -262,7 +290,9 @@ class SimulatedProxy:
         self.names = {}
         me = node(self.node_id, self.metadata)
         try:
-            await self._subscribe(CLUSTER, [], me)
+            # Envoy names its on-demand clusters next to the wildcard when it reconnects.
+            named = sorted(self.on_demand_clusters)
+            await self._subscribe(CLUSTER, ["*", *named] if named else [], me)
             await self._subscribe(LISTENER, [], None)
             while stop is None or not stop.is_set():
                 response = await self.connection.recv(None)  # EOFError: the stream was lost
@@ -337,6 +367,8 @@ class SimulatedProxy:
             routes = listener_route_names(anys)
             if set(routes) != self.names.get(ROUTE):
                 follow.append((ROUTE, routes))
+        if self.calls and self.delta and error is None:
+            follow.extend(self._on_demand(type_url, response))
         if self.delta:
             await self.connection.send(delta_request(type_url, nonce=response.nonce, error=error))
         else:
@@ -357,7 +389,30 @@ class SimulatedProxy:
                 await self._subscribe(follow_type, names, None)
             else:
                 await self._subscribe(follow_type, names, None)
-        if not self.first_full_at and all(
-            t in self.have for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-        ):
+        if not self.first_full_at and self._complete():
             self.first_full_at = now
+
+    def _aliases(self) -> set[str]:
+        return {f"{rc}/{host}" for rc in self.names.get(ROUTE, ()) for host in self.calls}
+
+    def _complete(self) -> bool:
+        """Full-table: every type arrived. On demand: also every host it called, and the
+        endpoints of the clusters those hosts' routes lead to."""
+        if not all(t in self.have for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)):
+            return False
+        if not self.calls:
+            return True
+        hosts = self.have.get(VIRTUAL_HOST, {})
+        return bool(self.names.get(ROUTE)) and all(a in hosts for a in self._aliases())
+
+    def _on_demand(self, type_url: str, response: Any) -> list[tuple[str, list[str]]]:
+        """What Envoy's on-demand filter asks for after ``response``: the called hosts once
+        route configurations arrived, then the clusters of their routes."""
+        if type_url == ROUTE and VIRTUAL_HOST not in self.names:
+            return [(VIRTUAL_HOST, sorted(self._aliases()))]
+        if type_url == VIRTUAL_HOST:
+            new = virtual_host_clusters(response.resources) - self.on_demand_clusters
+            if new:
+                self.on_demand_clusters |= new
+                return [(CLUSTER, sorted(new))]
+        return []

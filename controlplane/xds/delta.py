@@ -21,7 +21,14 @@ from functools import partial
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.cache.interface import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from controlplane.cache.interface import (
+    CLUSTER,
+    ENDPOINT,
+    PUSH_ORDER,
+    ROUTE,
+    VIRTUAL_HOST,
+    WILDCARD_TYPES,
+)
 from controlplane.xds import wire
 from controlplane.xds.state import Nack, Pending, TypeState
 from controlplane.xds.stream import BaseStream
@@ -59,6 +66,8 @@ class DeltaStream(BaseStream):
             )
             # What the proxy already has (it reconnected): only differences are sent.
             state.overrides = dict(request.initial_resource_versions)
+            if type_url == VIRTUAL_HOST:
+                state.force_names.update(state.names)
             return True
         if not subscribe and not unsubscribe:
             return False
@@ -67,9 +76,11 @@ class DeltaStream(BaseStream):
         if "*" in unsubscribe:
             state.wildcard = False
         dropped = {n for n in unsubscribe if n != "*"}
-        state.names = self.delivery.canonical_names(
-            (state.names | {sys.intern(n) for n in subscribe if n != "*"}) - dropped
-        )
+        added = {sys.intern(n) for n in subscribe if n != "*"}
+        state.names = self.delivery.canonical_names((state.names | added) - dropped)
+        if type_url == VIRTUAL_HOST:
+            # Asked on demand: answered even when no virtual host matches (see _responses).
+            state.force_names.update(added - dropped)
         for name in dropped:
             # The proxy forgets what it unsubscribed from: nothing to remove, and a later
             # subscription must send it again.
@@ -77,6 +88,20 @@ class DeltaStream(BaseStream):
                 state.overrides[name] = None
                 state.nacked.pop(name, None)
         return True
+
+    def _vhds_namespaces(self, state: TypeState) -> list[str]:
+        """Envoy subscribes to VHDS with no names: each route configuration with ``vhds`` is
+        a namespace (``<config>/...``), and its listener does not warm until one resource of
+        that namespace arrives. An empty ``<config>/`` is sent once per route configuration
+        the proxy subscribed to."""
+        routes = self.states.get(ROUTE)
+        if routes is None:
+            return []
+        new = routes.names - state.namespaces
+        if not new:
+            return []
+        state.namespaces = state.namespaces | new
+        return sorted(f"{name}/" for name in new)
 
     def _empty_response(self, type_url: str, nonce: str) -> bytes:
         return wire.delta_response("", type_url, nonce, resources=[], removed=())
@@ -112,20 +137,32 @@ class DeltaStream(BaseStream):
             state = self.states.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            view = views.view(resources[type_url], state.wildcard, state.names)
+            available = resources[type_url]
             first = not state.sent_version
+            namespaces = self._vhds_namespaces(state) if type_url == VIRTUAL_HOST else []
+            settled = not first and not state.overrides and not state.force_names
+            sent_from = state.sent_from
             if (
-                view is state.sent_view
-                and not first
-                and not state.overrides
-                and not state.force_names
+                settled
+                and not namespaces
+                and sent_from is not None
+                and sent_from[0] is available
+                and sent_from[1] is state.names
+                and sent_from[2] == state.wildcard
             ):
+                # The same map and the same subscription as last time: nothing moved. Saves
+                # rebuilding per-proxy views (on-demand proxies each name their own).
+                continue
+            view = views.view(available, state.wildcard, state.names)
+            state.sent_from = (available, state.names, state.wildcard)
+            if view is state.sent_view and settled and not namespaces:
                 continue
             diff = views.diff(state.sent_view, view)
             candidates = set(diff.changed)
             candidates.update(diff.removed, state.overrides, state.force_names)
             send: list[str] = []
             removed: list[str] = []
+            missing: list[str] = namespaces
             kept: dict[str, str | None] = {}
             for name in candidates:
                 have = state.client_version(name)
@@ -133,6 +170,10 @@ class DeltaStream(BaseStream):
                 if want is None:
                     if have is not None and (state.wildcard or name in state.names):
                         removed.append(name)
+                    elif type_url == VIRTUAL_HOST and name in state.force_names:
+                        # VHDS: an alias nothing matches is answered with an empty resource
+                        # of that name, so Envoy stops waiting (and answers 404).
+                        missing.append(name)
                     continue
                 forced = name in state.force_names
                 if want.version == have and not forced:
@@ -153,7 +194,7 @@ class DeltaStream(BaseStream):
             state.sent_view = view
             state.overrides = kept
             state.force_names.clear()
-            if not send and not removed and not first:
+            if not send and not removed and not missing and not first:
                 # Nothing the proxy lacks (e.g. it declared these versions on reconnect).
                 state.sent_version = version
                 if was_synced:
@@ -161,14 +202,20 @@ class DeltaStream(BaseStream):
                 continue
             send.sort()
             removed.sort()
+            missing.sort()
             selected = [view[n] for n in send]
             size = sum(r.size for r in selected)
             nonce, response = self._encoded(
                 state,
-                ("delta", type_url, version, tuple(removed)),
+                ("delta", type_url, version, tuple(removed), tuple(missing)),
                 selected,
                 partial(
-                    wire.delta_response, version, type_url, resources=selected, removed=removed
+                    wire.delta_response,
+                    version,
+                    type_url,
+                    resources=selected,
+                    removed=removed,
+                    missing=missing,
                 ),
             )
             out.append(response)

@@ -86,6 +86,11 @@ class TypeState:
     overrides: dict[str, str | None] = field(default_factory=dict)
     nacked: dict[str, str] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)  # nonce -> response
+    # Delta: the map, names and wildcard flag the sent view was last brought up to date
+    # from (compared by identity: the cache's maps are immutable and shared).
+    sent_from: tuple[object, frozenset[str], bool] | None = None
+    # VHDS only: the route configurations whose namespace was answered (see delta.py).
+    namespaces: frozenset[str] = frozenset()
 
     @property
     def sent_resources(self) -> Mapping[str, CompiledResource]:

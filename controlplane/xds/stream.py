@@ -20,6 +20,7 @@ cancelled and the stream leaves the registry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -228,6 +229,14 @@ class BaseStream(ABC):
                 "stream %s from %s: %s; closing", self.id, self.peer, printable(exc, 2 * LOG_LIMIT)
             )
             return False
+        if self.proxy.on_demand and self.protocol != "delta":
+            # VHDS exists only in Delta xDS: a State-of-the-World proxy gets the full table.
+            log.warning(
+                "proxy %s asked for on-demand delivery (ON_DEMAND) over State-of-the-World "
+                "xDS, which cannot carry it; it gets the full table (use Delta xDS)",
+                printable(self.proxy.node_id),
+            )
+            self.proxy = dataclasses.replace(self.proxy, on_demand=False)
         self.node = request.node
         self.watch = self.delivery.cache.watch(self.proxy, self.wake)
         self.delivery.register(self)

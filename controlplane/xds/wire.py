@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from envoy.service.discovery.v3 import discovery_pb2
+
 from controlplane.cache.interface import CompiledResource
 
 # Field numbers of envoy.service.discovery.v3.DiscoveryResponse / DeltaDiscoveryResponse.
@@ -55,10 +57,20 @@ def delta_response(
     nonce: str,
     resources: Sequence[CompiledResource],
     removed: Iterable[str],
+    missing: Iterable[str] = (),
 ) -> bytes:
-    """A serialized DeltaDiscoveryResponse (one join: the shared entries are copied once)."""
+    """A serialized DeltaDiscoveryResponse (one join: the shared entries are copied once).
+    ``missing`` names get an entry with no resource: VHDS's answer to an alias that
+    matches nothing."""
     parts = [_string(_DELTA_VERSION, version)]
     parts.extend([r.delta_entry for r in resources])
+    parts.extend(
+        length_delimited(
+            _DELTA_RESOURCES,
+            discovery_pb2.Resource(name=name, aliases=[name]).SerializeToString(),
+        )
+        for name in missing
+    )
     parts.append(_string(_DELTA_TYPE, type_url))
     parts.append(_string(_DELTA_NONCE, nonce))
     parts.extend(_string(_DELTA_REMOVED, name) for name in removed)

@@ -7,7 +7,14 @@ import pytest
 from controlplane.compile import GENERATORS, SHAPE_DERIVED, SnapshotCompiler, recording_proxy
 from controlplane.compile.memo import Family
 from controlplane.compile.proxy import Proxy, proxy_from_node
-from controlplane.compile.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from controlplane.compile.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    VIRTUAL_HOST,
+)
 from controlplane.store import Store
 from tests.documents import submissions
 from tests.unit.compile.helpers import local_proxy
@@ -30,7 +37,7 @@ PROXIES = [local_proxy(), transparent_proxy()]
 
 def test_generators_are_registered_by_type_url_in_push_order() -> None:
     assert list(GENERATORS) == [t for t in PUSH_ORDER if t in GENERATORS]
-    assert set(GENERATORS) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+    assert set(GENERATORS) == {CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST}
     for type_url, generator in GENERATORS.items():
         assert generator.type_url == type_url and generator.pushed_by
 

@@ -97,3 +97,34 @@ def test_the_injected_sidecar_writes_its_bootstrap_owner_only(
     )
     assert mode(path) == 0o600
     assert "projected.service.account-token" in path.read_text()
+
+
+@pytest.mark.parametrize("annotation", [None, "false", "true"])
+def test_the_on_demand_annotation_selects_delta_xds_and_on_demand_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, annotation: str | None
+) -> None:
+    import yaml
+
+    from controlplane.cli.sidecar import ON_DEMAND_ANNOTATION, write_bootstrap
+    from controlplane.compile.proxy import proxy_from_node
+
+    monkeypatch.setenv("POD_NAME", "productpage-1")
+    monkeypatch.setenv("POD_NAMESPACE", "default")
+    (tmp_path / "labels").write_text('app="productpage"\n')
+    if annotation is not None:
+        (tmp_path / "annotations").write_text(f'{ON_DEMAND_ANNOTATION}="{annotation}"\n')
+    path = tmp_path / "envoy.yaml"
+    write_bootstrap(
+        xds_address="127.0.0.1",
+        xds_port=15010,
+        token_path=tmp_path / "no-token",
+        labels_path=tmp_path / "labels",
+        bootstrap_path=path,
+        admin_port=15000,
+    )
+    bootstrap = yaml.safe_load(path.read_text())
+    node = bootstrap["node"]
+    proxy = proxy_from_node(node["id"], node["metadata"])
+    api_type = bootstrap["dynamic_resources"]["ads_config"]["api_type"]
+    assert proxy.on_demand is (annotation == "true")
+    assert api_type == ("DELTA_GRPC" if annotation == "true" else "GRPC")
