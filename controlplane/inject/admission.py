@@ -21,6 +21,7 @@ import kopf
 from controlplane.api import InvalidResource, load
 from controlplane.api.issues import Level
 from controlplane.inject.injector import InjectionConfig, injection_patch
+from controlplane.inject.prometheus import ScrapeConfigurationError
 
 log = logging.getLogger("controlplane.admission")
 
@@ -80,7 +81,11 @@ def register_admission_handlers(
         )(validate)
 
     def mutate(body: Mapping[str, Any], patch: kopf.Patch, dryrun: bool, **_: Any) -> None:
-        ops = injection_patch(dict(body), injection())
+        try:
+            ops = injection_patch(dict(body), injection())
+        except ScrapeConfigurationError as exc:
+            # As istiod: a Pod whose metrics cannot be merged is not injected (nor admitted).
+            raise kopf.AdmissionError(f"injection failed: {exc}", code=400) from None
         if not ops:
             return
         meta = body.get("metadata") or {}

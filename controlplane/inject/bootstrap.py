@@ -17,6 +17,14 @@ import yaml
 
 ISTIO_VERSION = "1.24.0"  # what we tell tools that read node metadata; we speak its API
 
+# Istio's ports for metrics: Envoy's own statistics in Prometheus text (a listener in the
+# bootstrap, routed to the admin port), and the in-pod agent's merged endpoint (Envoy's plus
+# the application's, served by `controlplane sidecar`).
+ENVOY_PROMETHEUS_PORT = 15090
+STATUS_PORT = 15020
+PROMETHEUS_PATH = "/stats/prometheus"
+PROMETHEUS_CLUSTER = "prometheus_stats"
+
 
 def parse_labels(text: str) -> dict[str, str]:
     """``app=reviews,version=v1`` -> dict; raises ValueError naming the bad entry."""
@@ -50,6 +58,8 @@ def render_bootstrap(
     xds_token: str | None = None,
     xds_root_cert: str | None = None,
     xds_san: str | None = None,
+    prometheus_port: int | None = None,
+    prometheus_address: str = "0.0.0.0",
 ) -> dict[str, Any]:
     """The bootstrap as a dict (dump it as YAML or JSON).
 
@@ -58,7 +68,9 @@ def render_bootstrap(
     ``authorization: Bearer ...``. ``xds_root_cert`` (a PEM file) makes the xDS connection
     TLS, verifying the control plane against it (and its URI SAN ``xds_san``, when given).
     An ``xds_address`` that is not an IP address (a Service name in a cluster) is resolved
-    by DNS.
+    by DNS. ``prometheus_port`` (Istio's is 15090; off by default because the test and bench
+    harnesses run many Envoys on one host) adds the listener that serves Envoy's statistics
+    in Prometheus text at ``/stats/prometheus``.
     """
     metadata: dict[str, Any] = {
         "NAMESPACE": namespace,
@@ -141,6 +153,8 @@ def render_bootstrap(
         },
     }
 
+    if prometheus_port:
+        _add_prometheus(bootstrap, prometheus_port, prometheus_address, admin_port)
     if xds_root_cert:
         validation: dict[str, Any] = {"trusted_ca": {"filename": xds_root_cert}}
         if xds_san:
@@ -159,6 +173,65 @@ def render_bootstrap(
             },
         }
     return bootstrap
+
+
+def _static_cluster(name: str, address: str, port: int) -> dict[str, Any]:
+    endpoint = {"address": {"socket_address": {"address": address, "port_value": port}}}
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.250s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+        },
+    }
+
+
+def _add_prometheus(bootstrap: dict[str, Any], port: int, address: str, admin_port: int) -> None:
+    """The static listener ``<address>_<port>`` that routes ``/stats/prometheus`` (and nothing
+    else: the admin API can change Envoy's state) to a cluster whose endpoint is the admin
+    port, as Istio's bootstrap does. It is in the bootstrap, not sent over xDS, so metrics are
+    there before, and without, the control plane; and it is exempt from the global
+    connection limit and the overload manager, so a scrape still works under overload."""
+    statics = bootstrap["static_resources"]
+    statics["clusters"].append(_static_cluster(PROMETHEUS_CLUSTER, "127.0.0.1", admin_port))
+    route = {"match": {"prefix": PROMETHEUS_PATH}, "route": {"cluster": PROMETHEUS_CLUSTER}}
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "codec_type": "AUTO",
+        "stat_prefix": "stats",
+        "route_config": {
+            "virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": [route]}]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    statics.setdefault("listeners", []).append(
+        {
+            "name": f"{address}_{port}",
+            "address": {"socket_address": {"address": address, "port_value": port}},
+            "ignore_global_conn_limit": True,
+            "bypass_overload_manager": True,
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": manager,
+                        }
+                    ]
+                }
+            ],
+        }
+    )
 
 
 def _is_ip(address: str) -> bool:
