@@ -26,6 +26,41 @@ PROMETHEUS_PATH = "/stats/prometheus"
 PROMETHEUS_CLUSTER = "prometheus_stats"
 
 
+# How Envoy turns a statistic's dotted name into a Prometheus metric and labels (its "tag
+# extraction"). Envoy's default cluster_name tag takes the name up to the first dot, which cuts
+# our cluster names (``outbound|9080|v1|reviews.default.svc.cluster.local``) at the host's first
+# dot and leaves the rest in the metric name. Istio's bootstrap avoids it by ending every stat
+# prefix with ``;`` (and compiling every cluster's alt_stat_name that way); this project keeps
+# Envoy's plain stat names (the admin API's /stats and its users read them) and instead teaches
+# the extractor our name grammar: ``direction|port|subset|host`` whose host runs to
+# ``.svc.cluster.local`` or, for other hosts, to the first segment that is one of Envoy's
+# cluster statistics (they contain ``_`` or are one of a few words: ``ssl``, ``default``...).
+# The connection managers' prefixes are ``<direction>_<address>_<port>``. Envoy refuses a tag
+# named twice, so the defaults are off and the ones dashboards use are listed here.
+_CLUSTER_STAT = r"(?:[a-z0-9]*_|version$|default\.|internal\.|external\.|canary\.|ssl\.|tls\.|zone\.|http[123]\.)"
+_HCM_PREFIX = r"(?:inbound|outbound)_[0-9a-fA-F.:\[\]]+_\d+|[^.]+"
+STATS_TAGS: tuple[dict[str, str], ...] = (
+    {
+        "tag_name": "cluster_name",
+        "regex": r"^cluster\.(((?:inbound|outbound)\|\d+\|[^|]*\|(?:[^|]*?\.svc\.cluster\.local"
+        rf"|[^|]*?)(?=\.{_CLUSTER_STAT})|[^.|]+)\.)",
+    },
+    {"tag_name": "http_conn_manager_prefix", "regex": rf"^http\.(({_HCM_PREFIX})\.)"},
+    {
+        "tag_name": "http_conn_manager_listener_prefix",
+        "regex": rf"^listener(?=\.).*?\.http\.(({_HCM_PREFIX})\.)",
+    },
+    {
+        "tag_name": "listener_address",
+        "regex": r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+    },
+    {"tag_name": "tcp_prefix", "regex": r"^tcp\.((.*?)\.)\w+?$"},
+    {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
+    {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
+    {"tag_name": "worker_id", "regex": r"^listener_manager\.((worker_\d+)\.)"},
+)
+
+
 def parse_labels(text: str) -> dict[str, str]:
     """``app=reviews,version=v1`` -> dict; raises ValueError naming the bad entry."""
     labels: dict[str, str] = {}
@@ -103,6 +138,10 @@ def render_bootstrap(
             "id": node_id,
             "cluster": f"{app}.{namespace}",
             "metadata": metadata,
+        },
+        "stats_config": {
+            "use_all_default_tags": False,
+            "stats_tags": [dict(tag) for tag in STATS_TAGS],
         },
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}},

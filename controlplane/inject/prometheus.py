@@ -129,8 +129,11 @@ def merge_metrics(
     scrape_env = None
     if wanted:
         scrape_env = json.dumps(
-            {"scrape": wanted.get("scrape", ""), "path": wanted.get("path", ""),
-             "port": wanted.get("port", "")},
+            {
+                "scrape": wanted.get("scrape", ""),
+                "path": wanted.get("path", ""),
+                "port": wanted.get("port", ""),
+            },
             separators=(",", ":"),
         )
     return MetricsMerge(kept, scrape_env)
@@ -150,8 +153,7 @@ def _check_port(key: str, value: str, status_port: int) -> None:
         )
     if port in RESERVED_PORTS:
         raise ScrapeConfigurationError(
-            f"{where}: {value} is the proxy's port ({RESERVED_PORTS[port]}), not the "
-            "application's"
+            f"{where}: {value} is the proxy's port ({RESERVED_PORTS[port]}), not the application's"
         )
 
 

@@ -1,0 +1,221 @@
+"""Prometheus from a real sidecar: Envoy's statistics on the bootstrap's Prometheus listener
+(Istio's 15090 in a Pod; a free port here, where many Envoys share the host) and the merged
+endpoint (15020 in a Pod) that appends the application's metrics; the README's PromQL read
+against what a real scrape returns."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+import pytest
+
+from controlplane.inject.merged_metrics import MergedMetrics, MergedMetricsServer
+from controlplane.inject.prometheus import ScrapeTarget
+from controlplane.testing.mesh import LocalMesh, Sidecar
+from controlplane.testing.ports import free_port
+from controlplane.testing.traffic import count_backends
+from tests.support import meshes
+from tests.support.prometheus import Sample, parse, value
+
+V1, V2 = "127.0.15.11", "127.0.15.12"
+CLIENT = "sidecar~127.0.15.1~productpage.default~default.svc.cluster.local"
+REVIEWS = "reviews.default.svc.cluster.local"
+APP_METRICS = (
+    "# HELP shop_orders_total Orders taken.\n"
+    "# TYPE shop_orders_total counter\n"
+    'shop_orders_total{shop="books"} 7\n'
+)
+
+
+class _AppMetrics(BaseHTTPRequestHandler):
+    """A test application exposing its own metrics at /metrics."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = APP_METRICS.encode() if self.path == "/metrics" else b""
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"] or "", exc.read().decode()
+
+
+def _scrape(url: str) -> dict[Sample, float]:
+    status, content_type, text = _get(url)
+    assert status == 200, text
+    assert content_type.startswith("text/plain"), content_type
+    return parse(text)[0]
+
+
+def types_of(port: int) -> dict[str, str]:
+    return parse(_get(f"http://127.0.0.1:{port}/stats/prometheus")[2])[1]
+
+
+def _select(samples: dict[Sample, float], name: str, **matchers: str) -> dict[Sample, float]:
+    """The samples of ``name`` whose labels fully match the regexes (PromQL's ``=~``)."""
+    return {
+        (n, labels): v
+        for (n, labels), v in samples.items()
+        if n == name
+        and all(re.fullmatch(rx, dict(labels).get(key, "")) for key, rx in matchers.items())
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalMesh, Sidecar, int]]:
+    mesh = LocalMesh(Path(tmp_path_factory.mktemp("promstats")))
+    try:
+        port = free_port()
+        mesh.backend("reviews-v1", V1, port)
+        mesh.backend("reviews-v2", V2, port)
+        mesh.write("reviews.yaml", meshes.reviews(V1, V2, target_port=port))
+        mesh.write("split.yaml", meshes.split("reviews", {"v1": 50, "v2": 50}))
+        mesh.start()
+        prom = free_port()
+        sidecar = mesh.sidecar(
+            CLIENT,
+            labels={"app": "productpage"},
+            service_account="productpage",
+            prometheus_port=prom,
+        )
+        answered = count_backends(sidecar.outbound_port, "reviews:9080", 20)
+        assert sum(answered.values()) == 20 and set(answered) == {"reviews-v1", "reviews-v2"}
+        yield mesh, sidecar, prom
+    finally:
+        mesh.stop()
+
+
+def test_envoy_statistics_are_served_in_prometheus_text_on_the_prometheus_port(served):
+    _, sidecar, prom = served
+    samples = _scrape(f"http://127.0.0.1:{prom}/stats/prometheus")
+    # Requests per destination: the cluster name carries direction|port|subset|host.
+    per_subset = {
+        subset: value(
+            samples,
+            "envoy_cluster_upstream_rq_total",
+            cluster_name=f"outbound|9080|{subset}|{REVIEWS}",
+        )
+        for subset in ("v1", "v2")
+    }
+    assert sum(per_subset.values()) == 20 and min(per_subset.values()) > 0, per_subset
+    # The same number as the admin API's own counter (it is Envoy's statistic, not ours).
+    assert per_subset["v1"] == sidecar.envoy.stat(
+        f"cluster.outbound|9080|v1|{REVIEWS}.upstream_rq_total"
+    )
+    # Response classes and latency histograms, as dashboards read them.
+    ok = _select(
+        samples,
+        "envoy_cluster_upstream_rq",
+        cluster_name=rf"outbound\|9080\|.*\|{re.escape(REVIEWS)}",
+        response_code_class="2xx",
+    )
+    assert sum(ok.values()) == 20
+    by_code = _select(
+        samples,
+        "envoy_cluster_upstream_rq",
+        cluster_name=rf"outbound\|9080\|v2\|{re.escape(REVIEWS)}",
+        response_code="200",
+    )
+    assert list(by_code.values()) == [per_subset["v2"]]
+    # Latency histograms reach the output when Envoy flushes its statistics (every 5 s).
+    v1_cluster = rf"outbound\|9080\|v1\|{re.escape(REVIEWS)}"
+    deadline = time.time() + 12
+    while True:
+        buckets = _select(
+            samples, "envoy_cluster_upstream_rq_time_bucket", cluster_name=v1_cluster, le=r"\+Inf"
+        )
+        if list(buckets.values()) == [per_subset["v1"]] or time.time() > deadline:
+            break
+        time.sleep(0.5)
+        samples = _scrape(f"http://127.0.0.1:{prom}/stats/prometheus")
+    assert list(buckets.values()) == [per_subset["v1"]]
+    assert types_of(prom)["envoy_cluster_upstream_rq_time"] == "histogram"
+    # The client's outbound connection manager, named by its listener (the host's dots
+    # stay in the label, not in the metric name).
+    outbound = f"outbound_127.0.0.1_{sidecar.outbound_port}"
+    assert value(samples, "envoy_http_downstream_rq_total", http_conn_manager_prefix=outbound) == 20
+    assert (
+        value(
+            samples,
+            "envoy_http_downstream_rq",
+            http_conn_manager_prefix=outbound,
+            response_code_class="2xx",
+        )
+        == 20
+    )
+    assert (
+        value(
+            samples,
+            "envoy_listener_downstream_cx_total",
+            listener_address=f"127.0.0.1_{sidecar.outbound_port}",
+        )
+        >= 1
+    )
+    # No metric name carries a piece of a host name (the tags took all of it).
+    assert not [name for name, _ in samples if "svc_cluster_local" in name or "0_0_1" in name]
+
+
+def test_the_prometheus_port_serves_statistics_only_never_the_admin_api(served):
+    _, _, prom = served
+    for path in ("/config_dump", "/clusters", "/quitquitquit", "/stats"):
+        status, _, _ = _get(f"http://127.0.0.1:{prom}{path}")
+        assert status == 404, path
+    # ... and Envoy is still there after the attempt.
+    assert _get(f"http://127.0.0.1:{prom}/stats/prometheus")[0] == 200
+
+
+def test_the_merged_endpoint_returns_envoys_and_the_applications_metrics(served):
+    _, _, prom = served
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _AppMetrics)
+    Thread(target=app.serve_forever, daemon=True).start()
+    target = ScrapeTarget(int(app.server_address[1]), "/metrics")
+    merged = MergedMetricsServer(MergedMetrics(prom, target), 0, address="127.0.0.1").start()
+    url = f"http://127.0.0.1:{merged.port}/stats/prometheus"
+    try:
+        samples = _scrape(url)
+        assert value(samples, "shop_orders_total", shop="books") == 7
+        envoy = value(
+            samples,
+            "envoy_cluster_upstream_rq_total",
+            cluster_name=f"outbound|9080|v1|{REVIEWS}",
+        )
+        assert envoy > 0
+        assert value(samples, "controlplane_agent_scrape_failures_total", source="application") == 0
+        # The query string reaches Envoy (Istio passes it on: ?filter= narrows the output).
+        filtered = _scrape(url + "?filter=upstream_rq_total")
+        assert value(filtered, "shop_orders_total", shop="books") == 7
+        assert not _select(filtered, "envoy_http_downstream_rq_total")
+        # An application that stops answering does not hide the proxy's metrics.
+        app.shutdown()
+        app.server_close()
+        samples = _scrape(url)
+        assert value(samples, "shop_orders_total", shop="books") == 0
+        assert (
+            value(
+                samples,
+                "envoy_cluster_upstream_rq_total",
+                cluster_name=f"outbound|9080|v1|{REVIEWS}",
+            )
+            == envoy
+        )
+        assert value(samples, "controlplane_agent_scrape_failures_total", source="application") == 1
+        assert _get(f"http://127.0.0.1:{merged.port}/metrics")[0] == 404
+    finally:
+        merged.stop()
