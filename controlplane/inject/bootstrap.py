@@ -230,9 +230,11 @@ def _static_cluster(name: str, address: str, port: int) -> dict[str, Any]:
 def _add_prometheus(bootstrap: dict[str, Any], port: int, address: str, admin_port: int) -> None:
     """The static listener ``<address>_<port>`` that routes ``/stats/prometheus`` (and nothing
     else: the admin API can change Envoy's state) to a cluster whose endpoint is the admin
-    port, as Istio's bootstrap does. It is in the bootstrap, not sent over xDS, so metrics are
-    there before, and without, the control plane; and it is exempt from the global
-    connection limit and the overload manager, so a scrape still works under overload."""
+    port, as Istio's bootstrap does. It is in the bootstrap, not sent over xDS, so no
+    configuration the control plane sends can take it away (Envoy opens it with its other
+    listeners: once the first clusters arrived, or their initial fetch timed out, 15 s); and
+    it is exempt from the global connection limit and the overload manager, so a scrape
+    still works under overload."""
     statics = bootstrap["static_resources"]
     statics["clusters"].append(_static_cluster(PROMETHEUS_CLUSTER, "127.0.0.1", admin_port))
     route = {"match": {"prefix": PROMETHEUS_PATH}, "route": {"cluster": PROMETHEUS_CLUSTER}}

@@ -219,3 +219,77 @@ def test_the_merged_endpoint_returns_envoys_and_the_applications_metrics(served)
         assert _get(f"http://127.0.0.1:{merged.port}/metrics")[0] == 404
     finally:
         merged.stop()
+
+
+def test_the_sidecar_entry_serves_both_endpoints_and_stops_envoy_on_sigterm(served, tmp_path: Path):
+    """`controlplane sidecar` as the injected container runs it (the application's scrape
+    annotations in its environment, as injection moved them): Envoy's statistics on the
+    Prometheus port, the merged endpoint with the application's metrics, and SIGTERM ends
+    Envoy and the entry."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _AppMetrics)
+    Thread(target=app.serve_forever, daemon=True).start()
+    prom, status, admin = free_port(), free_port(), free_port()
+    node_id = "sidecar~127.0.15.30~ratings-1.shop~shop.svc.cluster.local"
+    (tmp_path / "labels").write_text('app="ratings"\n')
+    env = dict(
+        os.environ,
+        POD_NAME="ratings-1",
+        POD_NAMESPACE="shop",
+        INSTANCE_IP="127.0.15.30",
+        SERVICE_ACCOUNT="ratings",
+        ISTIO_PROMETHEUS_ANNOTATIONS=json.dumps(
+            {"scrape": "true", "path": "/metrics", "port": str(app.server_address[1])}
+        ),
+    )
+    log = open(tmp_path / "sidecar.log", "wb")  # noqa: SIM115 (closed below)
+    entry = subprocess.Popen(
+        [sys.executable, "-m", "controlplane", "sidecar",
+         "--xds-address", "127.0.0.1", "--xds-port", str(served[0].xds_port),
+         "--token-path", str(tmp_path / "no-token"), "--labels-path", str(tmp_path / "labels"),
+         "--bootstrap-path", str(tmp_path / "envoy.yaml"), "--admin-port", str(admin),
+         "--prometheus-port", str(prom), "--status-port", str(status)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                merged = _scrape(f"http://127.0.0.1:{status}/stats/prometheus")
+                if any(n == "envoy_server_live" for n, _ in merged):
+                    break
+            except (OSError, AssertionError):
+                pass
+            assert entry.poll() is None, (tmp_path / "sidecar.log").read_text()
+            assert time.time() < deadline, (tmp_path / "sidecar.log").read_text()
+            time.sleep(0.1)
+        served[0].debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
+        assert value(merged, "shop_orders_total", shop="books") == 7
+        assert value(merged, "envoy_cluster_upstream_cx_total", cluster_name="xds-grpc") >= 0
+        assert any(
+            n == "envoy_server_live"
+            for n, _ in _scrape(f"http://127.0.0.1:{prom}/stats/prometheus")
+        )
+        envoy_pids = subprocess.run(
+            ["pgrep", "-P", str(entry.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(envoy_pids) == 1
+        entry.send_signal(signal.SIGTERM)
+        assert entry.wait(timeout=20) == 0, (tmp_path / "sidecar.log").read_text()
+        assert not Path(f"/proc/{envoy_pids[0]}").exists() or (
+            "zombie" in Path(f"/proc/{envoy_pids[0]}/status").read_text()
+        )
+        for port in (prom, status):
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus", timeout=2)
+    finally:
+        if entry.poll() is None:
+            entry.kill()
+            entry.wait()
+        log.close()
+        app.shutdown()
