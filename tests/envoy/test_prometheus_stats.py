@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -25,6 +26,7 @@ from tests.support import meshes
 from tests.support.prometheus import Sample, parse, value
 
 V1, V2 = "127.0.15.11", "127.0.15.12"
+APP_V1 = "127.0.15.111"
 CLIENT = "sidecar~127.0.15.1~productpage.default~default.svc.cluster.local"
 REVIEWS = "reviews.default.svc.cluster.local"
 APP_METRICS = (
@@ -78,32 +80,50 @@ def _select(samples: dict[Sample, float], name: str, **matchers: str) -> dict[Sa
     }
 
 
+@dataclass
+class Served:
+    mesh: LocalMesh
+    client: Sidecar
+    prom: int  # the client sidecar's Prometheus port
+    server: Sidecar  # reviews-v1's sidecar (inbound), its app on APP_V1
+    server_prom: int
+    port: int  # the pods' target port
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalMesh, Sidecar, int]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     mesh = LocalMesh(Path(tmp_path_factory.mktemp("promstats")))
     try:
         port = free_port()
-        mesh.backend("reviews-v1", V1, port)
+        mesh.backend("reviews-v1", APP_V1, port)  # behind its sidecar, on POD V1
         mesh.backend("reviews-v2", V2, port)
         mesh.write("reviews.yaml", meshes.reviews(V1, V2, target_port=port))
         mesh.write("split.yaml", meshes.split("reviews", {"v1": 50, "v2": 50}))
         mesh.start()
+        server_prom = free_port()
+        server = mesh.sidecar(
+            f"sidecar~{V1}~reviews-v1.default~default.svc.cluster.local",
+            labels={"app": "reviews", "version": "v1"},
+            service_account="reviews",
+            app_address=APP_V1,
+            prometheus_port=server_prom,
+        )
         prom = free_port()
-        sidecar = mesh.sidecar(
+        client = mesh.sidecar(
             CLIENT,
             labels={"app": "productpage"},
             service_account="productpage",
             prometheus_port=prom,
         )
-        answered = count_backends(sidecar.outbound_port, "reviews:9080", 20)
+        answered = count_backends(client.outbound_port, "reviews:9080", 20)
         assert sum(answered.values()) == 20 and set(answered) == {"reviews-v1", "reviews-v2"}
-        yield mesh, sidecar, prom
+        yield Served(mesh, client, prom, server, server_prom, port)
     finally:
         mesh.stop()
 
 
 def test_envoy_statistics_are_served_in_prometheus_text_on_the_prometheus_port(served):
-    _, sidecar, prom = served
+    sidecar, prom = served.client, served.prom
     samples = _scrape(f"http://127.0.0.1:{prom}/stats/prometheus")
     # Requests per destination: the cluster name carries direction|port|subset|host.
     per_subset = {
@@ -172,8 +192,31 @@ def test_envoy_statistics_are_served_in_prometheus_text_on_the_prometheus_port(s
     assert not [name for name, _ in samples if "svc_cluster_local" in name or "0_0_1" in name]
 
 
+def test_the_server_sidecar_counts_the_inbound_requests_it_served(served):
+    samples = _scrape(f"http://127.0.0.1:{served.server_prom}/stats/prometheus")
+    v1 = served.client.envoy.stat(f"cluster.outbound|9080|v1|{REVIEWS}.upstream_rq_total")
+    inbound = f"inbound|{served.port}||"
+    assert value(samples, "envoy_cluster_upstream_rq_total", cluster_name=inbound) == v1 > 0
+    assert (
+        value(samples, "envoy_cluster_upstream_rq", cluster_name=inbound, response_code_class="2xx")
+        == v1
+    )
+    # The inbound connection manager, named by the pod's address and port.
+    prefix = f"inbound_{V1}_{served.port}"
+    assert _select(samples, "envoy_http_downstream_rq_total", http_conn_manager_prefix=prefix)
+    assert (
+        value(
+            samples,
+            "envoy_http_downstream_rq",
+            http_conn_manager_prefix=prefix,
+            response_code_class="2xx",
+        )
+        == v1
+    )
+
+
 def test_the_prometheus_port_serves_statistics_only_never_the_admin_api(served):
-    _, _, prom = served
+    prom = served.prom
     for path in ("/config_dump", "/clusters", "/quitquitquit", "/stats"):
         status, _, _ = _get(f"http://127.0.0.1:{prom}{path}")
         assert status == 404, path
@@ -182,7 +225,7 @@ def test_the_prometheus_port_serves_statistics_only_never_the_admin_api(served):
 
 
 def test_the_merged_endpoint_returns_envoys_and_the_applications_metrics(served):
-    _, _, prom = served
+    prom = served.prom
     app = ThreadingHTTPServer(("127.0.0.1", 0), _AppMetrics)
     Thread(target=app.serve_forever, daemon=True).start()
     target = ScrapeTarget(int(app.server_address[1]), "/metrics")
@@ -250,7 +293,7 @@ def test_the_sidecar_entry_serves_both_endpoints_and_stops_envoy_on_sigterm(serv
     log = open(tmp_path / "sidecar.log", "wb")  # noqa: SIM115 (closed below)
     entry = subprocess.Popen(
         [sys.executable, "-m", "controlplane", "sidecar",
-         "--xds-address", "127.0.0.1", "--xds-port", str(served[0].xds_port),
+         "--xds-address", "127.0.0.1", "--xds-port", str(served.mesh.xds_port),
          "--token-path", str(tmp_path / "no-token"), "--labels-path", str(tmp_path / "labels"),
          "--bootstrap-path", str(tmp_path / "envoy.yaml"), "--admin-port", str(admin),
          "--prometheus-port", str(prom), "--status-port", str(status)],
@@ -268,7 +311,7 @@ def test_the_sidecar_entry_serves_both_endpoints_and_stops_envoy_on_sigterm(serv
             assert entry.poll() is None, (tmp_path / "sidecar.log").read_text()
             assert time.time() < deadline, (tmp_path / "sidecar.log").read_text()
             time.sleep(0.1)
-        served[0].debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
+        served.mesh.debug.wait_synced(node_id, types=("cds", "eds", "lds"), timeout=30)
         assert value(merged, "shop_orders_total", shop="books") == 7
         assert value(merged, "envoy_cluster_upstream_cx_total", cluster_name="xds-grpc") >= 0
         assert any(
