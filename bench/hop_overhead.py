@@ -35,6 +35,7 @@ import argparse
 import http.client
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -380,7 +381,9 @@ def _settled_memory(envoy: EnvoyProcess, seconds: float = 3.0) -> dict[str, Any]
     }
 
 
-def _memory_envoy(mesh: LocalMesh, name: str) -> tuple[EnvoyProcess, dict[str, Any]]:
+def _memory_envoy(
+    mesh: LocalMesh, name: str, with_routes: bool
+) -> tuple[EnvoyProcess, dict[str, Any]]:
     bootstrap = render_bootstrap(
         node_id=MEMORY_NODE,
         namespace="ns-0",
@@ -393,7 +396,9 @@ def _memory_envoy(mesh: LocalMesh, name: str) -> tuple[EnvoyProcess, dict[str, A
     )
     envoy = EnvoyProcess(bootstrap, mesh.workdir, name=name).start()
     started = time.time()
-    mesh.debug.wait_synced(MEMORY_NODE, types=("cds", "eds", "lds", "rds"), timeout=120)
+    # An empty mesh has no HTTP port, so no route configuration to ask for.
+    types = ("cds", "eds", "lds", "rds") if with_routes else ("cds", "lds")
+    mesh.debug.wait_synced(MEMORY_NODE, types=types, timeout=180)
     synced = time.time() - started
     envoy.wait_live(timeout=60)
     counts = {
@@ -417,7 +422,7 @@ def measure_memory(workdir: Path, services: int) -> dict[str, Any]:
             mesh.write("sidecar.yaml", SIDECAR_SCOPE)
         mesh.start()
         try:
-            envoy, facts = _memory_envoy(mesh, f"envoy-{label}")
+            envoy, facts = _memory_envoy(mesh, f"envoy-{label}", registry_size > 0)
             try:
                 out[label] = {**facts, **_settled_memory(envoy)}
             finally:
@@ -435,18 +440,19 @@ def _in_private_netns() -> bool:
     return os.environ.get("HOP_OVERHEAD_NETNS") == "1"
 
 
-def _reexec_in_netns(argv: list[str]) -> int:
-    """Run this script again in a new network namespace with its loopback up."""
+def _reexec_in_netns(argv: list[str]) -> int | None:
+    """Run this script again in a new network namespace with its loopback up; its exit code,
+    or None when that is not possible here (not root, no unshare)."""
     unshare = shutil.which("unshare")
     if os.geteuid() != 0 or unshare is None:
         print("hop_overhead: not root (or no unshare): running in the host's network",
               file=sys.stderr)  # fmt: skip
-        return -1
-    command = " ".join(
-        ["ip link set lo up &&", "exec", sys.executable, "-m", "bench.hop_overhead", *argv]
-    )
+        return None
+    python = [sys.executable, "-m", "bench.hop_overhead", *argv]
+    command = "ip link set lo up && exec " + " ".join(shlex.quote(a) for a in python)
     env = dict(os.environ, HOP_OVERHEAD_NETNS="1")
-    return subprocess.call([unshare, "--net", "sh", "-c", command], env=env)
+    code = subprocess.call([unshare, "--net", "sh", "-c", command], env=env)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 def _load() -> dict[str, Any]:
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.host_network and not _in_private_netns():
         code = _reexec_in_netns(argv)
-        if code >= 0:
+        if code is not None:
             return code
     workdir = Path(tempfile.mkdtemp(prefix="hop-overhead-"))
     result: dict[str, Any] = {

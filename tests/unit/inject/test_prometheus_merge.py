@@ -186,3 +186,41 @@ def _cluster_tag(stat: str) -> tuple[str, str] | None:
 )
 def test_the_cluster_name_tag_keeps_the_whole_cluster_name(stat, name, cluster):
     assert _cluster_tag(stat) == (name, cluster)
+
+
+def _tag(tag_name: str, stat: str) -> tuple[str, str] | None:
+    regex = next(t["regex"] for t in STATS_TAGS if t["tag_name"] == tag_name)
+    match = re.search(regex, stat)
+    if match is None:
+        return None
+    return stat[: match.start(1)] + stat[match.end(1) :], match.group(2)
+
+
+@pytest.mark.parametrize(
+    ("tag_name", "stat", "expected"),
+    [
+        (
+            "http_conn_manager_prefix",
+            "http.outbound_0.0.0.0_9080.downstream_rq_2xx",
+            ("http.downstream_rq_2xx", "outbound_0.0.0.0_9080"),
+        ),
+        (
+            "http_conn_manager_prefix",
+            "http.inbound_10.1.2.3_9080.downstream_rq_total",
+            ("http.downstream_rq_total", "inbound_10.1.2.3_9080"),
+        ),
+        (
+            "http_conn_manager_prefix",
+            "http.admin.downstream_rq_total",
+            ("http.downstream_rq_total", "admin"),
+        ),
+        (
+            "tcp_prefix",
+            "tcp.outbound|9000|v1|tcp-echo.default.svc.cluster.local.downstream_cx_total",
+            ("tcp.downstream_cx_total", "outbound|9000|v1|tcp-echo.default.svc.cluster.local"),
+        ),
+        ("response_code_class", "cluster.upstream_rq_5xx", ("cluster.upstream_rq", "5xx")),
+    ],
+)
+def test_connection_manager_and_tcp_prefixes_are_labels_not_metric_names(tag_name, stat, expected):
+    assert _tag(tag_name, stat) == expected
