@@ -137,6 +137,22 @@ def test_a_pod_in_a_labelled_namespace_comes_back_with_the_sidecar(
         kube_cluster.delete_namespace(ns)
 
 
+def test_a_pod_whose_metrics_cannot_be_merged_is_refused_naming_the_annotation(
+    kube_cluster: LocalCluster, operator: OperatorProcess
+):
+    # As istiod: a scrape port that is the proxy's own cannot be merged; the Pod is refused.
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        with pytest.raises(KubectlError) as refused:
+            _create_pod(kube_cluster, ns, "ratings", annotations={"prometheus.io/port": "15090"})
+        assert (
+            "injection failed: metadata.annotations[prometheus.io/port]: 15090 is the proxy's "
+            "port" in refused.value.stderr
+        )
+    finally:
+        kube_cluster.delete_namespace(ns)
+
+
 def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
     kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
 ):
