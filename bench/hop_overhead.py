@@ -52,7 +52,6 @@ import yaml
 from bench.registry import Registry
 from controlplane.app import obtain_token
 from controlplane.inject.bootstrap import render_bootstrap
-from controlplane.testing.backends import Backend
 from controlplane.testing.envoy import EnvoyProcess
 from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port
@@ -90,7 +89,24 @@ status: {{podIP: {POD}}}
 """
 
 
-# ---- load -------------------------------------------------------------------------------------
+# ---- the application and the load --------------------------------------------------------------------------------------
+
+
+def start_server(address: str, port: int) -> subprocess.Popen[bytes]:
+    """The application: the test harness's HTTP backend in a process of its own, so the
+    direct call crosses processes as the sidecars' path does."""
+    code = (
+        "import sys, time\n"
+        "from controlplane.testing.backends import Backend\n"
+        f"Backend('echo', {address!r}, {port}).start()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(1e9)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == b"ready"
+    return process
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -219,8 +235,11 @@ def telemetry_mesh_config(access_log: Path) -> str:
 
 def telemetry_compiled(sidecar: Sidecar) -> bool:
     """Whether this control plane put an access log and a tracer into the sidecar's config."""
-    dump = sidecar.envoy.admin("/config_dump", timeout=10)
-    return "envoy.access_loggers.file" in dump and "zipkin" in dump.lower()
+    dump = sidecar.envoy.admin("/config_dump", timeout=10)  # the bootstrap lists extensions
+    return (
+        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog" in dump
+        and "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig" in dump
+    )
 
 
 # ---- the latency meshes -----------------------------------------------------------------------
@@ -272,7 +291,7 @@ def start_hop_mesh(
 
 def measure_latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     target_port = free_port(APP)
-    server = Backend("echo", APP, target_port).start()
+    server = start_server(APP, target_port)
     collector = ZipkinCollector(ZIPKIN_POD)
     access_log = workdir / "access.log"
     telemetry_yaml = telemetry_mesh_config(access_log)
@@ -325,7 +344,8 @@ def measure_latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         for hop in meshes:
             hop.mesh.stop()
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
         collector.stop()
 
 
