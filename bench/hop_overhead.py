@@ -268,7 +268,7 @@ def start_hop_mesh(
     mesh.write("zipkin.yaml", zipkin_yaml(zipkin_port))
     if mesh_yaml is not None:
         mesh.write("mesh.yaml", mesh_yaml)
-    mesh.start()
+    mesh.control_plane.start(timeout=120)  # a loaded machine starts slowly
 
     def credentials(account: str) -> dict[str, Any]:
         return {"xds_token": obtain_token(ca_dir, "default", account)} if mtls else {}
@@ -440,7 +440,7 @@ def measure_memory(workdir: Path, services: int) -> dict[str, Any]:
             Registry(services=registry_size).write(mesh.config_dir)
         if scoped:
             mesh.write("sidecar.yaml", SIDECAR_SCOPE)
-        mesh.start()
+        mesh.control_plane.start(timeout=300)  # 1,000 services, on a loaded machine
         try:
             envoy, facts = _memory_envoy(mesh, f"envoy-{label}", registry_size > 0)
             try:
