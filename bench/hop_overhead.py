@@ -57,10 +57,12 @@ from controlplane.testing.mesh import LocalMesh, Sidecar
 from controlplane.testing.ports import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POD, APP = "127.0.20.10", "127.0.20.110"
+# The application's address; each mesh's server sidecar listens on a pod address of its own
+# (127.0.20.10, .11, ...): two Envoys on one address and port would share the connections
+# (SO_REUSEPORT), and each mesh's figures would mix with the others'.
+APP = "127.0.20.110"
 CLIENT_POD = "127.0.20.1"
 CLIENT = f"sidecar~{CLIENT_POD}~client.default~default.svc.cluster.local"
-SERVER = f"sidecar~{POD}~echo-1.default~default.svc.cluster.local"
 MEMORY_NODE = "sidecar~10.200.0.1~bench-1.ns-0~ns-0.svc.cluster.local"
 SIDECAR_SCOPE = """
 apiVersion: networking.istio.io/v1
@@ -72,7 +74,7 @@ spec:
 """
 
 
-def echo_yaml(target_port: int) -> str:
+def echo_yaml(target_port: int, pod: str) -> str:
     return f"""
 apiVersion: v1
 kind: Service
@@ -85,7 +87,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: echo-1, namespace: default, labels: {{app: echo}}}}
 spec: {{serviceAccountName: echo}}
-status: {{podIP: {POD}}}
+status: {{podIP: {pod}}}
 """
 
 
@@ -261,10 +263,11 @@ def start_hop_mesh(
     target_port: int,
     zipkin_port: int,
     mesh_yaml: str | None,
+    pod: str,
 ) -> HopMesh:
     ca_dir = workdir / "ca"
     mesh = LocalMesh(workdir, ["--ca-dir", str(ca_dir)] if mtls else None)
-    mesh.write("echo.yaml", echo_yaml(target_port))
+    mesh.write("echo.yaml", echo_yaml(target_port, pod))
     mesh.write("zipkin.yaml", zipkin_yaml(zipkin_port))
     if mesh_yaml is not None:
         mesh.write("mesh.yaml", mesh_yaml)
@@ -274,7 +277,7 @@ def start_hop_mesh(
         return {"xds_token": obtain_token(ca_dir, "default", account)} if mtls else {}
 
     server = mesh.sidecar(
-        SERVER,
+        f"sidecar~{pod}~echo-1.default~default.svc.cluster.local",
         labels={"app": "echo"},
         service_account="echo",
         app_address=APP,
@@ -297,15 +300,17 @@ def measure_latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     telemetry_yaml = telemetry_mesh_config(access_log)
     meshes: list[HopMesh] = []
     telemetry = "on and off"
+    started = 0  # meshes started so far: each gets its own pod address
     try:
         for label, mtls in (("plaintext", False), ("mtls", True)):
             for on in (False, True):
                 name = f"{label}{'+telemetry' if on else ''}"
                 hop = start_hop_mesh(
                     workdir / name, name, mtls, target_port, collector.port,
-                    telemetry_yaml if on else None,
+                    telemetry_yaml if on else None, f"127.0.20.{10 + started}",
                 )  # fmt: skip
                 meshes.append(hop)
+                started += 1
                 if on and not telemetry_compiled(hop.client):
                     hop.mesh.stop()  # this build compiles neither: report the "off" rows only
                     meshes.remove(hop)
@@ -320,9 +325,20 @@ def measure_latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "direct": paced_requests(APP, target_port, "echo", args.rate, args.requests)
             }
             for hop in meshes:
+                before = _envoy_cpu(hop)
+                inbound = _inbound_requests(hop, target_port)
                 row[hop.name] = paced_requests(
                     "127.0.0.1", hop.client.outbound_port, "echo:9080", args.rate, args.requests
                 )
+                after = _envoy_cpu(hop)
+                # Every request went through both sidecars (the server's inbound counted it).
+                row[hop.name]["server_sidecar_requests"] = (
+                    _inbound_requests(hop, target_port) - inbound
+                )
+                row[hop.name]["envoy_cpu_us_per_request"] = {
+                    side: round((after[side] - before[side]) / args.requests * 1e6, 1)
+                    for side in after
+                }
             rounds.append(row)
             print(f"round {index + 1}/{args.rounds}: " + ", ".join(
                 f"{k} p50 {v['latency_ms']['p50']} ms" for k, v in row.items()
@@ -349,6 +365,26 @@ def measure_latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         collector.stop()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (``/proc/<pid>/stat``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _envoy_cpu(hop: HopMesh) -> dict[str, float]:
+    """CPU time of the two sidecars: what each hop costs in work, which a loaded machine's
+    scheduling delays (in the latency figures) do not change."""
+    out = {}
+    for side, sidecar in (("client_sidecar", hop.client), ("server_sidecar", hop.server)):
+        assert sidecar.envoy.process is not None
+        out[side] = _cpu_seconds(sidecar.envoy.process.pid)
+    return out
+
+
+def _inbound_requests(hop: HopMesh, port: int) -> int:
+    return hop.server.envoy.stat(f"cluster.inbound|{port}||.upstream_rq_total")
+
+
 def _lines(path: Path) -> int:
     try:
         return len(path.read_text().splitlines())
@@ -369,6 +405,12 @@ def _summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if name != "direct":
             row["added_per_hop_ms"] = {
                 q: round((row[q] - direct[q]) / 2, 4) for q in ("p50", "p90", "p99")
+            }
+            row["envoy_cpu_us_per_request"] = {
+                side: sorted(r[name]["envoy_cpu_us_per_request"][side] for r in rounds)[
+                    len(rounds) // 2
+                ]
+                for side in ("client_sidecar", "server_sidecar")
             }
     return out
 
