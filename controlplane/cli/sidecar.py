@@ -256,7 +256,15 @@ def run_sidecar(
     merged = None
     if status_port:
         metrics = MergedMetrics(prometheus_port or None, app)
-        merged = MergedMetricsServer(metrics, status_port).start()
+        try:
+            merged = MergedMetricsServer(metrics, status_port).start()
+        except OSError as exc:  # before Envoy starts: the Pod restarts with the reason
+            print(
+                f"controlplane {proxy_type}: cannot serve merged metrics on port "
+                f"{status_port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
     try:
         return supervisor.run()
     finally:
@@ -284,7 +292,8 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
         "--status-port",
         type=int,
         default=STATUS_PORT,
-        help="the merged metrics endpoint, Envoy's and the application's (0: off)",
+        help="the merged metrics endpoint: Envoy's statistics, and a sidecar's application's "
+        "metrics (ISTIO_PROMETHEUS_ANNOTATIONS) (0: off)",
     )
     parser.add_argument("--no-exec", action="store_true", help="write the bootstrap only")
     parser.add_argument("--token-poll", type=float, default=5.0, help="check the token every N s")
