@@ -28,10 +28,12 @@ from controlplane.api.issues import Issue, Level, ResourceKey
 from controlplane.api.networking import HTTPRoute, VirtualService
 from controlplane.api.policy_scope import RefusedPolicy
 from controlplane.api.policy_scope import describe as describe_refusal
+from controlplane.api.telemetry import Telemetry
 from controlplane.compile import SnapshotCompiler
 from controlplane.compile.gateway import bound_virtual_services
 from controlplane.compile.jwt import applies_to
 from controlplane.compile.proxy import ROUTER, SIDECAR, TRANSPARENT, Proxy
+from controlplane.compile.telemetry import SideTelemetry, applicable_telemetries
 from controlplane.store.registry import MeshService, pod_ip, selects
 from controlplane.store.snapshot import Snapshot, resolve_host
 
@@ -430,6 +432,13 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
         if applies_to(ra, namespace, labels, root)
     ]
     scope = compiler.sidecar_scope(proxy)
+    telemetries = [  # part "telemetry": weakest first, as they apply
+        _key(t)
+        for t in applicable_telemetries(
+            snapshot.of_kind(Telemetry).values(), namespace, labels, root
+        )
+    ]
+    telemetry = compiler.telemetry(proxy)
     served = [
         gw
         for gw in sorted(snapshot.of_kind("Gateway").values(), key=lambda r: str(_key(r)))
@@ -437,7 +446,7 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
     ]
     gateways = [_key(gw) for gw in served]
     gateway_routes = [_gateway_routes(snapshot, gw, namespace) for gw in served]
-    applied: list[ResourceKey] = [*mtls.sources, *request_authn, *gateways]
+    applied: list[ResourceKey] = [*mtls.sources, *request_authn, *gateways, *telemetries]
     for action in ("CUSTOM", "DENY", "ALLOW", "AUDIT"):
         applied += [_key(p) for p in authz.of(action)]
     if scope.sidecar is not None:
@@ -474,6 +483,11 @@ def describe_pod(loaded: Loaded, name: str, namespace: str = "default") -> dict[
         },
         "requestAuthentication": [key_text(k) for k in request_authn],
         "sidecar": key_text(scope.sidecar) if scope.sidecar is not None else None,
+        "telemetry": {
+            "resources": [key_text(k) for k in telemetries],
+            "outbound": _side_text(telemetry.client),
+            "inbound": _side_text(telemetry.server),
+        },
         # What it may call (the services its Sidecar imports, or every exported one), as the
         # compiler builds its outbound clusters and routes.
         "outbound": sorted({s.hostname for s in compiler.services_for(proxy)}),
@@ -626,6 +640,17 @@ def _tail_lines(described: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _side_text(side: SideTelemetry) -> dict[str, Any]:
+    """One side's access log files (with their format) and tracing, for describe."""
+    logs = [f"{log.path} ({'JSON' if log.json else 'text'})" for log in side.access_logs]
+    tracing = side.tracing
+    traced = None
+    if tracing is not None:
+        provider = tracing.provider.name if tracing.provider is not None else "none"
+        traced = f"{provider} ({tracing.sampling:g}% sampled)"
+    return {"accessLogs": logs, "tracing": traced}
+
+
 def render_text(described: Mapping[str, Any]) -> str:
     rule = "-" * 20
     if "service" in described:
@@ -670,6 +695,14 @@ def render_text(described: Mapping[str, Any]) -> str:
         f", ... ({len(outbound)} in all)" if len(outbound) > 10 else ""
     )
     lines.append(f"   Outbound services: {shown or 'none'}")
+    telemetry = described.get("telemetry")
+    if telemetry is not None:
+        applied = ", ".join(telemetry["resources"]) or "none"
+        lines.append(f"Telemetry: {applied}")
+        for side in ("outbound", "inbound"):
+            logs = ", ".join(telemetry[side]["accessLogs"]) or "none"
+            traced = telemetry[side]["tracing"] or "off"
+            lines.append(f"   {side}: access logs {logs}; tracing {traced}")
     for entry in described["gatewayRoutes"]:
         lines.append(f"Gateway: {entry['gateway']}")
         for server in entry["servers"]:

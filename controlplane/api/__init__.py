@@ -23,6 +23,9 @@ from controlplane.api import serviceentry_validation as _serviceentry_validation
 
 # Registers the Sidecar validator (part "sidecar").
 from controlplane.api import sidecar_validation as _sidecar_validation  # noqa: F401
+
+# Registers Telemetry (kind and validator; part "telemetry").
+from controlplane.api import telemetry as _telemetry  # noqa: F401
 from controlplane.api.issues import Codes, InvalidResource, Issue, Level, ResourceKey, errors
 from controlplane.api.mesh import MESH_CONFIG_KEY, MeshConfig, mesh_config_document
 from controlplane.api.resources import Resource, document_key, is_istio_kind, key_of, parse_resource

@@ -27,6 +27,7 @@ from controlplane.api.request_authn import RequestAuthentication
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
 from controlplane.api.serviceentry import ServiceEntry, WorkloadEntry
 from controlplane.api.sidecar import Sidecar
+from controlplane.api.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,16 @@ KINDS: tuple[KindInfo, ...] = (
         (_AGE,),
         ("istio-io", "security-istio-io"),
     ),
+    KindInfo(  # part "telemetry"
+        "telemetry.istio.io",
+        "Telemetry",
+        "telemetries",
+        ("telemetry",),
+        Telemetry,
+        ("v1", "v1alpha1"),
+        (_AGE,),
+        ("istio-io", "telemetry-istio-io"),
+    ),
 )
 
 # What `kubectl explain` shows for the fields users meet first (schema paths without
@@ -226,6 +237,11 @@ DESCRIPTIONS: dict[str, str] = {
     "AuthorizationPolicy.spec.rules": "Requests matching any rule get the action.",
     "AuthorizationPolicy.spec.selector": "The workloads the policy applies to; none means the "
     "whole namespace.",
+    "Telemetry.spec": "Access logging, tracing and metrics for the selected workloads; none "
+    "selected means the namespace (or, in the root namespace, the whole mesh).",
+    "Telemetry.spec.accessLogging": "Which access log providers (mesh config "
+    "extensionProviders) the proxies use, per mode (CLIENT, SERVER).",
+    "Telemetry.spec.tracing": "Which tracing provider, the sampling percentage and custom tags.",
     "RequestAuthentication.spec": "Which JSON Web Tokens the selected workloads accept.",
     "RequestAuthentication.spec.jwtRules": "Issuers, audiences, keys (jwks or jwksUri) and "
     "where the token is found; an invalid token is refused (401), a missing one passes.",

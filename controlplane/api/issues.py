@@ -120,6 +120,26 @@ class Codes:
     ROOT_CERT_EXPIRES_SOON = Code("CP0730", Level.WARNING, "RootCertificateExpiresSoon")
     ROOT_CERT_EXPIRES_VERY_SOON = Code("CP0731", Level.ERROR, "RootCertificateExpiresVerySoon")
 
+    # part "telemetry" (issue 15): the Telemetry API, CP0800-0819 (store/telemetry_checks.py).
+    # A provider name the mesh config does not define (istiod skips it).
+    TELEMETRY_PROVIDER_NOT_FOUND = Code("CP0800", Level.WARNING, "TelemetryProviderNotFound")
+    # A provider of a kind this control plane does not implement, or of a kind the section
+    # cannot use (a zipkin provider for access logs): no effect.
+    UNSUPPORTED_TELEMETRY_PROVIDER = Code("CP0801", Level.WARNING, "UnsupportedTelemetryProvider")
+    # A tracing provider whose service is not in the registry: istiod configures no tracing.
+    TRACING_PROVIDER_SERVICE_NOT_FOUND = Code(
+        "CP0802", Level.WARNING, "TracingProviderServiceNotFound"
+    )
+    # istioctl IST0159 / IST0160: several Telemetries compete for the same workloads.
+    CONFLICTING_TELEMETRY_SELECTORS = Code(
+        "CP0803", Level.ERROR, "ConflictingTelemetryWorkloadSelectors"
+    )
+    MULTIPLE_TELEMETRIES_WITHOUT_SELECTOR = Code(
+        "CP0804", Level.ERROR, "MultipleTelemetriesWithoutWorkloadSelectors"
+    )
+    # istioctl IST0157: an access logging entry without providers and no default provider.
+    INVALID_TELEMETRY_PROVIDER = Code("CP0805", Level.WARNING, "InvalidTelemetryProvider")
+
 
 @dataclass(frozen=True)
 class ResourceKey:

@@ -63,23 +63,88 @@ class EnvoyExtAuthzGrpc(IstioModel):
     include_request_body_in_check: ExtAuthzBody | None = None
 
 
+# ---- telemetry providers (part "telemetry": compile/telemetry.py) -----------------------------
+
+
+class HttpHeader(IstioModel):
+    name: str = ""
+    value: str | None = None
+    env_name: str | None = None
+
+
+class ZipkinTracingProvider(IstioModel):
+    service: str = ""
+    port: int = 0
+    max_tag_length: int = 0
+    enable_64bit_trace_id: bool = Field(default=False, alias="enable64bitTraceId")
+    path: str = ""
+    trace_context_option: Literal["USE_B3", "USE_B3_WITH_W3C_PROPAGATION"] = "USE_B3"
+    timeout: Duration | None = None
+    headers: list[HttpHeader] = Field(default_factory=list)
+
+
+class OtelHttpService(IstioModel):
+    path: str = ""
+    timeout: Duration | None = None
+    headers: list[HttpHeader] = Field(default_factory=list)
+
+
+class OtelGrpcService(IstioModel):
+    timeout: Duration | None = None
+    initial_metadata: list[HttpHeader] = Field(default_factory=list)
+
+
+class OpenTelemetryTracingProvider(IstioModel):
+    service: str = ""
+    port: int = 0
+    max_tag_length: int = 0
+    http: OtelHttpService | None = None
+    grpc: OtelGrpcService | None = None
+    resource_detectors: dict[str, Any] | None = None
+    service_attribute_enrichment: Literal["ISTIO_CANONICAL", "OTEL_SEMANTIC_CONVENTIONS"] | None = (
+        None
+    )
+    dynatrace_sampler: dict[str, Any] | None = None
+
+
+class FileAccessLogFormat(IstioModel):
+    text: str | None = None
+    labels: dict[str, Any] | None = None
+
+
+class EnvoyFileAccessLogProvider(IstioModel):
+    path: str = ""
+    log_format: FileAccessLogFormat | None = None
+    omit_empty_values: bool = False
+
+
+class PrometheusMetricsProvider(IstioModel):
+    pass
+
+
+class DefaultProviders(IstioModel):
+    tracing: list[str] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)
+    access_logging: list[str] = Field(default_factory=list)
+
+
 class MeshExtensionProvider(IstioModel):
-    """One of ``extensionProviders``: exactly one provider kind is set. Kinds this model
-    does not declare as typed fields (tracing and logging providers, used by Telemetry) are
-    kept as raw mappings until they are implemented."""
+    """One of ``extensionProviders``: exactly one provider kind is set. Kinds not
+    implemented (datadog, lightstep, ... and the gRPC/OpenTelemetry access log services) are
+    kept as raw mappings; Telemetry reports them as unsupported where it names them."""
 
     name: str = ""
     envoy_ext_authz_http: EnvoyExtAuthzHttp | None = None
     envoy_ext_authz_grpc: EnvoyExtAuthzGrpc | None = None
-    zipkin: dict[str, Any] | None = None
+    zipkin: ZipkinTracingProvider | None = None
     datadog: dict[str, Any] | None = None
     lightstep: dict[str, Any] | None = None
     opencensus: dict[str, Any] | None = None
     skywalking: dict[str, Any] | None = None
-    opentelemetry: dict[str, Any] | None = None
-    prometheus: dict[str, Any] | None = None
+    opentelemetry: OpenTelemetryTracingProvider | None = None
+    prometheus: PrometheusMetricsProvider | None = None
     stackdriver: dict[str, Any] | None = None
-    envoy_file_access_log: dict[str, Any] | None = None
+    envoy_file_access_log: EnvoyFileAccessLogProvider | None = None
     envoy_http_als: dict[str, Any] | None = None
     envoy_tcp_als: dict[str, Any] | None = None
     envoy_otel_als: dict[str, Any] | None = None
@@ -101,7 +166,7 @@ class MeshConfigSpec(IstioModel):
     access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
     access_log_format: str = ""
     enable_tracing: bool = False
-    default_providers: dict[str, Any] = Field(default_factory=dict)
+    default_providers: DefaultProviders = Field(default_factory=DefaultProviders)
 
     def provider(self, name: str) -> MeshExtensionProvider | None:
         for found in self.extension_providers:

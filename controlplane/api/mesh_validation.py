@@ -78,6 +78,22 @@ SUPPORTED["MeshConfig"] = frozenset(
                 "includeRequestBodyInCheck.**",
             )
         ),
+        # part "telemetry" (compile/telemetry.py): the providers a Telemetry names and the
+        # mesh-wide access log and tracing settings. Not read: an OpenTelemetry provider's
+        # resource detectors, service attribute enrichment and Dynatrace sampler.
+        "spec.accessLogFile",
+        "spec.accessLogEncoding",
+        "spec.accessLogFormat",
+        "spec.enableTracing",
+        "spec.defaultProviders.**",
+        "spec.extensionProviders.envoyFileAccessLog.**",
+        "spec.extensionProviders.prometheus.**",
+        "spec.extensionProviders.zipkin.**",
+        "spec.extensionProviders.opentelemetry",
+        *(
+            f"spec.extensionProviders.opentelemetry.{name}"
+            for name in ("service", "port", "maxTagLength", "http.**", "grpc.**")
+        ),
     }
 )
 
@@ -116,6 +132,47 @@ def validate_mesh_config(mesh: MeshConfig) -> list[Issue]:
             )
         )
     found += _validate_providers(spec.extension_providers)
+    found += _telemetry_provider_issues(spec.extension_providers)  # part "telemetry"
+    return found
+
+
+def _telemetry_provider_issues(providers: list[Any]) -> list[Issue]:
+    """istiod's ``validateExtensionProviderTracingZipkin`` / ``...Opentelemetry``: a service
+    and a port; not both grpc and http. Warnings, as for ext_authz providers: a Telemetry
+    that uses such a provider gets no tracing."""
+    found: list[Issue] = []
+    for i, provider in enumerate(providers):
+        for where, config in (
+            ("zipkin", provider.zipkin),
+            ("opentelemetry", provider.opentelemetry),
+        ):
+            if config is None:
+                continue
+            path = f"spec.extensionProviders[{i}].{where}"
+            problems: list[tuple[str, str]] = []
+            if not 1 <= config.port <= 65535:
+                problems.append(
+                    (
+                        "port",
+                        f"invalid service port: port number {config.port} must be in the range 1..65535",
+                    )
+                )
+            reason = _service_problem(config.service)
+            if reason:
+                problems.append(("service", reason))
+            if where == "opentelemetry" and config.http is not None and config.grpc is not None:
+                problems.append(
+                    ("", "OpenTelemetryTracingProvider cannot specify both grpc and http")
+                )
+            for sub, why in problems:
+                found.append(
+                    Issue(
+                        Codes.INVALID_EXTENSION_PROVIDER,
+                        f"{path}.{sub}" if sub else path,
+                        why + "; a Telemetry using this provider configures no tracing",
+                        level=Level.WARNING,
+                    )
+                )
     return found
 
 

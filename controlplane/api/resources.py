@@ -65,7 +65,12 @@ for _gwapi in GATEWAY_API_KINDS:
     MODELS[(GATEWAY_API_GROUP, _gwapi.kind)] = _gwapi.model
 GROUP_VERSIONS[GATEWAY_API_GROUP] = frozenset(v for k in GATEWAY_API_KINDS for v in k.versions)
 ISTIO_GROUPS = frozenset(
-    {"networking.istio.io", "security.istio.io"} | {k.group for k in UNSUPPORTED_KINDS}
+    {
+        "networking.istio.io",
+        "security.istio.io",
+        "telemetry.istio.io",
+    }  # telemetry: part "telemetry"
+    | {k.group for k in UNSUPPORTED_KINDS}
 )
 CLUSTER_SCOPED = frozenset({"Namespace", "GatewayClass"})
 

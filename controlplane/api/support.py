@@ -323,6 +323,36 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "spec.inboundConnectionPool.**",
         }
     ),
+    # Part "telemetry" (compile/telemetry.py, telemetry_filters.py). Not implemented:
+    # tracing.disableContextPropagation (no such switch in this Envoy's HCM tracing) and the
+    # metrics overrides and reportingInterval (they configure Istio's stats filter, which
+    # upstream Envoy does not have): listed here so that validation reports them with that
+    # reason (api/telemetry.py) rather than the generic one.
+    "Telemetry": frozenset(
+        {
+            "spec.selector.**",
+            "spec.targetRef.**",
+            "spec.targetRefs.**",
+            "spec.accessLogging",
+            "spec.accessLogging.match.**",
+            "spec.accessLogging.providers.**",
+            "spec.accessLogging.disabled",
+            "spec.accessLogging.filter.**",
+            "spec.tracing",
+            "spec.tracing.match.**",
+            "spec.tracing.providers.**",
+            "spec.tracing.randomSamplingPercentage",
+            "spec.tracing.disableSpanReporting",
+            "spec.tracing.customTags.**",
+            "spec.tracing.useRequestIdForTraceSampling",
+            "spec.tracing.enableIstioTags",
+            "spec.tracing.disableContextPropagation",
+            "spec.metrics",
+            "spec.metrics.providers.**",
+            "spec.metrics.overrides.**",
+            "spec.metrics.reportingInterval",
+        }
+    ),
 }
 
 

@@ -36,7 +36,6 @@ UNSUPPORTED_KINDS: tuple[UnsupportedKind, ...] = (
     UnsupportedKind(
         "networking.istio.io", "WorkloadGroup", "workloadgroups", ("v1", "v1beta1", "v1alpha3")
     ),
-    UnsupportedKind("telemetry.istio.io", "Telemetry", "telemetries", ("v1alpha1", "v1")),
     UnsupportedKind("extensions.istio.io", "WasmPlugin", "wasmplugins", ("v1alpha1",)),
     UnsupportedKind("extensions.istio.io", "TrafficExtension", "trafficextensions", ("v1alpha1",)),
 )

@@ -18,12 +18,15 @@ from typing import Any
 from controlplane.api.issues import Codes, Issue, ResourceKey
 from controlplane.api.networking import DestinationRule, VirtualService
 from controlplane.api.security import AuthorizationPolicy, PeerAuthentication
+from controlplane.api.telemetry import Telemetry
 from controlplane.compile.authn import resolve_mtls
 from controlplane.compile.clusters import service_clusters
 from controlplane.compile.http_routes import routes_from_virtual_service
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.rbac import WorkloadPolicies, http_rbac_filters, network_rbac_filters
 from controlplane.compile.tcp import virtual_service_chains
+from controlplane.compile.telemetry import access_logs, merge_tracing, tracing_settings
+from controlplane.compile.telemetry_filters import access_log, hcm_tracing
 from controlplane.compile.tls import UpstreamSecurity, secure_cluster
 from controlplane.store.reads import SnapshotReader
 from controlplane.store.registry import MeshService
@@ -44,6 +47,8 @@ def check_resource(snapshot: SnapshotReader, resource: Any) -> list[Issue]:
         return _check(snapshot, resource, _compile_authorization_policy, _policy_rule_parts)
     if isinstance(resource, PeerAuthentication):
         return _check(snapshot, resource, _compile_peer_authentication, _no_parts)
+    if isinstance(resource, Telemetry):  # part "telemetry"
+        return _check(snapshot, resource, _compile_telemetry, _no_parts)
     return []
 
 
@@ -174,3 +179,19 @@ def _compile_peer_authentication(snapshot: SnapshotReader, pa: PeerAuthenticatio
 
 def _no_parts(resource: Any) -> Iterator[tuple[str, Any]]:
     return iter(())
+
+
+def _compile_telemetry(snapshot: SnapshotReader, telemetry: Telemetry) -> None:
+    """The access logs and tracing this Telemetry alone gives each side."""
+    mesh = snapshot.mesh
+    spec = telemetry.spec
+    merged = merge_tracing(mesh, spec.tracing)
+    namespace = telemetry.metadata.namespace
+    for mode in ("CLIENT", "SERVER"):
+        for log in access_logs(mesh, [spec.access_logging], mode):
+            access_log(log)
+        settings = tracing_settings(
+            mesh, snapshot.services, merged, mode, False, (namespace, {}, {})
+        )
+        if settings is not None:
+            hcm_tracing(settings)

@@ -32,10 +32,11 @@ from controlplane.compile.inbound import InboundPort
 from controlplane.compile.inbound_security import InboundSecurity
 from controlplane.compile.jwt import WorkloadJwt, resolve_jwt
 from controlplane.compile.memo import Family, Memo, MemoKey
-from controlplane.compile.proxy import Proxy
+from controlplane.compile.proxy import ROUTER, Proxy
 from controlplane.compile.rbac import WorkloadPolicies, policies_for
 from controlplane.compile.scope import SidecarScope, scope_of, scoped_services, select_sidecar
 from controlplane.compile.scope import root_namespace as mesh_root_namespace
+from controlplane.compile.telemetry import WorkloadTelemetry, resolve_telemetry
 from controlplane.compile.tracking import TrackedSnapshot
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import Snapshot, exported_to
@@ -233,3 +234,45 @@ class CompileContext:
         mode = mtls.mode if port is None else mtls.for_port(port.target_port)
         jwt = self.request_authentication(proxy.namespace, proxy.labels)
         return InboundSecurity.of(mode, bool(proxy.identity), policies, jwt)
+
+    # ---- telemetry (part "telemetry") -----------------------------------------------------
+
+    def telemetry(self, proxy: Proxy) -> WorkloadTelemetry:
+        """What the proxy's listeners log and trace, per side (compile/telemetry.py)."""
+        router = proxy.proxy_type == ROUTER
+        # Node metadata (MESH_ID, CLUSTER_ID for Istio's tags) is not read, and the labels
+        # only when some Telemetry could select by them or tracing (whose Istio tags name the
+        # canonical service) may be on: proxies that differ only in what is not read keep
+        # sharing one shape (cache/shapes.py). Decided from the snapshot itself, like
+        # ``uses_source_labels``: it shapes the key, not the value.
+        metadata: dict[str, str] = {}
+        labels = proxy.labels if self._telemetry_reads_labels(proxy.namespace) else {}
+        key: MemoKey = (
+            Family.TELEMETRY,
+            proxy.namespace,
+            tuple(sorted(labels.items())),
+            router,
+        )
+
+        def build() -> WorkloadTelemetry:
+            return resolve_telemetry(
+                self.reads,
+                proxy.namespace,
+                labels,
+                self.root_namespace(),
+                router,
+                metadata,
+                lambda: {s.hostname: s for s in self.services_for(proxy)},
+            )
+
+        return self.memo.cached(key, build)
+
+    def _telemetry_reads_labels(self, namespace: str) -> bool:
+        mesh = self.snapshot.mesh
+        if mesh.enable_tracing or mesh.default_providers.tracing:
+            return True
+        local = self.snapshot.in_namespace("Telemetry", namespace)
+        root = self.snapshot.in_namespace("Telemetry", mesh.root_namespace)
+        return any(not t.spec.namespace_wide for t in local) or any(
+            t.spec.tracing for t in (*local, *root)
+        )

@@ -47,6 +47,8 @@ from controlplane.compile.outbound_policy import fallback_cluster, outbound_mode
 from controlplane.compile.proxy import TRANSPARENT, Proxy
 from controlplane.compile.resources import CompiledResource
 from controlplane.compile.tcp import outbound_tcp_chains, wildcard_port_chains
+from controlplane.compile.telemetry import SideTelemetry
+from controlplane.compile.telemetry_filters import with_telemetry
 from controlplane.store.registry import MeshService
 from controlplane.store.snapshot import resolve_host
 
@@ -64,7 +66,7 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
         listeners[found.name] = found
         return listeners
     if proxy.local_outbound_port:
-        found = _local_listener(context, proxy.local_outbound_port)
+        found = _local_listener(context, proxy, proxy.local_outbound_port)
         listeners[found.name] = found
     for found in _local_tcp_listeners(context, proxy):
         listeners.setdefault(found.name, found)
@@ -75,15 +77,29 @@ def generate(context: CompileContext, proxy: Proxy, built: Built) -> dict[str, C
 
 
 def _message(
-    context: CompileContext, key: MemoKey, factory: Callable[[], listener_pb2.Listener]
+    context: CompileContext,
+    key: MemoKey,
+    factory: Callable[[], listener_pb2.Listener],
+    side: SideTelemetry,
 ) -> CompiledResource:
-    """A listener built by ``factory`` (from ``key`` alone), memoized."""
+    """A listener built by ``factory`` (from ``key`` alone), with ``side``'s access logs and
+    tracing (part "telemetry"), memoized."""
 
     def build() -> CompiledResource:
-        message = factory()
+        message = with_telemetry(factory(), side)
         return CompiledResource(message.name, message)
 
-    return context.memo.cached(key, build)
+    return context.memo.cached((key[0], *key[1:], side), build)
+
+
+def _client(context: CompileContext, proxy: Proxy) -> SideTelemetry:
+    """The telemetry of the proxy's outbound (and gateway) listeners: istiod's CLIENT mode."""
+    return context.telemetry(proxy).client
+
+
+def _server(context: CompileContext, proxy: Proxy) -> SideTelemetry:
+    """The telemetry of the proxy's inbound listeners: istiod's SERVER mode."""
+    return context.telemetry(proxy).server
 
 
 # ---- gateways (router mode) ------------------------------------------------------------------
@@ -91,7 +107,8 @@ def _message(
 
 def _gateway_listeners(context: CompileContext, proxy: Proxy) -> dict[str, CompiledResource]:
     """One listener per merged server port (compile/gateway.py)."""
-    key: MemoKey = (Family.GATEWAY_LISTENERS, *context.gateway_key(proxy))
+    side = _client(context, proxy)
+    key: MemoKey = (Family.GATEWAY_LISTENERS, *(*context.gateway_key(proxy), side))
 
     def build() -> dict[str, CompiledResource]:
         merged = context.merged_gateway(proxy)
@@ -99,6 +116,7 @@ def _gateway_listeners(context: CompileContext, proxy: Proxy) -> dict[str, Compi
         for port in merged.listeners:
             listener = gateway_listener(context.reads, proxy, port)
             if listener is not None:
+                listener = with_telemetry(listener, side)
                 out.setdefault(listener.name, CompiledResource(listener.name, listener))
         return out
 
@@ -114,10 +132,12 @@ def _transparent_outbound(
     """virtualOutbound, a ``0.0.0.0_<port>`` listener per HTTP service port (its routes:
     RDS ``"<port>"``), a ``<VIP>_<port>`` listener per TCP/TLS service port."""
     fallback = fallback_cluster(outbound_mode(context.reads, proxy))
+    side = _client(context, proxy)
     found = _message(
         context,
         (Family.VIRTUAL_OUTBOUND, fallback),
         partial(virtual_outbound_listener, fallback),
+        side,
     )
     listeners[found.name] = found
     services = context.services_for(proxy)
@@ -145,7 +165,7 @@ def _transparent_outbound(
     for port, claimed in sorted(wildcard.items()):
         # An HTTP port's 0.0.0.0_<port> listener is the HTTP one (istiod lets it win too).
         if port not in http_ports:
-            found = _wildcard_listener(context, proxy, port, tuple(claimed), fallback)
+            found = _wildcard_listener(context, proxy, port, tuple(claimed), fallback, side)
             listeners[found.name] = found
     for port in sorted(http_ports):
         if port in sniffed:
@@ -154,10 +174,14 @@ def _transparent_outbound(
                 context,
                 (Family.SNIFFED_PORT_LISTENER, port, vips, fallback),
                 partial(sniffing_port_listener, port, vips, fallback),
+                side,
             )
         else:
             found = _message(
-                context, (Family.HTTP_PORT_LISTENER, port), partial(http_port_listener, port)
+                context,
+                (Family.HTTP_PORT_LISTENER, port),
+                partial(http_port_listener, port),
+                side,
             )
         listeners[found.name] = found
 
@@ -168,6 +192,7 @@ def _wildcard_listener(
     port: int,
     services: tuple[MeshService, ...],
     fallback: str,
+    side: SideTelemetry,
 ) -> CompiledResource:
     hosts = tuple(s.hostname for s in services)
     labels = context.source_labels(proxy)
@@ -179,11 +204,12 @@ def _wildcard_listener(
         proxy.namespace,
         labels,
         fallback,
+        side,
     )
 
     def build() -> CompiledResource:
         chains = wildcard_port_chains(context.reads, services, port, proxy, fallback)
-        listener = tcp_port_listener(WILDCARD_ADDRESS, port, chains)
+        listener = with_telemetry(tcp_port_listener(WILDCARD_ADDRESS, port, chains), side)
         return CompiledResource(listener.name, listener)
 
     return context.memo.cached(key, build)
@@ -202,16 +228,18 @@ def _tcp_listener(
 ) -> CompiledResource:
     vip = service.cluster_ip
     assert vip is not None
+    side = _client(context, proxy)
     key: MemoKey = (
         Family.TCP_PORT_LISTENER,
         vip,
         _tcp_chains_key(context, proxy, service, port, protocol),
+        side,
     )
 
     def build() -> CompiledResource:
         scope = context.sidecar_scope(proxy)
         chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy, scope)
-        listener = tcp_port_listener(vip, port, chains)
+        listener = with_telemetry(tcp_port_listener(vip, port, chains), side)
         return CompiledResource(listener.name, listener)
 
     return context.memo.cached(key, build)
@@ -225,7 +253,8 @@ def _virtual_inbound(
 ) -> CompiledResource:
     security = tuple(context.inbound_security(proxy, port) for port in ports)
     passthrough = context.inbound_security(proxy, None)
-    key: MemoKey = (Family.VIRTUAL_INBOUND, proxy.mode, ports, security, passthrough)
+    side = _server(context, proxy)
+    key: MemoKey = (Family.VIRTUAL_INBOUND, proxy.mode, ports, security, passthrough, side)
 
     def build() -> CompiledResource:
         listener = virtual_inbound_listener(
@@ -233,6 +262,7 @@ def _virtual_inbound(
             [inbound_filter_chains(proxy, p, s) for p, s in zip(ports, security, strict=True)],
             passthrough,
         )
+        listener = with_telemetry(listener, side)
         return CompiledResource(listener.name, listener)
 
     return context.memo.cached(key, build)
@@ -240,10 +270,12 @@ def _virtual_inbound(
 
 def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> CompiledResource:
     security = context.inbound_security(proxy, port)
-    key: MemoKey = (Family.LOCAL_INBOUND_LISTENER, proxy.mode, port, security)
+    side = _server(context, proxy)
+    key: MemoKey = (Family.LOCAL_INBOUND_LISTENER, proxy.mode, port, security, side)
 
     def build() -> CompiledResource:
         listener = local_inbound_listener(port, inbound_filter_chains(proxy, port, security))
+        listener = with_telemetry(listener, side)
         return CompiledResource(listener.name, listener)
 
     return context.memo.cached(key, build)
@@ -252,8 +284,13 @@ def _local_inbound(context: CompileContext, proxy: Proxy, port: InboundPort) -> 
 # ---- local mode -------------------------------------------------------------------------------
 
 
-def _local_listener(context: CompileContext, port: int) -> CompiledResource:
-    return _message(context, (Family.LOCAL_LISTENER, port), partial(local_outbound_listener, port))
+def _local_listener(context: CompileContext, proxy: Proxy, port: int) -> CompiledResource:
+    return _message(
+        context,
+        (Family.LOCAL_LISTENER, port),
+        partial(local_outbound_listener, port),
+        _client(context, proxy),
+    )
 
 
 def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[CompiledResource]:
@@ -263,6 +300,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
     # Exported to the proxy's namespace and imported by its Sidecar (with this port).
     seen = {s.hostname: s for s in context.services_for(proxy)}
     scope = context.sidecar_scope(proxy)
+    side = _client(context, proxy)
     for host, port, local_port in proxy.local_tcp_ports:
         service = seen.get(resolve_host(host, proxy.namespace))
         if service is None:
@@ -278,6 +316,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
             Family.LOCAL_TCP_LISTENER,
             local_port,
             _tcp_chains_key(context, proxy, service, port, protocol),
+            side,
         )
 
         def build(
@@ -287,7 +326,7 @@ def _local_tcp_listeners(context: CompileContext, proxy: Proxy) -> list[Compiled
             local_port: int = local_port,
         ) -> CompiledResource:
             chains = outbound_tcp_chains(context.reads, service, port, protocol, proxy, scope)
-            listener = local_tcp_listener(local_port, chains)
+            listener = with_telemetry(local_tcp_listener(local_port, chains), side)
             return CompiledResource(listener.name, listener)
 
         out.append(context.memo.cached(key, build))
@@ -310,11 +349,20 @@ def _local_sni_listener(
     )
     hosts = tuple(s.hostname for s in services)
     labels = context.source_labels(proxy)
-    key: MemoKey = (Family.LOCAL_TCP_LISTENER, local_port, port, hosts, proxy.namespace, labels)
+    side = _client(context, proxy)
+    key: MemoKey = (
+        Family.LOCAL_TCP_LISTENER,
+        local_port,
+        port,
+        hosts,
+        proxy.namespace,
+        labels,
+        side,
+    )
 
     def build() -> CompiledResource:
         chains = wildcard_port_chains(context.reads, services, port, proxy, BLACKHOLE_CLUSTER)
-        listener = local_tcp_listener(local_port, chains)
+        listener = with_telemetry(local_tcp_listener(local_port, chains), side)
         return CompiledResource(listener.name, listener)
 
     return context.memo.cached(key, build)
@@ -338,6 +386,7 @@ LDS = Generator(
             "WorkloadEntry",
             "Gateway",
             "Sidecar",
+            "Telemetry",  # access logs and tracing (compile/telemetry.py)
         }
     ),
     generate,

@@ -52,6 +52,7 @@ class Family(StrEnum):
     GATEWAY_MERGE = "gateway-merge"  # the Gateways a router proxy gets, merged
     GATEWAY_LISTENERS = "lds-gateway"
     GATEWAY_ROUTES = "rds-gateway"
+    TELEMETRY = "telemetry"  # what one workload logs and traces (compile/telemetry.py)
 
 
 # Builds that are functions of their key and the snapshot alone: the reads of whichever
@@ -63,6 +64,7 @@ _UNSEEDED = frozenset(
         Family.REJECTED,
         Family.REQUEST_AUTHENTICATION,
         Family.SIDECAR_SCOPE,
+        Family.TELEMETRY,
     }
 )
 

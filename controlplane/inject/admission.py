@@ -35,6 +35,7 @@ VALIDATED: tuple[tuple[str, str], ...] = (
     ("security.istio.io", "peerauthentications"),
     ("security.istio.io", "authorizationpolicies"),
     ("security.istio.io", "requestauthentications"),
+    ("telemetry.istio.io", "telemetries"),  # part "telemetry"
 )
 INJECT_ID = "inject-sidecar"
 

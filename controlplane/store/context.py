@@ -49,6 +49,9 @@ _NOT_BLOCKING = (
             # Sidecars that compete for a workload: istiod applies the oldest, as we do.
             Codes.CONFLICTING_SIDECAR_SELECTORS.id,
             Codes.MULTIPLE_SIDECARS_WITHOUT_SELECTOR.id,
+            # Telemetries that compete for a workload: applied in istiod's order.
+            Codes.CONFLICTING_TELEMETRY_SELECTORS.id,
+            Codes.MULTIPLE_TELEMETRIES_WITHOUT_SELECTOR.id,
         }
     )
     | GATEWAY_NOT_BLOCKING

@@ -32,6 +32,7 @@ from controlplane.store.tokens import (
     destination_rules_token,
     key_token,
     kind_token,
+    namespace_token,
     targets_token,
     virtual_services_token,
 )
@@ -68,6 +69,8 @@ class SnapshotReader(Protocol):
     def of_kind(self, kind: str) -> Mapping[ResourceKey, Any]: ...
 
     def get(self, key: ResourceKey) -> Any | None: ...
+
+    def in_namespace(self, kind: str, namespace: str) -> tuple[Any, ...]: ...
 
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]: ...
 
@@ -123,6 +126,11 @@ class ReportingView:
     def get(self, key: ResourceKey) -> Any | None:
         self._report(key_token(key))
         return self.snapshot.get(key)
+
+    def in_namespace(self, kind: str, namespace: str) -> tuple[Any, ...]:
+        """A change of a resource of ``kind`` in ``namespace`` touches this read only."""
+        self._report(namespace_token(kind, namespace))
+        return self.snapshot.in_namespace(kind, namespace)
 
     def rejected(self, kind: str) -> tuple[RefusedPolicy, ...]:
         self._report(kind_token(kind))

@@ -271,6 +271,11 @@ class Snapshot:
     def get(self, key: ResourceKey) -> Any | None:
         return self.of_kind(key.kind).get(key)
 
+    def in_namespace(self, kind: str, namespace: str) -> tuple[Any, ...]:
+        """The effective resources of ``kind`` in ``namespace`` (for kinds with few resources:
+        a scan)."""
+        return tuple(r for k, r in self.of_kind(kind).items() if k.namespace == namespace)
+
     @property
     def mesh(self) -> MeshConfigSpec:
         """The mesh config in effect (its last good version), or Istio's defaults."""

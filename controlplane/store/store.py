@@ -55,6 +55,7 @@ from controlplane.store.gatewayapi import convert as convert_gateway_api
 from controlplane.store.gatewayapi import findings as gateway_api_findings
 from controlplane.store.reads import SnapshotReader, collecting
 from controlplane.store.snapshot import ResourceStatus, Snapshot
+from controlplane.store.telemetry_checks import TELEMETRY_CONTEXT_CODES, check_telemetry
 from controlplane.store.tokens import ChangeTokens, Token
 
 
@@ -114,6 +115,7 @@ _CHECKED_KINDS = frozenset(
         "Gateway",
         "ServiceEntry",
         "Sidecar",
+        "Telemetry",  # part "telemetry" (store/telemetry_checks.py)
     }
 )
 _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
@@ -122,6 +124,7 @@ _CONTEXT_CHECKS: dict[str, Callable[[SnapshotReader, Any], list[Issue]]] = {
     "RequestAuthentication": check_request_authentication,
     "ServiceEntry": check_service_entry,
     "Sidecar": check_sidecar,
+    "Telemetry": check_telemetry,
     # part "gateway" (store/gateway_checks.py) and part "gwtls" (store/gateway_credentials.py)
     "Gateway": lambda snapshot, gateway: (
         check_gateway(snapshot, gateway) + check_gateway_credentials(snapshot, gateway)
@@ -189,6 +192,7 @@ def found_by_store(issue: Issue) -> bool:
         or issue.code in _GATEWAY_CREDENTIAL_CODES
         or issue.code in _CONTEXT_CODES
         or issue.code in SIDECAR_CONTEXT_CODES
+        or issue.code in TELEMETRY_CONTEXT_CODES
     )
 
 

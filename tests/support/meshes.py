@@ -31,6 +31,7 @@ _API_VERSIONS = {
     "PeerAuthentication": "security.istio.io/v1",
     "AuthorizationPolicy": "security.istio.io/v1",
     "RequestAuthentication": "security.istio.io/v1",
+    "Telemetry": "telemetry.istio.io/v1",
     "Service": "v1",
     "Pod": "v1",
     "Namespace": "v1",

@@ -53,6 +53,7 @@ WATCHED: tuple[tuple[str, str, str], ...] = (
     ("security.istio.io", "v1", "peerauthentications"),
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("security.istio.io", "v1", "requestauthentications"),
+    ("telemetry.istio.io", "v1", "telemetries"),  # part "telemetry"
     ("", "v1", "services"),
     ("discovery.k8s.io", "v1", "endpointslices"),
     ("", "v1", "pods"),
@@ -336,6 +337,7 @@ _KIND_OF_PLURAL = {
     "peerauthentications": "PeerAuthentication",
     "authorizationpolicies": "AuthorizationPolicy",
     "requestauthentications": "RequestAuthentication",
+    "telemetries": "Telemetry",  # part "telemetry"
     "services": "Service",
     "endpointslices": "EndpointSlice",
     "pods": "Pod",

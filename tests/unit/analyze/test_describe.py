@@ -289,3 +289,48 @@ def test_describe_shows_what_the_sidecar_lets_the_pod_call(
         "Sidecar: Sidecar default/ratings\n   Outbound services: details.default.svc.cluster.local\n"
         in out
     )
+
+
+def test_describe_names_the_telemetries_and_what_each_side_logs_and_traces(
+    mesh: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (mesh / "mesh.yaml").write_text(
+        "extensionProviders:\n"
+        "- name: zipkin\n"
+        "  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n"
+    )
+    (mesh / "telemetry.yaml").write_text(
+        join(
+            resource(
+                "Telemetry",
+                "mesh-default",
+                {"accessLogging": [{"providers": [{"name": "envoy"}]}]},
+                namespace="istio-system",
+            ),
+            resource(
+                "Telemetry",
+                "reviews",
+                {
+                    "selector": {"matchLabels": {"app": "reviews"}},
+                    "accessLogging": [
+                        {
+                            "providers": [{"name": "envoy"}],
+                            "disabled": True,
+                            "match": {"mode": "SERVER"},
+                        }
+                    ],
+                },
+            ),
+        )
+    )
+    described = describe_pod(load_paths([mesh]), "reviews-v1")
+    assert described["telemetry"]["resources"] == [
+        "Telemetry istio-system/mesh-default",
+        "Telemetry default/reviews",
+    ]
+    assert described["telemetry"]["outbound"]["accessLogs"] == ["/dev/stdout (text)"]
+    assert described["telemetry"]["inbound"]["accessLogs"] == []
+    assert main(["describe", "pod", "reviews-v1", "-d", str(mesh)]) == 0
+    out = capsys.readouterr().out
+    assert "Telemetry: Telemetry istio-system/mesh-default, Telemetry default/reviews\n" in out
+    assert "   inbound: access logs none; tracing off\n" in out

@@ -67,6 +67,7 @@ def test_the_injector_only_sees_pods_of_labelled_namespaces_that_do_not_opt_out(
         "validate-peerauthentications",
         "validate-authorizationpolicies",
         "validate-requestauthentications",
+        "validate-telemetries",
     }
     # Requests in older versions are converted to v1 for the handler.
     assert all(w["matchPolicy"] == "Equivalent" for w in validating["webhooks"])
