@@ -164,6 +164,20 @@ def paced_requests(
 # ---- telemetry --------------------------------------------------------------------------------
 
 
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """A request body, with a Content-Length or chunked (as Envoy's tracer sends it)."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        body = b""
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                handler.rfile.readline()
+                return body
+            body += handler.rfile.read(size)
+            handler.rfile.readline()
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
 class ZipkinCollector:
     """Accepts Zipkin v2 span posts (``/api/v2/spans``) and counts the spans."""
 
@@ -174,7 +188,7 @@ class ZipkinCollector:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = _read_body(self)
                 try:
                     found = len(json.loads(body or b"[]"))
                 except ValueError:
