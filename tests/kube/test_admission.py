@@ -153,6 +153,37 @@ def test_a_pod_whose_metrics_cannot_be_merged_is_refused_naming_the_annotation(
         kube_cluster.delete_namespace(ns)
 
 
+def test_the_mesh_config_can_turn_the_metrics_merge_off(
+    kube_cluster: LocalCluster, operator: OperatorProcess
+):
+    # istiod's enablePrometheusMerge: false leaves the Pod's scrape annotations as written.
+    import textwrap
+
+    kube_cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": textwrap.dedent("enablePrometheusMerge: false\n")},
+        }
+    )
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        operator.wait_for(
+            lambda: any(
+                s["resource"] == "MeshConfig istio-system/istio" for s in operator.status()
+            ),
+            what="the mesh config",
+        )
+        pod = _create_pod(kube_cluster, ns, "ratings", annotations={"prometheus.io/port": "9100"})
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+        proxy = next(c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy")
+        assert "ISTIO_PROMETHEUS_ANNOTATIONS" not in {e["name"] for e in proxy["env"]}
+    finally:
+        kube_cluster.kubectl("delete", "configmap", "istio", "-n", "istio-system")
+        kube_cluster.delete_namespace(ns)
+
+
 def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
     kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
 ):

@@ -14,6 +14,7 @@ starts and stops this thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -71,6 +72,13 @@ class KopfThread(threading.Thread):
             else None
         )
 
+    def injection_now(self) -> InjectionConfig:
+        """The injection settings with what the mesh config decides now (its
+        ``enablePrometheusMerge``); the snapshot is immutable, so reading it from the webhook's
+        thread is safe."""
+        merge = self.bridge.store.snapshot.mesh.enable_prometheus_merge
+        return dataclasses.replace(self.injection, prometheus_merge=merge is not False)
+
     def run(self) -> None:
         try:
             asyncio.run(self._main())
@@ -118,7 +126,7 @@ class KopfThread(threading.Thread):
         if opts.webhook_cert is not None and opts.webhook_key is not None:
             from controlplane.inject.admission import register_admission_handlers
 
-            register_admission_handlers(watch, lambda: self.injection)
+            register_admission_handlers(watch, self.injection_now)
             settings.admission.server = webhook_server(
                 kopf,
                 self.webhooks,
