@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench clean
+.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench bench-overhead clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,10 @@ crds: venv
 # Long (tens of minutes) but bounded; BENCH_ARGS selects, e.g. BENCH_ARGS="--n 1000 --scenarios storm,canary"
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# What a sidecar costs: per-hop latency and one Envoy's memory (bench/README.md, a few minutes)
+bench-overhead: venv
+	$(PY) -m bench.hop_overhead $(BENCH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check controlplane tests bench

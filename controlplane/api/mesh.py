@@ -167,6 +167,9 @@ class MeshConfigSpec(IstioModel):
     access_log_format: str = ""
     enable_tracing: bool = False
     default_providers: DefaultProviders = Field(default_factory=DefaultProviders)
+    # Istio's metrics merge at injection (the Pod's prometheus.io annotations pointed at the
+    # proxy's :15020); unset means on, as in Istio (part promstats).
+    enable_prometheus_merge: bool | None = None
 
     def provider(self, name: str) -> MeshExtensionProvider | None:
         for found in self.extension_providers:
@@ -231,7 +234,6 @@ UNUSED_MESH_FIELDS = frozenset(
         "certificates",
         "serviceSettings",
         "serviceScopeConfigs",
-        "enablePrometheusMerge",
         "verifyCertificateAtClient",
         "ca",
         "discoverySelectors",

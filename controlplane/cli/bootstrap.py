@@ -50,6 +50,14 @@ def add(commands: Commands) -> None:
         help="fetch virtual hosts (VHDS) and HTTP clusters when first called (implies --delta; "
         "node metadata ON_DEMAND)",
     )
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=None,
+        help="serve Envoy's statistics in Prometheus text on this port at /stats/prometheus "
+        "(Istio's is 15090, which `controlplane sidecar` uses in a Pod; here, where several "
+        "proxies may share a host, give each its own port)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
     parser.add_argument(
         "--token-file", type=Path, default=None, help="identity token (written if --ca-dir)"
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         app_address=args.app_address,
         tcp_ports=",".join(args.tcp_port),
         instance_ips=args.instance_ips,
+        prometheus_port=args.prometheus_port or None,
         **_security(args),
     )
     if args.output:

@@ -1,4 +1,4 @@
-"""`controlplane sidecar`: the injected proxy's entry point (writes the bootstrap, execs Envoy).
+"""`controlplane sidecar`: the injected proxy's entry point (writes the bootstrap, runs Envoy).
 
 The injected ``istio-proxy`` container runs the project image with this command. The Pod's
 identity comes from the downward API (environment: POD_NAME, POD_NAMESPACE, INSTANCE_IP,
@@ -7,6 +7,14 @@ service-account token. The token is sent as ``authorization: Bearer`` on the ADS
 its path is in the node metadata as ``SA_TOKEN_PATH``; the control plane may verify it with
 a TokenReview. Envoy reads the token once, at start, so the entry stays as Envoy's parent and
 hot-restarts it (``--restart-epoch``) whenever the kubelet renews the token file.
+
+Metrics as Istio's proxy serves them: the bootstrap has Envoy's Prometheus listener (15090),
+and a thread of this process serves the merged endpoint (15020: Envoy's statistics and, for
+a sidecar whose Pod was annotated for scraping, the application's; see
+``controlplane.inject.merged_metrics``). SIGTERM and SIGINT stop Envoy (every epoch), then
+the endpoint, and the process exits with Envoy's code.
+
+`controlplane gateway` is the same entry for a gateway Pod (``run_proxy`` with the node type).
 """
 
 from __future__ import annotations
@@ -27,7 +35,14 @@ import yaml
 
 from controlplane.cli import command
 from controlplane.compile.proxy import ON_DEMAND_METADATA
-from controlplane.inject.bootstrap import render_bootstrap, write_private
+from controlplane.inject.bootstrap import (
+    ENVOY_PROMETHEUS_PORT,
+    STATUS_PORT,
+    render_bootstrap,
+    write_private,
+)
+from controlplane.inject.merged_metrics import MergedMetrics, MergedMetricsServer
+from controlplane.inject.prometheus import SCRAPE_ENV, ScrapeConfigurationError, scrape_target
 
 # The Pod annotation that opts its sidecar into on-demand delivery (VHDS and on-demand CDS
 # over Delta xDS; see compile/vhds.py): "true" sets the node metadata ON_DEMAND.
@@ -65,6 +80,7 @@ def sidecar_bootstrap(
     admin_port: int = 15000,
     proxy_type: str = "sidecar",
     annotations: Mapping[str, str] | None = None,
+    prometheus_port: int | None = ENVOY_PROMETHEUS_PORT,
 ) -> dict[str, Any]:
     """The bootstrap for the Pod described by ``env`` (pure). ``proxy_type`` is the node id's
     first field: ``sidecar``, or ``router`` for a gateway (``controlplane gateway``). The
@@ -95,6 +111,7 @@ def sidecar_bootstrap(
         extra_metadata=extra,
         xds_token=token,
         delta=on_demand,
+        prometheus_port=prometheus_port,
     )
 
 
@@ -107,6 +124,7 @@ def write_bootstrap(
     bootstrap_path: Path,
     admin_port: int,
     proxy_type: str = "sidecar",
+    prometheus_port: int | None = ENVOY_PROMETHEUS_PORT,
 ) -> None:
     token = token_path.read_text().strip() if token_path.is_file() else None
     labels = parse_downward_labels(labels_path.read_text()) if labels_path.is_file() else {}
@@ -125,6 +143,7 @@ def write_bootstrap(
         admin_port=admin_port,
         proxy_type=proxy_type,
         annotations=annotations,
+        prometheus_port=prometheus_port,
     )
     bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
     write_private(bootstrap_path, yaml.safe_dump(bootstrap, sort_keys=False))  # has the token
@@ -223,8 +242,19 @@ def run_sidecar(
     exec_envoy: bool = True,
     poll: float = 5.0,
     proxy_type: str = "sidecar",
+    prometheus_port: int | None = ENVOY_PROMETHEUS_PORT,
+    status_port: int | None = STATUS_PORT,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    """Write the bootstrap; then run Envoy under the supervisor (unless ``exec_envoy`` is off)."""
+    """Write the bootstrap; then serve the merged metrics and run Envoy under the supervisor
+    (unless ``exec_envoy`` is off). A port of 0 or None turns its endpoint off."""
+    env = os.environ if env is None else env
+    try:
+        # Only a sidecar merges the application's metrics: a gateway has no application.
+        app = scrape_target(env.get(SCRAPE_ENV)) if proxy_type == "sidecar" else None
+    except ScrapeConfigurationError as exc:
+        print(f"controlplane {proxy_type}: {exc}", file=sys.stderr)
+        return 2
 
     def render() -> None:
         write_bootstrap(
@@ -235,6 +265,7 @@ def run_sidecar(
             bootstrap_path=bootstrap_path,
             admin_port=admin_port,
             proxy_type=proxy_type,
+            prometheus_port=prometheus_port or None,
         )
 
     render()
@@ -243,11 +274,27 @@ def run_sidecar(
     supervisor = EnvoySupervisor(_envoy(), bootstrap_path, token_path, render, poll=poll)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
-    return supervisor.run()
+    merged = None
+    if status_port:
+        metrics = MergedMetrics(prometheus_port or None, app)
+        try:
+            merged = MergedMetricsServer(metrics, status_port).start()
+        except OSError as exc:  # before Envoy starts: the Pod restarts with the reason
+            print(
+                f"controlplane {proxy_type}: cannot serve merged metrics on port "
+                f"{status_port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        return supervisor.run()
+    finally:
+        if merged is not None:
+            merged.stop()
 
 
-def add(commands: Commands) -> None:
-    parser = command(commands, "sidecar", "(in an injected Pod) write the bootstrap, run Envoy")
+def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of an in-pod proxy entry (`controlplane sidecar` and `gateway`)."""
     parser.add_argument("--xds-address", default="controlplane.istio-system.svc")
     parser.add_argument("--xds-port", type=int, default=15010)
     parser.add_argument(
@@ -256,12 +303,25 @@ def add(commands: Commands) -> None:
     parser.add_argument("--labels-path", type=Path, default=Path("/etc/istio/pod/labels"))
     parser.add_argument("--bootstrap-path", type=Path, default=Path("/etc/istio/proxy/envoy.yaml"))
     parser.add_argument("--admin-port", type=int, default=15000)
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=ENVOY_PROMETHEUS_PORT,
+        help="Envoy's statistics in Prometheus text at /stats/prometheus (0: off)",
+    )
+    parser.add_argument(
+        "--status-port",
+        type=int,
+        default=STATUS_PORT,
+        help="the merged metrics endpoint: Envoy's statistics, and a sidecar's application's "
+        "metrics (ISTIO_PROMETHEUS_ANNOTATIONS) (0: off)",
+    )
     parser.add_argument("--no-exec", action="store_true", help="write the bootstrap only")
     parser.add_argument("--token-poll", type=float, default=5.0, help="check the token every N s")
-    parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_proxy(args: argparse.Namespace, proxy_type: str) -> int:
+    """The in-pod entry for a proxy of ``proxy_type`` (``sidecar`` or ``router``)."""
     return run_sidecar(
         xds_address=args.xds_address,
         xds_port=args.xds_port,
@@ -271,4 +331,17 @@ def run(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         exec_envoy=not args.no_exec,
         poll=args.token_poll,
+        proxy_type=proxy_type,
+        prometheus_port=args.prometheus_port,
+        status_port=args.status_port,
     )
+
+
+def add(commands: Commands) -> None:
+    parser = command(commands, "sidecar", "(in an injected Pod) write the bootstrap, run Envoy")
+    add_proxy_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_proxy(args, "sidecar")

@@ -27,6 +27,7 @@ import kopf
 from controlplane.api import InvalidResource, load
 from controlplane.api.issues import Level
 from controlplane.inject.injector import InjectionConfig
+from controlplane.inject.prometheus import ScrapeConfigurationError
 from controlplane.inject.templates import (
     BUILT_IN,
     INJECTOR_CONFIGMAP,
@@ -173,6 +174,9 @@ def register_admission_handlers(
             ops = templated_patch(dict(body), injection(), keeper.current)
         except InjectionRefused as exc:
             raise kopf.AdmissionError(f"sidecar injection failed: {exc}", code=400) from None
+        except ScrapeConfigurationError as exc:
+            # As istiod: a Pod whose metrics cannot be merged is not injected (nor admitted).
+            raise kopf.AdmissionError(f"injection failed: {exc}", code=400) from None
         if not ops:
             return
         meta = body.get("metadata") or {}

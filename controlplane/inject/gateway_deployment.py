@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane.api.gatewayapi import ISTIO_CLASS, ISTIO_CONTROLLER
+from controlplane.inject.bootstrap import ENVOY_PROMETHEUS_PORT, PROMETHEUS_PATH
 from controlplane.inject.injector import InjectionConfig
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -163,6 +164,16 @@ def deployment(gateway: Mapping[str, Any], config: InjectionConfig) -> dict[str,
         {"name": p["name"], "containerPort": p["targetPort"], "protocol": p.get("protocol", "TCP")}
         for p in service_ports(gateway)[1:]
     ]
+    # Envoy's statistics, and the scrape annotations pointing at the merged endpoint (Envoy's
+    # alone for a gateway), as istiod's gateway template sets them.
+    ports.append(
+        {"name": "http-envoy-prom", "containerPort": ENVOY_PROMETHEUS_PORT, "protocol": "TCP"}
+    )
+    pod_annotations = {
+        "prometheus.io/path": PROMETHEUS_PATH,
+        "prometheus.io/port": str(config.status_port),
+        "prometheus.io/scrape": "true",
+    }
     uid = config.proxy_uid
     container = {
         "name": "istio-proxy",
@@ -175,6 +186,7 @@ def deployment(gateway: Mapping[str, Any], config: InjectionConfig) -> dict[str,
             "--token-path=/var/run/secrets/tokens/istio-token",
             "--labels-path=/etc/istio/pod/labels",
             "--bootstrap-path=/etc/istio/proxy/envoy.yaml",
+            f"--status-port={config.status_port}",
         ],
         "ports": ports,
         "env": [
@@ -245,7 +257,10 @@ def deployment(gateway: Mapping[str, Any], config: InjectionConfig) -> dict[str,
         "metadata": _metadata(gateway, name),
         "spec": {
             "selector": {"matchLabels": {GATEWAY_NAME_LABEL: gateway_name}},
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
         },
     }
 

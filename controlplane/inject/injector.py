@@ -15,6 +15,10 @@ What a Pod gets (Istio's names, so tools that know Istio find their way):
 * volumes: a projected service-account token with the mesh's audience (``istio-ca`` by
   default) mounted only into the proxy, the Pod's labels through the downward API, and a
   memory-backed directory for the bootstrap.
+* metrics as Istio exposes them: the proxy's container port ``http-envoy-prom`` (15090,
+  Envoy's statistics in Prometheus text) and the ``prometheus.io/*`` annotations pointed at
+  the merged endpoint (15020), the application's own moved into the proxy's environment
+  (``controlplane.inject.prometheus``).
 * ``sidecar.istio.io/status`` (what was injected) and the ``security.istio.io/tlsMode: istio``
   label, which the service registry reads.
 
@@ -29,6 +33,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from controlplane.inject.bootstrap import ENVOY_PROMETHEUS_PORT, STATUS_PORT
+from controlplane.inject.prometheus import SCRAPE_ENV, merge_metrics
 
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
@@ -60,6 +67,8 @@ class InjectionConfig:
     token_audience: str = "istio-ca"
     token_seconds: int = 43200
     native_sidecar: bool = True
+    status_port: int = STATUS_PORT
+    prometheus_merge: bool = True  # the mesh's enablePrometheusMerge (Istio's default: on)
     proxy_resources: Mapping[str, Any] = field(
         default_factory=lambda: {
             "requests": {"cpu": "10m", "memory": "40Mi"},
@@ -137,8 +146,9 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def proxy_container(config: InjectionConfig) -> dict[str, Any]:
-    """The Envoy sidecar: ``controlplane sidecar`` writes the bootstrap and execs Envoy."""
+def proxy_container(config: InjectionConfig, scrape_env: str | None = None) -> dict[str, Any]:
+    """The Envoy sidecar: ``controlplane sidecar`` writes the bootstrap and runs Envoy (and
+    serves the merged metrics; ``scrape_env`` is where the application's metrics are)."""
     container: dict[str, Any] = {
         "name": PROXY_NAME,
         "image": config.image,
@@ -155,12 +165,18 @@ def proxy_container(config: InjectionConfig) -> dict[str, Any]:
             f"{PODINFO_DIR}/labels",
             "--bootstrap-path",
             f"{ENVOY_DIR}/envoy.yaml",
+            "--status-port",
+            str(config.status_port),
         ],
         "env": [
             _field_env("POD_NAME", "metadata.name"),
             _field_env("POD_NAMESPACE", "metadata.namespace"),
             _field_env("INSTANCE_IP", "status.podIP"),
             _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+            *([{"name": SCRAPE_ENV, "value": scrape_env}] if scrape_env else []),
+        ],
+        "ports": [
+            {"containerPort": ENVOY_PROMETHEUS_PORT, "name": "http-envoy-prom", "protocol": "TCP"}
         ],
         "resources": copy.deepcopy(dict(config.proxy_resources)),
         "volumeMounts": [
@@ -233,13 +249,37 @@ def _put(ops: list[dict[str, Any]], meta: Mapping[str, Any], name: str, key: str
         ops.append({"op": "add", "path": f"/metadata/{name}", "value": {key: value}})
 
 
+def _replace_annotations(old: Mapping[str, Any], new: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Ops turning annotations ``old`` into ``new`` (the map exists by then: the status
+    annotation was added first)."""
+    ops: list[dict[str, Any]] = [
+        {"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"}
+        for key in old
+        if key not in new
+    ]
+    ops += [
+        {"op": "add", "path": f"/metadata/annotations/{_escape(key)}", "value": value}
+        for key, value in new.items()
+        if old.get(key) != value
+    ]
+    return ops
+
+
 def injection_patch(pod: Mapping[str, Any], config: InjectionConfig) -> list[dict[str, Any]]:
-    """The JSON patch that injects the sidecar into ``pod``; [] if it opts out or has one."""
+    """The JSON patch that injects the sidecar into ``pod``; [] if it opts out or has one.
+
+    Raises ScrapeConfigurationError (naming the annotation) for ``prometheus.io`` annotations
+    that cannot be merged, as istiod refuses to inject such a Pod."""
     if not wants_injection(pod) or already_injected(pod):
         return []
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
-    proxy = proxy_container(config)
+    merge = merge_metrics(
+        {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+        status_port=config.status_port,
+        mesh_default=config.prometheus_merge,
+    )
+    proxy = proxy_container(config, merge.scrape_env if merge else None)
     new_volumes = volumes(config)
     existing_volumes = {v.get("name") for v in spec.get("volumes") or []}
     new_volumes = [v for v in new_volumes if v["name"] not in existing_volumes]
@@ -257,6 +297,8 @@ def injection_patch(pod: Mapping[str, Any], config: InjectionConfig) -> list[dic
     }
     annotations = dict(meta.get("annotations") or {})
     _put(ops, meta, "annotations", STATUS_ANNOTATION, json.dumps(status, sort_keys=True))
+    if merge is not None:
+        ops += _replace_annotations(annotations, merge.annotations)
     apps = [c.get("name") for c in spec.get("containers") or [] if c.get("name")]
     if apps and "kubectl.kubernetes.io/default-container" not in annotations:
         # Keep `kubectl logs/exec` pointing at the application, not at the proxy.

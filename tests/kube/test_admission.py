@@ -137,6 +137,53 @@ def test_a_pod_in_a_labelled_namespace_comes_back_with_the_sidecar(
         kube_cluster.delete_namespace(ns)
 
 
+def test_a_pod_whose_metrics_cannot_be_merged_is_refused_naming_the_annotation(
+    kube_cluster: LocalCluster, operator: OperatorProcess
+):
+    # As istiod: a scrape port that is the proxy's own cannot be merged; the Pod is refused.
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        with pytest.raises(KubectlError) as refused:
+            _create_pod(kube_cluster, ns, "ratings", annotations={"prometheus.io/port": "15090"})
+        assert (
+            "injection failed: metadata.annotations[prometheus.io/port]: 15090 is the proxy's "
+            "port" in refused.value.stderr
+        )
+    finally:
+        kube_cluster.delete_namespace(ns)
+
+
+def test_the_mesh_config_can_turn_the_metrics_merge_off(
+    kube_cluster: LocalCluster, operator: OperatorProcess
+):
+    # istiod's enablePrometheusMerge: false leaves the Pod's scrape annotations as written.
+    import textwrap
+
+    kube_cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": textwrap.dedent("enablePrometheusMerge: false\n")},
+        }
+    )
+    ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
+    try:
+        operator.wait_for(
+            lambda: any(
+                s["resource"] == "MeshConfig istio-system/istio" for s in operator.status()
+            ),
+            what="the mesh config",
+        )
+        pod = _create_pod(kube_cluster, ns, "ratings", annotations={"prometheus.io/port": "9100"})
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+        proxy = next(c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy")
+        assert "ISTIO_PROMETHEUS_ANNOTATIONS" not in {e["name"] for e in proxy["env"]}
+    finally:
+        kube_cluster.kubectl("delete", "configmap", "istio", "-n", "istio-system")
+        kube_cluster.delete_namespace(ns)
+
+
 def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
     kube_cluster: LocalCluster, kube_namespace: str, operator: OperatorProcess
 ):
@@ -152,6 +199,27 @@ def test_no_sidecar_in_an_unlabelled_namespace_or_with_the_opt_out_annotation(
         assert "security.istio.io/tlsMode" not in opted_out["metadata"].get("labels", {})
     finally:
         kube_cluster.delete_namespace(ns)
+
+
+def _metrics_app():  # type: ignore[no-untyped-def]
+    """A test application serving ``ratings_requests_total 3`` at /metrics (loopback)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"# TYPE ratings_requests_total counter\nratings_requests_total 3\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_configures(
@@ -171,10 +239,22 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
 
     ns = kube_cluster.create_namespace(labels={"istio-injection": "enabled"})
     try:
-        pod = _create_pod(kube_cluster, ns, "ratings")
+        app_metrics = {"prometheus.io/scrape": "true", "prometheus.io/port": "9100"}
+        pod = _create_pod(kube_cluster, ns, "ratings", annotations=app_metrics)
         proxy = next(c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy")
         command = proxy["command"]
         assert command[:2] == ["controlplane", "sidecar"]
+        # Istio's metrics merge, as the webhook wrote it: scraped at the merged endpoint, the
+        # app's own annotations moved into the proxy's environment, Envoy's port named.
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == "15020"
+        assert annotations["prometheus.io/path"] == "/stats/prometheus"
+        assert annotations["prometheus.io/scrape"] == "true"
+        moved = {e["name"]: e.get("value") for e in proxy["env"]}["ISTIO_PROMETHEUS_ANNOTATIONS"]
+        assert json.loads(moved) == {"scrape": "true", "path": "", "port": "9100"}
+        assert {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"} in proxy[
+            "ports"
+        ]
         # What the kubelet would provide: the token (same audience), the labels file, the env.
         audience = next(v for v in pod["spec"]["volumes"] if v["name"] == "istio-token")[
             "projected"
@@ -194,9 +274,16 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
             "--token-path": str(tmp_path / "istio-token"),
             "--labels-path": str(tmp_path / "labels"),
             "--bootstrap-path": str(tmp_path / "envoy.yaml"),
+            "--status-port": str(status := free_port()),  # 15020 in the Pod
         }
         for flag, value in overrides.items():
             args[args.index(flag) + 1] = value
+        args += ["--prometheus-port", str(prom := free_port())]  # 15090 in the Pod
+        # The application's metrics, where the moved annotations say (on a free port here).
+        app = _metrics_app()
+        env["ISTIO_PROMETHEUS_ANNOTATIONS"] = json.dumps(
+            json.loads(moved) | {"port": str(app.server_address[1])}
+        )
         admin = free_port()
         # The entry as the container runs it: it writes the bootstrap and supervises Envoy.
         log = open(tmp_path / "sidecar.log", "wb")  # noqa: SIM115 (closed below)
@@ -243,6 +330,18 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
 
             operator.wait_for(envoy_holds_certificate, timeout=30, what="the workload certificate")
 
+            # Envoy's statistics on its Prometheus port, and through the merged endpoint the
+            # entry serves, followed by the application's.
+            def scrape(port: int) -> str:
+                url = f"http://127.0.0.1:{port}/stats/prometheus"
+                return urllib.request.urlopen(url, timeout=5).read().decode()
+
+            xds_requests = 'envoy_cluster_upstream_rq_total{cluster_name="xds-grpc"}'
+            assert xds_requests in scrape(prom)
+            merged = scrape(status)
+            assert xds_requests in merged
+            assert "ratings_requests_total 3" in merged.splitlines()
+
             # The kubelet renews the token (an atomic replace): Envoy is hot-restarted with a
             # bootstrap that carries the new one, and the new epoch syncs in turn.
             renewed = kube_cluster.kubectl(
@@ -278,6 +377,7 @@ def test_the_injected_proxy_command_bootstraps_a_real_envoy_that_the_operator_co
             sidecar.terminate()
             code = sidecar.wait(timeout=30)
             log.close()
+            app.shutdown()
         assert code == 0, (tmp_path / "sidecar.log").read_text()[-2000:]
     finally:
         kube_cluster.delete_namespace(ns)

@@ -136,7 +136,9 @@ def test_a_listener_change_updates_the_service_ports(
     )
     deployment = get(kube_cluster, "deployment", "edge-istio", ns)
     [proxy] = deployment["spec"]["template"]["spec"]["containers"]
-    assert [p["containerPort"] for p in proxy["ports"]] == [80, 8443]
+    # The listeners' ports, then Envoy's Prometheus port (http-envoy-prom), as istiod's
+    # gateway template lists them.
+    assert [p["containerPort"] for p in proxy["ports"]] == [80, 8443, 15090]
     kube_cluster.apply(gateway(ns))
     wait(
         lambda: (

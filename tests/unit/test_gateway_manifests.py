@@ -68,4 +68,10 @@ def test_service_ports_map_to_the_unprivileged_ports_envoy_binds() -> None:
     ports = {p["port"]: p["targetPort"] for p in found["Service"]["spec"]["ports"]}
     assert ports == {80: 8080, 443: 8443}
     (container,) = found["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert {p["containerPort"] for p in container["ports"]} == {8080, 8443}
+    # The listeners' ports and Envoy's Prometheus statistics (http-envoy-prom, as Istio's
+    # gateway chart), which the Service does not expose.
+    assert {p["containerPort"] for p in container["ports"]} == {8080, 8443, 15090}
+    prom = next(p for p in container["ports"] if p["containerPort"] == 15090)
+    assert prom["name"] == "http-envoy-prom"
+    annotations = found["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "15020"

@@ -14,6 +14,7 @@ starts and stops this thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -74,6 +75,13 @@ class KopfThread(threading.Thread):
             else None
         )
 
+    def injection_now(self) -> InjectionConfig:
+        """The injection settings with what the mesh config decides now (its
+        ``enablePrometheusMerge``); the snapshot is immutable, so reading it from the webhook's
+        thread is safe."""
+        merge = self.bridge.store.snapshot.mesh.enable_prometheus_merge
+        return dataclasses.replace(self.injection, prometheus_merge=merge is not False)
+
     def run(self) -> None:
         try:
             asyncio.run(self._main())
@@ -122,7 +130,7 @@ class KopfThread(threading.Thread):
             from controlplane.inject.admission import InjectorTemplates, register_admission_handlers
 
             templates = InjectorTemplates(opts.ca_namespace)
-            register_admission_handlers(watch, lambda: self.injection, templates)
+            register_admission_handlers(watch, self.injection_now, templates)
             register_template_watch(
                 watch, templates, refused_template_event(self.api_client, self.leadership)
             )

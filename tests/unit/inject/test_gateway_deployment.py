@@ -59,3 +59,22 @@ def test_status_addresses_prefer_the_load_balancer_then_the_cluster_ip():
     assert gateway_addresses(svc) == [{"type": "IPAddress", "value": "10.96.0.5"}]
     svc["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}
     assert gateway_addresses(svc) == [{"type": "Hostname", "value": "lb.example.com"}]
+
+
+def test_the_gateway_pod_exposes_envoys_statistics_and_is_annotated_for_scraping():
+    # As istiod's kube-gateway template: http-envoy-prom on the proxy, the scrape
+    # annotations on the pod pointing at the merged endpoint (Envoy's statistics alone).
+    listeners = [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    template = deployment(gw(listeners=listeners), InjectionConfig())["spec"]["template"]
+    [proxy] = template["spec"]["containers"]
+    assert proxy["ports"][-1] == {
+        "name": "http-envoy-prom",
+        "containerPort": 15090,
+        "protocol": "TCP",
+    }
+    assert "--status-port=15020" in proxy["command"]
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/path": "/stats/prometheus",
+        "prometheus.io/port": "15020",
+        "prometheus.io/scrape": "true",
+    }

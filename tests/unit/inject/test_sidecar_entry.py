@@ -57,3 +57,34 @@ def test_the_bootstrap_names_the_pod_and_carries_the_token(tmp_path: Path, monke
     ]
     xds = boot["static_resources"]["clusters"][0]
     assert xds["type"] == "STRICT_DNS"  # a Service name, resolved by DNS
+
+
+def test_the_pods_bootstrap_serves_envoys_statistics_on_15090_from_the_admin_port(
+    tmp_path: Path, monkeypatch
+):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "envoy.yaml"
+    run_sidecar(
+        xds_address="controlplane.istio-system.svc",
+        xds_port=15010,
+        token_path=tmp_path / "none",
+        labels_path=tmp_path / "none",
+        bootstrap_path=out,
+        admin_port=15000,
+        exec_envoy=False,
+    )
+    boot = yaml.safe_load(out.read_text())
+    [listener] = boot["static_resources"]["listeners"]
+    assert listener["name"] == "0.0.0.0_15090"
+    assert listener["address"]["socket_address"]["port_value"] == 15090
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [route] = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route == {
+        "match": {"prefix": "/stats/prometheus"},
+        "route": {"cluster": "prometheus_stats"},
+    }
+    stats = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "prometheus_stats")
+    endpoint = stats["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15000}
+    assert boot["stats_config"]["use_all_default_tags"] is False
