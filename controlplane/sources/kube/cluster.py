@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,9 +26,17 @@ from typing import Any
 from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_NAME
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources import MeshCa
+from controlplane.sources.kube.listing import KubeApi, Listing, PlainWatch, is_plain, list_all
 from controlplane.sources.kube.operator import KopfThread
 from controlplane.sources.kube.peering import ensure_peering_object
-from controlplane.sources.kube.watch import StoreBridge, translate_mesh_configmap
+from controlplane.sources.kube.watch import (
+    WATCHED,
+    EventFeed,
+    StoreBridge,
+    Update,
+    apply_updates,
+    translate_mesh_configmap,
+)
 from controlplane.status.leader import Leadership
 from controlplane.status.writer import KubernetesStatusClient
 from controlplane.store import Store
@@ -106,7 +115,10 @@ class ClusterSource:
         self._api: Any = None
         self._leadership: Leadership | None = None
         self._thread: KopfThread | None = None
+        self._watches: list[PlainWatch] = []
+        self._loaded = False
         self.liveness = WatchLiveness()  # one watch per kind, by plural
+        self.first_listing: dict[str, float] = {}  # how the first snapshot was built (s)
 
     @property
     def thread(self) -> KopfThread:
@@ -156,11 +168,47 @@ class ClusterSource:
         self._thread = KopfThread(
             options, bridge, self._leadership, injection, self._api, self.liveness
         )
+        await self._load(store, bridge)
+
+    async def _load(self, store: Store, bridge: StoreBridge) -> None:
+        """Every watched kind listed once and applied as ONE batch, before anything serves
+        (``listing``): the first snapshot is complete and no in-context finding comes from
+        a half-listed mesh. Then the high-volume kinds are followed from their listing."""
+        started = time.monotonic()
+        api = KubeApi(self._api)
+        listings = await asyncio.to_thread(list_all, api, WATCHED)
+        listed = time.monotonic()
+        kopf_feed = self.thread.feed
+        plain_feed = EventFeed(bridge.submit, None, self.liveness)
+        updates, keys = await asyncio.to_thread(_translate, listings, kopf_feed, plain_feed)
+        translated = time.monotonic()
+        apply_updates(store, updates)
+        del updates
+        for listing in listings:
+            if is_plain(listing.group, listing.plural):
+                self._watches.append(
+                    PlainWatch(api, listing, plain_feed, bridge.submit, keys[listing.plural])
+                )
+        self._loaded = True
+        done = time.monotonic()
+        self.first_listing = {
+            "list_s": round(listed - started, 3),
+            "translate_s": round(translated - listed, 3),
+            "apply_s": round(done - translated, 3),
+        }
+        log.info(
+            "first snapshot: %d kinds listed in %.2f s, translated in %.2f s, applied in %.2f s",
+            len(listings),
+            listed - started,
+            translated - listed,
+            done - translated,
+        )
 
     def ready(self) -> bool:
-        # Ready (and so in the Service's endpoints) once kopf runs and its first listings
-        # have settled (the first resync ran): a replica must not hand proxies an empty mesh.
-        return self.thread.ready.is_set() and self.thread.resync.runs > 0
+        # Ready (and so in the Service's endpoints) once every watched kind was listed and
+        # the listing applied as one batch (``_load``): a replica never hands proxies a
+        # partial mesh. Events after the listing reach the store through the watches.
+        return self._loaded and self.thread.failed is None
 
     def mesh_ca(self) -> MeshCa | None:
         if not self.options.mesh_ca:
@@ -191,10 +239,14 @@ class ClusterSource:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         thread = self.thread
+        for watch in self._watches:
+            watch.start()
         thread.start()
         try:
             yield
         finally:
+            for watch in self._watches:
+                watch.stop()
             thread.stop_flag.set()
             await asyncio.to_thread(thread.join, 15)
 
@@ -215,6 +267,30 @@ class ClusterSource:
 
     def exit_code(self) -> int:
         return 1 if self._thread is not None and self._thread.failed is not None else 0
+
+
+def _translate(
+    listings: list[Listing], kopf_feed: EventFeed, plain_feed: EventFeed
+) -> tuple[list[Update], dict[str, set[Any]]]:
+    """The listings as Updates (findings reported once), and the keys of each plain kind.
+    Kinds kopf follows are recorded for its resync (as if added), so one deleted before kopf
+    lists it again is found."""
+    updates: list[Update] = []
+    keys: dict[str, set[Any]] = {}
+    for listing in listings:
+        plain = is_plain(listing.group, listing.plural)
+        feed = plain_feed if plain else kopf_feed
+        event = None if plain else "ADDED"
+        items, listing.items = listing.items, []  # the store keeps compact models only
+        found = keys.setdefault(listing.plural, set()) if plain else None
+        for item in items:
+            update = feed.translate(event, item, listing.plural)
+            if update is None:
+                continue
+            updates.append(update)
+            if found is not None and not update.delete:
+                found.add(update.key)
+    return updates, keys
 
 
 def read_mesh_configmap(api: Any) -> dict[str, Any] | None:
