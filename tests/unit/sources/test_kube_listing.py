@@ -175,4 +175,7 @@ def test_a_plain_watch_follows_events_and_after_410_lists_again_and_reports_dele
     kinds = [(u.key.name, u.delete) for u in submitted]
     assert ("ratings", False) in kinds and ("details", False) in kinds
     assert ("reviews", True) in kinds  # gone while the watch was down
-    assert watch.keys == {ResourceKey("Service", NS, "ratings"), ResourceKey("Service", NS, "details")}
+    assert watch.keys == {
+        ResourceKey("Service", NS, "ratings"),
+        ResourceKey("Service", NS, "details"),
+    }
