@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from controlplane.ca.bundle import (
@@ -30,10 +31,9 @@ class SecretKeyStore:
     """A KeyStore on Secrets in ``namespace`` (the control plane's, e.g. istio-system)."""
 
     def __init__(self, api_client: Any, namespace: str = "istio-system") -> None:
-        from kubernetes import client
-
-        self._core = client.CoreV1Api(api_client)
-        self._client = client
+        # The kubernetes client's API classes are imported only to write (a first start):
+        # importing CoreV1Api costs about a second and 20 MB (issue 14), reads need none.
+        self._api_client = api_client
         self.namespace = namespace
         self.source: str | None = None  # which Secret the bundle came from
 
@@ -51,8 +51,10 @@ class SecretKeyStore:
     def save(self, bundle: CABundle) -> None:
         """Create ``istio-ca-secret``; if another replica created it first, keep theirs
         (``CertificateAuthority.load_or_create`` reads the store back after saving)."""
-        body = self._client.V1Secret(
-            metadata=self._client.V1ObjectMeta(
+        from kubernetes import client
+
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
                 name=SELF_SIGNED_SECRET,
                 namespace=self.namespace,
                 labels={"app.kubernetes.io/managed-by": "controlplane"},
@@ -66,20 +68,29 @@ class SecretKeyStore:
             },
         )
         try:
-            self._core.create_namespaced_secret(self.namespace, body)
-        except self._client.ApiException as exc:
+            client.CoreV1Api(self._api_client).create_namespaced_secret(self.namespace, body)
+        except client.ApiException as exc:
             if exc.status != 409:
                 raise
         self.source = SELF_SIGNED_SECRET
 
     def _read(self, name: str) -> dict[str, str] | None:
-        try:
-            secret = self._core.read_namespaced_secret(name, self.namespace)
-        except self._client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return {str(k): str(v) for k, v in (secret.data or {}).items()}
+        """The Secret's data (base64 values), by a plain GET; None if there is none."""
+        api = self._api_client
+        path = f"/api/v1/namespaces/{self.namespace}/secrets/{name}"
+        method, url, headers, body, _ = api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = api.call_api(method, url, header_params=headers, body=body)
+        raw = response.read()
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=response.status, reason=response.reason, body=raw)
+        data = json.loads(raw).get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}
 
 
 def _b64(text: str) -> str:

@@ -81,6 +81,30 @@ class KubeApi:
             method, full, header_params=headers, body=body, _request_timeout=timeout
         )
 
+    def get(self, path: str) -> tuple[int, Any]:
+        """GET ``path``: the status and the decoded body (None unless JSON)."""
+        response = self._get(path, {}, timeout=(5, 30))
+        data = response.read()
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, None
+
+    def post(self, path: str, body: Any) -> int:
+        """POST ``body`` as JSON to ``path``; the status."""
+        method, url, headers, payload, _ = self.api_client.param_serialize(
+            "POST",
+            path,
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            method, url, header_params=headers, body=payload, _request_timeout=(5, 30)
+        )
+        response.read()
+        return int(response.status)
+
     def list(self, group: str, version: str, plural: str) -> Listing:
         listing = Listing(group, version, plural)
         kind = kind_of(group, plural)
