@@ -71,12 +71,10 @@ def pod_ip(n: int) -> str:
     return f"10.{100 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
 
 
-def fill(cluster: LocalCluster, services: int, pods: int, rules: int, workers: int = 8) -> dict:
-    """Create everything; returns how long it took."""
-    api = Api(cluster)
-    started = time.monotonic()
-    for k in range(NAMESPACES):
-        cluster.create_namespace(f"ns-{k}")
+def documents(
+    services: int, pods: int, rules: int
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """(creations, pod status patches): each an apiserver path and a body."""
     creates: list[tuple[str, dict[str, Any]]] = []
     statuses: list[tuple[str, dict[str, Any]]] = []
     for i in range(services):
@@ -116,6 +114,31 @@ def fill(cluster: LocalCluster, services: int, pods: int, rules: int, workers: i
                 {"destination": {"host": name, "subset": "v1"}, "weight": 90},
                 {"destination": {"host": name, "subset": "v2"}, "weight": 10}]}]},
         }))  # fmt: skip
+    return creates, statuses
+
+
+def as_listed(services: int, pods: int, rules: int) -> list[dict[str, Any]]:
+    """The same objects as the apiserver would list them (pods with their status)."""
+    creates, statuses = documents(services, pods, rules)
+    status_of = {path.rsplit("/", 1)[-1]: body["status"] for path, body in statuses}
+    out = []
+    for _, body in creates:
+        doc = json.loads(json.dumps(body))
+        doc["metadata"].update(resourceVersion="1", uid="0" * 36, generation=1)
+        doc["metadata"]["creationTimestamp"] = "2026-12-07T00:00:00Z"
+        if doc["kind"] == "Pod":
+            doc["status"] = status_of[doc["metadata"]["name"]]
+        out.append(doc)
+    return out
+
+
+def fill(cluster: LocalCluster, services: int, pods: int, rules: int, workers: int = 8) -> dict:
+    """Create everything; returns how long it took."""
+    api = Api(cluster)
+    started = time.monotonic()
+    for k in range(NAMESPACES):
+        cluster.create_namespace(f"ns-{k}")
+    creates, statuses = documents(services, pods, rules)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda c: api.create(*c), creates))
         created = time.monotonic()

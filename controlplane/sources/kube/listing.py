@@ -105,7 +105,16 @@ class KubeApi:
         response.read()
         return int(response.status)
 
-    def list(self, group: str, version: str, plural: str) -> Listing:
+    def list(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Listing:
+        """Every object of the kind, a page at a time. With ``convert``, the listing holds
+        what it returns for each object (None: nothing), so a page's documents are dropped
+        before the next page is read (the peak memory of a start is one page, not all)."""
         listing = Listing(group, version, plural)
         kind = kind_of(group, plural)
         api_version = f"{group}/{version}" if group else version
@@ -121,10 +130,18 @@ class KubeApi:
             body = json.loads(data)
             del data
             meta = body.get("metadata") or {}
-            for item in body.get("items") or ():
+            items = body.pop("items", None) or []
+            items.reverse()
+            while items:
+                item = items.pop()
                 item["kind"] = kind
                 item["apiVersion"] = api_version
-                listing.items.append(item)
+                if convert is None:
+                    listing.items.append(item)
+                    continue
+                converted = convert(item)
+                if converted is not None:
+                    listing.items.append(converted)
             listing.resource_version = meta.get("resourceVersion")
             token = meta.get("continue")
             if not token:
@@ -161,25 +178,21 @@ class KubeApi:
 
 
 def list_all(
-    api: KubeApi, kinds: Iterable[tuple[str, str, str]], workers: int = 4
+    api: KubeApi,
+    kinds: Iterable[tuple[str, str, str]],
+    convert: Callable[[tuple[str, str, str], dict[str, Any]], Any] | None = None,
+    workers: int = 4,
 ) -> list[Listing]:
-    """Every kind listed once (a few at a time: the apiserver encodes while we decode)."""
+    """Every kind listed once (a few at a time: the apiserver encodes while we decode),
+    each object through ``convert`` (given the kind) if given."""
     kinds = list(kinds)
+
+    def one(kind: tuple[str, str, str]) -> Listing:
+        each = None if convert is None else (lambda item: convert(kind, item))
+        return api.list(*kind, convert=each)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") as pool:
-        return list(pool.map(lambda k: api.list(*k), kinds))
-
-
-def initial_updates(listings: Iterable[Listing], feed: EventFeed) -> list[Update]:
-    """The listings translated (and their findings reported once), in one list."""
-    updates: list[Update] = []
-    for listing in listings:
-        items = listing.items
-        listing.items = []  # the store keeps the compact models, not these documents
-        for item in items:
-            update = feed.translate(None, item, listing.plural)
-            if update is not None:
-                updates.append(update)
-    return updates
+        return list(pool.map(one, kinds))
 
 
 class PlainWatch(threading.Thread):

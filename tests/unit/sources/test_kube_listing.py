@@ -3,12 +3,22 @@ real apiserver: test_coldstart.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs
 
 from controlplane.api import ResourceKey
-from controlplane.sources.kube.cluster import _translate
+from controlplane.sources.kube.cluster import ClusterOptions, ClusterSource
 from controlplane.sources.kube.listing import Gone, Listing, PlainWatch, kinds_for_kopf
-from controlplane.sources.kube.watch import WATCHED, EventFeed, Update, apply_updates
+from controlplane.sources.kube.watch import (
+    WATCHED,
+    EventFeed,
+    StoreBridge,
+    Update,
+    apply_updates,
+)
 from controlplane.store import Store
 
 NS = "shop"
@@ -62,20 +72,66 @@ DR = {
 }
 
 
-def listings() -> list[Listing]:
-    # In WATCHED's order: VirtualServices come before DestinationRules and Services.
-    return [
-        Listing("networking.istio.io", "v1", "virtualservices", [dict(VS)], "10"),
-        Listing("networking.istio.io", "v1", "destinationrules", [dict(DR)], "10"),
-        Listing("", "v1", "services", [service("reviews")], "10"),
-        Listing(
-            "",
-            "v1",
-            "pods",
-            [pod("r1", "reviews", "v1", "10.0.0.1"), pod("r2", "reviews", "v2", "10.0.0.2")],
-            "10",
-        ),
-    ]
+LISTED = {
+    "/apis/networking.istio.io/v1/virtualservices": [VS],
+    "/apis/networking.istio.io/v1/destinationrules": [DR],
+    "/api/v1/services": [service("reviews")],
+    "/api/v1/pods": [
+        pod("r1", "reviews", "v1", "10.0.0.1"),
+        pod("r2", "reviews", "v2", "10.0.0.2"),
+        pod("r3", "reviews", "v1", "10.0.0.3"),
+    ],
+}
+
+
+class FakeResponse:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.reason = "OK" if status == 200 else "Not Found"
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+
+class FakeApiClient:
+    """The kubernetes ApiClient's two calls KubeApi makes, over ``LISTED``, two objects a
+    page (as the apiserver pages with ``limit`` and ``continue``)."""
+
+    def __init__(self, listed: dict[str, list[dict[str, Any]]]) -> None:
+        self.listed = listed
+        self.requests: list[str] = []
+
+    def param_serialize(self, method: str, url: str, **_: Any) -> tuple[Any, ...]:
+        return method, url, {}, None, None
+
+    def call_api(self, method: str, url: str, **_: Any) -> FakeResponse:
+        self.requests.append(url)
+        path, _, query = url.partition("?")
+        if path not in self.listed and not path.endswith(("services", "pods", "namespaces")):
+            return FakeResponse(404, b"{}")  # no such kind (no CRD)
+        items = [json.loads(json.dumps(i)) for i in self.listed.get(path, [])]
+        start = int(parse_qs(query).get("continue", ["0"])[0])
+        page = items[start : start + 2]
+        more = {"continue": str(start + 2)} if start + 2 < len(items) else {}
+        body = {"metadata": {"resourceVersion": "10", **more}, "items": page}
+        return FakeResponse(200, json.dumps(body).encode())
+
+
+def load(listed: dict[str, list[dict[str, Any]]]) -> tuple[Store, ClusterSource, list[Any]]:
+    async def scenario() -> tuple[Store, ClusterSource, list[Any]]:
+        store = Store()
+        changes: list[Any] = []
+        store.subscribe(lambda snapshot, change: changes.append(change))
+        source = ClusterSource(ClusterOptions())
+        source._api = FakeApiClient(listed)
+        source._thread = SimpleNamespace(feed=EventFeed(lambda u: None), failed=None)  # type: ignore[assignment]
+        bridge = StoreBridge(store, asyncio.get_running_loop())
+        assert not source.ready()
+        await source._load(store, bridge)
+        return store, source, changes
+
+    return asyncio.run(scenario())
 
 
 def findings(store: Store) -> list[str]:
@@ -83,27 +139,28 @@ def findings(store: Store) -> list[str]:
 
 
 def test_the_first_listing_is_one_batch_and_reports_nothing_of_a_half_loaded_mesh():
-    store = Store()
-    changes = []
-    store.subscribe(lambda snapshot, change: changes.append(change))
-    feed = EventFeed(lambda update: None)
-    updates, keys = _translate(listings(), feed, feed)
-    apply_updates(store, updates)
+    store, source, changes = load(LISTED)
+    assert source.ready()
     assert len(changes) == 1  # one snapshot, complete
     assert findings(store) == []
     assert store.snapshot.get(ResourceKey("VirtualService", NS, "reviews")) is not None
-    assert keys["pods"] == {ResourceKey("Pod", NS, "r1"), ResourceKey("Pod", NS, "r2")}
+    assert len(store.snapshot.of_kind("Pod")) == 3  # two pages of pods
+    watches = {w.plural: w for w in source._watches}
+    assert set(watches) == {"pods", "services", "endpointslices", "namespaces"}
+    assert watches["pods"].keys == {ResourceKey("Pod", NS, f"r{i}") for i in (1, 2, 3)}
+    assert watches["pods"].resource_version == "10"
 
 
-def test_kind_by_kind_the_same_listing_reports_findings_that_are_not_real():
+def test_kind_by_kind_the_same_objects_report_findings_that_are_not_real():
     """What the one batch avoids: applied a kind at a time (as kopf's watches deliver them),
     the VirtualService is checked before its DestinationRule and Service exist."""
     store = Store()
     feed = EventFeed(lambda update: None)
     seen: set[str] = set()
-    for listing in listings():
-        updates, _ = _translate([listing], feed, feed)
-        apply_updates(store, updates)
+    for path, items in LISTED.items():
+        plural = path.rsplit("/", 1)[-1]
+        updates = [feed.translate(None, dict(item), plural) for item in items]
+        apply_updates(store, [u for u in updates if u is not None])
         seen |= set(findings(store))
     assert findings(store) == []
     assert any("CP030" in f for f in seen), seen
