@@ -60,7 +60,7 @@ class Listing:
     group: str
     version: str
     plural: str
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)  # documents, or what convert made
     resource_version: str | None = None
     found: bool = True
 
