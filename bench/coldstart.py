@@ -149,6 +149,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """The process's user + system CPU seconds (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -180,6 +186,7 @@ def one_run(cluster: LocalCluster, tree: Path, args: argparse.Namespace, workdir
                 raise TimeoutError(f"not ready in {args.timeout}s:\n{op.log_tail()}")
             time.sleep(0.02)
         result["ready_s"] = round(time.monotonic() - started, 2)
+        result["cpu_at_ready_s"] = cpu_s(op.process.pid)
         if not args.early_proxy:
             result["rss_ready_mib"] = rss_mib(op.process.pid)
             if traced is not None:
@@ -197,6 +204,7 @@ def one_run(cluster: LocalCluster, tree: Path, args: argparse.Namespace, workdir
             if probe.first_response_at is not None:
                 result["first_response_s"] = round(probe.first_response_at - started, 2)
         result["served_s"] = round(probe.complete_at - started, 2) if probe.complete_at else None
+        result["cpu_at_served_s"] = cpu_s(op.process.pid)
         result["clusters"] = len(probe.clusters)
         result["with_endpoints"] = len(probe.with_endpoints)
         result["cds_responses"] = probe.cds_responses
@@ -220,6 +228,9 @@ def one_run(cluster: LocalCluster, tree: Path, args: argparse.Namespace, workdir
             if traced.exists():
                 result["tracemalloc_top"] = json.loads(traced.read_text())
         log = op.log_text()
+        result["first_snapshot_log"] = [
+            line[:200] for line in log.splitlines() if "first snapshot" in line
+        ]
         result["log_findings"] = sum(
             1 for line in log.splitlines() if " WARNING " in line or " ERROR " in line
         )
@@ -324,7 +335,10 @@ def main() -> int:
         for r in range(args.runs):
             for t, tree in enumerate(trees):
                 workdir = Path(tmp) / f"run-{r}-{t}"
-                result = one_run(cluster, tree.resolve(), args, workdir)
+                try:
+                    result = one_run(cluster, tree.resolve(), args, workdir)
+                except (TimeoutError, RuntimeError) as exc:  # recorded: the others still run
+                    result = {"tree": str(tree.resolve()), "error": str(exc)[:2000]}
                 report["runs"].append(result)
                 summary = {
                     k: v

@@ -24,9 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import kopf
+from typing import TYPE_CHECKING, Any
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
 from controlplane.api.credentials import Secret
@@ -37,6 +35,9 @@ from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 from controlplane.store.liveness import WatchLiveness
+
+if TYPE_CHECKING:  # kopf is imported by the kopf thread, off the start's path (issue 14)
+    import kopf
 
 log = logging.getLogger("controlplane.kube")
 
@@ -525,6 +526,8 @@ def register_watch_handlers(
     ``on_peering`` (optional) sees every kopf peering object, for leadership (see
     ``controlplane.status.leader``).
     """
+    import kopf
+
     events = feed if feed is not None else EventFeed(submit, resync, liveness)
     report = events.report
 
