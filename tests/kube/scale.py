@@ -138,6 +138,9 @@ def fill(cluster: LocalCluster, services: int, pods: int, rules: int, workers: i
     started = time.monotonic()
     for k in range(NAMESPACES):
         cluster.create_namespace(f"ns-{k}")
+    # The control plane's namespace, where the mesh CA keeps its Secret (a first start creates
+    # it, later starts read it, as in a cluster where istiod was installed).
+    cluster.create_namespace("istio-system")
     creates, statuses = documents(services, pods, rules)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda c: api.create(*c), creates))
