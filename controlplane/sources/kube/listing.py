@@ -125,6 +125,10 @@ class KubeApi:
             if response.status == 404:
                 listing.found = False
                 return listing
+            if response.status == 403:  # as kopf does: the kind is skipped, the rest served
+                log.warning("listing %s: forbidden (RBAC); its objects are not read", plural)
+                listing.found = False
+                return listing
             if response.status != 200:
                 raise RuntimeError(f"listing {plural}: {response.status} {data[:200]!r}")
             body = json.loads(data)
