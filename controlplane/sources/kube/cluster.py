@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import secrets
@@ -26,7 +27,7 @@ from typing import Any
 from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_NAME
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources import MeshCa
-from controlplane.sources.kube.listing import KubeApi, PlainWatch, is_plain, list_all
+from controlplane.sources.kube.listing import KubeApi, Listing, PlainWatch, is_plain, list_all
 from controlplane.sources.kube.operator import KopfThread
 from controlplane.sources.kube.peering import ensure_peering_object
 from controlplane.sources.kube.watch import (
@@ -187,22 +188,24 @@ class ClusterSource:
             # again is found.
             return kopf_feed.translate("ADDED", item, plural)
 
-        listings = await asyncio.to_thread(list_all, api, WATCHED, convert)
-        listed = time.monotonic()
-        updates: list[Update] = []
-        keys: dict[str, set[Any]] = {}
-        for listing in listings:
-            updates += listing.items
-            if is_plain(listing.group, listing.plural):
-                keys[listing.plural] = {u.key for u in listing.items if not u.delete}
-            listing.items = []
-        apply_updates(store, updates)
-        del updates
+        # No cyclic garbage collection while tens of thousands of long-lived objects are
+        # made: each full collection would walk them all again (at 10,000 services half the
+        # CPU of the load went there). What was made is frozen after (as after a push wave,
+        # xds/memory.py), so later collections skip it too.
+        gc.disable()
+        try:
+            listings = await asyncio.to_thread(list_all, api, WATCHED, convert)
+            listed = time.monotonic()
+            self._apply_first(store, listings)
+        finally:
+            gc.freeze()
+            gc.enable()
+
         _release_freed_memory()
         for listing in listings:
             if is_plain(listing.group, listing.plural):
                 self._watches.append(
-                    PlainWatch(api, listing, plain_feed, bridge.submit, keys[listing.plural])
+                    PlainWatch(api, listing, plain_feed, bridge.submit, listing.keys)
                 )
         self._loaded = True
         done = time.monotonic()
@@ -216,6 +219,18 @@ class ClusterSource:
             listed - started,
             done - listed,
         )
+
+    @staticmethod
+    def _apply_first(store: Store, listings: list[Listing]) -> None:
+        """The translated listings as one store batch; each plain kind's keys kept for its
+        watch (``Listing.keys``)."""
+        updates: list[Update] = []
+        for listing in listings:
+            updates += listing.items
+            if is_plain(listing.group, listing.plural):
+                listing.keys = {u.key for u in listing.items if not u.delete}
+            listing.items = []
+        apply_updates(store, updates)
 
     def ready(self) -> bool:
         # Ready (and so in the Service's endpoints) once every watched kind was listed and

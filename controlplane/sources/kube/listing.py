@@ -63,6 +63,7 @@ class Listing:
     items: list[Any] = field(default_factory=list)  # documents, or what convert made
     resource_version: str | None = None
     found: bool = True
+    keys: set[ResourceKey] = field(default_factory=set)  # what the first listing held
 
 
 class KubeApi:
