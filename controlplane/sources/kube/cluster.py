@@ -24,15 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_NAME
+from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_KEY, MESH_CONFIG_NAME
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources import MeshCa
-from controlplane.sources.kube.listing import KubeApi, Listing, PlainWatch, is_plain, list_all
+from controlplane.sources.kube.listing import (
+    KubeApi,
+    Listing,
+    PlainWatch,
+    Scope,
+    is_plain,
+    list_all,
+)
 from controlplane.sources.kube.operator import KopfThread
 from controlplane.sources.kube.peering import ensure_peering_object
 from controlplane.sources.kube.watch import (
+    MESH_CONFIGMAP,
     WATCHED,
     EventFeed,
+    MeshConfigFeed,
     StoreBridge,
     Update,
     apply_updates,
@@ -207,6 +216,22 @@ class ClusterSource:
                 self._watches.append(
                     PlainWatch(api, listing, plain_feed, bridge.submit, listing.keys)
                 )
+        # The mesh ConfigMap (read before anything else, in ``open``) gets a plain watch too:
+        # listed again as it starts, so a change or deletion since that read is seen even
+        # before kopf's ConfigMap watch runs.
+        group, version, plural = MESH_CONFIGMAP
+        mesh = Listing(group, version, plural, resource_version=None)
+        mesh.keys = {MESH_CONFIG_KEY}  # a relist without it deletes it (a no-op if absent)
+        self._watches.append(
+            PlainWatch(
+                api,
+                mesh,
+                MeshConfigFeed(bridge.submit, None, None),
+                bridge.submit,
+                mesh.keys,
+                scope=Scope(DEFAULT_ROOT_NAMESPACE, f"metadata.name={MESH_CONFIG_NAME}"),
+            )
+        )
         self._loaded = True
         done = time.monotonic()
         self.first_listing = {

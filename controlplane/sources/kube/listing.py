@@ -48,6 +48,23 @@ def api_path(group: str, version: str, plural: str) -> str:
     return f"/api/{version}/{plural}" if not group else f"/apis/{group}/{version}/{plural}"
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Part of a kind: one namespace and a field selector (the mesh ConfigMap)."""
+
+    namespace: str
+    field_selector: str
+
+
+def _scoped(
+    group: str, version: str, plural: str, scope: Scope | None
+) -> tuple[str, dict[str, str]]:
+    if scope is None:
+        return api_path(group, version, plural), {}
+    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    return f"{base}/namespaces/{scope.namespace}/{plural}", {"fieldSelector": scope.field_selector}
+
+
 class Gone(Exception):
     """The apiserver no longer has the resourceVersion a watch asked for (410)."""
 
@@ -112,6 +129,7 @@ class KubeApi:
         version: str,
         plural: str,
         convert: Callable[[dict[str, Any]], Any] | None = None,
+        scope: Scope | None = None,
     ) -> Listing:
         """Every object of the kind, a page at a time. With ``convert``, the listing holds
         what it returns for each object (None: nothing), so a page's documents are dropped
@@ -119,9 +137,10 @@ class KubeApi:
         listing = Listing(group, version, plural)
         kind = kind_of(group, plural)
         api_version = f"{group}/{version}" if group else version
-        query: dict[str, Any] = {"limit": PAGE}
+        path, selector = _scoped(group, version, plural, scope)
+        query: dict[str, Any] = {"limit": PAGE, **selector}
         while True:
-            response = self._get(api_path(group, version, plural), query, timeout=(5, 120))
+            response = self._get(path, query, timeout=(5, 120))
             data = response.read()
             if response.status == 404:
                 listing.found = False
@@ -151,20 +170,28 @@ class KubeApi:
             token = meta.get("continue")
             if not token:
                 return listing
-            query = {"limit": PAGE, "continue": token}
+            query = {"limit": PAGE, "continue": token, **selector}
 
     def watch(
-        self, group: str, version: str, plural: str, resource_version: str, timeout: int
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        resource_version: str,
+        timeout: int,
+        scope: Scope | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The events after ``resource_version`` until the server ends the watch (``timeout``
         seconds); raises ``Gone`` when that version is too old."""
+        path, selector = _scoped(group, version, plural, scope)
         query = {
+            **selector,
             "watch": "1",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
-        response = self._get(api_path(group, version, plural), query, timeout=(5, timeout + 30))
+        response = self._get(path, query, timeout=(5, timeout + 30))
         raw = response.response
         try:
             if response.status == 410:
@@ -211,6 +238,7 @@ class PlainWatch(threading.Thread):
         submit: Callable[[Update], None],
         keys: Iterable[ResourceKey] = (),
         timeout: int = 120,
+        scope: Scope | None = None,
     ) -> None:
         super().__init__(name=f"watch-{listing.plural}", daemon=True)
         self.api = api
@@ -221,6 +249,7 @@ class PlainWatch(threading.Thread):
         self.submit = submit
         self.keys: set[ResourceKey] = set(keys)  # what the store holds of this kind
         self.timeout = timeout
+        self.scope = scope
         self.stopping = threading.Event()
         self.relists = 0
 
@@ -235,7 +264,12 @@ class PlainWatch(threading.Thread):
                         continue
                 assert self.resource_version is not None
                 for event in self.api.watch(
-                    self.group, self.version, self.plural, self.resource_version, self.timeout
+                    self.group,
+                    self.version,
+                    self.plural,
+                    self.resource_version,
+                    self.timeout,
+                    scope=self.scope,
                 ):
                     if self.stopping.is_set():
                         return
@@ -279,7 +313,7 @@ class PlainWatch(threading.Thread):
 
     def _relist(self) -> None:
         """List again; what the store holds and the listing lacks was deleted meanwhile."""
-        listing = self.api.list(self.group, self.version, self.plural)
+        listing = self.api.list(self.group, self.version, self.plural, scope=self.scope)
         self.found = listing.found
         self.relists += 1
         present: set[ResourceKey] = set()

@@ -511,6 +511,20 @@ class EventFeed:
         return update
 
 
+class MeshConfigFeed(EventFeed):
+    """The istio ConfigMap's events (``translate_mesh_configmap``), for its plain watch: a
+    deletion made before kopf's ConfigMap watch started would otherwise go unseen."""
+
+    def translate(
+        self, event_type: str | None, raw: Mapping[str, Any], plural: str
+    ) -> Update | None:
+        self.alive(plural, (raw.get("metadata") or {}).get("resourceVersion"))
+        update = translate_mesh_configmap(event_type, raw)
+        if update is not None:
+            self.report(update)
+        return update
+
+
 def register_watch_handlers(
     registry: kopf.OperatorRegistry,
     submit: Callable[[Update], None],

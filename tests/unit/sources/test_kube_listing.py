@@ -146,7 +146,9 @@ def test_the_first_listing_is_one_batch_and_reports_nothing_of_a_half_loaded_mes
     assert store.snapshot.get(ResourceKey("VirtualService", NS, "reviews")) is not None
     assert len(store.snapshot.of_kind("Pod")) == 3  # two pages of pods
     watches = {w.plural: w for w in source._watches}
-    assert set(watches) == {"pods", "services", "endpointslices", "namespaces"}
+    # The high-volume kinds, and the mesh ConfigMap (listed again as its watch starts).
+    assert set(watches) == {"pods", "services", "endpointslices", "namespaces", "configmaps"}
+    assert watches["configmaps"].scope is not None
     assert watches["pods"].keys == {ResourceKey("Pod", NS, f"r{i}") for i in (1, 2, 3)}
     assert watches["pods"].resource_version == "10"
 
@@ -181,14 +183,14 @@ class FakeApi:
         self.relisted = relisted
         self.watched_from: list[str] = []
 
-    def watch(self, group: str, version: str, plural: str, rv: str, timeout: int):
+    def watch(self, group: str, version: str, plural: str, rv: str, timeout: int, scope=None):
         self.watched_from.append(rv)
         if len(self.watched_from) == 1:
             yield from self.events
             raise Gone(plural)
         return
 
-    def list(self, group: str, version: str, plural: str) -> Listing:
+    def list(self, group: str, version: str, plural: str, scope=None) -> Listing:
         return Listing(group, version, plural, [dict(i) for i in self.relisted], "99")
 
 
@@ -221,10 +223,10 @@ def test_a_plain_watch_follows_events_and_after_410_lists_again_and_reports_dele
     # the loop goes on; stop it once the second watch has begun.
     calls = api.watch
 
-    def watch_then_stop(*args: Any):
+    def watch_then_stop(*args: Any, **kwargs: Any):
         if len(api.watched_from) == 1:
             watch.stop()
-        return calls(*args)
+        return calls(*args, **kwargs)
 
     api.watch = watch_then_stop  # type: ignore[method-assign]
     watch.run()
