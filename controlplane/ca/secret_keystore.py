@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from controlplane.ca.bundle import (
@@ -30,10 +31,9 @@ class SecretKeyStore:
     """A KeyStore on Secrets in ``namespace`` (the control plane's, e.g. istio-system)."""
 
     def __init__(self, api_client: Any, namespace: str = "istio-system") -> None:
-        from kubernetes import client
-
-        self._core = client.CoreV1Api(api_client)
-        self._client = client
+        # Plain GETs and a POST over the client's connection: the kubernetes client's
+        # CoreV1Api costs about a second and 20 MB to import (issue 14).
+        self._api_client = api_client
         self.namespace = namespace
         self.source: str | None = None  # which Secret the bundle came from
 
@@ -51,35 +51,55 @@ class SecretKeyStore:
     def save(self, bundle: CABundle) -> None:
         """Create ``istio-ca-secret``; if another replica created it first, keep theirs
         (``CertificateAuthority.load_or_create`` reads the store back after saving)."""
-        body = self._client.V1Secret(
-            metadata=self._client.V1ObjectMeta(
-                name=SELF_SIGNED_SECRET,
-                namespace=self.namespace,
-                labels={"app.kubernetes.io/managed-by": "controlplane"},
-            ),
-            type="istio.io/ca-root",
-            data={
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": SELF_SIGNED_SECRET,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "controlplane"},
+            },
+            "type": "istio.io/ca-root",
+            "data": {
                 CA_CERT_FILE: _b64(bundle.ca_cert_pem),
                 CA_KEY_FILE: _b64(bundle.ca_key_pem),
                 CERT_CHAIN_FILE: _b64(bundle.cert_chain_pem),
                 ROOT_CERT_FILE: _b64(bundle.root_cert_pem),
             },
+        }
+        api = self._api_client
+        method, url, headers, payload, _ = api.param_serialize(
+            "POST",
+            f"/api/v1/namespaces/{self.namespace}/secrets",
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
         )
-        try:
-            self._core.create_namespaced_secret(self.namespace, body)
-        except self._client.ApiException as exc:
-            if exc.status != 409:
-                raise
+        response = api.call_api(method, url, header_params=headers, body=payload)
+        raw = response.read()
+        if response.status not in (200, 201, 409):  # 409: another replica's stays
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=response.status, reason=response.reason, body=raw)
         self.source = SELF_SIGNED_SECRET
 
     def _read(self, name: str) -> dict[str, str] | None:
-        try:
-            secret = self._core.read_namespaced_secret(name, self.namespace)
-        except self._client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return {str(k): str(v) for k, v in (secret.data or {}).items()}
+        """The Secret's data (base64 values), by a plain GET; None if there is none."""
+        api = self._api_client
+        path = f"/api/v1/namespaces/{self.namespace}/secrets/{name}"
+        method, url, headers, body, _ = api.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = api.call_api(method, url, header_params=headers, body=body)
+        raw = response.read()
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            from kubernetes.client.exceptions import ApiException
+
+            raise ApiException(status=response.status, reason=response.reason, body=raw)
+        data = json.loads(raw).get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}
 
 
 def _b64(text: str) -> str:

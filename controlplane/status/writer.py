@@ -82,8 +82,16 @@ class KubernetesStatusClient:
 
         self.api_client = api_client  # part "gwapi": the Gateway API status writer's too
         self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._core_api: Any = None  # CoreV1Api, on first need (its import is slow, issue 14)
         self._exceptions = client.exceptions
+
+    @property
+    def _core(self) -> Any:
+        if self._core_api is None:
+            from kubernetes import client
+
+            self._core_api = client.CoreV1Api(self.api_client)
+        return self._core_api
 
     def patch_status(
         self, group: str, version: str, plural: str, key: ResourceKey, status: dict[str, Any]

@@ -12,22 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_NAME
+from controlplane.api.mesh import DEFAULT_ROOT_NAMESPACE, MESH_CONFIG_KEY, MESH_CONFIG_NAME
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources import MeshCa
+from controlplane.sources.kube.listing import (
+    KubeApi,
+    Listing,
+    PlainWatch,
+    Scope,
+    is_plain,
+    list_all,
+)
 from controlplane.sources.kube.operator import KopfThread
 from controlplane.sources.kube.peering import ensure_peering_object
-from controlplane.sources.kube.watch import StoreBridge, translate_mesh_configmap
+from controlplane.sources.kube.watch import (
+    MESH_CONFIGMAP,
+    WATCHED,
+    EventFeed,
+    MeshConfigFeed,
+    StoreBridge,
+    Update,
+    apply_updates,
+    translate_mesh_configmap,
+)
 from controlplane.status.leader import Leadership
 from controlplane.status.writer import KubernetesStatusClient
 from controlplane.store import Store
@@ -86,12 +105,12 @@ def api_client(kubeconfig: Path | None) -> Any:
 
 def supports_native_sidecars(api_client: Any) -> bool:
     """Kubernetes >= 1.29 runs init containers with ``restartPolicy: Always`` as sidecars."""
-    from kubernetes import client
-
-    version = client.VersionApi(api_client).get_code()
+    status, version = KubeApi(api_client).get("/version")
+    if status != 200 or not isinstance(version, dict):
+        raise RuntimeError(f"GET /version: {status}")
     try:
-        major = int(str(version.major).rstrip("+"))
-        minor = int(str(version.minor).rstrip("+"))
+        major = int(str(version.get("major")).rstrip("+"))
+        minor = int(str(version.get("minor")).rstrip("+"))
     except ValueError:
         return False
     return (major, minor) >= (1, 29)
@@ -106,7 +125,10 @@ class ClusterSource:
         self._api: Any = None
         self._leadership: Leadership | None = None
         self._thread: KopfThread | None = None
+        self._watches: list[PlainWatch] = []
+        self._loaded = False
         self.liveness = WatchLiveness()  # one watch per kind, by plural
+        self.first_listing: dict[str, float] = {}  # how the first snapshot was built (s)
 
     @property
     def thread(self) -> KopfThread:
@@ -156,11 +178,90 @@ class ClusterSource:
         self._thread = KopfThread(
             options, bridge, self._leadership, injection, self._api, self.liveness
         )
+        await self._load(store, bridge)
+
+    async def _load(self, store: Store, bridge: StoreBridge) -> None:
+        """Every watched kind listed once and applied as ONE batch, before anything serves
+        (``listing``): the first snapshot is complete and no in-context finding comes from
+        a half-listed mesh. Then the high-volume kinds are followed from their listing."""
+        started = time.monotonic()
+        api = KubeApi(self._api)
+        kopf_feed = self.thread.feed
+        plain_feed = EventFeed(bridge.submit, None, self.liveness)
+
+        def convert(kind: tuple[str, str, str], item: dict[str, Any]) -> Update | None:
+            group, _, plural = kind
+            if is_plain(group, plural):
+                return plain_feed.translate(None, item, plural)
+            # Recorded for kopf's resync as if added: one deleted before kopf lists it
+            # again is found.
+            return kopf_feed.translate("ADDED", item, plural)
+
+        # No cyclic garbage collection while tens of thousands of long-lived objects are
+        # made: each full collection would walk them all again (at 10,000 services half the
+        # CPU of the load went there). What was made is frozen after (as after a push wave,
+        # xds/memory.py), so later collections skip it too.
+        gc.disable()
+        try:
+            listings = await asyncio.to_thread(list_all, api, WATCHED, convert)
+            listed = time.monotonic()
+            self._apply_first(store, listings)
+        finally:
+            gc.freeze()
+            gc.enable()
+
+        _release_freed_memory()
+        for listing in listings:
+            if is_plain(listing.group, listing.plural):
+                self._watches.append(
+                    PlainWatch(api, listing, plain_feed, bridge.submit, listing.keys)
+                )
+        # The mesh ConfigMap (read before anything else, in ``open``) gets a plain watch too:
+        # listed again as it starts, so a change or deletion since that read is seen even
+        # before kopf's ConfigMap watch runs.
+        group, version, plural = MESH_CONFIGMAP
+        mesh = Listing(group, version, plural, resource_version=None)
+        mesh.keys = {MESH_CONFIG_KEY}  # a relist without it deletes it (a no-op if absent)
+        self._watches.append(
+            PlainWatch(
+                api,
+                mesh,
+                MeshConfigFeed(bridge.submit, None, None),
+                bridge.submit,
+                mesh.keys,
+                scope=Scope(DEFAULT_ROOT_NAMESPACE, f"metadata.name={MESH_CONFIG_NAME}"),
+            )
+        )
+        self._loaded = True
+        done = time.monotonic()
+        self.first_listing = {
+            "list_s": round(listed - started, 3),
+            "apply_s": round(done - listed, 3),
+        }
+        log.info(
+            "first snapshot: %d kinds listed and translated in %.2f s, applied in %.2f s",
+            len(listings),
+            listed - started,
+            done - listed,
+        )
+
+    @staticmethod
+    def _apply_first(store: Store, listings: list[Listing]) -> None:
+        """The translated listings as one store batch; each plain kind's keys kept for its
+        watch (``Listing.keys``)."""
+        updates: list[Update] = []
+        for listing in listings:
+            updates += listing.items
+            if is_plain(listing.group, listing.plural):
+                listing.keys = {u.key for u in listing.items if not u.delete}
+            listing.items = []
+        apply_updates(store, updates)
 
     def ready(self) -> bool:
-        # Ready (and so in the Service's endpoints) once kopf runs and its first listings
-        # have settled (the first resync ran): a replica must not hand proxies an empty mesh.
-        return self.thread.ready.is_set() and self.thread.resync.runs > 0
+        # Ready (and so in the Service's endpoints) once every watched kind was listed and
+        # the listing applied as one batch (``_load``): a replica never hands proxies a
+        # partial mesh. Events after the listing reach the store through the watches.
+        return self._loaded and self.thread.failed is None
 
     def mesh_ca(self) -> MeshCa | None:
         if not self.options.mesh_ca:
@@ -191,10 +292,14 @@ class ClusterSource:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         thread = self.thread
+        for watch in self._watches:
+            watch.start()
         thread.start()
         try:
             yield
         finally:
+            for watch in self._watches:
+                watch.stop()
             thread.stop_flag.set()
             await asyncio.to_thread(thread.join, 15)
 
@@ -217,18 +322,29 @@ class ClusterSource:
         return 1 if self._thread is not None and self._thread.failed is not None else 0
 
 
+def _release_freed_memory() -> None:
+    """Hand the heap the first listing's documents left free back to the OS (glibc keeps it
+    otherwise, and the process's RSS stays at the listing's peak)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def read_mesh_configmap(api: Any) -> dict[str, Any] | None:
     """The istio ConfigMap as a document, or None (absent, or not readable: the watch will
-    bring it if it appears)."""
-    from kubernetes import client
-
+    bring it if it appears). A plain GET: the kubernetes client's CoreV1Api costs about a
+    second to import (issue 14)."""
+    path = f"/api/v1/namespaces/{DEFAULT_ROOT_NAMESPACE}/configmaps/{MESH_CONFIG_NAME}"
     try:
-        found = client.CoreV1Api(api).read_namespaced_config_map(
-            MESH_CONFIG_NAME, DEFAULT_ROOT_NAMESPACE
-        )
-    except client.exceptions.ApiException as exc:
-        if exc.status not in (403, 404):
-            log.warning("reading the mesh config (ConfigMap %s): %s", MESH_CONFIG_NAME, exc)
+        status, found = KubeApi(api).get(path)
+    except Exception as exc:
+        log.warning("reading the mesh config (ConfigMap %s): %s", MESH_CONFIG_NAME, exc)
         return None
-    doc: dict[str, Any] = api.sanitize_for_serialization(found)
-    return {"apiVersion": "v1", "kind": "ConfigMap", **doc}
+    if status != 200 or not isinstance(found, dict):
+        if status not in (403, 404):
+            log.warning("reading the mesh config (ConfigMap %s): %s", MESH_CONFIG_NAME, status)
+        return None
+    return {**found, "apiVersion": "v1", "kind": "ConfigMap"}

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.inject.injector import InjectionConfig
 from controlplane.sources.kube.gateway_deployer import GatewayDeployer, register_gateway_deployer
+from controlplane.sources.kube.listing import kinds_for_kopf
 from controlplane.sources.kube.peering import PEERING_PLURAL, peering_operator
 from controlplane.sources.kube.watch import (
+    EventFeed,
     Resync,
     StoreBridge,
     Update,
@@ -68,7 +70,13 @@ class KopfThread(threading.Thread):
         self.webhooks = WebhookUpkeep(
             api_client, options.manage_webhooks, options.webhook_resync, options.ca_namespace
         )
-        self.resync = Resync(self._submit, kubernetes_lister(api_client), delay=1.0)
+        # kopf follows the Istio kinds (and the other low-volume ones); the high-volume
+        # kinds have plain watches of their own (``listing.PlainWatch``).
+        self.kinds = kinds_for_kopf()
+        self.resync = Resync(
+            self._submit, kubernetes_lister(api_client), delay=1.0, kinds=self.kinds
+        )
+        self.feed = EventFeed(self._submit, self.resync, liveness)
         self.gateways = (
             GatewayDeployer(api_client, lambda: self.injection, leadership.is_leader)
             if options.deploy_gateways
@@ -98,7 +106,7 @@ class KopfThread(threading.Thread):
         while True:
             await asyncio.sleep(max(1.0, liveness.stall_after / 4))
             if self.ready.is_set():
-                await asyncio.to_thread(probe_liveness, liveness, newest)
+                await asyncio.to_thread(probe_liveness, liveness, newest, self.kinds)
 
     def _submit(self, update: Update) -> None:
         self.bridge.submit(update)
@@ -116,6 +124,8 @@ class KopfThread(threading.Thread):
             peering_plural=PEERING_PLURAL,
             resync=self.resync,
             liveness=self.liveness,
+            kinds=self.kinds,
+            feed=self.feed,
         )
         if self.gateways is not None:
             register_gateway_deployer(watch, self.gateways)

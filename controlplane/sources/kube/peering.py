@@ -23,17 +23,14 @@ def ensure_peering_object(api_client: Any, name: str) -> bool:
 
     Returns False when the cluster has no ClusterKopfPeering CRD (peering is impossible).
     """
-    from kubernetes import client
+    from controlplane.sources.kube.listing import KubeApi
 
-    api = client.CustomObjectsApi(api_client)
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
-    try:
-        api.create_cluster_custom_object("kopf.dev", "v1", PEERING_PLURAL, body)
-    except client.exceptions.ApiException as exc:
-        if exc.status == 404:
-            return False
-        if exc.status != 409:
-            raise
+    status = KubeApi(api_client).post(f"/apis/kopf.dev/v1/{PEERING_PLURAL}", body)
+    if status == 404:
+        return False
+    if status not in (200, 201, 409):
+        raise RuntimeError(f"creating ClusterKopfPeering {name}: {status}")
     return True
 
 

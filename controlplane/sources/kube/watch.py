@@ -24,9 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import kopf
+from typing import TYPE_CHECKING, Any
 
 from controlplane.api import InvalidResource, ResourceKey, document_key, load, load_mesh_config
 from controlplane.api.credentials import Secret
@@ -37,6 +35,9 @@ from controlplane.api.unsupported import UNSUPPORTED_KINDS
 from controlplane.sources.files import ReadResult, is_mesh_configmap, mesh_of_configmap
 from controlplane.store import Rejection, Store, Submission
 from controlplane.store.liveness import WatchLiveness
+
+if TYPE_CHECKING:  # kopf is imported by the kopf thread, off the start's path (issue 14)
+    import kopf
 
 log = logging.getLogger("controlplane.kube")
 
@@ -229,20 +230,25 @@ class StoreBridge:
             self._scheduled = False
         if not batch:
             return
-        latest: dict[ResourceKey, Update] = {}
-        for update in batch:  # the last event of a key wins
-            latest.pop(update.key, None)
-            latest[update.key] = update
-        try:
-            self.store.apply(
-                upserts=[u.submission for u in latest.values() if u.submission is not None],
-                deletes=[u.key for u in latest.values() if u.delete],
-                rejections=[u.rejection for u in latest.values() if u.rejection is not None],
-                restored=[u.restored for u in latest.values() if u.restored is not None],
-            )
-        except Exception:  # a listener's bug must not stop the watch; the resync repairs
-            log.exception("applying %d watch events failed", len(latest))
+        apply_updates(self.store, batch)
         self.applied += len(batch)
+
+
+def apply_updates(store: Store, batch: list[Update]) -> None:
+    """Apply ``batch`` to ``store`` as one change (the last event of a key wins)."""
+    latest: dict[ResourceKey, Update] = {}
+    for update in batch:
+        latest.pop(update.key, None)
+        latest[update.key] = update
+    try:
+        store.apply(
+            upserts=[u.submission for u in latest.values() if u.submission is not None],
+            deletes=[u.key for u in latest.values() if u.delete],
+            rejections=[u.rejection for u in latest.values() if u.rejection is not None],
+            restored=[u.restored for u in latest.values() if u.restored is not None],
+        )
+    except Exception:  # a listener's bug must not stop the watch; the resync repairs
+        log.exception("applying %d watch events failed", len(latest))
 
 
 Lister = Callable[[str, str, str], set[ResourceKey]]
@@ -356,6 +362,9 @@ def _kind_of(group: str, plural: str) -> str:
     return _KIND_OF_GROUP_PLURAL.get((group, plural)) or _KIND_OF_PLURAL.get(plural, plural)
 
 
+kind_of = _kind_of
+
+
 def kubernetes_lister(api_client: Any) -> Lister:
     """A Lister over the kubernetes client (names only are needed, but lists are full)."""
     import json
@@ -433,24 +442,23 @@ def probe_liveness(
     return behind
 
 
-def register_watch_handlers(
-    registry: kopf.OperatorRegistry,
-    submit: Callable[[Update], None],
-    on_peering: Callable[[Mapping[str, Any]], None] | None = None,
-    peering_plural: str = "clusterkopfpeerings",
-    resync: Resync | None = None,
-    liveness: WatchLiveness | None = None,
-) -> None:
-    """Register one event handler per watched kind, each feeding ``submit``.
+class EventFeed:
+    """One watch event -> translated, recorded for the resync and liveness, its findings
+    logged once (as the file source does, not on every event), and submitted. Shared by
+    kopf's handlers, the first listing and the plain watches (``listing``)."""
 
-    ``on_peering`` (optional) sees every kopf peering object, for leadership (see
-    ``controlplane.status.leader``).
-    """
+    def __init__(
+        self,
+        submit: Callable[[Update], None],
+        resync: Resync | None = None,
+        liveness: WatchLiveness | None = None,
+    ) -> None:
+        self.submit = submit
+        self.resync = resync
+        self.liveness = liveness
+        self._reported: dict[ResourceKey, frozenset[Issue]] = {}
 
-    reported: dict[ResourceKey, frozenset[Issue]] = {}
-
-    def report(update: Update) -> None:
-        """Log a resource's findings once (as the file source does), not on every event."""
+    def report(self, update: Update) -> None:
         found = (
             update.rejection.issues
             if update.rejection is not None
@@ -458,45 +466,98 @@ def register_watch_handlers(
             if update.submission is not None
             else ()
         )
-        issues = frozenset(found)
-        if update.delete or reported.get(update.key) == issues:
-            if update.delete:
-                reported.pop(update.key, None)
+        if update.delete:
+            self._reported.pop(update.key, None)
             return
-        reported[update.key] = issues
+        if not found:
+            self._reported.pop(update.key, None)  # the common case: nothing kept per object
+            return
+        issues = frozenset(found)
+        if self._reported.get(update.key) == issues:
+            return
+        self._reported[update.key] = issues
         for issue in sorted(issues, key=str):
             level = logging.ERROR if issue.severity is Level.ERROR else logging.WARNING
             log.log(level, "%s", issue)
 
-    def feed(event: Mapping[str, Any], **_: Any) -> None:
-        raw = event.get("object")
-        if not isinstance(raw, Mapping):
-            return
-        update = translate(event.get("type"), raw)
+    def alive(self, plural: str, resource_version: Any) -> None:
+        if self.liveness is not None:
+            self.liveness.event(plural, resource_version)
+
+    def translate(
+        self, event_type: str | None, raw: Mapping[str, Any], plural: str
+    ) -> Update | None:
+        """The event's Update, recorded and reported, or None if nothing is to be submitted."""
+        if self.liveness is not None:
+            meta = raw.get("metadata")
+            self.liveness.event(plural, meta.get("resourceVersion") if meta else None)
+        update = translate(event_type, raw)
         if update is None:
-            return
-        if resync is not None:
-            resync.observe(event.get("type"), update)
-        report(update)
+            return None
+        if self.resync is not None:
+            self.resync.observe(event_type, update)
+        self.report(update)
         if update.rejection is not None and any(
             i.code is Codes.UNKNOWN_KIND for i in update.rejection.issues
         ):
-            return
-        submit(update)
+            return None
+        return update
+
+    def __call__(
+        self, event_type: str | None, raw: Mapping[str, Any], plural: str
+    ) -> Update | None:
+        """Translate and submit; returns what was submitted."""
+        update = self.translate(event_type, raw, plural)
+        if update is not None:
+            self.submit(update)
+        return update
+
+
+class MeshConfigFeed(EventFeed):
+    """The istio ConfigMap's events (``translate_mesh_configmap``), for its plain watch: a
+    deletion made before kopf's ConfigMap watch started would otherwise go unseen."""
+
+    def translate(
+        self, event_type: str | None, raw: Mapping[str, Any], plural: str
+    ) -> Update | None:
+        self.alive(plural, (raw.get("metadata") or {}).get("resourceVersion"))
+        update = translate_mesh_configmap(event_type, raw)
+        if update is not None:
+            self.report(update)
+        return update
+
+
+def register_watch_handlers(
+    registry: kopf.OperatorRegistry,
+    submit: Callable[[Update], None],
+    on_peering: Callable[[Mapping[str, Any]], None] | None = None,
+    peering_plural: str = "clusterkopfpeerings",
+    resync: Resync | None = None,
+    liveness: WatchLiveness | None = None,
+    kinds: tuple[tuple[str, str, str], ...] = WATCHED,
+    feed: EventFeed | None = None,
+) -> None:
+    """Register one event handler per kind of ``kinds``, each feeding ``submit``.
+
+    ``on_peering`` (optional) sees every kopf peering object, for leadership (see
+    ``controlplane.status.leader``).
+    """
+    import kopf
+
+    events = feed if feed is not None else EventFeed(submit, resync, liveness)
+    report = events.report
 
     def fed_by(plural: str) -> Callable[..., None]:
-        def handler(event: Mapping[str, Any], **kwargs: Any) -> None:
-            if liveness is not None:
-                raw = event.get("object")
-                meta = raw.get("metadata") if isinstance(raw, Mapping) else None
-                liveness.event(plural, meta.get("resourceVersion") if meta else None)
-            feed(event, **kwargs)
+        def handler(event: Mapping[str, Any], **_: Any) -> None:
+            raw = event.get("object")
+            if isinstance(raw, Mapping):
+                events(event.get("type"), raw, plural)
 
         return handler
 
     if liveness is not None:
         liveness.watching(plural for _, _, plural in WATCHED)
-    for group, version, plural in WATCHED:
+    for group, version, plural in kinds:
         handler_id = f"watch-{plural}" if group != GATEWAY_API_GROUP else f"watch-gwapi-{plural}"
         kopf.on.event(group, version, plural, id=handler_id, registry=registry)(fed_by(plural))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from controlplane.sources.kube import cluster
@@ -14,14 +12,13 @@ from controlplane.sources.kube import cluster
     [("1", "35", True), ("1", "29", True), ("1", "28", False), ("1", "27+", False)],
 )
 def test_native_sidecars_are_used_from_kubernetes_1_29(monkeypatch, major, minor, native):
-    class VersionApi:
+    class KubeApi:  # the apiserver's GET /version
         def __init__(self, api_client: object) -> None:
             pass
 
-        def get_code(self) -> SimpleNamespace:
-            return SimpleNamespace(major=major, minor=minor)
+        def get(self, path: str) -> tuple[int, dict[str, str]]:
+            assert path == "/version"
+            return 200, {"major": major, "minor": minor}
 
-    from kubernetes import client
-
-    monkeypatch.setattr(client, "VersionApi", VersionApi)
+    monkeypatch.setattr(cluster, "KubeApi", KubeApi)
     assert cluster.supports_native_sidecars(object()) is native
