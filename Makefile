@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench clean
+.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench bench-istiod clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,13 @@ crds: venv
 # Long (tens of minutes) but bounded; BENCH_ARGS selects, e.g. BENCH_ARGS="--n 1000 --scenarios storm,canary"
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# istiod side by side (bench/peer.py): builds istiod's pilot-discovery from the Go module proxy at
+# the version pinned in bench/istiod/build.sh (about 10 minutes the first time, cached next to the
+# kube binaries), then alternates both control planes against one kube-apiserver. Never part of
+# `make test`. BENCH_ARGS="--n 100" for a quick run.
+bench-istiod: venv kube-binaries
+	$(PY) -m bench.peer $(BENCH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check controlplane tests bench
