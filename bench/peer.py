@@ -727,7 +727,6 @@ class Round:
         self.args = args
         self.peer = peer
         self.registry = registry
-        self.canary_step = 0
 
     def node_ids(self, count: int) -> list[str]:
         return [
@@ -852,9 +851,15 @@ class Round:
         result.update(self.settle(mark))
         return result
 
+    def current_v2_weight(self) -> int:
+        ns, name = self.registry.namespace(0), self.registry.name(0)
+        found = self.peer.cluster.get_json("virtualservices.networking.istio.io", name, "-n", ns)
+        return int(found["spec"]["http"][0]["route"][1]["weight"])
+
     def canary(self) -> dict[str, Any]:
-        self.canary_step += 1
-        v2 = 50 if self.canary_step % 2 else 10
+        # Always a real change: the other weight than the VirtualService has now (an earlier
+        # round may have left either).
+        v2 = 10 if self.current_v2_weight() == 50 else 50
         self.load.watch_ids += 1
         wid = f"w{self.load.watch_ids}"
         mark = self.account()
@@ -898,17 +903,28 @@ class Round:
             if i:
                 time.sleep(3)
             shifts.append(self.canary())
-        p99s = sorted(s["convergence_seconds"].get("p99", float("inf")) for s in shifts)
-        return {
-            "shifts": shifts,
-            "p99_median": p99s[len(p99s) // 2],
-            "p99_worst": p99s[-1],
-            "cpu_seconds_median": statistics.median(s["cpu_seconds"] for s in shifts),
-            "bytes_received_by_proxies_median": statistics.median(
-                s["bytes_received_by_proxies"] for s in shifts
-            ),
-            "not_converged": sum(s["not_converged"] for s in shifts),
-        }
+        return {"shifts": shifts, **canary_figures(shifts)}
+
+
+def canary_figures(shifts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median and worst p99 over the shifts that reached proxies; a shift that reached
+    none counts in ``not_converged`` (and ``shifts_without_latency``), not in the p99s."""
+    reached = [s for s in shifts if "p99" in s["convergence_seconds"]]
+    p99s = sorted(s["convergence_seconds"]["p99"] for s in reached)
+    return {
+        "p99_median": p99s[len(p99s) // 2] if p99s else None,
+        "p99_worst": p99s[-1] if p99s else None,
+        "shifts_without_latency": len(shifts) - len(reached),
+        "cpu_seconds_median": statistics.median(s["cpu_seconds"] for s in reached)
+        if reached
+        else None,
+        "bytes_received_by_proxies_median": statistics.median(
+            s["bytes_received_by_proxies"] for s in reached
+        )
+        if reached
+        else None,
+        "not_converged": sum(s["not_converged"] for s in shifts),
+    }
 
 
 # ---- summary -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from bench.peer import (
     BUILD_SH,
     PROXY_METADATA,
     Peer,
+    canary_figures,
     cold_start_probe,
     istio_pin,
     summarize,
@@ -91,3 +92,22 @@ def test_the_istio_pin_is_read_from_the_build_script() -> None:
     pin = istio_pin()
     assert pin.startswith("v0.0.0-") and len(pin.split("-")[-1]) == 12
     assert f"CONTROLPLANE_ISTIO_VERSION:-{pin}" in BUILD_SH.read_text()
+
+
+def test_a_canary_shift_that_reached_no_proxy_is_counted_apart_not_as_a_p99() -> None:
+    def shift(p99: float | None, cpu: float) -> dict[str, Any]:
+        latencies = {"count": 2, "p99": p99} if p99 is not None else {"count": 0}
+        return {
+            "convergence_seconds": latencies,
+            "not_converged": 0 if p99 is not None else 2,
+            "cpu_seconds": cpu,
+            "bytes_received_by_proxies": 10 if p99 is not None else 0,
+        }
+
+    figures = canary_figures([shift(None, 0.1), shift(2.0, 1.0), shift(3.0, 2.0), shift(1.0, 3.0)])
+    assert figures["p99_median"] == 2.0
+    assert figures["p99_worst"] == 3.0
+    assert figures["shifts_without_latency"] == 1
+    assert figures["not_converged"] == 2
+    assert figures["cpu_seconds_median"] == 2.0
+    assert figures["bytes_received_by_proxies_median"] == 10
