@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.10
 
-.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench bench-overhead clean
+.PHONY: kube-binaries browser venv demo demo-ingress test test-slow test-fast lint lock crds bench bench-overhead bench-istiod clean
 
 venv: $(STAMP)
 
@@ -71,6 +71,13 @@ bench: venv
 # What a sidecar costs: per-hop latency and one Envoy's memory (bench/README.md, a few minutes)
 bench-overhead: venv
 	$(PY) -m bench.hop_overhead $(BENCH_ARGS)
+
+# istiod side by side (bench/peer.py): builds istiod's pilot-discovery from the Go module proxy at
+# the version pinned in bench/istiod/build.sh (about 10 minutes the first time, cached next to the
+# kube binaries), then alternates both control planes against one kube-apiserver. Never part of
+# `make test`. BENCH_ARGS="--n 100" for a quick run.
+bench-istiod: venv kube-binaries
+	$(PY) -m bench.peer $(BENCH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check controlplane tests bench

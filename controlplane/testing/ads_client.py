@@ -53,14 +53,22 @@ def node(node_id: str, metadata: Mapping[str, Any] | None = None) -> base_pb2.No
 class AdsConnection:
     """One ADS stream over its own channel (like one Envoy's connection)."""
 
-    def __init__(self, target: str, delta: bool = False) -> None:
+    def __init__(
+        self,
+        target: str,
+        delta: bool = False,
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
         self.target = target
         self.delta = delta
+        # Extra gRPC channel options (e.g. a short reconnect backoff for a probe that times
+        # a control plane's start), after the defaults.
+        self.options = [*CHANNEL_OPTIONS, *options]
         self.channel: grpc.aio.Channel | None = None
         self.call: Any = None
 
     async def open(self) -> AdsConnection:
-        self.channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(self.target, options=self.options)
         # Responses arrive as bytes and are parsed here, so that their size is known
         # without re-encoding them (ByteSize() of a large message costs more than parsing).
         method = "DeltaAggregatedResources" if self.delta else "StreamAggregatedResources"
