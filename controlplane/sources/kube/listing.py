@@ -268,7 +268,7 @@ class PlainWatch(threading.Thread):
                     self.version,
                     self.plural,
                     self.resource_version,
-                    self.timeout,
+                    self._cycle(),
                     scope=self.scope,
                 ):
                     if self.stopping.is_set():
@@ -286,6 +286,15 @@ class PlainWatch(threading.Thread):
                 log.warning("watch of %s failed (%s); again in %.1f s", self.plural, exc, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _cycle(self) -> int:
+        """Seconds the server keeps one watch open: ``timeout``, and under a third of the
+        watch-liveness stall limit, so that a quiet kind's watch, ended on time by the server,
+        proves itself alive before the limit (bookmarks may come less often)."""
+        liveness = self.feed.liveness
+        if liveness is None:
+            return self.timeout
+        return max(1, min(self.timeout, int(liveness.stall_after / 3)))
 
     def _on(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
